@@ -1,0 +1,214 @@
+/* modrwkv: RWKV-7 / ModRWKV inference in C.
+ *
+ * One public header. Conventions:
+ *   - Every fallible function returns an mrw_status (MRW_OK == 0) and, when `err` is non-NULL, writes a
+ *     human-readable message into it. There is no global error state and no global mutable state.
+ *   - Handles are opaque. A model (mrw_model) is immutable once loaded and may be shared by many contexts
+ *     and states; a context (mrw_context) holds scratch memory and threads and is used by one thread at a
+ *     time; a state (mrw_state) is the whole RNN memory of one sequence and is plain data you may copy,
+ *     save, restore and fork.
+ *   - Token ids are int32. Logits are float32.
+ */
+#ifndef MODRWKV_H
+#define MODRWKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MRW_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------------------------------------- errors */
+
+typedef enum {
+    MRW_OK = 0,
+    MRW_E_ARG,         /* the caller passed an invalid argument */
+    MRW_E_IO,          /* the file system failed (open, read, write, rename) */
+    MRW_E_FORMAT,      /* a file is malformed, truncated or inconsistent */
+    MRW_E_UNSUPPORTED, /* well-formed but not supported (dtype, architecture, feature) */
+    MRW_E_SHAPE,       /* tensor shapes disagree with each other or with the model */
+    MRW_E_MISSING,     /* a required tensor is missing */
+    MRW_E_UNKNOWN,     /* a tensor the architecture does not have */
+    MRW_E_SECURITY,    /* refused on purpose: e.g. a pickle GLOBAL that is not allow-listed */
+    MRW_E_NOMEM,       /* an allocation failed */
+    MRW_E_LIMIT,       /* an input exceeds a size limit */
+    MRW_E_INTERNAL,    /* a bug: please report it */
+} mrw_status;
+
+typedef struct {
+    mrw_status code;
+    char msg[512];
+} mrw_error;
+
+const char *mrw_status_name(mrw_status s);
+
+/* ---------------------------------------------------------------------------------------------- dtypes */
+
+/* Element types. Quantized types store blocks of 32 consecutive elements of a row (the last dimension),
+ * in the GGUF/ggml block layouts: Q8_0 = f16 scale + 32 int8; Q4_0 = f16 scale + 16 bytes of nibbles
+ * (byte j holds element j in its low nibble and element j+16 in its high nibble, value = d * (q - 8)). */
+typedef enum {
+    MRW_DT_F32 = 0,
+    MRW_DT_F16,
+    MRW_DT_BF16,
+    MRW_DT_Q8_0,
+    MRW_DT_Q4_0,
+    MRW_DT_F64,
+    MRW_DT_I64,
+    MRW_DT_I32,
+    MRW_DT_I16,
+    MRW_DT_I8,
+    MRW_DT_U8,
+    MRW_DT_BOOL,
+    MRW_DT_COUNT,
+    MRW_DT_AUTO = -1 /* "keep what the file has" where a dtype is requested */
+} mrw_dtype;
+
+const char *mrw_dtype_name(mrw_dtype t);           /* "f32", "q8_0", ... */
+int mrw_dtype_parse(const char *name, mrw_dtype *out); /* 0 on success, -1 if unknown */
+
+/* ----------------------------------------------------------------------------------------------- model */
+
+typedef struct mrw_model mrw_model;
+
+typedef struct {
+    int n_layer;
+    int n_embd;    /* C */
+    int n_head;    /* H = C / head_size */
+    int head_size; /* N = 64 in every released model */
+    int n_ffn;     /* F */
+    int n_vocab;   /* rows of emb / head */
+    int lora_w, lora_a, lora_v, lora_g; /* LoRA ranks, read from tensor shapes */
+    mrw_dtype weight_dtype; /* dtype of the big matrices as loaded (the most common one) */
+    int64_t n_params;
+    int64_t weight_bytes; /* bytes of all weights as held in memory */
+} mrw_model_info;
+
+typedef struct {
+    /* Convert the big matrices (emb, head, r/k/v/o, ffn key/value) to this dtype at load time, or keep the
+     * file's dtype with MRW_DT_AUTO. Small tensors are always held in f32. */
+    mrw_dtype weight_dtype;
+    /* Print a progress line while converting on load (to stderr). */
+    int progress;
+} mrw_load_params;
+
+mrw_load_params mrw_load_params_default(void);
+
+/* Loads an RWKV-7 model from a .pth (official layout), .safetensors or GGUF (arch "rwkv7") file; the format
+ * is detected from the file's content. Shapes, layer count, head count and LoRA ranks come from the tensors. */
+mrw_status mrw_model_load(const char *path, const mrw_load_params *params, mrw_model **out, mrw_error *err);
+void mrw_model_free(mrw_model *model);
+mrw_model_info mrw_model_get_info(const mrw_model *model);
+
+/* ----------------------------------------------------------------------------------------------- state */
+
+/* The whole RNN memory of one sequence: per layer the token-shift vectors of time mix and channel mix (C
+ * floats each) and the WKV matrices (H x N x N floats), all fp32. */
+typedef struct mrw_state mrw_state;
+
+mrw_state *mrw_state_new(const mrw_model *model); /* zero state; NULL when out of memory */
+void mrw_state_free(mrw_state *state);
+void mrw_state_reset(mrw_state *state);                           /* back to zero */
+mrw_status mrw_state_copy(mrw_state *dst, const mrw_state *src); /* same model shape required */
+/* Raw access: n floats laid out per layer as [sx_att C][wkv H*N*N][sx_ffn C]. */
+float *mrw_state_data(mrw_state *state, size_t *n_floats);
+/* Saves to / restores from a file that records the model shape and a checksum; loading into a state of a
+ * different shape or from a corrupt file fails with a clear error. Saving is atomic (temp file + rename). */
+mrw_status mrw_state_save(const mrw_state *state, const char *path, mrw_error *err);
+mrw_status mrw_state_load(mrw_state *state, const char *path, mrw_error *err);
+
+/* --------------------------------------------------------------------------------------------- context */
+
+typedef struct mrw_context mrw_context;
+
+typedef struct {
+    int n_threads; /* 0: one per available core */
+    int max_chunk; /* tokens per sequence-mode chunk (bounds scratch memory); 0: default 256 */
+} mrw_context_params;
+
+mrw_context_params mrw_context_params_default(void);
+mrw_status mrw_context_new(const mrw_model *model, const mrw_context_params *params, mrw_context **out,
+                           mrw_error *err);
+void mrw_context_free(mrw_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------- forward */
+
+typedef enum {
+    MRW_LOGITS_NONE = 0, /* only advance the state */
+    MRW_LOGITS_LAST,     /* logits of the last position: n_vocab floats */
+    MRW_LOGITS_ALL,      /* logits of every position: n x n_vocab floats */
+} mrw_logits_mode;
+
+/* Feeds n tokens through the model in sequence mode (token-parallel GEMMs, then the WKV scan), advancing
+ * `state`. n == 1 is RNN mode. Token ids must lie in [0, n_vocab). */
+mrw_status mrw_eval_tokens(mrw_context *ctx, mrw_state *state, const int32_t *tokens, int n,
+                           mrw_logits_mode mode, float *logits, mrw_error *err);
+
+/* Like mrw_eval_tokens, but the input rows are given as embeddings (n x n_embd floats, before ln0 of block
+ * 0, which is applied to them): how modality features are spliced into the sequence. */
+mrw_status mrw_eval_embeddings(mrw_context *ctx, mrw_state *state, const float *embd, int n,
+                               mrw_logits_mode mode, float *logits, mrw_error *err);
+
+/* ----------------------------------------------------------------------------------------------- vocab */
+
+typedef struct mrw_vocab mrw_vocab;
+
+/* The RWKV World vocabulary file (rwkv_vocab_v20230424.txt, LF or CRLF line ends). ModRWKV's v2 special
+ * tokens <|vision_start|>, <|vision_end|>, <|image_pad|> (65530..65532) are added. */
+mrw_status mrw_vocab_load(const char *path, mrw_vocab **out, mrw_error *err);
+/* A byte-level vocabulary: token id = byte value (256 tokens). */
+mrw_vocab *mrw_vocab_new_bytes(void);
+/* The vocabulary embedded in a GGUF model, if it has one (MRW_E_MISSING otherwise). */
+mrw_status mrw_vocab_from_model(const mrw_model *model, mrw_vocab **out, mrw_error *err);
+void mrw_vocab_free(mrw_vocab *vocab);
+int mrw_vocab_size(const mrw_vocab *vocab); /* largest id + 1 */
+
+/* Greedy longest-match tokenization of `len` bytes (any bytes: invalid UTF-8 falls back to byte tokens).
+ * Writes at most `cap` ids to `out` and returns the total number of tokens the text needs (call again with
+ * a larger buffer if it exceeds cap), or -1 if the vocabulary cannot encode some byte. */
+int64_t mrw_tokenize(const mrw_vocab *vocab, const char *text, size_t len, int32_t *out, size_t cap);
+/* Bytes of one token (not NUL-terminated); NULL and *len = 0 for ids without text (0, padding). */
+const uint8_t *mrw_token_bytes(const mrw_vocab *vocab, int32_t id, size_t *len);
+
+/* Streaming detokenizer: push the bytes of generated tokens and get back only complete UTF-8 sequences;
+ * bytes that can never form a valid sequence come out as U+FFFD. */
+typedef struct {
+    uint8_t pending[4];
+    int n_pending;
+} mrw_utf8_stream;
+/* Appends the printable part of (pending + in) to out (out needs n + 8 bytes of room), returns bytes
+ * written. */
+size_t mrw_utf8_stream_push(mrw_utf8_stream *s, const uint8_t *in, size_t n, char *out);
+/* At the end of a stream: a dangling incomplete sequence becomes U+FFFD. */
+size_t mrw_utf8_stream_flush(mrw_utf8_stream *s, char *out);
+
+/* --------------------------------------------------------------------------------------------- sampler */
+
+typedef struct {
+    float temperature;        /* 0: greedy (the default) */
+    float top_p;              /* 1: off */
+    int top_k;                /* 0: off */
+    float repetition_penalty; /* 1: off; >1 divides positive / multiplies negative logits of seen tokens */
+    float presence_penalty;   /* 0: off; subtracted once from the logit of every token seen */
+    float frequency_penalty;  /* 0: off; subtracted per occurrence */
+    uint64_t seed;
+} mrw_sampler_params;
+
+typedef struct mrw_sampler mrw_sampler;
+
+mrw_sampler_params mrw_sampler_params_default(void);
+mrw_sampler *mrw_sampler_new(const mrw_sampler_params *params, int n_vocab);
+void mrw_sampler_free(mrw_sampler *s);
+/* Picks a token from logits (modified in place by penalties and temperature). Token 0 (end of text) is
+ * never picked unless `allow_eot`. */
+int32_t mrw_sample(mrw_sampler *s, float *logits, int allow_eot);
+/* Records a token as seen (prompt or generated) for the penalties. */
+void mrw_sampler_accept(mrw_sampler *s, int32_t token);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
