@@ -76,7 +76,7 @@ fuzz:
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang $$f -> $(FUZZ_BUILD)/$$n"; \
 	  clang -std=gnu11 -O1 -g -Iinclude -Isrc -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	    $(FUZZ_BUILD)/lib/libmodrwkv.a -o $(FUZZ_BUILD)/$$n -lm || exit 1; done
+	    $(FUZZ_BUILD)/lib/libmodrwkv.a -o $(FUZZ_BUILD)/$$n -lcjson -lm || exit 1; done
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -7,9 +7,9 @@ fail=0; n=0
 for t in "$build"/tests/test_*; do
   [ -x "$t" ] || continue
   n=$((n+1))
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   if MRW_BUILD="$build" "$t" > "$t.log" 2>&1; then
-    printf 'PASS  %-40s %6.1fs\n' "$(basename "$t")" "$(echo "$(date +%s.%N) - $start" | bc)"
+    printf 'PASS  %-40s %6.1fs\n' "$(basename "$t")" "$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN{print (b-a)/1e9}')"
   else
     printf 'FAIL  %-40s (log: %s)\n' "$(basename "$t")" "$t.log"; tail -n 30 "$t.log"; fail=$((fail+1))
   fi
