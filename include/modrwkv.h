@@ -73,6 +73,7 @@ int mrw_dtype_parse(const char *name, mrw_dtype *out); /* 0 on success, -1 if un
 /* ----------------------------------------------------------------------------------------------- model */
 
 typedef struct mrw_model mrw_model;
+typedef struct mrw_vocab mrw_vocab;
 
 typedef struct {
     int n_layer;
@@ -102,6 +103,27 @@ mrw_load_params mrw_load_params_default(void);
 mrw_status mrw_model_load(const char *path, const mrw_load_params *params, mrw_model **out, mrw_error *err);
 void mrw_model_free(mrw_model *model);
 mrw_model_info mrw_model_get_info(const mrw_model *model);
+/* The embedding row of a token (n_embd floats, before ln0): lets callers splice token rows and modality
+ * features into one mrw_eval_embeddings call. */
+mrw_status mrw_model_embedding(const mrw_model *model, int32_t token, float *out);
+
+/* A model with random weights (reference init distributions), for tests, benchmarks and demos. Big matrices
+ * are created directly in `dtype`; LoRA ranks of 0 pick the published defaults for n_embd. */
+typedef struct {
+    int n_layer, n_embd, head_size, n_ffn, n_vocab;
+    int lora_w, lora_a, lora_v, lora_g;
+} mrw_rwkv7_config;
+
+mrw_status mrw_model_new_random(const mrw_rwkv7_config *cfg, mrw_dtype dtype, uint64_t seed, mrw_model **out,
+                                mrw_error *err);
+
+typedef enum { MRW_FILE_AUTO = 0, MRW_FILE_SAFETENSORS, MRW_FILE_PTH, MRW_FILE_GGUF } mrw_file_type;
+
+/* Writes the model as loaded (big matrices in their in-memory dtype; small tensors f32): .pth and
+ * .safetensors in the official key layout, GGUF in llama.cpp's rwkv7 layout with `vocab` embedded when
+ * given. MRW_FILE_AUTO picks the type from the extension. Atomic; progress on stderr when asked. */
+mrw_status mrw_model_save(const mrw_model *model, const char *path, mrw_file_type type, const mrw_vocab *vocab,
+                          int progress, mrw_error *err);
 
 /* ----------------------------------------------------------------------------------------------- state */
 
@@ -133,6 +155,8 @@ mrw_context_params mrw_context_params_default(void);
 mrw_status mrw_context_new(const mrw_model *model, const mrw_context_params *params, mrw_context **out,
                            mrw_error *err);
 void mrw_context_free(mrw_context *ctx);
+const mrw_model *mrw_context_model(const mrw_context *ctx);
+int mrw_context_n_threads(const mrw_context *ctx);
 
 /* ---------------------------------------------------------------------------------------------- forward */
 
@@ -153,8 +177,6 @@ mrw_status mrw_eval_embeddings(mrw_context *ctx, mrw_state *state, const float *
                                mrw_logits_mode mode, float *logits, mrw_error *err);
 
 /* ----------------------------------------------------------------------------------------------- vocab */
-
-typedef struct mrw_vocab mrw_vocab;
 
 /* The RWKV World vocabulary file (rwkv_vocab_v20230424.txt, LF or CRLF line ends). ModRWKV's v2 special
  * tokens <|vision_start|>, <|vision_end|>, <|image_pad|> (65530..65532) are added. */
@@ -179,8 +201,8 @@ typedef struct {
     uint8_t pending[4];
     int n_pending;
 } mrw_utf8_stream;
-/* Appends the printable part of (pending + in) to out (out needs n + 8 bytes of room), returns bytes
- * written. */
+/* Appends the printable part of (pending + in) to out and returns the bytes written. out needs 3*n + 3
+ * bytes of room (every invalid byte may become a 3-byte U+FFFD); flush writes at most 3. */
 size_t mrw_utf8_stream_push(mrw_utf8_stream *s, const uint8_t *in, size_t n, char *out);
 /* At the end of a stream: a dangling incomplete sequence becomes U+FFFD. */
 size_t mrw_utf8_stream_flush(mrw_utf8_stream *s, char *out);
@@ -207,6 +229,28 @@ void mrw_sampler_free(mrw_sampler *s);
 int32_t mrw_sample(mrw_sampler *s, float *logits, int allow_eot);
 /* Records a token as seen (prompt or generated) for the penalties. */
 void mrw_sampler_accept(mrw_sampler *s, int32_t token);
+
+/* -------------------------------------------------------------------------------------------- generate */
+
+/* Called with each generated token; return non-zero to stop. */
+typedef int (*mrw_token_cb)(void *user, int32_t token);
+
+typedef struct {
+    int max_tokens;             /* stop after this many new tokens (<= 0: 256) */
+    const int32_t *stop_tokens; /* generation ends after emitting one of these (reported to cb) */
+    int n_stop;
+    /* Feed the final token into the state too, so the state covers the whole transcript (needed to continue
+     * a conversation or save the state); costs one more forward step. */
+    int feed_last;
+} mrw_generate_params;
+
+mrw_generate_params mrw_generate_params_default(void); /* 256 tokens, stop at 24 ("\x17"), feed_last on */
+
+/* Evaluates the prompt (sequence mode), then samples token by token (RNN mode). `prompt` must not be empty.
+ * *n_generated (may be NULL) receives the number of tokens passed to cb. */
+mrw_status mrw_generate(mrw_context *ctx, mrw_state *state, mrw_sampler *sampler, const int32_t *prompt, int n_prompt,
+                        const mrw_generate_params *params, mrw_token_cb cb, void *user, int *n_generated,
+                        mrw_error *err);
 
 #ifdef __cplusplus
 }

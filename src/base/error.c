@@ -25,7 +25,9 @@ mrw_status mrw_err_prefix(mrw_error *err, const char *fmt, ...) {
     char old[sizeof err->msg];
     memcpy(old, err->msg, sizeof old);
     old[sizeof old - 1] = 0;
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* Truncation is acceptable: the message is for people. */
+    int n = snprintf(err->msg, sizeof err->msg, "%.200s: ", prefix);
+    if (n > 0 && (size_t)n < sizeof err->msg) snprintf(err->msg + n, sizeof err->msg - (size_t)n, "%.300s", old);
     return err->code;
 }
 

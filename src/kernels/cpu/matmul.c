@@ -1,0 +1,104 @@
+#include "kernels/cpu/matmul.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+#include "tensor/dtype.h"
+
+int mrw_mat_init(mrw_mat *m, mrw_dtype dtype, int rows, int cols, const void *data) {
+    m->dtype = dtype;
+    m->rows = rows;
+    m->cols = cols;
+    m->data = data;
+    m->row_bytes = mrw_dtype_row_bytes(dtype, cols);
+    return m->row_bytes ? 0 : -1;
+}
+
+void mrw_mat_row_f32(const mrw_mat *W, int row, float *out) {
+    mrw_to_f32(W->dtype, (const uint8_t *)W->data + (size_t)row * W->row_bytes, out, W->cols);
+}
+
+void mrw_matmul_ref(const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int accumulate) {
+    float *row = malloc((size_t)W->cols * sizeof *row);
+    if (!row) abort(); /* reference path: tests only */
+    for (int o = 0; o < W->rows; o++) {
+        mrw_mat_row_f32(W, o, row);
+        for (int t = 0; t < T; t++) {
+            const float *x = X + (size_t)t * ldx;
+            double s = 0;
+            for (int k = 0; k < W->cols; k++) s += (double)row[k] * x[k];
+            float *y = Y + (size_t)t * ldy + o;
+            *y = accumulate ? *y + (float)s : (float)s;
+        }
+    }
+    free(row);
+}
+
+/* Rows [r0, r1) split for thread `tid` of `nt`, in multiples of 16 rows so SIMD kernels see whole groups. */
+static void split_rows(int rows, int tid, int nt, int *r0, int *r1) {
+    int groups = (rows + 15) / 16;
+    int g0 = (int)((long)groups * tid / nt), g1 = (int)((long)groups * (tid + 1) / nt);
+    *r0 = g0 * 16 < rows ? g0 * 16 : rows;
+    *r1 = g1 * 16 < rows ? g1 * 16 : rows;
+}
+
+static void matvec_rows(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int T,
+                        int acc) {
+    if (r0 >= r1) return;
+    for (int t0 = 0; t0 < T; t0 += MRW_MV_MAXT) {
+        int tn = T - t0 < MRW_MV_MAXT ? T - t0 : MRW_MV_MAXT;
+        mrw_matvec_rows(W, r0, r1, X + (size_t)t0 * ldx, ldx, Y + (size_t)t0 * ldy, ldy, tn, acc);
+    }
+}
+
+/* Small T reads every weight once per call, so the matrix-vector kernel wins; beyond that, packing the
+ * weights for a register-blocked GEMM pays off. Measured crossover: see docs/PERFORMANCE.md. */
+static mrw_mm_path choose_path(const mrw_mat *W, int T) {
+    return T <= mrw_gemm_min_T(W->dtype) ? MRW_MM_MATVEC : MRW_MM_GEMM;
+}
+
+void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T,
+                     int accumulate, mrw_mm_path path) {
+    if (T <= 0 || W->rows <= 0) return;
+    if (path == MRW_MM_AUTO) path = choose_path(W, T);
+    if (path == MRW_MM_GEMM && mrw_gemm(k, W, X, ldx, Y, ldy, T, accumulate) == 0) return;
+    int nt = k->n_threads;
+    if ((long)W->rows * W->cols < 32768) nt = 1; /* not worth a fork */
+    if (nt == 1) {
+        matvec_rows(W, 0, W->rows, X, ldx, Y, ldy, T, accumulate);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int r0, r1;
+        split_rows(W->rows, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        matvec_rows(W, r0, r1, X, ldx, Y, ldy, T, accumulate);
+    }
+}
+
+void mrw_matmul(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int accumulate) {
+    mrw_matmul_path(k, W, X, ldx, Y, ldy, T, accumulate, MRW_MM_AUTO);
+}
+
+void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
+    int all_small = 1;
+    for (int j = 0; j < n_jobs; j++)
+        if (choose_path(jobs[j].W, T) != MRW_MM_MATVEC) all_small = 0;
+    if (!all_small || k->n_threads == 1) {
+        for (int j = 0; j < n_jobs; j++)
+            mrw_matmul(k, jobs[j].W, jobs[j].X, jobs[j].ldx, jobs[j].Y, jobs[j].ldy, T, jobs[j].accumulate);
+        return;
+    }
+#pragma omp parallel num_threads(k->n_threads)
+    {
+        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        for (int j = 0; j < n_jobs; j++) {
+            const mrw_mm_job *jb = &jobs[j];
+            int r0, r1;
+            split_rows(jb->W->rows, tid, nt, &r0, &r1);
+            matvec_rows(jb->W, r0, r1, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+/* Y = X · Wᵀ for a weight matrix in any supported dtype (the big RWKV matrices and the LoRAs).
+ * W is [rows = out, cols = in], row-major; quantized rows are 32-element blocks. X is [T, cols] f32 and
+ * Y is [T, rows] f32, both with row strides. Accumulation is fp32 or better.
+ *
+ * mrw_matmul picks a kernel by dtype and T: a matrix-vector kernel that reads each weight once for small T
+ * (decode), and packed GEMM kernels for prefill (bf16 dot products for 16-bit weights, int8 dot products
+ * with 8-bit-quantized activations for q8_0/q4_0, fp32 for f32 weights). mrw_matmul_ref is the plain
+ * reference every fast path is tested against. */
+#ifndef MRW_KERNELS_CPU_MATMUL_H
+#define MRW_KERNELS_CPU_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/cpu/kctx.h"
+#include "modrwkv.h"
+
+typedef struct {
+    mrw_dtype dtype;
+    int rows, cols;
+    size_t row_bytes;
+    const void *data;
+} mrw_mat;
+
+/* Sets row_bytes from dtype and cols; returns 0, or -1 if cols is not a whole number of blocks. */
+int mrw_mat_init(mrw_mat *m, mrw_dtype dtype, int rows, int cols, const void *data);
+
+typedef enum {
+    MRW_MM_AUTO = 0,  /* choose by T and dtype */
+    MRW_MM_MATVEC,    /* force the weight-streaming kernel */
+    MRW_MM_GEMM,      /* force the packed GEMM kernel */
+} mrw_mm_path;
+
+/* accumulate != 0: Y += X·Wᵀ, else Y = X·Wᵀ. */
+void mrw_matmul(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int accumulate);
+void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T,
+                     int accumulate, mrw_mm_path path);
+/* Reference: each weight row dequantized to f32, products accumulated in double. Single-threaded. */
+void mrw_matmul_ref(const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int accumulate);
+
+/* Several independent products in one parallel region (decode: r, k, v and the LoRA down-projections
+ * share one fork/join). */
+typedef struct {
+    const mrw_mat *W;
+    const float *X;
+    int ldx;
+    float *Y;
+    int ldy;
+    int accumulate;
+} mrw_mm_job;
+void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T);
+
+/* One row of W dequantized to f32 (embedding lookup). */
+void mrw_mat_row_f32(const mrw_mat *W, int row, float *out);
+
+#endif

@@ -1,0 +1,23 @@
+/* Row-wise and element-wise operations of the RWKV-7 forward pass (CPU), all fp32. */
+#ifndef MRW_KERNELS_CPU_OPS_H
+#define MRW_KERNELS_CPU_OPS_H
+
+#include <stddef.h>
+
+/* y[t] = LN(x[t]) * w + b over C elements, biased variance. x and y may alias. */
+void mrw_layernorm(const float *x, float *y, int T, int C, const float *w, const float *b, float eps);
+
+/* Per-head GroupNorm of y[t] (H groups of N) with affine w, b (C = H*N); in place. */
+void mrw_groupnorm(float *y, int T, int H, int N, const float *w, const float *b, float eps);
+
+/* The WKV7 recurrence over T steps for H heads of size N. Inputs are [T, H*N] rows: r, w (decay), k, v,
+ * a, b; per head and step: S ← S·diag(w) + (S a) bᵀ + v kᵀ, y = S r (new S). S is [H][N][N] (value row i,
+ * key column j) and is updated in place. Heads are split across `n_threads`. */
+void mrw_wkv7(float *S, int H, int N, int T, const float *r, const float *w, const float *k, const float *v,
+              const float *a, const float *b, float *y, int n_threads);
+
+/* Vectorised elementwise helpers over n floats (in place allowed). */
+void mrw_vec_sigmoid(float *x, size_t n);
+void mrw_vec_tanh(float *x, size_t n);
+
+#endif

@@ -1,0 +1,167 @@
+/* modrwkv convert | init | info: whole-model operations. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/common.h"
+#include "tools/tools.h"
+
+static const char *k_convert_usage =
+    "usage: modrwkv convert INPUT OUTPUT [--dtype TYPE] [--vocab FILE]\n"
+    "Converts an RWKV-7 model between .pth, .safetensors and .gguf (chosen by OUTPUT's extension). .pth and\n"
+    ".safetensors use the official key layout; GGUF uses llama.cpp's rwkv7 layout and embeds the vocabulary.\n"
+    "The output is written atomically: on any error nothing is left at OUTPUT.\n\n"
+    "      --dtype TYPE     big matrices (emb, head, r/k/v/o, ffn) as f32, f16, bf16, q8_0 or q4_0; q8_0 and\n"
+    "                       q4_0 need a .gguf output (default: as stored). Norms, mixes and LoRAs stay f32.\n"
+    "      --vocab FILE     vocabulary to embed in a GGUF ('bytes' for byte-level models; default: the input\n"
+    "                       GGUF's, bytes for 256-token models, else the installed World vocabulary if found)\n";
+
+int cmd_convert(int argc, char **argv) {
+    const char *cmd = "convert";
+    tool_model_opts mo = {.dtype = MRW_DT_AUTO};
+    const char *in = NULL, *out = NULL;
+    tool_args a;
+    tool_args_init(&a, argc, argv, cmd, k_convert_usage);
+    const char *o;
+    while (tool_next(&a, &o)) {
+        if (o[0] != '-') {
+            if (!in) in = o;
+            else if (!out) out = o;
+            else { tool_fail(cmd, "unexpected argument '%s'", o); return 2; }
+        } else if (!strncmp(o, "--dtype", 7) || !strncmp(o, "--vocab", 7) || !strcmp(o, "-t") || !strncmp(o, "--threads", 9)) {
+            tool_model_option(&a, o, &mo);
+        } else {
+            tool_unknown(&a, o);
+        }
+    }
+    if (a.failed) return 2;
+    if (!in || !out) return tool_fail(cmd, "give INPUT and OUTPUT (see modrwkv convert --help)"), 2;
+    mo.model = in;
+    const char *ext = strrchr(out, '.');
+    int gguf = ext && !strcmp(ext, ".gguf");
+    if (!ext || (!gguf && strcmp(ext, ".safetensors") && strcmp(ext, ".pth") && strcmp(ext, ".pt")))
+        return tool_fail(cmd, "%s: the output must end in .gguf, .safetensors or .pth", out), 2;
+    if (!gguf && (mo.dtype == MRW_DT_Q8_0 || mo.dtype == MRW_DT_Q4_0))
+        return tool_fail(cmd, "%s weights can only be written as .gguf", mrw_dtype_name(mo.dtype)), 2;
+    mrw_model *model = NULL;
+    mrw_vocab *vocab = NULL;
+    int rc = 1;
+    if (tool_load_model(cmd, &mo, &model, NULL)) return 1;
+    if (gguf) {
+        /* a vocabulary is embedded when one can be found; its absence is not an error */
+        if (mo.vocab) {
+            if (tool_load_vocab(cmd, mo.vocab, model, &vocab)) goto out;
+        } else {
+            mrw_error e = {0};
+            char path[4096];
+            int V = mrw_model_get_info(model).n_vocab;
+            if (mrw_vocab_from_model(model, &vocab, &e) != MRW_OK) {
+                if (V == 256) vocab = mrw_vocab_new_bytes();
+                else if (tool_default_vocab_path(path, sizeof path) && mrw_vocab_load(path, &vocab, &e) == MRW_OK &&
+                         mrw_vocab_size(vocab) > V) {
+                    mrw_vocab_free(vocab);
+                    vocab = NULL;
+                }
+            }
+            if (!vocab) fprintf(stderr, "modrwkv convert: note: no vocabulary embedded (pass --vocab FILE to add one)\n");
+        }
+    }
+    mrw_error err = {0};
+    if (mrw_model_save(model, out, MRW_FILE_AUTO, vocab, isatty(2), &err)) {
+        tool_fail(cmd, "%s", err.msg);
+        goto out;
+    }
+    mrw_model_info info = mrw_model_get_info(model);
+    fprintf(stderr, "wrote %s: %d layers, n_embd %d, vocab %d, %s weights%s\n", out, info.n_layer, info.n_embd,
+            info.n_vocab, mrw_dtype_name(info.weight_dtype), vocab ? ", vocabulary embedded" : "");
+    rc = 0;
+out:
+    mrw_vocab_free(vocab);
+    mrw_model_free(model);
+    return rc;
+}
+
+static const char *k_init_usage =
+    "usage: modrwkv init -o OUTPUT [options]\n"
+    "Writes an RWKV-7 model with random weights (for tests, benchmarks and demos; it generates noise).\n\n"
+    "  -o, --output FILE    .safetensors, .pth or .gguf\n"
+    "      --layers N       (default 2)\n"
+    "      --embd C         n_embd, a multiple of the head size (default 128)\n"
+    "      --head-size N    (default 64)\n"
+    "      --ffn F          (default 4*C)\n"
+    "      --vocab-size V   (default 65536)\n"
+    "      --dtype TYPE     big matrices as f32, f16, bf16, q8_0 or q4_0 (default f32)\n"
+    "      --seed S         (default 1)\n";
+
+int cmd_init(int argc, char **argv) {
+    const char *cmd = "init";
+    mrw_rwkv7_config cfg = {.n_layer = 2, .n_embd = 128, .head_size = 64, .n_vocab = 65536};
+    const char *out = NULL;
+    mrw_dtype dt = MRW_DT_F32;
+    int seed = 1;
+    tool_args a;
+    tool_args_init(&a, argc, argv, cmd, k_init_usage);
+    const char *o;
+    while (tool_next(&a, &o)) {
+        if (!strcmp(o, "-o") || !strncmp(o, "--output", 8)) out = tool_value(&a, o);
+        else if (!strncmp(o, "--layers", 8)) tool_int(&a, o, 1, 4096, &cfg.n_layer);
+        else if (!strncmp(o, "--embd", 6)) tool_int(&a, o, 1, 65536, &cfg.n_embd);
+        else if (!strncmp(o, "--head-size", 11)) tool_int(&a, o, 1, 4096, &cfg.head_size);
+        else if (!strncmp(o, "--ffn", 5)) tool_int(&a, o, 1, 1 << 18, &cfg.n_ffn);
+        else if (!strncmp(o, "--vocab-size", 12)) tool_int(&a, o, 1, 1 << 24, &cfg.n_vocab);
+        else if (!strncmp(o, "--seed", 6)) tool_int(&a, o, 0, 2147483647, &seed);
+        else if (!strncmp(o, "--dtype", 7)) {
+            const char *v = tool_value(&a, o);
+            if (v && (mrw_dtype_parse(v, &dt) || dt < 0 || dt > MRW_DT_Q4_0)) {
+                tool_fail(cmd, "--dtype must be one of f32, f16, bf16, q8_0, q4_0");
+                return 2;
+            }
+        } else tool_unknown(&a, o);
+    }
+    if (a.failed) return 2;
+    if (!out) return tool_fail(cmd, "give the output file with -o (see modrwkv init --help)"), 2;
+    mrw_error err = {0};
+    mrw_model *m = NULL;
+    if (mrw_model_new_random(&cfg, dt, (uint64_t)seed, &m, &err)) return tool_fail(cmd, "%s", err.msg);
+    int rc = 0;
+    if (mrw_model_save(m, out, MRW_FILE_AUTO, NULL, isatty(2), &err)) rc = tool_fail(cmd, "%s", err.msg);
+    else fprintf(stderr, "wrote %s: random RWKV-7, %d layers, n_embd %d, vocab %d, %s\n", out, cfg.n_layer,
+                 cfg.n_embd, cfg.n_vocab, mrw_dtype_name(dt));
+    mrw_model_free(m);
+    return rc;
+}
+
+static const char *k_info_usage =
+    "usage: modrwkv info -m MODEL [--dtype TYPE]\n"
+    "Prints the model's shape (read from its tensors), parameter count and memory.\n";
+
+int cmd_info(int argc, char **argv) {
+    const char *cmd = "info";
+    tool_model_opts mo = {.dtype = MRW_DT_AUTO};
+    tool_args a;
+    tool_args_init(&a, argc, argv, cmd, k_info_usage);
+    const char *o;
+    while (tool_next(&a, &o))
+        if (o[0] != '-' && !mo.model) mo.model = o;
+        else if (!tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
+    if (a.failed) return 2;
+    mrw_model *m = NULL;
+    if (tool_load_model(cmd, &mo, &m, NULL)) return 1;
+    mrw_model_info i = mrw_model_get_info(m);
+    printf("file         %s\n", mo.model);
+    printf("layers       %d\n", i.n_layer);
+    printf("n_embd       %d (%d heads of %d)\n", i.n_embd, i.n_head, i.head_size);
+    printf("n_ffn        %d\n", i.n_ffn);
+    printf("vocab        %d\n", i.n_vocab);
+    printf("lora ranks   decay %d, iclr %d, value %d, gate %d\n", i.lora_w, i.lora_a, i.lora_v, i.lora_g);
+    printf("parameters   %lld (%.1f M)\n", (long long)i.n_params, i.n_params / 1e6);
+    printf("weights      %s, %.1f MiB in memory\n", mrw_dtype_name(i.weight_dtype), i.weight_bytes / 1048576.0);
+    mrw_vocab *v = NULL;
+    mrw_error e = {0};
+    if (mrw_vocab_from_model(m, &v, &e) == MRW_OK) {
+        printf("vocabulary   embedded (%d tokens)\n", mrw_vocab_size(v));
+        mrw_vocab_free(v);
+    }
+    mrw_model_free(m);
+    return 0;
+}
