@@ -149,6 +149,10 @@ typedef struct mrw_context mrw_context;
 typedef struct {
     int n_threads; /* 0: one per available core */
     int max_chunk; /* tokens per sequence-mode chunk (bounds scratch memory); 0: default 256 */
+    /* Prefill normally rounds activations for the fast GEMMs (to bf16 for bf16 weights, to 8-bit per 32-block
+     * for q8_0/q4_0, as llama.cpp does). exact = 1 keeps them f32 in every kernel, so sequence mode matches
+     * RNN mode to fp32 rounding for every dtype, at a lower prefill speed for those dtypes. */
+    int exact;
 } mrw_context_params;
 
 mrw_context_params mrw_context_params_default(void);

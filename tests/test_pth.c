@@ -450,6 +450,8 @@ static const hostile_case archive_cases[] = {
     {"zip_crc_mismatch.pth", MRW_E_FORMAT, "'archive/data/0' is corrupt: its CRC-32"},
     {"zip_size_lie.pth", MRW_E_FORMAT, "disagree on CRC or size"},
     {"zip_offset_oob.pth", MRW_E_FORMAT, "local header offset out of range"},
+    {"zip_huge_size.pth", MRW_E_FORMAT, "its 2147483647 bytes at offset 320 run past the end of the entry area"},
+    {"zip_absurd_count.pth", MRW_E_FORMAT, "declares 60000 entries but its central directory has room for only 3"},
     {"zip_deflate_method.pth", MRW_E_FORMAT, "compression methods differ"},
     {"zip_truncated.pth", MRW_E_FORMAT, "truncated"},
     {"zip_empty_archive.pth", MRW_E_FORMAT, "without data.pkl"},
@@ -550,10 +552,10 @@ static void test_pickle_edges(void) {
     CHECK(unpickle("\x80\x02}N\x85Q.", 7, &sd, &err) == MRW_E_SECURITY);
     CHECK(!strcmp(mrw_pkl_opcode_name('c'), "GLOBAL") && mrw_pkl_opcode_name(0xff) == NULL);
     /* SETITEMS / APPENDS with nothing to add. */
-    CHECK_OK(unpickle("\x80\x02}(u.", 5, &sd, &err), &err);
+    CHECK_OK(unpickle("\x80\x02}(u.", 6, &sd, &err), &err);
     CHECK(sd.n == 0);
     mrw_pkl_free(&sd);
-    CHECK(unpickle("\x80\x02](e.", 5, &sd, &err) == MRW_E_FORMAT && strstr(err.msg, "holds a list"));
+    CHECK(unpickle("\x80\x02](e.", 6, &sd, &err) == MRW_E_FORMAT && strstr(err.msg, "holds a list"));
 }
 
 /* An archive built in memory around a hand-written pickle: the same name twice is refused, naming it. */

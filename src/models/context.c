@@ -5,7 +5,7 @@
 #include "models/rwkv7_context.h"
 
 mrw_context_params mrw_context_params_default(void) {
-    mrw_context_params p = {.n_threads = 0, .max_chunk = 256};
+    mrw_context_params p = {.n_threads = 0, .max_chunk = 256, .exact = 0};
     return p;
 }
 
@@ -25,6 +25,7 @@ mrw_status mrw_context_new(const mrw_model *model, const mrw_context_params *par
     c->H = in->n_head;
     c->N = in->head_size;
     mrw_kctx_init(&c->kc, p.n_threads);
+    c->kc.exact = p.exact;
     const size_t TC = (size_t)p.max_chunk * in->n_embd, T = (size_t)p.max_chunk;
     const size_t rank_floats = T * ((size_t)in->lora_w + in->lora_a + in->lora_v + in->lora_g);
     const size_t total = 17 * TC + rank_floats + T * in->n_ffn + 16 * 22;

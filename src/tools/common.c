@@ -114,6 +114,8 @@ int tool_model_option(tool_args *a, const char *opt, tool_model_opts *o) {
         tool_int(a, opt, 1, 256, &o->threads);
     } else if (is_opt(opt, "--chunk")) {
         tool_int(a, opt, 1, 65536, &o->chunk);
+    } else if (!strcmp(opt, "--exact")) {
+        o->exact = 1;
     } else {
         return 0;
     }
@@ -133,6 +135,7 @@ int tool_load_model(const char *cmd, const tool_model_opts *o, mrw_model **model
     mrw_context_params cp = mrw_context_params_default();
     if (o->threads) cp.n_threads = o->threads;
     if (o->chunk) cp.max_chunk = o->chunk;
+    cp.exact = o->exact;
     if (mrw_context_new(*model, &cp, ctx, &err)) {
         mrw_model_free(*model);
         *model = NULL;

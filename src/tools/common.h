@@ -35,7 +35,7 @@ int tool_fail(const char *cmd, const char *fmt, ...) __attribute__((format(print
 typedef struct {
     const char *model, *vocab;
     mrw_dtype dtype;
-    int threads, chunk;
+    int threads, chunk, exact;
 } tool_model_opts;
 
 /* Consumes -m/--model, --vocab, --dtype, -t/--threads, --chunk if `opt` is one of them (returns 1). */
@@ -46,7 +46,8 @@ int tool_model_option(tool_args *a, const char *opt, tool_model_opts *o);
     "                       bytes when the model has 256 tokens, else the installed World vocabulary)\n"          \
     "      --dtype TYPE     convert the big matrices on load: f32, f16, bf16, q8_0, q4_0 (default: as stored)\n" \
     "  -t, --threads N      threads (default: all cores)\n"                                                       \
-    "      --chunk N        tokens per prefill chunk (default 256)\n"
+    "      --chunk N        tokens per prefill chunk (default 256)\n"                                                \
+    "      --exact          f32 activations in prefill too (bf16/q8_0/q4_0 prefill then matches decode)\n"
 
 int tool_load_model(const char *cmd, const tool_model_opts *o, mrw_model **model, mrw_context **ctx);
 /* The vocabulary for a model, resolved as described in TOOL_MODEL_HELP; checks it fits the embedding. */

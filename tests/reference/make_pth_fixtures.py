@@ -237,6 +237,9 @@ def make_zip(entries, cd_lies=None, align=64):
         out += struct.pack("<IHHHHHIIIHH", 0x04034b50, 20, 0, 0, 0, 0x21, crc(data), len(data), len(data),
                            len(nb), len(extra)) + nb + extra + data
         lie = cd_lies.get(i, {})
+        if "both_size" in lie:  # the same (false) size in the local header too
+            out[off + 18:off + 26] = struct.pack("<II", lie["both_size"], lie["both_size"])
+            lie = dict(lie, size=lie["both_size"])
         central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 20, 20, 0, lie.get("method", 0), 0, 0x21,
                                    lie.get("crc", crc(data)), lie.get("size", len(data)),
                                    lie.get("size", len(data)), len(nb), 0, 0, 0, 0, 0,
@@ -272,7 +275,12 @@ def hostile_archives(pickles):
     a["zip_size_lie.pth"] = make_zip(ok, cd_lies={1: {"size": 8}})
     a["zip_offset_oob.pth"] = make_zip(ok, cd_lies={1: {"offset": 1 << 30}})
     a["zip_deflate_method.pth"] = make_zip(ok, cd_lies={1: {"method": 8}})
+    a["zip_huge_size.pth"] = make_zip(ok, cd_lies={1: {"both_size": 0x7fffffff}})
     good = make_zip(ok)
+    # An end record that declares far more entries than its central directory can hold.
+    z = bytearray(good)
+    struct.pack_into("<HH", z, len(z) - 14, 60000, 60000)
+    a["zip_absurd_count.pth"] = bytes(z)
     a["zip_ok.pth"] = good
     a["zip_truncated.pth"] = good[: len(good) * 2 // 3]
     a["zip_empty_archive.pth"] = make_zip([])

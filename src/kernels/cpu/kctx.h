@@ -11,6 +11,7 @@
 
 typedef struct {
     int n_threads;
+    int exact; /* keep activations f32 in every kernel (see mrw_context_params.exact) */
     void *buf[MRW_KS_SLOTS];
     size_t size[MRW_KS_SLOTS];
 } mrw_kctx;
