@@ -53,54 +53,42 @@ static inline __m512 loadm_bf16(const uint16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
-/* Float weights: 4 rows at a time share each input load; the tail of a row uses masked loads. */
+/* Float weights, one row at a time: a single sequential stream per thread is what the hardware prefetchers
+ * follow best (interleaving several rows measured 2.5x slower on DRAM-sized matrices). For one input, four
+ * accumulators hide the FMA latency; with more inputs each has its own. */
 #define MV_FLOAT_KERNEL(NAME, TYPE, LOAD, LOADM)                                                              \
     static void NAME(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int tn,    \
                      int acc) {                                                                               \
-        const int K = W->cols, K16 = K & ~15;                                                                 \
+        const int K = W->cols, K16 = K & ~15, K64 = K & ~63;                                                  \
         const __mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);                                           \
-        int o = r0;                                                                                           \
-        for (; o + 4 <= r1; o += 4) {                                                                         \
-            const TYPE *w0 = (const TYPE *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);             \
-            const TYPE *w1 = (const TYPE *)((const uint8_t *)w0 + W->row_bytes);                              \
-            const TYPE *w2 = (const TYPE *)((const uint8_t *)w1 + W->row_bytes);                              \
-            const TYPE *w3 = (const TYPE *)((const uint8_t *)w2 + W->row_bytes);                              \
-            __m512 s[4][MRW_MV_MAXT];                                                                         \
-            for (int r = 0; r < 4; r++)                                                                       \
-                for (int t = 0; t < MRW_MV_MAXT; t++) s[r][t] = _mm512_setzero_ps();                          \
-            for (int c = 0; c < K16; c += 16) {                                                               \
-                __m512 a0 = LOAD(w0 + c), a1 = LOAD(w1 + c), a2 = LOAD(w2 + c), a3 = LOAD(w3 + c);           \
-                for (int t = 0; t < tn; t++) {                                                                \
-                    __m512 x = _mm512_loadu_ps(X + (size_t)t * ldx + c);                                      \
-                    s[0][t] = _mm512_fmadd_ps(a0, x, s[0][t]);                                                \
-                    s[1][t] = _mm512_fmadd_ps(a1, x, s[1][t]);                                                \
-                    s[2][t] = _mm512_fmadd_ps(a2, x, s[2][t]);                                                \
-                    s[3][t] = _mm512_fmadd_ps(a3, x, s[3][t]);                                                \
+        for (int o = r0; o < r1; o++) {                                                                       \
+            const TYPE *w = (const TYPE *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);              \
+            if (tn == 1) {                                                                                    \
+                __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                                   \
+                int c = 0;                                                                                    \
+                for (; c < K64; c += 64) {                                                                    \
+                    s0 = _mm512_fmadd_ps(LOAD(w + c), _mm512_loadu_ps(X + c), s0);                            \
+                    s1 = _mm512_fmadd_ps(LOAD(w + c + 16), _mm512_loadu_ps(X + c + 16), s1);                  \
+                    s2 = _mm512_fmadd_ps(LOAD(w + c + 32), _mm512_loadu_ps(X + c + 32), s2);                  \
+                    s3 = _mm512_fmadd_ps(LOAD(w + c + 48), _mm512_loadu_ps(X + c + 48), s3);                  \
                 }                                                                                             \
+                for (; c < K16; c += 16) s0 = _mm512_fmadd_ps(LOAD(w + c), _mm512_loadu_ps(X + c), s0);       \
+                if (tail) s1 = _mm512_fmadd_ps(LOADM(w + K16, tail), _mm512_maskz_loadu_ps(tail, X + K16), s1); \
+                store_y(Y, ldy, o, 0, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))), acc); \
+                continue;                                                                                     \
+            }                                                                                                 \
+            __m512 s[MRW_MV_MAXT];                                                                            \
+            for (int t = 0; t < MRW_MV_MAXT; t++) s[t] = _mm512_setzero_ps();                                 \
+            for (int c = 0; c < K16; c += 16) {                                                               \
+                const __m512 a = LOAD(w + c);                                                                 \
+                for (int t = 0; t < tn; t++) s[t] = _mm512_fmadd_ps(a, _mm512_loadu_ps(X + (size_t)t * ldx + c), s[t]); \
             }                                                                                                 \
             if (tail) {                                                                                       \
-                __m512 a0 = LOADM(w0 + K16, tail), a1 = LOADM(w1 + K16, tail);                                \
-                __m512 a2 = LOADM(w2 + K16, tail), a3 = LOADM(w3 + K16, tail);                                \
-                for (int t = 0; t < tn; t++) {                                                                \
-                    __m512 x = _mm512_maskz_loadu_ps(tail, X + (size_t)t * ldx + K16);                        \
-                    s[0][t] = _mm512_fmadd_ps(a0, x, s[0][t]);                                                \
-                    s[1][t] = _mm512_fmadd_ps(a1, x, s[1][t]);                                                \
-                    s[2][t] = _mm512_fmadd_ps(a2, x, s[2][t]);                                                \
-                    s[3][t] = _mm512_fmadd_ps(a3, x, s[3][t]);                                                \
-                }                                                                                             \
+                const __m512 a = LOADM(w + K16, tail);                                                        \
+                for (int t = 0; t < tn; t++)                                                                  \
+                    s[t] = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(tail, X + (size_t)t * ldx + K16), s[t]); \
             }                                                                                                 \
-            for (int t = 0; t < tn; t++)                                                                      \
-                for (int r = 0; r < 4; r++) store_y(Y, ldy, o + r, t, _mm512_reduce_add_ps(s[r][t]), acc);    \
-        }                                                                                                     \
-        for (; o < r1; o++) {                                                                                 \
-            const TYPE *w0 = (const TYPE *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);             \
-            for (int t = 0; t < tn; t++) {                                                                    \
-                const float *x = X + (size_t)t * ldx;                                                         \
-                __m512 s0 = _mm512_setzero_ps();                                                              \
-                for (int c = 0; c < K16; c += 16) s0 = _mm512_fmadd_ps(LOAD(w0 + c), _mm512_loadu_ps(x + c), s0); \
-                if (tail) s0 = _mm512_fmadd_ps(LOADM(w0 + K16, tail), _mm512_maskz_loadu_ps(tail, x + K16), s0); \
-                store_y(Y, ldy, o, t, _mm512_reduce_add_ps(s0), acc);                                         \
-            }                                                                                                 \
+            for (int t = 0; t < tn; t++) store_y(Y, ldy, o, t, _mm512_reduce_add_ps(s[t]), acc);              \
         }                                                                                                     \
     }
 
@@ -121,36 +109,28 @@ static inline void q4_block(const mrw_block_q4_0 *b, __m512 *lo, __m512 *hi) {
     *hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight));
 }
 
-/* Quantized weights: per block, dot the unscaled weights with the input, then scale by the block's d. Two
- * rows at a time. */
+/* Quantized weights, one row at a time: per block, dot the unscaled weights with the input, then scale by
+ * the block's d. Two accumulators per input alternate between blocks to hide the FMA latency. */
 #define MV_QUANT_KERNEL(NAME, BLOCK, UNPACK)                                                                  \
     static void NAME(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int tn,    \
                      int acc) {                                                                               \
         const int nb = W->cols / MRW_QK;                                                                      \
-        int o = r0;                                                                                           \
-        for (; o + 2 <= r1; o += 2) {                                                                         \
-            const BLOCK *b0 = (const BLOCK *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);           \
-            const BLOCK *b1 = (const BLOCK *)((const uint8_t *)b0 + W->row_bytes);                            \
-            __m512 s0[MRW_MV_MAXT], s1[MRW_MV_MAXT];                                                          \
-            for (int t = 0; t < MRW_MV_MAXT; t++) s0[t] = s1[t] = _mm512_setzero_ps();                        \
+        for (int o = r0; o < r1; o++) {                                                                       \
+            const BLOCK *bl = (const BLOCK *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);           \
+            __m512 s[2][MRW_MV_MAXT];                                                                         \
+            for (int t = 0; t < MRW_MV_MAXT; t++) s[0][t] = s[1][t] = _mm512_setzero_ps();                    \
             for (int b = 0; b < nb; b++) {                                                                    \
-                __m512 l0, h0, l1, h1;                                                                        \
-                UNPACK(b0 + b, &l0, &h0);                                                                     \
-                UNPACK(b1 + b, &l1, &h1);                                                                     \
-                __m512 d0 = _mm512_set1_ps(_cvtsh_ss(b0[b].d)), d1 = _mm512_set1_ps(_cvtsh_ss(b1[b].d)); \
+                __m512 lo, hi;                                                                                \
+                UNPACK(bl + b, &lo, &hi);                                                                     \
+                const __m512 d = _mm512_set1_ps(_cvtsh_ss(bl[b].d));                                          \
                 for (int t = 0; t < tn; t++) {                                                                \
                     const float *x = X + (size_t)t * ldx + b * MRW_QK;                                        \
-                    __m512 xl = _mm512_loadu_ps(x), xh = _mm512_loadu_ps(x + 16);                             \
-                    s0[t] = _mm512_fmadd_ps(_mm512_fmadd_ps(h0, xh, _mm512_mul_ps(l0, xl)), d0, s0[t]);       \
-                    s1[t] = _mm512_fmadd_ps(_mm512_fmadd_ps(h1, xh, _mm512_mul_ps(l1, xl)), d1, s1[t]);       \
+                    const __m512 p = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(x))); \
+                    s[b & 1][t] = _mm512_fmadd_ps(p, d, s[b & 1][t]);                                         \
                 }                                                                                             \
             }                                                                                                 \
-            for (int t = 0; t < tn; t++) {                                                                    \
-                store_y(Y, ldy, o, t, _mm512_reduce_add_ps(s0[t]), acc);                                      \
-                store_y(Y, ldy, o + 1, t, _mm512_reduce_add_ps(s1[t]), acc);                                  \
-            }                                                                                                 \
+            for (int t = 0; t < tn; t++) store_y(Y, ldy, o, t, _mm512_reduce_add_ps(_mm512_add_ps(s[0][t], s[1][t])), acc); \
         }                                                                                                     \
-        if (o < r1) matvec_generic(W, o, r1, X, ldx, Y, ldy, tn, acc);                                        \
     }
 
 MV_QUANT_KERNEL(matvec_q8_0, mrw_block_q8_0, q8_block)

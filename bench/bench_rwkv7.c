@@ -1,0 +1,141 @@
+/* RWKV-7 speed on this CPU: prefill tokens/s for a 512-token prompt and decode tokens/s over 128 tokens, for
+ * random models shaped 0.1B (L12 C768), 0.4B (L24 C1024) and 1.5B (L24 C2048) with vocab 65536, per weight
+ * dtype and thread count, next to the machine's limits measured in the same run:
+ *   decode:  weight bytes read per token x tokens/s, as a fraction of the measured read bandwidth
+ *            (bytes per token = every weight except the embedding table, of which one row is read);
+ *   prefill: 2 x (matmul parameters per token) x tokens/s, as a fraction of the measured fp32 FMA rate.
+ * The llama.cpp column quotes the numbers given for this kind of machine (2 threads) in the project's issue.
+ *
+ *   build/bench/bench_rwkv7 [--models 0.1b,0.4b,1.5b] [--dtypes bf16,f16,q8_0,q4_0] [--threads 1,2]
+ *                           [--prompt 512] [--gen 128] [--exact] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/progress.h"
+#include "bench_machine.h"
+#include "modrwkv.h"
+
+typedef struct {
+    const char *name;
+    int L, C;
+    /* llama.cpp, 2 threads: prefill / decode tokens/s for f16, q8_0, q4_0 */
+    double ref_pp[3], ref_tg[3];
+} shape;
+
+static const shape k_shapes[] = {
+    {"0.1b", 12, 768, {600, 655, 975}, {88, 96, 180}},
+    {"0.4b", 24, 1024, {191, 248, 252}, {36, 49, 60}},
+    {"1.5b", 24, 2048, {57, 54, 80}, {11, 13.5, 22.6}},
+};
+
+static int ref_index(mrw_dtype dt) { return dt == MRW_DT_Q8_0 ? 1 : dt == MRW_DT_Q4_0 ? 2 : 0; }
+
+static int in_list(const char *list, const char *item) {
+    size_t n = strlen(item);
+    for (const char *p = list; (p = strstr(p, item)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *models = "0.1b,0.4b,1.5b", *dtypes = "bf16,f16,q8_0,q4_0", *threads = "1,2";
+    int n_prompt = 512, n_gen = 128, exact = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
+        else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc) dtypes = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = argv[++i];
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--exact")) exact = 1;
+        else {
+            fprintf(stderr, "usage: %s [--models 0.1b,0.4b,1.5b] [--dtypes bf16,f16,q8_0,q4_0] [--threads 1,2] "
+                            "[--prompt 512] [--gen 128] [--exact]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (n_prompt < 1 || n_gen < 1) return 2;
+    double fma[3] = {0}, bw[3] = {0};
+    for (int t = 1; t <= 2; t++) {
+        char tn[4];
+        snprintf(tn, sizeof tn, "%d", t);
+        if (!in_list(threads, tn)) continue;
+        fma[t] = mrw_bench_fma_gflops(t);
+        bw[t] = mrw_bench_read_gbps(t);
+        printf("machine, %d thread%s: fp32 FMA %.1f GFLOP/s, read bandwidth %.1f GB/s\n", t, t > 1 ? "s" : "", fma[t], bw[t]);
+    }
+    printf("prompt %d tokens, decode %d tokens%s\n\n", n_prompt, n_gen, exact ? ", exact prefill" : "");
+    printf("| model | dtype | thr | prefill tok/s | GFLOP/s | %% of FMA | vs llama.cpp | decode tok/s | GB/s | %% of BW | "
+           "vs llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    fflush(stdout);
+    for (size_t si = 0; si < sizeof k_shapes / sizeof *k_shapes; si++) {
+        const shape *sh = &k_shapes[si];
+        if (!in_list(models, sh->name)) continue;
+        const char *dnames[] = {"bf16", "f16", "q8_0", "q4_0"};
+        for (int di = 0; di < 4; di++) {
+            if (!in_list(dtypes, dnames[di])) continue;
+            mrw_dtype dt;
+            mrw_dtype_parse(dnames[di], &dt);
+            mrw_rwkv7_config cfg = {.n_layer = sh->L, .n_embd = sh->C, .head_size = 64, .n_vocab = 65536};
+            mrw_model *m = NULL;
+            mrw_error err = {0};
+            if (mrw_model_new_random(&cfg, dt, 7, &m, &err)) {
+                fprintf(stderr, "%s\n", err.msg);
+                return 1;
+            }
+            mrw_model_info in = mrw_model_get_info(m);
+            const double C = in.n_embd, F = in.n_ffn;
+            const double mm_params = in.n_layer * (4 * C * C + 2 * F * C + C * (in.lora_w + in.lora_a + in.lora_g) * 2 +
+                                                   C * in.lora_v * 2);
+            /* embedding table: only one row per token is read */
+            const double emb_bytes = (double)in.n_vocab * (double)(in.weight_bytes ? 1 : 0) *
+                                     (dt == MRW_DT_Q8_0 ? C * 34 / 32 : dt == MRW_DT_Q4_0 ? C * 18 / 32 : C * 2);
+            const double bytes_per_token = (double)in.weight_bytes - emb_bytes;
+            for (int t = 1; t <= 2; t++) {
+                if (!fma[t]) continue;
+                mrw_context_params cp = mrw_context_params_default();
+                cp.n_threads = t;
+                cp.exact = exact;
+                mrw_context *ctx = NULL;
+                if (mrw_context_new(m, &cp, &ctx, &err)) {
+                    fprintf(stderr, "%s\n", err.msg);
+                    return 1;
+                }
+                mrw_state *st = mrw_state_new(m);
+                int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
+                float *logits = malloc((size_t)in.n_vocab * sizeof *logits);
+                for (int i = 0; i < n_prompt; i++) ids[i] = (int32_t)((i * 2654435761u) % 65536u);
+                mrw_eval_tokens(ctx, st, ids, 8, MRW_LOGITS_LAST, logits, &err); /* warm up */
+                mrw_state_reset(st);
+                double t0 = mrw_now();
+                mrw_eval_tokens(ctx, st, ids, n_prompt, MRW_LOGITS_LAST, logits, &err);
+                double tp = mrw_now() - t0;
+                int32_t tok = 1;
+                t0 = mrw_now();
+                for (int i = 0; i < n_gen; i++) {
+                    mrw_eval_tokens(ctx, st, &tok, 1, MRW_LOGITS_LAST, logits, &err);
+                    tok = (int32_t)((tok * 48271u + 11) % 65536u);
+                }
+                double td = mrw_now() - t0;
+                double pp = n_prompt / tp, tg = n_gen / td;
+                double gflops = 2 * mm_params * pp / 1e9, gbps = bytes_per_token * tg / 1e9;
+                int ri = ref_index(dt);
+                char rpp[32] = "", rtg[32] = "";
+                if (t == 2) {
+                    snprintf(rpp, sizeof rpp, "%.2fx", pp / sh->ref_pp[ri]);
+                    snprintf(rtg, sizeof rtg, "%.2fx", tg / sh->ref_tg[ri]);
+                }
+                printf("| %s | %s | %d | %.1f | %.1f | %.0f%% | %s | %.1f | %.1f | %.0f%% | %s |\n", sh->name, dnames[di], t, pp,
+                       gflops, 100 * gflops / fma[t], rpp, tg, gbps, 100 * gbps / bw[t], rtg);
+                fflush(stdout);
+                free(ids);
+                free(logits);
+                mrw_state_free(st);
+                mrw_context_free(ctx);
+            }
+            mrw_model_free(m);
+        }
+    }
+    return 0;
+}
