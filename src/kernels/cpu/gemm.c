@@ -374,7 +374,8 @@ int mrw_gemm(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, i
     if (!shared) return -1;
     g.apack = shared;
     g.adx = (float *)(shared + (size_t)g.n_tb * g.a_stride);
-    const int nt = k->n_threads;
+    /* below ~1M multiply-adds a second thread does not pay for its fork */
+    const int nt = (double)g.O * g.K * T < 1048576.0 ? 1 : k->n_threads;
     for (int t = 0; t < nt; t++)
         if (!mrw_kctx_buf(k, 1 + t, panel_bytes(&g))) return -1;
     const int n_panels = (g.O + NR - 1) / NR;

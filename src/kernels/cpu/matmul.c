@@ -36,6 +36,13 @@ void mrw_matmul_ref(const mrw_mat *W, const float *X, int ldx, float *Y, int ldy
     free(row);
 }
 
+/* A fork/join costs microseconds (and much more when another process holds a core), so small products run
+ * on the calling thread: below ~64K multiply-adds one thread is faster. */
+#define MRW_MIN_WORK_PER_FORK 65536.0
+static int worth_threads(const mrw_kctx *k, double macs) {
+    return macs < MRW_MIN_WORK_PER_FORK ? 1 : k->n_threads;
+}
+
 /* Rows [r0, r1) split for thread `tid` of `nt`, in multiples of 16 rows so SIMD kernels see whole groups. */
 static void split_rows(int rows, int tid, int nt, int *r0, int *r1) {
     int groups = (rows + 15) / 16;
@@ -64,8 +71,7 @@ void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, flo
     if (T <= 0 || W->rows <= 0) return;
     if (path == MRW_MM_AUTO) path = choose_path(W, T);
     if (path == MRW_MM_GEMM && mrw_gemm(k, W, X, ldx, Y, ldy, T, accumulate) == 0) return;
-    int nt = k->n_threads;
-    if ((long)W->rows * W->cols < 32768) nt = 1; /* not worth a fork */
+    const int nt = worth_threads(k, (double)W->rows * W->cols * T);
     if (nt == 1) {
         matvec_rows(W, 0, W->rows, X, ldx, Y, ldy, T, accumulate);
         return;
@@ -84,9 +90,12 @@ void mrw_matmul(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y
 
 void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
     int all_small = 1;
-    for (int j = 0; j < n_jobs; j++)
+    double work = 0;
+    for (int j = 0; j < n_jobs; j++) {
         if (choose_path(jobs[j].W, T) != MRW_MM_MATVEC) all_small = 0;
-    if (!all_small || k->n_threads == 1) {
+        work += (double)jobs[j].W->rows * jobs[j].W->cols * T;
+    }
+    if (!all_small || worth_threads(k, work) == 1) {
         for (int j = 0; j < n_jobs; j++)
             mrw_matmul(k, jobs[j].W, jobs[j].X, jobs[j].ldx, jobs[j].Y, jobs[j].ldy, T, jobs[j].accumulate);
         return;

@@ -63,6 +63,7 @@ void mrw_wkv7(float *S, int H, int N, int T, const float *r, const float *w, con
               const float *a, const float *b, float *y, int n_threads) {
     const int C = H * N;
     if (n_threads > H) n_threads = H;
+    if ((double)H * N * N * T < 65536.0) n_threads = 1; /* a fork costs more than the scan */
     if (n_threads < 1) n_threads = 1;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1)
     for (int h = 0; h < H; h++) {
