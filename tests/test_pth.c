@@ -558,6 +558,44 @@ static void test_pickle_edges(void) {
     CHECK(unpickle("\x80\x02](e.", 6, &sd, &err) == MRW_E_FORMAT && strstr(err.msg, "holds a list"));
 }
 
+/* A small pickle that shares one dict many times over under long keys: 30^4 references to a tensor named by a
+ * 4000-byte key. Flattening must stop at a limit instead of allocating gigabytes of names. */
+static void test_fanout(void) {
+    static const char tensor[] =
+        "ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
+        "ctorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x01tQK\x00))\x89}tR";
+    size_t cap = 64 << 10, n = 0;
+    char *b = malloc(cap);
+    b[n++] = (char)0x80;
+    b[n++] = 2;
+    memcpy(b + n, "}q\x01(X\xa0\x0f\x00\x00", 9); /* d1 = {<4000 x 'k'>: tensor}, memo 1 */
+    n += 9;
+    memset(b + n, 'k', 4000);
+    n += 4000;
+    memcpy(b + n, tensor, sizeof tensor - 1);
+    n += sizeof tensor - 1;
+    b[n++] = 'u';
+    for (int level = 2; level <= 5; level++) { /* d_level = {"0": d_{level-1}, ..., "29": d_{level-1}} */
+        b[n++] = '}';
+        b[n++] = 'q';
+        b[n++] = (char)level;
+        b[n++] = '(';
+        for (int k = 0; k < 30; k++) {
+            n += (size_t)snprintf(b + n, cap - n, "X%c%c%c%c%02d", 2, 0, 0, 0, k);
+            b[n++] = 'h';
+            b[n++] = (char)(level - 1);
+        }
+        b[n++] = 'u';
+    }
+    b[n++] = '.';
+    mrw_pkl_state_dict sd;
+    mrw_error err = {0};
+    mrw_status st = mrw_pkl_load_state_dict(b, n, &sd, &err);
+    CHECKF(st == MRW_E_LIMIT && strstr(err.msg, "tensor names take more than"), "fan-out: %s", err.msg);
+    mrw_pkl_free(&sd);
+    free(b);
+}
+
 /* An archive built in memory around a hand-written pickle: the same name twice is refused, naming it. */
 static void test_duplicate_names(void) {
     static const char pkl[] =
@@ -593,6 +631,7 @@ int main(void) {
     test_hostile();
     test_pickle_edges();
     test_duplicate_names();
+    test_fanout();
     test_mutations();
     TEST_MAIN_END();
 }

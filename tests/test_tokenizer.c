@@ -472,6 +472,27 @@ static void test_gguf_meta(const mrw_vocab *world) {
     mrw_tfile_close(g.f);
 }
 
+/* Through a real GGUF file: the vocabulary written as tokenizer.ggml.* by the GGUF writer and read back. */
+static void test_gguf_file(const mrw_vocab *world) {
+    fake_gguf g;
+    fake_make(&g, world, 65536, 1, "rwkv");
+    char tmp[] = "/tmp/mrw_vocab_gguf_XXXXXX";
+    int fd = mkstemp(tmp);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    mrw_error err = {0};
+    mrw_tfile *f = NULL;
+    mrw_vocab *v = NULL;
+    CHECK_OK(mrw_gguf_write(tmp, NULL, 0, g.f->meta, g.f->n_meta, NULL, NULL, &err), &err);
+    CHECK_OK(mrw_gguf_open(tmp, &f, &err), &err);
+    if (f) CHECK_OK(mrw_vocab_from_gguf_meta(f, &v, &err), &err);
+    CHECK(v && same_vocab(v, world));
+    mrw_vocab_free(v);
+    mrw_tfile_close(f);
+    unlink(tmp);
+    fake_free(&g);
+}
+
 /* ------------------------------------------------------------------------------ other vocabularies */
 
 static void test_byte_vocab(void) {
@@ -727,6 +748,7 @@ int main(void) {
     test_crlf(world);
     test_gguf_strings(world);
     test_gguf_meta(world);
+    test_gguf_file(world);
     test_byte_vocab();
     test_dup_vocab();
     test_literals();

@@ -67,6 +67,22 @@ static const struct {
 };
 
 typedef struct val val;
+
+typedef struct {
+    const char *key; /* points into the pickle */
+    size_t key_len;
+    int64_t numel;
+    mrw_dtype dtype;
+} storage_ref;
+
+typedef struct {
+    const storage_ref *storage;
+    int64_t offset;
+    int ndim;
+    int64_t size[MRW_MAX_DIMS], stride[MRW_MAX_DIMS];
+} tensor_view;
+
+/* 24 bytes: every opcode creates at most one value, so memory stays a small multiple of the input. */
 struct val {
     uint8_t kind; /* vkind */
     union {
@@ -74,27 +90,19 @@ struct val {
         double f;     /* V_FLOAT */
         struct {      /* V_STR, V_BYTES: point into the pickle */
             const char *p;
-            size_t n;
+            uint32_t n;
         } s;
         struct {      /* V_TUPLE, V_LIST, V_DICT (v[2k] key, v[2k+1] value, in insertion order) */
             val **v;
             uint32_t n, cap;
         } seq;
-        int g;        /* V_GLOBAL: index into k_globals */
-        struct {      /* V_STORAGE */
-            const char *key;
-            size_t key_len;
-            int64_t numel;
-            mrw_dtype dtype;
-        } st;
-        struct {      /* V_TENSOR */
-            const val *storage;
-            int64_t offset;
-            int ndim;
-            int64_t size[MRW_MAX_DIMS], stride[MRW_MAX_DIMS];
-        } t;
+        int g;                 /* V_GLOBAL: index into k_globals */
+        const storage_ref *st; /* V_STORAGE */
+        const tensor_view *t;  /* V_TENSOR */
     } u;
 };
+
+_Static_assert(sizeof(val) <= 24, "pickle values stay small");
 
 /* -------------------------------------------------------------------------------------------- arena */
 
@@ -103,7 +111,7 @@ struct val {
 typedef struct blk {
     struct blk *next;
     size_t used, cap;
-    _Alignas(16) unsigned char data[];
+    _Alignas(8) unsigned char data[];
 } blk;
 
 typedef struct {
@@ -112,7 +120,7 @@ typedef struct {
 } arena;
 
 static void *arena_alloc(arena *a, size_t n) {
-    n = (n + 15) & ~(size_t)15;
+    n = (n + 7) & ~(size_t)7;
     if (!a->head || a->head->cap - a->head->used < n) {
         size_t cap = n > 65536 ? n : 65536;
         if (a->total + cap > MRW_PKL_MAX_ARENA) return NULL;
@@ -433,7 +441,7 @@ static mrw_status op_string(U *u, int len_bytes, vkind k, const char *op) {
     val *v = new_val(u, k);
     if (v) {
         v->u.s.p = (const char *)u->b + u->pos;
-        v->u.s.n = n;
+        v->u.s.n = (uint32_t)n;
     }
     u->pos += n;
     return push(u, v);
@@ -513,14 +521,15 @@ static mrw_status op_persid(U *u) {
         return fail(u, MRW_E_FORMAT, "a storage key that is empty, longer than %d bytes or contains NUL",
                     MRW_PKL_MAX_KEY);
     if (f[4]->u.i < 0) return fail(u, MRW_E_FORMAT, "a storage with a negative size (%lld)", (long long)f[4]->u.i);
-    val *st = new_val(u, V_STORAGE);
-    if (st) {
-        st->u.st.key = f[2]->u.s.p;
-        st->u.st.key_len = f[2]->u.s.n;
-        st->u.st.numel = f[4]->u.i;
-        st->u.st.dtype = k_globals[f[1]->u.g].dtype;
-    }
-    return push(u, st);
+    val *v = new_val(u, V_STORAGE);
+    storage_ref *st = arena_alloc(&u->ar, sizeof *st);
+    if (!v || !st) return nomem(u);
+    st->key = f[2]->u.s.p;
+    st->key_len = f[2]->u.s.n;
+    st->numel = f[4]->u.i;
+    st->dtype = k_globals[f[1]->u.g].dtype;
+    v->u.st = st;
+    return push(u, v);
 }
 
 /* A tuple of non-negative ints (a size or stride) into out; returns its length or -1. */
@@ -558,9 +567,11 @@ static mrw_status rebuild_tensor(U *u, const val *args, val **out) {
     if ((a[4]->kind != V_BOOL && a[4]->kind != V_INT) || (a[5]->kind != V_DICT && a[5]->kind != V_NONE))
         return fail(u, MRW_E_FORMAT, "_rebuild_tensor_v2: requires_grad is a %s and backward_hooks a %s",
                     kind_name(a[4]->kind), kind_name(a[5]->kind));
-    val *t = new_val(u, V_TENSOR);
-    if (!t) return nomem(u);
-    int nd = int_tuple(a[2], t->u.t.size), ns = int_tuple(a[3], t->u.t.stride);
+    val *v = new_val(u, V_TENSOR);
+    tensor_view *t = arena_alloc(&u->ar, sizeof *t);
+    if (!v || !t) return nomem(u);
+    memset(t, 0, sizeof *t);
+    int nd = int_tuple(a[2], t->size), ns = int_tuple(a[3], t->stride);
     if (nd == -2 || ns == -2)
         return fail(u, MRW_E_UNSUPPORTED, "a tensor with more than %d dimensions", MRW_MAX_DIMS);
     if (nd < 0 || ns != nd)
@@ -579,10 +590,11 @@ static mrw_status rebuild_tensor(U *u, const val *args, val **out) {
     } else if (n == 7 && a[6]->kind != V_NONE) {
         return fail(u, MRW_E_FORMAT, "_rebuild_tensor_v2: metadata is a %s, not a dict", kind_name(a[6]->kind));
     }
-    t->u.t.storage = a[0];
-    t->u.t.offset = a[1]->u.i;
-    t->u.t.ndim = nd;
-    *out = t;
+    t->storage = a[0]->u.st;
+    t->offset = a[1]->u.i;
+    t->ndim = nd;
+    v->u.t = t;
+    *out = v;
     return MRW_OK;
 }
 
@@ -719,7 +731,7 @@ typedef struct {
     U *u;
     mrw_pkl_state_dict *out;
     int cap;
-    size_t visits;
+    size_t visits, name_bytes;
     char name[MRW_PKL_MAX_NAME + 1];
 } flat;
 
@@ -778,21 +790,24 @@ static mrw_status emit(flat *f, size_t nlen, const val *t) {
         o->tensors = nt;
         f->cap = cap;
     }
+    f->name_bytes += nlen + 1;
+    if (f->name_bytes > MRW_PKL_MAX_NAME_BYTES)
+        return mrw_err(f->u->err, MRW_E_LIMIT, "the tensor names take more than %d MiB", MRW_PKL_MAX_NAME_BYTES >> 20);
     char *name = arena_alloc(&f->u->ar, nlen + 1);
     if (!name) return mrw_err(f->u->err, MRW_E_NOMEM, "out of memory for tensor names");
     memcpy(name, f->name, nlen + 1);
-    const val *st = t->u.t.storage;
+    const tensor_view *tv = t->u.t;
     mrw_pkl_tensor *x = &o->tensors[o->n++];
     memset(x, 0, sizeof *x);
     x->name = name;
-    x->key = st->u.st.key;
-    x->key_len = st->u.st.key_len;
-    x->dtype = st->u.st.dtype;
-    x->storage_numel = st->u.st.numel;
-    x->offset = t->u.t.offset;
-    x->ndim = t->u.t.ndim;
-    memcpy(x->size, t->u.t.size, sizeof x->size);
-    memcpy(x->stride, t->u.t.stride, sizeof x->stride);
+    x->key = tv->storage->key;
+    x->key_len = tv->storage->key_len;
+    x->dtype = tv->storage->dtype;
+    x->storage_numel = tv->storage->numel;
+    x->offset = tv->offset;
+    x->ndim = tv->ndim;
+    memcpy(x->size, tv->size, sizeof x->size);
+    memcpy(x->stride, tv->stride, sizeof x->stride);
     return MRW_OK;
 }
 

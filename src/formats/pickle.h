@@ -43,7 +43,8 @@
 #define MRW_PKL_MAX_KEY 256                    /* bytes of a storage key */
 #define MRW_PKL_MAX_NAME 4096                  /* bytes of a (flattened) tensor name */
 #define MRW_PKL_MAX_NEST 16                    /* dicts within dicts */
-#define MRW_PKL_MAX_TENSORS (1 << 20)          /* tensors in the result */
+#define MRW_PKL_MAX_TENSORS (1 << 18)          /* tensors in the result (big models have thousands) */
+#define MRW_PKL_MAX_NAME_BYTES (64 << 20)      /* bytes of all tensor names together */
 #define MRW_PKL_MAX_VISITS (1 << 22)           /* dict entries visited while flattening (shared sub-dicts) */
 
 typedef struct {

@@ -102,16 +102,15 @@ static int vb_add_v2_specials(vbuild *b) {
     return 0;
 }
 
-static int cmp_special(const void *pa, const void *pb, const mrw_vocab *v) {
-    int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
-    if (v->ent[a].len != v->ent[b].len) return v->ent[a].len > v->ent[b].len ? -1 : 1;
-    return a < b ? -1 : a > b;
+/* Specials are matched longest first (then by id), so one that contains another wins. */
+static int special_before(const mrw_vocab *v, int32_t a, int32_t b) {
+    if (v->ent[a].len != v->ent[b].len) return v->ent[a].len > v->ent[b].len;
+    return a < b;
 }
 
-/* Orders v->specials longest first (insertion sort: there are a handful). */
-static void sort_specials(mrw_vocab *v) {
+static void sort_specials(mrw_vocab *v) { /* insertion sort: there are a handful */
     for (int32_t i = 1; i < v->n_specials; i++)
-        for (int32_t j = i; j > 0 && cmp_special(&v->specials[j - 1], &v->specials[j], v) > 0; j--) {
+        for (int32_t j = i; j > 0 && special_before(v, v->specials[j], v->specials[j - 1]); j--) {
             int32_t t = v->specials[j];
             v->specials[j] = v->specials[j - 1];
             v->specials[j - 1] = t;

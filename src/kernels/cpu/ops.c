@@ -3,21 +3,23 @@
 #include <math.h>
 #include <omp.h>
 
+/* Mean and variance accumulate in double: C-element sums in fp32 lose digits that GroupNorm and the head
+ * later amplify (the full-size parity test is sensitive to this at the first token). */
 void mrw_layernorm(const float *x, float *y, int T, int C, const float *w, const float *b, float eps) {
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C;
         float *yr = y + (size_t)t * C;
-        float mean = 0;
-        for (int c = 0; c < C; c++) mean += xr[c];
-        mean /= (float)C;
-        float var = 0;
+        double sum = 0;
+        for (int c = 0; c < C; c++) sum += xr[c];
+        const double mean = sum / C;
+        double var = 0;
         for (int c = 0; c < C; c++) {
-            float d = xr[c] - mean;
+            double d = xr[c] - mean;
             var += d * d;
         }
-        var /= (float)C;
-        float inv = 1.0f / sqrtf(var + eps);
-        for (int c = 0; c < C; c++) yr[c] = (xr[c] - mean) * inv * w[c] + b[c];
+        var /= C;
+        const float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * inv * w[c] + b[c];
     }
 }
 
@@ -26,13 +28,13 @@ void mrw_groupnorm(float *y, int T, int H, int N, const float *w, const float *b
         for (int h = 0; h < H; h++) {
             float *g = y + (size_t)t * H * N + (size_t)h * N;
             const float *gw = w + h * N, *gb = b + h * N;
-            float mean = 0, var = 0;
-            for (int i = 0; i < N; i++) mean += g[i];
-            mean /= (float)N;
+            double sum = 0, var = 0;
+            for (int i = 0; i < N; i++) sum += g[i];
+            const double mean = sum / N;
             for (int i = 0; i < N; i++) var += (g[i] - mean) * (g[i] - mean);
-            var /= (float)N;
-            float inv = 1.0f / sqrtf(var + eps);
-            for (int i = 0; i < N; i++) g[i] = (g[i] - mean) * inv * gw[i] + gb[i];
+            var /= N;
+            const float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+            for (int i = 0; i < N; i++) g[i] = (g[i] - m) * inv * gw[i] + gb[i];
         }
 }
 
