@@ -14,6 +14,16 @@ for t in "$build"/tests/test_*; do
     printf 'FAIL  %-40s (log: %s)\n' "$(basename "$t")" "$t.log"; tail -n 30 "$t.log"; fail=$((fail+1))
   fi
 done
+for c in tests/cli_*.sh; do
+  [ -x "$c" ] || continue
+  n=$((n+1))
+  log="$build/tests/$(basename "$c" .sh).log"
+  if MRW_BUILD="$build" "$c" "$build" > "$log" 2>&1; then
+    printf 'PASS  %-40s\n' "$(basename "$c")"
+  else
+    printf 'FAIL  %-40s (log: %s)\n' "$(basename "$c")" "$log"; tail -n 30 "$log"; fail=$((fail+1))
+  fi
+done
 for r in "$build"/fuzz-replay/fuzz_*; do
   [ -x "$r" ] || continue
   n=$((n+1))

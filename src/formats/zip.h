@@ -27,10 +27,13 @@
 
 /* ------------------------------------------------------------------------------------------------ CRC */
 
-/* CRC-32 (the zip / IEEE 802.3 polynomial), slicing-by-8. The tables live in a caller-owned context so there
- * is no global state; mrw_crc32_init fills them (a few microseconds). */
+/* CRC-32 (the zip / IEEE 802.3 polynomial): carry-less multiplication folding (PCLMULQDQ) on x86-64 CPUs that
+ * have it, slicing-by-8 tables otherwise and for short inputs. Tables and folding constants live in a
+ * caller-owned context so there is no global state; mrw_crc32_init computes them (a few microseconds). */
 typedef struct {
     uint32_t t[8][256];
+    uint64_t fold512[2], fold128[2]; /* x^(64+D-1) mod P and x^(D-1) mod P, bit-reflected, for D = 512, 128 */
+    int clmul;                       /* use the folding path */
 } mrw_crc32_ctx;
 
 void mrw_crc32_init(mrw_crc32_ctx *c);

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# End-to-end tests of the `modrwkv` command: every subcommand's happy path and its handling of bad input
+# (clear message, non-zero exit, never a crash, no partial output). Run by tests/run.sh with the build
+# directory as $1 (so the sanitizer build is exercised too).
+set -u
+B=${1:-build}
+M="$B/modrwkv"
+SHARED=${MRW_SHARED:-../shared}
+FIX=tests/fixtures/rwkv7
+VOCAB=$SHARED/assets/rwkv_vocab_v20230424.txt
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0; checks=0
+
+ok() { checks=$((checks+1)); }
+bad() { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL: $*" >&2; }
+
+# expect_ok DESC CMD...: exit 0
+expect_ok() { local d=$1; shift; if "$@" > "$T/out" 2> "$T/err"; then ok; else bad "$d (exit $?): $(head -c 400 "$T/err")"; fi; }
+# expect_fail DESC PATTERN CMD...: non-zero exit below 128 (no signal) and stderr matching PATTERN
+expect_fail() {
+  local d=$1 pat=$2; shift 2
+  "$@" > "$T/out" 2> "$T/err"; local rc=$?
+  if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
+  elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
+  elif ! grep -qiE "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
+  else ok; fi
+}
+
+# --- help and usage
+expect_ok "top-level --help" "$M" --help
+for c in generate chat convert tokenize logits perplexity bench info init; do
+  expect_ok "$c --help" "$M" "$c" --help
+  grep -q "usage: modrwkv $c" "$T/out" || bad "$c --help does not print its usage"
+done
+expect_fail "unknown command" "unknown command" "$M" frobnicate
+expect_fail "unknown option" "unknown option '--bogus'" "$M" generate --bogus
+expect_fail "missing value" "needs a value" "$M" generate -m
+expect_fail "bad number" "expects an integer" "$M" generate -m x -p y -n lots
+expect_fail "no model" "no model given" "$M" logits --tokens 1,2
+
+# --- logits: every format, sequence and RNN mode agree
+for f in tiny.pth tiny.safetensors tiny.gguf; do
+  expect_ok "logits $f" "$M" logits -m "$FIX/$f" --tokens 84,104,101
+  cp "$T/out" "$T/logits-$f"
+  [ "$(wc -l < "$T/out")" = 256 ] || bad "logits $f: expected 256 lines"
+done
+cmp -s "$T/logits-tiny.pth" "$T/logits-tiny.gguf" || bad "pth and gguf logits differ"
+cmp -s "$T/logits-tiny.pth" "$T/logits-tiny.safetensors" || bad "pth and safetensors logits differ"
+expect_ok "logits --rnn" "$M" logits -m "$FIX/tiny.pth" --tokens 84,104,101 --rnn
+awk 'NR==FNR{a[NR]=$1; next} {d=a[FNR]-$1; if (d<0) d=-d; if (d>1e-4) bad=1} END{exit bad}' "$T/logits-tiny.pth" "$T/out" \
+  && ok || bad "sequence and RNN logits differ by more than 1e-4"
+expect_ok "logits --text (byte-level model)" "$M" logits -m "$FIX/tiny.pth" --text "The"
+cmp -s "$T/out" "$T/logits-tiny.pth" || bad "--text The != --tokens 84,104,101"
+expect_fail "token out of range" "not a list of token ids in \[0, 256\)" "$M" logits -m "$FIX/tiny.pth" --tokens 1,256
+expect_fail "vocab larger than the embedding" "wrong vocabulary" "$M" logits -m "$FIX/tiny.pth" --text hi --vocab "$VOCAB"
+
+# --- tokenize
+expect_ok "tokenize" "$M" tokenize --text "Hello, world" --vocab "$VOCAB"
+[ "$(cat "$T/out")" = "33155 45 40213" ] || bad "tokenize: got '$(cat "$T/out")'"
+printf 'caf\xc3' > "$T/bad-utf8.txt"
+expect_fail "invalid UTF-8" "not valid UTF-8" "$M" tokenize -f "$T/bad-utf8.txt" --vocab "$VOCAB"
+expect_ok "invalid UTF-8 with --raw-bytes" "$M" tokenize -f "$T/bad-utf8.txt" --vocab "$VOCAB" --raw-bytes
+: > "$T/empty.txt"
+expect_fail "empty prompt" "empty" "$M" generate -m "$FIX/tiny.pth" -f "$T/empty.txt"
+
+# --- generate, state files
+expect_ok "generate" "$M" generate -m "$FIX/tiny.pth" -p "Hello" -n 8 --ignore-stop -q
+expect_ok "generate with sampling" "$M" generate -m "$FIX/tiny.pth" -p "Hello" -n 8 --temp 1 --top-p 0.9 --top-k 40 --repeat-penalty 1.1 --presence-penalty 0.2 --frequency-penalty 0.1 --seed 5 -q
+cp "$T/out" "$T/sample1"
+"$M" generate -m "$FIX/tiny.pth" -p "Hello" -n 8 --temp 1 --top-p 0.9 --top-k 40 --repeat-penalty 1.1 --presence-penalty 0.2 --frequency-penalty 0.1 --seed 5 -q > "$T/sample2" 2>/dev/null
+cmp -s "$T/sample1" "$T/sample2" && ok || bad "same seed, different samples"
+expect_ok "state-out after a prompt" "$M" generate -m "$FIX/tiny.pth" -p "The cat" -n 0 --state-out "$T/cat.state" -q
+expect_ok "logits from the saved state" "$M" logits -m "$FIX/tiny.pth" --state-in "$T/cat.state" --tokens 32,115,97,116
+cp "$T/out" "$T/from-state"
+expect_ok "logits in one go" "$M" logits -m "$FIX/tiny.pth" --tokens 84,104,101,32,99,97,116,32,115,97,116
+awk 'NR==FNR{a[NR]=$1; next} {d=a[FNR]-$1; if (d<0) d=-d; if (d>1e-4) bad=1} END{exit bad}' "$T/from-state" "$T/out" \
+  && ok || bad "state file continuation != one long call"
+expect_fail "state of another model" "state is for a model" "$M" logits -m ../shared/assets/tiny-rwkv7/tiny-rwkv7-834K.pth --state-in "$T/cat.state" --tokens 1
+head -c 100 "$T/cat.state" > "$T/trunc.state"
+expect_fail "truncated state" "state" "$M" logits -m "$FIX/tiny.pth" --state-in "$T/trunc.state" --tokens 1
+
+# --- chat: one-shot and multi-turn from stdin
+expect_ok "chat one-shot" "$M" chat -m "$FIX/tiny.pth" -n 16 -q "Hi there"
+printf 'first question\n/reset\nsecond question\n' | "$M" chat -m "$FIX/tiny.pth" -n 8 -q > "$T/chat" 2> "$T/err" && ok || bad "chat from stdin: $(cat "$T/err")"
+[ "$(wc -l < "$T/chat")" -ge 2 ] || bad "chat from stdin: expected two answers"
+
+# --- perplexity and bench
+printf 'The quick brown fox jumps over the lazy dog. ' > "$T/text.txt"
+expect_ok "perplexity" "$M" perplexity -m "$SHARED/assets/tiny-rwkv7/tiny-rwkv7-834K.pth" -f "$T/text.txt" --chunk 7
+grep -q "perplexity" "$T/out" || bad "perplexity prints no result"
+expect_ok "bench" "$M" bench -m "$FIX/tiny.pth" --prompt 16 --gen 4
+grep -q "^bench:" "$T/out" || bad "bench prints no result"
+
+# --- convert and init, atomic outputs
+expect_ok "convert to q8_0 gguf" "$M" convert "$FIX/tiny.pth" "$T/q8.gguf" --dtype q8_0
+expect_ok "logits of the converted model" "$M" logits -m "$T/q8.gguf" --tokens 84,104,101 --rnn
+expect_ok "convert gguf back to safetensors" "$M" convert "$FIX/tiny.gguf" "$T/back.safetensors"
+expect_ok "logits after the round trip" "$M" logits -m "$T/back.safetensors" --tokens 84,104,101
+cmp -s "$T/out" "$T/logits-tiny.pth" || bad "gguf -> safetensors changed the logits"
+expect_fail "q4_0 into safetensors" "only be written as .gguf" "$M" convert "$FIX/tiny.pth" "$T/x.safetensors" --dtype q4_0
+[ ! -e "$T/x.safetensors" ] || bad "a failed convert left an output file"
+expect_fail "output in a missing directory" "cannot create" "$M" convert "$FIX/tiny.pth" "$T/nodir/x.gguf"
+expect_ok "init" "$M" init -o "$T/r.gguf" --layers 1 --embd 64 --vocab-size 300 --dtype q4_0
+expect_ok "info" "$M" info -m "$T/r.gguf"
+grep -q "q4_0" "$T/out" || bad "info does not report q4_0"
+
+# --- hostile and broken model files: a message naming the problem, no crash
+head -c 100000 "$FIX/tiny.pth" > "$T/trunc.pth"
+expect_fail "truncated .pth" "truncat|end of central|zip|malformed|out of range" "$M" logits -m "$T/trunc.pth" --tokens 1
+head -c 5000 "$FIX/tiny.gguf" > "$T/trunc.gguf"
+expect_fail "truncated gguf" "truncat|beyond|past the end|out of range|malformed" "$M" logits -m "$T/trunc.gguf" --tokens 1
+head -c 3000 "$FIX/tiny.safetensors" > "$T/trunc.safetensors"
+expect_fail "truncated safetensors" "truncat|beyond|past the end|out of range|exceeds|malformed" "$M" logits -m "$T/trunc.safetensors" --tokens 1
+printf 'not a model at all' > "$T/junk.bin"
+expect_fail "not a model" "not a recognised weight file" "$M" logits -m "$T/junk.bin" --tokens 1
+expect_fail "missing file" "cannot open|No such file" "$M" logits -m "$T/none.pth" --tokens 1
+rm -f /tmp/modrwkv-pwned
+expect_fail "pickle calling os.system" "refus.*os.system|os.system.*not an allowed" "$M" logits -m tests/fixtures/cli/evil_os_system.pth --tokens 1
+[ ! -e /tmp/modrwkv-pwned ] || bad "the hostile pickle was executed"
+
+echo "cli_commands.sh: $checks checks, $fails failed" >&2
+[ $fails -eq 0 ]
