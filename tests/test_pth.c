@@ -57,12 +57,14 @@ static void check_against(const char *what, const mrw_tfile *f, const cJSON *lis
         const char *name = cJSON_GetObjectItem(e, "name")->valuestring;
         CHECKF(!strcmp(t->name, name), "%s: tensor %d is '%s', expected '%s'", what, i, t->name, name);
         CHECKF(mrw_tfile_find(f, name) == t, "%s: find('%s')", what, name);
-        CHECKF(!strcmp(mrw_dtype_name(t->dtype), cJSON_GetObjectItem(e, "dtype")->valuestring), "%s: %s dtype %s",
-               what, name, mrw_dtype_name(t->dtype));
+        const char *dt = cJSON_GetObjectItem(e, "dtype")->valuestring;
+        CHECKF(!strcmp(mrw_dtype_name(t->dtype), dt), "%s: %s dtype %s", what, name,
+               mrw_dtype_name(t->dtype));
         const cJSON *shape = cJSON_GetObjectItem(e, "shape");
         CHECKF(t->ndim == cJSON_GetArraySize(shape), "%s: %s ndim %d", what, name, t->ndim);
         for (int d = 0; d < t->ndim && d < cJSON_GetArraySize(shape); d++)
-            CHECKF(t->shape[d] == (int64_t)cJSON_GetArrayItem(shape, d)->valuedouble, "%s: %s shape[%d]", what,
+            CHECKF(t->shape[d] == (int64_t)cJSON_GetArrayItem(shape, d)->valuedouble,
+                                                              "%s: %s shape[%d]", what,
                    name, d);
         const cJSON *vals = cJSON_GetObjectItem(e, "values");
         int64_t numel = mrw_tensor_numel(t);
@@ -105,11 +107,13 @@ static void test_tiny_checkpoint(void) {
     for (int i = 0; i < n && i < mrw_tfile_count(f); i++) {
         const cJSON *e = cJSON_GetArrayItem(list, i);
         const mrw_tensor_info *t = mrw_tfile_tensor(f, i);
-        CHECKF(!strcmp(t->name, cJSON_GetObjectItem(e, "name")->valuestring), "tiny: tensor %d is %s", i, t->name);
+        const char *name = cJSON_GetObjectItem(e, "name")->valuestring;
+        CHECKF(!strcmp(t->name, name), "tiny: tensor %d is %s", i, t->name);
         CHECK(t->dtype == MRW_DT_F32);
         const cJSON *shape = cJSON_GetObjectItem(e, "shape");
         CHECK(t->ndim == cJSON_GetArraySize(shape));
-        for (int d = 0; d < t->ndim; d++) CHECK(t->shape[d] == (int64_t)cJSON_GetArrayItem(shape, d)->valuedouble);
+        for (int d = 0; d < t->ndim; d++)
+            CHECK(t->shape[d] == (int64_t)cJSON_GetArrayItem(shape, d)->valuedouble);
         zero_copy += in_mapping(f, t->data);
     }
     CHECKF(zero_copy == n, "tiny: %d of %d tensors point into the mapping", zero_copy, n);
@@ -122,7 +126,8 @@ static void test_tiny_checkpoint(void) {
         CHECKF(t != NULL, "tiny: %s missing", p->string);
         if (!t) continue;
         const cJSON *first = cJSON_GetObjectItem(p, "first");
-        for (int k = 0; k < 4; k++) CHECK_NEAR(elem(t, (size_t)k), cJSON_GetArrayItem(first, k)->valuedouble, 0);
+        for (int k = 0; k < 4; k++)
+            CHECK_NEAR(elem(t, (size_t)k), cJSON_GetArrayItem(first, k)->valuedouble, 0);
         int64_t m = mrw_tensor_numel(t);
         CHECK_NEAR(elem(t, (size_t)m - 1), cJSON_GetObjectItem(p, "last")->valuedouble, 0);
         double sum = 0;
@@ -149,7 +154,7 @@ static void test_fixtures(void) {
         CHECK_OK(mrw_pth_open(path, &f, &err), &err);
         if (f && list) check_against(path, f, list);
         /* The same through the memory API. */
-        size_t len;
+        size_t len = 0;
         unsigned char *buf = t_read_file(path, &len);
         mrw_tfile *g = NULL;
         CHECK_OK(mrw_pth_open_mem(buf, len, &g, &err), &err);
@@ -167,7 +172,8 @@ static void test_fixtures(void) {
         }
         if (f && !strcmp(valid_fixtures[i], "unaligned.pth")) {
             int copied = 0;
-            for (int k = 0; k < mrw_tfile_count(f); k++) copied += !in_mapping(f, mrw_tfile_tensor(f, k)->data);
+            for (int k = 0; k < mrw_tfile_count(f); k++)
+                copied += !in_mapping(f, mrw_tfile_tensor(f, k)->data);
             CHECKF(copied > 0, "unaligned.pth: expected some misaligned storages to be copied");
         }
         mrw_tfile_close(f);
@@ -199,13 +205,14 @@ static void check_same(const char *what, const mrw_tfile *a, const mrw_tfile *b)
         const mrw_tensor_info *x = mrw_tfile_tensor(a, i), *y = mrw_tfile_tensor(b, i);
         CHECKF(!strcmp(x->name, y->name) && x->dtype == y->dtype && x->ndim == y->ndim &&
                !memcmp(x->shape, y->shape, sizeof x->shape) && x->nbytes == y->nbytes &&
-               !memcmp(x->data, y->data, x->nbytes), "%s: tensor %s differs after the round trip", what, x->name);
+               !memcmp(x->data, y->data, x->nbytes),
+                       "%s: tensor %s differs after the round trip", what, x->name);
     }
 }
 
 /* Every entry of a file written by mrw_pth_write: under archive/, data 64-byte aligned, CRCs right. */
 static void check_written_layout(const char *path) {
-    size_t len;
+    size_t len = 0;
     unsigned char *buf = t_read_file(path, &len);
     mrw_zip z;
     mrw_error err = {0};
@@ -220,7 +227,8 @@ static void check_written_layout(const char *path) {
     }
     CHECK(mrw_zip_find(&z, "archive/version", 15) != NULL);
     CHECK(mrw_zip_find(&z, "archive/byteorder", 17) != NULL);
-    CHECK(z.n_entries > 0 && z.entries[0].name_len == 16 && !memcmp(z.entries[0].name, "archive/data.pkl", 16));
+    CHECK(z.n_entries > 0 && z.entries[0].name_len == 16 && !memcmp(z.entries[0].name,
+                                                                    "archive/data.pkl", 16));
     mrw_zip_close(&z);
     free(buf);
 }
@@ -272,16 +280,21 @@ static void test_write_errors(void) {
     char dst[256];
     snprintf(dst, sizeof dst, "/tmp/mrw-test-pth-err-%d.pth", (int)getpid());
     float x[32] = {0};
-    mrw_tensor_info t[2] = {{.name = "a", .dtype = MRW_DT_F32, .ndim = 1, .shape = {32}, .data = x, .nbytes = 128},
-                            {.name = "a", .dtype = MRW_DT_F32, .ndim = 1, .shape = {32}, .data = x, .nbytes = 128}};
+    mrw_tensor_info t[2] = {
+        {.name = "a", .dtype = MRW_DT_F32, .ndim = 1, .shape = {32}, .data = x, .nbytes = 128},
+        {.name = "a", .dtype = MRW_DT_F32, .ndim = 1, .shape = {32}, .data = x, .nbytes = 128},
+    };
     mrw_error err = {0};
-    CHECK(mrw_pth_write(dst, t, 2, NULL, NULL, &err) == MRW_E_ARG && strstr(err.msg, "two tensors are named 'a'"));
+    CHECK(mrw_pth_write(dst, t, 2, NULL, NULL, &err) == MRW_E_ARG && strstr(err.msg,
+                                                                            "two tensors are named 'a'"));
     CHECK(access(dst, F_OK) != 0); /* nothing written on failure */
     t[1].name = "b";
     t[1].nbytes = 100;
     CHECK(mrw_pth_write(dst, t, 2, NULL, NULL, &err) == MRW_E_ARG && strstr(err.msg, "'b'"));
     mrw_block_q8_0 q = {0};
-    mrw_tensor_info tq = {.name = "q", .dtype = MRW_DT_Q8_0, .ndim = 1, .shape = {32}, .data = &q, .nbytes = 34};
+    mrw_tensor_info tq = {
+        .name = "q", .dtype = MRW_DT_Q8_0, .ndim = 1, .shape = {32}, .data = &q, .nbytes = 34,
+    };
     CHECK(mrw_pth_write(dst, &tq, 1, NULL, NULL, &err) == MRW_E_UNSUPPORTED);
     CHECKF(strstr(err.msg, "q8_0 tensors cannot be stored in .pth; write GGUF") != NULL, "%s", err.msg);
     mrw_tensor_info bad = {.name = "\xff\xfe", .dtype = MRW_DT_F32, .ndim = 0, .data = x, .nbytes = 4};
@@ -310,8 +323,10 @@ static void mem_sink(void *user, const void *data, size_t n) {
 /* Rewrites a valid .pth through the zip writer (optionally forcing zip64 records and extras everywhere) and
  * checks that the reader sees the same tensors. */
 static void test_zip64_rewrite(int force) {
-    size_t len;
+    size_t len = 0;
     unsigned char *buf = t_read_file(FIX "views.pth", &len);
+    CHECKF(buf != NULL, "fixtures not found: run from the repository root");
+    if (!buf) return;
     mrw_zip z;
     mrw_error err = {0};
     CHECK_OK(mrw_zip_open(&z, buf, len, "views.pth", &err), &err);
@@ -370,8 +385,10 @@ static void test_crc32(void) {
 /* Every truncation and every single-byte corruption of a small valid file: an error or a valid result,
  * never a crash (the sanitizer builds check the memory accesses). */
 static void test_mutations(void) {
-    size_t len;
+    size_t len = 0;
     unsigned char *orig = t_read_file(FIX "plain.pth", &len);
+    CHECKF(orig != NULL, "fixtures not found: run from the repository root");
+    if (!orig) return;
     unsigned char *b = malloc(len);
     int ok = 0, failed = 0;
     for (size_t cut = 0; cut < len; cut++) {
@@ -382,7 +399,8 @@ static void test_mutations(void) {
         else failed += err.msg[0] != 0;
         mrw_tfile_close(f);
     }
-    CHECKF(ok == 0 && failed == (int)len, "truncations: %d accepted, %d with messages of %zu", ok, failed, len);
+    CHECKF(ok == 0 && failed == (int)len,
+                                 "truncations: %d accepted, %d with messages of %zu", ok, failed, len);
     /* Which bytes are record data (covered by a CRC-32): corrupting one of those must always be caught. */
     unsigned char *in_data = calloc(len, 1);
     mrw_zip z;
@@ -411,7 +429,8 @@ static void test_mutations(void) {
     }
     /* Bytes outside the records (alignment padding, timestamps, attributes) may change freely. */
     CHECKF(missed == 0, "%d corruptions of record data were accepted", missed);
-    fprintf(stderr, "single-byte corruptions of plain.pth: %d of %zu accepted (none in record data)\n", accepted,
+    fprintf(stderr,
+            "single-byte corruptions of plain.pth: %d of %zu accepted (none in record data)\n", accepted,
             len);
     free(in_data);
     free(b);
@@ -453,17 +472,20 @@ static const hostile_case pickle_cases[] = {
 };
 
 static const hostile_case archive_cases[] = {
-    {"zip_os_system.pth", MRW_E_SECURITY, "archive/data.pkl: offset 2: refusing to load: the pickle references "
-                                          "os.system"},
+    {"zip_os_system.pth", MRW_E_SECURITY,
+     "archive/data.pkl: offset 2: refusing to load: the pickle references os.system"},
     {"zip_view_beyond.pth", MRW_E_FORMAT, "tensor 'x': the view (offset 2"},
-    {"zip_huge_numel.pth", MRW_E_FORMAT, "declares 2147483647 f32 elements but the entry holds only 16 bytes"},
+    {"zip_huge_numel.pth", MRW_E_FORMAT,
+     "declares 2147483647 f32 elements but the entry holds only 16 bytes"},
     {"zip_missing_storage.pth", MRW_E_FORMAT, "its storage 'archive/data/0' is not in the archive"},
     {"zip_crc_disagree.pth", MRW_E_FORMAT, "'archive/data/0': local header and central directory disagree"},
     {"zip_crc_mismatch.pth", MRW_E_FORMAT, "'archive/data/0' is corrupt: its CRC-32"},
     {"zip_size_lie.pth", MRW_E_FORMAT, "disagree on CRC or size"},
     {"zip_offset_oob.pth", MRW_E_FORMAT, "local header offset out of range"},
-    {"zip_huge_size.pth", MRW_E_FORMAT, "its 2147483647 bytes at offset 320 run past the end of the entry area"},
-    {"zip_absurd_count.pth", MRW_E_FORMAT, "declares 60000 entries but its central directory has room for only 3"},
+    {"zip_huge_size.pth", MRW_E_FORMAT,
+     "its 2147483647 bytes at offset 320 run past the end of the entry area"},
+    {"zip_absurd_count.pth", MRW_E_FORMAT,
+     "declares 60000 entries but its central directory has room for only 3"},
     {"zip_deflate_method.pth", MRW_E_FORMAT, "compression methods differ"},
     {"zip_truncated.pth", MRW_E_FORMAT, "truncated"},
     {"zip_empty_archive.pth", MRW_E_FORMAT, "without data.pkl"},
@@ -479,14 +501,15 @@ static void test_hostile(void) {
         const hostile_case *c = &pickle_cases[i];
         char path[256];
         snprintf(path, sizeof path, FIX "hostile/%s", c->file);
-        size_t len;
+        size_t len = 0;
         unsigned char *b = t_read_file(path, &len);
         CHECKF(b != NULL, "%s missing", path);
         if (!b) continue;
         mrw_pkl_state_dict sd;
         mrw_error err = {0};
         mrw_status s = mrw_pkl_load_state_dict(b, len, &sd, &err);
-        CHECKF(s == c->code && strstr(err.msg, c->msg), "%s: got %s: %s", c->file, mrw_status_name(s), err.msg);
+        CHECKF(s == c->code && strstr(err.msg, c->msg),
+                                      "%s: got %s: %s", c->file, mrw_status_name(s), err.msg);
         if (!s) CHECK(sd.n == 1 && !strcmp(sd.tensors[0].name, "x") && sd.tensors[0].ndim == 2);
         mrw_pkl_free(&sd);
         free(b);
@@ -498,7 +521,8 @@ static void test_hostile(void) {
         mrw_tfile *f = NULL;
         mrw_error err = {0};
         mrw_status s = mrw_pth_open(path, &f, &err);
-        CHECKF(s == c->code && strstr(err.msg, c->msg), "%s: got %s: %s", c->file, mrw_status_name(s), err.msg);
+        CHECKF(s == c->code && strstr(err.msg, c->msg),
+                                      "%s: got %s: %s", c->file, mrw_status_name(s), err.msg);
         CHECK((s == MRW_OK) == (f != NULL));
         if (s) CHECKF(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
         mrw_tfile_close(f);
@@ -516,7 +540,8 @@ static void test_pickle_edges(void) {
     /* LONG1 (negative, and 8 bytes), BININT, nested dicts with an int key, SHORT_BINSTRING, lists. */
     static const char nested[] =
         "\x80\x02}(U\x01k}(K\x05" "ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
-        "ctorch\nHalfStorage\nX\x02\x00\x00\x00" "42X\x04\x00\x00\x00" "cuda\x8a\x08\x00\x00\x00\x00\x01\x00\x00\x00t"
+        "ctorch\nHalfStorage\nX\x02\x00\x00\x00" "42X\x04\x00\x00\x00"
+        "cuda\x8a\x08\x00\x00\x00\x00\x01\x00\x00\x00t"
         "QJ\x01\x00\x01\x00K\x02\x85K\x01\x85\x88}tRu"
         "X\x01\x00\x00\x00l](K\x01\x8a\x01\xff" "eX\x01\x00\x00\x00" "f"
         "G\x3f\xf0\x00\x00\x00\x00\x00\x00u.";
@@ -543,13 +568,16 @@ static void test_pickle_edges(void) {
     /* More than 8 dimensions. */
     static const char dims9[] =
         "\x80\x02}X\x01\x00\x00\x00xctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
-        "ctorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x01tQK\x00(K\x01K\x01K\x01K\x01K\x01K\x01"
+        "ctorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00"
+        "cpuK\x01tQK\x00(K\x01K\x01K\x01K\x01K\x01K\x01"
         "K\x01K\x01K\x01t(K\x01K\x01K\x01K\x01K\x01K\x01K\x01K\x01K\x01t\x89}tRs.";
-    CHECK(unpickle(dims9, sizeof dims9 - 1, &sd, &err) == MRW_E_UNSUPPORTED && strstr(err.msg, "8 dimensions"));
+    CHECK(unpickle(dims9, sizeof dims9 - 1, &sd, &err) == MRW_E_UNSUPPORTED && strstr(err.msg,
+                                                                                      "8 dimensions"));
     /* A tensor with the 'neg' metadata flag set (7th argument). */
     static const char neg[] =
         "\x80\x02}X\x01\x00\x00\x00xctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
-        "ctorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x01tQK\x00))\x89}}X\x03\x00\x00\x00neg"
+        "ctorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00"
+        "cpuK\x01tQK\x00))\x89}}X\x03\x00\x00\x00neg"
         "\x88stRs.";
     CHECK(unpickle(neg, sizeof neg - 1, &sd, &err) == MRW_E_UNSUPPORTED && strstr(err.msg, "'neg'"));
     /* Dtype globals are inert values; a top-level tensor is not a state dict. */

@@ -483,6 +483,18 @@ static void test_hostile_headers(void) {
     }
 }
 
+/* A header of many tiny JSON values would make cJSON allocate gigabytes: refused before parsing. */
+static void test_value_limit(void) {
+    size_t n = ((size_t)8 << 20) + 16, k = 0;
+    char *j = malloc(2 * n + 64);
+    k += (size_t)sprintf(j, "{\"x\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0],\"pad\":[");
+    for (size_t i = 0; i < n; i++) j[k++] = '0', j[k++] = ',';
+    k += (size_t)sprintf(j + k - 1, "]}}") - 1;
+    j[k] = 0;
+    EXPECT(j, NULL, 0, MRW_E_LIMIT, "more than 8388608 JSON values");
+    free(j);
+}
+
 /* An F32 tensor at an odd offset is legal; it comes back aligned (copied), with the right values. */
 static void test_misaligned(void) {
     uint8_t data[13] = {0};
@@ -513,6 +525,7 @@ int main(void) {
     test_truncations();
     test_hostile_headers();
     test_misaligned();
+    test_value_limit();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

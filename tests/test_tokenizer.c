@@ -635,6 +635,31 @@ static void test_malformed(void) {
     CHECK(mrw_vocab_load("/nonexistent/vocab.txt", &v, &err) != MRW_OK && v == NULL);
 }
 
+/* A crafted vocabulary whose branches (bytes 0x00 and 0xFF under 75k prefixes) never fit the front of the
+ * trie builder's free list: the build must stay fast (it once took minutes on such input). */
+static void test_build_time(void) {
+    const int pairs = 75000;
+    size_t cap = (size_t)(256 + 2 * pairs) * 40, n = 0;
+    char *text = malloc(cap);
+    int id = 1;
+    for (int b = 0; b < 256; b++) n += (size_t)sprintf(text + n, "%d b'\\x%02x' 1\n", id++, b);
+    for (int k = 0; k < pairs; k++)
+        for (int last = 0; last < 2; last++)
+            n += (size_t)sprintf(text + n, "%d b'\\x%02x\\x%02x\\x%02x\\x%02x' 4\n", id++, k >> 16 & 255,
+                                 k >> 8 & 255, k & 255, last ? 255 : 0);
+    mrw_vocab *v = NULL;
+    mrw_error err = {0};
+    double t0 = now_s();
+    CHECK_OK(mrw_vocab_load_mem(text, n, "crafted", &v, &err), &err);
+    double dt = now_s() - t0;
+    CHECKF(dt < 5.0, "crafted vocabulary took %.1f s to load", dt);
+    fprintf(stderr, "crafted vocabulary of %d tokens loaded in %.0f ms\n", id - 1, dt * 1e3);
+    int32_t ids[4];
+    CHECK(v && mrw_tokenize(v, "\x01\x02\x03\xff\x01", 5, ids, 4) == 2 && ids[0] == 256 + 2 * 0x010203 + 2);
+    mrw_vocab_free(v);
+    free(text);
+}
+
 /* ---------------------------------------------------------------------------------- UTF-8 stream */
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -753,6 +778,7 @@ int main(void) {
     test_dup_vocab();
     test_literals();
     test_malformed();
+    test_build_time();
     test_utf8_stream();
     test_chat(world);
     mrw_vocab_free(world);

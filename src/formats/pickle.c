@@ -15,10 +15,11 @@ static const char *const k_op_names[256] = {
     ['I'] = "INT", ['J'] = "BININT", ['K'] = "BININT1", ['L'] = "LONG", ['M'] = "BININT2", ['N'] = "NONE",
     ['P'] = "PERSID", ['Q'] = "BINPERSID", ['R'] = "REDUCE", ['S'] = "STRING", ['T'] = "BINSTRING",
     ['U'] = "SHORT_BINSTRING", ['V'] = "UNICODE", ['X'] = "BINUNICODE", ['a'] = "APPEND", ['b'] = "BUILD",
-    ['c'] = "GLOBAL", ['d'] = "DICT", ['}'] = "EMPTY_DICT", ['e'] = "APPENDS", ['g'] = "GET", ['h'] = "BINGET",
-    ['i'] = "INST", ['j'] = "LONG_BINGET", ['l'] = "LIST", [']'] = "EMPTY_LIST", ['o'] = "OBJ", ['p'] = "PUT",
-    ['q'] = "BINPUT", ['r'] = "LONG_BINPUT", ['s'] = "SETITEM", ['t'] = "TUPLE", [')'] = "EMPTY_TUPLE",
-    ['u'] = "SETITEMS", ['G'] = "BINFLOAT", ['B'] = "BINBYTES", ['C'] = "SHORT_BINBYTES",
+    ['c'] = "GLOBAL", ['d'] = "DICT", ['}'] = "EMPTY_DICT", ['e'] = "APPENDS", ['g'] = "GET",
+    ['h'] = "BINGET", ['i'] = "INST", ['j'] = "LONG_BINGET", ['l'] = "LIST", [']'] = "EMPTY_LIST",
+    ['o'] = "OBJ", ['p'] = "PUT", ['q'] = "BINPUT", ['r'] = "LONG_BINPUT", ['s'] = "SETITEM", ['t'] = "TUPLE",
+    [')'] = "EMPTY_TUPLE", ['u'] = "SETITEMS", ['G'] = "BINFLOAT", ['B'] = "BINBYTES",
+    ['C'] = "SHORT_BINBYTES",
     [0x80] = "PROTO", [0x81] = "NEWOBJ", [0x82] = "EXT1", [0x83] = "EXT2", [0x84] = "EXT4", [0x85] = "TUPLE1",
     [0x86] = "TUPLE2", [0x87] = "TUPLE3", [0x88] = "NEWTRUE", [0x89] = "NEWFALSE", [0x8a] = "LONG1",
     [0x8b] = "LONG4", [0x8c] = "SHORT_BINUNICODE", [0x8d] = "BINUNICODE8", [0x8e] = "BINBYTES8",
@@ -35,8 +36,8 @@ typedef enum { V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_BYTES, V_TUPLE, V_LIST, 
                V_TENSOR } vkind;
 
 static const char *kind_name(int k) {
-    static const char *const names[] = {"None", "bool", "int", "float", "str", "bytes", "tuple", "list", "dict",
-                                        "global", "storage", "tensor"};
+    static const char *const names[] = {"None", "bool",  "int",  "float",  "str",     "bytes",
+                                        "tuple", "list", "dict", "global", "storage", "tensor"};
     return names[k];
 }
 
@@ -245,7 +246,8 @@ static mrw_status push(U *u, val *v) {
 /* Pops n values (n <= 3) above the current mark into out[0..n) in stack order. */
 static mrw_status pop_n(U *u, int n, val **out, const char *op) {
     if (u->sp - floor_sp(u) < (size_t)n)
-        return fail(u, MRW_E_FORMAT, "%s needs %d value%s on the stack, which has fewer (stack underflow)", op, n,
+        return fail(u, MRW_E_FORMAT,
+                    "%s needs %d value%s on the stack, which has fewer (stack underflow)", op, n,
                     n == 1 ? "" : "s");
     u->sp -= (size_t)n;
     for (int i = 0; i < n; i++) out[i] = u->stack[u->sp + (size_t)i];
@@ -436,7 +438,8 @@ static mrw_status op_string(U *u, int len_bytes, vkind k, const char *op) {
     mrw_status s = read_len(u, len_bytes, op, &n);
     if (s) return s;
     if (n > u->len - u->pos)
-        return fail(u, MRW_E_FORMAT, "%s of %zu bytes runs past the end of the pickle (%zu bytes left)", op, n,
+        return fail(u, MRW_E_FORMAT,
+                    "%s of %zu bytes runs past the end of the pickle (%zu bytes left)", op, n,
                     u->len - u->pos);
     val *v = new_val(u, k);
     if (v) {
@@ -500,7 +503,8 @@ static mrw_status op_stack_global(U *u) {
 /* --------------------------------------------------------------------------------- torch reconstruction */
 
 static int is_str(const val *v, const char *s) {
-    return (v->kind == V_STR || v->kind == V_BYTES) && v->u.s.n == strlen(s) && !memcmp(v->u.s.p, s, v->u.s.n);
+    return (v->kind == V_STR || v->kind == V_BYTES) && v->u.s.n == strlen(s) &&
+           !memcmp(v->u.s.p, s, v->u.s.n);
 }
 
 /* BINPERSID: ('storage', torch.<X>Storage, '<key>', '<location>', numel) -> a storage. */
@@ -509,7 +513,8 @@ static mrw_status op_persid(U *u) {
     mrw_status s = pop_n(u, 1, &pid, "BINPERSID");
     if (s) return s;
     if (pid->kind != V_TUPLE || pid->u.seq.n == 0 || !is_str(pid->u.seq.v[0], "storage"))
-        return fail(u, MRW_E_SECURITY, "refusing to load: a persistent id that is not a tensor storage reference "
+        return fail(u, MRW_E_SECURITY,
+                    "refusing to load: a persistent id that is not a tensor storage reference "
                     "(only ('storage', ...) ids are allowed)");
     val **f = pid->u.seq.v;
     if (pid->u.seq.n != 5 || f[1]->kind != V_GLOBAL || k_globals[f[1]->u.g].kind != G_STORAGE ||
@@ -520,7 +525,8 @@ static mrw_status op_persid(U *u) {
     if (f[2]->u.s.n == 0 || f[2]->u.s.n > MRW_PKL_MAX_KEY || memchr(f[2]->u.s.p, 0, f[2]->u.s.n))
         return fail(u, MRW_E_FORMAT, "a storage key that is empty, longer than %d bytes or contains NUL",
                     MRW_PKL_MAX_KEY);
-    if (f[4]->u.i < 0) return fail(u, MRW_E_FORMAT, "a storage with a negative size (%lld)", (long long)f[4]->u.i);
+    if (f[4]->u.i < 0) return fail(u, MRW_E_FORMAT,
+                                   "a storage with a negative size (%lld)", (long long)f[4]->u.i);
     val *v = new_val(u, V_STORAGE);
     storage_ref *st = arena_alloc(&u->ar, sizeof *st);
     if (!v || !st) return nomem(u);
@@ -562,7 +568,8 @@ static mrw_status rebuild_tensor(U *u, const val *args, val **out) {
     if (n != 6 && n != 7)
         return fail(u, MRW_E_FORMAT, "_rebuild_tensor_v2 called with %u arguments instead of 6 or 7", n);
     if (a[0]->kind != V_STORAGE || a[1]->kind != V_INT || a[1]->u.i < 0)
-        return fail(u, MRW_E_FORMAT, "_rebuild_tensor_v2 needs a storage and a non-negative offset, got %s and %s",
+        return fail(u, MRW_E_FORMAT,
+                    "_rebuild_tensor_v2 needs a storage and a non-negative offset, got %s and %s",
                     kind_name(a[0]->kind), kind_name(a[1]->kind));
     if ((a[4]->kind != V_BOOL && a[4]->kind != V_INT) || (a[5]->kind != V_DICT && a[5]->kind != V_NONE))
         return fail(u, MRW_E_FORMAT, "_rebuild_tensor_v2: requires_grad is a %s and backward_hooks a %s",
@@ -575,7 +582,8 @@ static mrw_status rebuild_tensor(U *u, const val *args, val **out) {
     if (nd == -2 || ns == -2)
         return fail(u, MRW_E_UNSUPPORTED, "a tensor with more than %d dimensions", MRW_MAX_DIMS);
     if (nd < 0 || ns != nd)
-        return fail(u, MRW_E_FORMAT, "_rebuild_tensor_v2: size and stride must be tuples of non-negative ints of "
+        return fail(u, MRW_E_FORMAT,
+                    "_rebuild_tensor_v2: size and stride must be tuples of non-negative ints of "
                     "the same length");
     if (n == 7 && a[6]->kind == V_DICT) {
         /* Flags such as a lazily negated or conjugated view would change the values: refuse those. */
@@ -583,12 +591,14 @@ static mrw_status rebuild_tensor(U *u, const val *args, val **out) {
             if (truthy(a[6]->u.seq.v[i + 1])) {
                 char kb[64];
                 const val *k = a[6]->u.seq.v[i];
-                return fail(u, MRW_E_UNSUPPORTED, "a tensor with metadata '%s' set, which modrwkv cannot apply; "
+                return fail(u, MRW_E_UNSUPPORTED,
+                            "a tensor with metadata '%s' set, which modrwkv cannot apply; "
                             "save a plain copy of it (tensor.clone().resolve_neg().resolve_conj())",
                             k->kind == V_STR ? printable(kb, sizeof kb, k->u.s.p, k->u.s.n) : "?");
             }
     } else if (n == 7 && a[6]->kind != V_NONE) {
-        return fail(u, MRW_E_FORMAT, "_rebuild_tensor_v2: metadata is a %s, not a dict", kind_name(a[6]->kind));
+        return fail(u, MRW_E_FORMAT,
+                    "_rebuild_tensor_v2: metadata is a %s, not a dict", kind_name(a[6]->kind));
     }
     t->storage = a[0]->u.st;
     t->offset = a[1]->u.i;
@@ -763,7 +773,8 @@ static mrw_status append_key(flat *f, size_t plen, const val *k, size_t *nlen) {
         n = (size_t)snprintf(num, sizeof num, "%lld", (long long)k->u.i);
         p = num;
     } else {
-        return mrw_err(f->u->err, MRW_E_FORMAT, "a tensor or dict is stored under a key that is a %s, not a string",
+        return mrw_err(f->u->err, MRW_E_FORMAT,
+                       "a tensor or dict is stored under a key that is a %s, not a string",
                        kind_name(k->kind));
     }
     size_t total = plen + (plen ? 1 : 0) + n;
@@ -792,7 +803,8 @@ static mrw_status emit(flat *f, size_t nlen, const val *t) {
     }
     f->name_bytes += nlen + 1;
     if (f->name_bytes > MRW_PKL_MAX_NAME_BYTES)
-        return mrw_err(f->u->err, MRW_E_LIMIT, "the tensor names take more than %d MiB", MRW_PKL_MAX_NAME_BYTES >> 20);
+        return mrw_err(f->u->err, MRW_E_LIMIT,
+                       "the tensor names take more than %d MiB", MRW_PKL_MAX_NAME_BYTES >> 20);
     char *name = arena_alloc(&f->u->ar, nlen + 1);
     if (!name) return mrw_err(f->u->err, MRW_E_NOMEM, "out of memory for tensor names");
     memcpy(name, f->name, nlen + 1);
@@ -819,7 +831,7 @@ static mrw_status flatten(flat *f, const val *d, size_t plen, int depth) {
             return mrw_err(f->u->err, MRW_E_LIMIT, "the state dict has more than %d entries (counting nested "
                            "dicts each time they are referenced)", MRW_PKL_MAX_VISITS);
         const val *k = d->u.seq.v[i], *v = d->u.seq.v[i + 1];
-        if (v->kind != V_TENSOR && v->kind != V_DICT) continue; /* numbers, strings, lists, ...: not weights */
+        if (v->kind != V_TENSOR && v->kind != V_DICT) continue; /* numbers, strings, lists: not weights */
         size_t nlen = 0;
         mrw_status s = append_key(f, plen, k, &nlen);
         if (s) return s;
@@ -838,7 +850,8 @@ static mrw_status flatten(flat *f, const val *d, size_t plen, int depth) {
 mrw_status mrw_pkl_load_state_dict(const void *buf, size_t len, mrw_pkl_state_dict *out, mrw_error *err) {
     memset(out, 0, sizeof *out);
     if (len > MRW_PKL_MAX_BYTES)
-        return mrw_err(err, MRW_E_LIMIT, "the pickle is %zu bytes (limit %zu MiB)", len, MRW_PKL_MAX_BYTES >> 20);
+        return mrw_err(err, MRW_E_LIMIT,
+                       "the pickle is %zu bytes (limit %zu MiB)", len, MRW_PKL_MAX_BYTES >> 20);
     U *u = calloc(1, sizeof *u);
     if (!u) return mrw_err(err, MRW_E_NOMEM, "out of memory");
     u->b = buf;
@@ -852,7 +865,8 @@ mrw_status mrw_pkl_load_state_dict(const void *buf, size_t len, mrw_pkl_state_di
     mrw_status s = run(u);
     if (!s && u->result->kind != V_DICT) {
         s = mrw_err(err, u->result->kind == V_TENSOR ? MRW_E_UNSUPPORTED : MRW_E_FORMAT,
-                    "the pickle holds a %s, not a dict of tensors (torch.save(model.state_dict()) writes a dict)",
+                    "the pickle holds a %s, not a dict of tensors (torch.save(model.state_dict()) writes "
+                    "a dict)",
                     kind_name(u->result->kind));
     }
     if (!s) {

@@ -111,7 +111,8 @@ static mrw_status find_pickle(pth_reader *r, mrw_error *err) {
         if (!ends_with(e, "data.pkl") || (e->name_len > 8 && e->name[e->name_len - 9] != '/')) continue;
         if (pkl) {
             char a[200], b[200];
-            return mrw_err(err, MRW_E_FORMAT, "%s: the archive holds two pickles, '%s' and '%s'; a torch.save "
+            return mrw_err(err, MRW_E_FORMAT,
+                           "%s: the archive holds two pickles, '%s' and '%s'; a torch.save "
                            "checkpoint has one", r->what, printable(a, sizeof a, pkl->name, pkl->name_len),
                            printable(b, sizeof b, e->name, e->name_len));
         }
@@ -139,10 +140,12 @@ static mrw_status check_records(pth_reader *r, mrw_error *err) {
         mrw_status s = mrw_zip_data(&r->zip, bo, 1, &d, err);
         if (s) return mrw_err_prefix(err, "%s", r->what), s;
         if (bo->size == 3 && !memcmp(d, "big", 3))
-            return mrw_err(err, MRW_E_UNSUPPORTED, "%s: the storages are big-endian (byteorder 'big'); re-save "
+            return mrw_err(err, MRW_E_UNSUPPORTED,
+                           "%s: the storages are big-endian (byteorder 'big'); re-save "
                            "the checkpoint on a little-endian machine", r->what);
         if (bo->size != 6 || memcmp(d, "little", 6))
-            return mrw_err(err, MRW_E_FORMAT, "%s: the byteorder record is neither 'little' nor 'big'", r->what);
+            return mrw_err(err, MRW_E_FORMAT,
+                           "%s: the byteorder record is neither 'little' nor 'big'", r->what);
     }
     /* The format version (torch writes "3\n"): storages have not changed with it, so any number is fine,
      * but a record that is not one means the archive is damaged. */
@@ -181,7 +184,8 @@ static mrw_status check_tensor(pth_reader *r, int i, uint64_t *numel, mrw_error 
     snprintf(key, sizeof key, "data/%.*s", (int)t->key_len, t->key);
     const mrw_zip_entry *e = find_rel(r, key);
     if (!e)
-        return mrw_err(err, MRW_E_FORMAT, "%s: tensor '%s': its storage '%s%s' is not in the archive", r->what,
+        return mrw_err(err, MRW_E_FORMAT,
+                       "%s: tensor '%s': its storage '%s%s' is not in the archive", r->what,
                        t->name, r->prefix, key);
     const uint8_t *d;
     mrw_status s = mrw_zip_data(&r->zip, e, 0, &d, err); /* method check; CRCs are verified in bulk */
@@ -202,7 +206,8 @@ static mrw_status check_tensor(pth_reader *r, int i, uint64_t *numel, mrw_error 
     }
     for (int k = 0; k < t->ndim; k++) if (t->size[k] == 0) n = 0;
     if (n > 0 && last >= (uint64_t)t->storage_numel)
-        return mrw_err(err, MRW_E_FORMAT, "%s: tensor '%s': the view (offset %lld with its sizes and strides) "
+        return mrw_err(err, MRW_E_FORMAT,
+                       "%s: tensor '%s': the view (offset %lld with its sizes and strides) "
                        "reaches element %llu of a storage of %lld elements", r->what, t->name,
                        (long long)t->offset, (unsigned long long)last, (long long)t->storage_numel);
     uint64_t bytes;
@@ -254,12 +259,14 @@ static mrw_status add_tensor(pth_reader *r, mrw_tfile *f, int i, uint64_t numel,
     const uint8_t *p = numel ? base + (size_t)t->offset * es : base;
     if (numel && (!is_contiguous(t) || (uintptr_t)p % es)) {
         if (ti.nbytes > r->copy_budget)
-            return mrw_err(err, MRW_E_LIMIT, "%s: tensor '%s': copying its non-contiguous view needs %zu bytes, "
+            return mrw_err(err, MRW_E_LIMIT,
+                           "%s: tensor '%s': copying its non-contiguous view needs %zu bytes, "
                            "more than this file may use (save it with .contiguous())", r->what, t->name,
                            ti.nbytes);
         r->copy_budget -= ti.nbytes;
         uint8_t *copy = mrw_tfile_own(f, malloc(ti.nbytes));
-        if (!copy) return mrw_err(err, MRW_E_NOMEM, "%s: out of memory copying tensor '%s'", r->what, t->name);
+        if (!copy)
+            return mrw_err(err, MRW_E_NOMEM, "%s: out of memory copying tensor '%s'", r->what, t->name);
         if (is_contiguous(t)) memcpy(copy, p, ti.nbytes);
         else strided_copy(copy, base + (size_t)t->offset * es, es, t);
         p = copy;
@@ -505,7 +512,8 @@ static mrw_status check_write_tensor(const char *path, const mrw_tensor_info *t,
     if (!utf8_ok((const unsigned char *)t->name, strlen(t->name)))
         return mrw_err(err, MRW_E_ARG, "%s: tensor name '%s' is not valid UTF-8", path, t->name);
     if (mrw_dtype_is_quant(t->dtype))
-        return mrw_err(err, MRW_E_UNSUPPORTED, "%s: tensor '%s': %s tensors cannot be stored in .pth; write GGUF",
+        return mrw_err(err, MRW_E_UNSUPPORTED,
+                       "%s: tensor '%s': %s tensors cannot be stored in .pth; write GGUF",
                        path, t->name, mrw_dtype_name(t->dtype));
     if (!storage_type(t->dtype))
         return mrw_err(err, MRW_E_ARG, "%s: tensor '%s' has an invalid dtype", path, t->name);
@@ -517,13 +525,15 @@ static mrw_status check_write_tensor(const char *path, const mrw_tensor_info *t,
             return mrw_err(err, MRW_E_ARG, "%s: tensor '%s' has an invalid shape", path, t->name);
     uint64_t bytes = n * mrw_dtype_block_bytes(t->dtype);
     if (bytes != t->nbytes || (bytes && !t->data))
-        return mrw_err(err, MRW_E_ARG, "%s: tensor '%s': %llu bytes of data given, its shape and dtype need %llu",
+        return mrw_err(err, MRW_E_ARG,
+                       "%s: tensor '%s': %llu bytes of data given, its shape and dtype need %llu",
                        path, t->name, (unsigned long long)t->nbytes, (unsigned long long)bytes);
     return MRW_OK;
 }
 
 static mrw_status check_write_args(const char *path, const mrw_tensor_info *tensors, int n, mrw_error *err) {
-    if (!path || n < 0 || (n > 0 && !tensors)) return mrw_err(err, MRW_E_ARG, "mrw_pth_write: invalid arguments");
+    if (!path || n < 0 || (n > 0 && !tensors)) return mrw_err(err, MRW_E_ARG,
+                                                              "mrw_pth_write: invalid arguments");
     for (int i = 0; i < n; i++) {
         mrw_status s = check_write_tensor(path, &tensors[i], err);
         if (s) return s;
@@ -555,8 +565,9 @@ static void report(progress *p, uint64_t n) {
 
 /* Writes the records; the CRCs of the tensors' data were computed beforehand (the local header that
  * precedes the data carries them, and the output is strictly sequential). */
-static mrw_status write_records(mrw_zipw *w, const mrw_crc32_ctx *crc, const pbuf *pk, const mrw_tensor_info *ts,
-                                int n, const uint32_t *crcs, progress *pr, mrw_error *err) {
+static mrw_status write_records(mrw_zipw *w, const mrw_crc32_ctx *crc, const pbuf *pk,
+                                const mrw_tensor_info *ts, int n, const uint32_t *crcs, progress *pr,
+                                mrw_error *err) {
     mrw_status s = mrw_zipw_add(w, crc, "archive/data.pkl", pk->p, pk->n, err);
     if (!s) s = mrw_zipw_add(w, crc, "archive/byteorder", "little", 6, err);
     report(pr, pk->n);

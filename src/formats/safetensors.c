@@ -23,6 +23,9 @@
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000) /* the reference implementation's limit */
 #define ST_EXACT_LIMIT 9007199254740992.0           /* 2^53: doubles above this are not exact integers */
 #define ST_WRITE_CHUNK ((size_t)64 << 20)
+/* JSON values (strings and keys included) a header may hold: about 15 per tensor, so room for ~500k tensors
+ * while the parse tree stays under ~700 MB whatever the file says. */
+#define ST_MAX_VALUES (8 << 20)
 
 /* ------------------------------------------------------------------------------------------- dtypes */
 
@@ -88,11 +91,13 @@ static size_t utf8_check(const uint8_t *s, size_t n) {
 
 /* A lexical pass over the header before cJSON sees it, for what cJSON would let through: raw control bytes
  * (cJSON treats every byte <= 0x20 as whitespace, NUL included), the escape \u0000 (cJSON's strings are
- * NUL-terminated, so two different names could collapse into one), and numbers that are not plain
+ * NUL-terminated, so two different names could collapse into one), numbers that are not plain
  * non-negative integer literals (every number in a safetensors header is a shape or an offset, and cJSON
- * would silently round 1.5 or 2^53+1). */
+ * would silently round 1.5 or 2^53+1), and too many JSON values (cJSON spends about 80 bytes on each, so
+ * 100 MB of "0," would cost gigabytes). */
 static mrw_status lex_check(const char *h, size_t n, mrw_error *err) {
     int in_str = 0;
+    size_t values = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)h[i];
         if (in_str) {
@@ -107,6 +112,12 @@ static mrw_status lex_check(const char *h, size_t n, mrw_error *err) {
                 i++; /* skip the escaped character; cJSON checks the escape itself */
             }
             continue;
+        }
+        /* strings (keys included), numbers, objects, arrays and the literals true, false, null */
+        if (c == '"' || c == '-' || (c >= '0' && c <= '9') || c == '{' || c == '[' || c == 't' || c == 'f' ||
+            c == 'n') {
+            if (++values > ST_MAX_VALUES)
+                return mrw_err(err, MRW_E_LIMIT, "the header holds more than %d JSON values", ST_MAX_VALUES);
         }
         if (c == '"') {
             in_str = 1;

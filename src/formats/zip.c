@@ -24,6 +24,13 @@
 #define FLAG_ENCRYPTED 0x0001u
 #define FLAG_DESCRIPTOR 0x0008u
 
+/* Little-endian fields, read byte by byte: independent of the host's byte order and alignment. */
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
 /* ------------------------------------------------------------------------------------------------ CRC */
 
 /* x^n mod P(x) for the CRC-32 polynomial, as a bit-reflected 64-bit value (the coefficient of x^d at bit
@@ -69,10 +76,9 @@ static uint32_t crc_tables(const mrw_crc32_ctx *c, uint32_t r, const uint8_t *p,
         r = (r >> 8) ^ c->t[0][(r ^ *p++) & 0xff];
         n--;
     }
-    /* Eight bytes per step; the byte-wise formulation keeps it independent of the host's byte order. */
+    /* Eight bytes per step (slicing-by-8). */
     while (n >= 8) {
-        uint32_t lo = r ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+        uint32_t lo = r ^ rd32(p), hi = rd32(p + 4);
         r = c->t[7][lo & 0xff] ^ c->t[6][(lo >> 8) & 0xff] ^ c->t[5][(lo >> 16) & 0xff] ^ c->t[4][lo >> 24] ^
             c->t[3][hi & 0xff] ^ c->t[2][(hi >> 8) & 0xff] ^ c->t[1][(hi >> 16) & 0xff] ^ c->t[0][hi >> 24];
         p += 8;
@@ -127,11 +133,6 @@ uint32_t mrw_crc32(const mrw_crc32_ctx *c, uint32_t crc, const void *data, size_
 
 /* ---------------------------------------------------------------------------------------------- helpers */
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 /* An entry name fit for an error message: printable ASCII kept, other bytes as \xNN, long names cut. */
 static const char *printable(char *out, size_t cap, const char *s, size_t n) {
@@ -199,7 +200,8 @@ static mrw_status read_eocd64(const uint8_t *b, size_t eocd, const char *what, z
                        (unsigned long long)off);
     const uint8_t *r = b + off;
     if (rd32(r) != SIG_EOCD64)
-        return mrw_err(err, MRW_E_FORMAT, "%s: no zip64 end record at offset %llu", what, (unsigned long long)off);
+        return mrw_err(err, MRW_E_FORMAT, "%s: no zip64 end record at offset %llu", what,
+                       (unsigned long long)off);
     if (rd32(r + 16) != 0 || rd32(r + 20) != 0)
         return mrw_err(err, MRW_E_UNSUPPORTED, "%s: multi-disk (split) zip archives are not supported", what);
     if (rd64(r + 24) != rd64(r + 32))
@@ -224,13 +226,15 @@ static mrw_status read_end(const uint8_t *b, size_t len, const char *what, zip_e
         if ((s = read_eocd64(b, at, what, e, err))) return s;
         if (!agrees(n16, U16_MAX, e->n_entries) || !agrees(size32, U32_MAX, e->cd_size) ||
             !agrees(off32, U32_MAX, e->cd_offset))
-            return mrw_err(err, MRW_E_FORMAT, "%s: the zip end record and the zip64 end record disagree", what);
+            return mrw_err(err, MRW_E_FORMAT, "%s: the zip end record and the zip64 end record disagree",
+                           what);
         return MRW_OK;
     }
     if (rd16(r + 4) != 0 || rd16(r + 6) != 0 || rd16(r + 8) != n16)
         return mrw_err(err, MRW_E_UNSUPPORTED, "%s: multi-disk (split) zip archives are not supported", what);
     if (n16 == U16_MAX || size32 == U32_MAX || off32 == U32_MAX)
-        return mrw_err(err, MRW_E_FORMAT, "%s: the zip end record needs a zip64 record, which is missing", what);
+        return mrw_err(err, MRW_E_FORMAT, "%s: the zip end record needs a zip64 record, which is missing",
+                       what);
     e->n_entries = n16;
     e->cd_size = size32;
     e->cd_offset = off32;
@@ -272,12 +276,13 @@ static mrw_status read_central(const uint8_t *b, uint64_t *pos, uint64_t cd_end,
                                mrw_zip_entry *e, mrw_error *err) {
     uint64_t p = *pos;
     if (cd_end - p < CENTRAL_SIZE || rd32(b + p) != SIG_CENTRAL)
-        return mrw_err(err, MRW_E_FORMAT, "%s: central directory entry %d is truncated or has a bad signature",
-                       what, index);
+        return mrw_err(err, MRW_E_FORMAT,
+                       "%s: central directory entry %d is truncated or has a bad signature", what, index);
     const uint8_t *h = b + p;
     uint64_t nl = rd16(h + 28), xl = rd16(h + 30), cl = rd16(h + 32);
     if (cd_end - p - CENTRAL_SIZE < nl + xl + cl)
-        return mrw_err(err, MRW_E_FORMAT, "%s: central directory entry %d runs past the directory", what, index);
+        return mrw_err(err, MRW_E_FORMAT, "%s: central directory entry %d runs past the directory", what,
+                       index);
     memset(e, 0, sizeof *e);
     e->name = (const char *)h + CENTRAL_SIZE;
     e->name_len = nl;
@@ -296,7 +301,8 @@ static mrw_status read_central(const uint8_t *b, uint64_t *pos, uint64_t cd_end,
     e->usize = v[0];
     e->size = v[1];
     e->header_offset = v[2];
-    if (nl == 0) return mrw_err(err, MRW_E_FORMAT, "%s: central directory entry %d has an empty name", what, index);
+    if (nl == 0)
+        return mrw_err(err, MRW_E_FORMAT, "%s: central directory entry %d has an empty name", what, index);
     if (nl > MRW_ZIP_MAX_NAME) return mrw_err(err, MRW_E_LIMIT, "%s: entry %d's name is longer than %d bytes",
                                               what, index, MRW_ZIP_MAX_NAME);
     if (memchr(e->name, 0, nl)) return bad_entry(err, what, e, "the name contains a NUL byte");
@@ -314,7 +320,8 @@ static mrw_status check_descriptor(const uint8_t *b, uint64_t end, uint64_t limi
     int ok32 = rd32(d + 4) == e->size && rd32(d + 8) == e->usize;
     int ok64 = limit - end >= 24 && rd64(d + 4) == e->size && rd64(d + 12) == e->usize;
     if (rd32(d) != e->crc32 || !(ok32 || ok64))
-        return bad_entry(err, what, e, "its data descriptor disagrees with the central directory (CRC or size)");
+        return bad_entry(err, what, e,
+                         "its data descriptor disagrees with the central directory (CRC or size)");
     return MRW_OK;
 }
 
@@ -322,14 +329,17 @@ static mrw_status check_descriptor(const uint8_t *b, uint64_t end, uint64_t limi
 static mrw_status read_local(const uint8_t *b, uint64_t cd_offset, const char *what, mrw_zip_entry *e,
                              mrw_error *err) {
     uint64_t p = e->header_offset;
-    if (p > cd_offset || cd_offset - p < LOCAL_SIZE) return bad_entry(err, what, e, "local header offset out of range");
+    if (p > cd_offset || cd_offset - p < LOCAL_SIZE)
+        return bad_entry(err, what, e, "local header offset out of range");
     const uint8_t *h = b + p;
     if (rd32(h) != SIG_LOCAL) return bad_entry(err, what, e, "no local header at the recorded offset");
     uint64_t nl = rd16(h + 26), xl = rd16(h + 28);
-    if (cd_offset - p - LOCAL_SIZE < nl + xl) return bad_entry(err, what, e, "local header runs past the data");
+    if (cd_offset - p - LOCAL_SIZE < nl + xl)
+        return bad_entry(err, what, e, "local header runs past the data");
     if (nl != e->name_len || memcmp(h + LOCAL_SIZE, e->name, nl))
         return bad_entry(err, what, e, "the local header names a different entry");
-    if (rd16(h + 8) != e->method) return bad_entry(err, what, e, "local and central compression methods differ");
+    if (rd16(h + 8) != e->method)
+        return bad_entry(err, what, e, "local and central compression methods differ");
     uint16_t lflags = rd16(h + 6);
     uint32_t lcrc = rd32(h + 14);
     uint64_t lcs = rd32(h + 18), lus = rd32(h + 22);
@@ -350,12 +360,14 @@ static mrw_status read_local(const uint8_t *b, uint64_t cd_offset, const char *w
     e->data_offset = p + LOCAL_SIZE + nl + xl;
     if (e->size > cd_offset - e->data_offset) {
         char nb[NAMEBUF];
-        return mrw_err(err, MRW_E_FORMAT, "%s: zip entry '%s': its %llu bytes at offset %llu run past the end "
-                       "of the entry area (offset %llu): truncated or corrupt", what, ENAME(e, nb),
+        return mrw_err(err, MRW_E_FORMAT,
+                       "%s: zip entry '%s': its %llu bytes at offset %llu run past the end of the entry area "
+                       "(offset %llu): truncated or corrupt", what, ENAME(e, nb),
                        (unsigned long long)e->size, (unsigned long long)e->data_offset,
                        (unsigned long long)cd_offset);
     }
-    if (lflags & FLAG_DESCRIPTOR) return check_descriptor(b, e->data_offset + e->size, cd_offset, what, e, err);
+    if (lflags & FLAG_DESCRIPTOR)
+        return check_descriptor(b, e->data_offset + e->size, cd_offset, what, e, err);
     return MRW_OK;
 }
 
@@ -400,15 +412,17 @@ static mrw_status check_layout(mrw_zip *z, const char *what, mrw_error *err) {
 static mrw_status read_directory(mrw_zip *z, const zip_end *end, const char *what, mrw_error *err) {
     const uint8_t *b = z->buf;
     if (end->cd_offset > end->cd_limit || end->cd_size > end->cd_limit - end->cd_offset)
-        return mrw_err(err, MRW_E_FORMAT, "%s: the central directory (offset %llu, %llu bytes) lies outside the "
-                       "file: truncated or corrupt", what, (unsigned long long)end->cd_offset,
+        return mrw_err(err, MRW_E_FORMAT,
+                       "%s: the central directory (offset %llu, %llu bytes) lies outside the file: "
+                       "truncated or corrupt", what, (unsigned long long)end->cd_offset,
                        (unsigned long long)end->cd_size);
     if (end->n_entries > MRW_ZIP_MAX_ENTRIES)
         return mrw_err(err, MRW_E_LIMIT, "%s: the zip archive declares %llu entries (limit %d)", what,
                        (unsigned long long)end->n_entries, MRW_ZIP_MAX_ENTRIES);
     if (end->n_entries > end->cd_size / CENTRAL_SIZE)
-        return mrw_err(err, MRW_E_FORMAT, "%s: the zip archive declares %llu entries but its central directory "
-                       "has room for only %llu", what, (unsigned long long)end->n_entries,
+        return mrw_err(err, MRW_E_FORMAT,
+                       "%s: the zip archive declares %llu entries but its central directory has room for "
+                       "only %llu", what, (unsigned long long)end->n_entries,
                        (unsigned long long)(end->cd_size / CENTRAL_SIZE));
     int n = (int)end->n_entries;
     z->entries = calloc(n ? (size_t)n : 1, sizeof *z->entries);
@@ -463,7 +477,8 @@ mrw_status mrw_zip_data(const mrw_zip *z, const mrw_zip_entry *e, int check_crc,
     char nb[NAMEBUF];
     *data = NULL;
     if (e->flags & FLAG_ENCRYPTED)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "zip entry '%s' is encrypted, which is not supported", ENAME(e, nb));
+        return mrw_err(err, MRW_E_UNSUPPORTED, "zip entry '%s' is encrypted, which is not supported",
+                       ENAME(e, nb));
     if (e->method != 0)
         return mrw_err(err, MRW_E_UNSUPPORTED, "zip entry '%s' is compressed (method %u, %s); only stored "
                        "(uncompressed) entries are supported, which is what torch.save writes: re-save the "
@@ -484,7 +499,11 @@ mrw_status mrw_zip_data(const mrw_zip *z, const mrw_zip_entry *e, int check_crc,
 
 static uint8_t *put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); return p + 2; }
 static uint8_t *put32(uint8_t *p, uint32_t v) { put16(p, v & 0xffff); put16(p + 2, v >> 16); return p + 4; }
-static uint8_t *put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); return p + 8; }
+static uint8_t *put64(uint8_t *p, uint64_t v) {
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+    return p + 8;
+}
 static uint32_t sat32(uint64_t v, int wide) { return wide ? U32_MAX : (uint32_t)v; }
 
 #define DOS_DATE_1980 0x0021u /* 1980-01-01: fixed, so that output does not depend on the clock */

@@ -10,10 +10,6 @@
 #include "models/rwkv7.h"
 #include "models/rwkv7_context.h"
 
-#define DECAY_SCALE 0.60653065971263342f /* e^{-1/2} */
-
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 /* Steps 1-2: LN1, token shift against the previous row (the state for row 0), the six mixes. */
 static void shift_and_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T) {
     const int C = c->C;
@@ -58,20 +54,16 @@ static void projections(mrw_context *c, const rwkv7_layer *ly, int layer, int T)
         {&ly->v2, c->lv, ly->v2.cols, vpre, C, 0},
     };
     mrw_matmul_batch(&c->kc, up, layer > 0 ? 4 : 3, T);
-    for (int t = 0; t < T; t++) {
-        const size_t o = (size_t)t * C;
-        for (int i = 0; i < C; i++) {
-            c->w[o + i] = expf(-DECAY_SCALE * sigmoidf(ly->w0[i] + wpre[o + i])); /* step 4 */
-            c->alpha[o + i] = sigmoidf(ly->a0[i] + apre[o + i]);                  /* step 5 */
-        }
-        if (layer == 0) { /* step 7 */
-            memcpy(c->vfirst + o, c->v + o, (size_t)C * sizeof(float));
-        } else {
-            for (int i = 0; i < C; i++) {
-                float gate = sigmoidf(ly->v0[i] + vpre[o + i]);
-                c->v[o + i] += (c->vfirst[o + i] - c->v[o + i]) * gate;
-            }
-        }
+    /* step 4: decay; step 5: ICLR; step 7: value residual (its gate computed in place in vpre) */
+    memcpy(c->w, wpre, (size_t)T * C * sizeof(float));
+    mrw_vec_decay(c->w, ly->w0, T, C);
+    memcpy(c->alpha, apre, (size_t)T * C * sizeof(float));
+    mrw_vec_sigmoid_bias(c->alpha, ly->a0, T, C);
+    if (layer == 0) {
+        memcpy(c->vfirst, c->v, (size_t)T * C * sizeof(float));
+    } else {
+        mrw_vec_sigmoid_bias(vpre, ly->v0, T, C);
+        for (size_t i = 0; i < (size_t)T * C; i++) c->v[i] += (c->vfirst[i] - c->v[i]) * vpre[i];
     }
 }
 

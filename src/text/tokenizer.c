@@ -30,15 +30,19 @@ static int cmp_key(const void *pa, const void *pb) {
     return a->order < b->order ? -1 : a->order > b->order;
 }
 
-/* The array under construction. Free cells have check == -1 and sit on a doubly linked list (nxt/prv, with
- * `head` the first free cell) so that searching for a base skips occupied cells. */
+/* The array under construction. Free cells have check == -1 and sit on a doubly linked list (nxt/prv, from
+ * `head` to `tail`) so that searching for a base skips occupied cells. A free cell that has been rejected as
+ * a base position many times leaves the list for good (it stays free, so it can still be taken as a later
+ * child slot): without that, vocabularies whose branches never fit the front of the list make every search
+ * walk it, and the build turns quadratic (minutes for a crafted 600k-token file). */
 typedef struct {
     mrw_dat_cell *c;
     int32_t *nxt, *prv;
-    int32_t cap, head, max_used;
+    uint8_t *fails; /* rejections as a base position; ABANDONED = off the list */
+    int32_t cap, head, tail, max_used;
 } dat_build;
 
-enum { FREE = -1, NIL = -1 };
+enum { FREE = -1, NIL = -1, MAX_FAILS = 32, ABANDONED = 255 };
 
 static int db_grow(dat_build *d, int64_t need) {
     if (need <= d->cap) return 0;
@@ -54,29 +58,32 @@ static int db_grow(dat_build *d, int64_t need) {
     int32_t *pv = realloc(d->prv, (size_t)cap * sizeof *pv);
     if (!pv) return -1;
     d->prv = pv;
-    /* Append the new cells to the free list in order. */
-    int32_t last = NIL;
-    if (d->head != NIL) {
-        last = d->head;
-        while (d->nxt[last] != NIL) last = d->nxt[last];
-    }
-    for (int32_t i = d->cap; i < (int32_t)cap; i++) {
+    uint8_t *fl = realloc(d->fails, (size_t)cap);
+    if (!fl) return -1;
+    d->fails = fl;
+    for (int32_t i = d->cap; i < (int32_t)cap; i++) { /* append the new cells to the free list in order */
         d->c[i] = (mrw_dat_cell){.base = 0, .check = FREE, .val = -1};
-        d->prv[i] = last;
+        d->fails[i] = 0;
+        d->prv[i] = d->tail;
         d->nxt[i] = NIL;
-        if (last == NIL) d->head = i;
-        else d->nxt[last] = i;
-        last = i;
+        if (d->tail == NIL) d->head = i;
+        else d->nxt[d->tail] = i;
+        d->tail = i;
     }
     d->cap = (int32_t)cap;
     return 0;
 }
 
-static void db_take(dat_build *d, int32_t i, int32_t parent) {
+static void db_unlink(dat_build *d, int32_t i) {
     int32_t p = d->prv[i], n = d->nxt[i];
     if (p == NIL) d->head = n;
     else d->nxt[p] = n;
-    if (n != NIL) d->prv[n] = p;
+    if (n == NIL) d->tail = p;
+    else d->prv[n] = p;
+}
+
+static void db_take(dat_build *d, int32_t i, int32_t parent) {
+    if (d->fails[i] != ABANDONED) db_unlink(d, i);
     d->c[i].check = parent;
     if (i > d->max_used) d->max_used = i;
 }
@@ -84,15 +91,19 @@ static void db_take(dat_build *d, int32_t i, int32_t parent) {
 /* Finds base >= 1 with every base + labels[j] free, walking the free list from its head. */
 static int64_t db_find_base(dat_build *d, const uint8_t *labels, int n) {
     for (;;) {
-        for (int32_t p = d->head; p != NIL; p = d->nxt[p]) {
+        for (int32_t p = d->head, next; p != NIL; p = next) {
+            next = d->nxt[p];
             int64_t b = (int64_t)p - labels[0];
-            if (b < 1) continue;
-            int ok = 1;
+            int ok = b >= 1;
             for (int j = 1; j < n && ok; j++) {
                 int64_t t = b + labels[j];
                 ok = t >= d->cap || d->c[t].check == FREE;
             }
             if (ok) return b;
+            if (++d->fails[p] >= MAX_FAILS) {
+                db_unlink(d, p);
+                d->fails[p] = ABANDONED;
+            }
         }
         /* No fit below cap: append room (new cells always fit past the old end). */
         if (db_grow(d, (int64_t)d->cap * 2)) return -1;
@@ -137,7 +148,7 @@ static int place_children(dat_build *d, const key *k, work w, work **stack, int3
 
 mrw_status mrw_vocab_build_trie(mrw_vocab *v, const int32_t *order, int32_t n, mrw_error *err) {
     key *k = malloc((size_t)(n ? n : 1) * sizeof *k);
-    dat_build d = {.head = NIL};
+    dat_build d = {.head = NIL, .tail = NIL};
     work *stack = NULL;
     int32_t n_stack = 0, cap_stack = 0;
     int fail = !k || db_grow(&d, 1024);
@@ -153,17 +164,19 @@ mrw_status mrw_vocab_build_trie(mrw_vocab *v, const int32_t *order, int32_t n, m
         /* Depth-first keeps siblings' subtrees close together in the array. */
         while (!fail && n_stack > 0)
             fail = place_children(&d, k, stack[--n_stack], &stack, &n_stack, &cap_stack);
+        /* Keep 256 initialised cells past the last used one so base + byte never leaves the array. */
+        fail = fail || db_grow(&d, (int64_t)d.max_used + 257);
     }
     free(k);
     free(stack);
     free(d.nxt);
     free(d.prv);
+    free(d.fails);
     if (fail) {
         free(d.c);
         return mrw_err(err, MRW_E_NOMEM, "out of memory building the tokenizer trie");
     }
-    /* Keep 256 cells past the last used one so base + byte never leaves the array. */
-    int32_t n_cells = d.max_used + 257;
+    int32_t n_cells = d.max_used + 257; /* <= d.cap: shrinking */
     mrw_dat_cell *c = realloc(d.c, (size_t)n_cells * sizeof *c);
     v->dat = c ? c : d.c;
     v->n_dat = n_cells;

@@ -46,7 +46,8 @@ def named_cases():
     c = []
     add = lambda name, s: c.append((name, s.encode("utf-8") if isinstance(s, str) else s))
     add("english", "The quick brown fox jumps over the lazy dog. It's 3:14 p.m., isn't it?")
-    add("english_para", "Hello, world!\n\nThis is RWKV-7 \"Goose\", an RNN with transformer-level performance.\n"
+    add("english_para", "Hello, world!\n\nThis is RWKV-7 \"Goose\", an RNN with transformer-level "
+        "performance.\n"
         "  Indented line with trailing spaces   \n")
     add("numbers", "0 1 12 123 1234 12345 3.14159 -42 1e-9 0x7fff 1,000,000 2024-06-01")
     add("chinese", "中华人民共和国成立于1949年。我们今天学习人工智能，RWKV是一种循环神经网络。")
@@ -57,9 +58,11 @@ def named_cases():
     add("emoji", "😀😃😄 👍🏽 ❤️ ✨ 🎉")
     add("emoji_zwj", "👨‍👩‍👧‍👦 👩‍💻 🏳️‍🌈 🧑🏿‍🤝‍🧑🏻")
     add("emoji_flags", "🇺🇸🇯🇵🇨🇳🇩🇪🇫🇷 🏴󠁧󠁢󠁳󠁣󠁴󠁿")
-    add("code_c", "#include <stdio.h>\n\nint main(int argc, char **argv) {\n    for (int i = 0; i < argc; i++)\n"
+    add("code_c", "#include <stdio.h>\n\nint main(int argc, char **argv) {\n"
+        "    for (int i = 0; i < argc; i++)\n"
         "        printf(\"%s\\n\", argv[i]);\n    return 0;\n}\n")
-    add("code_python_tabs", "def f(x):\n\tif x > 0:\n\t\treturn x * 2\n\telse:\n\t\treturn -x\n\n\nclass A:\n\tpass\n")
+    add("code_python_tabs", "def f(x):\n\tif x > 0:\n\t\treturn x * 2\n\telse:\n\t\treturn -x\n"
+        "\n\nclass A:\n\tpass\n")
     add("code_json", '{"key": [1, 2, 3], "nested": {"a": null, "b": true}, "s": "\\u00e9"}')
     add("whitespace", " \t\n\r\n  \t\t\n\n\n    x\u00a0\u2003\u3000y")
     add("crlf", "line one\r\nline two\r\n\r\nline four\r\n")
@@ -77,7 +80,8 @@ def named_cases():
     add("invalid_surrogates", b"\xed\xa0\x80 \xed\xbf\xbf \xed\xa0\xbd\xed\xb8\x80")
     add("invalid_high", b"\xf4\x90\x80\x80 \xf5\x80\x80\x80 \xf8\x88\x80\x80\x80 \xfc\x84\x80\x80\x80\x80")
     add("invalid_ff_fe", b"\xff\xfe\xff\xfe \xfe\xff x\xffy")
-    add("invalid_mixed", "中".encode() + b"\xff" + "文".encode()[:2] + "字".encode() + b"\x80" + "😀".encode()[:3])
+    add("invalid_mixed",
+        "中".encode() + b"\xff" + "文".encode()[:2] + "字".encode() + b"\x80" + "😀".encode()[:3])
     add("all_bytes", bytes(range(256)))
     add("all_bytes_reversed", bytes(range(255, -1, -1)))
     add("empty", b"")
@@ -223,7 +227,8 @@ def main():
         f.write(dv)
     dtok = TRIE_TOKENIZER(dpath)
     dcases = [("ab", b"ab"), ("abc", b"abc"), ("abcd", b"abcd"), ("abcde", b"abcde"), ("xyzxyz", b"xyzxyz"),
-              ("a", b"a"), ("aa", b"aa"), ("aab", b"aab"), ("zhong", "中中".encode()), ("mix", b"xaabcxyzab\xff")]
+              ("a", b"a"), ("aa", b"aa"), ("aab", b"aab"), ("zhong", "中中".encode()),
+              ("mix", b"xaabcxyzab\xff")]
     write_cases(os.path.join(a.out, "dup_cases.txt"), dtok, dcases, gen + "# name\tinput hex\tids\n")
 
 

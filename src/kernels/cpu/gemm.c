@@ -47,13 +47,14 @@ static int kind_of(mrw_dtype t) {
 }
 
 static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+static inline __mmask16 col_mask(int n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
 /* ------------------------------------------------------------------------------------------ X packing */
 
 /* f32: block tb holds rows [tb*MR, tb*MR+MR) as [K][MR]. */
 static void pack_x_f32(const float *X, int ldx, int T, int K, int tb, float *dst) {
     for (int i = 0; i < MR_F32; i++) {
-        int t = tb * MR_F32 + i;
+        const int t = tb * MR_F32 + i;
         const float *x = X + (size_t)t * ldx;
         if (t < T)
             for (int k = 0; k < K; k++) dst[(size_t)k * MR_F32 + i] = x[k];
@@ -62,14 +63,27 @@ static void pack_x_f32(const float *X, int ldx, int T, int K, int tb, float *dst
     }
 }
 
-/* bf16: [Kp/2][MR][2], K padded to even with zeros. */
+/* bf16: [Kp/2][MR] pairs, K padded to even with zeros. Each row is converted 32 floats at a time (round to
+ * nearest even), then its pairs are placed as 32-bit words. */
 static void pack_x_bf16(const float *X, int ldx, int T, int K, int Kp, int tb, uint16_t *dst) {
+    uint32_t *d32 = (uint32_t *)dst;
+    uint32_t pairs[KC_BF16];
     for (int i = 0; i < MR_BF16; i++) {
-        int t = tb * MR_BF16 + i;
+        const int t = tb * MR_BF16 + i;
         const float *x = X + (size_t)t * ldx;
-        for (int k = 0; k < Kp; k++) {
-            float v = (t < T && k < K) ? x[k] : 0.0f;
-            dst[(size_t)(k >> 1) * MR_BF16 * 2 + i * 2 + (k & 1)] = mrw_f32_to_bf16(v);
+        for (int k0 = 0; k0 < Kp; k0 += 2 * KC_BF16) {
+            const int n = Kp - k0 < 2 * KC_BF16 ? Kp - k0 : 2 * KC_BF16; /* even */
+            if (t < T) {
+                for (int k = 0; k < n; k += 32) {
+                    const int left = K - (k0 + k);
+                    const __mmask16 m0 = col_mask(left), m1 = col_mask(left - 16);
+                    const __m512 lo = _mm512_maskz_loadu_ps(m0, x + k0 + k), hi = _mm512_maskz_loadu_ps(m1, x + k0 + k + 16);
+                    _mm512_storeu_si512(pairs + k / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                }
+            } else {
+                memset(pairs, 0, sizeof pairs);
+            }
+            for (int p = 0; p < n / 2; p++) d32[(size_t)(k0 / 2 + p) * MR_BF16 + i] = pairs[p];
         }
     }
 }
@@ -77,23 +91,31 @@ static void pack_x_bf16(const float *X, int ldx, int T, int K, int Kp, int tb, u
 /* int8: per row and 32-block, d = amax/127, q = round(x/d) stored as q+128 in [K/4][MR][4]; scales [K/32][MR]. */
 static void pack_x_i8(const float *X, int ldx, int T, int K, int tb, uint8_t *dst, float *dx) {
     const int nb = K / 32;
+    uint32_t *d32 = (uint32_t *)dst;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int i = 0; i < MR_I8; i++) {
-        int t = tb * MR_I8 + i;
+        const int t = tb * MR_I8 + i;
         const float *x = X + (size_t)t * ldx;
         for (int b = 0; b < nb; b++) {
-            float amax = 0;
-            if (t < T)
-                for (int j = 0; j < 32; j++) {
-                    float a = x[b * 32 + j] < 0 ? -x[b * 32 + j] : x[b * 32 + j];
-                    amax = a > amax ? a : amax;
-                }
-            float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-            dx[(size_t)b * MR_I8 + i] = d;
-            for (int j = 0; j < 32; j++) {
-                int k = b * 32 + j;
-                int q = t < T ? (int)__builtin_roundf(x[k] * id) : 0;
-                dst[(size_t)(k >> 2) * MR_I8 * 4 + i * 4 + (k & 3)] = (uint8_t)(q + 128);
+            uint32_t q32[8];
+            float d = 0;
+            if (t < T) {
+                const __m512 lo = _mm512_loadu_ps(x + b * 32), hi = _mm512_loadu_ps(x + b * 32 + 16);
+                const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, lo), _mm512_andnot_ps(sign, hi)));
+                d = amax / 127.0f;
+                const __m512 id = _mm512_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+                /* round half away from zero, as roundf does */
+                const __m512i qlo = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(lo, id), _mm512_or_ps(_mm512_and_ps(lo, sign), _mm512_set1_ps(0.5f))));
+                const __m512i qhi = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(hi, id), _mm512_or_ps(_mm512_and_ps(hi, sign), _mm512_set1_ps(0.5f))));
+                const __m128i blo = _mm512_cvtepi32_epi8(_mm512_add_epi32(qlo, _mm512_set1_epi32(128)));
+                const __m128i bhi = _mm512_cvtepi32_epi8(_mm512_add_epi32(qhi, _mm512_set1_epi32(128)));
+                _mm_storeu_si128((__m128i *)q32, blo);
+                _mm_storeu_si128((__m128i *)(q32 + 4), bhi);
+            } else {
+                memset(q32, 0x80, sizeof q32);
             }
+            dx[(size_t)b * MR_I8 + i] = d;
+            for (int j = 0; j < 8; j++) d32[(size_t)(b * 8 + j) * MR_I8 + i] = q32[j];
         }
     }
 }
@@ -109,30 +131,40 @@ static void row_f32(const mrw_mat *W, int o, int k0, int n, float *out) {
 static void pack_w_f32(const mrw_mat *W, int o0, int k0, int kc, float *dst) {
     float tmp[KC_F32];
     for (int j = 0; j < NR; j++) {
-        int o = o0 + j;
-        if (o < W->rows) {
-            if (W->dtype == MRW_DT_F32) {
-                const float *src = (const float *)((const uint8_t *)W->data + (size_t)o * W->row_bytes) + k0;
-                for (int k = 0; k < kc; k++) dst[k * NR + j] = src[k];
-            } else {
-                row_f32(W, o, k0, kc, tmp);
-                for (int k = 0; k < kc; k++) dst[k * NR + j] = tmp[k];
-            }
+        const int o = o0 + j;
+        const float *src = tmp;
+        if (o >= W->rows) {
+            memset(tmp, 0, sizeof tmp);
+        } else if (W->dtype == MRW_DT_F32) {
+            src = (const float *)((const uint8_t *)W->data + (size_t)o * W->row_bytes) + k0;
         } else {
-            for (int k = 0; k < kc; k++) dst[k * NR + j] = 0;
+            row_f32(W, o, k0, kc, tmp);
         }
+        for (int k = 0; k < kc; k++) dst[k * NR + j] = src[k];
     }
 }
 
-/* [kcp/2][32][2] bf16 from bf16 rows (kcp = kc rounded up to even, zero-padded). */
+/* [kcp/2][32] bf16 pairs (kcp = kc rounded up to even, zero-padded): a transpose of 32-bit words. */
 static void pack_w_bf16(const mrw_mat *W, int o0, int k0, int kc, int K, uint16_t *dst) {
-    const int kcp = round_up(kc, 2);
+    const int kp = round_up(kc, 2) / 2;
+    uint32_t *d32 = (uint32_t *)dst;
     for (int j = 0; j < NR; j++) {
-        int o = o0 + j;
-        const uint16_t *src = o < W->rows ? (const uint16_t *)((const uint8_t *)W->data + (size_t)o * W->row_bytes) : NULL;
-        for (int k = 0; k < kcp; k++) {
-            uint16_t v = (src && k0 + k < K && k < kc) ? src[k0 + k] : 0;
-            dst[(size_t)(k >> 1) * NR * 2 + j * 2 + (k & 1)] = v;
+        const int o = o0 + j;
+        if (o >= W->rows) {
+            for (int p = 0; p < kp; p++) d32[(size_t)p * NR + j] = 0;
+            continue;
+        }
+        const uint16_t *src = (const uint16_t *)((const uint8_t *)W->data + (size_t)o * W->row_bytes) + k0;
+        const int full = (k0 + 2 * kp <= K) ? kp : (K - k0) / 2; /* whole pairs inside the row */
+        uint32_t w;
+        for (int p = 0; p < full; p++) {
+            memcpy(&w, src + 2 * p, 4);
+            d32[(size_t)p * NR + j] = w;
+        }
+        for (int p = full; p < kp; p++) { /* odd K: last element paired with zero */
+            const int k = 2 * p;
+            uint32_t lo = k0 + k < K ? src[k] : 0, hi = k0 + k + 1 < K ? src[k + 1] : 0;
+            d32[(size_t)p * NR + j] = lo | (hi << 16);
         }
     }
 }
@@ -140,35 +172,32 @@ static void pack_w_bf16(const mrw_mat *W, int o0, int k0, int kc, int K, uint16_
 /* [kc/4][32][4] s8 plus per block b: scale dw[b][32] (f32) and corr[b][32] = 128·Σq (int32). */
 static void pack_w_i8(const mrw_mat *W, int o0, int k0, int kc, int8_t *dst, float *dw, int32_t *corr) {
     const int nb = kc / 32;
+    uint32_t *d32 = (uint32_t *)dst;
     for (int j = 0; j < NR; j++) {
-        int o = o0 + j;
+        const int o = o0 + j;
+        const uint8_t *row = o < W->rows ? (const uint8_t *)W->data + (size_t)o * W->row_bytes : NULL;
         for (int b = 0; b < nb; b++) {
             int8_t q[32];
             float d = 0;
-            if (o < W->rows) {
-                const uint8_t *row = (const uint8_t *)W->data + (size_t)o * W->row_bytes;
-                int blk = k0 / 32 + b;
-                if (W->dtype == MRW_DT_Q8_0) {
-                    const mrw_block_q8_0 *B = (const mrw_block_q8_0 *)row + blk;
-                    d = _cvtsh_ss(B->d);
-                    memcpy(q, B->qs, 32);
-                } else {
-                    const mrw_block_q4_0 *B = (const mrw_block_q4_0 *)row + blk;
-                    d = _cvtsh_ss(B->d);
-                    for (int i = 0; i < 16; i++) {
-                        q[i] = (int8_t)((B->qs[i] & 15) - 8);
-                        q[i + 16] = (int8_t)((B->qs[i] >> 4) - 8);
-                    }
-                }
-            } else {
+            const int blk = k0 / 32 + b;
+            if (!row) {
                 memset(q, 0, sizeof q);
+            } else if (W->dtype == MRW_DT_Q8_0) {
+                const mrw_block_q8_0 *B = (const mrw_block_q8_0 *)row + blk;
+                d = _cvtsh_ss(B->d);
+                memcpy(q, B->qs, 32);
+            } else {
+                const mrw_block_q4_0 *B = (const mrw_block_q4_0 *)row + blk;
+                d = _cvtsh_ss(B->d);
+                const __m128i v = _mm_loadu_si128((const __m128i *)B->qs), m = _mm_set1_epi8(15), e = _mm_set1_epi8(8);
+                _mm_storeu_si128((__m128i *)q, _mm_sub_epi8(_mm_and_si128(v, m), e));
+                _mm_storeu_si128((__m128i *)(q + 16), _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), e));
             }
             int s = 0;
-            for (int i = 0; i < 32; i++) {
-                int k = b * 32 + i;
-                dst[(size_t)(k >> 2) * NR * 4 + j * 4 + (k & 3)] = q[i];
-                s += q[i];
-            }
+            for (int i = 0; i < 32; i++) s += q[i];
+            uint32_t w[8];
+            memcpy(w, q, 32);
+            for (int i = 0; i < 8; i++) d32[(size_t)(b * 8 + i) * NR + j] = w[i];
             dw[b * NR + j] = d;
             corr[b * NR + j] = 128 * s;
         }
@@ -177,7 +206,6 @@ static void pack_w_i8(const mrw_mat *W, int o0, int k0, int kc, int8_t *dst, flo
 
 /* ------------------------------------------------------------------------------------- micro-kernels */
 
-static inline __mmask16 col_mask(int n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
 /* C[MR rows][32] (+)= A[kc][MR] · B[kc][32]. */
 static void ukr_f32(const float *A, const float *B, int kc, float *C, int ldc, int rows, int cols, int load_c) {

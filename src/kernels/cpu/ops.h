@@ -19,5 +19,9 @@ void mrw_wkv7(float *S, int H, int N, int T, const float *r, const float *w, con
 /* Vectorised elementwise helpers over n floats (in place allowed). */
 void mrw_vec_sigmoid(float *x, size_t n);
 void mrw_vec_tanh(float *x, size_t n);
+/* Rows of T x C: decay w = exp(-e^{-1/2}·σ(w0 + w)) in place (step 4 of the spec). */
+void mrw_vec_decay(float *w, const float *w0, int T, int C);
+/* Rows of T x C: x = σ(bias + x) in place. */
+void mrw_vec_sigmoid_bias(float *x, const float *bias, int T, int C);
 
 #endif
