@@ -5,7 +5,14 @@
  *   clang -std=gnu11 -O1 -g -Iinclude -Isrc -fsanitize=fuzzer,address,undefined fuzz/fuzz_pth.c \
  *     src/formats/{pth,zip,pickle,tensorfile,gguf,safetensors}.c src/base/{error,mapfile}.c \
  *     src/tensor/dtype.c -lcjson -lm -o /tmp/pth-build/fuzz_pth
- *   /tmp/pth-build/fuzz_pth -max_total_time=600 fuzz/corpus/pth */
+ *   mkdir -p /tmp/pth-work && cp -r fuzz/corpus/pth/. /tmp/pth-work/
+ *   build/refenv/bin/python tests/reference/make_pth_fixtures.py --seeds /tmp/pth-work   (hand-made seeds)
+ *   /tmp/pth-build/fuzz_pth -max_total_time=600 -max_len=8192 /tmp/pth-work
+ *
+ * The committed corpus came from two such runs (22 minutes, 14.8 million executions, no findings), merged
+ * (-merge=1 -use_counters=0) and then cut to the 100 inputs that add the most coverage (greedy set cover over
+ * the merge control file: 93% of the merged set's edges; the rest are single error exits, most of them also
+ * reached by tests/test_pth.c). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

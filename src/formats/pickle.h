@@ -1,9 +1,16 @@
 /* A restricted unpickler for PyTorch state dicts (the data.pkl of a torch.save archive).
  *
  * It is not a Python unpickler: it builds inert values (None, bools, ints, floats, strings, bytes, tuples,
- * lists, dicts) and three kinds of torch objects, and nothing it reads can make it run code. Only the
- * opcodes a torch.save state dict needs are accepted (protocols 2 to 5; see k_ops in pickle.c for the list
- * and why each is there); any other opcode is refused with MRW_E_SECURITY naming it and its offset.
+ * lists, dicts) and three kinds of torch objects, and nothing it reads can make it run code. Accepted
+ * opcodes (everything else is refused with MRW_E_SECURITY naming the opcode and its offset):
+ *   what torch.save writes at its default protocol 2 (checked with pickletools.dis on torch 1.13 output:
+ *   state dicts, nn.Parameter values, nested checkpoints): PROTO STOP MARK EMPTY_DICT EMPTY_TUPLE NONE
+ *   NEWTRUE NEWFALSE BININT BININT1 BININT2 LONG1 BINFLOAT BINUNICODE TUPLE TUPLE1 TUPLE2 TUPLE3 SETITEM
+ *   SETITEMS BINPUT LONG_BINPUT BINGET LONG_BINGET GLOBAL BINPERSID REDUCE BUILD, and EMPTY_LIST APPEND
+ *   APPENDS for lists in saved configs;
+ *   what pickle_protocol=4/5 adds: FRAME MEMOIZE STACK_GLOBAL SHORT_BINUNICODE;
+ *   plain data some writers use: SHORT_BINSTRING (Python 2 era; PyTorch's weights_only reader takes it too),
+ *   BINBYTES SHORT_BINBYTES.
  *
  * GLOBAL / STACK_GLOBAL may name only:
  *   collections.OrderedDict                  called with () -> an empty dict

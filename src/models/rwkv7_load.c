@@ -448,7 +448,8 @@ mrw_status mrw_model_load(const char *path, const mrw_load_params *params, mrw_m
     s = mrw_rwkv7_from_file(f, prefix, params, NULL, NULL, out, err);
     if (s) {
         mrw_tfile_close(f);
-        return mrw_err_prefix(err, "%s", path);
+        if (err) mrw_err_prefix(err, "%s", path);
+        return s;
     }
     return MRW_OK;
 }

@@ -6,9 +6,10 @@ Made with (from the repository root; torch 1.13 from Debian, see scripts/refenv.
 
     build/refenv/bin/python tests/reference/make_pth_fixtures.py
 
-which writes tests/fixtures/pth/ (valid files + expected.json + tiny-rwkv7-expected.json), the hostile and
-corrupt inputs in tests/fixtures/pth/hostile/, and copies small seeds into fuzz/corpus/pth/.
-Output is deterministic (fixed seeds, fixed zip timestamps).
+which writes tests/fixtures/pth/ (valid files + expected.json + tiny-rwkv7-expected.json) and the hostile and
+corrupt inputs in tests/fixtures/pth/hostile/. Output is deterministic (fixed seeds, fixed zip timestamps).
+With `--seeds DIR` it also copies fuzzing seeds there (the valid files, their raw data.pkl, the hostile
+inputs); fuzz/corpus/pth is what fuzzing grew from those seeds, minimized (see fuzz/fuzz_pth.c).
 
 Checking files written by mrw_pth_write against torch (done by hand; CI does not need Python):
 
@@ -33,7 +34,6 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "fixtures", "pth")
 HOSTILE = os.path.join(OUT, "hostile")
-CORPUS = os.path.join(ROOT, "fuzz", "corpus", "pth")
 SHARED = os.environ.get("MRW_SHARED", os.path.join(ROOT, "..", "shared"))
 TINY = os.path.join(SHARED, "assets", "tiny-rwkv7", "tiny-rwkv7-834K.pth")
 
@@ -334,6 +334,7 @@ def check_written(d):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--check-written":
         sys.exit(check_written(sys.argv[2]))
+    seeds = sys.argv[2] if len(sys.argv) == 3 and sys.argv[1] == "--seeds" else None
     torch.manual_seed(0)
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(HOSTILE)
@@ -353,19 +354,25 @@ def main():
     # A TorchScript archive (torch.jit.save) is not a state dict.
     torch.manual_seed(0)
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), os.path.join(HOSTILE, "torchscript.pt"))
-    # Fuzz seeds: the small valid files, their raw data.pkl, and the hostile inputs.
-    os.makedirs(CORPUS, exist_ok=True)
+    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(OUT) for f in fs)
+    print(f"wrote {OUT} ({total} bytes)")
+    if seeds:
+        write_seeds(seeds)
+
+
+def write_seeds(d):
+    """Fuzz seeds: the small valid files, their raw data.pkl, and the hostile inputs."""
+    os.makedirs(d, exist_ok=True)
     for fn in sorted(os.listdir(OUT)):
         if fn.endswith(".pth"):
-            shutil.copy(os.path.join(OUT, fn), os.path.join(CORPUS, "seed-" + fn))
+            shutil.copy(os.path.join(OUT, fn), os.path.join(d, "seed-" + fn))
             z = zipfile.ZipFile(os.path.join(OUT, fn))
             pkl = [n for n in z.namelist() if n.endswith("data.pkl")][0]
-            with open(os.path.join(CORPUS, "seed-" + fn[:-4] + ".pkl"), "wb") as f:
+            with open(os.path.join(d, "seed-" + fn[:-4] + ".pkl"), "wb") as f:
                 f.write(z.read(pkl))
     for fn in sorted(os.listdir(HOSTILE)):
-        shutil.copy(os.path.join(HOSTILE, fn), os.path.join(CORPUS, "seed-hostile-" + fn))
-    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(OUT) for f in fs)
-    print(f"wrote {OUT} ({total} bytes) and seeds in {CORPUS}")
+        shutil.copy(os.path.join(HOSTILE, fn), os.path.join(d, "seed-hostile-" + fn))
+    print(f"seeds in {d}")
 
 
 if __name__ == "__main__":
