@@ -46,6 +46,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+# The quantizers must round exactly as llama.cpp's reference code does (x*id, then +8.5): no fused multiply-add.
+$(BUILD)/obj/src/tensor/dtype.o: CFLAGS_ALL += -ffp-contract=off
+
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

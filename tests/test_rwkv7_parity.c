@@ -232,8 +232,8 @@ static void shared_tiny(void) {
     free(want);
 }
 
-/* convert: every format round-trips bit-exactly, and quantizing to q8_0 reproduces llama.cpp's quantizer
- * (gguf-py wrote tiny-q8_0.gguf from the same weights). */
+/* convert: every format round-trips bit-exactly, and converting to f16/bf16/q8_0/q4_0 reproduces llama.cpp's
+ * conversions byte for byte (gguf-py wrote tiny-{dtype}.gguf from the same weights). */
 static void conversions(void) {
     mrw_model *m = load(FIX "tiny.pth", MRW_DT_AUTO);
     if (!m) return;
@@ -260,22 +260,29 @@ static void conversions(void) {
     mrw_state_free(st);
     mrw_context_free(c0);
     mrw_model_free(m);
-    /* quantize on load, save as GGUF, compare tensors with gguf-py's file */
-    mrw_model *q = load(FIX "tiny.pth", MRW_DT_Q8_0);
-    if (q) {
+    /* convert to each dtype, save as GGUF, compare every tensor with the file gguf-py wrote */
+    const char *dts[] = {"f16", "bf16", "q8_0", "q4_0"};
+    for (int d = 0; d < 4; d++) {
+        mrw_dtype dt;
+        mrw_dtype_parse(dts[d], &dt);
+        mrw_model *q = load(FIX "tiny.pth", dt);
+        if (!q) continue;
+        char ref[128];
+        snprintf(ref, sizeof ref, FIX "tiny-%s.gguf", dts[d]);
         CHECK_OK(mrw_model_save(q, outs[0], MRW_FILE_AUTO, NULL, 0, &err), &err);
         mrw_tfile *a = NULL, *b = NULL;
         CHECK_OK(mrw_tfile_open(outs[0], &a, &err), &err);
-        CHECK_OK(mrw_tfile_open(FIX "tiny-q8_0.gguf", &b, &err), &err);
+        CHECK_OK(mrw_tfile_open(ref, &b, &err), &err);
         if (a && b) {
             int same = 0, total = 0;
             for (int i = 0; i < mrw_tfile_count(b); i++) {
                 const mrw_tensor_info *tb = mrw_tfile_tensor(b, i), *ta = mrw_tfile_find(a, tb->name);
                 total++;
                 if (ta && ta->dtype == tb->dtype && ta->nbytes == tb->nbytes && !memcmp(ta->data, tb->data, ta->nbytes)) same++;
-                else fprintf(stderr, "  tensor %s differs from gguf-py's\n", tb->name);
+                else fprintf(stderr, "  %s: tensor %s differs from gguf-py's\n", dts[d], tb->name);
             }
-            CHECKF(same == total && mrw_tfile_count(a) == total, "%d of %d tensors identical to gguf-py's q8_0 file", same, total);
+            CHECKF(same == total && mrw_tfile_count(a) == total, "%s: %d of %d tensors identical to gguf-py's file",
+                   dts[d], same, total);
         }
         mrw_tfile_close(a);
         mrw_tfile_close(b);
