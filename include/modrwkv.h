@@ -208,6 +208,7 @@ typedef struct {
 /* Appends the printable part of (pending + in) to out and returns the bytes written. out needs 3*n + 3
  * bytes of room (every invalid byte may become a 3-byte U+FFFD); flush writes at most 3. */
 size_t mrw_utf8_stream_push(mrw_utf8_stream *s, const uint8_t *in, size_t n, char *out);
+#define MRW_UTF8_STREAM_OUT_MAX(n) (3 * (size_t)(n) + 3) /* output room mrw_utf8_stream_push needs */
 /* At the end of a stream: a dangling incomplete sequence becomes U+FFFD. */
 size_t mrw_utf8_stream_flush(mrw_utf8_stream *s, char *out);
 

@@ -387,7 +387,9 @@ static void fake_add_string(fake_gguf *g, const char *key, const char *val) {
     mrw_tfile_add_meta(g->f, &m);
 }
 
-/* n entries: "<s>", the vocabulary's tokens, then [PAD<i>] (with types when `with_types`). */
+/* n entries as llama.cpp writes them: "<s>", the vocabulary's tokens, then [PAD<i>] (with types when
+ * `with_types`; with_types == 2 writes every id through mrw_vocab_gguf_token_string/type, as our exporter
+ * does, which names the ModRWKV specials instead of padding them). */
 static void fake_make(fake_gguf *g, const mrw_vocab *v, int n, int with_types, const char *model) {
     memset(g, 0, sizeof *g);
     g->f = mrw_tfile_alloc(MRW_FMT_GGUF);
@@ -405,6 +407,14 @@ static void fake_make(fake_gguf *g, const mrw_vocab *v, int n, int with_types, c
         g->types[i] = i == 0   ? MRW_GGUF_TOKEN_CONTROL
                       : normal ? MRW_GGUF_TOKEN_NORMAL
                                : MRW_GGUF_TOKEN_UNUSED;
+        if (with_types == 2) {
+            free(g->texts[i]);
+            len = mrw_vocab_gguf_token_string(v, i, NULL, 0);
+            g->texts[i] = malloc(len + 1);
+            mrw_vocab_gguf_token_string(v, i, g->texts[i], len + 1);
+            g->strs[i] = (mrw_str){g->texts[i], len};
+            g->types[i] = mrw_vocab_gguf_token_type(v, i);
+        }
     }
     if (model) fake_add_string(g, "tokenizer.ggml.model", model);
     mrw_meta toks = {.key = "tokenizer.ggml.tokens", .type = MRW_MV_ARRAY, .elem_type = MRW_MV_STRING,
@@ -433,7 +443,7 @@ static void test_gguf_meta(const mrw_vocab *world) {
     mrw_error err = {0};
     mrw_vocab *v = NULL;
     fake_gguf g;
-    for (int with_types = 0; with_types < 2; with_types++) {
+    for (int with_types = 0; with_types < 3; with_types++) {
         fake_make(&g, world, 65536, with_types, "rwkv");
         CHECK_OK(mrw_vocab_from_gguf_meta(g.f, &v, &err), &err);
         CHECKF(v && same_vocab(v, world), "GGUF vocabulary (types %d) differs from the text file",

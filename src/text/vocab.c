@@ -611,8 +611,10 @@ static mrw_status gguf_add_tokens(vbuild *b, const mrw_meta *toks, const mrw_met
         uint8_t *dst = vb_pool_room(b, s->len);
         size_t n = 0;
         if (!dst) return mrw_err(err, MRW_E_NOMEM, "out of memory");
-        if (mrw_gguf_unescape_token(s->ptr, s->len, dst, &n, err))
-            return mrw_err_prefix(err, "tokenizer.ggml.tokens[%llu]", (unsigned long long)i);
+        if ((st = mrw_gguf_unescape_token(s->ptr, s->len, dst, &n, err)) != MRW_OK) {
+            if (err) mrw_err_prefix(err, "tokenizer.ggml.tokens[%llu]", (unsigned long long)i);
+            return st;
+        }
         if (n == 0 || n > MRW_VOCAB_MAX_TOKEN)
             return mrw_err(err, n ? MRW_E_LIMIT : MRW_E_FORMAT,
                            "tokenizer.ggml.tokens[%llu]: token of %zu bytes", (unsigned long long)i, n);

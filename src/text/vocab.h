@@ -33,11 +33,6 @@ enum {
 #define MRW_VOCAB_MAX_LINE 65536        /* bytes of one line of the text file */
 #define MRW_VOCAB_MAX_FILE (256u << 20) /* bytes of the whole text file */
 
-/* Output room mrw_utf8_stream_push needs for n input bytes: every invalid byte becomes U+FFFD (3 bytes), and
- * a pending prefix that the input breaks becomes one more U+FFFD. (The public header's "n + 8" is too small
- * for invalid input; use this.) mrw_utf8_stream_flush writes at most 3 bytes. */
-#define MRW_UTF8_STREAM_OUT_MAX(n) (3 * (size_t)(n) + 3)
-
 typedef enum { MRW_TOKEN_NONE = 0, MRW_TOKEN_NORMAL = 1, MRW_TOKEN_SPECIAL = 2 } mrw_token_kind;
 
 /* GGUF token types (llama.cpp's llama_token_type numbering). */
