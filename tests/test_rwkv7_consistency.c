@@ -152,10 +152,10 @@ static void state_and_embeddings(void) {
 }
 
 int main(void) {
-    /* RNN and sequence mode round activations differently only in the GEMM kernels: bf16 rounds the
-     * activations to bf16, q8_0/q4_0 quantize them per 32-block (see test_matmul.c). */
+    /* RNN and sequence mode round activations differently only in the GEMM kernels: bf16/f16 round the
+     * activations (and f16 weights) to bf16, q8_0/q4_0 quantize them per 32-block (see test_matmul.c). */
     consistency(MRW_DT_F32, 1e-5);
-    consistency(MRW_DT_F16, 1e-5);
+    consistency(MRW_DT_F16, 2e-2);
     consistency(MRW_DT_BF16, 2e-2);
     consistency(MRW_DT_Q8_0, 2e-2);
     consistency(MRW_DT_Q4_0, 2e-2);

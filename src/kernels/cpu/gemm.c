@@ -37,8 +37,8 @@ enum { K_F32, K_BF16, K_I8 };
 
 static int kind_of(mrw_dtype t) {
     switch (t) {
-    case MRW_DT_F32:
-    case MRW_DT_F16: return K_F32;
+    case MRW_DT_F32: return K_F32;
+    case MRW_DT_F16: /* converted to bf16 panels: 2x the fp32 rate; --exact keeps f32 */
     case MRW_DT_BF16: return K_BF16;
     case MRW_DT_Q8_0:
     case MRW_DT_Q4_0: return K_I8;
@@ -144,10 +144,12 @@ static void pack_w_f32(const mrw_mat *W, int o0, int k0, int kc, float *dst) {
     }
 }
 
-/* [kcp/2][32] bf16 pairs (kcp = kc rounded up to even, zero-padded): a transpose of 32-bit words. */
+/* [kcp/2][32] bf16 pairs (kcp = kc rounded up to even, zero-padded): a transpose of 32-bit words. f16 rows
+ * are converted to bf16 (round to nearest even) on the way. */
 static void pack_w_bf16(const mrw_mat *W, int o0, int k0, int kc, int K, uint16_t *dst) {
     const int kp = round_up(kc, 2) / 2;
     uint32_t *d32 = (uint32_t *)dst;
+    uint16_t conv[KC_BF16 + 32];
     for (int j = 0; j < NR; j++) {
         const int o = o0 + j;
         if (o >= W->rows) {
@@ -155,7 +157,16 @@ static void pack_w_bf16(const mrw_mat *W, int o0, int k0, int kc, int K, uint16_
             continue;
         }
         const uint16_t *src = (const uint16_t *)((const uint8_t *)W->data + (size_t)o * W->row_bytes) + k0;
-        const int full = (k0 + 2 * kp <= K) ? kp : (K - k0) / 2; /* whole pairs inside the row */
+        const int n = K - k0 < 2 * kp ? K - k0 : 2 * kp; /* elements of this row in the block */
+        if (W->dtype == MRW_DT_F16) {
+            int k = 0;
+            for (; k + 16 <= n; k += 16)
+                _mm256_storeu_si256((__m256i *)(conv + k),
+                                    (__m256i)_mm512_cvtneps_pbh(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + k)))));
+            for (; k < n; k++) conv[k] = mrw_f32_to_bf16(mrw_f16_to_f32(src[k]));
+            src = conv;
+        }
+        const int full = n / 2; /* whole pairs inside the row */
         uint32_t w;
         for (int p = 0; p < full; p++) {
             memcpy(&w, src + 2 * p, 4);
@@ -163,7 +174,7 @@ static void pack_w_bf16(const mrw_mat *W, int o0, int k0, int kc, int K, uint16_
         }
         for (int p = full; p < kp; p++) { /* odd K: last element paired with zero */
             const int k = 2 * p;
-            uint32_t lo = k0 + k < K ? src[k] : 0, hi = k0 + k + 1 < K ? src[k + 1] : 0;
+            uint32_t lo = k < n ? src[k] : 0, hi = k + 1 < n ? src[k + 1] : 0;
             d32[(size_t)p * NR + j] = lo | (hi << 16);
         }
     }

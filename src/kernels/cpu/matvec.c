@@ -102,34 +102,57 @@ static inline void q8_block(const mrw_block_q8_0 *b, __m512 *lo, __m512 *hi) {
     *lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
     *hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
 }
+/* q4_0: the byte j holds elements j (low nibble) and j+16 (high nibble), value q - 8. vpermps indexes with
+ * the low 4 bits of each lane only, so a 16-entry table turns a byte lane straight into (low nibble - 8),
+ * and the shifted lane into (high nibble - 8): no mask, subtract or int->float conversion needed. */
 static inline void q4_block(const mrw_block_q4_0 *b, __m512 *lo, __m512 *hi) {
-    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)b->qs));
-    const __m512i eight = _mm512_set1_epi32(8);
-    *lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, _mm512_set1_epi32(15)), eight));
-    *hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight));
+    const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)b->qs));
+    *lo = _mm512_permutexvar_ps(q, table);
+    *hi = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
 }
 
+/* The f16 block scale broadcast to all lanes. */
+static inline __m512 block_scale(uint16_t d) { return _mm512_cvtph_ps(_mm256_set1_epi16((short)d)); }
+
 /* Quantized weights, one row at a time: per block, dot the unscaled weights with the input, then scale by
- * the block's d. Two accumulators per input alternate between blocks to hide the FMA latency. */
+ * the block's d. Two blocks per step into separate accumulators hide the FMA latency (indexing one
+ * accumulator array by block parity would put it on the stack); one input gets its own loop. */
 #define MV_QUANT_KERNEL(NAME, BLOCK, UNPACK)                                                                  \
+    static inline __m512 NAME##_dot(const BLOCK *blk, const float *x) {                                       \
+        __m512 lo, hi;                                                                                        \
+        UNPACK(blk, &lo, &hi);                                                                                \
+        return _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(x)));          \
+    }                                                                                                         \
     static void NAME(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int tn,    \
                      int acc) {                                                                               \
         const int nb = W->cols / MRW_QK;                                                                      \
         for (int o = r0; o < r1; o++) {                                                                       \
             const BLOCK *bl = (const BLOCK *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);           \
-            __m512 s[2][MRW_MV_MAXT];                                                                         \
-            for (int t = 0; t < MRW_MV_MAXT; t++) s[0][t] = s[1][t] = _mm512_setzero_ps();                    \
+            if (tn == 1) {                                                                                    \
+                __m512 s0 = _mm512_setzero_ps(), s1 = s0;                                                     \
+                int b = 0;                                                                                    \
+                for (; b + 2 <= nb; b += 2) {                                                                 \
+                    s0 = _mm512_fmadd_ps(NAME##_dot(bl + b, X + b * MRW_QK), block_scale(bl[b].d), s0);       \
+                    s1 = _mm512_fmadd_ps(NAME##_dot(bl + b + 1, X + (b + 1) * MRW_QK), block_scale(bl[b + 1].d), s1); \
+                }                                                                                             \
+                if (b < nb) s0 = _mm512_fmadd_ps(NAME##_dot(bl + b, X + b * MRW_QK), block_scale(bl[b].d), s0); \
+                store_y(Y, ldy, o, 0, _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)), acc);                     \
+                continue;                                                                                     \
+            }                                                                                                 \
+            __m512 s[MRW_MV_MAXT];                                                                            \
+            for (int t = 0; t < MRW_MV_MAXT; t++) s[t] = _mm512_setzero_ps();                                 \
             for (int b = 0; b < nb; b++) {                                                                    \
                 __m512 lo, hi;                                                                                \
                 UNPACK(bl + b, &lo, &hi);                                                                     \
-                const __m512 d = _mm512_set1_ps(_cvtsh_ss(bl[b].d));                                          \
+                const __m512 d = block_scale(bl[b].d);                                                        \
                 for (int t = 0; t < tn; t++) {                                                                \
                     const float *x = X + (size_t)t * ldx + b * MRW_QK;                                        \
                     const __m512 p = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(x))); \
-                    s[b & 1][t] = _mm512_fmadd_ps(p, d, s[b & 1][t]);                                         \
+                    s[t] = _mm512_fmadd_ps(p, d, s[t]);                                                       \
                 }                                                                                             \
             }                                                                                                 \
-            for (int t = 0; t < tn; t++) store_y(Y, ldy, o, t, _mm512_reduce_add_ps(_mm512_add_ps(s[0][t], s[1][t])), acc); \
+            for (int t = 0; t < tn; t++) store_y(Y, ldy, o, t, _mm512_reduce_add_ps(s[t]), acc);              \
         }                                                                                                     \
     }
 
