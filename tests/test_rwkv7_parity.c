@@ -4,9 +4,11 @@
  * Tolerances, as max|Δlogit| / max|logit| of the golden row set (and the same relative measure for states):
  *   f32 weights, any format, sequence and RNN mode ........................... 1e-4 (the issue's bound)
  *   f16/bf16/q8_0/q4_0 weights vs the golden computed from the same dequantized weights:
- *     RNN mode and exact prefill (f32 activations) ............................ 1e-4
+ *     exact context (f32 activations), sequence and RNN mode .................. 1e-4
+ *     fast context, RNN mode, f16/bf16 (f32 activations) ...................... 1e-4
  *     fast prefill, bf16/f16 (activations, and f16 weights, rounded to bf16) .. 2e-2
- *     fast prefill, q8_0/q4_0 (activations quantized per 32-block to int8) .... 4e-2
+ *     fast context, q8_0/q4_0, sequence and RNN mode (activations quantized per
+ *     32-block to int8, as llama.cpp does) .................................... 4e-2
  * The fast-prefill bounds are about 3x the worst measured value (printed by this test). */
 #include <math.h>
 #include <stdlib.h>
@@ -42,8 +44,8 @@ static double rel_err(const float *got, const float *want, int64_t n) {
 
 static double worst[8];
 enum { W_F32, W_EXACT, W_RNN, W_BF16, W_Q, W_STATE, W_N };
-static const char *wname[] = {"f32 seq/rnn", "exact prefill", "rnn (all dtypes)", "bf16/f16 fast prefill",
-                              "q8_0/q4_0 fast prefill", "state"};
+static const char *wname[] = {"f32 seq/rnn", "exact prefill", "rnn, f32 activations", "bf16/f16 fast prefill",
+                              "q8_0/q4_0 8-bit activations", "state"};
 
 static void check_rel(const char *what, const float *got, const float *want, int64_t n, double tol, int cat) {
     double e = rel_err(got, want, n);
@@ -172,16 +174,21 @@ static void dtype_file(const char *dt, double fast_tol, int cat) {
         const int32_t *tok = (const int32_t *)G(name, &T);
         snprintf(name, sizeof name, "%s.%s.logits_last", dt, prompts[p]);
         const float *want = G(name, NULL);
-        for (int mode = 0; mode < 3; mode++) { /* fast prefill, exact prefill, RNN */
+        const int act8 = !strcmp(dt, "q8_0") || !strcmp(dt, "q4_0"); /* 8-bit activations in RNN mode too */
+        for (int mode = 0; mode < 4; mode++) { /* fast prefill, exact prefill, fast RNN, exact RNN */
+            mrw_context *c = mode == 0 || mode == 2 ? fast : exact;
             mrw_state_reset(st);
             if (mode < 2) {
-                CHECK_OK(mrw_eval_tokens(mode ? exact : fast, st, tok, (int)T, MRW_LOGITS_LAST, out, &err), &err);
+                CHECK_OK(mrw_eval_tokens(c, st, tok, (int)T, MRW_LOGITS_LAST, out, &err), &err);
             } else {
-                for (int t = 0; t < T; t++) CHECK_OK(mrw_eval_tokens(fast, st, tok + t, 1, MRW_LOGITS_LAST, out, &err), &err);
+                for (int t = 0; t < T; t++) CHECK_OK(mrw_eval_tokens(c, st, tok + t, 1, MRW_LOGITS_LAST, out, &err), &err);
             }
-            double tol = mode == 0 && T > 3 ? fast_tol : 1e-4; /* T <= 3 uses the matrix-vector kernels */
-            snprintf(what, sizeof what, "%s %s %s", dt, prompts[p], mode == 0 ? "fast prefill" : mode == 1 ? "exact prefill" : "rnn");
-            check_rel(what, out, want, V, tol, mode == 0 ? (T > 3 ? cat : W_RNN) : mode == 1 ? W_EXACT : W_RNN);
+            /* fast prefill with T <= 3 and fast RNN use the matrix-vector kernels: f32 activations except for
+             * q8_0/q4_0 */
+            const int rounded = (mode == 0 && (T > 3 || act8)) || (mode == 2 && act8);
+            static const char *names[] = {"fast prefill", "exact prefill", "fast rnn", "exact rnn"};
+            snprintf(what, sizeof what, "%s %s %s", dt, prompts[p], names[mode]);
+            check_rel(what, out, want, V, rounded ? fast_tol : 1e-4, rounded ? cat : mode % 2 ? W_EXACT : W_RNN);
         }
     }
     /* all positions of p33 */

@@ -51,13 +51,34 @@ static void split_rows(int rows, int tid, int nt, int *r0, int *r1) {
     *r1 = g1 * 16 < rows ? g1 * 16 : rows;
 }
 
-static void matvec_rows(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int T,
-                        int acc) {
+/* Rows [r0, r1) for all T inputs: with prepared 8-bit activations (qx, one per MRW_MV_MAXT inputs) or with
+ * f32 activations. */
+static void matvec_rows(const mrw_mat *W, const mrw_qx *qx, int r0, int r1, const float *X, int ldx, float *Y, int ldy,
+                        int T, int acc) {
     if (r0 >= r1) return;
-    for (int t0 = 0; t0 < T; t0 += MRW_MV_MAXT) {
+    for (int t0 = 0, c = 0; t0 < T; t0 += MRW_MV_MAXT, c++) {
         int tn = T - t0 < MRW_MV_MAXT ? T - t0 : MRW_MV_MAXT;
-        mrw_matvec_rows(W, r0, r1, X + (size_t)t0 * ldx, ldx, Y + (size_t)t0 * ldy, ldy, tn, acc);
+        if (qx) mrw_matvec_qx_rows(W, r0, r1, &qx[c], Y + (size_t)t0 * ldy, ldy, acc);
+        else mrw_matvec_rows(W, r0, r1, X + (size_t)t0 * ldx, ldx, Y + (size_t)t0 * ldy, ldy, tn, acc);
     }
+}
+
+/* Quantizes the inputs for the 8-bit-activation kernels into `mem` (mrw_qx_bytes per chunk of MRW_MV_MAXT
+ * inputs); returns the number of chunks prepared into qx[], or 0 when the f32 kernels are to be used. */
+#define QX_MAX_CHUNKS 4
+static int prepare_qx(const mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, int T, uint8_t *mem, mrw_qx *qx) {
+    if (k->exact || !mrw_qx_supported(W->dtype) || W->cols % MRW_QK || !mem) return 0;
+    int c = 0;
+    for (int t0 = 0; t0 < T && c < QX_MAX_CHUNKS; t0 += MRW_MV_MAXT, c++) {
+        int tn = T - t0 < MRW_MV_MAXT ? T - t0 : MRW_MV_MAXT;
+        mrw_qx_prepare(&qx[c], mem, W->dtype, X + (size_t)t0 * ldx, ldx, tn, W->cols);
+        mem += mrw_qx_bytes(MRW_MV_MAXT, W->cols);
+    }
+    return c;
+}
+
+static size_t qx_job_bytes(const mrw_mat *W, int T) {
+    return mrw_qx_supported(W->dtype) ? QX_MAX_CHUNKS * mrw_qx_bytes(MRW_MV_MAXT, W->cols) : 0;
 }
 
 /* Small T reads every weight once per call, so the matrix-vector kernel wins; beyond that, packing the
@@ -71,16 +92,20 @@ void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, flo
     if (T <= 0 || W->rows <= 0) return;
     if (path == MRW_MM_AUTO) path = choose_path(W, T);
     if (path == MRW_MM_GEMM && mrw_gemm(k, W, X, ldx, Y, ldy, T, accumulate) == 0) return;
+    mrw_qx qx[QX_MAX_CHUNKS];
+    const mrw_qx *q = NULL;
+    if (T <= QX_MAX_CHUNKS * MRW_MV_MAXT && prepare_qx(k, W, X, ldx, T, mrw_kctx_buf(k, MRW_KS_SHARED, qx_job_bytes(W, T)), qx))
+        q = qx;
     const int nt = worth_threads(k, (double)W->rows * W->cols * T);
     if (nt == 1) {
-        matvec_rows(W, 0, W->rows, X, ldx, Y, ldy, T, accumulate);
+        matvec_rows(W, q, 0, W->rows, X, ldx, Y, ldy, T, accumulate);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         int r0, r1;
         split_rows(W->rows, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        matvec_rows(W, r0, r1, X, ldx, Y, ldy, T, accumulate);
+        matvec_rows(W, q, r0, r1, X, ldx, Y, ldy, T, accumulate);
     }
 }
 
@@ -95,10 +120,20 @@ void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
         if (choose_path(jobs[j].W, T) != MRW_MM_MATVEC) all_small = 0;
         work += (double)jobs[j].W->rows * jobs[j].W->cols * T;
     }
-    if (!all_small || worth_threads(k, work) == 1) {
+    if (!all_small || worth_threads(k, work) == 1 || n_jobs > MRW_MM_MAX_BATCH || T > QX_MAX_CHUNKS * MRW_MV_MAXT) {
         for (int j = 0; j < n_jobs; j++)
             mrw_matmul(k, jobs[j].W, jobs[j].X, jobs[j].ldx, jobs[j].Y, jobs[j].ldy, T, jobs[j].accumulate);
         return;
+    }
+    /* 8-bit activations of every quantized job, prepared before the fork */
+    size_t total = 0;
+    for (int j = 0; j < n_jobs; j++) total += qx_job_bytes(jobs[j].W, T);
+    uint8_t *mem = total ? mrw_kctx_buf(k, MRW_KS_SHARED, total) : NULL;
+    mrw_qx qx[MRW_MM_MAX_BATCH][QX_MAX_CHUNKS];
+    const mrw_qx *q[MRW_MM_MAX_BATCH];
+    for (int j = 0; j < n_jobs; j++) {
+        q[j] = mem && prepare_qx(k, jobs[j].W, jobs[j].X, jobs[j].ldx, T, mem, qx[j]) ? qx[j] : NULL;
+        if (mem) mem += qx_job_bytes(jobs[j].W, T);
     }
 #pragma omp parallel num_threads(k->n_threads)
     {
@@ -107,7 +142,7 @@ void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
             const mrw_mm_job *jb = &jobs[j];
             int r0, r1;
             split_rows(jb->W->rows, tid, nt, &r0, &r1);
-            matvec_rows(jb->W, r0, r1, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
+            matvec_rows(jb->W, q[j], r0, r1, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
         }
     }
 }

@@ -3,9 +3,10 @@
  * Y is [T, rows] f32, both with row strides. Accumulation is fp32 or better.
  *
  * mrw_matmul picks a kernel by dtype and T: a matrix-vector kernel that reads each weight once for small T
- * (decode), and packed GEMM kernels for prefill (bf16 dot products for 16-bit weights, int8 dot products
- * with 8-bit-quantized activations for q8_0/q4_0, fp32 for f32 weights). mrw_matmul_ref is the plain
- * reference every fast path is tested against. */
+ * (decode), and packed GEMM kernels for prefill (bf16 dot products for 16-bit weights, fp32 for f32
+ * weights). q8_0/q4_0 weights use int8 dot products with activations quantized per 32-block in both
+ * (llama.cpp's scheme); a context with kctx.exact = 1 keeps every activation f32 instead. mrw_matmul_ref
+ * is the plain reference every fast path is tested against. */
 #ifndef MRW_KERNELS_CPU_MATMUL_H
 #define MRW_KERNELS_CPU_MATMUL_H
 
@@ -48,6 +49,7 @@ typedef struct {
     int ldy;
     int accumulate;
 } mrw_mm_job;
+#define MRW_MM_MAX_BATCH 16
 void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T);
 
 /* One row of W dequantized to f32 (embedding lookup). */

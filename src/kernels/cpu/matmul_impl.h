@@ -9,6 +9,19 @@
 /* Rows [r0, r1) of Y[t] (t < tn <= MRW_MV_MAXT) from rows of W; single-threaded. */
 void mrw_matvec_rows(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int tn, int acc);
 
+/* 8-bit activations for the q8_0/q4_0 matrix-vector kernels (matvec_q8act.c): prepared once per call. */
+typedef struct {
+    int tn, K;
+    mrw_dtype dtype;
+    int8_t *xq;
+    float *dx;
+    int32_t *corr;
+} mrw_qx;
+int mrw_qx_supported(mrw_dtype t); /* 0 when the CPU lacks the instructions */
+size_t mrw_qx_bytes(int tn, int K);
+void mrw_qx_prepare(mrw_qx *qx, void *mem, mrw_dtype wdt, const float *X, int ldx, int tn, int K);
+void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc);
+
 /* Packed GEMM, threaded inside. Returns 0, or -1 if no GEMM kernel handles this dtype / the scratch could
  * not be allocated (the caller then uses the matrix-vector kernel). */
 int mrw_gemm(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int acc);

@@ -1,0 +1,168 @@
+/* Matrix-vector kernels for q8_0 / q4_0 weights with 8-bit activations (the fast decode path; `exact`
+ * contexts use the f32-activation kernels in matvec.c instead).
+ *
+ * The input rows are quantized once per call per 32-element block exactly as the int8 GEMM does
+ * (d = amax/127, q = round-half-away(x/d)), so decode and prefill see the same activations. Products use
+ * vpdpbusd (u8 x s8 -> s32) on 256-bit vectors, which Zen 4 runs single-pumped:
+ *   q4_0: two blocks per vector. The weights' nibbles q in [0,15] are the unsigned operand, the activations
+ *         the signed one; the "-8" of q4_0 becomes -8·Σx_q, which starts the integer accumulator. x is stored
+ *         per block pair as [lo halves of both blocks | hi halves of both blocks] to match the nibble layout.
+ *   q8_0: one block per vector with the abs/sign trick (|w| unsigned, x·sign(w) signed).
+ * The float accumulator takes one FMA per block (pair) with the product of the two scales. */
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+#include "tensor/dtype.h"
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__F16C__)
+#include <immintrin.h>
+#define MRW_QACT 1
+#endif
+
+#ifdef MRW_QACT
+
+size_t mrw_qx_bytes(int tn, int K) {
+    const int nb = K / MRW_QK, np = (nb + 1) / 2;
+    /* xq: tn x np x 64 bytes; dx: tn x np x 8 floats; corr: tn x np x 8 ints */
+    return (size_t)tn * np * (64 + 32 + 32) + 64;
+}
+
+/* One block of 32 floats to 32 int8 (round half away from zero); returns the scale, writes Σq. */
+static float quant_block(const float *x, int8_t *q, int32_t *sum) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    const __m512 lo = _mm512_loadu_ps(x), hi = _mm512_loadu_ps(x + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, lo), _mm512_andnot_ps(sign, hi)));
+    const float d = amax / 127.0f;
+    const __m512 id = _mm512_set1_ps(d != 0 ? 1.0f / d : 0.0f), half = _mm512_set1_ps(0.5f);
+    const __m512i qlo = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(lo, id), _mm512_or_ps(_mm512_and_ps(lo, sign), half)));
+    const __m512i qhi = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(hi, id), _mm512_or_ps(_mm512_and_ps(hi, sign), half)));
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(qlo));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(qhi));
+    *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+    return d;
+}
+
+void mrw_qx_prepare(mrw_qx *qx, void *mem, mrw_dtype wdt, const float *X, int ldx, int tn, int K) {
+    const int nb = K / MRW_QK, np = (nb + 1) / 2;
+    qx->tn = tn;
+    qx->K = K;
+    qx->dtype = wdt;
+    uint8_t *p = (uint8_t *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    qx->xq = (int8_t *)p;
+    qx->dx = (float *)(p + (size_t)tn * np * 64);
+    qx->corr = (int32_t *)(p + (size_t)tn * np * 96);
+    for (int t = 0; t < tn; t++) {
+        const float *x = X + (size_t)t * ldx;
+        int8_t *xq = qx->xq + (size_t)t * np * 64;
+        float *dx = qx->dx + (size_t)t * np * 8;
+        int32_t *corr = qx->corr + (size_t)t * np * 8;
+        memset(xq, 0, (size_t)np * 64);
+        memset(corr, 0, (size_t)np * 8 * sizeof *corr);
+        for (int b = 0; b < nb; b++) {
+            int8_t q[32];
+            int32_t s;
+            const float d = quant_block(x + (size_t)b * MRW_QK, q, &s);
+            if (wdt == MRW_DT_Q8_0) { /* natural order; dx per block */
+                memcpy(xq + (size_t)b * 32, q, 32);
+                dx[b] = d;
+            } else { /* q4_0: pair layout, dx and -8·Σq per half */
+                const int pr = b / 2, half = b % 2;
+                memcpy(xq + (size_t)pr * 64 + half * 16, q, 16);
+                memcpy(xq + (size_t)pr * 64 + 32 + half * 16, q + 16, 16);
+                for (int l = 0; l < 4; l++) dx[pr * 8 + half * 4 + l] = d;
+                corr[pr * 8 + half * 4] = -8 * s;
+            }
+        }
+        if (wdt == MRW_DT_Q4_0 && nb % 2) /* the missing half of the last pair contributes nothing */
+            for (int l = 0; l < 4; l++) dx[(np - 1) * 8 + 4 + l] = 0;
+    }
+}
+
+/* Scales of two q4_0 blocks as [d0 x4, d1 x4]. */
+static inline __m256 pair_scale(uint16_t d0, uint16_t d1) {
+    const __m128i t = _mm_cvtsi32_si128((int)((uint32_t)d0 | ((uint32_t)d1 << 16)));
+    const __m128i u = _mm_unpacklo_epi16(t, t);
+    return _mm256_cvtph_ps(_mm_unpacklo_epi32(u, u));
+}
+
+static void rows_q4(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
+    const int nb = W->cols / MRW_QK, np = (nb + 1) / 2, tn = qx->tn;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int o = r0; o < r1; o++) {
+        const mrw_block_q4_0 *bl = (const mrw_block_q4_0 *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);
+        __m256 f[MRW_MV_MAXT];
+        for (int t = 0; t < MRW_MV_MAXT; t++) f[t] = _mm256_setzero_ps();
+        for (int p = 0; p < np; p++) {
+            const int b = 2 * p, two = b + 1 < nb;
+            const __m128i w0 = _mm_loadu_si128((const __m128i *)bl[b].qs);
+            const __m128i w1 = two ? _mm_loadu_si128((const __m128i *)bl[b + 1].qs) : _mm_setzero_si128();
+            const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(w0), w1, 1);
+            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            const __m256 dw = pair_scale(bl[b].d, two ? bl[b + 1].d : 0);
+            for (int t = 0; t < tn; t++) {
+                const int8_t *xq = qx->xq + ((size_t)t * np + p) * 64;
+                __m256i i = _mm256_load_si256((const __m256i *)(qx->corr + ((size_t)t * np + p) * 8));
+                i = _mm256_dpbusd_epi32(i, lo, _mm256_load_si256((const __m256i *)xq));
+                i = _mm256_dpbusd_epi32(i, hi, _mm256_load_si256((const __m256i *)(xq + 32)));
+                const __m256 s = _mm256_mul_ps(dw, _mm256_load_ps(qx->dx + ((size_t)t * np + p) * 8));
+                f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, f[t]);
+            }
+        }
+        for (int t = 0; t < tn; t++) {
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(f[t]), _mm256_extractf128_ps(f[t], 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            float *y = Y + (size_t)t * ldy + o;
+            *y = acc ? *y + _mm_cvtss_f32(h) : _mm_cvtss_f32(h);
+        }
+    }
+}
+
+static void rows_q8(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
+    const int nb = W->cols / MRW_QK, np = (nb + 1) / 2, tn = qx->tn;
+    for (int o = r0; o < r1; o++) {
+        const mrw_block_q8_0 *bl = (const mrw_block_q8_0 *)((const uint8_t *)W->data + (size_t)o * W->row_bytes);
+        __m256 f[MRW_MV_MAXT][2];
+        for (int t = 0; t < MRW_MV_MAXT; t++) f[t][0] = f[t][1] = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)bl[b].qs);
+            const __m256i aw = _mm256_abs_epi8(w);
+            const float dw = _cvtsh_ss(bl[b].d);
+            for (int t = 0; t < tn; t++) {
+                const __m256i x = _mm256_load_si256((const __m256i *)(qx->xq + (size_t)t * np * 64 + (size_t)b * 32));
+                const __m256i i = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(x, w));
+                const __m256 s = _mm256_set1_ps(dw * qx->dx[(size_t)t * np * 8 + b]);
+                f[t][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, f[t][b & 1]);
+            }
+        }
+        for (int t = 0; t < tn; t++) {
+            const __m256 s = _mm256_add_ps(f[t][0], f[t][1]);
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            float *y = Y + (size_t)t * ldy + o;
+            *y = acc ? *y + _mm_cvtss_f32(h) : _mm_cvtss_f32(h);
+        }
+    }
+}
+
+int mrw_qx_supported(mrw_dtype t) { return t == MRW_DT_Q8_0 || t == MRW_DT_Q4_0; }
+
+void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
+    if (r0 >= r1) return;
+    if (W->dtype == MRW_DT_Q4_0) rows_q4(W, r0, r1, qx, Y, ldy, acc);
+    else rows_q8(W, r0, r1, qx, Y, ldy, acc);
+}
+
+#else
+
+size_t mrw_qx_bytes(int tn, int K) { (void)tn; (void)K; return 0; }
+void mrw_qx_prepare(mrw_qx *qx, void *mem, mrw_dtype wdt, const float *X, int ldx, int tn, int K) {
+    (void)qx; (void)mem; (void)wdt; (void)X; (void)ldx; (void)tn; (void)K;
+}
+int mrw_qx_supported(mrw_dtype t) { (void)t; return 0; }
+void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
+    (void)W; (void)r0; (void)r1; (void)qx; (void)Y; (void)ldy; (void)acc;
+}
+
+#endif
