@@ -5,7 +5,8 @@
 #include "models/rwkv7_context.h"
 
 mrw_context_params mrw_context_params_default(void) {
-    mrw_context_params p = {.n_threads = 0, .max_chunk = 256, .exact = 0};
+    /* 512: a typical prompt is one chunk, so the GEMMs pack each weight once (activations ~90 MB at C=2048) */
+    mrw_context_params p = {.n_threads = 0, .max_chunk = 512, .exact = 0};
     return p;
 }
 
@@ -14,7 +15,7 @@ mrw_status mrw_context_new(const mrw_model *model, const mrw_context_params *par
     *out = NULL;
     if (!model) return mrw_err(err, MRW_E_ARG, "no model");
     mrw_context_params p = params ? *params : mrw_context_params_default();
-    if (p.max_chunk <= 0) p.max_chunk = 256;
+    if (p.max_chunk <= 0) p.max_chunk = 512;
     if (p.max_chunk > 65536) return mrw_err(err, MRW_E_ARG, "max_chunk %d is too large (at most 65536)", p.max_chunk);
     mrw_context *c = calloc(1, sizeof *c);
     if (!c) return mrw_err(err, MRW_E_NOMEM, "out of memory");

@@ -10,10 +10,13 @@
 #include "models/rwkv7.h"
 #include "models/rwkv7_context.h"
 
+#define NT (c->kc.n_threads)
+
 /* Steps 1-2: LN1, token shift against the previous row (the state for row 0), the six mixes. */
 static void shift_and_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T) {
     const int C = c->C;
-    mrw_layernorm(c->x, c->xa, T, C, ly->ln1_w, ly->ln1_b, MRW_LN_EPS);
+    mrw_layernorm(c->x, c->xa, T, C, ly->ln1_w, ly->ln1_b, MRW_LN_EPS, NT);
+#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
     for (int t = 0; t < T; t++) {
         const float *cur = c->xa + (size_t)t * C, *prev = t ? cur - C : sx;
         const size_t o = (size_t)t * C;
@@ -43,8 +46,8 @@ static void projections(mrw_context *c, const rwkv7_layer *ly, int layer, int T)
         {&ly->v1, c->xv, C, c->lv, ly->v1.rows, 0},
     };
     mrw_matmul_batch(&c->kc, down, layer > 0 ? 7 : 6, T);
-    mrw_vec_tanh(c->lw, (size_t)T * ly->w1.rows);
-    mrw_vec_sigmoid(c->lg, (size_t)T * ly->g1.rows);
+    mrw_vec_tanh(c->lw, (size_t)T * ly->w1.rows, NT);
+    mrw_vec_sigmoid(c->lg, (size_t)T * ly->g1.rows, NT);
     /* up-projections write into the mix buffers, which are dead now */
     float *wpre = c->xw, *apre = c->xaa, *vpre = c->xr;
     mrw_mm_job up[4] = {
@@ -56,20 +59,23 @@ static void projections(mrw_context *c, const rwkv7_layer *ly, int layer, int T)
     mrw_matmul_batch(&c->kc, up, layer > 0 ? 4 : 3, T);
     /* step 4: decay; step 5: ICLR; step 7: value residual (its gate computed in place in vpre) */
     memcpy(c->w, wpre, (size_t)T * C * sizeof(float));
-    mrw_vec_decay(c->w, ly->w0, T, C);
+    mrw_vec_decay(c->w, ly->w0, T, C, NT);
     memcpy(c->alpha, apre, (size_t)T * C * sizeof(float));
-    mrw_vec_sigmoid_bias(c->alpha, ly->a0, T, C);
+    mrw_vec_sigmoid_bias(c->alpha, ly->a0, T, C, NT);
     if (layer == 0) {
         memcpy(c->vfirst, c->v, (size_t)T * C * sizeof(float));
     } else {
-        mrw_vec_sigmoid_bias(vpre, ly->v0, T, C);
-        for (size_t i = 0; i < (size_t)T * C; i++) c->v[i] += (c->vfirst[i] - c->v[i]) * vpre[i];
+        mrw_vec_sigmoid_bias(vpre, ly->v0, T, C, NT);
+        const long n = (long)T * C;
+#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
+        for (long i = 0; i < n; i++) c->v[i] += (c->vfirst[i] - c->v[i]) * vpre[i];
     }
 }
 
 /* Steps 8-9 and the kernel's a/b vectors: κ̂ from k before the k_a update, then b = κ̂⊙α, a = −κ̂. */
 static void key_prep(mrw_context *c, const rwkv7_layer *ly, int T) {
     const int C = c->C, H = c->H, N = c->N;
+#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
     for (int t = 0; t < T; t++) {
         const size_t o = (size_t)t * C;
         float *k = c->k + o, *kk = c->kk + o, *al = c->alpha + o;
@@ -95,7 +101,8 @@ static void key_prep(mrw_context *c, const rwkv7_layer *ly, int T) {
 static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, float *S, int T) {
     const int C = c->C, H = c->H, N = c->N;
     mrw_wkv7(S, H, N, T, c->r, c->w, c->k, c->v, c->kk, c->alpha, c->y, c->kc.n_threads);
-    mrw_groupnorm(c->y, T, H, N, ly->lnx_w, ly->lnx_b, MRW_GN_EPS);
+    mrw_groupnorm(c->y, T, H, N, ly->lnx_w, ly->lnx_b, MRW_GN_EPS, NT);
+#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
     for (int t = 0; t < T; t++) {
         const size_t o = (size_t)t * C;
         for (int h = 0; h < H; h++) {
@@ -111,7 +118,8 @@ static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, float *S, int 
 /* Step 14: channel mix. */
 static void channel_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T) {
     const int C = c->C, F = ly->ffn_key.rows;
-    mrw_layernorm(c->x, c->xa, T, C, ly->ln2_w, ly->ln2_b, MRW_LN_EPS);
+    mrw_layernorm(c->x, c->xa, T, C, ly->ln2_w, ly->ln2_b, MRW_LN_EPS, NT);
+#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
     for (int t = 0; t < T; t++) {
         const float *cur = c->xa + (size_t)t * C, *prev = t ? cur - C : sx;
         float *u = c->xk + (size_t)t * C;
@@ -119,7 +127,9 @@ static void channel_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T)
     }
     memcpy(sx, c->xa + (size_t)(T - 1) * C, (size_t)C * sizeof *sx);
     mrw_matmul(&c->kc, &ly->ffn_key, c->xk, C, c->ffn, F, T, 0);
-    for (size_t i = 0; i < (size_t)T * F; i++) {
+    const long n_ffn = (long)T * F;
+#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
+    for (long i = 0; i < n_ffn; i++) {
         float h = c->ffn[i] > 0 ? c->ffn[i] : 0;
         c->ffn[i] = h * h;
     }
@@ -131,7 +141,7 @@ static void forward_chunk(mrw_context *c, mrw_state *st, int T, mrw_logits_mode 
     const mrw_model *m = c->model;
     const int C = c->C;
     const size_t lf = mrw_state_layer_floats(&m->info);
-    mrw_layernorm(c->x, c->x, T, C, m->ln0_w, m->ln0_b, MRW_LN_EPS);
+    mrw_layernorm(c->x, c->x, T, C, m->ln0_w, m->ln0_b, MRW_LN_EPS, NT);
     for (int l = 0; l < m->info.n_layer; l++) {
         const rwkv7_layer *ly = &m->layers[l];
         float *s = st->data + (size_t)l * lf;
@@ -144,7 +154,7 @@ static void forward_chunk(mrw_context *c, mrw_state *st, int T, mrw_logits_mode 
     }
     if (mode == MRW_LOGITS_NONE) return;
     const int first = mode == MRW_LOGITS_LAST ? T - 1 : 0, rows = T - first;
-    mrw_layernorm(c->x + (size_t)first * C, c->xa, rows, C, m->lnout_w, m->lnout_b, MRW_LN_EPS);
+    mrw_layernorm(c->x + (size_t)first * C, c->xa, rows, C, m->lnout_w, m->lnout_b, MRW_LN_EPS, NT);
     mrw_matmul(&c->kc, &m->head, c->xa, C, logits, m->info.n_vocab, rows, 0);
 }
 

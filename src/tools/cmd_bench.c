@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/progress.h"
 #include "tools/common.h"
 #include "tools/tools.h"
 
@@ -41,16 +40,16 @@ int cmd_bench(int argc, char **argv) {
     /* warm-up: touch every weight once */
     if (mrw_eval_tokens(ctx, st, ids, 1, MRW_LOGITS_LAST, logits, &err)) { tool_fail(cmd, "%s", err.msg); goto out; }
     mrw_state_reset(st);
-    double t0 = mrw_now();
+    double t0 = tool_now();
     if (mrw_eval_tokens(ctx, st, ids, n_prompt, MRW_LOGITS_LAST, logits, &err)) { tool_fail(cmd, "%s", err.msg); goto out; }
-    double tp = mrw_now() - t0;
+    double tp = tool_now() - t0;
     int32_t tok = 1;
-    t0 = mrw_now();
+    t0 = tool_now();
     for (int i = 0; i < n_gen; i++) {
         if (mrw_eval_tokens(ctx, st, &tok, 1, MRW_LOGITS_LAST, logits, &err)) { tool_fail(cmd, "%s", err.msg); goto out; }
         tok = (int32_t)((tok * 48271u + 11) % (unsigned)in.n_vocab);
     }
-    double td = mrw_now() - t0;
+    double td = tool_now() - t0;
     printf("bench: %s, %d layers, n_embd %d, %s, %d threads: prefill %d tokens %.1f tok/s, decode %d tokens %.1f "
            "tok/s (%.2f GB/s of weights)\n", mo.model, in.n_layer, in.n_embd, mrw_dtype_name(in.weight_dtype),
            mrw_context_n_threads(ctx), n_prompt, n_prompt / tp, n_gen, n_gen / td, in.weight_bytes * (n_gen / td) / 1e9);

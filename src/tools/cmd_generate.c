@@ -4,8 +4,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "base/progress.h"
-#include "text/chat.h"
 #include "tools/common.h"
 #include "tools/tools.h"
 
@@ -63,7 +61,7 @@ typedef struct {
 
 static int on_token(void *user, int32_t tok) {
     gen_cb_data *d = user;
-    if (d->t_first == 0) d->t_first = mrw_now();
+    if (d->t_first == 0) d->t_first = tool_now();
     tool_printer_token(&d->pr, tok);
     return 0;
 }
@@ -142,7 +140,7 @@ int cmd_generate(int argc, char **argv) {
     gp.feed_last = g.state_out != NULL;
     mrw_error err = {0};
     int n_gen = 0;
-    double t0 = mrw_now();
+    double t0 = tool_now();
     if (g.max_tokens == 0) { /* only read the prompt (e.g. to save its state) */
         if (mrw_eval_tokens(ctx, st, ids, n_ids, MRW_LOGITS_NONE, NULL, &err)) {
             tool_fail(cmd, "%s", err.msg);
@@ -152,7 +150,7 @@ int cmd_generate(int argc, char **argv) {
         tool_fail(cmd, "%s", err.msg);
         goto out;
     }
-    double t1 = mrw_now();
+    double t1 = tool_now();
     tool_printer_flush(&d.pr);
     if (n_gen) fputc('\n', stdout);
     if (!g.quiet) {
@@ -220,7 +218,7 @@ static int chat_turn(const char *cmd, chat_session *s, const char *question) {
     gp.feed_last = 1; /* the next turn continues after the answer's \x17 */
     mrw_error err = {0};
     int n_gen = 0;
-    double t0 = mrw_now();
+    double t0 = tool_now();
     rc = mrw_generate(s->ctx, s->st, s->smp, ids, n, &gp, on_token, &d, &n_gen, &err);
     free(ids);
     if (rc) return tool_fail(cmd, "%s", err.msg);
@@ -228,7 +226,7 @@ static int chat_turn(const char *cmd, chat_session *s, const char *question) {
     fputc('\n', stdout);
     fflush(stdout);
     if (!s->g->quiet) {
-        double t1 = mrw_now(), tp = (d.t_first ? d.t_first : t1) - t0, td = d.t_first ? t1 - d.t_first : 0;
+        double t1 = tool_now(), tp = (d.t_first ? d.t_first : t1) - t0, td = d.t_first ? t1 - d.t_first : 0;
         fprintf(stderr, "[prompt %d tokens in %.2f s; answer %d tokens at %.1f tok/s]\n", n, tp, n_gen,
                 n_gen > 1 && td > 0 ? (n_gen - 1) / td : 0);
     }

@@ -4,7 +4,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "base/progress.h"
 #include "tools/common.h"
 #include "tools/tools.h"
 
@@ -117,7 +116,7 @@ int cmd_perplexity(int argc, char **argv) {
     const int total = n + bos;
     if (total < 2) { tool_fail(cmd, "the text needs at least 2 tokens"); goto out; }
     seq = malloc((size_t)total * sizeof *seq);
-    const int chunk = mo.chunk ? mo.chunk : 256;
+    const int chunk = mo.chunk ? mo.chunk : 512;
     logits = malloc((size_t)chunk * V * sizeof *logits);
     st = mrw_state_new(m);
     if (!seq || !logits || !st) { tool_fail(cmd, "out of memory"); goto out; }
@@ -125,9 +124,9 @@ int cmd_perplexity(int argc, char **argv) {
     memcpy(seq + bos, ids, (size_t)n * sizeof *seq);
     double nll = 0;
     long scored = 0;
-    mrw_progress prog;
-    mrw_progress_start(&prog, "perplexity", (uint64_t)total, "tokens", 1);
-    double t0 = mrw_now();
+    tool_progress prog;
+    tool_progress_start(&prog, "perplexity", total);
+    double t0 = tool_now();
     mrw_error err = {0};
     for (int s = 0; s < total - 1; s += chunk) {
         int T = total - 1 - s < chunk ? total - 1 - s : chunk; /* positions s..s+T-1 predict s+1..s+T */
@@ -141,10 +140,10 @@ int cmd_perplexity(int argc, char **argv) {
             nll += log(z) + mx - l[seq[s + t + 1]];
             scored++;
         }
-        mrw_progress_update(&prog, (uint64_t)(s + T + 1));
+        tool_progress_update(&prog, s + T + 1);
     }
-    mrw_progress_finish(&prog);
-    double dt = mrw_now() - t0, loss = nll / scored;
+    tool_progress_finish(&prog);
+    double dt = tool_now() - t0, loss = nll / scored;
     printf("tokens %ld, loss %.6f nats/token, perplexity %.4f, %.4f bits/byte, %.1f tokens/s\n", scored, loss,
            exp(loss), nll / log(2.0) / (double)len, total / dt);
     rc = 0;

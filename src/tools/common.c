@@ -1,14 +1,13 @@
 #define _GNU_SOURCE
 #include "tools/common.h"
 
-#include "text/vocab.h"
-
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int tool_fail(const char *cmd, const char *fmt, ...) {
@@ -341,4 +340,42 @@ void tool_printer_flush(tool_printer *p) {
     size_t k = mrw_utf8_stream_flush(&p->utf8, buf);
     fwrite(buf, 1, k, p->out);
     fflush(p->out);
+}
+
+double tool_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void tool_progress_start(tool_progress *p, const char *label, long total) {
+    p->label = label;
+    p->total = total > 0 ? total : 1;
+    p->t0 = p->last = tool_now();
+    p->tty = isatty(2);
+    p->last_decile = -1;
+}
+
+void tool_progress_update(tool_progress *p, long done) {
+    const double now = tool_now(), el = now - p->t0, frac = done >= p->total ? 1.0 : (double)done / p->total;
+    const double rate = el > 0 ? done / el : 0, eta = frac > 0 ? el / frac - el : 0;
+    if (p->tty) {
+        if (now - p->last < 0.1 && done < p->total) return;
+        p->last = now;
+        char bar[31];
+        for (int i = 0; i < 30; i++) bar[i] = i < (int)(frac * 30) ? '#' : '.';
+        bar[30] = 0;
+        fprintf(stderr, "\r%s [%s] %3.0f%% %ld/%ld  %.1f/s  ETA %.0fs ", p->label, bar, frac * 100, done, p->total, rate, eta);
+    } else {
+        int decile = (int)(frac * 10);
+        if (decile == p->last_decile) return;
+        p->last_decile = decile;
+        fprintf(stderr, "%s: %3.0f%% (%ld of %ld, %.1f/s)\n", p->label, frac * 100, done, p->total, rate);
+    }
+    fflush(stderr);
+}
+
+void tool_progress_finish(tool_progress *p) {
+    tool_progress_update(p, p->total);
+    if (p->tty) fputc('\n', stderr);
 }

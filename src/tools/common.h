@@ -46,7 +46,7 @@ int tool_model_option(tool_args *a, const char *opt, tool_model_opts *o);
     "                       bytes when the model has 256 tokens, else the installed World vocabulary)\n"          \
     "      --dtype TYPE     convert the big matrices on load: f32, f16, bf16, q8_0, q4_0 (default: as stored)\n" \
     "  -t, --threads N      threads (default: all cores)\n"                                                       \
-    "      --chunk N        tokens per prefill chunk (default 256)\n"                                                \
+    "      --chunk N        tokens per prefill chunk (default 512)\n"                                                \
     "      --exact          f32 activations in prefill too (bf16/q8_0/q4_0 prefill then matches decode)\n"
 
 int tool_load_model(const char *cmd, const tool_model_opts *o, mrw_model **model, mrw_context **ctx);
@@ -71,6 +71,19 @@ typedef struct {
     int skip_leading_space; /* ModRWKV answers start with a space that is not part of the answer */
     int hide_token;         /* a token id not to print (the turn end, 24), or -1 */
 } tool_printer;
+
+double tool_now(void); /* monotonic seconds */
+
+/* A progress line on stderr for long work: a bar with rate and ETA on a terminal, plain lines otherwise. */
+typedef struct {
+    const char *label;
+    long total;
+    double t0, last;
+    int tty, last_decile;
+} tool_progress;
+void tool_progress_start(tool_progress *p, const char *label, long total);
+void tool_progress_update(tool_progress *p, long done);
+void tool_progress_finish(tool_progress *p);
 
 void tool_printer_init(tool_printer *p, const mrw_vocab *v, FILE *out);
 void tool_printer_token(tool_printer *p, int32_t token);

@@ -204,8 +204,11 @@ static void pack_w_i8(const mrw_mat *W, int o0, int k0, int kc, int8_t *dst, flo
                 _mm_storeu_si128((__m128i *)q, _mm_sub_epi8(_mm_and_si128(v, m), e));
                 _mm_storeu_si128((__m128i *)(q + 16), _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), e));
             }
-            int s = 0;
-            for (int i = 0; i < 32; i++) s += q[i];
+            /* Σq: unsigned sums of q+128 in 8-byte groups, minus 32*128 */
+            const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q), _mm256_set1_epi8((char)0x80));
+            const __m256i sad = _mm256_sad_epu8(u, _mm256_setzero_si256());
+            const int s = (int)(_mm256_extract_epi64(sad, 0) + _mm256_extract_epi64(sad, 1) + _mm256_extract_epi64(sad, 2) +
+                                _mm256_extract_epi64(sad, 3)) - 32 * 128;
             uint32_t w[8];
             memcpy(w, q, 32);
             for (int i = 0; i < 8; i++) d32[(size_t)(b * 8 + i) * NR + j] = w[i];

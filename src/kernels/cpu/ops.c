@@ -38,7 +38,8 @@ static void sums_f64(const float *x, int n, double *mean_out, double *var_out) {
     *var_out = var / n;
 }
 
-void mrw_layernorm(const float *x, float *y, int T, int C, const float *w, const float *b, float eps) {
+void mrw_layernorm(const float *x, float *y, int T, int C, const float *w, const float *b, float eps, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C;
         float *yr = y + (size_t)t * C;
@@ -49,7 +50,8 @@ void mrw_layernorm(const float *x, float *y, int T, int C, const float *w, const
     }
 }
 
-void mrw_groupnorm(float *y, int T, int H, int N, const float *w, const float *b, float eps) {
+void mrw_groupnorm(float *y, int T, int H, int N, const float *w, const float *b, float eps, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
             float *g = y + (size_t)t * H * N + (size_t)h * N;
@@ -138,7 +140,7 @@ void mrw_wkv7(float *S, int H, int N, int T, const float *r, const float *w, con
     }
 }
 
-void mrw_vec_sigmoid(float *x, size_t n) {
+static void sigmoid_span(float *x, size_t n) {
     size_t i = 0;
 #ifdef MRW_VMATH_AVX512
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, mrw_v_sigmoid(_mm512_loadu_ps(x + i)));
@@ -146,7 +148,7 @@ void mrw_vec_sigmoid(float *x, size_t n) {
     for (; i < n; i++) x[i] = mrw_s_sigmoid(x[i]);
 }
 
-void mrw_vec_tanh(float *x, size_t n) {
+static void tanh_span(float *x, size_t n) {
     size_t i = 0;
 #ifdef MRW_VMATH_AVX512
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, mrw_v_tanh(_mm512_loadu_ps(x + i)));
@@ -154,8 +156,22 @@ void mrw_vec_tanh(float *x, size_t n) {
     for (; i < n; i++) x[i] = tanhf(x[i]);
 }
 
-void mrw_vec_decay(float *w, const float *w0, int T, int C) {
+#define SPAN 4096
+void mrw_vec_sigmoid(float *x, size_t n, int nt) {
+    const long spans = (long)((n + SPAN - 1) / SPAN);
+#pragma omp parallel for num_threads(nt) schedule(static) if (spans >= 4 && nt > 1)
+    for (long s = 0; s < spans; s++) sigmoid_span(x + (size_t)s * SPAN, n - (size_t)s * SPAN < SPAN ? n - (size_t)s * SPAN : SPAN);
+}
+
+void mrw_vec_tanh(float *x, size_t n, int nt) {
+    const long spans = (long)((n + SPAN - 1) / SPAN);
+#pragma omp parallel for num_threads(nt) schedule(static) if (spans >= 4 && nt > 1)
+    for (long s = 0; s < spans; s++) tanh_span(x + (size_t)s * SPAN, n - (size_t)s * SPAN < SPAN ? n - (size_t)s * SPAN : SPAN);
+}
+
+void mrw_vec_decay(float *w, const float *w0, int T, int C, int nt) {
     const float scale = -0.60653065971263342f; /* -e^{-1/2} */
+#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
     for (int t = 0; t < T; t++) {
         float *row = w + (size_t)t * C;
         int i = 0;
@@ -169,7 +185,8 @@ void mrw_vec_decay(float *w, const float *w0, int T, int C) {
     }
 }
 
-void mrw_vec_sigmoid_bias(float *x, const float *bias, int T, int C) {
+void mrw_vec_sigmoid_bias(float *x, const float *bias, int T, int C, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
     for (int t = 0; t < T; t++) {
         float *row = x + (size_t)t * C;
         int i = 0;
