@@ -1,6 +1,7 @@
 #include "kernels/cpu/matmul.h"
 
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,12 +44,13 @@ static int worth_threads(const mrw_kctx *k, double macs) {
     return macs < MRW_MIN_WORK_PER_FORK ? 1 : k->n_threads;
 }
 
-/* Rows [r0, r1) split for thread `tid` of `nt`, in multiples of 16 rows so SIMD kernels see whole groups. */
-static void split_rows(int rows, int tid, int nt, int *r0, int *r1) {
-    int groups = (rows + 15) / 16;
-    int g0 = (int)((long)groups * tid / nt), g1 = (int)((long)groups * (tid + 1) / nt);
-    *r0 = g0 * 16 < rows ? g0 * 16 : rows;
-    *r1 = g1 * 16 < rows ? g1 * 16 : rows;
+/* Matrix-vector work is handed out in chunks of rows from a shared counter rather than split evenly up
+ * front: when every thread streams from memory, one often gets more bandwidth and would otherwise wait at
+ * the barrier for the other. A chunk is ~32 KiB of weights (at least 16 rows). */
+static int chunk_rows(const mrw_mat *W) {
+    size_t r = W->row_bytes ? (32768 + W->row_bytes - 1) / W->row_bytes : 16;
+    r = (r + 15) & ~(size_t)15;
+    return r < 16 ? 16 : r > 1024 ? 1024 : (int)r;
 }
 
 /* Rows [r0, r1) for all T inputs: with prepared 8-bit activations (qx, one per MRW_MV_MAXT inputs) or with
@@ -101,10 +103,11 @@ void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, flo
         matvec_rows(W, q, 0, W->rows, X, ldx, Y, ldy, T, accumulate);
         return;
     }
+    const int ch = chunk_rows(W), n_chunks = (W->rows + ch - 1) / ch;
+    atomic_int next = 0;
 #pragma omp parallel num_threads(nt)
-    {
-        int r0, r1;
-        split_rows(W->rows, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+    for (int c; (c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < n_chunks;) {
+        const int r0 = c * ch, r1 = r0 + ch < W->rows ? r0 + ch : W->rows;
         matvec_rows(W, q, r0, r1, X, ldx, Y, ldy, T, accumulate);
     }
 }
@@ -135,13 +138,21 @@ void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
         q[j] = mem && prepare_qx(k, jobs[j].W, jobs[j].X, jobs[j].ldx, T, mem, qx[j]) ? qx[j] : NULL;
         if (mem) mem += qx_job_bytes(jobs[j].W, T);
     }
+    /* one queue of (job, row chunk) items */
+    int first[MRW_MM_MAX_BATCH + 1], ch[MRW_MM_MAX_BATCH];
+    first[0] = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        ch[j] = chunk_rows(jobs[j].W);
+        first[j + 1] = first[j] + (jobs[j].W->rows + ch[j] - 1) / ch[j];
+    }
+    atomic_int next = 0;
 #pragma omp parallel num_threads(k->n_threads)
     {
-        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        for (int j = 0; j < n_jobs; j++) {
+        int j = 0;
+        for (int c; (c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < first[n_jobs];) {
+            while (c >= first[j + 1]) j++;
             const mrw_mm_job *jb = &jobs[j];
-            int r0, r1;
-            split_rows(jb->W->rows, tid, nt, &r0, &r1);
+            const int r0 = (c - first[j]) * ch[j], r1 = r0 + ch[j] < jb->W->rows ? r0 + ch[j] : jb->W->rows;
             matvec_rows(jb->W, q[j], r0, r1, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
         }
     }
