@@ -91,10 +91,7 @@ int main(int argc, char **argv) {
             const double C = in.n_embd, F = in.n_ffn;
             const double mm_params = in.n_layer * (4 * C * C + 2 * F * C + C * (in.lora_w + in.lora_a + in.lora_g) * 2 +
                                                    C * in.lora_v * 2);
-            /* embedding table: only one row per token is read */
-            const double emb_bytes = (double)in.n_vocab * (double)(in.weight_bytes ? 1 : 0) *
-                                     (dt == MRW_DT_Q8_0 ? C * 34 / 32 : dt == MRW_DT_Q4_0 ? C * 18 / 32 : C * 2);
-            const double bytes_per_token = (double)in.weight_bytes - emb_bytes;
+            const double bytes_per_token = (double)in.decode_bytes;
             for (int t = 1; t <= 2; t++) {
                 if (!fma[t]) continue;
                 mrw_context_params cp = mrw_context_params_default();

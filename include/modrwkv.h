@@ -86,6 +86,7 @@ typedef struct {
     mrw_dtype weight_dtype; /* dtype of the big matrices as loaded (the most common one) */
     int64_t n_params;
     int64_t weight_bytes; /* bytes of all weights as held in memory */
+    int64_t decode_bytes; /* weight bytes read per decoded token: all but the embedding table, of which one row */
 } mrw_model_info;
 
 typedef struct {

@@ -355,6 +355,7 @@ void mrw_rwkv7_count(mrw_model *m) {
         small += 4 * (lora + (i ? lorav + C : 0) + 4 * C + 6 * C + 2 * C + 3 * C + 2 * C + C);
     }
     in->weight_bytes = bytes + small;
+    in->decode_bytes = in->weight_bytes - mat_bytes(&m->emb) + (int64_t)m->emb.row_bytes;
     in->weight_dtype = m->layers[0].Wr.dtype;
 }
 

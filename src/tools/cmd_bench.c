@@ -52,7 +52,7 @@ int cmd_bench(int argc, char **argv) {
     double td = tool_now() - t0;
     printf("bench: %s, %d layers, n_embd %d, %s, %d threads: prefill %d tokens %.1f tok/s, decode %d tokens %.1f "
            "tok/s (%.2f GB/s of weights)\n", mo.model, in.n_layer, in.n_embd, mrw_dtype_name(in.weight_dtype),
-           mrw_context_n_threads(ctx), n_prompt, n_prompt / tp, n_gen, n_gen / td, in.weight_bytes * (n_gen / td) / 1e9);
+           mrw_context_n_threads(ctx), n_prompt, n_prompt / tp, n_gen, n_gen / td, in.decode_bytes * (n_gen / td) / 1e9);
     rc = 0;
 out:
     free(ids);

@@ -153,6 +153,7 @@ int cmd_generate(int argc, char **argv) {
     double t1 = tool_now();
     tool_printer_flush(&d.pr);
     if (n_gen) fputc('\n', stdout);
+    fflush(stdout);
     if (!g.quiet) {
         double tp = (d.t_first ? d.t_first : t1) - t0, td = d.t_first ? t1 - d.t_first : 0;
         fprintf(stderr, "[prompt %d tokens in %.2f s (%.1f tok/s); generated %d tokens in %.2f s (%.1f tok/s)]\n", n_ids,
