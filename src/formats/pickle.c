@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/strutil.h"
 
 /* -------------------------------------------------------------------------------------------- opcodes */
 
@@ -172,18 +173,6 @@ static mrw_status fail(U *u, mrw_status code, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return mrw_err(u->err, code, "offset %zu: %s", u->at, msg);
-}
-
-static const char *printable(char *out, size_t cap, const char *s, size_t n) {
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 8 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '\\') out[o++] = (char)ch;
-        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", ch);
-    }
-    if (o + 8 >= cap && n) memcpy(out + o, "...", 4), o += 3;
-    out[o] = 0;
-    return out;
 }
 
 static mrw_status nomem(U *u) {
@@ -462,8 +451,8 @@ static mrw_status resolve_global(U *u, const char *mod, size_t ml, const char *n
         }
     char a[160], b[160];
     return fail(u, MRW_E_SECURITY, "refusing to load: the pickle references %s.%s, which is not an allowed "
-                "global (only tensors and dicts are allowed)", printable(a, sizeof a, mod, ml),
-                printable(b, sizeof b, name, nl));
+                "global (only tensors and dicts are allowed)", mrw_printable(a, sizeof a, mod, ml),
+                mrw_printable(b, sizeof b, name, nl));
 }
 
 /* One newline-terminated GLOBAL operand. */
@@ -594,7 +583,7 @@ static mrw_status rebuild_tensor(U *u, const val *args, val **out) {
                 return fail(u, MRW_E_UNSUPPORTED,
                             "a tensor with metadata '%s' set, which modrwkv cannot apply; "
                             "save a plain copy of it (tensor.clone().resolve_neg().resolve_conj())",
-                            k->kind == V_STR ? printable(kb, sizeof kb, k->u.s.p, k->u.s.n) : "?");
+                            k->kind == V_STR ? mrw_printable(kb, sizeof kb, k->u.s.p, k->u.s.n) : "?");
             }
     } else if (n == 7 && a[6]->kind != V_NONE) {
         return fail(u, MRW_E_FORMAT,

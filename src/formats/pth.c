@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/strutil.h"
 #include "formats/pickle.h"
 #include "formats/tfile_impl.h"
 #include "formats/zip.h"
@@ -29,18 +30,6 @@
 
 static int mul_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
 static int add_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_add_overflow(a, b, out); }
-
-static const char *printable(char *out, size_t cap, const char *s, size_t n) {
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 8 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '\\') out[o++] = (char)ch;
-        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", ch);
-    }
-    if (o + 8 >= cap && n) memcpy(out + o, "...", 4), o += 3;
-    out[o] = 0;
-    return out;
-}
 
 /* Row-major contiguity; dimensions of size 1 may have any stride. */
 static int is_contiguous(const mrw_pkl_tensor *t) {
@@ -113,8 +102,8 @@ static mrw_status find_pickle(pth_reader *r, mrw_error *err) {
             char a[200], b[200];
             return mrw_err(err, MRW_E_FORMAT,
                            "%s: the archive holds two pickles, '%s' and '%s'; a torch.save "
-                           "checkpoint has one", r->what, printable(a, sizeof a, pkl->name, pkl->name_len),
-                           printable(b, sizeof b, e->name, e->name_len));
+                           "checkpoint has one", r->what, mrw_printable(a, sizeof a, pkl->name, pkl->name_len),
+                           mrw_printable(b, sizeof b, e->name, e->name_len));
         }
         pkl = e;
     }
@@ -165,7 +154,7 @@ static mrw_status check_records(pth_reader *r, mrw_error *err) {
 static mrw_status unpickle(pth_reader *r, mrw_error *err) {
     const uint8_t *d;
     char nb[200];
-    printable(nb, sizeof nb, r->pkl->name, r->pkl->name_len);
+    mrw_printable(nb, sizeof nb, r->pkl->name, r->pkl->name_len);
     if (r->pkl->size > MRW_PKL_MAX_BYTES)
         return mrw_err(err, MRW_E_LIMIT, "%s: %s is %llu bytes (limit %zu MiB)", r->what, nb,
                        (unsigned long long)r->pkl->size, MRW_PKL_MAX_BYTES >> 20);
@@ -306,31 +295,16 @@ static mrw_status pth_parse(mrw_tfile *f, const uint8_t *buf, size_t len, const 
     return s;
 }
 
+static mrw_status pth_parse_file(mrw_tfile *f, const char *path, mrw_error *err) {
+    return pth_parse(f, f->map.data, f->map.size, path ? path : "<memory>", err);
+}
+
 mrw_status mrw_pth_open_mem(const void *buf, size_t len, mrw_tfile **out, mrw_error *err) {
-    *out = NULL;
-    mrw_tfile *f = mrw_tfile_alloc(MRW_FMT_PTH);
-    if (!f) return mrw_err(err, MRW_E_NOMEM, "out of memory");
-    mrw_status s = pth_parse(f, buf, len, "<memory>", err);
-    if (s) {
-        mrw_tfile_close(f);
-        return s;
-    }
-    *out = f;
-    return MRW_OK;
+    return mrw_tfile_open_buffer(MRW_FMT_PTH, buf, len, pth_parse_file, out, err);
 }
 
 mrw_status mrw_pth_open(const char *path, mrw_tfile **out, mrw_error *err) {
-    *out = NULL;
-    mrw_tfile *f = mrw_tfile_alloc(MRW_FMT_PTH);
-    if (!f) return mrw_err(err, MRW_E_NOMEM, "out of memory");
-    mrw_status s = mrw_map_file(path, &f->map, err);
-    if (!s) s = pth_parse(f, f->map.data, f->map.size, path, err);
-    if (s) {
-        mrw_tfile_close(f); /* also unmaps */
-        return s;
-    }
-    *out = f;
-    return MRW_OK;
+    return mrw_tfile_open_file(MRW_FMT_PTH, path, pth_parse_file, out, err);
 }
 
 /* ------------------------------------------------------------------------------------------- writing */

@@ -410,37 +410,18 @@ static mrw_status st_parse(mrw_tfile *f, mrw_error *err) {
     return s;
 }
 
-static mrw_status st_open_mapping(mrw_mapping map, mrw_tfile **out, mrw_error *err) {
-    mrw_tfile *f = mrw_tfile_alloc(MRW_FMT_SAFETENSORS);
-    if (!f) {
-        mrw_unmap(&map);
-        return mrw_err(err, MRW_E_NOMEM, "out of memory");
-    }
-    f->map = map; /* closed (and unmapped) with f, on failure too */
+static mrw_status st_parse_file(mrw_tfile *f, const char *path, mrw_error *err) {
     mrw_status s = st_parse(f, err);
-    if (s != MRW_OK) {
-        mrw_tfile_close(f);
-        return s;
-    }
-    *out = f;
-    return MRW_OK;
+    if (s != MRW_OK && path && err) mrw_err_prefix(err, "%s", path);
+    return s;
 }
 
 mrw_status mrw_safetensors_open_mem(const void *buf, size_t len, mrw_tfile **out, mrw_error *err) {
-    *out = NULL;
-    if (!buf && len) return mrw_err(err, MRW_E_ARG, "NULL buffer");
-    mrw_mapping map = {buf, len, 0};
-    return st_open_mapping(map, out, err);
+    return mrw_tfile_open_buffer(MRW_FMT_SAFETENSORS, buf, len, st_parse_file, out, err);
 }
 
 mrw_status mrw_safetensors_open(const char *path, mrw_tfile **out, mrw_error *err) {
-    *out = NULL;
-    mrw_mapping map;
-    mrw_status s = mrw_map_file(path, &map, err);
-    if (s != MRW_OK) return s;
-    s = st_open_mapping(map, out, err);
-    if (s != MRW_OK) mrw_err_prefix(err, "%s", path);
-    return s;
+    return mrw_tfile_open_file(MRW_FMT_SAFETENSORS, path, st_parse_file, out, err);
 }
 
 /* ------------------------------------------------------------------------------------------ writing */

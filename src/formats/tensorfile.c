@@ -91,6 +91,39 @@ mrw_status mrw_tfile_finish(mrw_tfile *f, mrw_error *err) {
     return MRW_OK;
 }
 
+static mrw_status open_mapping(mrw_file_format fmt, mrw_mapping map, const char *path, mrw_tfile_parse_fn parse,
+                               mrw_tfile **out, mrw_error *err) {
+    mrw_tfile *f = mrw_tfile_alloc(fmt);
+    if (!f) {
+        mrw_unmap(&map);
+        return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    }
+    f->map = map; /* closed (and unmapped) with f, on failure too */
+    mrw_status s = parse(f, path, err);
+    if (s != MRW_OK) {
+        mrw_tfile_close(f);
+        return s;
+    }
+    *out = f;
+    return MRW_OK;
+}
+
+mrw_status mrw_tfile_open_file(mrw_file_format fmt, const char *path, mrw_tfile_parse_fn parse, mrw_tfile **out,
+                               mrw_error *err) {
+    *out = NULL;
+    mrw_mapping map;
+    mrw_status s = mrw_map_file(path, &map, err);
+    return s ? s : open_mapping(fmt, map, path, parse, out, err);
+}
+
+mrw_status mrw_tfile_open_buffer(mrw_file_format fmt, const void *buf, size_t len, mrw_tfile_parse_fn parse,
+                                 mrw_tfile **out, mrw_error *err) {
+    *out = NULL;
+    if (!buf && len) return mrw_err(err, MRW_E_ARG, "NULL buffer");
+    mrw_mapping map = {buf, len, 0};
+    return open_mapping(fmt, map, NULL, parse, out, err);
+}
+
 void mrw_tfile_close(mrw_tfile *f) {
     if (!f) return;
     for (int i = 0; i < f->n_owned; i++) free(f->owned[i]);

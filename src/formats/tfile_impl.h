@@ -30,4 +30,12 @@ mrw_meta *mrw_tfile_add_meta(mrw_tfile *f, const mrw_meta *m);
 /* Builds the name index and rejects duplicate tensor names. */
 mrw_status mrw_tfile_finish(mrw_tfile *f, mrw_error *err);
 
+/* A format's parser: fills f from f->map. `path` is the file's path, or NULL for a memory buffer. */
+typedef mrw_status (*mrw_tfile_parse_fn)(mrw_tfile *f, const char *path, mrw_error *err);
+/* The shared open paths: map the file (or wrap the buffer), parse, and on failure free everything. */
+mrw_status mrw_tfile_open_file(mrw_file_format fmt, const char *path, mrw_tfile_parse_fn parse, mrw_tfile **out,
+                               mrw_error *err);
+mrw_status mrw_tfile_open_buffer(mrw_file_format fmt, const void *buf, size_t len, mrw_tfile_parse_fn parse,
+                                 mrw_tfile **out, mrw_error *err);
+
 #endif

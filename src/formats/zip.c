@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/strutil.h"
 
 /* Record signatures and fixed sizes (APPNOTE.TXT). */
 #define SIG_LOCAL 0x04034b50u
@@ -134,20 +135,8 @@ uint32_t mrw_crc32(const mrw_crc32_ctx *c, uint32_t crc, const void *data, size_
 /* ---------------------------------------------------------------------------------------------- helpers */
 
 
-/* An entry name fit for an error message: printable ASCII kept, other bytes as \xNN, long names cut. */
-static const char *printable(char *out, size_t cap, const char *s, size_t n) {
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 8 < cap; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '\\') out[o++] = (char)ch;
-        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", ch);
-    }
-    if (o + 8 >= cap && n) memcpy(out + o, "...", 4), o += 3;
-    out[o] = 0;
-    return out;
-}
 #define NAMEBUF 200
-#define ENAME(e, b) printable(b, sizeof b, (e)->name, (e)->name_len)
+#define ENAME(e, b) mrw_printable(b, sizeof b, (e)->name, (e)->name_len)
 
 static const char *method_name(unsigned m) {
     switch (m) {

@@ -42,6 +42,10 @@ typedef int (*mrw_claim_fn)(void *user, const char *name);
 mrw_status mrw_rwkv7_from_file(mrw_tfile *file, const char *prefix, const mrw_load_params *params,
                                mrw_claim_fn claimed, void *claim_user, mrw_model **out, mrw_error *err);
 
+/* Keeps p (a malloc'd buffer of the model's weights) to be freed with the model; returns p, or NULL (p
+ * freed) when tracking fails. */
+void *mrw_model_own(mrw_model *m, void *p);
+
 /* Fills info.n_params, weight_bytes and weight_dtype from the loaded tensors. */
 void mrw_rwkv7_count(mrw_model *m);
 

@@ -23,7 +23,7 @@ typedef struct {
     uint64_t prog_done;
 } loader;
 
-static void *own(mrw_model *m, void *p) {
+void *mrw_model_own(mrw_model *m, void *p) {
     if (!p) return NULL;
     if (m->n_owned == m->cap_owned) {
         int cap = m->cap_owned ? m->cap_owned * 2 : 256;
@@ -73,7 +73,7 @@ static mrw_status vec_from(loader *L, const mrw_tensor_info *t, int n, float **o
     if (!mrw_dtype_is_float(t->dtype) && !mrw_dtype_is_quant(t->dtype))
         return mrw_err(L->err, MRW_E_UNSUPPORTED, "tensor '%s' has dtype %s; expected a floating-point type",
                        t->name, mrw_dtype_name(t->dtype));
-    float *v = own(L->m, malloc((size_t)n * sizeof *v));
+    float *v = mrw_model_own(L->m, malloc((size_t)n * sizeof *v));
     if (!v) return mrw_err(L->err, MRW_E_NOMEM, "out of memory");
     mrw_to_f32(t->dtype, t->data, v, n);
     *out = v;
@@ -108,7 +108,7 @@ static mrw_status lora(loader *L, const char *name, int in, int out_dim, mrw_mat
         return mrw_err(L->err, MRW_E_UNSUPPORTED, "tensor '%s' has dtype %s", t->name, mrw_dtype_name(t->dtype));
     size_t n = (size_t)in * out_dim;
     float *src = malloc(n * sizeof *src);
-    float *dst = own(L->m, malloc(n * sizeof *dst));
+    float *dst = mrw_model_own(L->m, malloc(n * sizeof *dst));
     if (!src || !dst) {
         free(src);
         return mrw_err(L->err, MRW_E_NOMEM, "out of memory");
@@ -146,7 +146,7 @@ static mrw_status big(loader *L, const char *name, int rows, int cols, mrw_mat *
         mrw_mat_init(m, want, rows, cols, t->data);
     } else {
         size_t rb_out = mrw_dtype_row_bytes(want, cols), rb_in = mrw_dtype_row_bytes(t->dtype, cols);
-        uint8_t *dst = own(L->m, aligned_alloc(64, ((size_t)rows * rb_out + 63) & ~(size_t)63));
+        uint8_t *dst = mrw_model_own(L->m, aligned_alloc(64, ((size_t)rows * rb_out + 63) & ~(size_t)63));
         if (!dst) return mrw_err(L->err, MRW_E_NOMEM, "out of memory converting '%s'", t->name);
         const uint8_t *src = t->data;
         int failed = 0;
@@ -393,7 +393,7 @@ mrw_status mrw_rwkv7_from_file(mrw_tfile *file, const char *prefix, const mrw_lo
     if ((s = big(&L, L.gguf ? "token_embd.weight" : "emb.weight", in->n_vocab, C, &m->emb))) goto fail;
     if ((s = vec(&L, L.gguf ? "token_embd_norm.weight" : "blocks.0.ln0.weight", C, &m->ln0_w))) goto fail;
     if ((s = vec(&L, L.gguf ? "token_embd_norm.bias" : "blocks.0.ln0.bias", C, &m->ln0_b))) goto fail;
-    m->layers = own(m, calloc((size_t)in->n_layer, sizeof *m->layers));
+    m->layers = mrw_model_own(m, calloc((size_t)in->n_layer, sizeof *m->layers));
     if (!m->layers) { s = mrw_err(err, MRW_E_NOMEM, "out of memory"); goto fail; }
     for (int i = 0; i < in->n_layer; i++) {
         s = L.gguf ? load_layer_gguf(&L, i, &m->layers[i]) : load_layer_official(&L, i, &m->layers[i]);

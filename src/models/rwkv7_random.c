@@ -36,21 +36,8 @@ typedef struct {
     mrw_error *err;
 } rnd;
 
-static void *own(mrw_model *m, void *p) {
-    if (!p) return NULL;
-    if (m->n_owned == m->cap_owned) {
-        int cap = m->cap_owned ? m->cap_owned * 2 : 256;
-        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
-        if (!o) { free(p); return NULL; }
-        m->owned = o;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = p;
-    return p;
-}
-
 static float *vec(rnd *r, int n, float lo, float hi) {
-    float *v = own(r->m, malloc((size_t)n * sizeof *v));
+    float *v = mrw_model_own(r->m, malloc((size_t)n * sizeof *v));
     if (v) fill_uniform(v, n, r->seed, r->tensor_id, 0, lo, hi);
     r->tensor_id++;
     return v;
@@ -60,7 +47,7 @@ static float *vec(rnd *r, int n, float lo, float hi) {
 static int mat(rnd *r, mrw_mat *m, mrw_dtype dt, int rows, int cols, float scale) {
     size_t rb = mrw_dtype_row_bytes(dt, cols);
     if (!rb) return -1;
-    uint8_t *d = own(r->m, aligned_alloc(64, ((size_t)rows * rb + 63) & ~(size_t)63));
+    uint8_t *d = mrw_model_own(r->m, aligned_alloc(64, ((size_t)rows * rb + 63) & ~(size_t)63));
     if (!d) return -1;
     const uint64_t id = r->tensor_id++;
     int failed = 0;
@@ -123,7 +110,7 @@ mrw_status mrw_model_new_random(const mrw_rwkv7_config *cfg, mrw_dtype dtype, ui
     M(m->emb, dtype, c.n_vocab, C, 1.0f);
     V(m->ln0_w, 0.8f, 1.2f);
     V(m->ln0_b, -0.1f, 0.1f);
-    m->layers = own(m, calloc((size_t)c.n_layer, sizeof *m->layers));
+    m->layers = mrw_model_own(m, calloc((size_t)c.n_layer, sizeof *m->layers));
     bad |= !m->layers;
     for (int i = 0; i < c.n_layer && !bad; i++) {
         rwkv7_layer *l = &m->layers[i];

@@ -1,0 +1,11 @@
+/* Small string helpers shared by the parsers. */
+#ifndef MRW_BASE_STRUTIL_H
+#define MRW_BASE_STRUTIL_H
+
+#include <stddef.h>
+
+/* A name from an untrusted file, fit for an error message: printable ASCII kept, other bytes as \xNN, long
+ * names cut with "...". Writes into out (cap >= 16) and returns it. */
+const char *mrw_printable(char *out, size_t cap, const char *s, size_t n);
+
+#endif
