@@ -60,9 +60,12 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $< $(LIB) -o $@ $(LDLIBS_ALL)
 
-$(BUILD)/bench/%: bench/%.c $(LIB)
+# Benchmarks may compare against OpenBLAS (the encoder GEMM rate); the library itself does not use it.
+BENCH_LDLIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+BENCH_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
+$(BUILD)/bench/%: bench/%.c bench/bench_machine.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $< $(LIB) -o $@ $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) $(BENCH_CFLAGS) $(LDFLAGS_ALL) $< $(LIB) -o $@ $(LDLIBS_ALL) $(BENCH_LDLIBS)
 
 $(BUILD)/fuzz-replay/%: fuzz/%.c fuzz/replay_main.c $(LIB)
 	@mkdir -p $(dir $@)
