@@ -181,6 +181,83 @@ mrw_status mrw_eval_tokens(mrw_context *ctx, mrw_state *state, const int32_t *to
 mrw_status mrw_eval_embeddings(mrw_context *ctx, mrw_state *state, const float *embd, int n,
                                mrw_logits_mode mode, float *logits, mrw_error *err);
 
+/* ------------------------------------------------------------------------------ multimodal (ModRWKV) */
+
+/* A ModRWKV model: RWKV-7 + a frozen modality encoder + [Conv1D compression] + an adapter. Files understood:
+ *   v1 checkpoint (rwkv-0.pth): RWKV keys unprefixed + modality.world_encoder.adapter.* (vision: proj.0,
+ *     proj.2, pre_norm; audio: conv, proj.0, proj.2); the encoder comes from mrw_mm_params.encoder (a Hugging
+ *     Face directory or weight file); features are prepended to the text.
+ *   v2 checkpoint: llm.*, proj.{mlp.0,mlp.2,pre_norm[,conv]}.*, encoder.model.* (the whole encoder); features
+ *     fill the <|image_pad|> (65532) runs of the prompt, up to 3 images.
+ *   a bundle written by mrw_mm_save: everything in one safetensors file that describes itself.
+ *   an encoder alone (Hugging Face layout): encoding only, for `modrwkv encode`. */
+typedef struct mrw_mm mrw_mm;
+
+typedef enum { MRW_ENC_NONE = 0, MRW_ENC_SIGLIP, MRW_ENC_CLIP, MRW_ENC_WHISPER, MRW_ENC_WAVLM } mrw_encoder_kind;
+typedef enum { MRW_SPLICE_PREPEND = 1, MRW_SPLICE_PLACEHOLDER = 2 } mrw_splice_mode;
+
+typedef struct {
+    /* Hugging Face encoder: a directory (config.json + model.safetensors [+ preprocessor_config.json]) or a
+     * weight file. Needed for v1 checkpoints; for v2 and bundles it may supply config.json (the weights stay
+     * the checkpoint's). */
+    const char *encoder;
+    /* Conv1D compression over the encoder tokens, kernel/stride (0: none, unless the file carries one). */
+    int compress_k, compress_s;
+    const char *compress_weights; /* safetensors with compress.weight [E,E,k] (+ compress.bias); NULL: the
+                                     checkpoint's, else average pooling */
+    mrw_load_params lm;           /* how to load the language model */
+    int encoder_keep_dtype;       /* compute the encoder with f16/bf16 weights as stored (faster, not exact) */
+} mrw_mm_params;
+
+typedef struct {
+    mrw_encoder_kind encoder;
+    int encoder_width;       /* E */
+    int has_lm;              /* 0 for an encoder-only file */
+    int adapter_version;     /* 1 or 2; 0 without an adapter */
+    int adapter_audio;       /* the v1 audio adapter (conv + MLP) */
+    mrw_splice_mode splice;
+    int compress_k, compress_s, compress_trained;
+    int image_size;          /* vision: the encoder's input side */
+} mrw_mm_info;
+
+/* Features of one image or recording: n rows of dim floats. */
+typedef struct {
+    float *rows;
+    int n, dim;
+} mrw_features;
+
+mrw_mm_params mrw_mm_params_default(void);
+/* 1 if `path` holds adapter tensors (v1/v2 checkpoint or bundle), 0 otherwise (or unreadable). */
+int mrw_is_modrwkv_file(const char *path);
+mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **out, mrw_error *err);
+void mrw_mm_free(mrw_mm *mm);
+const mrw_model *mrw_mm_model(const mrw_mm *mm); /* NULL for an encoder-only file */
+mrw_mm_info mrw_mm_get_info(const mrw_mm *mm);
+
+/* Media file -> features ready to splice (encoder -> [compression] -> adapter: n x n_embd). `encoder_out`
+ * (may be NULL) receives the encoder's last_hidden_state (for Whisper trimmed to the real audio), and is
+ * all an encoder-only model gives (then `out` may be NULL). Images: PNG, JPEG, BMP, GIF; audio: what
+ * libsndfile reads (WAV, FLAC, OGG, MP3), any rate and channel count. */
+mrw_status mrw_mm_encode_image(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err);
+mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err);
+void mrw_features_free(mrw_features *f);
+/* Writes features as a safetensors file: "last_hidden_state" (the encoder's output) and/or "features" (after
+ * compression and adapter), F32 [n, dim]; either may be NULL. Atomic. */
+mrw_status mrw_features_save(const char *path, const mrw_features *encoder_out, const mrw_features *adapted,
+                             mrw_error *err);
+
+/* Evaluates a prompt with features spliced in: prepend mode puts all features (in order) before the tokens;
+ * placeholder mode writes feats[i] into the i-th run of <|image_pad|> tokens (each run must have exactly
+ * feats[i].n tokens; wrapping 65530/65531 tokens stay text). Everything goes through ln0 and one prefill. */
+mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, const mrw_features *feats, int n_feats,
+                       const int32_t *tokens, int n_tokens, mrw_logits_mode mode, float *logits, mrw_error *err);
+
+/* Writes everything (language model, adapter, compression, encoder weights and its configuration) into one
+ * self-describing safetensors file, so that mrw_mm_load(path) needs nothing else. Atomic. */
+mrw_status mrw_mm_save(const mrw_mm *mm, const char *path, int progress, mrw_error *err);
+
 /* ----------------------------------------------------------------------------------------------- vocab */
 
 /* The RWKV World vocabulary file (rwkv_vocab_v20230424.txt, LF or CRLF line ends). ModRWKV's v2 special
@@ -197,6 +274,12 @@ int mrw_vocab_size(const mrw_vocab *vocab); /* largest id + 1 */
  * Writes at most `cap` ids to `out` and returns the total number of tokens the text needs (call again with
  * a larger buffer if it exceeds cap), or -1 if the vocabulary cannot encode some byte. */
 int64_t mrw_tokenize(const mrw_vocab *vocab, const char *text, size_t len, int32_t *out, size_t cap);
+/* mrw_tokenize with options. MRW_TOKENIZE_SPECIAL: the text of special tokens ("<|vision_start|>",
+ * "<|vision_end|>", "<|image_pad|>") is encoded as their ids (65530..65532); plain mrw_tokenize never
+ * produces them, exactly like the reference tokenizer. */
+#define MRW_TOKENIZE_SPECIAL 1u
+int64_t mrw_tokenize_ex(const mrw_vocab *vocab, const char *text, size_t len, int32_t *out, size_t cap,
+                        unsigned flags);
 /* Bytes of one token (not NUL-terminated); NULL and *len = 0 for ids without text (0, padding). */
 const uint8_t *mrw_token_bytes(const mrw_vocab *vocab, int32_t id, size_t *len);
 
@@ -286,6 +369,12 @@ typedef struct {
 } mrw_generate_params;
 
 mrw_generate_params mrw_generate_params_default(void); /* 256 tokens, stop at 24 ("\x17"), feed_last on */
+
+/* Samples token by token (RNN mode) starting from `logits` (n_vocab floats: the last position of whatever was
+ * evaluated into `state`, e.g. by mrw_mm_eval); `logits` is used as scratch. */
+mrw_status mrw_generate_continue(mrw_context *ctx, mrw_state *state, mrw_sampler *sampler, float *logits,
+                                 const mrw_generate_params *params, mrw_token_cb cb, void *user, int *n_generated,
+                                 mrw_error *err);
 
 /* Evaluates the prompt (sequence mode), then samples token by token (RNN mode). `prompt` must not be empty.
  * *n_generated (may be NULL) receives the number of tokens passed to cb. */

@@ -12,18 +12,13 @@ mrw_generate_params mrw_generate_params_default(void) {
     return p;
 }
 
-mrw_status mrw_generate(mrw_context *ctx, mrw_state *state, mrw_sampler *sampler, const int32_t *prompt, int n_prompt,
-                        const mrw_generate_params *params, mrw_token_cb cb, void *user, int *n_generated,
-                        mrw_error *err) {
+mrw_status mrw_generate_continue(mrw_context *ctx, mrw_state *state, mrw_sampler *sampler, float *logits,
+                                 const mrw_generate_params *params, mrw_token_cb cb, void *user, int *n_generated,
+                                 mrw_error *err) {
     mrw_generate_params p = params ? *params : mrw_generate_params_default();
     if (p.max_tokens <= 0) p.max_tokens = 256;
     if (n_generated) *n_generated = 0;
-    if (n_prompt <= 0) return mrw_err(err, MRW_E_ARG, "empty prompt: give at least one token");
-    const int V = mrw_model_get_info(mrw_context_model(ctx)).n_vocab;
-    float *logits = malloc((size_t)V * sizeof *logits);
-    if (!logits) return mrw_err(err, MRW_E_NOMEM, "out of memory");
-    for (int i = 0; i < n_prompt; i++) mrw_sampler_accept(sampler, prompt[i]);
-    mrw_status s = mrw_eval_tokens(ctx, state, prompt, n_prompt, MRW_LOGITS_LAST, logits, err);
+    mrw_status s = MRW_OK;
     int n = 0;
     while (s == MRW_OK && n < p.max_tokens) {
         int32_t tok = mrw_sample(sampler, logits, 0);
@@ -38,7 +33,21 @@ mrw_status mrw_generate(mrw_context *ctx, mrw_state *state, mrw_sampler *sampler
         }
         s = mrw_eval_tokens(ctx, state, &tok, 1, MRW_LOGITS_LAST, logits, err);
     }
-    free(logits);
     if (n_generated) *n_generated = n;
+    return s;
+}
+
+mrw_status mrw_generate(mrw_context *ctx, mrw_state *state, mrw_sampler *sampler, const int32_t *prompt, int n_prompt,
+                        const mrw_generate_params *params, mrw_token_cb cb, void *user, int *n_generated,
+                        mrw_error *err) {
+    if (n_generated) *n_generated = 0;
+    if (n_prompt <= 0) return mrw_err(err, MRW_E_ARG, "empty prompt: give at least one token");
+    const int V = mrw_model_get_info(mrw_context_model(ctx)).n_vocab;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    if (!logits) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    for (int i = 0; i < n_prompt; i++) mrw_sampler_accept(sampler, prompt[i]);
+    mrw_status s = mrw_eval_tokens(ctx, state, prompt, n_prompt, MRW_LOGITS_LAST, logits, err);
+    if (s == MRW_OK) s = mrw_generate_continue(ctx, state, sampler, logits, params, cb, user, n_generated, err);
+    free(logits);
     return s;
 }

@@ -77,11 +77,7 @@ mrw_status mrw_gguf_unescape_token(const char *s, size_t n, uint8_t *out, size_t
 size_t mrw_vocab_gguf_token_string(const mrw_vocab *v, int32_t id, char *out, size_t cap);
 int mrw_vocab_gguf_token_type(const mrw_vocab *v, int32_t id);
 
-/* mrw_tokenize with options. MRW_TOKENIZE_SPECIAL: the text of special tokens ("<|image_pad|>") is split out
- * first and encoded as the special id; the pieces between are tokenized as usual. */
-#define MRW_TOKENIZE_SPECIAL 1u
-int64_t mrw_tokenize_ex(const mrw_vocab *v, const char *text, size_t len, int32_t *out, size_t cap,
-                        unsigned flags);
+/* mrw_tokenize_ex and MRW_TOKENIZE_SPECIAL are public (include/modrwkv.h). */
 
 /* ---- shared between vocab.c and tokenizer.c ---- */
 

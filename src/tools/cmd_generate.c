@@ -1,5 +1,6 @@
 /* modrwkv generate: prompt -> streamed text.  modrwkv chat: the ModRWKV chat template, one-shot or
  * interactive, keeping the RNN state across turns. */
+#define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -83,16 +84,74 @@ static int save_state(const char *cmd, const mrw_state *st, const char *path) {
 static const char *k_generate_usage =
     "usage: modrwkv generate -m MODEL (-p TEXT | -f FILE) [options]\n"
     "Continues a text prompt and streams the result to stdout. Greedy by default; stops at token 24 (the\n"
-    "turn end \\x17) unless --ignore-stop; token 0 is never generated.\n\n"
+    "turn end \\x17) unless --ignore-stop; token 0 is never generated. With a ModRWKV model and --image/--audio\n"
+    "the features are spliced in (v1: before the prompt; v2: at each \"<image>\" in the prompt, or in front).\n\n"
     "  -p, --prompt TEXT    the prompt\n"
     "  -f, --file FILE      read the prompt from FILE ('-' = stdin)\n"
     "      --echo           print the prompt before the continuation\n"
-    "      --ignore-stop    do not stop at token 24\n" TOOL_MODEL_HELP SAMPLING_HELP;
+    "      --ignore-stop    do not stop at token 24\n" TOOL_MODEL_HELP SAMPLING_HELP TOOL_MEDIA_HELP;
+
+/* Appends s to a growing buffer; returns 0 or -1 when out of memory. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} sbuf;
+
+static int sb_add(sbuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+/* A v2 image block: <|vision_start|> + <|image_pad|> x n + <|vision_end|> + "\n". */
+static int sb_image_block(sbuf *b, int n) {
+    int bad = sb_add(b, "<|vision_start|>", 16);
+    for (int i = 0; i < n && !bad; i++) bad = sb_add(b, "<|image_pad|>", 13);
+    return bad || sb_add(b, "<|vision_end|>\n", 15);
+}
+
+/* For placeholder (v2) models: the prompt with each "<image>" replaced by the next image's block; images
+ * without a marker go in front. */
+static char *expand_images(const tool_session *s, const char *text, size_t len, size_t *out_len) {
+    sbuf b = {0};
+    int used = 0, bad = 0;
+    for (const char *q = text; q < text + len && !bad;) {
+        const char *m = memmem(q, (size_t)(text + len - q), "<image>", 7);
+        if (!m || used == s->n_feats) {
+            bad = sb_add(&b, q, (size_t)(text + len - q));
+            break;
+        }
+        bad = sb_add(&b, q, (size_t)(m - q)) || sb_image_block(&b, s->feats[used++].n);
+        q = m + 7;
+    }
+    if (!bad && used < s->n_feats) {
+        sbuf front = {0};
+        for (int i = used; i < s->n_feats && !bad; i++) bad = sb_image_block(&front, s->feats[i].n);
+        if (!bad) bad = sb_add(&front, b.p ? b.p : "", b.n);
+        free(b.p);
+        b = front;
+    }
+    if (bad) {
+        free(b.p);
+        return NULL;
+    }
+    *out_len = b.n;
+    return b.p ? b.p : strdup("");
+}
 
 int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate";
     gen_opts g;
     gen_defaults(&g);
+    tool_media_opts media = {0};
     const char *prompt = NULL, *file = NULL;
     tool_args a;
     tool_args_init(&a, argc, argv, cmd, k_generate_usage);
@@ -102,12 +161,12 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(o, "-f") || !strncmp(o, "--file", 6)) file = tool_value(&a, o);
         else if (!strcmp(o, "--echo")) g.echo = 1;
         else if (!strcmp(o, "--ignore-stop")) g.ignore_stop = 1;
-        else if (!sampling_option(&a, o, &g)) tool_unknown(&a, o);
+        else if (!tool_media_option(&a, o, &media) && !sampling_option(&a, o, &g)) tool_unknown(&a, o);
     }
     if (a.failed) return 2;
     if (!prompt && !file) return tool_fail(cmd, "give a prompt with -p TEXT or -f FILE"), 2;
     if (prompt && file) return tool_fail(cmd, "give either -p or -f, not both"), 2;
-    char *text = NULL;
+    char *text = NULL, *expanded = NULL;
     size_t len = 0;
     if (file) {
         if (tool_read_file(cmd, file, &text, &len)) return 1;
@@ -115,25 +174,34 @@ int cmd_generate(int argc, char **argv) {
         len = strlen(prompt);
     }
     int rc = 1;
-    mrw_model *model = NULL;
-    mrw_context *ctx = NULL;
-    mrw_vocab *vocab = NULL;
+    tool_session s;
     mrw_state *st = NULL;
     mrw_sampler *smp = NULL;
     int32_t *ids = NULL;
+    float *logits = NULL;
     int n_ids = 0;
-    if (tool_load_model(cmd, &g.m, &model, &ctx) || tool_load_vocab(cmd, g.m.vocab, model, &vocab)) goto out;
-    if (tool_tokenize(cmd, vocab, file ? text : prompt, len, g.raw_bytes, &ids, &n_ids)) goto out;
-    st = mrw_state_new(model);
-    smp = mrw_sampler_new(&g.sp, mrw_model_get_info(model).n_vocab);
-    if (!st || !smp) {
+    if (tool_session_open(cmd, &g.m, &media, &s)) {
+        free(text);
+        return 1;
+    }
+    const char *src = file ? text : prompt;
+    if (s.special && s.n_feats) {
+        if (!(expanded = expand_images(&s, src, len, &len))) { tool_fail(cmd, "out of memory"); goto out; }
+        src = expanded;
+    }
+    if (tool_tokenize_ex(cmd, s.vocab, src, len, g.raw_bytes, s.special, &ids, &n_ids)) goto out;
+    const int V = mrw_model_get_info(s.model).n_vocab;
+    st = mrw_state_new(s.model);
+    smp = mrw_sampler_new(&g.sp, V);
+    logits = malloc((size_t)V * sizeof *logits);
+    if (!st || !smp || !logits) {
         tool_fail(cmd, "out of memory");
         goto out;
     }
     if (load_state(cmd, st, g.state_in)) goto out;
     gen_cb_data d = {0};
-    tool_printer_init(&d.pr, vocab, stdout);
-    if (g.echo) fwrite(file ? text : prompt, 1, len, stdout);
+    tool_printer_init(&d.pr, s.vocab, stdout);
+    if (g.echo) fwrite(file ? text : prompt, 1, file ? len : strlen(prompt), stdout);
     mrw_generate_params gp = mrw_generate_params_default();
     gp.max_tokens = g.max_tokens;
     if (g.ignore_stop) gp.n_stop = 0;
@@ -141,12 +209,9 @@ int cmd_generate(int argc, char **argv) {
     mrw_error err = {0};
     int n_gen = 0;
     double t0 = tool_now();
-    if (g.max_tokens == 0) { /* only read the prompt (e.g. to save its state) */
-        if (mrw_eval_tokens(ctx, st, ids, n_ids, MRW_LOGITS_NONE, NULL, &err)) {
-            tool_fail(cmd, "%s", err.msg);
-            goto out;
-        }
-    } else if (mrw_generate(ctx, st, smp, ids, n_ids, &gp, on_token, &d, &n_gen, &err)) {
+    for (int i = 0; i < n_ids; i++) mrw_sampler_accept(smp, ids[i]);
+    if (tool_session_eval(cmd, &s, st, ids, n_ids, 1, g.max_tokens ? MRW_LOGITS_LAST : MRW_LOGITS_NONE, logits)) goto out;
+    if (g.max_tokens && mrw_generate_continue(s.ctx, st, smp, logits, &gp, on_token, &d, &n_gen, &err)) {
         tool_fail(cmd, "%s", err.msg);
         goto out;
     }
@@ -164,11 +229,11 @@ int cmd_generate(int argc, char **argv) {
 out:
     free(ids);
     free(text);
+    free(expanded);
+    free(logits);
     mrw_sampler_free(smp);
     mrw_state_free(st);
-    mrw_vocab_free(vocab);
-    mrw_context_free(ctx);
-    mrw_model_free(model);
+    tool_session_close(&s);
     return rc;
 }
 
@@ -179,54 +244,83 @@ static const char *k_chat_usage =
     "Chats with the ModRWKV template: each turn is \"\\x16User: {text}\\x17\\x16Assistant:\" and the answer runs\n"
     "to token 24 (\\x17). With QUESTION, answers it and exits (one-shot, for scripts). Without, reads one user\n"
     "turn per line from stdin; the RNN state is kept across turns. Lines starting with '/': /reset clears\n"
-    "the conversation, /quit ends it.\n\n"
+    "the conversation, /quit ends it.\n"
+    "With --image/--audio (ModRWKV models) the media is encoded once and goes with the first turn; --audio\n"
+    "without a question transcribes (the ASR prompt \"\\x16Assistant:\" right after the features).\n\n"
     "      --system TEXT    a system turn \"\\x16System: {TEXT}\\x17\" before the first user turn\n"
     "      --template T     'modrwkv' (\\x16User: ..\\x17\\x16Assistant:, default) or 'card' (..\\x17Assistant:)\n"
-    TOOL_MODEL_HELP SAMPLING_HELP;
+    TOOL_MODEL_HELP SAMPLING_HELP TOOL_MEDIA_HELP;
 
 typedef struct {
-    mrw_context *ctx;
+    tool_session *s;
     mrw_state *st;
     mrw_sampler *smp;
-    const mrw_vocab *vocab;
     gen_opts *g;
     mrw_chat_style style;
+    int media_pending; /* the features still have to go with the next turn */
+    float *logits;
 } chat_session;
 
-/* The template text for messages (+ the generation prompt), tokenized. */
-static int chat_tokens(const char *cmd, chat_session *s, const mrw_chat_msg *msg, int add_gen, int32_t **ids, int *n) {
-    size_t len = mrw_chat_prompt(s->style, msg, 1, add_gen, NULL, 0);
-    char *buf = malloc(len + 1);
-    if (!buf) return tool_fail(cmd, "out of memory");
-    mrw_chat_prompt(s->style, msg, 1, add_gen, buf, len + 1);
-    int rc = tool_tokenize(cmd, s->vocab, buf, len, s->g->raw_bytes, ids, n);
-    free(buf);
-    return rc;
+/* Text of a turn: the template around the question; for placeholder (v2) models the images' blocks open the
+ * first user turn. question == NULL: the ASR prompt only. */
+static char *turn_text(chat_session *c, const char *question, size_t *len) {
+    sbuf b = {0};
+    int bad = 0;
+    if (!question) {
+        size_t n = mrw_chat_generation_prompt(c->style, NULL, 0);
+        char *t = malloc(n + 1);
+        if (t) mrw_chat_generation_prompt(c->style, t, n + 1);
+        *len = n;
+        return t;
+    }
+    sbuf q = {0};
+    if (c->media_pending && c->s->special)
+        for (int i = 0; i < c->s->n_feats && !bad; i++) bad = sb_image_block(&q, c->s->feats[i].n);
+    if (!bad) bad = sb_add(&q, question, strlen(question));
+    if (!bad) {
+        mrw_chat_msg msg = {MRW_ROLE_USER, q.p, q.n};
+        size_t n = mrw_chat_prompt(c->style, &msg, 1, 1, NULL, 0);
+        b.p = malloc(n + 1);
+        if (b.p) {
+            mrw_chat_prompt(c->style, &msg, 1, 1, b.p, n + 1);
+            b.n = n;
+        }
+    }
+    free(q.p);
+    *len = b.n;
+    return b.p;
 }
 
-static int chat_turn(const char *cmd, chat_session *s, const char *question) {
-    mrw_chat_msg msg = {MRW_ROLE_USER, question, strlen(question)};
+static int chat_turn(const char *cmd, chat_session *c, const char *question) {
+    size_t len = 0;
+    char *text = turn_text(c, question, &len);
+    if (!text) return tool_fail(cmd, "out of memory");
     int32_t *ids = NULL;
     int n = 0;
-    int rc = chat_tokens(cmd, s, &msg, 1, &ids, &n);
+    int rc = tool_tokenize_ex(cmd, c->s->vocab, text, len, c->g->raw_bytes, c->s->special, &ids, &n);
+    free(text);
     if (rc) return rc;
     gen_cb_data d = {0};
-    tool_printer_init(&d.pr, s->vocab, stdout);
+    tool_printer_init(&d.pr, c->s->vocab, stdout);
     d.pr.skip_leading_space = 1;
     d.pr.hide_token = 24;
     mrw_generate_params gp = mrw_generate_params_default();
-    gp.max_tokens = s->g->max_tokens ? s->g->max_tokens : 256;
+    gp.max_tokens = c->g->max_tokens ? c->g->max_tokens : 256;
     gp.feed_last = 1; /* the next turn continues after the answer's \x17 */
     mrw_error err = {0};
     int n_gen = 0;
     double t0 = tool_now();
-    rc = mrw_generate(s->ctx, s->st, s->smp, ids, n, &gp, on_token, &d, &n_gen, &err);
+    for (int i = 0; i < n; i++) mrw_sampler_accept(c->smp, ids[i]);
+    rc = tool_session_eval(cmd, c->s, c->st, ids, n, c->media_pending, MRW_LOGITS_LAST, c->logits);
     free(ids);
-    if (rc) return tool_fail(cmd, "%s", err.msg);
+    if (rc) return rc;
+    c->media_pending = 0;
+    if (mrw_generate_continue(c->s->ctx, c->st, c->smp, c->logits, &gp, on_token, &d, &n_gen, &err))
+        return tool_fail(cmd, "%s", err.msg);
     tool_printer_flush(&d.pr);
     fputc('\n', stdout);
     fflush(stdout);
-    if (!s->g->quiet) {
+    if (!c->g->quiet) {
         double t1 = tool_now(), tp = (d.t_first ? d.t_first : t1) - t0, td = d.t_first ? t1 - d.t_first : 0;
         fprintf(stderr, "[prompt %d tokens in %.2f s; answer %d tokens at %.1f tok/s]\n", n, tp, n_gen,
                 n_gen > 1 && td > 0 ? (n_gen - 1) / td : 0);
@@ -234,24 +328,28 @@ static int chat_turn(const char *cmd, chat_session *s, const char *question) {
     return 0;
 }
 
-static int chat_system(const char *cmd, chat_session *s, const char *system) {
+static int chat_system(const char *cmd, chat_session *c, const char *system) {
     mrw_chat_msg msg = {MRW_ROLE_SYSTEM, system, strlen(system)};
+    size_t n = mrw_chat_prompt(c->style, &msg, 1, 0, NULL, 0);
+    char *buf = malloc(n + 1);
+    if (!buf) return tool_fail(cmd, "out of memory");
+    mrw_chat_prompt(c->style, &msg, 1, 0, buf, n + 1);
     int32_t *ids = NULL;
-    int n = 0;
-    int rc = chat_tokens(cmd, s, &msg, 0, &ids, &n);
-    if (rc) return rc;
-    mrw_error err = {0};
-    rc = mrw_eval_tokens(s->ctx, s->st, ids, n, MRW_LOGITS_NONE, NULL, &err);
+    int k = 0;
+    int rc = tool_tokenize(cmd, c->s->vocab, buf, n, c->g->raw_bytes, &ids, &k);
+    free(buf);
+    if (!rc) rc = tool_session_eval(cmd, c->s, c->st, ids, k, 0, MRW_LOGITS_NONE, NULL);
     free(ids);
-    return rc ? tool_fail(cmd, "%s", err.msg) : 0;
+    return rc;
 }
 
 int cmd_chat(int argc, char **argv) {
     const char *cmd = "chat";
     gen_opts g;
     gen_defaults(&g);
+    tool_media_opts media = {0};
     const char *system = NULL, *question = NULL;
-    chat_session s = {.g = &g, .style = MRW_CHAT_V1_EVAL};
+    chat_session c = {.g = &g, .style = MRW_CHAT_V1_EVAL};
     tool_args a;
     tool_args_init(&a, argc, argv, cmd, k_chat_usage);
     const char *o;
@@ -259,30 +357,34 @@ int cmd_chat(int argc, char **argv) {
         if (!strncmp(o, "--system", 8)) system = tool_value(&a, o);
         else if (!strncmp(o, "--template", 10)) {
             const char *t = tool_value(&a, o);
-            if (t && !strcmp(t, "card")) s.style = MRW_CHAT_MODEL_CARD;
+            if (t && !strcmp(t, "card")) c.style = MRW_CHAT_MODEL_CARD;
             else if (t && strcmp(t, "modrwkv")) { tool_fail(cmd, "--template must be 'modrwkv' or 'card'"); return 2; }
         } else if (o[0] != '-' || !strcmp(o, "-")) {
             if (question) { tool_fail(cmd, "give one question (quote it)"); return 2; }
             question = o;
-        } else if (!sampling_option(&a, o, &g)) tool_unknown(&a, o);
+        } else if (!tool_media_option(&a, o, &media) && !sampling_option(&a, o, &g)) tool_unknown(&a, o);
     }
     if (a.failed) return 2;
+    tool_session s;
+    if (tool_session_open(cmd, &g.m, &media, &s)) return 1;
+    c.s = &s;
+    c.media_pending = s.n_feats > 0;
     int rc = 1;
-    mrw_model *model = NULL;
-    mrw_vocab *vocab = NULL;
-    if (tool_load_model(cmd, &g.m, &model, &s.ctx) || tool_load_vocab(cmd, g.m.vocab, model, &vocab)) goto out;
-    s.vocab = vocab;
-    s.st = mrw_state_new(model);
-    s.smp = mrw_sampler_new(&g.sp, mrw_model_get_info(model).n_vocab);
-    if (!s.st || !s.smp) {
+    const int V = mrw_model_get_info(s.model).n_vocab;
+    c.st = mrw_state_new(s.model);
+    c.smp = mrw_sampler_new(&g.sp, V);
+    c.logits = malloc((size_t)V * sizeof *c.logits);
+    if (!c.st || !c.smp || !c.logits) {
         tool_fail(cmd, "out of memory");
         goto out;
     }
-    if (load_state(cmd, s.st, g.state_in)) goto out;
-    if (system && chat_system(cmd, &s, system)) goto out;
+    if (load_state(cmd, c.st, g.state_in)) goto out;
+    if (system && chat_system(cmd, &c, system)) goto out;
     if (question) {
         if (!*question) { tool_fail(cmd, "the question is empty"); goto out; }
-        if (chat_turn(cmd, &s, question)) goto out;
+        if (chat_turn(cmd, &c, question)) goto out;
+    } else if (media.audio && !media.n_images) { /* no question: transcribe */
+        if (chat_turn(cmd, &c, NULL)) goto out;
     } else {
         int tty = isatty(0);
         char *line = NULL;
@@ -295,23 +397,24 @@ int cmd_chat(int argc, char **argv) {
             if (n == 0) continue;
             if (!strcmp(line, "/quit")) break;
             if (!strcmp(line, "/reset")) {
-                mrw_state_reset(s.st);
-                if (system && chat_system(cmd, &s, system)) break;
+                mrw_state_reset(c.st);
+                c.media_pending = s.n_feats > 0;
+                if (system && chat_system(cmd, &c, system)) break;
                 continue;
             }
-            if (chat_turn(cmd, &s, line)) { /* a bad turn (e.g. invalid UTF-8) does not end the chat */
-                if (!tty) { free(line); goto out; }
+            if (chat_turn(cmd, &c, line) && !tty) { /* a bad turn (e.g. invalid UTF-8) does not end a chat */
+                free(line);
+                goto out;
             }
         }
         free(line);
     }
-    if (save_state(cmd, s.st, g.state_out)) goto out;
+    if (save_state(cmd, c.st, g.state_out)) goto out;
     rc = 0;
 out:
-    mrw_sampler_free(s.smp);
-    mrw_state_free(s.st);
-    mrw_vocab_free(vocab);
-    mrw_context_free(s.ctx);
-    mrw_model_free(model);
+    free(c.logits);
+    mrw_sampler_free(c.smp);
+    mrw_state_free(c.st);
+    tool_session_close(&s);
     return rc;
 }

@@ -8,18 +8,21 @@
 #include "tools/tools.h"
 
 static const char *k_logits_usage =
-    "usage: modrwkv logits -m MODEL (--text TEXT | --tokens 34,105,110) [options]\n"
+    "usage: modrwkv logits -m MODEL (--text TEXT | --tokens 34,105,110) [--image F | --audio F] [options]\n"
     "Feeds the input from a zero state (or --state-in) and prints the last position's logits, one per line\n"
-    "(%.9g), for every token of the vocabulary. Works for any vocabulary size.\n\n"
+    "(%.9g), for every token of the vocabulary. Works for any vocabulary size. With a ModRWKV model and media,\n"
+    "the features are spliced in as the model does (v1: before the text; v2: into the <|image_pad|> runs of\n"
+    "the text, whose special-token strings are recognised).\n\n"
     "      --text TEXT      tokenized with the model's vocabulary\n"
     "      --tokens LIST    comma-separated token ids\n"
     "      --rnn            feed one token at a time (RNN mode) instead of one sequence\n"
     "      --state-in FILE  start from a saved state\n"
-    "      --raw-bytes      accept text that is not valid UTF-8\n" TOOL_MODEL_HELP;
+    "      --raw-bytes      accept text that is not valid UTF-8\n" TOOL_MODEL_HELP TOOL_MEDIA_HELP;
 
 int cmd_logits(int argc, char **argv) {
     const char *cmd = "logits";
     tool_model_opts mo = {.dtype = MRW_DT_AUTO};
+    tool_media_opts media = {0};
     const char *text = NULL, *tokens = NULL, *state_in = NULL;
     int rnn = 0, raw = 0;
     tool_args a;
@@ -31,33 +34,33 @@ int cmd_logits(int argc, char **argv) {
         else if (!strncmp(o, "--state-in", 10)) state_in = tool_value(&a, o);
         else if (!strcmp(o, "--rnn")) rnn = 1;
         else if (!strcmp(o, "--raw-bytes")) raw = 1;
-        else if (!tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
+        else if (!tool_media_option(&a, o, &media) && !tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
     }
     if (a.failed) return 2;
     if (!text == !tokens) return tool_fail(cmd, "give exactly one of --text or --tokens"), 2;
-    mrw_model *m = NULL;
-    mrw_context *ctx = NULL;
-    mrw_vocab *v = NULL;
+    tool_session s;
+    if (tool_session_open(cmd, &mo, &media, &s)) return 1;
     mrw_state *st = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
     int n = 0, rc = 1;
-    if (tool_load_model(cmd, &mo, &m, &ctx)) goto out;
-    const int V = mrw_model_get_info(m).n_vocab;
+    const int V = mrw_model_get_info(s.model).n_vocab;
     if (tokens) {
         if (tool_parse_tokens(cmd, tokens, V, &ids, &n)) goto out;
     } else {
-        if (tool_load_vocab(cmd, mo.vocab, m, &v) || tool_tokenize(cmd, v, text, strlen(text), raw, &ids, &n)) goto out;
+        if (tool_tokenize_ex(cmd, s.vocab, text, strlen(text), raw, s.special, &ids, &n)) goto out;
     }
-    st = mrw_state_new(m);
+    st = mrw_state_new(s.model);
     logits = malloc((size_t)V * sizeof *logits);
     if (!st || !logits) { tool_fail(cmd, "out of memory"); goto out; }
     mrw_error err = {0};
     if (state_in && mrw_state_load(st, state_in, &err)) { tool_fail(cmd, "%s", err.msg); goto out; }
-    for (int i = 0; i < (rnn ? n : 1); i++) {
-        int s = rnn ? mrw_eval_tokens(ctx, st, ids + i, 1, MRW_LOGITS_LAST, logits, &err)
-                    : mrw_eval_tokens(ctx, st, ids, n, MRW_LOGITS_LAST, logits, &err);
-        if (s) { tool_fail(cmd, "%s", err.msg); goto out; }
+    if (s.n_feats) {
+        if (rnn) { tool_fail(cmd, "--rnn cannot be combined with media"); goto out; }
+        if (tool_session_eval(cmd, &s, st, ids, n, 1, MRW_LOGITS_LAST, logits)) goto out;
+    } else {
+        for (int i = 0; i < (rnn ? n : 1); i++)
+            if (tool_session_eval(cmd, &s, st, rnn ? ids + i : ids, rnn ? 1 : n, 0, MRW_LOGITS_LAST, logits)) goto out;
     }
     for (int i = 0; i < V; i++) printf("%.9g\n", logits[i]);
     rc = 0;
@@ -65,9 +68,7 @@ out:
     free(logits);
     free(ids);
     mrw_state_free(st);
-    mrw_vocab_free(v);
-    mrw_context_free(ctx);
-    mrw_model_free(m);
+    tool_session_close(&s);
     return rc;
 }
 

@@ -8,17 +8,42 @@
 
 static const char *k_convert_usage =
     "usage: modrwkv convert INPUT OUTPUT [--dtype TYPE] [--vocab FILE]\n"
+    "       modrwkv convert CHECKPOINT BUNDLE.safetensors [--encoder DIR] [--compress K,S [--compress-weights F]]\n"
     "Converts an RWKV-7 model between .pth, .safetensors and .gguf (chosen by OUTPUT's extension). .pth and\n"
     ".safetensors use the official key layout; GGUF uses llama.cpp's rwkv7 layout and embeds the vocabulary.\n"
-    "The output is written atomically: on any error nothing is left at OUTPUT.\n\n"
+    "A ModRWKV checkpoint (v1 with --encoder, v2, or a bundle) is bundled into one self-describing safetensors\n"
+    "file (language model, adapter, compression, encoder weights and configuration): -m BUNDLE is then all a\n"
+    "command needs. The output is written atomically: on any error nothing is left at OUTPUT.\n\n"
     "      --dtype TYPE     big matrices (emb, head, r/k/v/o, ffn) as f32, f16, bf16, q8_0 or q4_0; q8_0 and\n"
     "                       q4_0 need a .gguf output (default: as stored). Norms, mixes and LoRAs stay f32.\n"
     "      --vocab FILE     vocabulary to embed in a GGUF ('bytes' for byte-level models; default: the input\n"
-    "                       GGUF's, bytes for 256-token models, else the installed World vocabulary if found)\n";
+    "                       GGUF's, bytes for 256-token models, else the installed World vocabulary if found)\n"
+    TOOL_MEDIA_HELP;
+
+/* ModRWKV checkpoint -> bundle. */
+static int convert_bundle(const char *cmd, const char *in, const char *out, const tool_media_opts *media) {
+    const char *ext = strrchr(out, '.');
+    if (!ext || strcmp(ext, ".safetensors"))
+        return tool_fail(cmd, "%s: a ModRWKV bundle is written as .safetensors", out);
+    mrw_mm_params p = mrw_mm_params_default();
+    p.encoder = media->encoder;
+    p.compress_k = media->compress_k;
+    p.compress_s = media->compress_s;
+    p.compress_weights = media->compress_weights;
+    mrw_mm *mm = NULL;
+    mrw_error err = {0};
+    if (mrw_mm_load(in, &p, &mm, &err)) return tool_fail(cmd, "%s", err.msg);
+    int rc = 0;
+    if (mrw_mm_save(mm, out, isatty(2), &err)) rc = tool_fail(cmd, "%s", err.msg);
+    else fprintf(stderr, "wrote %s: ModRWKV bundle\n", out);
+    mrw_mm_free(mm);
+    return rc;
+}
 
 int cmd_convert(int argc, char **argv) {
     const char *cmd = "convert";
     tool_model_opts mo = {.dtype = MRW_DT_AUTO};
+    tool_media_opts media = {0};
     const char *in = NULL, *out = NULL;
     tool_args a;
     tool_args_init(&a, argc, argv, cmd, k_convert_usage);
@@ -30,12 +55,15 @@ int cmd_convert(int argc, char **argv) {
             else { tool_fail(cmd, "unexpected argument '%s'", o); return 2; }
         } else if (!strncmp(o, "--dtype", 7) || !strncmp(o, "--vocab", 7) || !strcmp(o, "-t") || !strncmp(o, "--threads", 9)) {
             tool_model_option(&a, o, &mo);
+        } else if (tool_media_option(&a, o, &media)) {
+            if (media.n_images || media.audio) { tool_fail(cmd, "convert takes no --image/--audio"); return 2; }
         } else {
             tool_unknown(&a, o);
         }
     }
     if (a.failed) return 2;
     if (!in || !out) return tool_fail(cmd, "give INPUT and OUTPUT (see modrwkv convert --help)"), 2;
+    if (media.encoder || media.compress_k || mrw_is_modrwkv_file(in)) return convert_bundle(cmd, in, out, &media);
     mo.model = in;
     const char *ext = strrchr(out, '.');
     int gguf = ext && !strcmp(ext, ".gguf");
@@ -132,23 +160,13 @@ int cmd_init(int argc, char **argv) {
 }
 
 static const char *k_info_usage =
-    "usage: modrwkv info -m MODEL [--dtype TYPE]\n"
-    "Prints the model's shape (read from its tensors), parameter count and memory.\n";
+    "usage: modrwkv info -m MODEL [--dtype TYPE] [--encoder DIR]\n"
+    "Prints the model's shape (read from its tensors), parameter count and memory; for ModRWKV checkpoints\n"
+    "also the encoder, adapter, splicing and compression found.\n";
 
-int cmd_info(int argc, char **argv) {
-    const char *cmd = "info";
-    tool_model_opts mo = {.dtype = MRW_DT_AUTO};
-    tool_args a;
-    tool_args_init(&a, argc, argv, cmd, k_info_usage);
-    const char *o;
-    while (tool_next(&a, &o))
-        if (o[0] != '-' && !mo.model) mo.model = o;
-        else if (!tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
-    if (a.failed) return 2;
-    mrw_model *m = NULL;
-    if (tool_load_model(cmd, &mo, &m, NULL)) return 1;
+static void print_lm(const char *path, const mrw_model *m) {
     mrw_model_info i = mrw_model_get_info(m);
-    printf("file         %s\n", mo.model);
+    printf("file         %s\n", path);
     printf("layers       %d\n", i.n_layer);
     printf("n_embd       %d (%d heads of %d)\n", i.n_embd, i.n_head, i.head_size);
     printf("n_ffn        %d\n", i.n_ffn);
@@ -162,6 +180,44 @@ int cmd_info(int argc, char **argv) {
         printf("vocabulary   embedded (%d tokens)\n", mrw_vocab_size(v));
         mrw_vocab_free(v);
     }
-    mrw_model_free(m);
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *cmd = "info";
+    tool_model_opts mo = {.dtype = MRW_DT_AUTO};
+    const char *info_encoder = NULL;
+    tool_args a;
+    tool_args_init(&a, argc, argv, cmd, k_info_usage);
+    const char *o;
+    while (tool_next(&a, &o))
+        if (o[0] != '-' && !mo.model) mo.model = o;
+        else if (!strncmp(o, "--encoder", 9)) info_encoder = tool_value(&a, o);
+        else if (!tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
+    if (a.failed) return 2;
+    if (!mo.model) return tool_fail(cmd, "give the model with -m"), 2;
+    if (!mrw_is_modrwkv_file(mo.model)) {
+        mrw_model *m = NULL;
+        if (tool_load_model(cmd, &mo, &m, NULL)) return 1;
+        print_lm(mo.model, m);
+        mrw_model_free(m);
+        return 0;
+    }
+    mrw_mm_params p = mrw_mm_params_default();
+    p.encoder = info_encoder;
+    p.lm.weight_dtype = mo.dtype;
+    mrw_mm *mm = NULL;
+    mrw_error err = {0};
+    if (mrw_mm_load(mo.model, &p, &mm, &err)) return tool_fail(cmd, "%s", err.msg);
+    print_lm(mo.model, mrw_mm_model(mm));
+    mrw_mm_info mi = mrw_mm_get_info(mm);
+    static const char *enc[] = {"none", "SigLIP", "CLIP", "Whisper", "WavLM"};
+    printf("encoder      %s, width %d", enc[mi.encoder], mi.encoder_width);
+    if (mi.image_size) printf(", images %dx%d", mi.image_size, mi.image_size);
+    printf("\nadapter      v%d%s; features %s\n", mi.adapter_version, mi.adapter_audio ? " (audio)" : "",
+           mi.splice == MRW_SPLICE_PREPEND ? "prepended to the text" : "written into <|image_pad|> runs");
+    if (mi.compress_k)
+        printf("compression  Conv1D kernel %d stride %d (%s)\n", mi.compress_k, mi.compress_s,
+               mi.compress_trained ? "trained" : "average pooling");
+    mrw_mm_free(mm);
     return 0;
 }

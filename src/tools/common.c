@@ -254,6 +254,11 @@ static long first_invalid_utf8(const unsigned char *s, size_t n) {
 
 int tool_tokenize(const char *cmd, const mrw_vocab *v, const char *text, size_t len, int allow_invalid,
                   int32_t **ids, int *n) {
+    return tool_tokenize_ex(cmd, v, text, len, allow_invalid, 0, ids, n);
+}
+
+int tool_tokenize_ex(const char *cmd, const mrw_vocab *v, const char *text, size_t len, int allow_invalid,
+                     int special, int32_t **ids, int *n) {
     *ids = NULL;
     *n = 0;
     if (len == 0) return tool_fail(cmd, "the prompt is empty");
@@ -261,12 +266,13 @@ int tool_tokenize(const char *cmd, const mrw_vocab *v, const char *text, size_t 
     if (bad >= 0)
         return tool_fail(cmd, "the input is not valid UTF-8 (first bad byte 0x%02x at offset %ld); pass --raw-bytes "
                               "to tokenize it byte by byte anyway", (unsigned char)text[bad], bad);
-    int64_t need = mrw_tokenize(v, text, len, NULL, 0);
+    const unsigned flags = special ? MRW_TOKENIZE_SPECIAL : 0;
+    int64_t need = mrw_tokenize_ex(v, text, len, NULL, 0, flags);
     if (need < 0) return tool_fail(cmd, "the vocabulary cannot encode this text");
     if (need > INT32_MAX / 8) return tool_fail(cmd, "the input is too long (%lld tokens)", (long long)need);
     int32_t *buf = malloc((size_t)(need ? need : 1) * sizeof *buf);
     if (!buf) return tool_fail(cmd, "out of memory");
-    mrw_tokenize(v, text, len, buf, (size_t)need);
+    mrw_tokenize_ex(v, text, len, buf, (size_t)need, flags);
     *ids = buf;
     *n = (int)need;
     return 0;

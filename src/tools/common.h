@@ -55,11 +55,56 @@ int tool_load_vocab(const char *cmd, const char *vocab_opt, const mrw_model *mod
 /* Path of the installed World vocabulary, or NULL. */
 const char *tool_default_vocab_path(char *buf, size_t n);
 
+/* Media options of the multimodal commands. */
+#define TOOL_MAX_IMAGES 3
+typedef struct {
+    const char *encoder;
+    const char *images[TOOL_MAX_IMAGES + 1];
+    int n_images;
+    const char *audio;
+    int compress_k, compress_s;
+    const char *compress_weights;
+} tool_media_opts;
+
+/* Consumes --encoder, --image (repeatable), --audio, --compress K,S, --compress-weights if `opt` is one. */
+int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o);
+#define TOOL_MEDIA_HELP                                                                                       \
+    "Multimodal (ModRWKV checkpoints: v1 rwkv-0.pth + its encoder, v2 rwkv-0.pth, or a bundle from convert):\n" \
+    "      --image FILE     an image (PNG, JPEG, BMP, GIF); repeat for up to 3 images with v2 models\n"       \
+    "      --audio FILE     a recording (WAV, FLAC, OGG, MP3; any rate and channels)\n"                       \
+    "      --encoder PATH   the Hugging Face encoder (directory with config.json + model.safetensors); needed\n" \
+    "                       for v1 checkpoints, whose encoder is not inside them\n"                            \
+    "      --compress K,S   Conv1D compression of the encoder tokens (paper Table 7: 3,2 4,3 5,4)\n"          \
+    "      --compress-weights FILE  trained compression weights (compress.weight [E,E,K]); without them the\n" \
+    "                       tokens are average-pooled with the same window\n"
+
+/* A loaded model for the text and multimodal commands: a plain RWKV-7, or a ModRWKV model (mm) whose
+ * language model is `model`. Features of the media options are encoded once, in order. */
+typedef struct {
+    mrw_mm *mm;
+    mrw_model *own_model;
+    const mrw_model *model;
+    mrw_context *ctx;
+    mrw_vocab *vocab;
+    mrw_features feats[TOOL_MAX_IMAGES + 1];
+    int n_feats;
+    int special; /* tokenize special-token text (v2 placeholder prompts) */
+} tool_session;
+
+int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_media_opts *media, tool_session *s);
+void tool_session_close(tool_session *s);
+/* Evaluates tokens (with the session's features spliced in when `with_media`). */
+int tool_session_eval(const char *cmd, tool_session *s, mrw_state *st, const int32_t *ids, int n, int with_media,
+                      mrw_logits_mode mode, float *logits);
+
 /* Reads a whole file ("-" = stdin) up to TOOL_MAX_INPUT_BYTES; NUL-terminated. */
 int tool_read_file(const char *cmd, const char *path, char **data, size_t *len);
 /* Tokenizes text; rejects empty text and (unless allow_invalid) invalid UTF-8 with a clear message. */
 int tool_tokenize(const char *cmd, const mrw_vocab *v, const char *text, size_t len, int allow_invalid,
                   int32_t **ids, int *n);
+/* The same, with MRW_TOKENIZE_SPECIAL when `special`. */
+int tool_tokenize_ex(const char *cmd, const mrw_vocab *v, const char *text, size_t len, int allow_invalid,
+                     int special, int32_t **ids, int *n);
 /* Parses "34,105,110" into ids; checks the range [0, n_vocab). */
 int tool_parse_tokens(const char *cmd, const char *s, int n_vocab, int32_t **ids, int *n);
 

@@ -14,6 +14,7 @@ static const struct {
     {"generate", cmd_generate, "continue a prompt, streaming the text"},
     {"chat", cmd_chat, "chat with the ModRWKV template (one-shot or interactive)"},
     {"convert", cmd_convert, "convert between .pth, .safetensors and GGUF; quantize to q8_0 / q4_0"},
+    {"encode", cmd_encode, "run an image or recording through the encoder (and adapter)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"logits", cmd_logits, "print the last position's logits, one per line"},
     {"perplexity", cmd_perplexity, "loss and perplexity of a model over a text"},

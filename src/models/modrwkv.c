@@ -1,0 +1,700 @@
+/* ModRWKV: the assembly of RWKV-7, a modality encoder, optional Conv1D compression and an adapter
+ * (../shared/reference/modrwkv.md). This file finds the pieces in the files users have (v1 and v2
+ * checkpoints, Hugging Face encoder directories, our own bundles), runs media through them, and splices the
+ * resulting features into the language model's input. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "formats/audio.h"
+#include "formats/image.h"
+#include "formats/tfile_impl.h"
+#include "kernels/cpu/kctx.h"
+#include "models/adapter.h"
+#include "models/preprocess.h"
+#include "models/rwkv7.h"
+#include "models/vit.h"
+#include "models/wavlm.h"
+#include "models/weights.h"
+#include "models/whisper_enc.h"
+
+#define V1_ADAPTER "modality.world_encoder.adapter."
+#define V2_ADAPTER "proj."
+#define V2_ENCODER "encoder.model."
+#define COMPRESS "compress."
+#define BUNDLE_FORMAT "modrwkv.format"
+#define MAX_IMAGES 3
+#define IMAGE_PAD 65532
+
+typedef enum { LAYOUT_ENCODER_ONLY, LAYOUT_V1, LAYOUT_V2, LAYOUT_BUNDLE } layout;
+
+struct mrw_mm {
+    mrw_model *lm;       /* owns the checkpoint file (NULL for an encoder alone) */
+    mrw_tfile *own_file; /* a file we opened that nothing else owns: the encoder file or encoder-only input */
+    const mrw_tfile *enc_file;
+    char enc_prefix[192];
+    char *enc_config, *pre_config; /* config.json / preprocessor_config.json texts (owned), may be NULL */
+    mrw_encoder_kind kind;
+    mrw_vit *vit;
+    mrw_whisper_enc *whisper;
+    mrw_wavlm *wavlm;
+    int E;
+    int wav_normalize;
+    mrw_image_proc proc;
+    int has_adapter;
+    mrw_adapter adapter;
+    char adapter_prefix[64];
+    int has_compress;
+    mrw_compress compress;
+    mrw_tfile *compress_file; /* owned when the weights came from their own file */
+    mrw_splice_mode splice;
+    mrw_arena arena;
+};
+
+mrw_mm_params mrw_mm_params_default(void) {
+    mrw_mm_params p = {0};
+    p.lm = mrw_load_params_default();
+    return p;
+}
+
+/* ------------------------------------------------------------------------------------------ detection */
+
+static int has_prefix(const mrw_tfile *f, const char *prefix) {
+    const size_t n = strlen(prefix);
+    for (int i = 0; i < mrw_tfile_count(f); i++)
+        if (!strncmp(mrw_tfile_tensor(f, i)->name, prefix, n)) return 1;
+    return 0;
+}
+
+static const char *meta_str(const mrw_tfile *f, const char *key, char *buf, size_t n) {
+    const mrw_meta *m = mrw_tfile_find_meta(f, key);
+    if (!m || m->type != MRW_MV_STRING) return NULL;
+    snprintf(buf, n, "%.*s", (int)(m->v.s.len < n ? m->v.s.len : n - 1), m->v.s.ptr);
+    return buf;
+}
+
+static layout detect_layout(const mrw_tfile *f) {
+    if (mrw_tfile_find_meta(f, BUNDLE_FORMAT)) return LAYOUT_BUNDLE;
+    if (mrw_tfile_find(f, "llm.emb.weight")) return LAYOUT_V2;
+    if (mrw_tfile_find(f, "emb.weight") && has_prefix(f, V1_ADAPTER)) return LAYOUT_V1;
+    return LAYOUT_ENCODER_ONLY;
+}
+
+int mrw_is_modrwkv_file(const char *path) {
+    mrw_tfile *f;
+    if (mrw_tfile_open(path, &f, NULL) != MRW_OK) return 0;
+    layout l = detect_layout(f);
+    int yes = l == LAYOUT_V1 || l == LAYOUT_V2 || l == LAYOUT_BUNDLE;
+    mrw_tfile_close(f);
+    return yes;
+}
+
+/* The encoder family from the tensor names under `prefix`. */
+static mrw_encoder_kind detect_encoder(const mrw_tfile *f, const char *prefix) {
+    const size_t pl = strlen(prefix);
+    int patch = 0, cls = 0, conv1 = 0, wav = 0;
+    for (int i = 0; i < mrw_tfile_count(f); i++) {
+        const char *n = mrw_tfile_tensor(f, i)->name;
+        if (strncmp(n, prefix, pl)) continue;
+        n += pl;
+        if (strstr(n, "embeddings.patch_embedding.weight")) patch = 1;
+        if (strstr(n, "embeddings.class_embedding")) cls = 1;
+        if (strstr(n, "conv1.weight") && !strstr(n, "decoder")) conv1 = 1;
+        if (strstr(n, "feature_extractor.conv_layers.0.conv.weight")) wav = 1;
+    }
+    if (patch) return cls ? MRW_ENC_CLIP : MRW_ENC_SIGLIP;
+    if (wav) return MRW_ENC_WAVLM;
+    if (conv1) return MRW_ENC_WHISPER;
+    return MRW_ENC_NONE;
+}
+
+static const char *kind_name(mrw_encoder_kind k) {
+    switch (k) {
+    case MRW_ENC_SIGLIP: return "siglip";
+    case MRW_ENC_CLIP: return "clip";
+    case MRW_ENC_WHISPER: return "whisper";
+    case MRW_ENC_WAVLM: return "wavlm";
+    default: return "none";
+    }
+}
+
+/* ------------------------------------------------------------------------------------- encoder files */
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static char *read_text(const char *path, size_t limit) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    char *buf = malloc(limit + 1);
+    size_t n = buf ? fread(buf, 1, limit, fp) : 0;
+    int more = buf && fgetc(fp) != EOF;
+    fclose(fp);
+    if (!buf || more) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* Resolves a Hugging Face encoder path into its weight file and the texts of config.json and
+ * preprocessor_config.json (when present next to the weights). */
+static mrw_status encoder_files(const char *path, char *weights, size_t wn, char **config, char **pre, mrw_error *err) {
+    char dir[4096];
+    if (is_dir(path)) {
+        snprintf(dir, sizeof dir, "%s", path);
+        snprintf(weights, wn, "%s/model.safetensors", path);
+        struct stat st;
+        if (stat(weights, &st) != 0)
+            return mrw_err(err, MRW_E_IO, "%s: no model.safetensors in this encoder directory", path);
+    } else {
+        snprintf(weights, wn, "%s", path);
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0;
+        else snprintf(dir, sizeof dir, ".");
+    }
+    char p[4200];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    *config = read_text(p, 1 << 20);
+    snprintf(p, sizeof p, "%s/preprocessor_config.json", dir);
+    *pre = read_text(p, 1 << 20);
+    return MRW_OK;
+}
+
+/* Reads a float array of 3 from preprocessor_config.json text (image_mean / image_std). Small and lenient:
+ * the file is the user's own, a value that does not parse leaves the default. */
+static void json_floats3(const char *json, const char *key, float out[3]) {
+    if (!json) return;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    const char *p = strstr(json, pat);
+    if (!p || !(p = strchr(p + strlen(pat), '['))) return;
+    float v[3];
+    if (sscanf(p, "[ %f , %f , %f ]", &v[0], &v[1], &v[2]) == 3) memcpy(out, v, sizeof v);
+}
+
+static mrw_status load_encoder(mrw_mm *mm, const mrw_tfile *f, const char *prefix, int keep_dtype, mrw_error *err) {
+    mm->kind = detect_encoder(f, prefix);
+    mm->enc_file = f;
+    snprintf(mm->enc_prefix, sizeof mm->enc_prefix, "%s", prefix);
+    mrw_status s;
+    switch (mm->kind) {
+    case MRW_ENC_SIGLIP:
+    case MRW_ENC_CLIP: {
+        mrw_vit_params p = {.prefix = prefix, .config_json = mm->enc_config, .keep_dtype = keep_dtype, .quiet = 1};
+        if ((s = mrw_vit_load(f, &p, &mm->vit, err))) return s;
+        const mrw_vit_config *c = mrw_vit_get_config(mm->vit);
+        mm->E = c->hidden;
+        mm->proc = mm->kind == MRW_ENC_SIGLIP ? mrw_image_proc_siglip(c->image_size) : mrw_image_proc_clip(c->image_size);
+        json_floats3(mm->pre_config, "image_mean", mm->proc.mean);
+        json_floats3(mm->pre_config, "image_std", mm->proc.std);
+        snprintf(mm->enc_prefix, sizeof mm->enc_prefix, "%s", c->prefix);
+        return MRW_OK;
+    }
+    case MRW_ENC_WHISPER: {
+        mrw_whisper_params p = {.prefix = prefix, .config_json = mm->enc_config, .keep_lowp = keep_dtype};
+        if ((s = mrw_whisper_enc_load(f, &p, &mm->whisper, err))) return s;
+        mm->E = mrw_whisper_enc_config(mm->whisper)->d_model;
+        snprintf(mm->enc_prefix, sizeof mm->enc_prefix, "%s", mrw_whisper_enc_prefix(mm->whisper));
+        return MRW_OK;
+    }
+    case MRW_ENC_WAVLM: {
+        mrw_wavlm_params p = {.prefix = prefix, .config_json = mm->enc_config, .keep_lowp = keep_dtype};
+        if ((s = mrw_wavlm_load(f, &p, &mm->wavlm, err))) return s;
+        mm->E = mrw_wavlm_get_config(mm->wavlm)->hidden;
+        /* Wav2Vec2FeatureExtractor's do_normalize: true for both published WavLMs */
+        mm->wav_normalize = !(mm->pre_config && strstr(mm->pre_config, "\"do_normalize\": false"));
+        snprintf(mm->enc_prefix, sizeof mm->enc_prefix, "%s", mrw_wavlm_prefix(mm->wavlm));
+        return MRW_OK;
+    }
+    default:
+        return mrw_err(err, MRW_E_MISSING,
+                       "no encoder found%s%s (expected SigLIP/CLIP vision, Whisper or WavLM tensors)",
+                       *prefix ? " under " : "", prefix);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- loading */
+
+/* Tensors the language-model loader must leave to us. */
+static int claim_non_lm(void *user, const char *name) {
+    (void)user;
+    return !strncmp(name, V1_ADAPTER, strlen(V1_ADAPTER)) || !strncmp(name, V2_ADAPTER, strlen(V2_ADAPTER)) ||
+           !strncmp(name, V2_ENCODER, strlen(V2_ENCODER)) || !strncmp(name, COMPRESS, strlen(COMPRESS));
+}
+
+static mrw_status load_compression(mrw_mm *mm, const mrw_mm_params *p, const mrw_tfile *ckpt, mrw_error *err) {
+    int k = p->compress_k, s = p->compress_s;
+    char buf[64];
+    if (!k && ckpt && meta_str(ckpt, "modrwkv.compress", buf, sizeof buf) && sscanf(buf, "%d,%d", &k, &s) != 2)
+        return mrw_err(err, MRW_E_FORMAT, "bad modrwkv.compress metadata '%s'", buf);
+    const mrw_tfile *wf = ckpt;
+    mrw_status st;
+    if (p->compress_weights) {
+        if ((st = mrw_tfile_open(p->compress_weights, &mm->compress_file, err))) return st;
+        wf = mm->compress_file;
+        if (!k) k = -1; /* from the weight's shape */
+        if (!s && meta_str(wf, "compress.stride", buf, sizeof buf)) s = atoi(buf);
+    }
+    if (!k && !(ckpt && mrw_tfile_find(ckpt, COMPRESS "weight"))) return MRW_OK;
+    if (!s) return mrw_err(err, MRW_E_ARG, "compression needs a stride: give --compress k,s");
+    mrw_wloader L;
+    if ((st = mrw_wl_init(&L, wf ? wf : ckpt, "", &mm->arena, err))) return st;
+    st = mrw_compress_load(wf ? &L : NULL, COMPRESS, mm->E, k > 0 ? k : 0, s, &mm->compress, err);
+    if (!st && k > 0 && mm->compress.k != k)
+        st = mrw_err(err, MRW_E_SHAPE, "--compress %d,%d but the compression weights have kernel %d", k, s, mm->compress.k);
+    mrw_wl_done(&L);
+    if (st) return st;
+    mm->has_compress = 1;
+    return MRW_OK;
+}
+
+mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **out, mrw_error *err) {
+    *out = NULL;
+    mrw_mm_params defaults = mrw_mm_params_default();
+    const mrw_mm_params *p = params ? params : &defaults;
+    mrw_mm *mm = calloc(1, sizeof *mm);
+    if (!mm) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    mrw_tfile *f = NULL;
+    mrw_status s = mrw_tfile_open(path, &f, err);
+    if (s) goto fail;
+    const layout lay = detect_layout(f);
+    char buf[256];
+    /* the encoder's configuration: the bundle's own, else the Hugging Face files named by the caller */
+    char enc_weights[4096] = "";
+    if (lay == LAYOUT_BUNDLE) {
+        const mrw_meta *c = mrw_tfile_find_meta(f, "modrwkv.encoder_config");
+        const mrw_meta *pc = mrw_tfile_find_meta(f, "modrwkv.preprocessor_config");
+        if (c && c->type == MRW_MV_STRING) mm->enc_config = strndup(c->v.s.ptr, c->v.s.len);
+        if (pc && pc->type == MRW_MV_STRING) mm->pre_config = strndup(pc->v.s.ptr, pc->v.s.len);
+    } else if (p->encoder) {
+        if ((s = encoder_files(p->encoder, enc_weights, sizeof enc_weights, &mm->enc_config, &mm->pre_config, err)))
+            goto fail;
+    }
+    if (lay == LAYOUT_ENCODER_ONLY) { /* `modrwkv encode -m ENCODER` */
+        mm->own_file = f;
+        f = NULL;
+        if (mm->enc_config == NULL && !p->encoder) /* an encoder given directly: its config sits next to it */
+            if ((s = encoder_files(path, enc_weights, sizeof enc_weights, &mm->enc_config, &mm->pre_config, err))) goto fail;
+        if ((s = load_encoder(mm, mm->own_file, "", p->encoder_keep_dtype, err))) goto fail;
+        *out = mm;
+        return MRW_OK;
+    }
+    /* language model: official keys at the root (v1) or under llm. (v2, bundles); it takes the file */
+    const char *lm_prefix = lay == LAYOUT_V1 ? "" : "llm.";
+    if ((s = mrw_rwkv7_from_file(f, lm_prefix, &p->lm, claim_non_lm, NULL, &mm->lm, err))) goto fail;
+    const mrw_tfile *ckpt = f;
+    f = NULL;
+    /* encoder: inside the checkpoint (v2, bundles), or the Hugging Face files (v1) */
+    if (lay == LAYOUT_V1) {
+        if (!p->encoder) {
+            s = mrw_err(err, MRW_E_ARG, "this is a ModRWKV v1 checkpoint: its encoder is not inside it; give the "
+                                        "Hugging Face encoder with --encoder DIR (e.g. siglip2-base-patch16-384/)");
+            goto fail;
+        }
+        if ((s = mrw_tfile_open(enc_weights, &mm->own_file, err))) goto fail;
+        if ((s = load_encoder(mm, mm->own_file, "", p->encoder_keep_dtype, err))) goto fail;
+        snprintf(mm->adapter_prefix, sizeof mm->adapter_prefix, "%s", V1_ADAPTER);
+        mm->splice = MRW_SPLICE_PREPEND;
+    } else {
+        char enc_prefix[128] = V2_ENCODER;
+        if (lay == LAYOUT_BUNDLE && meta_str(ckpt, "modrwkv.encoder_prefix", buf, sizeof buf))
+            snprintf(enc_prefix, sizeof enc_prefix, "%s%.100s", V2_ENCODER, buf); /* longer names match nothing */
+        if ((s = load_encoder(mm, ckpt, enc_prefix, p->encoder_keep_dtype, err))) goto fail;
+        const char *ap = lay == LAYOUT_BUNDLE ? meta_str(ckpt, "modrwkv.adapter_prefix", buf, sizeof buf) : NULL;
+        snprintf(mm->adapter_prefix, sizeof mm->adapter_prefix, "%.60s", ap ? ap : V2_ADAPTER);
+        mm->splice = MRW_SPLICE_PLACEHOLDER;
+        if (lay == LAYOUT_BUNDLE && meta_str(ckpt, "modrwkv.splice", buf, sizeof buf) && !strcmp(buf, "prepend"))
+            mm->splice = MRW_SPLICE_PREPEND;
+    }
+    if ((s = load_compression(mm, p, ckpt, err))) goto fail;
+    /* adapter, checked against the encoder's width */
+    mrw_wloader L;
+    if ((s = mrw_wl_init(&L, ckpt, "", &mm->arena, err))) goto fail;
+    s = mrw_adapter_load(&L, mm->adapter_prefix, mm->E, mrw_model_get_info(mm->lm).n_embd, &mm->adapter, err);
+    for (int i = 0; i < mrw_tfile_count(ckpt) && !s; i++) { /* everything under the adapter's prefix is used */
+        const char *n = mrw_tfile_tensor(ckpt, i)->name;
+        if (!strncmp(n, mm->adapter_prefix, strlen(mm->adapter_prefix)) && !L.used[i])
+            s = mrw_err(err, MRW_E_UNKNOWN, "unexpected adapter tensor '%s'", n);
+    }
+    mrw_wl_done(&L);
+    if (s) goto fail;
+    mm->has_adapter = 1;
+    *out = mm;
+    return MRW_OK;
+fail:
+    mrw_tfile_close(f);
+    mrw_mm_free(mm);
+    if (err && s != MRW_E_NOMEM) mrw_err_prefix(err, "%s", path);
+    return s;
+}
+
+void mrw_mm_free(mrw_mm *mm) {
+    if (!mm) return;
+    mrw_vit_free(mm->vit);
+    mrw_whisper_enc_free(mm->whisper);
+    mrw_wavlm_free(mm->wavlm);
+    mrw_model_free(mm->lm);
+    mrw_tfile_close(mm->own_file);
+    mrw_tfile_close(mm->compress_file);
+    mrw_arena_free(&mm->arena);
+    free(mm->enc_config);
+    free(mm->pre_config);
+    free(mm);
+}
+
+const mrw_model *mrw_mm_model(const mrw_mm *mm) { return mm->lm; }
+
+mrw_mm_info mrw_mm_get_info(const mrw_mm *mm) {
+    mrw_mm_info i = {0};
+    i.encoder = mm->kind;
+    i.encoder_width = mm->E;
+    i.has_lm = mm->lm != NULL;
+    i.adapter_version = mm->has_adapter ? mm->adapter.version : 0;
+    i.adapter_audio = mm->has_adapter && mm->adapter.kind == MRW_ADAPTER_AUDIO;
+    i.splice = mm->splice;
+    i.compress_k = mm->has_compress ? mm->compress.k : 0;
+    i.compress_s = mm->has_compress ? mm->compress.s : 0;
+    i.compress_trained = mm->has_compress && mm->compress.w;
+    i.image_size = mm->vit ? mrw_vit_get_config(mm->vit)->image_size : 0;
+    return i;
+}
+
+/* ------------------------------------------------------------------------------------------ encoding */
+
+void mrw_features_free(mrw_features *f) {
+    if (!f) return;
+    free(f->rows);
+    memset(f, 0, sizeof *f);
+}
+
+mrw_status mrw_features_save(const char *path, const mrw_features *encoder_out, const mrw_features *adapted,
+                             mrw_error *err) {
+    mrw_tensor_info t[2];
+    int n = 0;
+    const mrw_features *f[2] = {encoder_out, adapted};
+    static const char *names[2] = {"last_hidden_state", "features"};
+    for (int i = 0; i < 2; i++) {
+        if (!f[i] || !f[i]->rows) continue;
+        memset(&t[n], 0, sizeof t[n]);
+        t[n].name = (char *)names[i];
+        t[n].dtype = MRW_DT_F32;
+        t[n].ndim = 2;
+        t[n].shape[0] = f[i]->n;
+        t[n].shape[1] = f[i]->dim;
+        t[n].data = f[i]->rows;
+        t[n].nbytes = (size_t)f[i]->n * f[i]->dim * sizeof(float);
+        n++;
+    }
+    if (!n) return mrw_err(err, MRW_E_ARG, "no features to write");
+    return mrw_safetensors_write(path, t, n, NULL, 0, NULL, NULL, err);
+}
+
+/* Encoder output [n, E] -> compression -> adapter -> out [m, C]. */
+static mrw_status adapt(const mrw_mm *mm, mrw_kctx *k, float *enc, int n, mrw_features *out, mrw_error *err) {
+    float *x = enc;
+    int T = n;
+    float *comp = NULL, *scratch = NULL;
+    mrw_status s = MRW_OK;
+    if (mm->has_compress) {
+        const int To = mrw_compress_out_len(&mm->compress, T);
+        if (To < 1) return mrw_err(err, MRW_E_ARG, "%d encoder tokens are too few to compress with kernel %d", T, mm->compress.k);
+        comp = malloc((size_t)To * mm->E * sizeof *comp);
+        scratch = malloc((mrw_compress_scratch_floats(&mm->compress, T) + 1) * sizeof *scratch);
+        if (!comp || !scratch) s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+        if (!s) s = mrw_compress_forward(&mm->compress, k, x, T, comp, scratch, err);
+        free(scratch);
+        scratch = NULL;
+        x = comp;
+        T = To;
+    }
+    if (!s) {
+        const int To = mrw_adapter_out_len(&mm->adapter, T);
+        if (To < 1) s = mrw_err(err, MRW_E_ARG, "%d encoder tokens are too few for the adapter", T);
+        if (!s) {
+            out->dim = mm->adapter.C;
+            out->n = To;
+            out->rows = malloc((size_t)To * out->dim * sizeof(float));
+            scratch = malloc((mrw_adapter_scratch_floats(&mm->adapter, T) + 1) * sizeof *scratch);
+            if (!out->rows || !scratch) s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+            if (!s) s = mrw_adapter_forward(&mm->adapter, k, x, T, out->rows, scratch, err);
+            if (s) mrw_features_free(out);
+        }
+    }
+    free(scratch);
+    free(comp);
+    return s;
+}
+
+static mrw_status finish(const mrw_mm *mm, mrw_kctx *k, float *enc, int n, mrw_features *out, mrw_features *enc_out,
+                         mrw_error *err) {
+    mrw_status s = MRW_OK;
+    if (out) {
+        memset(out, 0, sizeof *out);
+        if (!mm->has_adapter) s = mrw_err(err, MRW_E_ARG, "this file holds an encoder only: no adapted features");
+        else s = adapt(mm, k, enc, n, out, err);
+    }
+    if (!s && enc_out) {
+        enc_out->rows = enc;
+        enc_out->n = n;
+        enc_out->dim = mm->E;
+        enc = NULL;
+    }
+    free(enc);
+    return s;
+}
+
+mrw_status mrw_mm_encode_image(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err) {
+    if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
+    if (!mm->vit) return mrw_err(err, MRW_E_ARG, "this model's encoder (%s) takes audio, not images", kind_name(mm->kind));
+    const mrw_vit_config *c = mrw_vit_get_config(mm->vit);
+    mrw_image img = {0};
+    mrw_status s = mrw_image_load(path, NULL, &img, err);
+    if (s) return s;
+    float *pix = malloc((size_t)3 * c->image_size * c->image_size * sizeof *pix);
+    float *enc = malloc((size_t)c->n_tokens * c->hidden * sizeof *enc);
+    if (!pix || !enc) s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+    if (!s) s = mrw_image_preprocess(&img, &mm->proc, pix, err);
+    mrw_image_free(&img);
+    mrw_vit_ctx *vc = NULL;
+    if (!s) s = mrw_vit_ctx_new(mm->vit, n_threads, &vc, err);
+    if (!s) s = mrw_vit_forward(vc, pix, enc, err);
+    mrw_vit_ctx_free(vc);
+    free(pix);
+    if (s) {
+        free(enc);
+        return err ? mrw_err_prefix(err, "%s", path), s : s;
+    }
+    mrw_kctx k;
+    mrw_kctx_init(&k, n_threads);
+    s = finish(mm, &k, enc, c->n_tokens, out, encoder_out, err);
+    mrw_kctx_free(&k);
+    return s;
+}
+
+static mrw_status whisper_features(const mrw_mm *mm, mrw_kctx *k, const mrw_audio *a, float **enc, int *n, mrw_error *err) {
+    const mrw_whisper_config *c = mrw_whisper_enc_config(mm->whisper);
+    const int frames = 2 * c->n_pos; /* 3000 (30 s) for every released Whisper */
+    float *mel = malloc((size_t)c->n_mels * frames * sizeof *mel);
+    const int out_frames = mrw_whisper_enc_out_frames(frames);
+    float *o = malloc((size_t)out_frames * c->d_model * sizeof *o);
+    int real = 0;
+    mrw_status s = (!mel || !o) ? mrw_err(err, MRW_E_NOMEM, "out of memory") : MRW_OK;
+    if (!s) s = mrw_whisper_log_mel(a->samples, a->n, c->n_mels, frames, mel, &real, err);
+    if (!s) s = mrw_whisper_enc_forward(mm->whisper, k, mel, frames, o, err);
+    free(mel);
+    if (s) {
+        free(o);
+        return s;
+    }
+    /* "mel frames of real audio" (../shared/reference/encoders.md): the frames an unpadded extraction gives,
+     * samples / hop (the attention mask of the padded one counts one more when the length is not a multiple
+     * of the hop) */
+    (void)real;
+    *n = mrw_whisper_keep_frames((int)(a->n / MRW_WHISPER_HOP), out_frames);
+    *enc = o;
+    return MRW_OK;
+}
+
+static mrw_status wavlm_features(const mrw_mm *mm, mrw_kctx *k, mrw_audio *a, float **enc, int *n, mrw_error *err) {
+    const int frames = mrw_wavlm_out_frames(mm->wavlm, (int)a->n);
+    if (frames < 1)
+        return mrw_err(err, MRW_E_ARG, "the audio is too short for WavLM: %zu samples, at least %d needed", a->n,
+                       mrw_wavlm_min_samples(mm->wavlm));
+    mrw_status s = mm->wav_normalize ? mrw_wav_normalize(a->samples, a->n, a->samples, err) : MRW_OK;
+    if (s) return s;
+    float *o = malloc((size_t)frames * mrw_wavlm_get_config(mm->wavlm)->hidden * sizeof *o);
+    if (!o) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    if ((s = mrw_wavlm_forward(mm->wavlm, k, a->samples, (int)a->n, o, err))) {
+        free(o);
+        return s;
+    }
+    *enc = o;
+    *n = frames;
+    return MRW_OK;
+}
+
+mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err) {
+    if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
+    if (!mm->whisper && !mm->wavlm)
+        return mrw_err(err, MRW_E_ARG, "this model's encoder (%s) takes images, not audio", kind_name(mm->kind));
+    mrw_audio a = {0};
+    mrw_status s = mrw_audio_load(path, 16000, NULL, &a, err);
+    if (s) return s;
+    mrw_kctx k;
+    mrw_kctx_init(&k, n_threads);
+    float *enc = NULL;
+    int n = 0;
+    s = mm->whisper ? whisper_features(mm, &k, &a, &enc, &n, err) : wavlm_features(mm, &k, &a, &enc, &n, err);
+    mrw_audio_free(&a);
+    if (s) {
+        if (err) mrw_err_prefix(err, "%s", path);
+    } else {
+        s = finish(mm, &k, enc, n, out, encoder_out, err);
+    }
+    mrw_kctx_free(&k);
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------- splicing */
+
+mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, const mrw_features *feats, int n_feats,
+                       const int32_t *tokens, int n_tokens, mrw_logits_mode mode, float *logits, mrw_error *err) {
+    if (!mm->lm) return mrw_err(err, MRW_E_ARG, "this file holds an encoder only");
+    const mrw_model_info in = mrw_model_get_info(mm->lm);
+    const int C = in.n_embd;
+    if (n_feats > MAX_IMAGES && mm->splice == MRW_SPLICE_PLACEHOLDER)
+        return mrw_err(err, MRW_E_ARG, "%d images given; a ModRWKV v2 prompt takes at most %d", n_feats, MAX_IMAGES);
+    size_t n_feat_rows = 0;
+    for (int i = 0; i < n_feats; i++) {
+        if (feats[i].dim != C)
+            return mrw_err(err, MRW_E_SHAPE, "features of width %d cannot be spliced into a model of width %d", feats[i].dim, C);
+        n_feat_rows += (size_t)feats[i].n;
+    }
+    /* placeholder mode: the i-th run of <|image_pad|> takes feats[i] */
+    if (mm->splice == MRW_SPLICE_PLACEHOLDER) {
+        int runs = 0, pads = 0, mismatch = -1, run_len = 0;
+        for (int t = 0; t < n_tokens;) {
+            if (tokens[t] != IMAGE_PAD) { t++; continue; }
+            int len = 0;
+            while (t + len < n_tokens && tokens[t + len] == IMAGE_PAD) len++;
+            if (mismatch < 0 && (runs >= n_feats || len != feats[runs].n)) mismatch = runs, run_len = len;
+            runs++;
+            pads += len;
+            t += len;
+        }
+        if (pads != (int)n_feat_rows || runs != n_feats)
+            return mrw_err(err, MRW_E_ARG, "the prompt has %d <|image_pad|> placeholder%s in %d run%s but the %d image%s "
+                           "give %zu feature rows (%d per image)", pads, pads == 1 ? "" : "s", runs, runs == 1 ? "" : "s",
+                           n_feats, n_feats == 1 ? "" : "s", n_feat_rows, n_feats ? feats[0].n : 0);
+        if (mismatch >= 0)
+            return mrw_err(err, MRW_E_ARG, "image %d gives %d feature rows but its <|image_pad|> run has %d placeholders",
+                           mismatch + 1, feats[mismatch].n, run_len);
+    }
+    const size_t total = mm->splice == MRW_SPLICE_PREPEND ? n_feat_rows + (size_t)n_tokens : (size_t)n_tokens;
+    if (total == 0) return mrw_err(err, MRW_E_ARG, "nothing to evaluate");
+    if (total > (1u << 24)) return mrw_err(err, MRW_E_LIMIT, "the input is too long (%zu rows)", total);
+    float *rows = malloc(total * C * sizeof *rows);
+    if (!rows) return mrw_err(err, MRW_E_NOMEM, "out of memory for %zu input rows", total);
+    size_t r = 0;
+    if (mm->splice == MRW_SPLICE_PREPEND)
+        for (int i = 0; i < n_feats; i++, r += (size_t)feats[i - 1].n)
+            memcpy(rows + r * C, feats[i].rows, (size_t)feats[i].n * C * sizeof *rows);
+    mrw_status s = MRW_OK;
+    for (int t = 0, img = 0; t < n_tokens && !s;) {
+        if (mm->splice == MRW_SPLICE_PLACEHOLDER && tokens[t] == IMAGE_PAD) {
+            memcpy(rows + r * C, feats[img].rows, (size_t)feats[img].n * C * sizeof *rows);
+            r += (size_t)feats[img].n;
+            t += feats[img++].n;
+            continue;
+        }
+        if (mrw_model_embedding(mm->lm, tokens[t], rows + r * C))
+            s = mrw_err(err, MRW_E_ARG, "token %d at position %d is outside the vocabulary [0, %d)", tokens[t], t, in.n_vocab);
+        r++;
+        t++;
+    }
+    if (!s) s = mrw_eval_embeddings(ctx, state, rows, (int)total, mode, logits, err);
+    free(rows);
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------------- bundle */
+
+typedef struct {
+    mrw_tensor_info *t;
+    int n, cap;
+    mrw_arena names;
+} tensor_list;
+
+static int push(tensor_list *L, const mrw_tensor_info *src, const char *name) {
+    if (L->n == L->cap) {
+        int cap = L->cap ? 2 * L->cap : 256;
+        mrw_tensor_info *n = realloc(L->t, (size_t)cap * sizeof *n);
+        if (!n) return -1;
+        L->t = n;
+        L->cap = cap;
+    }
+    char *nm = mrw_arena_keep(&L->names, strdup(name));
+    if (!nm) return -1;
+    L->t[L->n] = *src;
+    L->t[L->n++].name = nm;
+    return 0;
+}
+
+/* Every tensor of f starting with `from`, renamed to `to` + the rest. */
+static int push_prefix(tensor_list *L, const mrw_tfile *f, const char *from, const char *to) {
+    const size_t fl = strlen(from);
+    char name[1024];
+    for (int i = 0; i < mrw_tfile_count(f); i++) {
+        const mrw_tensor_info *t = mrw_tfile_tensor(f, i);
+        if (strncmp(t->name, from, fl)) continue;
+        snprintf(name, sizeof name, "%s%s", to, t->name + fl);
+        if (push(L, t, name)) return -1;
+    }
+    return 0;
+}
+
+mrw_status mrw_mm_save(const mrw_mm *mm, const char *path, int progress, mrw_error *err) {
+    if (!mm->lm || !mm->has_adapter) return mrw_err(err, MRW_E_ARG, "only a whole ModRWKV model can be bundled");
+    const mrw_tfile *ckpt = mm->lm->file;
+    const layout lay = detect_layout(ckpt);
+    tensor_list L = {0};
+    int bad = 0;
+    /* language model under llm. (official keys) */
+    if (lay == LAYOUT_V1) {
+        for (int i = 0; i < mrw_tfile_count(ckpt) && !bad; i++) {
+            const mrw_tensor_info *t = mrw_tfile_tensor(ckpt, i);
+            if (claim_non_lm(NULL, t->name)) continue;
+            char name[1024];
+            snprintf(name, sizeof name, "llm.%s", t->name);
+            bad |= push(&L, t, name);
+        }
+    } else {
+        bad |= push_prefix(&L, ckpt, "llm.", "llm.");
+    }
+    bad |= push_prefix(&L, ckpt, mm->adapter_prefix, "proj.");
+    /* the encoder under encoder.model.<its own prefix> (text towers and decoders left behind) */
+    char enc_to[256];
+    const char *inner = mm->enc_prefix;
+    if (!strncmp(inner, V2_ENCODER, strlen(V2_ENCODER))) inner += strlen(V2_ENCODER);
+    snprintf(enc_to, sizeof enc_to, "%s%s", V2_ENCODER, inner);
+    bad |= push_prefix(&L, mm->enc_file, mm->enc_prefix, enc_to);
+    if (mm->has_compress && mm->compress.w) {
+        const mrw_tfile *cf = mm->compress_file ? mm->compress_file : ckpt;
+        bad |= push_prefix(&L, cf, COMPRESS, COMPRESS);
+    }
+    if (bad) {
+        free(L.t);
+        mrw_arena_free(&L.names);
+        return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    }
+    char compress[32] = "", *keys[8], *vals[8];
+    int nm = 0;
+    keys[nm] = BUNDLE_FORMAT, vals[nm++] = "1";
+    keys[nm] = "modrwkv.encoder", vals[nm++] = (char *)kind_name(mm->kind);
+    keys[nm] = "modrwkv.encoder_prefix", vals[nm++] = (char *)inner;
+    keys[nm] = "modrwkv.adapter_prefix", vals[nm++] = "proj.";
+    keys[nm] = "modrwkv.splice", vals[nm++] = mm->splice == MRW_SPLICE_PREPEND ? "prepend" : "placeholder";
+    if (mm->has_compress) {
+        snprintf(compress, sizeof compress, "%d,%d", mm->compress.k, mm->compress.s);
+        keys[nm] = "modrwkv.compress", vals[nm++] = compress;
+    }
+    if (mm->enc_config) keys[nm] = "modrwkv.encoder_config", vals[nm++] = mm->enc_config;
+    if (mm->pre_config) keys[nm] = "modrwkv.preprocessor_config", vals[nm++] = mm->pre_config;
+    mrw_meta meta[8];
+    for (int i = 0; i < nm; i++)
+        meta[i] = (mrw_meta){.key = keys[i], .type = MRW_MV_STRING, .v.s = {vals[i], strlen(vals[i])}};
+    (void)progress;
+    mrw_status s = mrw_safetensors_write(path, L.t, L.n, meta, nm, NULL, NULL, err);
+    free(L.t);
+    mrw_arena_free(&L.names);
+    return s;
+}

@@ -1,0 +1,64 @@
+/* modrwkv encode: media -> encoder features (and adapted features) in a safetensors file. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/common.h"
+#include "tools/tools.h"
+
+static const char *k_usage =
+    "usage: modrwkv encode -m MODEL (--image FILE | --audio FILE) --out FEATURES.safetensors [options]\n"
+    "Runs the encoder on one image or recording and writes its last_hidden_state (F32 [tokens, width]; for\n"
+    "Whisper trimmed to the real audio as ModRWKV does) and, when MODEL is a ModRWKV checkpoint, the features\n"
+    "after compression and adapter (\"features\", F32 [rows, n_embd]) that the language model receives: for\n"
+    "feature caching, debugging and tests. MODEL may be a Hugging Face encoder alone (a directory with\n"
+    "config.json + model.safetensors, or the weight file).\n\n"
+    "  -m, --model PATH     ModRWKV checkpoint or bundle, or an encoder\n"
+    "  -o, --out FILE       output safetensors file (written atomically)\n"
+    "  -t, --threads N      threads (default: all cores)\n" TOOL_MEDIA_HELP;
+
+int cmd_encode(int argc, char **argv) {
+    const char *cmd = "encode";
+    tool_model_opts mo = {.dtype = MRW_DT_AUTO};
+    tool_media_opts media = {0};
+    const char *out = NULL;
+    tool_args a;
+    tool_args_init(&a, argc, argv, cmd, k_usage);
+    const char *o;
+    while (tool_next(&a, &o)) {
+        if (!strcmp(o, "-o") || !strncmp(o, "--out", 5)) out = tool_value(&a, o);
+        else if (!tool_media_option(&a, o, &media) && !tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
+    }
+    if (a.failed) return 2;
+    if (!mo.model) return tool_fail(cmd, "give the model or encoder with -m"), 2;
+    if (!out) return tool_fail(cmd, "give the output file with --out"), 2;
+    if ((media.n_images != 0) + (media.audio != NULL) != 1 || media.n_images > 1)
+        return tool_fail(cmd, "give exactly one --image or --audio"), 2;
+    mrw_mm_params p = mrw_mm_params_default();
+    p.encoder = media.encoder;
+    p.compress_k = media.compress_k;
+    p.compress_s = media.compress_s;
+    p.compress_weights = media.compress_weights;
+    mrw_mm *mm = NULL;
+    mrw_error err = {0};
+    if (mrw_mm_load(mo.model, &p, &mm, &err)) return tool_fail(cmd, "%s", err.msg);
+    mrw_mm_info info = mrw_mm_get_info(mm);
+    mrw_features enc = {0}, feat = {0};
+    mrw_features *fp = info.has_lm ? &feat : NULL;
+    int rc = 1;
+    mrw_status s = media.audio ? mrw_mm_encode_audio(mm, media.audio, mo.threads, fp, &enc, &err)
+                               : mrw_mm_encode_image(mm, media.images[0], mo.threads, fp, &enc, &err);
+    if (s) {
+        tool_fail(cmd, "%s", err.msg);
+    } else if (mrw_features_save(out, &enc, fp, &err)) {
+        tool_fail(cmd, "%s", err.msg);
+    } else {
+        fprintf(stderr, "wrote %s: last_hidden_state [%d, %d]", out, enc.n, enc.dim);
+        if (fp) fprintf(stderr, ", features [%d, %d]", feat.n, feat.dim);
+        fputc('\n', stderr);
+        rc = 0;
+    }
+    mrw_features_free(&enc);
+    mrw_features_free(&feat);
+    mrw_mm_free(mm);
+    return rc;
+}

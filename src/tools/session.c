@@ -1,0 +1,109 @@
+/* Loading a plain RWKV-7 or a ModRWKV model for a command, and encoding its media options once. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/common.h"
+
+int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o) {
+    if (!strncmp(opt, "--encoder", 9) && (opt[9] == 0 || opt[9] == '=')) {
+        o->encoder = tool_value(a, opt);
+    } else if (!strncmp(opt, "--image", 7) && (opt[7] == 0 || opt[7] == '=')) {
+        const char *v = tool_value(a, opt);
+        if (v && o->n_images == TOOL_MAX_IMAGES) {
+            tool_fail(a->cmd, "%d images given: a prompt takes at most %d (ModRWKV v2's limit)", TOOL_MAX_IMAGES + 1,
+                      TOOL_MAX_IMAGES);
+            a->failed = 1;
+        } else if (v) {
+            o->images[o->n_images++] = v;
+        }
+    } else if (!strncmp(opt, "--audio", 7) && (opt[7] == 0 || opt[7] == '=')) {
+        o->audio = tool_value(a, opt);
+    } else if (!strncmp(opt, "--compress-weights", 18)) {
+        o->compress_weights = tool_value(a, opt);
+    } else if (!strncmp(opt, "--compress", 10) && (opt[10] == 0 || opt[10] == '=')) {
+        const char *v = tool_value(a, opt);
+        if (v && (sscanf(v, "%d,%d", &o->compress_k, &o->compress_s) != 2 || o->compress_k < 1 || o->compress_s < 1 ||
+                  o->compress_k > 64 || o->compress_s > 64)) {
+            tool_fail(a->cmd, "--compress expects K,S (kernel and stride, e.g. 3,2), got '%s'", v);
+            a->failed = 1;
+        }
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static int has_media(const tool_media_opts *m) { return m && (m->n_images || m->audio); }
+
+int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_media_opts *media, tool_session *s) {
+    memset(s, 0, sizeof *s);
+    if (!mo->model) return tool_fail(cmd, "no model given: use -m FILE (see modrwkv %s --help)", cmd);
+    mrw_error err = {0};
+    const int multimodal = mrw_is_modrwkv_file(mo->model);
+    if (!multimodal) {
+        if (has_media(media) || (media && media->encoder))
+            return tool_fail(cmd, "%s is not a ModRWKV checkpoint (no adapter tensors): it cannot take --image, "
+                                  "--audio or --encoder", mo->model);
+        if (tool_load_model(cmd, mo, &s->own_model, &s->ctx)) return 1;
+        s->model = s->own_model;
+    } else {
+        mrw_mm_params p = mrw_mm_params_default();
+        p.lm.weight_dtype = mo->dtype;
+        p.lm.progress = isatty(2);
+        if (media) {
+            p.encoder = media->encoder;
+            p.compress_k = media->compress_k;
+            p.compress_s = media->compress_s;
+            p.compress_weights = media->compress_weights;
+        }
+        if (mrw_mm_load(mo->model, &p, &s->mm, &err)) return tool_fail(cmd, "%s", err.msg);
+        s->model = mrw_mm_model(s->mm);
+        mrw_context_params cp = mrw_context_params_default();
+        if (mo->threads) cp.n_threads = mo->threads;
+        if (mo->chunk) cp.max_chunk = mo->chunk;
+        cp.exact = mo->exact;
+        if (mrw_context_new(s->model, &cp, &s->ctx, &err)) {
+            tool_session_close(s);
+            return tool_fail(cmd, "%s", err.msg);
+        }
+        s->special = mrw_mm_get_info(s->mm).splice == MRW_SPLICE_PLACEHOLDER;
+        const int nt = mrw_context_n_threads(s->ctx);
+        for (int i = 0; media && i < media->n_images; i++) {
+            if (mrw_mm_encode_image(s->mm, media->images[i], nt, &s->feats[s->n_feats], NULL, &err)) {
+                tool_session_close(s);
+                return tool_fail(cmd, "%s", err.msg);
+            }
+            s->n_feats++;
+        }
+        if (media && media->audio) {
+            if (mrw_mm_encode_audio(s->mm, media->audio, nt, &s->feats[s->n_feats], NULL, &err)) {
+                tool_session_close(s);
+                return tool_fail(cmd, "%s", err.msg);
+            }
+            s->n_feats++;
+        }
+    }
+    if (tool_load_vocab(cmd, mo->vocab, s->model, &s->vocab)) {
+        tool_session_close(s);
+        return 1;
+    }
+    return 0;
+}
+
+void tool_session_close(tool_session *s) {
+    for (int i = 0; i < s->n_feats; i++) mrw_features_free(&s->feats[i]);
+    mrw_vocab_free(s->vocab);
+    mrw_context_free(s->ctx);
+    mrw_model_free(s->own_model);
+    mrw_mm_free(s->mm);
+    memset(s, 0, sizeof *s);
+}
+
+int tool_session_eval(const char *cmd, tool_session *s, mrw_state *st, const int32_t *ids, int n, int with_media,
+                      mrw_logits_mode mode, float *logits) {
+    mrw_error err = {0};
+    int rc = s->mm && with_media ? mrw_mm_eval(s->ctx, st, s->mm, s->feats, s->n_feats, ids, n, mode, logits, &err)
+                                 : mrw_eval_tokens(s->ctx, st, ids, n, mode, logits, &err);
+    return rc ? tool_fail(cmd, "%s", err.msg) : 0;
+}
