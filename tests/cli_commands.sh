@@ -23,7 +23,7 @@ expect_fail() {
   "$@" > "$T/out" 2> "$T/err"; local rc=$?
   if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
   elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
-  elif ! grep -qiE "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
+  elif ! grep -qiE -- "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
   else ok; fi
 }
 
@@ -118,6 +118,34 @@ expect_fail "missing file" "cannot open|No such file" "$M" logits -m "$T/none.pt
 rm -f /tmp/modrwkv-pwned
 expect_fail "pickle calling os.system" "refus.*os.system|os.system.*not an allowed" "$M" logits -m tests/fixtures/cli/evil_os_system.pth --tokens 1
 [ ! -e /tmp/modrwkv-pwned ] || bad "the hostile pickle was executed"
+
+# --- multimodal (ModRWKV fixtures: tiny v1/v2 checkpoints, encoders and media made by the project)
+MM=tests/fixtures/modrwkv
+expect_ok "chat with an image (v1)" "$M" chat -m $MM/v1_vision/rwkv-0.pth --encoder $MM/siglip --image $MM/media/image_a.png -n 4 -q "What is this?"
+expect_ok "chat: transcribe (v1 audio)" "$M" chat -m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --audio $MM/media/speech.wav -n 4 -q
+printf 'first\nsecond\n' | "$M" chat -m $MM/v1_vision/rwkv-0.pth --encoder $MM/siglip --image $MM/media/image_a.png -n 3 -q > "$T/mmchat" 2> "$T/err" && ok || bad "multi-turn chat with an image: $(cat "$T/err")"
+expect_ok "chat with two images (v2)" "$M" chat -m $MM/v2/rwkv-0.pth --encoder $MM/siglip --vocab "$VOCAB" --image $MM/media/image_a.png --image $MM/media/image_b.png -n 3 -q "Compare them."
+expect_ok "generate with an image marker (v2)" "$M" generate -m $MM/v2/rwkv-0.pth --encoder $MM/siglip --vocab "$VOCAB" --image $MM/media/image_a.png -p "Look: <image> it is" -n 3 -q
+expect_ok "encode an image (encoder only)" "$M" encode -m $MM/siglip --image $MM/media/image_a.png --out "$T/enc.safetensors"
+expect_ok "encode audio through a model" "$M" encode -m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --audio $MM/media/speech.wav --out "$T/enc2.safetensors"
+grep -q "features" "$T/err" && ok || bad "encode through a model writes no adapted features"
+expect_ok "bundle a v1 checkpoint" "$M" convert $MM/v1_vision/rwkv-0.pth "$T/bundle.safetensors" --encoder $MM/siglip
+expect_ok "logits from the bundle alone" "$M" logits -m "$T/bundle.safetensors" --image $MM/media/image_a.png --text "$(printf '\x16User: What is this?\x17\x16Assistant:')" --exact
+cp "$T/out" "$T/bundle-logits"
+expect_ok "logits from the checkpoint + encoder" "$M" logits -m $MM/v1_vision/rwkv-0.pth --encoder $MM/siglip --image $MM/media/image_a.png --text "$(printf '\x16User: What is this?\x17\x16Assistant:')" --exact
+cmp -s "$T/out" "$T/bundle-logits" && ok || bad "bundle and checkpoint+encoder give different logits"
+expect_ok "info of a ModRWKV checkpoint" "$M" info -m $MM/v2/rwkv-0.pth --encoder $MM/siglip
+grep -q "SigLIP" "$T/out" && grep -q "image_pad" "$T/out" && ok || bad "info does not describe the v2 model"
+expect_fail "v1 checkpoint without its encoder" "--encoder" "$M" chat -m $MM/v1_vision/rwkv-0.pth --image $MM/media/image_a.png "hi"
+expect_fail "adapter width mismatch" "40.*48|48.*40" "$M" chat -m $MM/bad/adapter_width.pth --encoder $MM/siglip --image $MM/media/image_a.png "hi"
+expect_fail "media for a text-only model" "not a ModRWKV checkpoint" "$M" chat -m "$FIX/tiny.pth" --image $MM/media/image_a.png "hi"
+expect_fail "audio to a vision model" "takes images, not audio" "$M" chat -m $MM/v1_vision/rwkv-0.pth --encoder $MM/siglip --audio $MM/media/speech.wav "hi"
+expect_fail "four images" "4 images given" "$M" chat -m $MM/v2/rwkv-0.pth --image a --image b --image c --image d "hi"
+printf 'GIF89a\x01\x00' > "$T/bad.gif"
+expect_fail "corrupt image" "image|GIF|corrupt|truncat" "$M" chat -m $MM/v1_vision/rwkv-0.pth --encoder $MM/siglip --image "$T/bad.gif" "hi"
+: > "$T/empty.wav"
+expect_fail "empty audio file" "audio|empty|format" "$M" chat -m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --audio "$T/empty.wav"
+expect_fail "bad --compress" "expects K,S" "$M" chat -m $MM/v1_vision/rwkv-0.pth --compress 3x2 "hi"
 
 echo "cli_commands.sh: $checks checks, $fails failed" >&2
 [ $fails -eq 0 ]

@@ -262,8 +262,14 @@ mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **o
     mrw_mm *mm = calloc(1, sizeof *mm);
     if (!mm) return mrw_err(err, MRW_E_NOMEM, "out of memory");
     mrw_tfile *f = NULL;
-    mrw_status s = mrw_tfile_open(path, &f, err);
-    if (s) goto fail;
+    char dir_weights[4096];
+    mrw_status s;
+    if (is_dir(path)) { /* a Hugging Face encoder directory */
+        if ((s = encoder_files(path, dir_weights, sizeof dir_weights, &mm->enc_config, &mm->pre_config, err))) goto fail;
+        if ((s = mrw_tfile_open(dir_weights, &f, err))) goto fail;
+    } else if ((s = mrw_tfile_open(path, &f, err))) {
+        goto fail;
+    }
     const layout lay = detect_layout(f);
     char buf[256];
     /* the encoder's configuration: the bundle's own, else the Hugging Face files named by the caller */
@@ -273,14 +279,14 @@ mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **o
         const mrw_meta *pc = mrw_tfile_find_meta(f, "modrwkv.preprocessor_config");
         if (c && c->type == MRW_MV_STRING) mm->enc_config = strndup(c->v.s.ptr, c->v.s.len);
         if (pc && pc->type == MRW_MV_STRING) mm->pre_config = strndup(pc->v.s.ptr, pc->v.s.len);
-    } else if (p->encoder) {
+    } else if (p->encoder && !mm->enc_config) {
         if ((s = encoder_files(p->encoder, enc_weights, sizeof enc_weights, &mm->enc_config, &mm->pre_config, err)))
             goto fail;
     }
     if (lay == LAYOUT_ENCODER_ONLY) { /* `modrwkv encode -m ENCODER` */
         mm->own_file = f;
         f = NULL;
-        if (mm->enc_config == NULL && !p->encoder) /* an encoder given directly: its config sits next to it */
+        if (mm->enc_config == NULL && !p->encoder && !is_dir(path)) /* a weight file: its config sits next to it */
             if ((s = encoder_files(path, enc_weights, sizeof enc_weights, &mm->enc_config, &mm->pre_config, err))) goto fail;
         if ((s = load_encoder(mm, mm->own_file, "", p->encoder_keep_dtype, err))) goto fail;
         *out = mm;

@@ -1054,9 +1054,12 @@ static void attention_item(mrw_vit_ctx *c, float *scratch, int h, int t0) {
     const int T = g->n_tokens, D = g->head_dim, C = g->hidden;
     const int nq = T - t0 < AQ ? T - t0 : AQ, NV = (nq + 15) / 16;
     float *st = scratch, *qt = st + round16((size_t)T * AQ), *inv = qt + round16((size_t)D * AQ);
-    /* Qt[d][i]: this item's queries, transposed; missing queries are zero lanes */
-    for (int d = 0; d < D; d++)
-        for (int i = 0; i < 16 * NV; i++) qt[(size_t)d * AQ + i] = i < nq ? c->q[(size_t)(t0 + i) * C + (size_t)h * D + d] : 0;
+    /* Qt[d][i]: this item's queries, transposed; missing queries are zero lanes. Row by row: reading a
+     * column (rows 4 KB apart) stalls on 4K aliasing with the stores. */
+    for (int i = 0; i < 16 * NV; i++) {
+        const float *qr = c->q + (size_t)(t0 + i) * C + (size_t)h * D;
+        for (int d = 0; d < D; d++) qt[(size_t)d * AQ + i] = i < nq ? qr[d] : 0;
+    }
     scores(c->kh + (size_t)h * D * T, T, qt, D, st, NV);
     softmax_cols(st, T, NV, 1.0f / sqrtf((float)D), inv);
     for (int i0 = 0; i0 < nq; i0 += 12)
@@ -1075,10 +1078,12 @@ static void attention_avx512(mrw_vit_ctx *c) {
         /* keys transposed per head, kh[h][d][t]; values per head, vt[h][t][d] (rows of one head 4 KB apart
          * would cost a TLB miss per row in the output loop) */
 #pragma omp for schedule(static)
-        for (int hd = 0; hd < H * D; hd++) {
-            float *dst = c->kh + (size_t)hd * T;
-            const float *src = c->kk + hd; /* column h*D + d */
-            for (int t = 0; t < T; t++) dst[t] = src[(size_t)t * C];
+        for (int t0 = 0; t0 < T; t0 += 16) { /* 16 rows at a time: each output row gets a 64-byte run */
+            const int t1 = t0 + 16 < T ? t0 + 16 : T;
+            for (int hd = 0; hd < H * D; hd++) {
+                float *dst = c->kh + (size_t)hd * T;
+                for (int t = t0; t < t1; t++) dst[t] = c->kk[(size_t)t * C + hd];
+            }
         }
 #pragma omp for schedule(static)
         for (int h = 0; h < H; h++)

@@ -468,30 +468,44 @@ mrw_status mrw_wavlm_load(const mrw_tfile *f, const mrw_wavlm_params *p, mrw_wav
 
 /* ------------------------------------------------------------------------------------------- forward */
 
-/* GroupNorm with one group per channel over [T][C]: each column normalised over time (double sums). */
-static void channel_norm(float *y, int T, int C, const float *w, const float *b, int nt) {
-    const int CB = 64; /* columns per task: rows read in contiguous strips */
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int c0 = 0; c0 < C; c0 += CB) {
-        const int n = C - c0 < CB ? C - c0 : CB;
-        double mean[64] = {0}, var[64] = {0};
-        for (int t = 0; t < T; t++)
-            for (int j = 0; j < n; j++) mean[j] += y[(size_t)t * C + c0 + j];
-        for (int j = 0; j < n; j++) mean[j] /= T;
-        for (int t = 0; t < T; t++)
-            for (int j = 0; j < n; j++) {
-                const double d = y[(size_t)t * C + c0 + j] - mean[j];
-                var[j] += d * d;
-            }
-        float sc[64], sh[64];
-        for (int j = 0; j < n; j++) {
-            const double inv = 1.0 / sqrt(var[j] / T + 1e-5);
-            sc[j] = (float)(inv * w[c0 + j]);
-            sh[j] = (float)(b[c0 + j] - mean[j] * inv * w[c0 + j]);
-        }
-        for (int t = 0; t < T; t++)
-            for (int j = 0; j < n; j++) y[(size_t)t * C + c0 + j] = y[(size_t)t * C + c0 + j] * sc[j] + sh[j];
+/* GroupNorm with one group per channel over [T][C] (each column normalised over time), then the activation:
+ * one pass for Σy and Σy² (double, per thread over its rows), one applying scale, shift and activation. A
+ * per-channel conv bias cancels in the normalisation, so it is never added. */
+static mrw_status channel_norm_act(float *y, int T, int C, const float *w, const float *b, mrw_audio_act act,
+                                   int nt) {
+    double *acc = calloc((size_t)nt * 2 * C, sizeof *acc);
+    float *ss = malloc(2 * (size_t)C * sizeof *ss);
+    if (!acc || !ss) {
+        free(acc);
+        free(ss);
+        return MRW_E_NOMEM;
     }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        double *s1 = acc + (size_t)omp_get_thread_num() * 2 * C, *s2 = s1 + C;
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++) {
+            const float *r = y + (size_t)t * C;
+            for (int c = 0; c < C; c++) {
+                s1[c] += r[c];
+                s2[c] += (double)r[c] * r[c];
+            }
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        double sum = 0, sq = 0;
+        for (int i = 0; i < nt; i++) {
+            sum += acc[(size_t)i * 2 * C + c];
+            sq += acc[(size_t)i * 2 * C + C + c];
+        }
+        const double mean = sum / T, var = sq / T - mean * mean, inv = 1.0 / sqrt((var > 0 ? var : 0) + 1e-5);
+        ss[c] = (float)(inv * w[c]);
+        ss[C + c] = (float)(b[c] - mean * inv * w[c]);
+    }
+    mrw_audio_affine_act(y, C, ss, ss + C, T, C, act, nt);
+    free(acc);
+    free(ss);
+    return MRW_OK;
 }
 
 /* Conv feature extractor: wave -> [T][C_last] in `a` (b is scratch of the same size). Returns the buffer
@@ -505,10 +519,8 @@ static float *conv_stack(const mrw_wavlm *m, mrw_kctx *k, const float *wave, int
         const int co = c->conv_dim[i], To = (T - c->conv_kernel[i]) / c->conv_stride[i] + 1;
         const conv_layer *cl = &m->conv[i];
         mrw_audio_linear(k, &cl->w, NULL, x, c->conv_stride[i] * cin, To, y, co, 0);
-        if (cl->nw && !c->norm_layer) { /* GroupNorm (layer 0): bias, normalise over time, then GELU */
-            mrw_add_bias(y, co, cl->b, To, co, nt);
-            channel_norm(y, To, co, cl->nw, cl->nb, nt);
-            mrw_audio_bias_act(y, co, NULL, To, co, c->feat_act, nt);
+        if (cl->nw && !c->norm_layer) { /* GroupNorm (layer 0) over time, then the activation */
+            if (channel_norm_act(y, To, co, cl->nw, cl->nb, c->feat_act, nt)) return NULL;
         } else if (cl->nw) {
             mrw_add_bias(y, co, cl->b, To, co, nt);
             mrw_layernorm(y, y, To, co, cl->nw, cl->nb, 1e-5f, nt);
@@ -644,6 +656,10 @@ mrw_status mrw_wavlm_forward(const mrw_wavlm *m, mrw_kctx *k, const float *wave,
     /* conv stack and feature projection */
     int Tc;
     float *feat = conv_stack(m, k, wave, n_samples, scratch, scratch + conv_n, &Tc);
+    if (!feat) {
+        s = MRW_E_NOMEM;
+        goto done;
+    }
     mrw_layernorm(feat, feat, T, cl, m->fp_ln_w, m->fp_ln_b, c->ln_eps, k->n_threads);
     mrw_audio_linear(k, &m->fp, m->fp_b, feat, cl, T, x, d, 0);
     /* positional convolution */

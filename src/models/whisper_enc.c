@@ -53,27 +53,22 @@ static inline __m512 v_gelu(__m512 x) {
 
 static inline float s_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
-/* One row: y = act(y + bias). */
-static void row_bias_act(float *y, const float *bias, int C, mrw_audio_act act) {
+/* One row: y = act(y·scale + shift) (scale may be NULL: y + shift; shift may be NULL). */
+static void row_affine_act(float *y, const float *scale, const float *shift, int C, mrw_audio_act act) {
     int c = 0;
 #ifdef MRW_VMATH_AVX512
     if (act == MRW_ACT_GELU) {
-        for (; c + 16 <= C; c += 16) {
-            __m512 v = _mm512_loadu_ps(y + c);
-            if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + c));
-            _mm512_storeu_ps(y + c, v_gelu(v));
-        }
-        if (c < C) {
-            const __mmask16 m = (__mmask16)((1u << (C - c)) - 1);
+        for (; c < C; c += 16) {
+            const __mmask16 m = C - c >= 16 ? 0xffff : (__mmask16)((1u << (C - c)) - 1);
             __m512 v = _mm512_maskz_loadu_ps(m, y + c);
-            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + c));
+            if (scale) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, scale + c));
+            if (shift) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, shift + c));
             _mm512_mask_storeu_ps(y + c, m, v_gelu(v));
         }
         return;
     }
 #endif
-    if (bias)
-        for (int i = 0; i < C; i++) y[i] += bias[i];
+    for (int i = 0; i < C; i++) y[i] = (scale ? y[i] * scale[i] : y[i]) + (shift ? shift[i] : 0.0f);
     if (act == MRW_ACT_GELU)
         for (; c < C; c++) y[c] = s_gelu(y[c]);
     else if (act == MRW_ACT_GELU_TANH)
@@ -82,19 +77,29 @@ static void row_bias_act(float *y, const float *bias, int C, mrw_audio_act act) 
         mrw_relu(y, (size_t)C, 1);
 }
 
-void mrw_audio_bias_act(float *y, int ld, const float *bias, int T, int C, mrw_audio_act act, int nt) {
+void mrw_audio_affine_act(float *y, int ld, const float *scale, const float *shift, int T, int C, mrw_audio_act act,
+                          int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (size_t)T * C >= 32768)
-    for (int t = 0; t < T; t++) row_bias_act(y + (size_t)t * ld, bias, C, act);
+    for (int t = 0; t < T; t++) row_affine_act(y + (size_t)t * ld, scale, shift, C, act);
+}
+
+void mrw_audio_bias_act(float *y, int ld, const float *bias, int T, int C, mrw_audio_act act, int nt) {
+    mrw_audio_affine_act(y, ld, NULL, bias, T, C, act, nt);
 }
 
 /* Rows per GEMM call: the shared GEMM packs all T rows of X before sweeping them once per 32 outputs, so
- * beyond ~0.5 MB per K block the sweep leaves L2 (measured: T=16000, K=1536: 52 GFLOP/s whole vs 90 in
- * chunks of 512). A multiple of the micro-kernel's 12 rows. */
-#define LIN_CHUNK 516
+ * once a K block (128 columns) of the packed rows outgrows L2 the sweep slows down (measured: T=16000,
+ * K=1536: 52 GFLOP/s whole vs 90 in chunks of 516). Short rows (a conv over few input channels) take
+ * proportionally more rows per call, so that the per-call costs (fork, weight packing) stay small. */
+static int lin_chunk(int K) {
+    const int kc = K < 128 ? K : 128;
+    const int rows = 516 * (128 / kc);
+    return (rows + 11) / 12 * 12;
+}
 
 void mrw_audio_linear(mrw_kctx *k, const mrw_mat *W, const float *bias, const float *X, int ldx, int T, float *Y,
                       int ldy, int accumulate) {
-    const int n_chunks = (T + LIN_CHUNK - 1) / LIN_CHUNK;
+    const int max_rows = lin_chunk(W->cols), n_chunks = (T + max_rows - 1) / max_rows;
     int chunk = n_chunks ? (T + n_chunks - 1) / n_chunks : T;
     chunk = (chunk + 11) / 12 * 12;
     for (int t0 = 0; t0 < T; t0 += chunk) {

@@ -85,6 +85,9 @@ mrw_status mrw_audio_config_parse(const char *path, const char *json, struct cJS
 /* y = act(y + bias) over T rows of C (row stride ld); bias may be NULL. Vectorised; erf GELU accurate to
  * ~2e-7 absolute. */
 void mrw_audio_bias_act(float *y, int ld, const float *bias, int T, int C, mrw_audio_act act, int nt);
+/* y = act(y·scale + shift) per column (scale and/or shift may be NULL). */
+void mrw_audio_affine_act(float *y, int ld, const float *scale, const float *shift, int T, int C, mrw_audio_act act,
+                          int nt);
 
 /* Y[T, out] (+)= X[T, in]·Wᵀ (+ bias), run in row chunks so that the packed activations of one GEMM call
  * stay in cache (the shared GEMM slows down by up to 2x on long T with large inner dimensions). Rows of X

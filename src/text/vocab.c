@@ -645,7 +645,8 @@ mrw_status mrw_vocab_from_gguf_meta(const mrw_tfile *f, mrw_vocab **out, mrw_err
         return mrw_err(err, MRW_E_FORMAT, "tokenizer.ggml.token_type is not an array as long as the tokens");
     vbuild b = {0};
     mrw_status st = gguf_add_tokens(&b, toks, types, err);
-    if (!st && vb_add_v2_specials(&b)) st = mrw_err(err, MRW_E_NOMEM, "out of memory");
+    /* only a World-sized vocabulary has room for ModRWKV v2's image tokens; a byte-level one must not grow */
+    if (!st && toks->count >= MRW_TOK_VISION_START && vb_add_v2_specials(&b)) st = mrw_err(err, MRW_E_NOMEM, "out of memory");
     if (st) {
         vb_free(&b);
         return st;
