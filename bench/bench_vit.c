@@ -60,8 +60,10 @@ static double gemm_rate(int which, mrw_dtype dt, int T, int O, int K, int nt) {
     double best = 1e30;
     for (int r = 0; r < 6; r++) { /* first run warms up */
         const double t0 = mrw_now();
-        if (which == 0) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, O, K, 1, X, K, W, K, 0, Y, O);
-        else mrw_matmul(&k, &m, X, K, Y, O, T, 0);
+        if (which == 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, O, K, 1, X, K, W, K, 0, Y, O);
+        else
+            mrw_matmul(&k, &m, X, K, Y, O, T, 0);
         const double t = mrw_now() - t0;
         if (r && t < best) best = t;
     }
@@ -79,7 +81,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             n_threads = 0;
-            for (char *s = strtok(argv[++i], ","); s && n_threads < 8; s = strtok(NULL, ",")) threads[n_threads++] = atoi(s);
+            for (char *s = strtok(argv[++i], ","); s && n_threads < 8; s = strtok(NULL, ","))
+                threads[n_threads++] = atoi(s);
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             reps = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
@@ -128,12 +131,12 @@ int main(int argc, char **argv) {
             const double blas = gemm_rate(0, MRW_DT_F32, c->n_tokens, c->intermediate, c->hidden, nt);
             const double ours = gemm_rate(1, MRW_DT_F32, c->n_tokens, c->intermediate, c->hidden, nt);
             const double bf16 = gemm_rate(1, MRW_DT_BF16, c->n_tokens, c->intermediate, c->hidden, nt);
-            printf("%-27s %3d | %9.1f %7.1f %8.1f | %9.1f %9.1f %9.1f | %5.0f%%\n", es->name, nt, t * 1e3, gflop,
-                   gflop / t, blas, ours, bf16, 100 * gflop / t / blas);
+            printf("%-27s %3d | %9.1f %7.1f %8.1f | %9.1f %9.1f %9.1f | %5.0f%%\n", es->name, nt, t * 1e3,
+                   gflop, gflop / t, blas, ours, bf16, 100 * gflop / t / blas);
             fflush(stdout);
         }
-        printf("  (%s: %d tokens x %d, GEMM shape for the rates: %d x %d x %d)\n", es->name, c->n_tokens, c->hidden,
-               c->n_tokens, c->intermediate, c->hidden);
+        printf("  (%s: %d tokens x %d, GEMM shape for the rates: %d x %d x %d)\n", es->name, c->n_tokens,
+               c->hidden, c->n_tokens, c->intermediate, c->hidden);
         free(px);
         free(out);
         mrw_vit_free(v);

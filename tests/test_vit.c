@@ -7,6 +7,7 @@
  * 16-bit weights are kept as stored (bf16 dot products).
  * With MRW_VIT_PARITY_DIR set (see the fixture script), also checks the full-size published configs. */
 #include <stdint.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "formats/tensorfile.h"
@@ -83,8 +84,8 @@ static mrw_vit_params quiet_params(void) {
 }
 
 /* Opens `model` (a directory or file) with params and checks parity against dir's golden `key`. */
-static void check_parity(const char *model, const mrw_vit_params *p, const char *dir, const char *key, double tol,
-                         const char *what) {
+static void check_parity(const char *model, const mrw_vit_params *p, const char *dir, const char *key,
+                         double tol, const char *what) {
     mrw_vit *v;
     mrw_error e;
     golden g;
@@ -108,7 +109,11 @@ static void check_parity(const char *model, const mrw_vit_params *p, const char 
 /* ---------------------------------------------------------------------------------------- parity */
 
 static void test_parity_dirs(void) {
-    static const struct { const char *dir; mrw_vit_family fam; int tokens, hidden, heads, layers; } sets[] = {
+    static const struct {
+        const char *dir;
+        mrw_vit_family fam;
+        int tokens, hidden, heads, layers;
+    } sets[] = {
         {"siglip_tiny", MRW_VIT_SIGLIP, 16, 64, 2, 2}, {"siglip_odd", MRW_VIT_SIGLIP, 25, 72, 3, 1},
         {"clip_tiny", MRW_VIT_CLIP, 17, 64, 2, 2},     {"clip_odd", MRW_VIT_CLIP, 26, 72, 3, 1},
         {"siglip_full", MRW_VIT_SIGLIP, 4, 32, 2, 2},  {"clip_full", MRW_VIT_CLIP, 5, 32, 2, 2},
@@ -140,7 +145,8 @@ static void test_parity_dirs(void) {
         mrw_vit_free(v);
     }
     /* a weight file given directly: the config.json beside it is found */
-    check_parity(FIX "clip_odd/model.safetensors", &p, FIX "clip_odd", "last_hidden_state", 1e-4, "clip_odd file");
+    check_parity(FIX "clip_odd/model.safetensors", &p, FIX "clip_odd", "last_hidden_state", 1e-4,
+                 "clip_odd file");
     /* the config passed as text */
     size_t len;
     char *text = (char *)t_read_file(FIX "siglip_odd/config.json", &len);
@@ -158,11 +164,11 @@ static void test_parity_dirs(void) {
 static void test_low_precision(void) {
     mrw_vit_params p = quiet_params();
     p.config_path = FIX "siglip_full/config.json";
-    check_parity(FIX "siglip_full/model.bf16.safetensors", &p, FIX "siglip_full", "last_hidden_state_bf16", 1e-4,
-                 "siglip_full bf16 -> f32");
+    check_parity(FIX "siglip_full/model.bf16.safetensors", &p, FIX "siglip_full", "last_hidden_state_bf16",
+                 1e-4, "siglip_full bf16 -> f32");
     p.keep_dtype = 1;
-    check_parity(FIX "siglip_full/model.bf16.safetensors", &p, FIX "siglip_full", "last_hidden_state_bf16", 3e-2,
-                 "siglip_full bf16 kept");
+    check_parity(FIX "siglip_full/model.bf16.safetensors", &p, FIX "siglip_full", "last_hidden_state_bf16",
+                 3e-2, "siglip_full bf16 kept");
     p.keep_dtype = 0;
     p.config_path = FIX "clip_full/config.json";
     check_parity(FIX "clip_full/model.f16.safetensors", &p, FIX "clip_full", "last_hidden_state_f16", 1e-4,
@@ -183,11 +189,14 @@ static void test_prefixes(void) {
     mrw_vit_params p = quiet_params();
     p.config_path = FIX "siglip_full/config.json";
     p.prefix = "encoder.model.";
-    check_parity(FIX "v2ckpt.safetensors", &p, FIX "siglip_full", "last_hidden_state", 1e-4, "v2 encoder.model.");
+    check_parity(FIX "v2ckpt.safetensors", &p, FIX "siglip_full", "last_hidden_state", 1e-4,
+                 "v2 encoder.model.");
     p.prefix = "encoder.model";
-    check_parity(FIX "v2ckpt.safetensors", &p, FIX "siglip_full", "last_hidden_state", 1e-4, "v2 encoder.model");
+    check_parity(FIX "v2ckpt.safetensors", &p, FIX "siglip_full", "last_hidden_state", 1e-4,
+                 "v2 encoder.model");
     p.prefix = NULL;
-    check_parity(FIX "v2ckpt.safetensors", &p, FIX "siglip_full", "last_hidden_state", 1e-4, "v2 auto prefix");
+    check_parity(FIX "v2ckpt.safetensors", &p, FIX "siglip_full", "last_hidden_state", 1e-4,
+                 "v2 auto prefix");
     p.config_path = FIX "clip_full/config.json";
     p.prefix = "encoder.model.";
     check_parity(FIX "v2ckpt_full.safetensors", &p, FIX "clip_full", "last_hidden_state", 1e-4,
@@ -303,8 +312,9 @@ static void expect_error(const char *path, const char *config_json, const char *
     mrw_tfile_close(f);
 }
 
-static const char *SIGLIP_CFG = "{\"model_type\":\"siglip_vision_model\",\"hidden_size\":64,\"num_attention_heads\":2,"
-                                "\"patch_size\":8,\"image_size\":32,\"intermediate_size\":128,\"num_hidden_layers\":2}";
+static const char *SIGLIP_CFG =
+    "{\"model_type\":\"siglip_vision_model\",\"hidden_size\":64,\"num_attention_heads\":2,\"patch_size\":8,"
+    "\"image_size\":32,\"intermediate_size\":128,\"num_hidden_layers\":2}";
 
 static void test_bad_tensors(void) {
     tlist l;
@@ -394,24 +404,26 @@ static void test_bad_tensors(void) {
 
 static void test_bad_configs(void) {
     const char *model = FIX "siglip_tiny/model.safetensors";
-    expect_error(model, "{\"model_type\":\"siglip\",\"vision_config\":{\"hidden_size\":128}}", NULL, MRW_E_SHAPE,
-                 "hidden_size", "config hidden_size 128");
-    expect_error(model, "{\"model_type\":\"siglip\",\"vision_config\":{\"patch_size\":16}}", NULL, MRW_E_SHAPE,
-                 "patch_size", "config patch_size 16");
+    expect_error(model, "{\"model_type\":\"siglip\",\"vision_config\":{\"hidden_size\":128}}", NULL,
+                 MRW_E_SHAPE, "hidden_size", "config hidden_size 128");
+    expect_error(model, "{\"model_type\":\"siglip\",\"vision_config\":{\"patch_size\":16}}", NULL,
+                 MRW_E_SHAPE, "patch_size", "config patch_size 16");
     expect_error(model, "{\"model_type\":\"siglip\",\"vision_config\":{\"num_attention_heads\":5}}", NULL,
                  MRW_E_SHAPE, "5 attention heads", "5 heads for 64");
     expect_error(model, "{\"model_type\":\"siglip\",\"vision_config\":{}}", NULL, MRW_E_SHAPE, "default 12",
                  "default 12 heads for 64");
     expect_error(model, "{\"model_type\":\"siglip2\"}", NULL, MRW_E_UNSUPPORTED, "NaFlex", "NaFlex SigLIP2");
     expect_error(model, "{\"model_type\":\"whisper\"}", NULL, MRW_E_UNSUPPORTED, "whisper", "whisper config");
-    expect_error(model, "{\"model_type\":\"clip\"}", NULL, MRW_E_SHAPE, "CLIP", "CLIP config, SigLIP tensors");
-    expect_error(model, "{\"hidden_act\":\"relu\",\"num_attention_heads\":2}", NULL, MRW_E_UNSUPPORTED, "relu",
-                 "relu");
+    expect_error(model, "{\"model_type\":\"clip\"}", NULL, MRW_E_SHAPE, "CLIP",
+                 "CLIP config, SigLIP tensors");
+    expect_error(model, "{\"hidden_act\":\"relu\",\"num_attention_heads\":2}", NULL, MRW_E_UNSUPPORTED,
+                 "relu", "relu");
     expect_error(model, "{\"hidden_size\":\"64\"}", NULL, MRW_E_FORMAT, "hidden_size", "string hidden_size");
     expect_error(model, "{\"layer_norm_eps\":-1}", NULL, MRW_E_FORMAT, "layer_norm_eps", "negative eps");
     expect_error(model, "{not json", NULL, MRW_E_FORMAT, "JSON", "broken JSON");
-    expect_error(FIX "clip_tiny/model.safetensors", "{\"model_type\":\"siglip_vision_model\",\"num_attention_heads\":2}",
-                 NULL, MRW_E_SHAPE, "SigLIP", "SigLIP config, CLIP tensors");
+    expect_error(FIX "clip_tiny/model.safetensors",
+                 "{\"model_type\":\"siglip_vision_model\",\"num_attention_heads\":2}", NULL, MRW_E_SHAPE,
+                 "SigLIP", "SigLIP config, CLIP tensors");
 
     mrw_vit *v;
     mrw_error e;
@@ -424,6 +436,59 @@ static void test_bad_configs(void) {
     p.config_path = FIX "siglip_tiny/config.json";
     p.config_json = "{}";
     CHECK(mrw_vit_open(FIX "siglip_tiny", &p, &v, &e) == MRW_E_ARG);
+}
+
+static int write_file(const char *dir, const char *name, const void *data, size_t n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "wb");
+    if (!fp) return -1;
+    const int ok = fwrite(data, 1, n, fp) == n;
+    return fclose(fp) == 0 && ok ? 0 : -1;
+}
+
+/* A model directory with a preprocessor_config.json: its mean/std reach the config; a broken one is an
+ * error. */
+static void test_model_dir(void) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/model", tmpdir);
+    if (mkdir(dir, 0700)) {
+        CHECKF(0, "mkdir %s", dir);
+        return;
+    }
+    size_t nw, nc;
+    unsigned char *w = t_read_file(FIX "clip_tiny/model.safetensors", &nw);
+    unsigned char *cfg = t_read_file(FIX "clip_tiny/config.json", &nc);
+    const char *pre = "{\"image_mean\": [0.1, 0.2, 0.3], \"image_std\": [0.5, 0.25, 2], \"size\": 32}";
+    CHECK(w && cfg && !write_file(dir, "model.safetensors", w, nw) &&
+          !write_file(dir, "config.json", cfg, nc) &&
+          !write_file(dir, "preprocessor_config.json", pre, strlen(pre)));
+    char slash[160];
+    snprintf(slash, sizeof slash, "%s/", dir);
+    mrw_vit_params p = quiet_params();
+    check_parity(slash, &p, FIX "clip_tiny", "last_hidden_state", 1e-4, "model directory (trailing slash)");
+    mrw_vit *v;
+    mrw_error e;
+    if (!mrw_vit_open(dir, &p, &v, &e)) {
+        const mrw_vit_config *c = mrw_vit_get_config(v);
+        CHECK(c->mean[0] == 0.1f && c->mean[2] == 0.3f && c->std[1] == 0.25f && c->std[2] == 2.0f);
+        mrw_vit_free(v);
+    } else {
+        CHECKF(0, "%s", e.msg);
+    }
+    const char *bad = "{\"image_mean\": [0.1, 0.2], \"image_std\": [1, 1, 1]}";
+    CHECK(!write_file(dir, "preprocessor_config.json", bad, strlen(bad)));
+    CHECK(mrw_vit_open(dir, &p, &v, &e) == MRW_E_FORMAT);
+    CHECKF(strstr(e.msg, "image_mean") != NULL, "%s", e.msg);
+    static const char *const files[] = {"model.safetensors", "config.json", "preprocessor_config.json"};
+    for (int i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    free(w);
+    free(cfg);
 }
 
 static void test_bad_pixels(void) {
@@ -495,6 +560,53 @@ static void test_random(void) {
     free(o2);
 }
 
+/* The fused AVX-512 attention against the portable GEMM-based one, on shapes that exercise its edges:
+ * several 48-query items per head (the last with 5), keys not a multiple of 8, head sizes 64, 24 and 40. */
+static void test_attention_paths(void) {
+    static const int shapes[][3] = {
+        {128, 2, 40}, {48, 2, 40}, {120, 3, 12}}; /* hidden, heads, image (patch 4) */
+    for (int s = 0; s < 3; s++) {
+        mrw_vit_config shape;
+        memset(&shape, 0, sizeof shape);
+        shape.family = s == 1 ? MRW_VIT_SIGLIP : MRW_VIT_CLIP;
+        shape.hidden = shapes[s][0];
+        shape.n_head = shapes[s][1];
+        shape.n_layer = 2;
+        shape.intermediate = 96;
+        shape.patch = 4;
+        shape.image_size = shapes[s][2];
+        mrw_vit *v;
+        mrw_error e;
+        CHECK_OK(mrw_vit_new_random(&shape, 11 + s, &v, &e), &e);
+        if (!v) continue;
+        const mrw_vit_config *c = mrw_vit_get_config(v);
+        const size_t n = (size_t)c->n_tokens * c->hidden, npx = (size_t)3 * c->image_size * c->image_size;
+        float *px = malloc(npx * 4), *o1 = malloc(n * 4), *o2 = malloc(n * 4);
+        for (size_t i = 0; i < npx; i++) px[i] = cosf(0.37f * (float)i);
+        mrw_vit_ctx *fused, *portable;
+        CHECK_OK(mrw_vit_ctx_new(v, 2, &fused, &e), &e);
+        setenv("MRW_VIT_PORTABLE_ATTENTION", "1", 1);
+        CHECK_OK(mrw_vit_ctx_new(v, 2, &portable, &e), &e);
+        unsetenv("MRW_VIT_PORTABLE_ATTENTION");
+        CHECK_OK(mrw_vit_forward(fused, px, o1, &e), &e);
+        CHECK_OK(mrw_vit_forward(portable, px, o2, &e), &e);
+        double md = 0, mx = 0;
+        for (size_t i = 0; i < n; i++) {
+            md = fmax(md, fabs(o1[i] - o2[i]));
+            mx = fmax(mx, fabs(o2[i]));
+        }
+        CHECKF(md <= 1e-5 * mx && mx > 0.1,
+               "%d tokens, head size %d: fused vs portable attention differ by %g (max %g)", c->n_tokens,
+               c->head_dim, md, mx);
+        mrw_vit_ctx_free(fused);
+        mrw_vit_ctx_free(portable);
+        mrw_vit_free(v);
+        free(px);
+        free(o1);
+        free(o2);
+    }
+}
+
 /* ------------------------------------------------------------------------------ full-size (opt-in) */
 
 static void test_full_size(const char *root) {
@@ -533,12 +645,14 @@ int main(void) {
     test_no_config();
     test_bad_tensors();
     test_bad_configs();
+    test_model_dir();
     test_bad_pixels();
     test_random();
+    test_attention_paths();
     const char *full = getenv("MRW_VIT_PARITY_DIR");
     if (full && *full) test_full_size(full);
-    static const char *const files[] = {"missing", "extra", "extra2", "known_extras", "layer2", "shape", "pos15",
-                                        "pos9", "patch", "dtype"};
+    static const char *const files[] = {"missing", "extra", "extra2", "known_extras", "layer2",
+                                        "shape",   "pos15", "pos9",   "patch",        "dtype"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char p[256];
         snprintf(p, sizeof p, "%s/%s.safetensors", tmpdir, files[i]);

@@ -97,8 +97,9 @@ static mrw_status parse_act(const char *s, int *act, const char *src, mrw_error 
         *act = MRW_VIT_GELU_ERF;
     else {
         char p[64];
-        return mrw_err(err, MRW_E_UNSUPPORTED, "%s: hidden_act '%s' is not supported (gelu_pytorch_tanh, "
-                       "quick_gelu, gelu)", src, mrw_printable(p, sizeof p, s, strlen(s)));
+        return mrw_err(err, MRW_E_UNSUPPORTED,
+                       "%s: hidden_act '%s' is not supported (gelu_pytorch_tanh, quick_gelu, gelu)", src,
+                       mrw_printable(p, sizeof p, s, strlen(s)));
     }
     return MRW_OK;
 }
@@ -124,15 +125,17 @@ static mrw_status parse_config(const char *text, const char *src, hf_cfg *c, mrw
         char p[64];
         const char *t = mt->valuestring;
         if (!strncmp(t, "siglip2", 7))
-            s = mrw_err(err, MRW_E_UNSUPPORTED, "%s: model_type '%s' is the NaFlex SigLIP2 (variable resolution); "
-                        "only fixed-resolution SigLIP/SigLIP2 checkpoints (model_type siglip) are supported", src,
-                        mrw_printable(p, sizeof p, t, strlen(t)));
+            s = mrw_err(err, MRW_E_UNSUPPORTED,
+                        "%s: model_type '%s' is the NaFlex SigLIP2 (variable resolution); only "
+                        "fixed-resolution SigLIP/SigLIP2 checkpoints (model_type siglip) are supported",
+                        src, mrw_printable(p, sizeof p, t, strlen(t)));
         else if (!(c->family = family_of_type(t)))
-            s = mrw_err(err, MRW_E_UNSUPPORTED, "%s: model_type '%s' is not a SigLIP or CLIP vision model", src,
-                        mrw_printable(p, sizeof p, t, strlen(t)));
+            s = mrw_err(err, MRW_E_UNSUPPORTED, "%s: model_type '%s' is not a SigLIP or CLIP vision model",
+                        src, mrw_printable(p, sizeof p, t, strlen(t)));
     }
-    static const char *const keys[] = {"hidden_size", "intermediate_size", "num_hidden_layers",
-                                       "num_attention_heads", "num_channels", "patch_size", "image_size"};
+    static const char *const keys[] = {"hidden_size",         "intermediate_size", "num_hidden_layers",
+                                       "num_attention_heads", "num_channels",      "patch_size",
+                                       "image_size"};
     int *dst[] = {&c->hidden, &c->intermediate, &c->layers, &c->heads, &c->channels, &c->patch, &c->image};
     for (int i = 0; i < 7 && !s; i++) s = json_posint(vc, keys[i], dst[i], src, err);
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(vc, "layer_norm_eps");
@@ -144,8 +147,10 @@ static mrw_status parse_config(const char *text, const char *src, hf_cfg *c, mrw
     }
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(vc, "hidden_act");
     if (!s && act && !cJSON_IsNull(act)) {
-        if (!cJSON_IsString(act)) s = mrw_err(err, MRW_E_FORMAT, "%s: 'hidden_act' must be a string", src);
-        else s = parse_act(act->valuestring, &c->act, src, err);
+        if (!cJSON_IsString(act))
+            s = mrw_err(err, MRW_E_FORMAT, "%s: 'hidden_act' must be a string", src);
+        else
+            s = parse_act(act->valuestring, &c->act, src, err);
     }
     cJSON_Delete(root);
     if (!s) c->present = 1;
@@ -207,7 +212,8 @@ static mrw_status read_text(const char *path, char **out, mrw_error *err) {
         size_t got = fread(buf + n, 1, cap - n - 1, fp);
         n += got;
         if (n > MAX_CONFIG_BYTES) {
-            s = mrw_err(err, MRW_E_LIMIT, "'%s' is larger than %d bytes: not a config file", path, MAX_CONFIG_BYTES);
+            s = mrw_err(err, MRW_E_LIMIT, "'%s' is larger than %d bytes: not a config file", path,
+                        MAX_CONFIG_BYTES);
             break;
         }
         if (got == 0) {
@@ -255,16 +261,17 @@ static mrw_status finish_config(mrw_vit_config *c, mrw_error *err) {
     if (c->family != MRW_VIT_SIGLIP && c->family != MRW_VIT_CLIP)
         return mrw_err(err, MRW_E_ARG, "vit: unknown family %d", (int)c->family);
     if (c->hidden < 1 || c->hidden > MAX_HIDDEN || c->intermediate < 1 || c->intermediate > MAX_INTER ||
-        c->n_layer < 1 || c->n_layer > MAX_LAYERS || c->patch < 1 || c->patch > MAX_PATCH || c->channels < 1 ||
-        c->channels > 4)
-        return mrw_err(err, MRW_E_LIMIT, "vit: unsupported size (hidden %d, intermediate %d, layers %d, patch %d, "
-                       "channels %d)", c->hidden, c->intermediate, c->n_layer, c->patch, c->channels);
+        c->n_layer < 1 || c->n_layer > MAX_LAYERS || c->patch < 1 || c->patch > MAX_PATCH ||
+        c->channels < 1 || c->channels > 4)
+        return mrw_err(err, MRW_E_LIMIT,
+                       "vit: unsupported size (hidden %d, intermediate %d, layers %d, patch %d, channels %d)",
+                       c->hidden, c->intermediate, c->n_layer, c->patch, c->channels);
     if (c->n_head < 1 || c->hidden % c->n_head)
-        return mrw_err(err, MRW_E_SHAPE, "vit: hidden size %d is not divisible by %d attention heads", c->hidden,
-                       c->n_head);
+        return mrw_err(err, MRW_E_SHAPE, "vit: hidden size %d is not divisible by %d attention heads",
+                       c->hidden, c->n_head);
     if (c->image_size < c->patch || c->image_size % c->patch)
-        return mrw_err(err, MRW_E_SHAPE, "vit: image size %d is not a multiple of the patch size %d", c->image_size,
-                       c->patch);
+        return mrw_err(err, MRW_E_SHAPE, "vit: image size %d is not a multiple of the patch size %d",
+                       c->image_size, c->patch);
     c->head_dim = c->hidden / c->n_head;
     c->grid = c->image_size / c->patch;
     if ((int64_t)c->grid * c->grid + 1 > MAX_TOKENS)
@@ -285,7 +292,8 @@ static int prefix_candidates(const char *user, char out[4][128]) {
         snprintf(out[n++], 128, "%s%svision_model.", user, user[ul - 1] == '.' ? "" : ".");
         if (user[ul - 1] != '.') snprintf(out[n++], 128, "%s.", user);
     } else {
-        static const char *const auto_p[] = {"", "vision_model.", "encoder.model.", "encoder.model.vision_model."};
+        static const char *const auto_p[] = {"", "vision_model.", "encoder.model.",
+                                             "encoder.model.vision_model."};
         for (int i = 0; i < 4; i++) snprintf(out[n++], 128, "%s", auto_p[i]);
     }
     return n;
@@ -309,9 +317,10 @@ static mrw_status resolve_prefix(const mrw_tfile *f, const char *user, char *out
     char tried[600];
     size_t k = 0;
     for (int i = 0; i < n && k < sizeof tried; i++)
-        k += (size_t)snprintf(tried + k, sizeof tried - k, "%s'%sembeddings.patch_embedding.weight'", i ? ", " : "",
-                              cand[i]);
-    return mrw_err(err, MRW_E_MISSING, "no SigLIP/CLIP vision tower in this file: none of %s is present", tried);
+        k += (size_t)snprintf(tried + k, sizeof tried - k, "%s'%sembeddings.patch_embedding.weight'",
+                              i ? ", " : "", cand[i]);
+    return mrw_err(err, MRW_E_MISSING, "no SigLIP/CLIP vision tower in this file: none of %s is present",
+                   tried);
 }
 
 /* 1 + the largest N of "<prefix>encoder.layers.N." in the file, 0 if none; -1 if absurd. */
@@ -332,9 +341,10 @@ static int count_layers(const mrw_tfile *f, const char *prefix) {
     return (int)n;
 }
 
-static mrw_status mismatch(mrw_error *err, const char *key, int cfg, int got, const char *prefix, const char *src) {
-    return mrw_err(err, MRW_E_SHAPE, "config.json %s is %d but the weights give %d (%s%s)", key, cfg, got, prefix,
-                   src);
+static mrw_status mismatch(mrw_error *err, const char *key, int cfg, int got, const char *prefix,
+                           const char *src) {
+    return mrw_err(err, MRW_E_SHAPE, "config.json %s is %d but the weights give %d (%s%s)", key, cfg, got,
+                   prefix, src);
 }
 
 /* Family and every shape from the tensors, cross-checked with the config; heads/eps/act from the config or
@@ -343,67 +353,81 @@ static mrw_status derive_config(const mrw_tfile *f, const char *prefix, const hf
                                 mrw_error *err) {
     memset(c, 0, sizeof *c);
     snprintf(c->prefix, sizeof c->prefix, "%s", prefix);
-    const int clip = find_pf(f, prefix, "embeddings.class_embedding") || find_pf(f, prefix, "pre_layrnorm.weight");
+    const int clip =
+        find_pf(f, prefix, "embeddings.class_embedding") || find_pf(f, prefix, "pre_layrnorm.weight");
     c->family = clip ? MRW_VIT_CLIP : MRW_VIT_SIGLIP;
     if (h->family && h->family != c->family)
-        return mrw_err(err, MRW_E_SHAPE, "config.json describes a %s model but the tensors under '%s' are %s's "
-                       "(%s)", family_name(h->family), prefix, family_name(c->family),
+        return mrw_err(err, MRW_E_SHAPE,
+                       "config.json describes a %s model but the tensors under '%s' are %s's (%s)",
+                       family_name(h->family), prefix, family_name(c->family),
                        clip ? "they have embeddings.class_embedding / pre_layrnorm"
                             : "no embeddings.class_embedding / pre_layrnorm");
     const mrw_tensor_info *pw = find_pf(f, prefix, "embeddings.patch_embedding.weight");
     if (pw->ndim != 4 || pw->shape[2] != pw->shape[3] || pw->shape[0] < 1 || pw->shape[0] > MAX_HIDDEN ||
         pw->shape[1] < 1 || pw->shape[1] > 4 || pw->shape[2] < 1 || pw->shape[2] > MAX_PATCH)
-        return mrw_err(err, MRW_E_SHAPE, "tensor '%s' must be [hidden, channels, patch, patch] (a square Conv2d "
-                       "kernel)", pw->name);
+        return mrw_err(err, MRW_E_SHAPE,
+                       "tensor '%s' must be [hidden, channels, patch, patch] (a square Conv2d kernel)",
+                       pw->name);
     c->hidden = (int)pw->shape[0];
     c->channels = (int)pw->shape[1];
     c->patch = (int)pw->shape[2];
     const mrw_tensor_info *pe = find_pf(f, prefix, "embeddings.position_embedding.weight");
-    if (!pe) return mrw_err(err, MRW_E_MISSING, "tensor '%sembeddings.position_embedding.weight' is missing", prefix);
+    if (!pe)
+        return mrw_err(err, MRW_E_MISSING, "tensor '%sembeddings.position_embedding.weight' is missing",
+                       prefix);
     if (pe->ndim != 2 || pe->shape[1] != c->hidden || pe->shape[0] < 1 + clip || pe->shape[0] > MAX_TOKENS)
-        return mrw_err(err, MRW_E_SHAPE, "tensor '%s' must be [positions, %d] with at most %d positions", pe->name,
-                       c->hidden, MAX_TOKENS);
+        return mrw_err(err, MRW_E_SHAPE, "tensor '%s' must be [positions, %d] with at most %d positions",
+                       pe->name, c->hidden, MAX_TOKENS);
     const int n_patches = (int)pe->shape[0] - clip, grid = (int)lround(sqrt((double)n_patches));
     if (grid * grid != n_patches)
-        return mrw_err(err, MRW_E_SHAPE, "tensor '%s' has %lld rows: %d patch positions%s are not a square grid",
-                       pe->name, (long long)pe->shape[0], n_patches, clip ? " (after the CLS row)" : "");
+        return mrw_err(err, MRW_E_SHAPE,
+                       "tensor '%s' has %lld rows: %d patch positions%s are not a square grid", pe->name,
+                       (long long)pe->shape[0], n_patches, clip ? " (after the CLS row)" : "");
     c->image_size = grid * c->patch;
     c->n_layer = count_layers(f, prefix);
-    if (c->n_layer < 0) return mrw_err(err, MRW_E_LIMIT, "more than %d encoder layers under '%s'", MAX_LAYERS, prefix);
+    if (c->n_layer < 0)
+        return mrw_err(err, MRW_E_LIMIT, "more than %d encoder layers under '%s'", MAX_LAYERS, prefix);
     if (c->n_layer == 0) return mrw_err(err, MRW_E_MISSING, "no '%sencoder.layers.0.*' tensors", prefix);
     const mrw_tensor_info *fc1 = find_pf(f, prefix, "encoder.layers.0.mlp.fc1.weight");
-    if (!fc1) return mrw_err(err, MRW_E_MISSING, "tensor '%sencoder.layers.0.mlp.fc1.weight' is missing", prefix);
+    if (!fc1)
+        return mrw_err(err, MRW_E_MISSING, "tensor '%sencoder.layers.0.mlp.fc1.weight' is missing", prefix);
     if (fc1->ndim != 2 || fc1->shape[1] != c->hidden || fc1->shape[0] < 1 || fc1->shape[0] > MAX_INTER)
         return mrw_err(err, MRW_E_SHAPE, "tensor '%s' must be [intermediate, %d]", fc1->name, c->hidden);
     c->intermediate = (int)fc1->shape[0];
 
     /* the config must agree with the file */
     const char *pw_name = "embeddings.patch_embedding.weight";
-    if (h->hidden && h->hidden != c->hidden) return mismatch(err, "hidden_size", h->hidden, c->hidden, prefix, pw_name);
+    if (h->hidden && h->hidden != c->hidden)
+        return mismatch(err, "hidden_size", h->hidden, c->hidden, prefix, pw_name);
     if (h->channels && h->channels != c->channels)
         return mismatch(err, "num_channels", h->channels, c->channels, prefix, pw_name);
-    if (h->patch && h->patch != c->patch) return mismatch(err, "patch_size", h->patch, c->patch, prefix, pw_name);
+    if (h->patch && h->patch != c->patch)
+        return mismatch(err, "patch_size", h->patch, c->patch, prefix, pw_name);
     if (h->intermediate && h->intermediate != c->intermediate)
         return mismatch(err, "intermediate_size", h->intermediate, c->intermediate, prefix,
                         "encoder.layers.0.mlp.fc1.weight");
     if (h->layers && h->layers != c->n_layer)
         return mismatch(err, "num_hidden_layers", h->layers, c->n_layer, prefix, "encoder.layers.N");
     if (h->image && (h->image % c->patch || (h->image / c->patch) * (h->image / c->patch) != n_patches))
-        return mrw_err(err, MRW_E_SHAPE, "tensor '%s' has %d patch positions but config.json image_size %d / "
-                       "patch_size %d gives a %dx%d grid", pe->name, n_patches, h->image, c->patch,
-                       h->image / c->patch, h->image / c->patch);
+        return mrw_err(err, MRW_E_SHAPE,
+                       "tensor '%s' has %d patch positions but config.json image_size %d / patch_size %d "
+                       "gives a %dx%d grid",
+                       pe->name, n_patches, h->image, c->patch, h->image / c->patch, h->image / c->patch);
     if (h->present) {
         c->config_given = 1;
         c->n_head = h->heads ? h->heads : 12; /* transformers' default for both configs */
         c->eps = h->eps > 0 ? (float)h->eps : 0;
         c->act = h->act >= 0 ? (mrw_vit_act)h->act : clip ? MRW_VIT_QUICK_GELU : MRW_VIT_GELU_TANH;
         if (c->hidden % c->n_head)
-            return mrw_err(err, MRW_E_SHAPE, "hidden size %d is not divisible by %d attention heads%s", c->hidden,
-                           c->n_head, h->heads ? "" : " (config.json has no num_attention_heads: default 12)");
+            return mrw_err(err, MRW_E_SHAPE, "hidden size %d is not divisible by %d attention heads%s",
+                           c->hidden, c->n_head,
+                           h->heads ? "" : " (config.json has no num_attention_heads: default 12)");
     } else {
         if (c->hidden % 64)
-            return mrw_err(err, MRW_E_ARG, "no config.json and hidden size %d is not a multiple of 64: the head "
-                           "count cannot be guessed; pass the model's config.json", c->hidden);
+            return mrw_err(err, MRW_E_ARG,
+                           "no config.json and hidden size %d is not a multiple of 64: the head count cannot "
+                           "be guessed; pass the model's config.json",
+                           c->hidden);
         c->n_head = c->hidden / 64;
         c->act = clip ? MRW_VIT_QUICK_GELU : MRW_VIT_GELU_TANH;
     }
@@ -424,7 +448,8 @@ static mrw_status get_mat(mrw_wloader *L, const char *name, int rows, int cols, 
     if (t) {
         const size_t esz = t->dtype == MRW_DT_F32 ? 4 : 2;
         const int aligned = ((uintptr_t)t->data % esz) == 0;
-        keep = aligned && (t->dtype == MRW_DT_F32 || (keep16 && (t->dtype == MRW_DT_F16 || t->dtype == MRW_DT_BF16)));
+        keep = aligned &&
+               (t->dtype == MRW_DT_F32 || (keep16 && (t->dtype == MRW_DT_F16 || t->dtype == MRW_DT_BF16)));
     }
     *n_params += (int64_t)rows * cols;
     return mrw_wl_mat(L, name, rows, cols, keep, m);
@@ -445,7 +470,12 @@ static mrw_status load_layer(mrw_wloader *L, const mrw_vit_config *c, int i, int
     if ((s = get_vec(L, LNAME("layer_norm1.bias"), C, &ly->ln1_b, np))) return s;
     if ((s = get_vec(L, LNAME("layer_norm2.weight"), C, &ly->ln2_w, np))) return s;
     if ((s = get_vec(L, LNAME("layer_norm2.bias"), C, &ly->ln2_b, np))) return s;
-    struct { const char *w, *b; mrw_mat *m; float **bias; int rows, cols; } mats[] = {
+    struct {
+        const char *w, *b;
+        mrw_mat *m;
+        float **bias;
+        int rows, cols;
+    } mats[] = {
         {"self_attn.q_proj.weight", "self_attn.q_proj.bias", &ly->q, &ly->q_b, C, C},
         {"self_attn.k_proj.weight", "self_attn.k_proj.bias", &ly->k, &ly->k_b, C, C},
         {"self_attn.v_proj.weight", "self_attn.v_proj.bias", &ly->v, &ly->v_b, C, C},
@@ -471,7 +501,8 @@ static mrw_status load_weights(mrw_vit *v, mrw_wloader *L, int keep16) {
     if ((s = mrw_wl_f32(L, "embeddings.patch_embedding.weight", 4, pshape, &pw))) return s;
     mrw_mat_init(&v->patch_w, MRW_DT_F32, C, PP, pw);
     np += (int64_t)C * PP;
-    if (c->family == MRW_VIT_SIGLIP && (s = get_vec(L, "embeddings.patch_embedding.bias", C, &v->patch_b, &np)))
+    if (c->family == MRW_VIT_SIGLIP &&
+        (s = get_vec(L, "embeddings.patch_embedding.bias", C, &v->patch_b, &np)))
         return s;
     if (c->family == MRW_VIT_CLIP) {
         if ((s = get_vec(L, "embeddings.class_embedding", C, &v->cls, &np))) return s;
@@ -497,10 +528,12 @@ static mrw_status load_weights(mrw_vit *v, mrw_wloader *L, int keep16) {
 
 /* Tensors nobody used: errors, except the known extras of full checkpoints. */
 static mrw_status check_extras(const mrw_tfile *f, mrw_wloader *L, const mrw_vit_config *c, mrw_error *err) {
-    static const char *const outer_skip[] = {"vision_model.", "text_model.", "logit_scale", "logit_bias",
-                                             "visual_projection.", "text_projection.", NULL};
+    static const char *const outer_skip[] = {
+        "vision_model.",      "text_model.",      "logit_scale", "logit_bias",
+        "visual_projection.", "text_projection.", NULL};
     const char *inner_skip[4] = {"embeddings.position_ids", NULL, NULL, NULL};
-    if (c->family == MRW_VIT_SIGLIP) inner_skip[1] = "head."; /* attention pooling: not in last_hidden_state */
+    if (c->family == MRW_VIT_SIGLIP)
+        inner_skip[1] = "head."; /* attention pooling: not in last_hidden_state */
     mrw_status s = mrw_wl_check_unused(L, inner_skip);
     if (s) return s;
     const size_t pl = strlen(c->prefix), vl = strlen("vision_model.");
@@ -588,22 +621,26 @@ static int join(char *buf, size_t n, const char *dir, size_t dir_len, const char
  * are used only if they describe a SigLIP/CLIP model. */
 static mrw_status sibling_configs(const char *dir, size_t dl, int model_dir, hf_cfg *h, mrw_error *err) {
     char path[4096];
+    mrw_error ignored;
+    mrw_error *e = model_dir ? err : &ignored;
     mrw_status s;
+    int ours = model_dir; /* beside a lone file: only with a SigLIP/CLIP config.json */
     if (!h->present && join(path, sizeof path, dir, dl, "config.json") && file_exists(path)) {
         hf_cfg t;
         memset(&t, 0, sizeof t);
         t.act = -1;
-        mrw_error e2;
-        s = load_config_file(path, &t, model_dir ? err : &e2);
+        s = load_config_file(path, &t, e);
         if (s && model_dir) return s;
-        if (!s && (model_dir || t.family)) *h = t;
+        if (!s && (model_dir || t.family)) {
+            *h = t;
+            ours = 1;
+        }
     }
-    if (join(path, sizeof path, dir, dl, "preprocessor_config.json") && file_exists(path)) {
+    if (ours && join(path, sizeof path, dir, dl, "preprocessor_config.json") && file_exists(path)) {
         char *text;
-        if ((s = read_text(path, &text, err))) return s;
+        if ((s = read_text(path, &text, e))) return model_dir ? s : MRW_OK;
         hf_cfg t = *h;
-        mrw_error e2;
-        s = parse_preprocessor(text, path, &t, model_dir ? err : &e2);
+        s = parse_preprocessor(text, path, &t, e);
         free(text);
         if (s && model_dir) return s;
         if (!s) *h = t;
@@ -686,7 +723,8 @@ typedef struct {
 } rnd;
 
 static float *rnd_tensor(rnd *r, int rows, int cols, float mid, float half) {
-    float *d = mrw_arena_keep(&r->v->arena, aligned_alloc(64, (((size_t)rows * cols * 4) + 63) & ~(size_t)63));
+    float *d =
+        mrw_arena_keep(&r->v->arena, aligned_alloc(64, (((size_t)rows * cols * 4) + 63) & ~(size_t)63));
     const uint64_t id = r->id++;
     if (!d) return NULL;
 #pragma omp parallel for schedule(static) if (rows >= 64)
@@ -731,10 +769,11 @@ mrw_status mrw_vit_new_random(const mrw_vit_config *shape, uint64_t seed, mrw_vi
     rnd r = {v, seed, 1};
     int bad = rnd_mat(&r, &v->patch_w, C, PP) || !(v->pos = rnd_tensor(&r, c->n_tokens, C, 0, 0.5f)) ||
               !(v->post_w = rnd_tensor(&r, 1, C, 1, 0.2f)) || !(v->post_b = rnd_tensor(&r, 1, C, 0, 0.1f));
-    if (c->family == MRW_VIT_SIGLIP) bad = bad || !(v->patch_b = rnd_tensor(&r, 1, C, 0, 0.1f));
+    if (c->family == MRW_VIT_SIGLIP)
+        bad = bad || !(v->patch_b = rnd_tensor(&r, 1, C, 0, 0.1f));
     else
-        bad = bad || !(v->cls = rnd_tensor(&r, 1, C, 0, 0.5f)) || !(v->pre_w = rnd_tensor(&r, 1, C, 1, 0.2f)) ||
-              !(v->pre_b = rnd_tensor(&r, 1, C, 0, 0.1f));
+        bad = bad || !(v->cls = rnd_tensor(&r, 1, C, 0, 0.5f)) ||
+              !(v->pre_w = rnd_tensor(&r, 1, C, 1, 0.2f)) || !(v->pre_b = rnd_tensor(&r, 1, C, 0, 0.1f));
     v->layers = mrw_arena_keep(&v->arena, calloc((size_t)c->n_layer, sizeof *v->layers));
     bad = bad || !v->layers;
     for (int i = 0; i < c->n_layer && !bad; i++) {
@@ -752,7 +791,8 @@ mrw_status mrw_vit_new_random(const mrw_vit_config *shape, uint64_t seed, mrw_vi
         return mrw_err(err, MRW_E_NOMEM, "out of memory for a random ViT");
     }
     c->weight_dtype = MRW_DT_F32;
-    c->n_params = (int64_t)C * PP + (int64_t)c->n_tokens * C + C * (c->family == MRW_VIT_CLIP ? 3 : 3) +
+    /* patch, positions, then patch bias + post-LN (SigLIP) or class embedding + pre-LN (CLIP): 3C */
+    c->n_params = (int64_t)C * PP + (int64_t)c->n_tokens * C + 3LL * C +
                   (int64_t)c->n_layer * (4LL * C * C + 2LL * C * I + 8LL * C + I);
     snprintf(c->prefix, sizeof c->prefix, "(random)");
     *out = v;
@@ -792,8 +832,8 @@ mrw_status mrw_vit_ctx_new(const mrw_vit *v, int n_threads, mrw_vit_ctx **out, m
     c->qb = ((g->n_tokens + nqb - 1) / nqb + 11) / 12 * 12;
     size_t ff = T * I, cols = (size_t)g->n_patches * g->channels * g->patch * g->patch;
     if (cols > ff) ff = cols; /* the im2col matrix shares the MLP buffer */
-    /* every buffer is a multiple of 16 floats (64-byte aligned); the transposed keys get a spare row because
-     * the attention kernel reads (and discards) up to 7 keys past the end */
+    /* every buffer is a multiple of 16 floats (64-byte aligned); the transposed keys get 16 spare floats
+     * because the attention kernel reads (and discards) up to 7 keys past the end */
     const size_t tc = round16(T * C), tk = round16(T * C + 16), nff = round16(ff);
     size_t ns = round16((size_t)c->qb * T);
     const size_t ns_avx = round16(T * AQ) + round16(D * AQ) + AQ;
@@ -840,7 +880,8 @@ static void im2col(const mrw_vit_config *g, const float *px, float *cols, int nt
         float *row = cols + (size_t)p * PP;
         for (int ch = 0; ch < g->channels; ch++)
             for (int ky = 0; ky < P; ky++)
-                memcpy(row + (ch * P + ky) * P, px + ((size_t)ch * S + y0 + ky) * S + x0, (size_t)P * sizeof(float));
+                memcpy(row + (ch * P + ky) * P, px + ((size_t)ch * S + y0 + ky) * S + x0,
+                       (size_t)P * sizeof(float));
     }
 }
 
@@ -857,7 +898,8 @@ static void add_positions(const mrw_vit *v, float *x, int nt) {
 
 /* y = act(y + b) over rows of [T, n], one pass. */
 static void bias_act(float *y, int T, int n, const float *b, mrw_vit_act act, int nt) {
-    const float kq = 1.702f, kt = 1.5957691216057308f; /* quick: x·σ(1.702x); tanh: x·σ(2√(2/π)(x+0.044715x³)) */
+    const float kq = 1.702f,
+                kt = 1.5957691216057308f; /* quick: x·σ(1.702x); tanh: x·σ(2√(2/π)(x+0.044715x³)) */
 #pragma omp parallel for num_threads(nt) schedule(static) if (T >= 32 && nt > 1)
     for (int t = 0; t < T; t++) {
         float *r = y + (size_t)t * n;
@@ -874,8 +916,10 @@ static void bias_act(float *y, int T, int n, const float *b, mrw_vit_act act, in
         for (; i + 16 <= n; i += 16) {
             const __m512 x = _mm512_add_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(b + i));
             __m512 u;
-            if (act == MRW_VIT_QUICK_GELU) u = _mm512_mul_ps(vq, x);
-            else u = _mm512_mul_ps(vt, _mm512_fmadd_ps(_mm512_mul_ps(vc, x), _mm512_mul_ps(x, x), x));
+            if (act == MRW_VIT_QUICK_GELU)
+                u = _mm512_mul_ps(vq, x);
+            else
+                u = _mm512_mul_ps(vt, _mm512_fmadd_ps(_mm512_mul_ps(vc, x), _mm512_mul_ps(x, x), x));
             _mm512_storeu_ps(r + i, _mm512_mul_ps(x, mrw_v_sigmoid(u)));
         }
 #endif
@@ -935,7 +979,8 @@ static void attention_gemm(mrw_vit_ctx *c) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (T >= 64 && nt > 1)
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
-            memcpy(kh + ((size_t)h * T + t) * D, k + (size_t)t * C + (size_t)h * D, (size_t)D * sizeof(float));
+            memcpy(kh + ((size_t)h * T + t) * D, k + (size_t)t * C + (size_t)h * D,
+                   (size_t)D * sizeof(float));
             const float *vr = v + (size_t)t * C + (size_t)h * D;
             float *dst = vt + (size_t)h * D * T + t;
             for (int d = 0; d < D; d++) dst[(size_t)d * T] = vr[d];
@@ -966,7 +1011,60 @@ static void attention_gemm(mrw_vit_ctx *c) {
  *   output, 12 queries × 32 dims: out[i][d] = (1/Σ_i) Σ_j St[j][i] · v_h[j][d]   (v_h: the head's values,
  *                       gathered once per layer)
  * Both inner loops are 24 independent FMAs per k step, like the GEMM's micro-kernel. */
-static inline __mmask16 lane_mask(int n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+static inline __mmask16 lane_mask(int n) {
+    return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+/* r[c][i] <- r[i][c] for a 16x16 block in registers (unpack pairs, then 4x4 blocks, then 128-bit lanes). */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* u[4g+k], lane L: rows 4g..4g+3 of column 4L+k */
+        u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m512 x = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88),
+                     y = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
+        const __m512 x2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88);
+        const __m512 y2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
+        r[k] = _mm512_shuffle_f32x4(x, x2, 0x88);
+        r[4 + k] = _mm512_shuffle_f32x4(y, y2, 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(x, x2, 0xdd);
+        r[12 + k] = _mm512_shuffle_f32x4(y, y2, 0xdd);
+    }
+}
+
+/* dst[c][i] = src[i][c] for i < nr (<= 16), c < 16; rows i >= nr read as zero. store_all: write all 16 lanes
+ * of each dst row (zeros past nr), else only the first nr. */
+static void transpose_block16(const float *src, size_t lds, int nr, float *dst, size_t ldd, int store_all) {
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < nr ? _mm512_loadu_ps(src + (size_t)i * lds) : _mm512_setzero_ps();
+    transpose16(r);
+    const __mmask16 m = store_all ? 0xffff : lane_mask(nr);
+    for (int c = 0; c < 16; c++) _mm512_mask_storeu_ps(dst + (size_t)c * ldd, m, r[c]);
+}
+
+/* dst[c][i] = src[i][c] for i < rows, c < cols (a matrix transpose; src row stride lds, dst row stride ldd),
+ * by 16x16 blocks with scalar edges. store_all as above, for the last block of rows. */
+static void transpose(const float *src, size_t lds, int rows, int cols, float *dst, size_t ldd,
+                      int store_all) {
+    const int c16 = cols / 16 * 16;
+    for (int i0 = 0; i0 < rows; i0 += 16) {
+        const int nr = rows - i0 < 16 ? rows - i0 : 16;
+        for (int c0 = 0; c0 < c16; c0 += 16)
+            transpose_block16(src + (size_t)i0 * lds + c0, lds, nr, dst + (size_t)c0 * ldd + i0, ldd,
+                              store_all);
+        for (int c = c16; c < cols; c++)
+            for (int i = 0; i < (store_all ? 16 : nr); i++)
+                dst[(size_t)c * ldd + i0 + i] = i < nr ? src[(size_t)(i0 + i) * lds + c] : 0;
+    }
+}
 
 /* St rows j0 .. j0+nk (nk <= 8) for NV vectors of queries. */
 static inline __attribute__((always_inline)) void scores_tile(const float *kt, int T, const float *qt, int D,
@@ -996,9 +1094,12 @@ static void scores(const float *kt, int T, const float *qt, int D, float *st, in
     for (int j0 = 0; j0 < T; j0 += 8) {
         const int nk = T - j0 < 8 ? T - j0 : 8;
         float *dst = st + (size_t)j0 * AQ;
-        if (NV == 3) scores_tile(kt + j0, T, qt, D, dst, nk, 3);
-        else if (NV == 2) scores_tile(kt + j0, T, qt, D, dst, nk, 2);
-        else scores_tile(kt + j0, T, qt, D, dst, nk, 1);
+        if (NV == 3)
+            scores_tile(kt + j0, T, qt, D, dst, nk, 3);
+        else if (NV == 2)
+            scores_tile(kt + j0, T, qt, D, dst, nk, 2);
+        else
+            scores_tile(kt + j0, T, qt, D, dst, nk, 1);
     }
 }
 
@@ -1020,8 +1121,8 @@ static void softmax_cols(float *st, int T, int NV, float scale, float *inv) {
 }
 
 /* out rows i < rows (<= 12), columns [0, nd) (nd <= 32) = inv[i] · Σ_j st[j][i] · v[j][0..nd). */
-static void pv_tile(const float *st, const float *v, int ldv, int T, const float *inv, float *out, int ldo, int rows,
-                    int nd) {
+static void pv_tile(const float *st, const float *v, int ldv, int T, const float *inv, float *out, int ldo,
+                    int rows, int nd) {
     const __mmask16 m0 = lane_mask(nd), m1 = lane_mask(nd - 16);
     __m512 c0[12], c1[12];
     /* every loop over i fully unrolled, so that c0/c1 live in registers */
@@ -1054,12 +1155,10 @@ static void attention_item(mrw_vit_ctx *c, float *scratch, int h, int t0) {
     const int T = g->n_tokens, D = g->head_dim, C = g->hidden;
     const int nq = T - t0 < AQ ? T - t0 : AQ, NV = (nq + 15) / 16;
     float *st = scratch, *qt = st + round16((size_t)T * AQ), *inv = qt + round16((size_t)D * AQ);
-    /* Qt[d][i]: this item's queries, transposed; missing queries are zero lanes. Row by row: reading a
-     * column (rows 4 KB apart) stalls on 4K aliasing with the stores. */
-    for (int i = 0; i < 16 * NV; i++) {
-        const float *qr = c->q + (size_t)(t0 + i) * C + (size_t)h * D;
-        for (int d = 0; d < D; d++) qt[(size_t)d * AQ + i] = i < nq ? qr[d] : 0;
-    }
+    /* Qt[d][i]: this item's queries, transposed; missing queries are zero lanes */
+    for (int v = 0; v < NV; v++)
+        transpose(c->q + (size_t)(t0 + 16 * v) * C + (size_t)h * D, C, nq - 16 * v < 16 ? nq - 16 * v : 16, D,
+                  qt + 16 * v, AQ, 1);
     scores(c->kh + (size_t)h * D * T, T, qt, D, st, NV);
     softmax_cols(st, T, NV, 1.0f / sqrtf((float)D), inv);
     for (int i0 = 0; i0 < nq; i0 += 12)
@@ -1078,17 +1177,13 @@ static void attention_avx512(mrw_vit_ctx *c) {
         /* keys transposed per head, kh[h][d][t]; values per head, vt[h][t][d] (rows of one head 4 KB apart
          * would cost a TLB miss per row in the output loop) */
 #pragma omp for schedule(static)
-        for (int t0 = 0; t0 < T; t0 += 16) { /* 16 rows at a time: each output row gets a 64-byte run */
-            const int t1 = t0 + 16 < T ? t0 + 16 : T;
-            for (int hd = 0; hd < H * D; hd++) {
-                float *dst = c->kh + (size_t)hd * T;
-                for (int t = t0; t < t1; t++) dst[t] = c->kk[(size_t)t * C + hd];
-            }
-        }
+        for (int t0 = 0; t0 < T; t0 += 16)
+            transpose(c->kk + (size_t)t0 * C, C, T - t0 < 16 ? T - t0 : 16, C, c->kh + t0, T, 0);
 #pragma omp for schedule(static)
         for (int h = 0; h < H; h++)
             for (int t = 0; t < T; t++)
-                memcpy(c->vt + ((size_t)h * T + t) * D, c->vv + (size_t)t * C + (size_t)h * D, (size_t)D * sizeof(float));
+                memcpy(c->vt + ((size_t)h * T + t) * D, c->vv + (size_t)t * C + (size_t)h * D,
+                       (size_t)D * sizeof(float));
         float *scratch = c->S + (size_t)omp_get_thread_num() * c->ns;
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < items; it++) attention_item(c, scratch, it / nqb, (it % nqb) * AQ);

@@ -9,8 +9,8 @@
  *
  * Where the numbers come from: every shape (hidden, layers, MLP width, patch, image size, family) is read
  * from the tensors; heads, LayerNorm eps and the activation from the Hugging Face config.json when one is
- * given (the vision_config of a full SiglipModel/CLIPModel config, or a vision-only config; keys it omits take
- * transformers' class defaults), otherwise from the family defaults (64-wide heads; SigLIP eps 1e-6 and
+ * given (the vision_config of a full SiglipModel/CLIPModel config, or a vision-only config; keys it omits
+ * take transformers' class defaults), otherwise from the family defaults (64-wide heads; SigLIP eps 1e-6 and
  * gelu_pytorch_tanh; CLIP eps 1e-5 and quick_gelu), which is reported in one log line. */
 #ifndef MRW_MODELS_VIT_H
 #define MRW_MODELS_VIT_H
@@ -25,7 +25,7 @@ typedef enum { MRW_VIT_GELU_TANH = 0, MRW_VIT_QUICK_GELU, MRW_VIT_GELU_ERF } mrw
 
 typedef struct {
     mrw_vit_family family;
-    int hidden;       /* C: width of every output row */
+    int hidden; /* C: width of every output row */
     int n_layer;
     int n_head, head_dim;
     int intermediate; /* MLP width */
