@@ -2,7 +2,9 @@
  * WavLM-base-plus on 10 s (160000 samples), random full-size weights, on 1 and 2 threads. Each encode is
  * reported in GFLOP/s (multiply-adds of every GEMM-shaped product, convolutions and attention included,
  * counted as 2 FLOPs) next to the rate OpenBLAS's cblas_sgemm reaches on a representative shape (Whisper's
- * fc1: 1500 x 768 times 768 x 3072) measured in the same run; the target is >= 70% of it.
+ * fc1: 1500 x 768 times 768 x 3072) measured in the same run; the target is >= 70% of it. The machine's
+ * fp32 FMA peak and load average go to stderr: on a shared host the 2-thread rows mean little when another
+ * process holds a core.
  *   build/bench/bench_audio [max_threads (2)] [repetitions (2)]
  * The random models are written to $TMPDIR (~750 MB) and removed afterwards. */
 #include <cblas.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/progress.h"
+#include "bench_machine.h"
 #include "formats/tensorfile.h"
 #include "kernels/cpu/kctx.h"
 #include "models/wavlm.h"
@@ -36,7 +39,8 @@ static float urand(uint64_t *s) {
 }
 
 /* kind: 'w' N(0,1/fan_in)-like uniform, 'b' small bias, 'n' norm weight near 1, 'e' embedding */
-static void add(tlist *L, char kind, const char *fmt, int i, int ndim, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+static void add(tlist *L, char kind, const char *fmt, int i, int ndim, int64_t s0, int64_t s1, int64_t s2,
+                int64_t s3) {
     if (L->n == L->cap) {
         L->cap = L->cap ? 2 * L->cap : 256;
         L->t = realloc(L->t, (size_t)L->cap * sizeof *L->t);
@@ -113,7 +117,8 @@ static int write_wavlm(const char *path) {
     tlist L = {.rng = 0x2545f4914f6cdd1dull};
     const int d = 768, ffn = 3072, H = 12;
     static const int K[7] = {10, 3, 3, 3, 3, 2, 2};
-    for (int i = 0; i < 7; i++) add(&L, 'w', "feature_extractor.conv_layers.%d.conv.weight", i, 3, 512, i ? 512 : 1, K[i], 0);
+    for (int i = 0; i < 7; i++)
+        add(&L, 'w', "feature_extractor.conv_layers.%d.conv.weight", i, 3, 512, i ? 512 : 1, K[i], 0);
     V('n', "feature_extractor.conv_layers.%d.layer_norm.weight", 0, 512);
     V('b', "feature_extractor.conv_layers.%d.layer_norm.bias", 0, 512);
     V('n', "feature_projection.layer_norm.weight", 0, 512);
@@ -207,7 +212,8 @@ typedef struct {
 static result bench_whisper(const mrw_whisper_enc *m, int nt, int reps) {
     const mrw_whisper_config *c = mrw_whisper_enc_config(m);
     const int F = 2 * c->n_pos, T = mrw_whisper_enc_out_frames(F);
-    float *mel = malloc((size_t)c->n_mels * F * sizeof *mel), *out = malloc((size_t)T * c->d_model * sizeof *out);
+    float *mel = malloc((size_t)c->n_mels * F * sizeof *mel),
+          *out = malloc((size_t)T * c->d_model * sizeof *out);
     uint64_t s = 777;
     for (size_t i = 0; i < (size_t)c->n_mels * F; i++) mel[i] = 0.25f + urand(&s);
     mrw_kctx k;
@@ -228,7 +234,8 @@ static result bench_whisper(const mrw_whisper_enc *m, int nt, int reps) {
 
 static result bench_wavlm(const mrw_wavlm *m, int nt, int reps, int n) {
     const int T = mrw_wavlm_out_frames(m, n);
-    float *wave = malloc((size_t)n * sizeof *wave), *out = malloc((size_t)T * mrw_wavlm_get_config(m)->hidden * 4);
+    float *wave = malloc((size_t)n * sizeof *wave),
+          *out = malloc((size_t)T * mrw_wavlm_get_config(m)->hidden * 4);
     uint64_t s = 4242;
     for (int i = 0; i < n; i++) wave[i] = urand(&s) * 1.7f;
     mrw_kctx k;
@@ -245,6 +252,15 @@ static result bench_wavlm(const mrw_wavlm *m, int nt, int reps, int n) {
     free(wave);
     free(out);
     return (result){best, wavlm_flops(m, n) / 1e9};
+}
+
+/* The 1-minute load average: other processes on the cores make every number here lower. */
+static double loadavg(void) {
+    double l = -1;
+    FILE *fp = fopen("/proc/loadavg", "r");
+    if (fp && fscanf(fp, "%lf", &l) != 1) l = -1;
+    if (fp) fclose(fp);
+    return l;
 }
 
 int main(int argc, char **argv) {
@@ -275,12 +291,14 @@ int main(int argc, char **argv) {
     printf("%-7s | %-32s | %8s | %7s | %8s | %13s | %s\n", "threads", "encoder", "time s", "GFLOP", "GFLOP/s",
            "sgemm GFLOP/s", "% of sgemm");
     for (int nt = 1; nt <= max_nt; nt++) {
+        fprintf(stderr, "%d thread%s: load average %.2f before the run, fp32 FMA peak %.1f GFLOP/s\n", nt,
+                nt > 1 ? "s" : "", loadavg(), mrw_bench_fma_gflops(nt));
         const double blas = sgemm_rate(nt);
         result r[2] = {bench_whisper(wm, nt, reps), bench_wavlm(lm, nt, reps, 160000)};
         const char *names[2] = {"whisper-small, 30 s (3000 frames)", "wavlm-base-plus, 10 s (160000)"};
         for (int i = 0; i < 2; i++)
-            printf("%-7d | %-32s | %8.3f | %7.1f | %8.1f | %13.1f | %5.1f%%\n", nt, names[i], r[i].sec, r[i].gflop,
-                   r[i].gflop / r[i].sec, blas, 100 * r[i].gflop / r[i].sec / blas);
+            printf("%-7d | %-32s | %8.3f | %7.1f | %8.1f | %13.1f | %5.1f%%\n", nt, names[i], r[i].sec,
+                   r[i].gflop, r[i].gflop / r[i].sec, blas, 100 * r[i].gflop / r[i].sec / blas);
         fflush(stdout);
     }
     rc = 0;

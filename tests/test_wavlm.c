@@ -55,7 +55,8 @@ static const char *rewrite(const mrw_tfile *src, const char *file, const move_t 
     }
     if (extra) {
         snprintf(names[k], sizeof names[k], "%s", extra);
-        ts[k] = (mrw_tensor_info){.name = names[k], .dtype = MRW_DT_F32, .ndim = 1, .shape = {4}, .data = one, .nbytes = 16};
+        ts[k] = (mrw_tensor_info){
+            .name = names[k], .dtype = MRW_DT_F32, .ndim = 1, .shape = {4}, .data = one, .nbytes = 16};
         k++;
     }
     mrw_error err = {0};
@@ -76,7 +77,8 @@ static int load_golden(const char *path, golden *g) {
     memset(g, 0, sizeof *g);
     CHECK_OK(mrw_tfile_open(path, &g->f, &err), &err);
     if (!g->f) return -1;
-    const mrw_tensor_info *w = mrw_tfile_find(g->f, "input_values"), *o = mrw_tfile_find(g->f, "last_hidden_state");
+    const mrw_tensor_info *w = mrw_tfile_find(g->f, "input_values"),
+                          *o = mrw_tfile_find(g->f, "last_hidden_state");
     if (!w || !o || w->dtype != MRW_DT_F32 || o->dtype != MRW_DT_F32 || o->ndim != 2) return -1;
     g->wave = w->data;
     g->n = (int)mrw_tensor_numel(w);
@@ -101,7 +103,8 @@ static double run_parity(const char *path, const mrw_wavlm_params *p, const gold
         if (want_prefix)
             CHECKF(!strcmp(mrw_wavlm_prefix(m), want_prefix), "prefix '%s', want '%s'", mrw_wavlm_prefix(m),
                    want_prefix);
-        CHECKF(mrw_wavlm_out_frames(m, g->n) == g->T, "%d frames, golden %d", mrw_wavlm_out_frames(m, g->n), g->T);
+        CHECKF(mrw_wavlm_out_frames(m, g->n) == g->T, "%d frames, golden %d", mrw_wavlm_out_frames(m, g->n),
+               g->T);
         float *out = calloc((size_t)g->T * g->d, sizeof *out);
         mrw_kctx k;
         mrw_kctx_init(&k, threads);
@@ -115,14 +118,16 @@ static double run_parity(const char *path, const mrw_wavlm_params *p, const gold
     return r;
 }
 
-static void expect_load_error(const char *path, const mrw_wavlm_params *p, mrw_status code, const char *needle) {
+static void expect_load_error(const char *path, const mrw_wavlm_params *p, mrw_status code,
+                              const char *needle) {
     mrw_error err = {0};
     mrw_tfile *f = NULL;
     mrw_wavlm *m = NULL;
     CHECK_OK(mrw_tfile_open(path, &f, &err), &err);
     if (!f) return;
     mrw_status s = mrw_wavlm_load(f, p, &m, &err);
-    CHECKF(s == code && !m, "%s: status %s, want %s (%s)", path, mrw_status_name(s), mrw_status_name(code), err.msg);
+    CHECKF(s == code && !m, "%s: status %s, want %s (%s)", path, mrw_status_name(s), mrw_status_name(code),
+           err.msg);
     CHECKF(!needle || strstr(err.msg, needle), "message '%s' lacks '%s'", err.msg, needle);
     mrw_wavlm_free(m);
     mrw_tfile_close(f);
@@ -139,7 +144,8 @@ static void test_buckets(void) {
         int bad = 0;
         for (int r = -4000; r <= 4000; r++)
             if (mrw_wavlm_rel_bucket(r, 320, 800) != b[r + 4000] && bad++ < 5)
-                fprintf(stderr, "bucket(%d) = %d, torch %d\n", r, mrw_wavlm_rel_bucket(r, 320, 800), b[r + 4000]);
+                fprintf(stderr, "bucket(%d) = %d, torch %d\n", r, mrw_wavlm_rel_bucket(r, 320, 800),
+                        b[r + 4000]);
         CHECKF(!bad, "%d buckets differ from torch's", bad);
     }
     mrw_tfile_close(f);
@@ -155,7 +161,8 @@ static void test_group(void) {
     const mrw_wavlm_params cfg = {.config_path = FIX "wavlm_group/config.json"};
     for (int th = 1; th <= 2; th++) {
         double r = run_parity(FIX "wavlm_group/model.safetensors", &cfg, &g, th, "");
-        fprintf(stderr, "wavlm_group (post-LN, weight_g/v, %d thread%s): rel err %.2e\n", th, th > 1 ? "s" : "", r);
+        fprintf(stderr, "wavlm_group (post-LN, weight_g/v, %d thread%s): rel err %.2e\n", th,
+                th > 1 ? "s" : "", r);
         CHECKF(r >= 0 && r <= 1e-4, "rel err %.3g", r);
     }
     mrw_error err = {0};
@@ -181,20 +188,25 @@ static void test_group(void) {
     expect_load_error(FIX "wavlm_group/model.safetensors", &bad_l, MRW_E_FORMAT, "conv_kernel");
     const mrw_wavlm_params bad_a = {.config_json = "{\"conv_stride\": [5,2,2,2], \"add_adapter\": true}"};
     expect_load_error(FIX "wavlm_group/model.safetensors", &bad_a, MRW_E_UNSUPPORTED, "adapter");
-    const mrw_wavlm_params bad_act = {.config_json = "{\"conv_stride\": [5,2,2,2], \"hidden_act\": \"mish\"}"};
+    const mrw_wavlm_params bad_act = {.config_json =
+                                          "{\"conv_stride\": [5,2,2,2], \"hidden_act\": \"mish\"}"};
     expect_load_error(FIX "wavlm_group/model.safetensors", &bad_act, MRW_E_UNSUPPORTED, "mish");
     /* bad files */
     const move_t miss = {.from = "", .to = "", .drop = "encoder.layers.1.attention.gru_rel_pos_const"};
     expect_load_error(rewrite(mf, "miss.safetensors", &miss, NULL), &cfg, MRW_E_MISSING, "gru_rel_pos_const");
     const move_t nog = {.from = "", .to = "", .drop = "encoder.pos_conv_embed.conv.weight_g"};
     expect_load_error(rewrite(mf, "nog.safetensors", &nog, NULL), &cfg, MRW_E_MISSING, "weight_g");
-    const move_t shp = {.from = "", .to = "", .drop = "encoder.layers.0.attention.rel_attn_embed.weight", .reshape0 = 16};
+    const move_t shp = {
+        .from = "", .to = "", .drop = "encoder.layers.0.attention.rel_attn_embed.weight", .reshape0 = 16};
     expect_load_error(rewrite(mf, "shape.safetensors", &shp, NULL), &cfg, MRW_E_SHAPE, "num_buckets");
-    const move_t shp2 = {.from = "", .to = "", .drop = "encoder.layers.1.feed_forward.output_dense.weight", .reshape0 = 32};
-    expect_load_error(rewrite(mf, "shape2.safetensors", &shp2, NULL), &cfg, MRW_E_SHAPE, "output_dense.weight");
+    const move_t shp2 = {
+        .from = "", .to = "", .drop = "encoder.layers.1.feed_forward.output_dense.weight", .reshape0 = 32};
+    expect_load_error(rewrite(mf, "shape2.safetensors", &shp2, NULL), &cfg, MRW_E_SHAPE,
+                      "output_dense.weight");
     const move_t all = {.from = "", .to = ""};
-    expect_load_error(rewrite(mf, "unknown.safetensors", &all, "encoder.layers.1.attention.rel_attn_embed.weight"),
-                      &cfg, MRW_E_UNKNOWN, "encoder.layers.1.attention.rel_attn_embed.weight");
+    expect_load_error(
+        rewrite(mf, "unknown.safetensors", &all, "encoder.layers.1.attention.rel_attn_embed.weight"), &cfg,
+        MRW_E_UNKNOWN, "encoder.layers.1.attention.rel_attn_embed.weight");
     const move_t none = {.from = "encoder.", .to = "encoder."};
     expect_load_error(rewrite(mf, "no_conv.safetensors", &none, NULL), &cfg, MRW_E_MISSING, "conv_layers.0");
 
@@ -203,10 +215,11 @@ static void test_group(void) {
     CHECK_OK(mrw_wavlm_load(mf, &cfg, &m, &err), &err);
     if (m) {
         const mrw_wavlm_config *c = mrw_wavlm_get_config(m);
-        CHECK(c->n_conv == 4 && c->norm_layer == 0 && c->stable_ln == 0 && c->n_heads == 4 && c->num_buckets == 32 &&
-              c->max_distance == 64 && c->pos_kernel == 16 && c->pos_groups == 4 && c->from_config == 1 &&
-              c->conv_bias == 0);
-        CHECK(mrw_wavlm_min_samples(m) == 60 && mrw_wavlm_out_frames(m, 59) == 0 && mrw_wavlm_out_frames(m, 60) == 1);
+        CHECK(c->n_conv == 4 && c->norm_layer == 0 && c->stable_ln == 0 && c->n_heads == 4 &&
+              c->num_buckets == 32 && c->max_distance == 64 && c->pos_kernel == 16 && c->pos_groups == 4 &&
+              c->from_config == 1 && c->conv_bias == 0);
+        CHECK(mrw_wavlm_min_samples(m) == 60 && mrw_wavlm_out_frames(m, 59) == 0 &&
+              mrw_wavlm_out_frames(m, 60) == 1);
         mrw_kctx k;
         mrw_kctx_init(&k, 2);
         float *out = calloc((size_t)g.T * g.d, sizeof *out);
@@ -217,6 +230,10 @@ static void test_group(void) {
         CHECK(mrw_wavlm_forward(m, &k, NULL, 100, out, &err) == MRW_E_ARG);
         CHECK_OK(mrw_wavlm_forward(m, &k, g.wave, 60, out, &err), &err); /* one frame */
         for (int i = 0; i < g.d; i++) CHECK(isfinite(out[i]));
+        /* the context's workspace, grown and reused across calls of different lengths */
+        CHECK_OK(mrw_wavlm_forward(m, &k, g.wave, g.n, out, &err), &err);
+        const double r = rel_err(out, g.gold, (size_t)g.T * g.d);
+        CHECKF(r <= 1e-4, "after reuse: rel err %.3g", r);
         free(out);
         mrw_kctx_free(&k);
         mrw_wavlm_free(m);
@@ -236,7 +253,8 @@ static void test_layer(void) {
     const mrw_wavlm_params cfg = {.config_path = FIX "wavlm_layer/config.json"};
     for (int th = 1; th <= 2; th++) {
         double r = run_parity(FIX "wavlm_layer/model.safetensors", &cfg, &g, th, "wavlm.");
-        fprintf(stderr, "wavlm_layer (stable LN, CTC checkpoint, parametrizations, %d thread%s): rel err %.2e\n", th,
+        fprintf(stderr,
+                "wavlm_layer (stable LN, CTC checkpoint, parametrizations, %d thread%s): rel err %.2e\n", th,
                 th > 1 ? "s" : "", r);
         CHECKF(r >= 0 && r <= 1e-4, "rel err %.3g", r);
     }
@@ -246,11 +264,13 @@ static void test_layer(void) {
     CHECK_OK(mrw_tfile_open(FIX "wavlm_layer/model.safetensors", &mf, &err), &err);
     if (mf) {
         const move_t v2 = {.from = "", .to = "encoder.model."};
-        const mrw_wavlm_params v2p = {.prefix = "encoder.model.", .config_path = FIX "wavlm_layer/config.json"};
+        const mrw_wavlm_params v2p = {.prefix = "encoder.model.",
+                                      .config_path = FIX "wavlm_layer/config.json"};
         double r = run_parity(rewrite(mf, "v2l.safetensors", &v2, NULL), &v2p, &g, 2, "encoder.model.wavlm.");
         CHECKF(r >= 0 && r <= 1e-4, "v2 layer: rel err %.3g", r);
         const move_t nob = {.from = "", .to = "", .drop = "wavlm.feature_extractor.conv_layers.2.conv.bias"};
-        expect_load_error(rewrite(mf, "nobias.safetensors", &nob, NULL), &cfg, MRW_E_MISSING, "conv_layers.2.conv.bias");
+        expect_load_error(rewrite(mf, "nobias.safetensors", &nob, NULL), &cfg, MRW_E_MISSING,
+                          "conv_layers.2.conv.bias");
         mrw_tfile_close(mf);
     }
     mrw_tfile_close(g.f);
@@ -271,8 +291,8 @@ static void test_full(const char *dir) {
         }
         const mrw_wavlm_params p = {.config_path = cfg};
         double r = run_parity(model, &p, &g, 2, "");
-        fprintf(stderr, "%s (full size, %d samples -> %d x %d): rel err %.2e (transformers f32: %.2e)\n", names[i],
-                g.n, g.T, g.d, r, g.torch32 ? rel_err(g.torch32, g.gold, (size_t)g.T * g.d) : -1.0);
+        fprintf(stderr, "%s (full size, %d samples -> %d x %d): rel err %.2e (transformers f32: %.2e)\n",
+                names[i], g.n, g.T, g.d, r, g.torch32 ? rel_err(g.torch32, g.gold, (size_t)g.T * g.d) : -1.0);
         CHECKF(r >= 0 && r <= 1e-4, "%s: rel err %.3g", names[i], r);
         /* without config.json: the published defaults must give the same model */
         r = run_parity(model, NULL, &g, 2, "");

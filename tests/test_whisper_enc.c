@@ -35,7 +35,8 @@ static const float *tensor_f32(const mrw_tfile *f, const char *name, int64_t *n)
 /* Copy of `src` with each tensor passed through `edit` (return 0 to drop it; it may rename or reshape). */
 typedef int (*edit_fn)(mrw_tensor_info *t, char *name, size_t n, void *user);
 
-static const char *rewrite(const mrw_tfile *src, const char *file, edit_fn edit, void *user, const char *extra_name) {
+static const char *rewrite(const mrw_tfile *src, const char *file, edit_fn edit, void *user,
+                           const char *extra_name) {
     static char path[512];
     snprintf(path, sizeof path, "%s/%s", tmpdir, file);
     int n = mrw_tfile_count(src), k = 0;
@@ -51,7 +52,8 @@ static const char *rewrite(const mrw_tfile *src, const char *file, edit_fn edit,
     }
     if (extra_name) { /* an unrelated tensor, as a ModRWKV checkpoint holds */
         snprintf(names[k], sizeof names[k], "%s", extra_name);
-        ts[k] = (mrw_tensor_info){.name = names[k], .dtype = MRW_DT_F32, .ndim = 1, .shape = {1}, .data = &one, .nbytes = 4};
+        ts[k] = (mrw_tensor_info){
+            .name = names[k], .dtype = MRW_DT_F32, .ndim = 1, .shape = {1}, .data = &one, .nbytes = 4};
         k++;
     }
     mrw_error err = {0};
@@ -129,15 +131,16 @@ static double run_parity(const char *path, const mrw_whisper_params *p, const go
 }
 
 /* Expects loading to fail with `code` and a message containing `needle`. */
-static void expect_load_error(const char *path, const mrw_whisper_params *p, mrw_status code, const char *needle) {
+static void expect_load_error(const char *path, const mrw_whisper_params *p, mrw_status code,
+                              const char *needle) {
     mrw_error err = {0};
     mrw_tfile *f = NULL;
     mrw_whisper_enc *m = NULL;
     CHECK_OK(mrw_tfile_open(path, &f, &err), &err);
     if (!f) return;
     mrw_status s = mrw_whisper_enc_load(f, p, &m, &err);
-    CHECKF(s == code && m == NULL, "%s: status %s, want %s (%s)", path, mrw_status_name(s), mrw_status_name(code),
-           err.msg);
+    CHECKF(s == code && m == NULL, "%s: status %s, want %s (%s)", path, mrw_status_name(s),
+           mrw_status_name(code), err.msg);
     CHECKF(!needle || strstr(err.msg, needle), "message '%s' lacks '%s'", err.msg, needle);
     mrw_whisper_enc_free(m);
     mrw_tfile_close(f);
@@ -159,7 +162,8 @@ static void test_tiny(void) {
     /* WhisperModel layout; 1 and 2 threads */
     for (int th = 1; th <= 2; th++) {
         double r = run_parity(FIX "model.safetensors", &with_cfg, &g, g.gold, th, "encoder.");
-        fprintf(stderr, "whisper_tiny (encoder., f32, %d thread%s): rel err %.2e\n", th, th > 1 ? "s" : "", r);
+        fprintf(stderr, "whisper_tiny (encoder., f32, %d thread%s): rel err %.2e\n", th, th > 1 ? "s" : "",
+                r);
         CHECKF(r >= 0 && r <= 1e-4, "rel err %.3g", r);
     }
     /* full checkpoint in f16: the decoder is skipped, weights converted to f32 */
@@ -203,15 +207,17 @@ static void test_tiny(void) {
     move_t miss = {.from = "encoder.", .to = "encoder.", .drop = "layers.1.fc2.bias"};
     expect_load_error(rewrite(mf, "miss.safetensors", move_edit, &miss, NULL), &with_cfg, MRW_E_MISSING,
                       "encoder.layers.1.fc2.bias");
-    move_t shape = {.from = "encoder.", .to = "encoder.", .drop = "layers.0.self_attn.v_proj.weight", .reshape0 = 32};
+    move_t shape = {
+        .from = "encoder.", .to = "encoder.", .drop = "layers.0.self_attn.v_proj.weight", .reshape0 = 32};
     expect_load_error(rewrite(mf, "shape.safetensors", move_edit, &shape, NULL), &with_cfg, MRW_E_SHAPE,
                       "v_proj.weight");
     move_t pos = {.from = "encoder.", .to = "encoder.", .drop = "embed_positions.weight", .reshape0 = 12};
     const char *pos_path = rewrite(mf, "pos.safetensors", move_edit, &pos, NULL);
     expect_load_error(pos_path, &with_cfg, MRW_E_SHAPE, "max_source_positions");
     move_t keep = {.from = "encoder.", .to = "encoder."};
-    expect_load_error(rewrite(mf, "unknown.safetensors", move_edit, &keep, "encoder.layers.0.self_attn.k_proj.bias"),
-                      &with_cfg, MRW_E_UNKNOWN, "encoder.layers.0.self_attn.k_proj.bias");
+    expect_load_error(
+        rewrite(mf, "unknown.safetensors", move_edit, &keep, "encoder.layers.0.self_attn.k_proj.bias"),
+        &with_cfg, MRW_E_UNKNOWN, "encoder.layers.0.self_attn.k_proj.bias");
     move_t none = {.from = "decoder.", .to = "decoder."};
     expect_load_error(rewrite(mf, "decoder_only.safetensors", move_edit, &none, NULL), NULL, MRW_E_MISSING,
                       "conv1.weight");
@@ -281,8 +287,8 @@ static void test_full(const char *dir) {
         const mrw_whisper_params p = {.config_path = cfg};
         double r = run_parity(model, &p, &g, g.gold, 2, "");
         const float *tf32 = tensor_f32(gf, "last_hidden_state_torch_f32", NULL);
-        fprintf(stderr, "%s (full size, %d frames -> %d x %d): rel err %.2e (transformers f32: %.2e)\n", names[i],
-                g.frames, g.T, g.d, r, tf32 ? rel_err(tf32, g.gold, (size_t)g.T * g.d) : -1.0);
+        fprintf(stderr, "%s (full size, %d frames -> %d x %d): rel err %.2e (transformers f32: %.2e)\n",
+                names[i], g.frames, g.T, g.d, r, tf32 ? rel_err(tf32, g.gold, (size_t)g.T * g.d) : -1.0);
         CHECKF(r >= 0 && r <= 1e-4, "%s: rel err %.3g", names[i], r);
         mrw_tfile_close(gf);
     }

@@ -37,12 +37,13 @@
 #include "modrwkv.h"
 
 #define MRW_WAVLM_MAX_CONV 16
-/* Longest input accepted: 60 s at 16 kHz. Memory grows linearly (the first conv layer's output is
- * n/5 x 512 floats: ~400 MB at this limit); split longer audio. */
+/* Longest input accepted: 60 s at 16 kHz. Memory grows linearly (the first two conv layers' outputs are
+ * n/5 x 512 and n/10 x 512 floats: ~600 MB at this limit); split longer audio. */
 #define MRW_WAVLM_MAX_SAMPLES (16000 * 60)
 
 typedef struct {
-    int n_conv, conv_dim[MRW_WAVLM_MAX_CONV], conv_kernel[MRW_WAVLM_MAX_CONV], conv_stride[MRW_WAVLM_MAX_CONV];
+    int n_conv, conv_dim[MRW_WAVLM_MAX_CONV], conv_kernel[MRW_WAVLM_MAX_CONV],
+        conv_stride[MRW_WAVLM_MAX_CONV];
     int conv_bias;  /* the conv layers have biases */
     int norm_layer; /* feat_extract_norm: 0 "group", 1 "layer" */
     int hidden, n_layers, n_heads, ffn_dim;
@@ -73,7 +74,9 @@ const char *mrw_wavlm_prefix(const mrw_wavlm *m);
 int mrw_wavlm_out_frames(const mrw_wavlm *m, int n_samples);
 int mrw_wavlm_min_samples(const mrw_wavlm *m);
 
-/* wave [n_samples] -> out [mrw_wavlm_out_frames(m, n_samples), hidden]. */
+/* wave [n_samples] -> out [mrw_wavlm_out_frames(m, n_samples), hidden]. Too short (fewer than
+ * mrw_wavlm_min_samples) is MRW_E_ARG, longer than MRW_WAVLM_MAX_SAMPLES MRW_E_LIMIT. Activations (~100 MB
+ * for 10 s) stay in k's workspace for the next call; the model is read-only (contexts may share it). */
 mrw_status mrw_wavlm_forward(const mrw_wavlm *m, mrw_kctx *k, const float *wave, int n_samples, float *out,
                              mrw_error *err);
 

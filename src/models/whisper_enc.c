@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,15 +13,19 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/vmath.h"
 #include "models/weights.h"
+#include "tensor/dtype.h"
 
-/* ============================================================================ shared helpers (wavlm.c too) */
+/* ===================================================================== shared helpers (wavlm.c too) */
 
 int mrw_audio_act_parse(const char *name, mrw_audio_act *out) {
-    if (!strcmp(name, "gelu")) *out = MRW_ACT_GELU;
+    if (!strcmp(name, "gelu"))
+        *out = MRW_ACT_GELU;
     else if (!strcmp(name, "gelu_new") || !strcmp(name, "gelu_pytorch_tanh") || !strcmp(name, "gelu_fast"))
         *out = MRW_ACT_GELU_TANH;
-    else if (!strcmp(name, "relu")) *out = MRW_ACT_RELU;
-    else return -1;
+    else if (!strcmp(name, "relu"))
+        *out = MRW_ACT_RELU;
+    else
+        return -1;
     return 0;
 }
 
@@ -37,14 +42,16 @@ int mrw_audio_act_parse(const char *name, mrw_audio_act *out) {
 #ifdef MRW_VMATH_AVX512
 static inline __m512 v_gelu(__m512 x) {
     const __m512 z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.70710678118654752f));
-    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(AS_P), _mm512_set1_ps(1.0f)));
+    const __m512 t =
+        _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(AS_P), _mm512_set1_ps(1.0f)));
     __m512 p = _mm512_fmadd_ps(t, _mm512_set1_ps(AS_A5), _mm512_set1_ps(AS_A4));
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(AS_A3));
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(AS_A2));
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(AS_A1));
     p = _mm512_mul_ps(p, t);
-    const __m512 half_erfc = _mm512_mul_ps(_mm512_mul_ps(p, mrw_v_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z))),
-                                           _mm512_set1_ps(0.5f));
+    const __m512 half_erfc =
+        _mm512_mul_ps(_mm512_mul_ps(p, mrw_v_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z))),
+                      _mm512_set1_ps(0.5f));
     const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
     const __m512 phi = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(1.0f), half_erfc), half_erfc);
     return _mm512_mul_ps(x, phi);
@@ -77,8 +84,8 @@ static void row_affine_act(float *y, const float *scale, const float *shift, int
         mrw_relu(y, (size_t)C, 1);
 }
 
-void mrw_audio_affine_act(float *y, int ld, const float *scale, const float *shift, int T, int C, mrw_audio_act act,
-                          int nt) {
+void mrw_audio_affine_act(float *y, int ld, const float *scale, const float *shift, int T, int C,
+                          mrw_audio_act act, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && (size_t)T * C >= 32768)
     for (int t = 0; t < T; t++) row_affine_act(y + (size_t)t * ld, scale, shift, C, act);
 }
@@ -97,8 +104,8 @@ static int lin_chunk(int K) {
     return (rows + 11) / 12 * 12;
 }
 
-void mrw_audio_linear(mrw_kctx *k, const mrw_mat *W, const float *bias, const float *X, int ldx, int T, float *Y,
-                      int ldy, int accumulate) {
+void mrw_audio_linear(mrw_kctx *k, const mrw_mat *W, const float *bias, const float *X, int ldx, int T,
+                      float *Y, int ldy, int accumulate) {
     const int max_rows = lin_chunk(W->cols), n_chunks = (T + max_rows - 1) / max_rows;
     int chunk = n_chunks ? (T + n_chunks - 1) / n_chunks : T;
     chunk = (chunk + 11) / 12 * 12;
@@ -121,16 +128,47 @@ void mrw_audio_residual(float *x, const float *y, const float *bias, int T, int 
     }
 }
 
+mrw_status mrw_audio_weight_f32(mrw_wloader *L, const char *name, int ndim, const int64_t *shape,
+                                const float **data, float **tmp) {
+    *data = NULL;
+    *tmp = NULL;
+    const mrw_tensor_info *t = mrw_wl_find(L, name);
+    if (!t) return mrw_err(L->err, MRW_E_MISSING, "tensor '%s%s' is missing", L->prefix, name);
+    if (!mrw_dtype_is_float(t->dtype))
+        return mrw_err(L->err, MRW_E_UNSUPPORTED, "tensor '%s' has dtype %s; expected floating point",
+                       t->name, mrw_dtype_name(t->dtype));
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        char got[96] = "", want[96] = "";
+        for (int i = 0, n = 0; i < t->ndim && n < 90; i++)
+            n += snprintf(got + n, sizeof got - n, i ? ",%lld" : "%lld", (long long)t->shape[i]);
+        for (int i = 0, n = 0; i < ndim && n < 90; i++)
+            n += snprintf(want + n, sizeof want - n, i ? ",%lld" : "%lld", (long long)shape[i]);
+        return mrw_err(L->err, MRW_E_SHAPE, "tensor '%s' has shape [%s], expected [%s]", t->name, got, want);
+    }
+    if (t->dtype == MRW_DT_F32) {
+        *data = t->data;
+        return MRW_OK;
+    }
+    const int64_t n = mrw_tensor_numel(t);
+    if (!(*tmp = malloc((size_t)(n ? n : 1) * sizeof(float))))
+        return mrw_err(L->err, MRW_E_NOMEM, "out of memory for '%s'", t->name);
+    mrw_to_f32(t->dtype, t->data, *tmp, n);
+    *data = *tmp;
+    return MRW_OK;
+}
+
 void mrw_audio_conv_weight_tk(const float *w, int Cout, int Cin, int K, float *dst) {
     for (int o = 0; o < Cout; o++)
         for (int i = 0; i < Cin; i++)
-            for (int j = 0; j < K; j++)
-                dst[((size_t)o * K + j) * Cin + i] = w[((size_t)o * Cin + i) * K + j];
+            for (int j = 0; j < K; j++) dst[((size_t)o * K + j) * Cin + i] = w[((size_t)o * Cin + i) * K + j];
 }
 
 /* Softmax of one score row in place: x = x·scale + g·bias (bias may be NULL), max-subtracted, summed in
- * double. */
-static void softmax_row(float *x, int n, float scale, const float *bias, float g) {
+ * double. With `normalize` 0 the row is left unnormalised (e^(x - max)) and 1/Σ is returned for the caller
+ * to apply to the product with v. */
+static float softmax_row(float *x, int n, float scale, const float *bias, float g, int normalize) {
     int j = 0;
 #ifdef MRW_VMATH_AVX512
     const __m512 vs = _mm512_set1_ps(scale), vg = _mm512_set1_ps(g);
@@ -146,16 +184,20 @@ static void softmax_row(float *x, int n, float scale, const float *bias, float g
     __m512d s0 = _mm512_setzero_pd(), s1 = s0;
     for (j = 0; j < n; j += 16) {
         const __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-        const __m512 e = _mm512_maskz_mov_ps(m, mrw_v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), mx)));
+        const __m512 e =
+            _mm512_maskz_mov_ps(m, mrw_v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), mx)));
         _mm512_mask_storeu_ps(x + j, m, e);
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+        s1 = _mm512_add_pd(s1,
+                           _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
     }
-    const __m512 inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1))));
-    for (j = 0; j < n; j += 16) {
+    const float invs = (float)(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)));
+    const __m512 inv = _mm512_set1_ps(invs);
+    for (j = 0; normalize && j < n; j += 16) {
         const __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
         _mm512_mask_storeu_ps(x + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), inv));
     }
+    return invs;
 #else
     float mx = -INFINITY;
     for (; j < n; j++) {
@@ -168,28 +210,153 @@ static void softmax_row(float *x, int n, float scale, const float *bias, float g
         sum += x[j];
     }
     const float inv = (float)(1.0 / sum);
-    for (j = 0; j < n; j++) x[j] *= inv;
+    for (j = 0; normalize && j < n; j++) x[j] *= inv;
+    return inv;
 #endif
 }
 
 /* Query rows per block: scores [ATT_BQ, T] plus k_h and v_h stay in a 2 MB L2 up to T ~ 2000. */
 #define ATT_BQ 96
 
-mrw_status mrw_audio_attention(mrw_kctx *k, const float *q, const float *kk, const float *v, int ld, int T, int H,
-                               int D, float scale, const mrw_audio_relbias *rb, float *out, int ldo) {
+/* Softmax (scale, gated relative bias) of the bq score rows of one (head, query block) task; with `inv`
+ * the rows stay unnormalised and inv[i] receives row i's 1/Σ. */
+static void softmax_block(float *s, int bq, int T, int t0, int h, int H, float scale,
+                          const mrw_audio_relbias *rb, float *inv) {
+    for (int i = 0; i < bq; i++) {
+        const int t = t0 + i;
+        const float *bias = rb ? rb->tab + (size_t)h * (2 * T - 1) + (T - 1 - t) : NULL;
+        const float g = rb && rb->gate ? rb->gate[(size_t)t * H + h] : 1.0f;
+        const float r = softmax_row(s + (size_t)i * T, T, scale, bias, g, inv == NULL);
+        if (inv) inv[i] = r;
+    }
+}
+
+#ifdef MRW_VMATH_AVX512
+/* The shared GEMM packs both operands on every call; in attention that packing (the scores, k_h, v_h) costs
+ * as much as the products (28 GFLOP/s at T=499). These kernels read the operands where they are instead:
+ * q rows and score rows are broadcast from memory, k_h is stored once per head as blocks of 32 keys
+ * [T/32][D][32], v_h as contiguous rows [T][D]. D <= 64 (every published Whisper/WavLM size). */
+#define ATT_MAXD 64
+
+static inline __mmask16 att_mask(int n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* The accumulators are named variables: held in arrays, GCC kept a copy of them in memory and stored all of
+ * them on every step (3x slower). Partial tiles compute on clamped rows (nr real rows; the others repeat
+ * the last one) and only the real rows are stored. */
+#define ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+/* s[i][0 .. 32) for 12 query rows q + i*ldq from a key block kb [D][32]; ncols (< 32 for the last block)
+ * are stored. */
+static void att_qk_tile(const float *q, int ldq, int nr, int D, const float *kb, int ncols, float *s,
+                        int lds) {
+#define QK_DECL(i)                                               \
+    const float *q##i = q + (size_t)(i < nr ? i : nr - 1) * ldq; \
+    __m512 a##i = _mm512_setzero_ps(), b##i = _mm512_setzero_ps();
+    ROWS12(QK_DECL)
+    for (int d = 0; d < D; d++) {
+        const __m512 k0 = _mm512_load_ps(kb + (size_t)d * 32), k1 = _mm512_load_ps(kb + (size_t)d * 32 + 16);
+#define QK_STEP(i)                                \
+    {                                             \
+        const __m512 x = _mm512_set1_ps(q##i[d]); \
+        a##i = _mm512_fmadd_ps(x, k0, a##i);      \
+        b##i = _mm512_fmadd_ps(x, k1, b##i);      \
+    }
+        ROWS12(QK_STEP)
+    }
+    const __mmask16 m0 = att_mask(ncols), m1 = att_mask(ncols - 16);
+#define QK_STORE(i)                                                \
+    if (i < nr) {                                                  \
+        _mm512_mask_storeu_ps(s + (size_t)i * lds, m0, a##i);      \
+        _mm512_mask_storeu_ps(s + (size_t)i * lds + 16, m1, b##i); \
+    }
+    ROWS12(QK_STORE)
+}
+
+/* out[i][0 .. D) = rs[i]·Σ_{s < T} p[i][s]·v[s][0 .. D) for 6 rows p + i*ldp (D <= 64); rs: the rows'
+ * softmax 1/Σ. */
+static void att_pv_tile(const float *p, int ldp, int nr, int T, const float *vh, int D, float *o, int ldo,
+                        const float *rs) {
+    const __mmask16 m0 = att_mask(D), m1 = att_mask(D - 16), m2 = att_mask(D - 32), m3 = att_mask(D - 48);
+#define PV_DECL(i)                                               \
+    const float *p##i = p + (size_t)(i < nr ? i : nr - 1) * ldp; \
+    float *o##i = o + (size_t)(i < nr ? i : nr - 1) * ldo;       \
+    __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = c##i##0, c##i##2 = c##i##0, c##i##3 = c##i##0;
+    ROWS6(PV_DECL)
+    for (int t = 0; t < T; t++) {
+        const float *vr = vh + (size_t)t * D;
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0, vr), v1 = _mm512_maskz_loadu_ps(m1, vr + 16);
+        const __m512 v2 = _mm512_maskz_loadu_ps(m2, vr + 32), v3 = _mm512_maskz_loadu_ps(m3, vr + 48);
+#define PV_STEP(i)                                 \
+    {                                              \
+        const __m512 x = _mm512_set1_ps(p##i[t]);  \
+        c##i##0 = _mm512_fmadd_ps(x, v0, c##i##0); \
+        c##i##1 = _mm512_fmadd_ps(x, v1, c##i##1); \
+        c##i##2 = _mm512_fmadd_ps(x, v2, c##i##2); \
+        c##i##3 = _mm512_fmadd_ps(x, v3, c##i##3); \
+    }
+        ROWS6(PV_STEP)
+    }
+#define PV_STORE(i)                                                      \
+    if (i < nr) {                                                        \
+        const __m512 r = _mm512_set1_ps(rs[i]);                          \
+        _mm512_mask_storeu_ps(o##i, m0, _mm512_mul_ps(c##i##0, r));      \
+        _mm512_mask_storeu_ps(o##i + 16, m1, _mm512_mul_ps(c##i##1, r)); \
+        _mm512_mask_storeu_ps(o##i + 32, m2, _mm512_mul_ps(c##i##2, r)); \
+        _mm512_mask_storeu_ps(o##i + 48, m3, _mm512_mul_ps(c##i##3, r)); \
+    }
+    ROWS6(PV_STORE)
+}
+
+static void attention_avx512(mrw_kctx *k, const float *q, const float *kk, const float *v, int ld, int T,
+                             int H, int D, float scale, const mrw_audio_relbias *rb, float *out, int ldo,
+                             float *scratch) {
+    const int nt = k->n_threads, nblk = (T + ATT_BQ - 1) / ATT_BQ, tasks = H * nblk, nkb = (T + 31) / 32;
+    const size_t kh_n = (size_t)nkb * D * 32, vh_n = (size_t)T * D;
+    float *kb = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63); /* aligned loads of the key blocks */
+    float *vh = kb + kh_n * H, *S = vh + vh_n * H;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int h = 0; h < H; h++) {
+        float *kd = kb + kh_n * h, *vd = vh + vh_n * h;
+        memset(kd + (size_t)(nkb - 1) * D * 32, 0,
+               (size_t)D * 32 * sizeof(float)); /* the tail block's padding */
+        for (int t = 0; t < T; t++) {
+            const float *kr = kk + (size_t)t * ld + (size_t)h * D;
+            float *dst = kd + (size_t)(t / 32) * D * 32 + t % 32;
+            for (int d = 0; d < D; d++) dst[(size_t)d * 32] = kr[d];
+            memcpy(vd + (size_t)t * D, v + (size_t)t * ld + (size_t)h * D, (size_t)D * sizeof(float));
+        }
+    }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int task = 0; task < tasks; task++) {
+        const int h = task / nblk, t0 = (task % nblk) * ATT_BQ, bq = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
+        float *s = S + (size_t)omp_get_thread_num() * ATT_BQ * T;
+        const float *qb = q + (size_t)t0 * ld + (size_t)h * D;
+        for (int i0 = 0; i0 < bq; i0 += 12)
+            for (int j = 0; j < nkb; j++)
+                att_qk_tile(qb + (size_t)i0 * ld, ld, bq - i0 < 12 ? bq - i0 : 12, D,
+                            kb + kh_n * h + (size_t)j * D * 32, T - 32 * j, s + (size_t)i0 * T + 32 * j, T);
+        float inv[ATT_BQ];
+        softmax_block(s, bq, T, t0, h, H, scale, rb, inv);
+        float *ob = out + (size_t)t0 * ldo + (size_t)h * D;
+        for (int i0 = 0; i0 < bq; i0 += 6)
+            att_pv_tile(s + (size_t)i0 * T, T, bq - i0 < 6 ? bq - i0 : 6, T, vh + vh_n * h, D,
+                        ob + (size_t)i0 * ldo, ldo, inv + i0);
+    }
+}
+#endif
+
+/* Portable path: two GEMMs per task through the shared mrw_matmul (single-threaded contexts, one per
+ * thread, so that tasks run side by side without a fork per product). */
+static mrw_status attention_gemm(mrw_kctx *k, const float *q, const float *kk, const float *v, int ld, int T,
+                                 int H, int D, float scale, const mrw_audio_relbias *rb, float *out, int ldo,
+                                 float *scratch) {
     const int nt = k->n_threads, nblk = (T + ATT_BQ - 1) / ATT_BQ, tasks = H * nblk;
     const size_t hd = (size_t)T * D;
     /* k_h as contiguous rows [T][D] and v_h transposed [D][T]: the GEMM's weight operand, per head */
-    float *kh = malloc(2 * hd * H * sizeof(float) + 64);
-    float *S = malloc((size_t)nt * ATT_BQ * T * sizeof(float) + 64);
+    float *kh = scratch, *vt = kh + hd * H, *S = vt + hd * H;
     mrw_kctx *sub = calloc((size_t)nt, sizeof *sub);
-    if (!kh || !S || !sub) {
-        free(kh);
-        free(S);
-        free(sub);
-        return MRW_E_NOMEM;
-    }
-    float *vt = kh + hd * H;
+    if (!sub) return MRW_E_NOMEM;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int h = 0; h < H; h++) {
         float *kd = kh + hd * h, *vd = vt + hd * h;
@@ -203,7 +370,6 @@ mrw_status mrw_audio_attention(mrw_kctx *k, const float *q, const float *kk, con
         mrw_kctx_init(&sub[i], 1);
         sub[i].exact = k->exact;
     }
-    /* (head, query block) tasks, each on one thread with single-threaded GEMMs: no fork per product */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (int task = 0; task < tasks; task++) {
         const int tid = omp_get_thread_num(), h = task / nblk, t0 = (task % nblk) * ATT_BQ;
@@ -213,19 +379,35 @@ mrw_status mrw_audio_attention(mrw_kctx *k, const float *q, const float *kk, con
         mrw_mat_init(&Km, MRW_DT_F32, T, D, kh + hd * h);
         mrw_mat_init(&Vm, MRW_DT_F32, D, T, vt + hd * h);
         mrw_matmul(&sub[tid], &Km, q + (size_t)t0 * ld + (size_t)h * D, ld, s, T, bq, 0);
-        for (int i = 0; i < bq; i++) {
-            const int t = t0 + i;
-            const float *bias = rb ? rb->tab + (size_t)h * (2 * T - 1) + (T - 1 - t) : NULL;
-            const float g = rb && rb->gate ? rb->gate[(size_t)t * H + h] : 1.0f;
-            softmax_row(s + (size_t)i * T, T, scale, bias, g);
-        }
+        softmax_block(s, bq, T, t0, h, H, scale, rb, NULL);
         mrw_matmul(&sub[tid], &Vm, s, T, out + (size_t)t0 * ldo + (size_t)h * D, ldo, bq, 0);
     }
     for (int i = 0; i < nt; i++) mrw_kctx_free(&sub[i]);
     free(sub);
-    free(S);
-    free(kh);
     return MRW_OK;
+}
+
+size_t mrw_audio_attention_scratch(int T, int H, int D, int n_threads) {
+    const size_t heads = (size_t)H * (((size_t)(T + 31) / 32) * 32 * D + (size_t)T * D);
+    return heads + (size_t)n_threads * ATT_BQ * T + 64;
+}
+
+mrw_status mrw_audio_attention(mrw_kctx *k, const float *q, const float *kk, const float *v, int ld, int T,
+                               int H, int D, float scale, const mrw_audio_relbias *rb, float *out, int ldo,
+                               float *scratch) {
+#ifdef MRW_VMATH_AVX512
+    if (D <= ATT_MAXD) {
+        attention_avx512(k, q, kk, v, ld, T, H, D, scale, rb, out, ldo, scratch);
+        return MRW_OK;
+    }
+#endif
+    return attention_gemm(k, q, kk, v, ld, T, H, D, scale, rb, out, ldo, scratch);
+}
+
+float *mrw_audio_workspace(mrw_kctx *k, size_t n, float **owned) {
+    *owned = NULL;
+    if (k->n_threads + 1 < MRW_KS_SLOTS) return mrw_kctx_buf(k, MRW_KS_SLOTS - 1, n * sizeof(float));
+    return *owned = malloc(n * sizeof(float));
 }
 
 /* ==================================================================================== Whisper encoder */
@@ -358,16 +540,21 @@ static mrw_status get_vec(mrw_wloader *L, const char *fmt, int l, int n, const f
 }
 
 /* Conv1d weight [Cout][Cin][3] + bias, reordered to window order. */
-static mrw_status load_conv(mrw_wloader *L, const char *name, int Cout, int Cin, mrw_mat *W, const float **b) {
+static mrw_status load_conv(mrw_wloader *L, const char *name, int Cout, int Cin, mrw_mat *W,
+                            const float **b) {
     char key[64];
     snprintf(key, sizeof key, "%s.weight", name);
-    float *w, *wt;
+    const float *w;
+    float *tmp, *wt;
     const int64_t shape[3] = {Cout, Cin, 3};
-    mrw_status s = mrw_wl_f32(L, key, 3, shape, &w);
+    mrw_status s = mrw_audio_weight_f32(L, key, 3, shape, &w, &tmp);
     if (s) return s;
-    if (!(wt = mrw_arena_keep(L->arena, malloc((size_t)Cout * Cin * 3 * sizeof *wt))))
+    if (!(wt = mrw_arena_keep(L->arena, malloc((size_t)Cout * Cin * 3 * sizeof *wt)))) {
+        free(tmp);
         return mrw_err(L->err, MRW_E_NOMEM, "out of memory for '%s%s'", L->prefix, key);
+    }
     mrw_audio_conv_weight_tk(w, Cout, Cin, 3, wt);
+    free(tmp);
     mrw_mat_init(W, MRW_DT_F32, Cout, 3 * Cin, wt);
     snprintf(key, sizeof key, "%s.bias", name);
     float *bv;
@@ -380,10 +567,10 @@ static mrw_status load_layer(mrw_wloader *L, int l, const mrw_whisper_config *c,
     const int d = c->d_model, f = c->ffn_dim;
     char n[128];
     mrw_status s;
-#define MAT(field, nm, r, co)                                                                   \
-    do {                                                                                        \
-        snprintf(n, sizeof n, "layers.%d.%s", l, nm);                                           \
-        if ((s = get_mat(L, n, r, co, lowp, &w->field))) return s;                              \
+#define MAT(field, nm, r, co)                                      \
+    do {                                                           \
+        snprintf(n, sizeof n, "layers.%d.%s", l, nm);              \
+        if ((s = get_mat(L, n, r, co, lowp, &w->field))) return s; \
     } while (0)
     MAT(wq, "self_attn.q_proj.weight", d, d);
     MAT(wk, "self_attn.k_proj.weight", d, d);
@@ -395,7 +582,8 @@ static mrw_status load_layer(mrw_wloader *L, int l, const mrw_whisper_config *c,
     if ((s = get_vec(L, "layers.%d.self_attn.q_proj.bias", l, d, &w->bq)) ||
         (s = get_vec(L, "layers.%d.self_attn.v_proj.bias", l, d, &w->bv)) ||
         (s = get_vec(L, "layers.%d.self_attn.out_proj.bias", l, d, &w->bo)) ||
-        (s = get_vec(L, "layers.%d.fc1.bias", l, f, &w->b1)) || (s = get_vec(L, "layers.%d.fc2.bias", l, d, &w->b2)) ||
+        (s = get_vec(L, "layers.%d.fc1.bias", l, f, &w->b1)) ||
+        (s = get_vec(L, "layers.%d.fc2.bias", l, d, &w->b2)) ||
         (s = get_vec(L, "layers.%d.self_attn_layer_norm.weight", l, d, &w->ln1_w)) ||
         (s = get_vec(L, "layers.%d.self_attn_layer_norm.bias", l, d, &w->ln1_b)) ||
         (s = get_vec(L, "layers.%d.final_layer_norm.weight", l, d, &w->ln2_w)) ||
@@ -420,11 +608,13 @@ static mrw_status derive_config(mrw_wloader *L, const mrw_whisper_params *p, con
     c->n_mels = (int)c1->shape[1];
     if (!pe) return mrw_err(err, MRW_E_MISSING, "tensor '%sembed_positions.weight' is missing", L->prefix);
     if (pe->ndim != 2 || pe->shape[1] != c->d_model || pe->shape[0] < 1 || pe->shape[0] > (1 << 20))
-        return mrw_err(err, MRW_E_SHAPE, "tensor '%s' must be [max_source_positions, %d]", pe->name, c->d_model);
+        return mrw_err(err, MRW_E_SHAPE, "tensor '%s' must be [max_source_positions, %d]", pe->name,
+                       c->d_model);
     c->n_pos = (int)pe->shape[0];
     c->n_layers = 0;
     for (char n[64]; snprintf(n, sizeof n, "layers.%d.fc1.weight", c->n_layers), peek(L, n);) c->n_layers++;
-    if (!c->n_layers) return mrw_err(err, MRW_E_MISSING, "tensor '%slayers.0.fc1.weight' is missing", L->prefix);
+    if (!c->n_layers)
+        return mrw_err(err, MRW_E_MISSING, "tensor '%slayers.0.fc1.weight' is missing", L->prefix);
     const mrw_tensor_info *f1 = peek(L, "layers.0.fc1.weight");
     if (f1->ndim != 2 || f1->shape[0] < 1 || f1->shape[0] > (1 << 20))
         return mrw_err(err, MRW_E_SHAPE, "tensor '%s' must be [ffn_dim, %d]", f1->name, c->d_model);
@@ -438,17 +628,21 @@ static mrw_status derive_config(mrw_wloader *L, const mrw_whisper_params *p, con
         (s = agree(err, "max_source_positions", wc->n_pos, c->n_pos, from)))
         return s;
     c->heads_from_config = 1;
-    if (p && p->n_heads > 0) c->n_heads = p->n_heads;
-    else if (wc->n_heads > 0) c->n_heads = wc->n_heads;
+    if (p && p->n_heads > 0)
+        c->n_heads = p->n_heads;
+    else if (wc->n_heads > 0)
+        c->n_heads = wc->n_heads;
     else {
         c->n_heads = c->d_model / 64;
         c->heads_from_config = 0;
         if (c->d_model % 64)
-            return mrw_err(err, MRW_E_ARG, "d_model %d is not a multiple of 64: give the head count (config.json)",
+            return mrw_err(err, MRW_E_ARG,
+                           "d_model %d is not a multiple of 64: give the head count (config.json)",
                            c->d_model);
     }
     if (c->n_heads < 1 || c->d_model % c->n_heads)
-        return mrw_err(err, MRW_E_SHAPE, "%d attention heads do not divide d_model %d", c->n_heads, c->d_model);
+        return mrw_err(err, MRW_E_SHAPE, "%d attention heads do not divide d_model %d", c->n_heads,
+                       c->d_model);
     if (mrw_audio_act_parse(wc->act, &c->act))
         return mrw_err(err, MRW_E_UNSUPPORTED, "activation_function '%s' is not supported", wc->act);
     c->ln_eps = 1e-5f;
@@ -462,9 +656,11 @@ static mrw_status load(mrw_whisper_enc *m, const mrw_tfile *f, const mrw_whisper
     const char *base = p && p->prefix ? p->prefix : "";
     if (!find_prefix(f, base, m->prefix, sizeof m->prefix) &&
         !(!(p && p->prefix) && find_prefix(f, "encoder.model.", m->prefix, sizeof m->prefix)))
-        return mrw_err(err, MRW_E_MISSING,
-                       "no Whisper encoder: none of '%smodel.encoder.conv1.weight', '%sencoder.conv1.weight', "
-                       "'%sconv1.weight' exists", base, base, base);
+        return mrw_err(
+            err, MRW_E_MISSING,
+            "no Whisper encoder: none of '%smodel.encoder.conv1.weight', '%sencoder.conv1.weight', "
+            "'%sconv1.weight' exists",
+            base, base, base);
     mrw_wloader L;
     if ((s = mrw_wl_init(&L, f, m->prefix, &m->arena, err))) return s;
     mrw_whisper_config *c = &m->cfg;
@@ -510,15 +706,18 @@ mrw_status mrw_whisper_enc_load(const mrw_tfile *f, const mrw_whisper_params *p,
 
 /* ------------------------------------------------------------------------------------------ forward */
 
-static void layer_forward(const mrw_whisper_enc *m, const wlayer *w, mrw_kctx *k, float *x, float *h, float *q,
-                          float *kk, float *v, float *att, float *ff, int T, mrw_status *st) {
+static void layer_forward(const mrw_whisper_enc *m, const wlayer *w, mrw_kctx *k, float *x, float *h,
+                          float *q, float *kk, float *v, float *att, float *ff, float *ascr, int T,
+                          mrw_status *st) {
     const mrw_whisper_config *c = &m->cfg;
     const int d = c->d_model, nt = k->n_threads, D = d / c->n_heads;
     mrw_layernorm(x, h, T, d, w->ln1_w, w->ln1_b, c->ln_eps, nt);
     mrw_audio_linear(k, &w->wq, w->bq, h, d, T, q, d, 0);
     mrw_audio_linear(k, &w->wk, NULL, h, d, T, kk, d, 0);
     mrw_audio_linear(k, &w->wv, w->bv, h, d, T, v, d, 0);
-    if ((*st = mrw_audio_attention(k, q, kk, v, d, T, c->n_heads, D, 1.0f / sqrtf((float)D), NULL, att, d))) return;
+    if ((*st = mrw_audio_attention(k, q, kk, v, d, T, c->n_heads, D, 1.0f / sqrtf((float)D), NULL, att, d,
+                                   ascr)))
+        return;
     mrw_audio_linear(k, &w->wo, NULL, att, d, T, h, d, 0); /* h is free once q, k, v exist */
     mrw_audio_residual(x, h, w->bo, T, d, nt);
     mrw_layernorm(x, h, T, d, w->ln2_w, w->ln2_b, c->ln_eps, nt);
@@ -534,17 +733,19 @@ mrw_status mrw_whisper_enc_forward(const mrw_whisper_enc *m, mrw_kctx *k, const 
     const mrw_whisper_config *c = &m->cfg;
     if (n_frames < 1 || n_frames > 2 * c->n_pos)
         return mrw_err(err, n_frames < 1 ? MRW_E_ARG : MRW_E_LIMIT,
-                       "whisper encoder: %d mel frames; it takes 1 to %d (transformers requires exactly %d)", n_frames,
-                       2 * c->n_pos, 2 * c->n_pos);
-    const int d = c->d_model, nm = c->n_mels, F = n_frames, T = mrw_whisper_enc_out_frames(F), nt = k->n_threads;
+                       "whisper encoder: %d mel frames; it takes 1 to %d (transformers requires exactly %d)",
+                       n_frames, 2 * c->n_pos, 2 * c->n_pos);
+    const int d = c->d_model, nm = c->n_mels, F = n_frames, T = mrw_whisper_enc_out_frames(F),
+              nt = k->n_threads;
     /* mel as [F+2][n_mels] and conv1's output as [F+2][d], each with a zero row either side: the padding of
      * both convolutions, so that every output window is a contiguous run of input rows */
     const size_t n_in = (size_t)(F + 2) * nm, n_h1 = (size_t)(F + 2) * d, n_td = (size_t)T * d;
-    const size_t total = n_in + n_h1 + 6 * n_td + (size_t)T * c->ffn_dim;
-    float *buf = malloc(total * sizeof(float));
+    const size_t n_att = mrw_audio_attention_scratch(T, c->n_heads, d / c->n_heads, nt);
+    const size_t total = n_in + n_h1 + 6 * n_td + (size_t)T * c->ffn_dim + n_att;
+    float *owned, *buf = mrw_audio_workspace(k, total, &owned);
     if (!buf) return mrw_err(err, MRW_E_NOMEM, "whisper encoder: out of memory for %d frames", F);
-    float *xin = buf, *h1 = xin + n_in, *x = h1 + n_h1, *h = x + n_td, *q = h + n_td, *kk = q + n_td, *v = kk + n_td,
-          *att = v + n_td, *ff = att + n_td;
+    float *xin = buf, *h1 = xin + n_in, *x = h1 + n_h1, *h = x + n_td, *q = h + n_td, *kk = q + n_td,
+          *v = kk + n_td, *att = v + n_td, *ff = att + n_td, *ascr = ff + (size_t)T * c->ffn_dim;
     memset(xin, 0, (size_t)nm * sizeof(float));
     memset(xin + (size_t)(F + 1) * nm, 0, (size_t)nm * sizeof(float));
     for (int t = 0; t < F; t++)
@@ -557,8 +758,9 @@ mrw_status mrw_whisper_enc_forward(const mrw_whisper_enc *m, mrw_kctx *k, const 
     mrw_audio_bias_act(x, d, m->conv2_b, T, d, MRW_ACT_GELU, nt);
     for (size_t i = 0; i < n_td; i++) x[i] += m->pos[i];
     mrw_status s = MRW_OK;
-    for (int l = 0; l < c->n_layers && !s; l++) layer_forward(m, &m->layers[l], k, x, h, q, kk, v, att, ff, T, &s);
+    for (int l = 0; l < c->n_layers && !s; l++)
+        layer_forward(m, &m->layers[l], k, x, h, q, kk, v, att, ff, ascr, T, &s);
     if (!s) mrw_layernorm(x, out, T, d, m->lnf_w, m->lnf_b, c->ln_eps, nt);
-    free(buf);
+    free(owned);
     return s ? mrw_err(err, s, "whisper encoder: out of memory for attention over %d frames", T) : MRW_OK;
 }

@@ -9,20 +9,23 @@
  * Weights come from any mrw_tfile: WhisperForConditionalGeneration ("model.encoder."), WhisperModel
  * ("encoder."), an encoder-only file (""), or under a caller-given prefix (ModRWKV v2: "encoder.model."; the
  * three layouts above are also tried under it). The decoder and proj_out lie outside the encoder's prefix and
- * are ignored; an unexpected tensor inside it is an error. Sizes come from the tensors; the head count from
- * config.json (`encoder_attention_heads`) or, without one, d_model / 64 (true of every published size).
+ * are ignored; an unexpected tensor inside it is an error. Sizes come from the tensors (a config that
+ * disagrees is an error); the head count from config.json (`encoder_attention_heads`, transformers' default
+ * 4 when a config lacks it) or, without a config, d_model / 64 (true of every published size).
  *
  * f32 tensors are used in place (the mrw_tfile must stay open while the model is used); f16/bf16 ones are
  * converted to f32 once, unless `keep_lowp` asks to compute with them as stored (faster, not exact).
  *
- * The helpers at the end (vectorised GELU/softmax, query-blocked attention, convolution over overlapping
- * windows) are shared with wavlm.c; they belong in kernels/cpu/nn.c and live here until they move. */
+ * The helpers at the end (vectorised GELU, packing-free attention kernels, convolution over overlapping
+ * windows, the per-context workspace) are shared with wavlm.c; they belong in kernels/cpu/ and live here
+ * until they move. */
 #ifndef MRW_MODELS_WHISPER_ENC_H
 #define MRW_MODELS_WHISPER_ENC_H
 
 #include "formats/tensorfile.h"
 #include "kernels/cpu/kctx.h"
 #include "kernels/cpu/matmul.h"
+#include "models/weights.h"
 #include "modrwkv.h"
 
 /* Activation functions of the audio encoders, by their transformers names. */
@@ -37,9 +40,9 @@ int mrw_audio_act_parse(const char *name, mrw_audio_act *out);
 
 typedef struct {
     int n_mels, d_model, n_layers, n_heads, ffn_dim;
-    int n_pos;           /* max_source_positions: the longest output (HF requires frames == 2 * n_pos) */
-    mrw_audio_act act;   /* fc1 activation (the convolutions always use GELU, as transformers does) */
-    float ln_eps;        /* 1e-5: transformers builds Whisper's LayerNorms with the default eps */
+    int n_pos;             /* max_source_positions: the longest output (HF requires frames == 2 * n_pos) */
+    mrw_audio_act act;     /* fc1 activation (the convolutions always use GELU, as transformers does) */
+    float ln_eps;          /* 1e-5: transformers builds Whisper's LayerNorms with the default eps */
     int heads_from_config; /* 1: n_heads read from config.json / the caller; 0: d_model / 64 */
 } mrw_whisper_config;
 
@@ -66,7 +69,9 @@ int mrw_whisper_enc_out_frames(int n_frames);
 
 /* mel: input_features [n_mels][n_frames] (HF layout: row m holds n_frames values), 1 <= n_frames <= 2*n_pos;
  * transformers accepts only n_frames == 2*n_pos (3000 = 30 s) and that is what ModRWKV feeds; shorter inputs
- * give the encoder of a shorter clip (not the same numbers as a padded one). out: [out_frames, d_model]. */
+ * give the encoder of a shorter clip (not the same numbers as a padded one). out: [out_frames, d_model].
+ * Activations (~66 MB for whisper-small at 3000 frames) stay in k's workspace for the next call
+ * (mrw_audio_workspace); k->n_threads threads. The model is read-only: contexts may run it concurrently. */
 mrw_status mrw_whisper_enc_forward(const mrw_whisper_enc *m, mrw_kctx *k, const float *mel, int n_frames,
                                    float *out, mrw_error *err);
 
@@ -86,20 +91,26 @@ mrw_status mrw_audio_config_parse(const char *path, const char *json, struct cJS
  * ~2e-7 absolute. */
 void mrw_audio_bias_act(float *y, int ld, const float *bias, int T, int C, mrw_audio_act act, int nt);
 /* y = act(y·scale + shift) per column (scale and/or shift may be NULL). */
-void mrw_audio_affine_act(float *y, int ld, const float *scale, const float *shift, int T, int C, mrw_audio_act act,
-                          int nt);
+void mrw_audio_affine_act(float *y, int ld, const float *scale, const float *shift, int T, int C,
+                          mrw_audio_act act, int nt);
 
 /* Y[T, out] (+)= X[T, in]·Wᵀ (+ bias), run in row chunks so that the packed activations of one GEMM call
  * stay in cache (the shared GEMM slows down by up to 2x on long T with large inner dimensions). Rows of X
  * may overlap: with W in window order (mrw_audio_conv_weight_tk) and ldx = stride * Cin over an input laid
  * out [T][Cin], this is a Conv1d whose output row t reads the contiguous window X + t*ldx. */
-void mrw_audio_linear(mrw_kctx *k, const mrw_mat *W, const float *bias, const float *X, int ldx, int T, float *Y,
-                      int ldy, int accumulate);
+void mrw_audio_linear(mrw_kctx *k, const mrw_mat *W, const float *bias, const float *X, int ldx, int T,
+                      float *Y, int ldy, int accumulate);
 
 /* x += y + bias over T rows of C (bias may be NULL): a residual added after its product is complete.
  * (Accumulating a GEMM straight into the residual stream rounds every partial sum at the stream's
  * magnitude: 8x the error of transformers' f32 run on whisper-small.) */
 void mrw_audio_residual(float *x, const float *y, const float *bias, int T, int C, int nt);
+
+/* The float tensor `name` (under the loader's prefix) of exactly `shape`, as f32, marked used, without a
+ * lasting copy: *data points into the file when it is stored as f32, else to a converted copy that is also
+ * returned in *tmp for the caller to free once it has reordered the values (else *tmp = NULL). */
+mrw_status mrw_audio_weight_f32(mrw_wloader *L, const char *name, int ndim, const int64_t *shape,
+                                const float **data, float **tmp);
 
 /* Reorders a PyTorch Conv1d weight [Cout][Cin][K] into [Cout][K][Cin] (the window order of an input laid out
  * [T][Cin]). */
@@ -113,8 +124,17 @@ typedef struct {
 
 /* Self-attention of H heads of D over T positions: out[t, h*D..] = softmax_s(q_t·k_s·scale + bias) v.
  * q, k, v rows have stride ld; out stride ldo. Heads run in parallel on k->n_threads threads, queries in
- * blocks whose scores stay in L2. rb may be NULL. Returns MRW_E_NOMEM if scratch cannot be allocated. */
-mrw_status mrw_audio_attention(mrw_kctx *k, const float *q, const float *kk, const float *v, int ld, int T, int H,
-                               int D, float scale, const mrw_audio_relbias *rb, float *out, int ldo);
+ * blocks whose scores stay in L2. rb may be NULL. `scratch` holds mrw_audio_attention_scratch(T, H, D,
+ * k->n_threads) floats. MRW_E_NOMEM only from the portable path's small allocations. */
+size_t mrw_audio_attention_scratch(int T, int H, int D, int n_threads);
+mrw_status mrw_audio_attention(mrw_kctx *k, const float *q, const float *kk, const float *v, int ld, int T,
+                               int H, int D, float scale, const mrw_audio_relbias *rb, float *out, int ldo,
+                               float *scratch);
+
+/* n floats of activation memory for one forward call, kept in the kernel context between calls (fresh
+ * allocations of this size cost a page fault per 4 KiB on every call): the context's last scratch slot,
+ * which the GEMM leaves alone while n_threads + 1 < MRW_KS_SLOTS; otherwise malloc'd and returned in
+ * *owned as well, for the caller to free. NULL if out of memory. */
+float *mrw_audio_workspace(mrw_kctx *k, size_t n, float **owned);
 
 #endif

@@ -7,7 +7,8 @@ Tiny fixtures (committed; < 2 MB):
 
   whisper_tiny/  WhisperModel (encoder + a 1-layer decoder): d_model 64, 2 encoder layers, 2 heads (of 32: the
                  C default head_dim 64 would be wrong, so config.json matters), ffn 128, 80 mels,
-                 max_source_positions 24 (transformers insists on input frames == 2 * max_source_positions = 48);
+                 max_source_positions 24 (transformers insists on input frames == 2 * max_source_positions,
+                 here 48);
                  Hugging Face layout: config.json + model.safetensors (keys "encoder.*", "decoder.*").
                  full.f16.safetensors: WhisperForConditionalGeneration of the same weights rounded to f16 and
                  stored F16 (keys "model.encoder.*", "model.decoder.*"; proj_out is tied and not saved).
@@ -33,15 +34,15 @@ run is from the float64 golden, for scale.
 
 Full-size parity sets (NOT committed; a few GB; run once, then point the C tests at them):
 
-  Run:  build/refenv/bin/python tests/reference/make_audio_enc_fixtures.py --full whisper-small wavlm-base-plus \
-            --out build/parity-audio
+  Run:  build/refenv/bin/python tests/reference/make_audio_enc_fixtures.py \
+            --full whisper-small wavlm-base-plus --out build/parity-audio
         MRW_AUDIO_PARITY_DIR=build/parity-audio /tmp/audio-build/test_whisper_enc
         MRW_AUDIO_PARITY_DIR=build/parity-audio /tmp/audio-build/test_wavlm
 
   names: whisper-base, whisper-small, whisper-medium (encoder-only files, keys without prefix, input
-  [80, 3000] = 30 s), wavlm-base-plus, wavlm-large (WavLMModel, input 10 s = 160000 samples, zero mean and unit
-  variance). Each: config.json with the published values, model.safetensors (f32), golden.safetensors (float64
-  reference cast to f32, and "last_hidden_state_torch_f32": transformers' float32 output).
+  [80, 3000] = 30 s), wavlm-base-plus, wavlm-large (WavLMModel, input 10 s = 160000 samples, zero mean and
+  unit variance). Each: config.json with the published values, model.safetensors (f32), golden.safetensors
+  (float64 reference cast to f32, and "last_hidden_state_torch_f32": transformers' float32 output).
 
 Deterministic: every tensor is drawn from numpy's PCG64 seeded with (SEED, crc32(name)), so the weights do not
 depend on torch's RNG or on transformers' init; inputs from (INPUT_SEED, crc32(model name)). Distributions are
@@ -63,8 +64,8 @@ import torch
 from safetensors.numpy import save_file as np_save
 from safetensors.torch import load_file as torch_load
 from safetensors.torch import save_file as torch_save
-from transformers import (WavLMConfig, WavLMForCTC, WavLMModel, WhisperConfig, WhisperForConditionalGeneration,
-                          WhisperModel)
+from transformers import (WavLMConfig, WavLMForCTC, WavLMModel, WhisperConfig,
+                          WhisperForConditionalGeneration, WhisperModel)
 from transformers.models.wavlm import modeling_wavlm
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -138,7 +139,8 @@ def save_dir(out: str, name: str, config, tensors: dict, golden: dict, fname="mo
     if tensors is not None:
         torch_save(tensors, os.path.join(d, fname))
     if golden is not None:
-        np_save({k: np.ascontiguousarray(v) for k, v in golden.items()}, os.path.join(d, "golden.safetensors"))
+        np_save({k: np.ascontiguousarray(v) for k, v in golden.items()},
+                os.path.join(d, "golden.safetensors"))
     return d
 
 
@@ -213,8 +215,8 @@ def rename_weight_norm(sd: dict) -> dict:
 
 def make_wavlm_tiny(out: str) -> None:
     group = WavLMConfig(conv_dim=(32, 32, 32, 32), conv_kernel=(10, 3, 3, 2), conv_stride=(5, 2, 2, 2),
-                        conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False, hidden_size=64,
-                        num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                        conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False,
+                        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_buckets=32,
                         max_bucket_distance=64, vocab_size=8)
     model = WavLMModel(group).eval()
@@ -256,7 +258,8 @@ FULL = {
     "whisper-base": dict(kind="whisper", d=512, layers=6, heads=8, ffn=2048),
     "whisper-small": dict(kind="whisper", d=768, layers=12, heads=12, ffn=3072),
     "whisper-medium": dict(kind="whisper", d=1024, layers=24, heads=16, ffn=4096),
-    "wavlm-base-plus": dict(kind="wavlm", hidden=768, layers=12, heads=12, ffn=3072, norm="group", stable=False),
+    "wavlm-base-plus": dict(kind="wavlm", hidden=768, layers=12, heads=12, ffn=3072, norm="group",
+                            stable=False),
     "wavlm-large": dict(kind="wavlm", hidden=1024, layers=24, heads=16, ffn=4096, norm="layer", stable=True),
 }
 
@@ -289,7 +292,8 @@ def make_full(name: str, out: str, seconds: float) -> None:
     print(f"{name}: out {gold.shape}, transformers f32 vs f64 rel {rel(f32, gold):.2e} "
           f"(f32 {t1 - t0:.0f} s, f64 {time.time() - t1:.0f} s)")
     save_dir(out, name, cfg, state(model),
-             dict(inputs, last_hidden_state=gold.astype(np.float32), last_hidden_state_torch_f32=f32.astype(np.float32)))
+             dict(inputs, last_hidden_state=gold.astype(np.float32),
+                  last_hidden_state_torch_f32=f32.astype(np.float32)))
 
 
 def main() -> None:
