@@ -9,7 +9,8 @@ Tiny fixtures (committed; a few hundred KB):
                  as transformers 4.x saves them)
   siglip_odd/    hidden 72 = 3 heads of 24, mlp 40, 1 layer, patch 8, image 40 (25 patches); keys WITHOUT the
                  "vision_model." prefix (as transformers 5.x saves a vision-only model)
-  clip_tiny/     CLIPVisionModel    hidden 64, 2 layers, 2 heads, mlp 128, patch 8, image 32 (16 patches + CLS)
+  clip_tiny/     CLIPVisionModel    hidden 64, 2 layers, 2 heads, mlp 128, patch 8, image 32 (16 patches
+                 + CLS)
   clip_odd/      hidden 72 = 3 heads of 24, mlp 40, 1 layer, patch 8, image 40, keys without prefix
   siglip_full/   SiglipModel (text tower, logit_scale/bias, attention-pooling head vision_model.head.*) — a
                  "full checkpoint"; vision hidden 32, 2 heads, mlp 64, 2 layers, patch 8, image 16; also
@@ -166,21 +167,22 @@ def write_set(out: str, name: str, model, image_size: int, strip: str = "", low=
     pixels = make_pixels(name, image_size)
     g = {"pixels": pixels, "last_hidden_state": golden(model, pixels).astype(np.float32)}
     f32 = golden_f32(model, pixels)
-    msg = f"{name}: tokens {g['last_hidden_state'].shape}, torch f32 vs f64 rel err {rel_err(f32, g['last_hidden_state']):.2e}"
+    want = g["last_hidden_state"]
+    msg = f"{name}: tokens {want.shape}, torch f32 vs f64 rel err {rel_err(f32, want):.2e}"
     if low is not None:
         tdt, suffix = low
         rm = rounded_copy(model, tdt)
         save_weights(rm, os.path.join(d, f"model.{suffix}.safetensors"), strip=strip, dtype=tdt)
         g[f"last_hidden_state_{suffix}"] = golden(rm, pixels).astype(np.float32)
-        msg += f", {suffix} copy differs by {rel_err(g[f'last_hidden_state_{suffix}'], g['last_hidden_state']):.2e}"
+        msg += f", {suffix} copy differs by {rel_err(g[f'last_hidden_state_{suffix}'], want):.2e}"
     np_save(g, os.path.join(d, "golden.safetensors"))
     print(msg)
     return g
 
 
 def tiny_vcfg(hidden, heads, mlp, layers, patch, image, **kw):
-    return dict(hidden_size=hidden, num_attention_heads=heads, intermediate_size=mlp, num_hidden_layers=layers,
-                patch_size=patch, image_size=image, **kw)
+    return dict(hidden_size=hidden, num_attention_heads=heads, intermediate_size=mlp,
+                num_hidden_layers=layers, patch_size=patch, image_size=image, **kw)
 
 
 def make_tiny(out: str) -> None:
@@ -216,11 +218,13 @@ def make_tiny(out: str) -> None:
 
 FULL = {
     # google/siglip2-base-patch16-384 (fixed resolution, model_type siglip): vision tower only
-    "siglip2-base-patch16-384": ("siglip", dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                                num_attention_heads=12, patch_size=16, image_size=384)),
+    "siglip2-base-patch16-384": ("siglip", dict(hidden_size=768, intermediate_size=3072,
+                                                num_hidden_layers=12, num_attention_heads=12, patch_size=16,
+                                                image_size=384)),
     # openai/clip-vit-large-patch14-336: vision tower only
-    "clip-vit-large-patch14-336": ("clip", dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                                num_attention_heads=16, patch_size=14, image_size=336)),
+    "clip-vit-large-patch14-336": ("clip", dict(hidden_size=1024, intermediate_size=4096,
+                                                num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+                                                image_size=336)),
 }
 
 
