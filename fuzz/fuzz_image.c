@@ -20,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (img.rgb || !err.msg[0]) __builtin_trap();
         return 0;
     }
-    if (img.width <= 0 || img.height <= 0 || (int64_t)img.width * img.height > lim.max_pixels) __builtin_trap();
+    if (img.width <= 0 || img.height <= 0 || (int64_t)img.width * img.height > lim.max_pixels)
+        __builtin_trap();
     volatile float sink = 0;
     for (size_t i = 0; i < (size_t)img.width * img.height * 3; i++) sink += img.rgb[i];
 

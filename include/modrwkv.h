@@ -70,6 +70,13 @@ typedef enum {
 const char *mrw_dtype_name(mrw_dtype t);           /* "f32", "q8_0", ... */
 int mrw_dtype_parse(const char *name, mrw_dtype *out); /* 0 on success, -1 if unknown */
 
+/* ---------------------------------------------------------------------------------------------- tensors */
+
+/* Reads one tensor of a safetensors / .pth / GGUF file as f32 (malloc'd; free it). name NULL: the file must
+ * hold exactly one tensor. shape (may be NULL) receives up to 8 dimensions, *ndim their count. */
+mrw_status mrw_read_tensor_f32(const char *path, const char *name, float **data, size_t *n, int64_t *shape,
+                               int *ndim, mrw_error *err);
+
 /* ----------------------------------------------------------------------------------------------- model */
 
 typedef struct mrw_model mrw_model;
@@ -241,6 +248,11 @@ mrw_mm_info mrw_mm_get_info(const mrw_mm *mm);
 mrw_status mrw_mm_encode_image(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
                                mrw_features *encoder_out, mrw_error *err);
 mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err);
+/* The same from an already preprocessed input, for caching and parity checks: pixel_values [3][S][S]
+ * (vision), input_features [n_mels][frames] (Whisper; every frame counts as real audio), or input_values
+ * [n] (WavLM; used as given, so normalise first if the model expects it). `n` is the number of floats. */
+mrw_status mrw_mm_encode_input(const mrw_mm *mm, const float *input, size_t n, int n_threads, mrw_features *out,
                                mrw_features *encoder_out, mrw_error *err);
 void mrw_features_free(mrw_features *f);
 /* Writes features as a safetensors file: "last_hidden_state" (the encoder's output) and/or "features" (after

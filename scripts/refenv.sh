@@ -12,5 +12,5 @@ if ! /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y python3-torch python3-numpy python3-venv
 fi
 [ -x build/refenv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages build/refenv
-build/refenv/bin/pip install -q rwkv==0.8.32 gguf==0.19.0 safetensors==0.8.0 pyyaml tqdm transformers==4.46.3 pillow==9.4.0
+build/refenv/bin/pip install -q rwkv==0.8.32 gguf==0.19.0 safetensors==0.8.0 pyyaml tqdm transformers==4.46.3 pillow==9.4.0 soundfile==0.14.0 soxr==1.1.0
 build/refenv/bin/python -c 'import torch, numpy, rwkv, gguf, safetensors; print("refenv ready: torch", torch.__version__)'

@@ -127,6 +127,7 @@ printf 'first\nsecond\n' | "$M" chat -m $MM/v1_vision/rwkv-0.pth --encoder $MM/s
 expect_ok "chat with two images (v2)" "$M" chat -m $MM/v2/rwkv-0.pth --encoder $MM/siglip --vocab "$VOCAB" --image $MM/media/image_a.png --image $MM/media/image_b.png -n 3 -q "Compare them."
 expect_ok "generate with an image marker (v2)" "$M" generate -m $MM/v2/rwkv-0.pth --encoder $MM/siglip --vocab "$VOCAB" --image $MM/media/image_a.png -p "Look: <image> it is" -n 3 -q
 expect_ok "encode an image (encoder only)" "$M" encode -m $MM/siglip --image $MM/media/image_a.png --out "$T/enc.safetensors"
+expect_ok "encode with --encoder-fast" "$M" encode -m $MM/siglip --image $MM/media/image_a.png --encoder-fast --out "$T/enc-fast.safetensors"
 expect_ok "encode audio through a model" "$M" encode -m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --audio $MM/media/speech.wav --out "$T/enc2.safetensors"
 grep -q "features" "$T/err" && ok || bad "encode through a model writes no adapted features"
 expect_ok "bundle a v1 checkpoint" "$M" convert $MM/v1_vision/rwkv-0.pth "$T/bundle.safetensors" --encoder $MM/siglip

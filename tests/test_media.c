@@ -14,13 +14,13 @@
 #define FIX "tests/fixtures/media/"
 
 /* Tolerances, stated once. */
-#define TOL_JPEG_MAX 4       /* stb_image vs libjpeg-turbo, max |diff| in levels per value (measured: 2) */
-#define TOL_JPEG_MEAN 0.1    /* ... and mean |diff| (measured: 0.02) */
-#define TOL_RESAMPLE 2e-6    /* soxr HQ, Debian libsoxr vs python-soxr 1.1.0 (measured: bit-exact) */
-#define TOL_LOSSY 1e-4       /* Vorbis/Opus/MP3 decoders: libsndfile 1.2.0 vs 1.2.2 (measured: 3e-8) */
-#define TOL_MEL_FLOAT 1e-4   /* log-mel with the single-precision FFT vs numpy's double-precision one */
-#define TOL_MEL_TORCH 1e-4   /* vs the torch path of WhisperFeatureExtractor (float32 STFT) */
-#define TOL_NORM 2e-5        /* WavLM normalisation: double statistics vs numpy's float32 ones */
+#define TOL_JPEG_MAX 4     /* stb_image vs libjpeg-turbo, max |diff| in levels per value (measured: 2) */
+#define TOL_JPEG_MEAN 0.1  /* ... and mean |diff| (measured: 0.02) */
+#define TOL_RESAMPLE 2e-6  /* soxr HQ, Debian libsoxr vs python-soxr 1.1.0 (measured: bit-exact) */
+#define TOL_LOSSY 1e-4     /* Vorbis/Opus/MP3 decoders: libsndfile 1.2.0 vs 1.2.2 (measured: 3e-8) */
+#define TOL_MEL_FLOAT 1e-4 /* log-mel with the single-precision FFT vs numpy's double-precision one */
+#define TOL_MEL_TORCH 1e-4 /* vs the torch path of WhisperFeatureExtractor (float32 STFT) */
+#define TOL_NORM 2e-5      /* WavLM normalisation: double statistics vs numpy's float32 ones */
 
 static mrw_tfile *golden;
 
@@ -44,10 +44,10 @@ static int is_jpeg(const char *name) { return has_suffix(name, ".jpg"); }
 
 /* ------------------------------------------------------------------------------------------- images */
 
-static const char *IMAGES[] = {"anim_10x7.gif", "gray16_12x9.png", "gray_40x30.png", "gray_64x48.jpg",
-                               "la_21x13.png", "pal_50x20.png", "pal_9x6.bmp", "photo_480x400.jpg",
-                               "prog_120x90.jpg", "rgb16_20x10.png", "rgb_97x61.png", "rgba_33x47.png",
-                               "rgba_8x4.bmp", "small_16x12.png", "strip_1x50.png", "strip_50x1.png",
+static const char *IMAGES[] = {"anim_10x7.gif",   "gray16_12x9.png", "gray_40x30.png", "gray_64x48.jpg",
+                               "la_21x13.png",    "pal_50x20.png",   "pal_9x6.bmp",    "photo_480x400.jpg",
+                               "prog_120x90.jpg", "rgb16_20x10.png", "rgb_97x61.png",  "rgba_33x47.png",
+                               "rgba_8x4.bmp",    "small_16x12.png", "strip_1x50.png", "strip_50x1.png",
                                "tiny_7x5.bmp"};
 #define N_IMAGES (int)(sizeof IMAGES / sizeof IMAGES[0])
 
@@ -113,16 +113,17 @@ static int level_of(const float *lut, float v) {
     int lo = 0, hi = 255;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
-        if (lut[mid] < v) lo = mid + 1;
-        else hi = mid;
+        if (lut[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lut[lo] == v ? lo : -1;
 }
 
 /* Checks planar processor output against golden uint8 levels (HWC) mapped through the golden LUT:
  * returns the largest difference in levels (0 = bit-exact), or 999 if a value is off the map. */
-static int compare_levels(const float *out, int w, int h, const uint8_t *ref, const float *lut,
-                          int *n_diff) {
+static int compare_levels(const float *out, int w, int h, const uint8_t *ref, const float *lut, int *n_diff) {
     int maxd = 0;
     *n_diff = 0;
     for (int c = 0; c < 3; c++)
@@ -165,7 +166,8 @@ static void test_processors_on_files(void) {
         if (!load_image(file, &img)) continue;
         float *out = malloc(sizeof(float) * 3 * size * size);
         mrw_error err = {0};
-        mrw_status st = is_siglip ? mrw_image_to_siglip(&img, size, out, &err) : mrw_image_to_clip(&img, size, out, &err);
+        mrw_status st =
+            is_siglip ? mrw_image_to_siglip(&img, size, out, &err) : mrw_image_to_clip(&img, size, out, &err);
         CHECKF(st == MRW_OK, "%s: %s", t->name, err.msg);
         int n_diff, d = compare_levels(out, size, size, t->data, is_siglip ? lut_s : lut_c, &n_diff);
         if (is_jpeg(file)) {
@@ -183,7 +185,17 @@ static void test_processors_on_files(void) {
             exact_cases, jpeg_max);
 }
 
+static void proc_image(int w, int h, mrw_image *img);
+
 static void test_resize(void) {
+    /* a 10 x 300000 source to 12 x 40: per-use vertical weights and the streamed vertical pass */
+    mrw_image tall, small;
+    mrw_error err = {0};
+    proc_image(10, 300000, &tall);
+    CHECK_OK(mrw_image_resize(&tall, 12, 40, MRW_RESAMPLE_BILINEAR, &small, &err), &err);
+    CHECK(small.rgb && memcmp(small.rgb, G("resize.proc_10x300000.bilinear.12x40")->data, 12 * 40 * 3) == 0);
+    mrw_image_free(&small);
+    mrw_image_free(&tall);
     for (int i = 0; i < mrw_tfile_count(golden); i++) {
         const mrw_tensor_info *t = mrw_tfile_tensor(golden, i);
         if (strncmp(t->name, "resize.", 7) != 0) continue;
@@ -196,7 +208,6 @@ static void test_resize(void) {
         if (sscanf(dot + 5, "%15[a-z].%dx%d", filt, &w, &h) != 3) continue;
         mrw_image img, out;
         if (!load_image(file, &img)) continue;
-        mrw_error err = {0};
         mrw_resample rs = strcmp(filt, "bicubic") == 0 ? MRW_RESAMPLE_BICUBIC : MRW_RESAMPLE_BILINEAR;
         CHECK_OK(mrw_image_resize(&img, w, h, rs, &out, &err), &err);
         if (out.rgb) {
@@ -224,9 +235,12 @@ static void proc_image(int w, int h, mrw_image *img) {
                 s = (s ^ (s >> 13)) * 0x5BD1E995u;
                 s ^= s >> 15;
                 int64_t noise = s & 31, grad;
-                if (c == 0) grad = (int64_t)x * 255 / (w > 1 ? w - 1 : 1);
-                else if (c == 1) grad = (int64_t)y * 255 / (h > 1 ? h - 1 : 1);
-                else grad = ((int64_t)x + y) * 255 / (w + h - 2 > 0 ? w + h - 2 : 1);
+                if (c == 0)
+                    grad = (int64_t)x * 255 / (w > 1 ? w - 1 : 1);
+                else if (c == 1)
+                    grad = (int64_t)y * 255 / (h > 1 ? h - 1 : 1);
+                else
+                    grad = ((int64_t)x + y) * 255 / (w + h - 2 > 0 ? w + h - 2 : 1);
                 int64_t check = (((x >> 4) + (y >> 4)) & 1) * 48;
                 int64_t v = grad * 3 / 4 + check + noise;
                 img->rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(v > 255 ? 255 : v);
@@ -240,10 +254,14 @@ static uint64_t fnv1a64(const uint8_t *p, size_t n) {
 }
 
 static void test_processors_full_size(void) {
-    static const struct { const char *kind; int w, h; } cases[] = {
-        {"siglip384", 1000, 700}, {"siglip384", 200, 150}, {"siglip384", 384, 384}, {"siglip384", 385, 383},
-        {"siglip384", 7, 5},      {"siglip384", 2000, 90}, {"clip336", 1000, 700},  {"clip336", 200, 150},
-        {"clip336", 336, 500},    {"clip336", 1, 500},     {"clip336", 3000, 40},   {"clip336", 7, 5},
+    static const struct {
+        const char *kind;
+        int w, h;
+    } cases[] = {
+        {"siglip384", 1000, 700}, {"siglip384", 200, 150}, {"siglip384", 384, 384},   {"siglip384", 385, 383},
+        {"siglip384", 7, 5},      {"siglip384", 2000, 90}, {"siglip384", 1000000, 1}, {"siglip384", 1, 40000},
+        {"clip336", 1000, 700},   {"clip336", 200, 150},   {"clip336", 336, 500},     {"clip336", 1, 500},
+        {"clip336", 3000, 40},    {"clip336", 7, 5},
     };
     int exact = 0, n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++) {
@@ -254,7 +272,8 @@ static void test_processors_full_size(void) {
         float *out = malloc(sizeof(float) * 3 * size * size);
         uint8_t *lv = malloc((size_t)size * size * 3);
         mrw_error err = {0};
-        mrw_status st = siglip ? mrw_image_to_siglip(&img, size, out, &err) : mrw_image_to_clip(&img, size, out, &err);
+        mrw_status st =
+            siglip ? mrw_image_to_siglip(&img, size, out, &err) : mrw_image_to_clip(&img, size, out, &err);
         CHECKF(st == MRW_OK, "%s %dx%d: %s", cases[i].kind, cases[i].w, cases[i].h, err.msg);
         int off_map = 0;
         for (int c = 0; c < 3; c++)
@@ -275,12 +294,14 @@ static void test_processors_full_size(void) {
         int sn = (size + 7) / 8;
         for (int y = 0; y < sn; y++)
             for (int x = 0; x < sn * 3; x++) {
-                int d = abs(lv[((size_t)y * 8 * size + (size_t)(x / 3) * 8) * 3 + x % 3] - sub[(size_t)y * sn * 3 + x]);
+                int d = abs(lv[((size_t)y * 8 * size + (size_t)(x / 3) * 8) * 3 + x % 3] -
+                            sub[(size_t)y * sn * 3 + x]);
                 sub_diff += d != 0;
                 sub_max = d > sub_max ? d : sub_max;
             }
-        CHECKF(got == want && off_map == 0, "%s %dx%d: not bit-exact (%d values off the map; subsample: %d differ, max %d)",
-               cases[i].kind, cases[i].w, cases[i].h, off_map, sub_diff, sub_max);
+        CHECKF(got == want && off_map == 0,
+               "%s %dx%d: not bit-exact (%d values off the map; subsample: %d differ, max %d)", cases[i].kind,
+               cases[i].w, cases[i].h, off_map, sub_diff, sub_max);
         exact += got == want;
         free(out);
         free(lv);
@@ -294,15 +315,20 @@ static mrw_status decode_bytes(const uint8_t *p, size_t n, const mrw_image_limit
     mrw_image img;
     memset(err, 0, sizeof *err);
     mrw_status st = mrw_image_load_mem(p, n, "test.img", lim, &img, err);
-    if (st == MRW_OK) mrw_image_free(&img);
+    if (st == MRW_OK)
+        mrw_image_free(&img);
     else
-        CHECKF(img.rgb == NULL && err->msg[0] && strstr(err->msg, "test.img"), "failure without a clean message");
+        CHECKF(img.rgb == NULL && err->msg[0] && strstr(err->msg, "test.img"),
+               "failure without a clean message");
     return st;
 }
 
-static void expect(mrw_status got, mrw_status want, const mrw_error *err, const char *needle, const char *what) {
-    CHECKF(got == want, "%s: status %s, want %s (%s)", what, mrw_status_name(got), mrw_status_name(want), err->msg);
-    if (needle) CHECKF(strstr(err->msg, needle) != NULL, "%s: message \"%s\" lacks \"%s\"", what, err->msg, needle);
+static void expect(mrw_status got, mrw_status want, const mrw_error *err, const char *needle,
+                   const char *what) {
+    CHECKF(got == want, "%s: status %s, want %s (%s)", what, mrw_status_name(got), mrw_status_name(want),
+           err->msg);
+    if (needle)
+        CHECKF(strstr(err->msg, needle) != NULL, "%s: message \"%s\" lacks \"%s\"", what, err->msg, needle);
 }
 
 static uint8_t *read_fix(const char *name, size_t *n) {
@@ -323,8 +349,8 @@ static void test_image_errors(void) {
     uint8_t *png = read_fix("rgb_97x61.png", &n);
     if (!png) return;
     expect(decode_bytes(png, 0, NULL, &err), MRW_E_FORMAT, &err, "empty", "empty input");
-    expect(decode_bytes((const uint8_t *)"hello, world, not an image", 26, NULL, &err), MRW_E_UNSUPPORTED, &err,
-           "not a PNG, JPEG, BMP or GIF", "garbage");
+    expect(decode_bytes((const uint8_t *)"hello, world, not an image", 26, NULL, &err), MRW_E_UNSUPPORTED,
+           &err, "not a PNG, JPEG, BMP or GIF", "garbage");
     expect(decode_bytes((const uint8_t *)"RIFF\x10\0\0\0WEBPVP8 ", 16, NULL, &err), MRW_E_UNSUPPORTED, &err,
            "WebP", "WebP");
     expect(decode_bytes((const uint8_t *)"II*\0\x08\0\0\0", 8, NULL, &err), MRW_E_UNSUPPORTED, &err, "TIFF",
@@ -341,6 +367,9 @@ static void test_image_errors(void) {
     put_be32(m + 20, 20000);
     expect(decode_bytes(m, n, NULL, &err), MRW_E_LIMIT, &err, "20000x20000 = 400 Mpx; the limit is 64 Mpx",
            "huge PNG");
+    put_be32(m + 16, 0xFFFFFFFFu);
+    put_be32(m + 20, 0xFFFFFFFFu);
+    expect(decode_bytes(m, n, NULL, &err), MRW_E_LIMIT, &err, "4294967295x4294967295", "PNG 2^32-1 square");
     mrw_image_limits small = {.max_bytes = 1000, .max_pixels = MRW_IMAGE_MAX_PIXELS};
     expect(decode_bytes(png, n, &small, &err), MRW_E_LIMIT, &err, "limit", "file size limit");
     small = (mrw_image_limits){.max_bytes = MRW_IMAGE_MAX_BYTES, .max_pixels = 97 * 61 - 1};
@@ -365,6 +394,16 @@ static void test_image_errors(void) {
         expect(decode_bytes(m, n, NULL, &err), MRW_E_LIMIT, &err, "65000x65000", "huge JPEG");
         m[sof + 5] = m[sof + 6] = 0;
         expect(decode_bytes(m, n, NULL, &err), MRW_E_FORMAT, &err, "JPEG", "0-height JPEG");
+        /* Huffman tables stb_image 2.27 would mishandle (memory corruption, abort): refused up front */
+        memcpy(m, jpg, n);
+        size_t dht = 2;
+        while (dht + 21 < n && !(m[dht] == 0xFF && m[dht + 1] == 0xC4)) dht++;
+        m[dht + 19] = m[dht + 20] = 200; /* code counts for lengths 15 and 16: > 256 codes in all */
+        expect(decode_bytes(m, n, NULL, &err), MRW_E_FORMAT, &err, "Huffman table declares", "DHT > 256");
+        memcpy(m, jpg, n);
+        for (size_t i = 0; i + 1 < n; i++)
+            if (m[i] == 0xFF && m[i + 1] == 0xC4) m[i + 1] = 0xE5; /* every DHT becomes an APP5 segment */
+        expect(decode_bytes(m, n, NULL, &err), MRW_E_FORMAT, &err, "not defined", "JPEG without DHT");
         free(m);
         free(jpg);
     }
@@ -394,6 +433,30 @@ static void test_image_errors(void) {
     expect(mrw_image_to_siglip(&empty, 1, out, &err), MRW_E_ARG, &err, "empty image", "empty image");
     proc_image(3, 2, &img);
     expect(mrw_image_to_clip(&img, 0, out, &err), MRW_E_ARG, &err, "size", "CLIP size 0");
+    mrw_image_proc bad = mrw_image_proc_siglip(4);
+    bad.std[1] = 0.0f;
+    expect(mrw_image_preprocess(&img, &bad, out, &err), MRW_E_ARG, &err, "std", "zero std");
+    mrw_image_free(&img);
+    /* shapes that would make the resize absurd are refused with a clear message */
+    proc_image(1, 100000, &img);
+    int w = -1, h = -1;
+    mrw_image_proc clip = mrw_image_proc_clip(336);
+    expect(mrw_image_proc_out_size(&clip, &img, &w, &h, &err), MRW_E_LIMIT, &err, "aspect ratio",
+           "CLIP strip");
+    float *big = malloc(sizeof(float) * 3 * 384 * 384);
+    expect(mrw_image_to_clip(&img, 336, big, &err), MRW_E_LIMIT, &err, "1x100000", "CLIP strip");
+    mrw_image_free(&img);
+    proc_image(1, 400000, &img);
+    expect(mrw_image_to_siglip(&img, 384, big, &err), MRW_E_LIMIT, &err, "too elongated", "SigLIP strip");
+    mrw_image_free(&img);
+    proc_image(50, 20, &img);
+    CHECK_OK(mrw_image_proc_out_size(&clip, &img, &w, &h, &err), &err);
+    CHECK(w == 336 && h == 336);
+    mrw_image_proc sq = {
+        .shortest_edge = 30, .resample = MRW_RESAMPLE_BICUBIC, .mean = {0, 0, 0}, .std = {1, 1, 1}};
+    CHECK_OK(mrw_image_proc_out_size(&sq, &img, &w, &h, &err), &err);
+    CHECK(w == 75 && h == 30); /* int(30 * 50 / 20) */
+    free(big);
     mrw_image_free(&img);
 }
 
@@ -418,12 +481,16 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
 }
 
 static void test_audio_decode(void) {
-    static const struct { const char *name; int rate, ch; int lossy; } files[] = {
-        {"sine_8k.wav", 8000, 1, 0},       {"chirp_22k_stereo.wav", 22050, 2, 0},
+    static const struct {
+        const char *name;
+        int rate, ch;
+        int lossy;
+    } files[] = {
+        {"sine_8k.wav", 8000, 1, 0},        {"chirp_22k_stereo.wav", 22050, 2, 0},
         {"noise_44k_f32.wav", 44100, 1, 0}, {"speech_48k_stereo.flac", 48000, 2, 0},
-        {"three_ch_48k.wav", 48000, 3, 0}, {"tone_16k.ogg", 16000, 1, 1},
+        {"three_ch_48k.wav", 48000, 3, 0},  {"tone_16k.ogg", 16000, 1, 1},
         {"opus_48k.ogg", 48000, 1, 1},      {"tone_44k.mp3", 44100, 1, 1},
-        {"pcm24_96k.aiff", 96000, 1, 0},   {"ulaw_8k.au", 8000, 1, 0},
+        {"pcm24_96k.aiff", 96000, 1, 0},    {"ulaw_8k.au", 8000, 1, 0},
         {"silence_16k.wav", 16000, 1, 0},
     };
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -440,7 +507,8 @@ static void test_audio_decode(void) {
         if (t && a.n >= want) {
             double d = max_abs_diff(a.samples, t->data, want);
             CHECKF(d <= (files[i].lossy ? TOL_LOSSY : TOL_RESAMPLE), "%s: max |diff| %.3g", files[i].name, d);
-            fprintf(stderr, "  %-24s %-40s %6zu samples, max |diff| %.3g\n", files[i].name, a.src_format, a.n, d);
+            fprintf(stderr, "  %-24s %-40s %6zu samples, max |diff| %.3g\n", files[i].name, a.src_format, a.n,
+                    d);
         }
         mrw_audio_free(&a);
     }
@@ -466,34 +534,41 @@ static void test_audio_decode(void) {
     }
 }
 
-static mrw_status decode_audio_bytes(const uint8_t *p, size_t n, const mrw_audio_limits *lim, mrw_error *err) {
+static mrw_status decode_audio_bytes(const uint8_t *p, size_t n, const mrw_audio_limits *lim,
+                                     mrw_error *err) {
     mrw_audio a;
     memset(err, 0, sizeof *err);
     mrw_status st = mrw_audio_load_mem(p, n, "test.audio", 16000, lim, &a, err);
-    if (st == MRW_OK) mrw_audio_free(&a);
+    if (st == MRW_OK)
+        mrw_audio_free(&a);
     else
-        CHECKF(a.samples == NULL && err->msg[0] && strstr(err->msg, "test.audio"), "failure without a clean message");
+        CHECKF(a.samples == NULL && err->msg[0] && strstr(err->msg, "test.audio"),
+               "failure without a clean message");
     return st;
 }
 
 static void test_audio_errors(void) {
     mrw_error err;
     mrw_audio a;
-    expect(mrw_audio_load(FIX "empty.wav", 16000, NULL, &a, &err), MRW_E_FORMAT, &err, "no samples", "empty WAV");
-    expect(mrw_audio_load(FIX "nan_f32.wav", 16000, NULL, &a, &err), MRW_E_FORMAT, &err, "frame 777, channel 0) is NaN",
-           "NaN WAV");
+    expect(mrw_audio_load(FIX "empty.wav", 16000, NULL, &a, &err), MRW_E_FORMAT, &err, "no samples",
+           "empty WAV");
+    expect(mrw_audio_load(FIX "nan_f32.wav", 16000, NULL, &a, &err), MRW_E_FORMAT, &err,
+           "frame 777, channel 0) is NaN", "NaN WAV");
     expect(mrw_audio_load(FIX "nope.wav", 16000, NULL, &a, &err), MRW_E_IO, &err, "nope.wav", "missing file");
     size_t n;
     uint8_t *wav = read_fix("sine_8k.wav", &n);
     if (!wav) return;
     expect(decode_audio_bytes(wav, 0, NULL, &err), MRW_E_FORMAT, &err, "empty", "empty input");
-    expect(decode_audio_bytes((const uint8_t *)"this is not audio at all", 24, NULL, &err), MRW_E_UNSUPPORTED, &err,
-           "not a WAV", "garbage");
-    expect(decode_audio_bytes((const uint8_t *)"\0\0\0\x20" "ftypM4A \0\0\0\0", 16, NULL, &err), MRW_E_UNSUPPORTED,
-           &err, "MP4/M4A", "M4A");
+    expect(decode_audio_bytes((const uint8_t *)"this is not audio at all", 24, NULL, &err), MRW_E_UNSUPPORTED,
+           &err, "not a WAV", "garbage");
+    expect(decode_audio_bytes((const uint8_t *)"\0\0\0\x20"
+                                               "ftypM4A \0\0\0\0",
+                              16, NULL, &err),
+           MRW_E_UNSUPPORTED, &err, "MP4/M4A", "M4A");
     expect(decode_audio_bytes(wav, 20, NULL, &err), MRW_E_FORMAT, &err, "cannot decode", "WAV header cut");
     mrw_audio_limits lim = {.max_bytes = MRW_AUDIO_MAX_BYTES, .max_seconds = 0.1};
-    expect(decode_audio_bytes(wav, n, &lim, &err), MRW_E_LIMIT, &err, "0.3 s", "duration limit");
+    expect(decode_audio_bytes(wav, n, &lim, &err), MRW_E_LIMIT, &err, "0.3 s long; the limit is 0.1 s",
+           "duration limit");
     lim = (mrw_audio_limits){.max_bytes = 100, .max_seconds = 3600};
     expect(decode_audio_bytes(wav, n, &lim, &err), MRW_E_LIMIT, &err, "bytes", "size limit");
     /* a WAV whose data is cut short decodes what is there (as soundfile does) */
@@ -510,7 +585,8 @@ static void test_audio_errors(void) {
     free(wav);
     float *r;
     size_t rn;
-    expect(mrw_audio_resample(NULL, 0, 8000, 16000, &r, &rn, &err), MRW_E_ARG, &err, "no samples", "resample nothing");
+    expect(mrw_audio_resample(NULL, 0, 8000, 16000, &r, &rn, &err), MRW_E_ARG, &err, "no samples",
+           "resample nothing");
 }
 
 /* ------------------------------------------------------------------------------------------ Whisper */
@@ -529,7 +605,8 @@ static double mel_compare(const float *mel, int n_mels, const mrw_tensor_info *t
     double m = 0;
     for (int i = 0; i < n_mels; i++)
         for (int f = 0; f < keep; f++) {
-            double d = fabs((double)mel[(size_t)i * MRW_WHISPER_N_FRAMES + (size_t)f * step] - ref[(size_t)i * keep + f]);
+            double d = fabs((double)mel[(size_t)i * MRW_WHISPER_N_FRAMES + (size_t)f * step] -
+                            ref[(size_t)i * keep + f]);
             m = d > m ? d : m;
         }
     return m;
@@ -580,7 +657,9 @@ static void test_whisper(void) {
     mrw_audio_free(&sp);
 
     /* through decoding and resampling */
-    static const struct { const char *file, *key; } via[] = {
+    static const struct {
+        const char *file, *key;
+    } via[] = {
         {"sine_8k.wav", "sine_8k"}, {"speech_48k_stereo.flac", "flac"}, {"silence_16k.wav", "silence"}};
     for (int i = 0; i < 3; i++) {
         mrw_audio a;
@@ -601,7 +680,8 @@ static void test_whisper(void) {
 
     mrw_error err;
     float one = 0.0f, nan = NAN, out[80 * 4];
-    expect(mrw_whisper_log_mel(&one, 0, 80, 3000, out, NULL, &err), MRW_E_ARG, &err, "no samples", "empty pcm");
+    expect(mrw_whisper_log_mel(&one, 0, 80, 3000, out, NULL, &err), MRW_E_ARG, &err, "no samples",
+           "empty pcm");
     expect(mrw_whisper_log_mel(&nan, 1, 80, 4, out, NULL, &err), MRW_E_ARG, &err, "finite", "NaN pcm");
     expect(mrw_whisper_log_mel(&one, 1, 0, 4, out, NULL, &err), MRW_E_ARG, &err, "mels", "0 mels");
 }
@@ -671,7 +751,7 @@ static void test_jfk(void) {
     mrw_error err = {0};
     CHECK_OK(mrw_audio_load(path, 16000, NULL, &a, &err), &err);
     if (!a.samples) return;
-    CHECK(a.n == (size_t)*(const int64_t *)G("jfk.n")->data);
+    CHECK(a.n == (size_t) * (const int64_t *)G("jfk.n")->data);
     CHECK(max_abs_diff(a.samples, G("jfk.audio_head")->data, 64) == 0.0);
     const double *as = G("jfk.audio_stats")->data;
     double s = 0, s2 = 0;

@@ -11,8 +11,8 @@
 #include "base/error.h"
 #include "base/mapfile.h"
 
-#define MIN_RATE 1000     /* below this it is not audio we can use (and soxr ratios get extreme) */
-#define MAX_RATE 768000   /* the highest rate in common use */
+#define MIN_RATE 1000   /* below this it is not audio we can use (and soxr ratios get extreme) */
+#define MAX_RATE 768000 /* the highest rate in common use */
 #define MAX_OUT_SAMPLES ((size_t)1 << 28) /* 1 GiB of float samples, whatever the limits say */
 #define CHUNK_FRAMES 4096
 
@@ -49,7 +49,8 @@ static container detect(const uint8_t *p, size_t n) {
     if ((starts(p, n, "RIFF", 4) || starts(p, n, "RIFX", 4) || starts(p, n, "RF64", 4)) && n >= 12 &&
         memcmp(p + 8, "WAVE", 4) == 0)
         return CT_WAV;
-    if (starts(p, n, "FORM", 4) && n >= 12 && (memcmp(p + 8, "AIFF", 4) == 0 || memcmp(p + 8, "AIFC", 4) == 0))
+    if (starts(p, n, "FORM", 4) && n >= 12 &&
+        (memcmp(p + 8, "AIFF", 4) == 0 || memcmp(p + 8, "AIFC", 4) == 0))
         return CT_AIFF;
     if (starts(p, n, ".snd", 4)) return CT_AU;
     if (starts(p, n, "fLaC", 4)) return CT_FLAC;
@@ -92,7 +93,8 @@ static void describe(int format, char *out, size_t cap) {
     SF_FORMAT_INFO sub = {.format = format & SF_FORMAT_SUBMASK};
     int have_major = sf_command(NULL, SFC_GET_FORMAT_INFO, &major, sizeof major) == 0 && major.name;
     int have_sub = sf_command(NULL, SFC_GET_FORMAT_INFO, &sub, sizeof sub) == 0 && sub.name;
-    snprintf(out, cap, "%s%s%s", have_major ? major.name : "audio", have_sub ? ", " : "", have_sub ? sub.name : "");
+    snprintf(out, cap, "%s%s%s", have_major ? major.name : "audio", have_sub ? ", " : "",
+             have_sub ? sub.name : "");
 }
 
 /* -------------------------------------------------------------------------------- libsndfile memory I/O */
@@ -106,7 +108,10 @@ static sf_count_t vio_len(void *user) { return ((mem_io *)user)->size; }
 
 static sf_count_t vio_seek(sf_count_t offset, int whence, void *user) {
     mem_io *m = user;
-    sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : whence == SEEK_END ? m->size : -1;
+    sf_count_t base = whence == SEEK_SET   ? 0
+                      : whence == SEEK_CUR ? m->pos
+                      : whence == SEEK_END ? m->size
+                                           : -1;
     if (base < 0) return -1;
     /* Hostile headers make libsndfile seek anywhere: refuse overflowing or negative positions. */
     if ((offset > 0 && base > INT64_MAX - offset) || base + offset < 0) return -1;
@@ -198,8 +203,8 @@ static size_t fixed_length(size_t n_in, int in_rate, int out_rate) {
     return (size_t)ceil((double)n_in * ((double)out_rate / (double)in_rate));
 }
 
-mrw_status mrw_audio_resample(const float *in, size_t n, int in_rate, int out_rate, float **out, size_t *n_out,
-                              mrw_error *err) {
+mrw_status mrw_audio_resample(const float *in, size_t n, int in_rate, int out_rate, float **out,
+                              size_t *n_out, mrw_error *err) {
     *out = NULL;
     *n_out = 0;
     if (!in || n == 0) return mrw_err(err, MRW_E_ARG, "the audio has no samples");
@@ -253,16 +258,16 @@ static mrw_status check_info(decoder *d, container ct, const mrw_audio_limits *l
     if (!major_matches(ct, in->format))
         return mrw_err(err, MRW_E_FORMAT, "%s: libsndfile read it as another format than its header says",
                        d->name);
-    if (in->channels <= 0) return mrw_err(err, MRW_E_FORMAT, "%s: the file declares %d channels", d->name,
-                                          in->channels);
+    if (in->channels <= 0)
+        return mrw_err(err, MRW_E_FORMAT, "%s: the file declares %d channels", d->name, in->channels);
     if (in->samplerate < MIN_RATE || in->samplerate > MAX_RATE)
         return mrw_err(err, in->samplerate <= 0 ? MRW_E_FORMAT : MRW_E_UNSUPPORTED,
-                       "%s: sample rate %d Hz is not supported (%d..%d Hz)", d->name, in->samplerate, MIN_RATE,
-                       MAX_RATE);
+                       "%s: sample rate %d Hz is not supported (%d..%d Hz)", d->name, in->samplerate,
+                       MIN_RATE, MAX_RATE);
     d->max_frames = (int64_t)(lim->max_seconds * in->samplerate);
     /* A declared length is only a hint (it may be absent or wrong); the reading loop enforces the limit. */
     if (in->frames > d->max_frames && in->frames < INT64_MAX / 2)
-        return mrw_err(err, MRW_E_LIMIT, "%s: the audio is %.1f s long; the limit is %.0f s", d->name,
+        return mrw_err(err, MRW_E_LIMIT, "%s: the audio is %.1f s long; the limit is %g s", d->name,
                        (double)in->frames / in->samplerate, lim->max_seconds);
     return MRW_OK;
 }
@@ -270,7 +275,8 @@ static mrw_status check_info(decoder *d, container ct, const mrw_audio_limits *l
 /* Reads everything, checking each sample and averaging the channels, and feeds the resampler. */
 static mrw_status read_all(decoder *d, const mrw_audio_limits *lim, mrw_error *err) {
     int ch = d->info.channels;
-    float *buf = malloc(sizeof(float) * CHUNK_FRAMES * (size_t)ch), *mono = malloc(sizeof(float) * CHUNK_FRAMES);
+    float *buf = malloc(sizeof(float) * CHUNK_FRAMES * (size_t)ch),
+          *mono = malloc(sizeof(float) * CHUNK_FRAMES);
     if (!buf || !mono) {
         free(buf);
         free(mono);
@@ -286,18 +292,21 @@ static mrw_status read_all(decoder *d, const mrw_audio_limits *lim, mrw_error *e
                 float v = buf[(size_t)i * ch + c];
                 if (!isfinite(v)) {
                     double t = (double)(d->frames + i) / d->info.samplerate;
-                    st = mrw_err(err, MRW_E_FORMAT, "%s: sample at %.4f s (frame %lld, channel %d) is %s", d->name,
-                                 t, (long long)(d->frames + i), c, isnan(v) ? "NaN" : "infinite");
+                    st = mrw_err(err, MRW_E_FORMAT, "%s: sample at %.4f s (frame %lld, channel %d) is %s",
+                                 d->name, t, (long long)(d->frames + i), c, isnan(v) ? "NaN" : "infinite");
                     break;
                 }
                 acc += v;
             }
             mono[i] = acc / (float)ch;
+            if (st == MRW_OK && !isfinite(mono[i])) /* the sum of huge finite samples */
+                st = mrw_err(err, MRW_E_FORMAT, "%s: samples at %.4f s are absurdly large (%g)", d->name,
+                             (double)(d->frames + i) / d->info.samplerate, (double)buf[(size_t)i * ch]);
         }
         if (st != MRW_OK) break;
         d->frames += got;
         if (d->frames > d->max_frames) {
-            st = mrw_err(err, MRW_E_LIMIT, "%s: the audio is longer than the limit of %.0f s", d->name,
+            st = mrw_err(err, MRW_E_LIMIT, "%s: the audio is longer than the limit of %g s", d->name,
                          lim->max_seconds);
             break;
         }
@@ -328,18 +337,20 @@ mrw_status mrw_audio_load_mem(const void *data, size_t size, const char *name, i
     mrw_audio_limits lim = limits ? *limits : mrw_audio_limits_default();
     if (target_rate != 0 && (target_rate < MIN_RATE || target_rate > MAX_RATE))
         return mrw_err(err, MRW_E_ARG, "invalid target sample rate %d Hz", target_rate);
+    if (!(lim.max_seconds > 0.0 && lim.max_seconds <= 1e7))
+        return mrw_err(err, MRW_E_ARG, "invalid duration limit %g s", lim.max_seconds);
     if (size == 0) return mrw_err(err, MRW_E_FORMAT, "%s: the file is empty", name);
     if (size > lim.max_bytes)
-        return mrw_err(err, MRW_E_LIMIT, "%s: the file is %zu bytes; the limit for audio is %zu bytes", name, size,
-                       lim.max_bytes);
+        return mrw_err(err, MRW_E_LIMIT, "%s: the file is %zu bytes; the limit for audio is %zu bytes", name,
+                       size, lim.max_bytes);
     const uint8_t *p = data;
     container ct = detect(p, size);
     if (ct == CT_UNKNOWN) {
         const char *other = other_format_name(p, size);
         if (other)
             return mrw_err(err, MRW_E_UNSUPPORTED,
-                           "%s: %s audio is not supported (use WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF or AU)", name,
-                           other);
+                           "%s: %s audio is not supported (use WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF or AU)",
+                           name, other);
         return mrw_err(err, MRW_E_UNSUPPORTED,
                        "%s: not a WAV, FLAC, Ogg, MP3, AIFF or AU file (unrecognised header)", name);
     }
@@ -348,12 +359,12 @@ mrw_status mrw_audio_load_mem(const void *data, size_t size, const char *name, i
     mem_io io = {.data = p, .size = (sf_count_t)size, .pos = 0};
     SF_VIRTUAL_IO vio = {vio_len, vio_seek, vio_read, vio_write, vio_tell};
     d.sf = sf_open_virtual(&vio, SFM_READ, &d.info, &io);
-    if (!d.sf)
-        return mrw_err(err, MRW_E_FORMAT, "%s: cannot decode: %s", name, sf_strerror(NULL));
+    if (!d.sf) return mrw_err(err, MRW_E_FORMAT, "%s: cannot decode: %s", name, sf_strerror(NULL));
     mrw_status st = check_info(&d, ct, &lim, err);
     d.out_rate = target_rate ? target_rate : d.info.samplerate;
     d.out.max = MAX_OUT_SAMPLES;
-    if (st == MRW_OK && d.out_rate != d.info.samplerate) st = rs_open(&d.rs, d.info.samplerate, d.out_rate, err);
+    if (st == MRW_OK && d.out_rate != d.info.samplerate)
+        st = rs_open(&d.rs, d.info.samplerate, d.out_rate, err);
     if (st == MRW_OK) st = read_all(&d, &lim, err);
     if (st == MRW_OK && d.frames == 0) st = mrw_err(err, MRW_E_FORMAT, "%s: the audio has no samples", name);
     if (st == MRW_OK && d.rs.soxr) {
@@ -365,6 +376,10 @@ mrw_status mrw_audio_load_mem(const void *data, size_t size, const char *name, i
             if (want > d.out.n) memset(d.out.v + d.out.n, 0, (want - d.out.n) * sizeof(float));
             d.out.n = want;
         }
+    }
+    for (size_t i = 0; st == MRW_OK && i < d.out.n; i++) { /* huge finite samples can overflow the filter */
+        if (isfinite(d.out.v[i])) continue;
+        st = mrw_err(err, MRW_E_FORMAT, "%s: resampling overflowed: the samples are absurdly large", name);
     }
     if (st == MRW_OK) {
         out->samples = d.out.v;

@@ -20,13 +20,13 @@
 #include "modrwkv.h"
 
 typedef struct {
-    float *samples;       /* mono samples at sample_rate; owned, see mrw_audio_free */
-    size_t n;             /* number of samples */
-    int sample_rate;      /* rate of `samples` */
-    int src_rate;         /* the file's sample rate */
-    int src_channels;     /* the file's channel count */
-    int64_t src_frames;   /* frames decoded from the file (at src_rate) */
-    char src_format[64];  /* e.g. "WAV (16-bit PCM)", "FLAC (24-bit)", "Ogg Vorbis", "MP3" */
+    float *samples;      /* mono samples at sample_rate; owned, see mrw_audio_free */
+    size_t n;            /* number of samples */
+    int sample_rate;     /* rate of `samples` */
+    int src_rate;        /* the file's sample rate */
+    int src_channels;    /* the file's channel count */
+    int64_t src_frames;  /* frames decoded from the file (at src_rate) */
+    char src_format[64]; /* e.g. "WAV (16-bit PCM)", "FLAC (24-bit)", "Ogg Vorbis", "MP3" */
 } mrw_audio;
 
 typedef struct {
@@ -52,7 +52,7 @@ void mrw_audio_free(mrw_audio *a); /* frees the samples and empties *a; safe on 
 
 /* Resamples mono float audio with soxr HQ, as above (output length ceil(n * out_rate / in_rate)); *out is
  * allocated (free with free()). When the rates are equal the samples are copied. */
-mrw_status mrw_audio_resample(const float *in, size_t n, int in_rate, int out_rate, float **out, size_t *n_out,
-                              mrw_error *err);
+mrw_status mrw_audio_resample(const float *in, size_t n, int in_rate, int out_rate, float **out,
+                              size_t *n_out, mrw_error *err);
 
 #endif

@@ -197,29 +197,76 @@ static void gif_to_pil_rgb(const uint8_t *rgba, int w, int h, const gif_frame0 *
 
 /* ------------------------------------------------------------------------------------------ truncation */
 
-/* Whether a JPEG's marker structure reaches its EOI marker: segments are skipped by their lengths (so that
- * an EXIF thumbnail's own EOI does not count) and entropy-coded data is scanned up to the next marker.
- * Returns 0 when the data ends first; 1 when EOI is found or the structure is not understood (the decoder
- * will then judge it). */
-static int jpeg_complete(const uint8_t *p, size_t n) {
+/* JPEG checks stb_image 2.27 needs in front of it:
+ *  - a file that ends before its EOI marker is truncated (stb_image decodes the missing data as zeros);
+ *  - a DHT table declaring more than 256 codes makes stb_image write past its Huffman tables;
+ *  - a scan that uses a Huffman table no DHT defined makes stb_image decode with uninitialised tables
+ *    (reads at garbage offsets).
+ * Both of the latter can also trip an assert() that Debian's libstb.so keeps (abort). The walk follows the
+ * marker structure as stb_image reads it: segments are skipped by their lengths (so an EXIF thumbnail's
+ * tables and EOI are not mistaken for the image's), junk where a marker is expected is skipped byte by
+ * byte as stb does, entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a restart
+ * marker, and DHT tables are read as stb reads them, past the segment end if need be. */
+typedef enum { JPEG_OK = 0, JPEG_TRUNCATED, JPEG_BAD_HUFFMAN, JPEG_UNDEFINED_HUFFMAN } jpeg_check;
+
+static int byte_at(const uint8_t *p, size_t n, size_t i) { return i < n ? p[i] : 0; } /* stb: 0 at EOF */
+
+/* Reads the tables of a DHT segment whose payload starts at `pos`: marks those defined (defined[class][id])
+ * and returns the largest code count seen. */
+static int dht_tables(const uint8_t *p, size_t n, size_t pos, size_t len, int defined[2][4]) {
+    long left = (long)len - 2;
+    int worst = 0;
+    while (left > 0 && pos < n) {
+        int q = byte_at(p, n, pos), codes = 0;
+        for (int i = 1; i <= 16; i++) codes += byte_at(p, n, pos + i);
+        if (codes > worst) worst = codes;
+        if ((q >> 4) > 1 || (q & 15) > 3) break; /* stb rejects the file here */
+        if (codes <= 256) defined[q >> 4][q & 15] = 1;
+        pos += 17 + (size_t)codes;
+        left -= 17 + codes;
+    }
+    return worst;
+}
+
+/* Whether every table the scan header at `pos` (after the length) uses has been defined. stb decodes a
+ * baseline scan with both tables of each component, a progressive one with the DC table when it starts at
+ * coefficient 0 and the AC table when it goes past it. */
+static int sos_tables_defined(const uint8_t *p, size_t n, size_t pos, int progressive, int defined[2][4]) {
+    int ns = byte_at(p, n, pos);
+    if (ns < 1 || ns > 4) return 1; /* stb rejects it */
+    int ss = byte_at(p, n, pos + 1 + 2 * (size_t)ns), se = byte_at(p, n, pos + 2 + 2 * (size_t)ns);
+    for (int i = 0; i < ns; i++) {
+        int q = byte_at(p, n, pos + 2 + 2 * (size_t)i), dc = q >> 4, ac = q & 15;
+        if (dc > 3 || ac > 3) return 1; /* stb rejects it */
+        if ((!progressive || ss == 0) && !defined[0][dc]) return 0;
+        if ((!progressive || se != 0) && !defined[1][ac]) return 0;
+    }
+    return 1;
+}
+
+static jpeg_check jpeg_walk(const uint8_t *p, size_t n, int *bad_codes) {
+    int defined[2][4] = {{0}}, progressive = 0;
     size_t pos = 2;
     for (;;) {
-        if (pos >= n) return 0;
-        if (p[pos] != 0xFF) return 1;
-        while (pos < n && p[pos] == 0xFF) pos++; /* a marker, possibly after fill bytes */
-        if (pos >= n) return 0;
+        while (pos < n && p[pos] != 0xFF) pos++; /* junk where a marker should be */
+        while (pos < n && p[pos] == 0xFF) pos++; /* fill bytes */
+        if (pos >= n) return JPEG_TRUNCATED;
         uint8_t m = p[pos++];
-        if (m == 0xD9) return 1;
-        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue; /* markers without a length */
-        if (n - pos < 2) return 0;
+        if (m == 0xD9) return JPEG_OK;
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue; /* markers without a length */
+        if (n - pos < 2) return JPEG_TRUNCATED;
         size_t len = (size_t)p[pos] << 8 | p[pos + 1];
-        if (len < 2) return 1;
-        if (len > n - pos) return 0;
+        if (m == 0xC2) progressive = 1;
+        if (m == 0xC4 && (*bad_codes = dht_tables(p, n, pos + 2, len, defined)) > 256)
+            return JPEG_BAD_HUFFMAN;
+        if (m == 0xDA && !sos_tables_defined(p, n, pos + 2, progressive, defined))
+            return JPEG_UNDEFINED_HUFFMAN;
+        if (len < 2) continue;
+        if (len > n - pos) return JPEG_TRUNCATED;
         pos += len;
         if (m != 0xDA) continue;
-        /* after a scan header: entropy-coded bytes until a marker that is not a stuffed 0xFF00 or RSTn */
-        for (;;) {
-            if (n - pos < 2) return 0;
+        for (;;) { /* entropy-coded data */
+            if (n - pos < 2) return JPEG_TRUNCATED;
             uint8_t a = p[pos + 1];
             if (p[pos] == 0xFF && a != 0x00 && a != 0xFF && !(a >= 0xD0 && a <= 0xD7)) break;
             pos++;
@@ -249,7 +296,8 @@ static int bmp_complete(const uint8_t *p, size_t n) {
         compression = le32(p + 30);
     }
     if (compression != 0 && compression != 3 && compression != 6) return 1;
-    if (w <= 0 || h == 0 || (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32)) return 1;
+    if (w <= 0 || h == 0 || (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32))
+        return 1;
     if (h < 0) h = -h;
     uint64_t row = ((uint64_t)w * bpp + 31) / 32 * 4;
     return (uint64_t)offset + row * (uint64_t)h <= n;
@@ -293,27 +341,47 @@ static mrw_status check_dims(const char *name, mrw_image_format fmt, int64_t w, 
     if (w <= 0 || h <= 0)
         return mrw_err(err, MRW_E_FORMAT, "%s: the %s image has zero size (%lldx%lld)", name,
                        mrw_image_format_name(fmt), (long long)w, (long long)h);
-    int64_t px = w * h;
-    if (px > lim->max_pixels) {
-        double mpx = (double)px / 1e6, lim_mpx = (double)lim->max_pixels / 1e6;
+    double px = (double)w * (double)h; /* a PNG may declare 2^32 - 1 by 2^32 - 1: no int64 product */
+    if (px > (double)lim->max_pixels) {
+        double mpx = px / 1e6, lim_mpx = (double)lim->max_pixels / 1e6;
         return mrw_err(err, MRW_E_LIMIT, "%s: image is %lldx%lld = %.*f Mpx; the limit is %.*f Mpx", name,
                        (long long)w, (long long)h, mpx < 10 ? 1 : 0, mpx, lim_mpx < 10 ? 1 : 0, lim_mpx);
     }
     return MRW_OK;
 }
 
+/* What must be checked before stb_image parses any of the file (stbi_info already runs the JPEG marker
+ * parser, DHT tables included). `gif` receives what PIL's GIF rendering needs; *is_gif says it is valid. */
+static mrw_status check_structure(const uint8_t *p, size_t size, const char *name, mrw_image_format fmt,
+                                  gif_frame0 *gif, int *is_gif, mrw_error *err) {
+    int gif_state = fmt == MRW_IMG_GIF ? gif_parse_frame0(p, size, gif) : 0, bad_codes = 0;
+    *is_gif = gif_state == 1;
+    jpeg_check jc = fmt == MRW_IMG_JPEG ? jpeg_walk(p, size, &bad_codes) : JPEG_OK;
+    if (jc == JPEG_BAD_HUFFMAN)
+        return mrw_err(err, MRW_E_FORMAT, "%s: corrupt JPEG: a Huffman table declares %d codes (at most 256)",
+                       name, bad_codes);
+    if (jc == JPEG_UNDEFINED_HUFFMAN)
+        return mrw_err(err, MRW_E_FORMAT, "%s: corrupt JPEG: a scan uses a Huffman table that is not defined",
+                       name);
+    if (gif_state < 0 || jc == JPEG_TRUNCATED || (fmt == MRW_IMG_BMP && !bmp_complete(p, size)))
+        return mrw_err(err, MRW_E_FORMAT, "%s: the %s data ends before the image does (truncated file?)",
+                       name, mrw_image_format_name(fmt));
+    return MRW_OK;
+}
+
 static mrw_status check_header(const uint8_t *p, size_t size, const char *name, const mrw_image_limits *lim,
-                               mrw_image_format *fmt, int *w, int *h, int *comp, mrw_error *err) {
+                               mrw_image_format *fmt, int *w, int *h, int *comp, gif_frame0 *gif, int *is_gif,
+                               mrw_error *err) {
     if (size == 0) return mrw_err(err, MRW_E_FORMAT, "%s: the file is empty", name);
     if (size > lim->max_bytes || size > INT_MAX)
-        return mrw_err(err, MRW_E_LIMIT, "%s: the file is %zu bytes; the limit for an image is %zu bytes", name,
-                       size, lim->max_bytes < INT_MAX ? lim->max_bytes : (size_t)INT_MAX);
+        return mrw_err(err, MRW_E_LIMIT, "%s: the file is %zu bytes; the limit for an image is %zu bytes",
+                       name, size, lim->max_bytes < INT_MAX ? lim->max_bytes : (size_t)INT_MAX);
     *fmt = mrw_image_detect(p, size);
     if (*fmt == MRW_IMG_UNKNOWN) {
         const char *other = other_format_name(p, size);
         if (other)
-            return mrw_err(err, MRW_E_UNSUPPORTED, "%s: %s images are not supported (use PNG, JPEG, BMP or GIF)",
-                           name, other);
+            return mrw_err(err, MRW_E_UNSUPPORTED,
+                           "%s: %s images are not supported (use PNG, JPEG, BMP or GIF)", name, other);
         char hex[40] = "";
         for (size_t i = 0; i < size && i < 8; i++) snprintf(hex + 3 * i, sizeof hex - 3 * i, " %02x", p[i]);
         return mrw_err(err, MRW_E_UNSUPPORTED, "%s: not a PNG, JPEG, BMP or GIF image (first bytes:%s)", name,
@@ -323,9 +391,10 @@ static mrw_status check_header(const uint8_t *p, size_t size, const char *name, 
     mrw_status st;
     if (declared_dims(*fmt, p, size, &dw, &dh) && (st = check_dims(name, *fmt, dw, dh, lim, err)) != MRW_OK)
         return st;
+    if ((st = check_structure(p, size, name, *fmt, gif, is_gif, err)) != MRW_OK) return st;
     if (!stbi_info_from_memory(p, (int)size, w, h, comp))
-        return mrw_err(err, MRW_E_FORMAT, "%s: cannot read the %s header: %s (corrupt or truncated file?)", name,
-                       mrw_image_format_name(*fmt), stb_reason());
+        return mrw_err(err, MRW_E_FORMAT, "%s: cannot read the %s header: %s (corrupt or truncated file?)",
+                       name, mrw_image_format_name(*fmt), stb_reason());
     return check_dims(name, *fmt, *w, *h, lim, err);
 }
 
@@ -337,22 +406,16 @@ mrw_status mrw_image_load_mem(const void *data, size_t size, const char *name, c
     mrw_image_limits lim = limits ? *limits : mrw_image_limits_default();
     const uint8_t *p = data;
     mrw_image_format fmt = MRW_IMG_UNKNOWN;
-    int w = 0, h = 0, comp = 0;
-    mrw_status st = check_header(p, size, name, &lim, &fmt, &w, &h, &comp, err);
-    if (st != MRW_OK) return st;
-
-    /* GIF decodes to RGBA so that transparent pixels can be told apart and re-coloured as PIL does. */
+    int w = 0, h = 0, comp = 0, is_gif = 0;
     gif_frame0 gif;
-    int gif_state = fmt == MRW_IMG_GIF ? gif_parse_frame0(p, size, &gif) : 0, is_gif = gif_state == 1;
-    if (gif_state < 0 || (fmt == MRW_IMG_JPEG && !jpeg_complete(p, size)) ||
-        (fmt == MRW_IMG_BMP && !bmp_complete(p, size)))
-        return mrw_err(err, MRW_E_FORMAT, "%s: the %s data ends before the image does (truncated file?)", name,
-                       mrw_image_format_name(fmt));
+    mrw_status st = check_header(p, size, name, &lim, &fmt, &w, &h, &comp, &gif, &is_gif, err);
+    if (st != MRW_OK) return st;
+    /* GIF decodes to RGBA so that transparent pixels can be told apart and re-coloured as PIL does. */
     int dw = 0, dh = 0, dcomp = 0;
     uint8_t *pix = stbi_load_from_memory(p, (int)size, &dw, &dh, &dcomp, is_gif ? 4 : 3);
     if (!pix)
-        return mrw_err(err, MRW_E_FORMAT, "%s: cannot decode the %s image: %s (corrupt or truncated file?)", name,
-                       mrw_image_format_name(fmt), stb_reason());
+        return mrw_err(err, MRW_E_FORMAT, "%s: cannot decode the %s image: %s (corrupt or truncated file?)",
+                       name, mrw_image_format_name(fmt), stb_reason());
     if (dw != w || dh != h) { /* the header and the decoder must agree; never trust one without the other */
         stbi_image_free(pix);
         return mrw_err(err, MRW_E_FORMAT, "%s: %s header says %dx%d but the decoder produced %dx%d", name,

@@ -43,7 +43,7 @@ typedef struct {
     int64_t max_pixels; /* largest width * height accepted */
 } mrw_image_limits;
 
-#define MRW_IMAGE_MAX_BYTES ((size_t)256 << 20) /* 256 MiB */
+#define MRW_IMAGE_MAX_BYTES ((size_t)256 << 20)  /* 256 MiB */
 #define MRW_IMAGE_MAX_PIXELS ((int64_t)64000000) /* 64 Mpx (e.g. 8000 x 8000) */
 
 mrw_image_limits mrw_image_limits_default(void);

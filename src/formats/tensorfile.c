@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "tensor/dtype.h"
 
 mrw_tfile *mrw_tfile_alloc(mrw_file_format fmt) {
     mrw_tfile *f = calloc(1, sizeof *f);
@@ -209,4 +210,34 @@ mrw_status mrw_tfile_open(const char *path, mrw_tfile **out, mrw_error *err) {
         return mrw_err(err, MRW_E_FORMAT,
                        "%s: not a recognised weight file (expected safetensors, a PyTorch .pth zip, or GGUF)", path);
     }
+}
+
+mrw_status mrw_read_tensor_f32(const char *path, const char *name, float **data, size_t *n, int64_t *shape,
+                               int *ndim, mrw_error *err) {
+    *data = NULL;
+    *n = 0;
+    mrw_tfile *f;
+    mrw_status s = mrw_tfile_open(path, &f, err);
+    if (s) return s;
+    const mrw_tensor_info *t = NULL;
+    if (name) t = mrw_tfile_find(f, name);
+    else if (mrw_tfile_count(f) == 1) t = mrw_tfile_tensor(f, 0);
+    if (!t) {
+        s = name ? mrw_err(err, MRW_E_MISSING, "%s: no tensor '%s'", path, name)
+                 : mrw_err(err, MRW_E_ARG, "%s: holds %d tensors; name the one to read", path, mrw_tfile_count(f));
+    } else {
+        const int64_t cnt = mrw_tensor_numel(t);
+        float *d = malloc((size_t)(cnt ? cnt : 1) * sizeof *d);
+        if (!d) {
+            s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+        } else {
+            mrw_to_f32(t->dtype, t->data, d, cnt);
+            *data = d;
+            *n = (size_t)cnt;
+            if (ndim) *ndim = t->ndim;
+            if (shape) memcpy(shape, t->shape, (size_t)t->ndim * sizeof *shape);
+        }
+    }
+    mrw_tfile_close(f);
+    return s;
 }

@@ -550,6 +550,47 @@ mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads
     return s;
 }
 
+mrw_status mrw_mm_encode_input(const mrw_mm *mm, const float *input, size_t n, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err) {
+    if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
+    mrw_kctx k;
+    mrw_kctx_init(&k, n_threads);
+    float *enc = NULL;
+    int rows = 0;
+    mrw_status s = MRW_OK;
+    if (mm->vit) {
+        const mrw_vit_config *c = mrw_vit_get_config(mm->vit);
+        const size_t need = (size_t)3 * c->image_size * c->image_size;
+        if (n != need) s = mrw_err(err, MRW_E_SHAPE, "pixel_values has %zu floats, the encoder takes 3x%dx%d", n, c->image_size, c->image_size);
+        mrw_vit_ctx *vc = NULL;
+        if (!s && !(enc = malloc((size_t)c->n_tokens * c->hidden * sizeof *enc))) s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+        if (!s) s = mrw_vit_ctx_new(mm->vit, n_threads, &vc, err);
+        if (!s) s = mrw_vit_forward(vc, input, enc, err);
+        mrw_vit_ctx_free(vc);
+        rows = c->n_tokens;
+    } else if (mm->whisper) {
+        const mrw_whisper_config *c = mrw_whisper_enc_config(mm->whisper);
+        const int frames = c->n_mels > 0 ? (int)(n / (size_t)c->n_mels) : 0;
+        if (frames < 1 || (size_t)frames * c->n_mels != n)
+            s = mrw_err(err, MRW_E_SHAPE, "input_features has %zu floats, not a multiple of %d mel bins", n, c->n_mels);
+        rows = s ? 0 : mrw_whisper_enc_out_frames(frames);
+        if (!s && !(enc = malloc((size_t)rows * c->d_model * sizeof *enc))) s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+        if (!s) s = mrw_whisper_enc_forward(mm->whisper, &k, input, frames, enc, err);
+    } else if (mm->wavlm) {
+        rows = mrw_wavlm_out_frames(mm->wavlm, (int)n);
+        if (rows < 1) s = mrw_err(err, MRW_E_ARG, "input_values has %zu samples; WavLM needs at least %d", n, mrw_wavlm_min_samples(mm->wavlm));
+        if (!s && !(enc = malloc((size_t)rows * mrw_wavlm_get_config(mm->wavlm)->hidden * sizeof *enc)))
+            s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+        if (!s) s = mrw_wavlm_forward(mm->wavlm, &k, input, (int)n, enc, err);
+    } else {
+        s = mrw_err(err, MRW_E_ARG, "no encoder");
+    }
+    if (s) free(enc);
+    else s = finish(mm, &k, enc, rows, out, encoder_out, err);
+    mrw_kctx_free(&k);
+    return s;
+}
+
 /* ------------------------------------------------------------------------------------------- splicing */
 
 mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, const mrw_features *feats, int n_feats,

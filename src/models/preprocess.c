@@ -38,10 +38,20 @@ static double filter_bicubic(double x) {
 
 #define PIL_PRECISION_BITS (32 - 8 - 2) /* 22 fractional bits: room for 8-bit sums and negative lobes */
 
-/* Fixed-point weights of a window [out0, out0 + n) of the output positions of one axis. */
+/* Bounds that keep hostile shapes (a small PNG can decode to a 1 x 64M strip) from needing gigabytes; the
+ * results are the same bits either way. */
+#define MAX_COEFF_TABLE (1 << 20)    /* weights precomputed per axis; beyond, computed per use */
+#define MAX_INTERMEDIATE (32u << 20) /* bytes of horizontally resampled rows; beyond, streamed per row */
+#define MAX_WORK_PIXELS ((int64_t)1 << 27) /* rows read x output width: about a second of work at most */
+
+/* The fixed-point weights of the output positions [out0, out0 + n) of one axis. PIL precomputes them all;
+ * here they are precomputed too unless the table would be huge (an extreme downscale of a long side), in
+ * which case each position's weights are computed when needed, by the same function. */
 typedef struct {
-    int n, ksize;
-    int *lo;    /* first input index of each output position */
+    int in_size, out_size, out0, n, ksize;
+    mrw_resample rs;
+    double scale, filterscale, support;
+    int *lo;    /* first input index of each output position (NULL: computed per use) */
     int *cnt;   /* taps used by each output position */
     int32_t *k; /* n * ksize weights */
 } axis_coeffs;
@@ -53,54 +63,87 @@ static void coeffs_free(axis_coeffs *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* PIL's precompute_coeffs + normalize_coeffs_8bpc for the box [0, in_size) resampled to out_size. The
- * expressions keep PIL's order of operations so that the doubles, and hence the rounded weights, are the
- * same bits. */
+/* PIL's precompute_coeffs + normalize_coeffs_8bpc for output position xx of the box [0, in_size) resampled
+ * to out_size: k receives ksize weights. The expressions keep PIL's order of operations so that the
+ * doubles, and hence the rounded weights, are the same bits. `w` is scratch of ksize doubles. */
+static void coeffs_one(const axis_coeffs *c, int xx, int32_t *k, int *lo, int *cnt, double *w) {
+    double (*filter)(double) = c->rs == MRW_RESAMPLE_BICUBIC ? filter_bicubic : filter_bilinear;
+    double center = 0.0 + (xx + 0.5) * c->scale;
+    double ww = 0.0, ss = 1.0 / c->filterscale;
+    int xmin = (int)(center - c->support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = (int)(center + c->support + 0.5);
+    if (xmax > c->in_size) xmax = c->in_size;
+    xmax -= xmin;
+    if (xmax > c->ksize) xmax = c->ksize; /* cannot happen; keeps the buffer bound obvious */
+    if (xmax < 0) xmax = 0;
+    for (int x = 0; x < xmax; x++) {
+        w[x] = filter((x + xmin - center + 0.5) * ss);
+        ww += w[x];
+    }
+    for (int x = 0; x < c->ksize; x++) {
+        double v = x < xmax ? (ww != 0.0 ? w[x] / ww : w[x]) : 0.0;
+        k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PIL_PRECISION_BITS))
+                     : (int32_t)(0.5 + v * (1 << PIL_PRECISION_BITS));
+    }
+    *lo = xmin;
+    *cnt = xmax;
+}
+
 static mrw_status coeffs_make(int in_size, int out_size, int out0, int n, mrw_resample rs, axis_coeffs *c,
                               mrw_error *err) {
     memset(c, 0, sizeof *c);
-    double (*filter)(double) = rs == MRW_RESAMPLE_BICUBIC ? filter_bicubic : filter_bilinear;
-    double filter_support = rs == MRW_RESAMPLE_BICUBIC ? 2.0 : 1.0;
-    double scale = (double)((float)in_size - 0.0f) / out_size, filterscale = scale;
-    if (filterscale < 1.0) filterscale = 1.0; /* widen the kernel only when shrinking: the antialiasing */
-    double support = filter_support * filterscale;
-    int ksize = (int)ceil(support) * 2 + 1;
+    c->in_size = in_size;
+    c->out_size = out_size;
+    c->out0 = out0;
     c->n = n;
-    c->ksize = ksize;
+    c->rs = rs;
+    c->scale = (double)((float)in_size - 0.0f) / out_size; /* PIL: (in1 - in0) as floats */
+    c->filterscale = c->scale < 1.0 ? 1.0 : c->scale;      /* widen only when shrinking: the antialiasing */
+    c->support = (rs == MRW_RESAMPLE_BICUBIC ? 2.0 : 1.0) * c->filterscale;
+    c->ksize = (int)ceil(c->support) * 2 + 1;
+    if ((int64_t)n * c->ksize > MAX_COEFF_TABLE) return MRW_OK; /* computed per use */
     c->lo = malloc(sizeof(int) * (size_t)n);
     c->cnt = malloc(sizeof(int) * (size_t)n);
-    c->k = malloc(sizeof(int32_t) * (size_t)n * (size_t)ksize);
-    double *w = malloc(sizeof(double) * (size_t)ksize);
+    c->k = malloc(sizeof(int32_t) * (size_t)n * (size_t)c->ksize);
+    double *w = malloc(sizeof(double) * (size_t)c->ksize);
     if (!c->lo || !c->cnt || !c->k || !w) {
         free(w);
         coeffs_free(c);
-        return mrw_err(err, MRW_E_NOMEM, "out of memory for resampling weights (%d x %d)", n, ksize);
+        return mrw_err(err, MRW_E_NOMEM, "out of memory for resampling weights");
     }
-    for (int i = 0; i < n; i++) {
-        int xx = out0 + i;
-        double center = 0.0 + (xx + 0.5) * scale;
-        double ww = 0.0, ss = 1.0 / filterscale;
-        int xmin = (int)(center - support + 0.5);
-        if (xmin < 0) xmin = 0;
-        int xmax = (int)(center + support + 0.5);
-        if (xmax > in_size) xmax = in_size;
-        xmax -= xmin;
-        if (xmax > ksize) xmax = ksize; /* cannot happen; keeps the buffer bound obvious */
-        for (int x = 0; x < xmax; x++) {
-            w[x] = filter((x + xmin - center + 0.5) * ss);
-            ww += w[x];
-        }
-        int32_t *k = c->k + (size_t)i * ksize;
-        for (int x = 0; x < ksize; x++) {
-            double v = x < xmax && ww != 0.0 ? w[x] / ww : (x < xmax ? w[x] : 0.0);
-            k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PIL_PRECISION_BITS))
-                         : (int32_t)(0.5 + v * (1 << PIL_PRECISION_BITS));
-        }
-        c->lo[i] = xmin;
-        c->cnt[i] = xmax < 0 ? 0 : xmax;
-    }
+    for (int i = 0; i < n; i++)
+        coeffs_one(c, out0 + i, c->k + (size_t)i * c->ksize, &c->lo[i], &c->cnt[i], w);
     free(w);
     return MRW_OK;
+}
+
+/* The weights of window position i: from the table, or computed into `k` (ksize) with scratch `w`. */
+static const int32_t *coeffs_get(const axis_coeffs *c, int i, int *lo, int *cnt, int32_t *k, double *w) {
+    if (c->lo) {
+        *lo = c->lo[i];
+        *cnt = c->cnt[i];
+        return c->k + (size_t)i * c->ksize;
+    }
+    coeffs_one(c, c->out0 + i, k, lo, cnt, w);
+    return k;
+}
+
+/* Scratch for coeffs_get when the weights are not tabled. */
+typedef struct {
+    int32_t *k;
+    double *w;
+} coeff_scratch;
+
+static int scratch_alloc(const axis_coeffs *c, coeff_scratch *s) {
+    s->k = c->lo ? NULL : malloc(sizeof(int32_t) * (size_t)c->ksize);
+    s->w = c->lo ? NULL : malloc(sizeof(double) * (size_t)c->ksize);
+    return c->lo || (s->k && s->w);
+}
+
+static void scratch_free(coeff_scratch *s) {
+    free(s->k);
+    free(s->w);
 }
 
 /* PIL's clip8: the sum carries a 0.5 rounding bias already; floor to an integer and clamp. */
@@ -110,29 +153,44 @@ static inline uint8_t clip8(int32_t ss) {
     return ss > 255 ? 255 : (uint8_t)ss;
 }
 
-/* Horizontal pass over `rows` rows of src (width src_w) starting at row0: dst is rows x c->n RGB. */
-static void pass_h(const uint8_t *src, int src_w, int row0, int rows, const axis_coeffs *c, uint8_t *dst) {
-#pragma omp parallel for if ((int64_t)rows * c->n * c->ksize > (1 << 20)) schedule(static)
-    for (int y = 0; y < rows; y++) {
-        const uint8_t *row = src + (size_t)(row0 + y) * src_w * 3;
-        uint8_t *o = dst + (size_t)y * c->n * 3;
-        for (int i = 0; i < c->n; i++) {
-            const int32_t *k = c->k + (size_t)i * c->ksize;
-            const uint8_t *p = row + (size_t)c->lo[i] * 3;
-            int32_t s0 = 1 << (PIL_PRECISION_BITS - 1), s1 = s0, s2 = s0;
-            for (int x = 0; x < c->cnt[i]; x++) {
-                s0 += p[3 * x + 0] * k[x];
-                s1 += p[3 * x + 1] * k[x];
-                s2 += p[3 * x + 2] * k[x];
-            }
-            o[3 * i + 0] = clip8(s0);
-            o[3 * i + 1] = clip8(s1);
-            o[3 * i + 2] = clip8(s2);
+/* Horizontal pass of one source row (RGB) into c->n output pixels. */
+static void hrow(const uint8_t *row, const axis_coeffs *c, coeff_scratch *s, uint8_t *o) {
+    for (int i = 0; i < c->n; i++) {
+        int lo, cnt;
+        const int32_t *k = coeffs_get(c, i, &lo, &cnt, s->k, s->w);
+        const uint8_t *p = row + (size_t)lo * 3;
+        int32_t s0 = 1 << (PIL_PRECISION_BITS - 1), s1 = s0, s2 = s0;
+        for (int x = 0; x < cnt; x++) {
+            s0 += p[3 * x + 0] * k[x];
+            s1 += p[3 * x + 1] * k[x];
+            s2 += p[3 * x + 2] * k[x];
         }
+        o[3 * i + 0] = clip8(s0);
+        o[3 * i + 1] = clip8(s1);
+        o[3 * i + 2] = clip8(s2);
     }
 }
 
-/* Vertical pass: src has width w and holds input rows starting at row `row0`; dst is c->n rows of w. */
+/* Horizontal pass over `rows` rows of src (width src_w) starting at row0: dst is rows x c->n RGB. */
+static mrw_status pass_h(const uint8_t *src, int src_w, int row0, int rows, const axis_coeffs *c,
+                         uint8_t *dst, mrw_error *err) {
+    if (!c->lo) { /* untabled weights (an extremely wide source): few rows, one scratch */
+        coeff_scratch s;
+        mrw_status st = scratch_alloc(c, &s) ? MRW_OK : mrw_err(err, MRW_E_NOMEM, "out of memory resizing");
+        for (int y = 0; y < rows && st == MRW_OK; y++)
+            hrow(src + (size_t)(row0 + y) * src_w * 3, c, &s, dst + (size_t)y * c->n * 3);
+        scratch_free(&s);
+        return st;
+    }
+#pragma omp parallel for if ((int64_t)rows * c->n * c->ksize > (1 << 20)) schedule(static)
+    for (int y = 0; y < rows; y++) {
+        coeff_scratch none = {0};
+        hrow(src + (size_t)(row0 + y) * src_w * 3, c, &none, dst + (size_t)y * c->n * 3);
+    }
+    return MRW_OK;
+}
+
+/* Vertical pass: src holds rows of width w starting at input row `row0`; dst is c->n rows of w. */
 static void pass_v(const uint8_t *src, int w, int row0, const axis_coeffs *c, uint8_t *dst) {
 #pragma omp parallel for if ((int64_t)w * c->n * c->ksize > (1 << 20)) schedule(static)
     for (int i = 0; i < c->n; i++) {
@@ -149,67 +207,86 @@ static void pass_v(const uint8_t *src, int w, int row0, const axis_coeffs *c, ui
 
 /* The window [x0, x0+nx) x [y0, y0+ny) of PIL's resize of src to out_w x out_h, into dst (ny rows of nx
  * RGB). Each output pixel depends only on its own weights, so computing a window gives exactly the pixels
- * of the full resize (which could be far larger than the crop that is wanted). */
+ * of the full resize (which could be far larger than the crop that is wanted). PIL's order is kept:
+ * horizontal pass (rounded to 8 bits), then vertical pass. */
 static mrw_status resize_window(const mrw_image *src, int out_w, int out_h, mrw_resample rs, int x0, int nx,
                                 int y0, int ny, uint8_t *dst, mrw_error *err) {
     int need_h = out_w != src->width, need_v = out_h != src->height;
     if (!need_h && !need_v) {
         for (int y = 0; y < ny; y++)
-            memcpy(dst + (size_t)y * nx * 3, src->rgb + ((size_t)(y0 + y) * src->width + x0) * 3, (size_t)nx * 3);
+            memcpy(dst + (size_t)y * nx * 3, src->rgb + ((size_t)(y0 + y) * src->width + x0) * 3,
+                   (size_t)nx * 3);
         return MRW_OK;
     }
     axis_coeffs ch = {0}, cv = {0};
-    mrw_status st = MRW_OK;
+    coeff_scratch hs = {0}, vs = {0};
     uint8_t *tmp = NULL;
-    /* Rows of the source that the vertical pass reads (all of the window's rows when there is none). */
-    int r0 = y0, r1 = y0 + ny;
-    if (need_v) {
-        st = coeffs_make(src->height, out_h, y0, ny, rs, &cv, err);
-        if (st != MRW_OK) return st;
-        r0 = cv.lo[0];
-        r1 = cv.lo[ny - 1] + cv.cnt[ny - 1];
-        for (int i = 0; i < ny; i++) { /* the taps grow monotonically; be safe anyway */
-            if (cv.lo[i] < r0) r0 = cv.lo[i];
-            if (cv.lo[i] + cv.cnt[i] > r1) r1 = cv.lo[i] + cv.cnt[i];
-        }
+    int32_t *acc = NULL;
+    mrw_status st = MRW_OK;
+    if (need_h && (st = coeffs_make(src->width, out_w, x0, nx, rs, &ch, err)) != MRW_OK) goto done;
+    if (!need_v) { /* horizontal only: straight into dst */
+        st = pass_h(src->rgb, src->width, y0, ny, &ch, dst, err);
+        goto done;
     }
-    const uint8_t *vin = src->rgb;
-    int vin_w = src->width, vin_row0 = 0;
-    if (need_h) {
-        st = coeffs_make(src->width, out_w, x0, nx, rs, &ch, err);
-        if (st != MRW_OK) goto done;
-        uint8_t *target = dst;
-        if (need_v) {
-            tmp = malloc((size_t)(r1 - r0) * nx * 3);
-            if (!tmp) {
-                st = mrw_err(err, MRW_E_NOMEM, "out of memory resizing a %dx%d image", src->width, src->height);
-                goto done;
-            }
-            target = tmp;
-        }
-        pass_h(src->rgb, src->width, r0, r1 - r0, &ch, target);
-        vin = tmp;
-        vin_w = nx;
-        vin_row0 = r0;
+    if ((st = coeffs_make(src->height, out_h, y0, ny, rs, &cv, err)) != MRW_OK) goto done;
+    if (!scratch_alloc(&cv, &vs)) {
+        st = mrw_err(err, MRW_E_NOMEM, "out of memory resizing a %dx%d image", src->width, src->height);
+        goto done;
     }
-    if (need_v) {
-        if (!need_h) { /* read the source directly, limited to the window's columns */
-            tmp = malloc((size_t)(r1 - r0) * nx * 3);
-            if (!tmp) {
-                st = mrw_err(err, MRW_E_NOMEM, "out of memory resizing a %dx%d image", src->width, src->height);
-                goto done;
-            }
+    /* Input rows the vertical pass reads: the taps only move forward with the output position. */
+    int lo0, cnt0, lo1, cnt1;
+    coeffs_get(&cv, 0, &lo0, &cnt0, vs.k, vs.w);
+    coeffs_get(&cv, ny - 1, &lo1, &cnt1, vs.k, vs.w);
+    int r0 = lo0, r1 = lo1 + cnt1 > lo0 ? lo1 + cnt1 : lo0;
+    if ((int64_t)(r1 - r0) * nx > MAX_WORK_PIXELS) { /* e.g. a 1 x 1000000 strip made 384 wide */
+        st = mrw_err(err, MRW_E_LIMIT, "image %dx%d is too elongated to resize to %dx%d", src->width,
+                     src->height, out_w, out_h);
+        goto done;
+    }
+    if (cv.lo && (uint64_t)(r1 - r0) * nx * 3 <= MAX_INTERMEDIATE) {
+        /* PIL's way: all the needed rows resampled horizontally (or their window columns), then vertically */
+        tmp = malloc((size_t)(r1 - r0) * nx * 3 + 1);
+        if (!tmp) {
+            st = mrw_err(err, MRW_E_NOMEM, "out of memory resizing a %dx%d image", src->width, src->height);
+            goto done;
+        }
+        if (need_h) {
+            st = pass_h(src->rgb, src->width, r0, r1 - r0, &ch, tmp, err);
+        } else {
             for (int y = r0; y < r1; y++)
                 memcpy(tmp + (size_t)(y - r0) * nx * 3, src->rgb + ((size_t)y * src->width + x0) * 3,
                        (size_t)nx * 3);
-            vin = tmp;
-            vin_w = nx;
-            vin_row0 = r0;
         }
-        pass_v(vin, vin_w, vin_row0, &cv, dst);
+        if (st == MRW_OK) pass_v(tmp, nx, r0, &cv, dst);
+        goto done;
+    }
+    /* An extremely tall source: stream. Each output row accumulates its input rows, each resampled
+     * horizontally when needed; the integer sums are the same, in the same order. */
+    tmp = malloc((size_t)nx * 3);
+    acc = malloc(sizeof(int32_t) * (size_t)nx * 3);
+    if (!tmp || !acc || (need_h && !scratch_alloc(&ch, &hs))) {
+        st = mrw_err(err, MRW_E_NOMEM, "out of memory resizing a %dx%d image", src->width, src->height);
+        goto done;
+    }
+    for (int i = 0; i < ny; i++) {
+        int lo, cnt;
+        const int32_t *k = coeffs_get(&cv, i, &lo, &cnt, vs.k, vs.w);
+        for (int x = 0; x < nx * 3; x++) acc[x] = 1 << (PIL_PRECISION_BITS - 1);
+        for (int y = 0; y < cnt; y++) {
+            const uint8_t *row = src->rgb + (size_t)(lo + y) * src->width * 3;
+            if (need_h)
+                hrow(row, &ch, &hs, tmp);
+            else
+                memcpy(tmp, row + (size_t)x0 * 3, (size_t)nx * 3);
+            for (int x = 0; x < nx * 3; x++) acc[x] += tmp[x] * k[y];
+        }
+        for (int x = 0; x < nx * 3; x++) dst[(size_t)i * nx * 3 + x] = clip8(acc[x]);
     }
 done:
     free(tmp);
+    free(acc);
+    scratch_free(&hs);
+    scratch_free(&vs);
     coeffs_free(&ch);
     coeffs_free(&cv);
     return st;
@@ -221,16 +298,19 @@ static mrw_status check_image(const mrw_image *img, mrw_error *err) {
     return MRW_OK;
 }
 
-/* Output sizes are bounded so that the weights and the int arithmetic of PIL's algorithm stay in range. */
+/* Sizes are bounded so that the weights, the int arithmetic of PIL's algorithm and the buffers stay in
+ * range whatever the caller or the image asks for. */
 #define MAX_RESIZE_SIDE (1 << 24)
+#define MAX_OUT_PIXELS ((int64_t)1 << 28)
 
-mrw_status mrw_image_resize(const mrw_image *src, int w, int h, mrw_resample rs, mrw_image *dst, mrw_error *err) {
+mrw_status mrw_image_resize(const mrw_image *src, int w, int h, mrw_resample rs, mrw_image *dst,
+                            mrw_error *err) {
     memset(dst, 0, sizeof *dst);
     mrw_status st = check_image(src, err);
     if (st != MRW_OK) return st;
     if (rs != MRW_RESAMPLE_BILINEAR && rs != MRW_RESAMPLE_BICUBIC)
         return mrw_err(err, MRW_E_ARG, "unsupported resampling filter %d", (int)rs);
-    if (w <= 0 || h <= 0 || w > MAX_RESIZE_SIDE || h > MAX_RESIZE_SIDE)
+    if (w <= 0 || h <= 0 || w > MAX_RESIZE_SIDE || h > MAX_RESIZE_SIDE || (int64_t)w * h > MAX_OUT_PIXELS)
         return mrw_err(err, MRW_E_ARG, "cannot resize to %dx%d", w, h);
     st = mrw_image_alloc(w, h, dst, err);
     if (st != MRW_OK) return st;
@@ -240,22 +320,22 @@ mrw_status mrw_image_resize(const mrw_image *src, int w, int h, mrw_resample rs,
 }
 
 mrw_image_proc mrw_image_proc_siglip(int size) {
-    mrw_image_proc p = {.resize_w = size, .resize_h = size, .resample = MRW_RESAMPLE_BILINEAR,
-                        .mean = {0.5f, 0.5f, 0.5f}, .std = {0.5f, 0.5f, 0.5f}};
+    mrw_image_proc p = {.resize_w = size,
+                        .resize_h = size,
+                        .resample = MRW_RESAMPLE_BILINEAR,
+                        .mean = {0.5f, 0.5f, 0.5f},
+                        .std = {0.5f, 0.5f, 0.5f}};
     return p;
 }
 
 mrw_image_proc mrw_image_proc_clip(int size) {
-    mrw_image_proc p = {.shortest_edge = size, .resample = MRW_RESAMPLE_BICUBIC, .crop_w = size, .crop_h = size,
+    mrw_image_proc p = {.shortest_edge = size,
+                        .resample = MRW_RESAMPLE_BICUBIC,
+                        .crop_w = size,
+                        .crop_h = size,
                         .mean = {0.48145466f, 0.4578275f, 0.40821073f},
                         .std = {0.26862954f, 0.26130258f, 0.27577711f}};
     return p;
-}
-
-void mrw_image_proc_out_size(const mrw_image_proc *p, int *w, int *h) {
-    *w = p->crop_w > 0 ? p->crop_w : p->resize_w;
-    *h = p->crop_h > 0 ? p->crop_h : p->resize_h;
-    if (p->shortest_edge > 0 && p->crop_w <= 0) *w = *h = 0; /* depends on the image: use a crop */
 }
 
 /* Python floor division, for the crop offset when the crop is larger than the image. */
@@ -275,35 +355,60 @@ static void shortest_edge_size(int w, int h, int edge, int64_t *ow, int64_t *oh)
     }
 }
 
-mrw_status mrw_image_preprocess(const mrw_image *img, const mrw_image_proc *p, float *out, mrw_error *err) {
+/* The resize target (rw x rh) and the output (cw x ch: the crop, or the resize when there is none). */
+static mrw_status proc_geometry(const mrw_image *img, const mrw_image_proc *p, int64_t *rw, int64_t *rh,
+                                int *cw, int *ch, mrw_error *err) {
     mrw_status st = check_image(img, err);
     if (st != MRW_OK) return st;
-    if (!p || !out) return mrw_err(err, MRW_E_ARG, "no processor or output buffer");
+    if (!p) return mrw_err(err, MRW_E_ARG, "no image processor given");
     if (p->resample != MRW_RESAMPLE_BILINEAR && p->resample != MRW_RESAMPLE_BICUBIC)
         return mrw_err(err, MRW_E_ARG, "unsupported resampling filter %d", (int)p->resample);
-    int64_t rw, rh;
+    for (int c = 0; c < 3; c++)
+        if (!isfinite(p->mean[c]) || !isfinite(p->std[c]) || p->std[c] == 0.0f)
+            return mrw_err(err, MRW_E_ARG, "invalid normalisation mean %g / std %g", (double)p->mean[c],
+                           (double)p->std[c]);
     if (p->shortest_edge > 0) {
-        shortest_edge_size(img->width, img->height, p->shortest_edge, &rw, &rh);
+        shortest_edge_size(img->width, img->height, p->shortest_edge, rw, rh);
     } else {
-        rw = p->resize_w;
-        rh = p->resize_h;
+        *rw = p->resize_w;
+        *rh = p->resize_h;
     }
-    if (rw <= 0 || rh <= 0 || (p->shortest_edge <= 0 && (p->resize_w <= 0 || p->resize_h <= 0)))
-        return mrw_err(err, MRW_E_ARG, "invalid resize target %lldx%lld", (long long)rw, (long long)rh);
-    if (rw > MAX_RESIZE_SIDE || rh > MAX_RESIZE_SIDE)
+    if (*rw <= 0 || *rh <= 0)
+        return mrw_err(err, MRW_E_ARG, "invalid resize target %lldx%lld", (long long)*rw, (long long)*rh);
+    if (*rw > MAX_RESIZE_SIDE || *rh > MAX_RESIZE_SIDE)
         return mrw_err(err, MRW_E_LIMIT,
                        "image %dx%d: its aspect ratio is too extreme to resize (it would become %lldx%lld)",
-                       img->width, img->height, (long long)rw, (long long)rh);
-    int cw = p->crop_w > 0 ? p->crop_w : (int)rw, chh = p->crop_h > 0 ? p->crop_h : (int)rh;
-    if (cw > MAX_RESIZE_SIDE || chh > MAX_RESIZE_SIDE)
-        return mrw_err(err, MRW_E_ARG, "invalid crop %dx%d", cw, chh);
+                       img->width, img->height, (long long)*rw, (long long)*rh);
+    *cw = p->crop_w > 0 ? p->crop_w : (int)*rw;
+    *ch = p->crop_h > 0 ? p->crop_h : (int)*rh;
+    if (*cw > MAX_RESIZE_SIDE || *ch > MAX_RESIZE_SIDE || (int64_t)*cw * *ch > MAX_OUT_PIXELS)
+        return mrw_err(err, MRW_E_LIMIT, "image %dx%d: the processed image would be %dx%d, too large",
+                       img->width, img->height, *cw, *ch);
+    return MRW_OK;
+}
+
+mrw_status mrw_image_proc_out_size(const mrw_image_proc *p, const mrw_image *img, int *w, int *h,
+                                   mrw_error *err) {
+    int64_t rw = 0, rh = 0;
+    *w = *h = 0;
+    return proc_geometry(img, p, &rw, &rh, w, h, err);
+}
+
+mrw_status mrw_image_preprocess(const mrw_image *img, const mrw_image_proc *p, float *out, mrw_error *err) {
+    int64_t rw = 0, rh = 0;
+    int cw = 0, chh = 0;
+    mrw_status st = proc_geometry(img, p, &rw, &rh, &cw, &chh, err);
+    if (st != MRW_OK) return st;
+    if (!out) return mrw_err(err, MRW_E_ARG, "no output buffer");
     /* Crop window in resized coordinates; parts outside the resized image are zero (padding). */
     int64_t left = floordiv2(rw - cw), top = floordiv2(rh - chh);
     int64_t x0 = left < 0 ? 0 : left, y0 = top < 0 ? 0 : top;
     int64_t x1 = left + cw < rw ? left + cw : rw, y1 = top + chh < rh ? top + chh : rh;
     int nx = (int)(x1 - x0), ny = (int)(y1 - y0);
     uint8_t *win = malloc((size_t)nx * ny * 3);
-    if (!win) return mrw_err(err, MRW_E_NOMEM, "out of memory preprocessing a %dx%d image", img->width, img->height);
+    if (!win)
+        return mrw_err(err, MRW_E_NOMEM, "out of memory preprocessing a %dx%d image", img->width,
+                       img->height);
     st = resize_window(img, (int)rw, (int)rh, p->resample, (int)x0, nx, (int)y0, ny, win, err);
     if (st != MRW_OK) {
         free(win);
@@ -440,9 +545,11 @@ mrw_status mrw_whisper_log_mel(const float *pcm, size_t n, int n_mels, int n_fra
         return mrw_err(err, MRW_E_ARG, "invalid log-mel shape %d mels x %d frames", n_mels, n_frames);
     const int64_t len = (int64_t)n_frames * MRW_WHISPER_HOP;
     size_t used = n < (size_t)len ? n : (size_t)len;
+    /* Beyond 1e30 the single-precision FFT could overflow; real audio is within a few units. */
     for (size_t i = 0; i < used; i++)
         if (!isfinite(pcm[i]) || fabsf(pcm[i]) > 1e30f)
-            return mrw_err(err, MRW_E_ARG, "audio sample %zu is %g; samples must be finite", i, (double)pcm[i]);
+            return mrw_err(err, MRW_E_ARG, "audio sample %zu is %g; samples must be finite and below 1e30", i,
+                           (double)pcm[i]);
     fft_plan plan = whisper_plan();
     if (!plan) return mrw_err(err, MRW_E_NOMEM, "cannot create the FFT plan");
 
@@ -473,7 +580,8 @@ mrw_status mrw_whisper_log_mel(const float *pcm, size_t n, int n_mels, int n_fra
         }
         for (int m = 0; m < n_mels; m++) {
             double s = 0.0;
-            for (int b = filters[m].lo; b < filters[m].lo + filters[m].n; b++) s += filters[m].w[b] * power[b];
+            for (int b = filters[m].lo; b < filters[m].lo + filters[m].n; b++)
+                s += filters[m].w[b] * power[b];
             float v = (float)log10(s > 1e-10 ? s : 1e-10);
             out[(size_t)m * n_frames + t] = v;
             if (v > vmax) vmax = v;

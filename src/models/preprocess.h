@@ -1,14 +1,17 @@
 /* Encoder input preprocessing, matching the Hugging Face processors that ModRWKV uses.
  *
- * Images (SiglipImageProcessor / CLIPImageProcessor of transformers 4.46, which resize through PIL):
+ * Images (SiglipImageProcessor / CLIPImageProcessor of transformers 4.46, which resize through PIL; in 5.x
+ * the same results come from SiglipImageProcessorPil / CLIPImageProcessorPil):
  *   - the resize is PIL's uint8 resampling reproduced bit for bit: separable convolution, horizontal pass
  *     then vertical, filter support widened by the scale factor when shrinking (that is the antialiasing),
  *     coefficients normalised per output pixel and rounded to 22-bit fixed point, sums rounded and clipped
  *     to 0..255 after each pass;
  *   - then x * (1/255) in float64 rounded to float32, and (x - mean) / std in float32, as numpy does there;
  *   - the output is planar float [3][H][W], the `pixel_values` layout.
- * transformers 5.x resizes with torchvision instead; its results differ by up to one 8-bit level per pixel
- * (tests/reference/make_media_fixtures.py --report-fast measures it).
+ * transformers 5.x's default processors resize with torchvision instead; measured on the fixtures with
+ * 5.17 (tests/reference/make_media_fixtures.py --report): at most one 8-bit level off, on up to ~1% of
+ * the values. Transformers also guesses the channel axis of an image 1 or 3 pixels high wrongly (and
+ * fails): such images are processed here as what they are.
  *
  * Audio: Whisper's log-mel spectrogram as WhisperFeatureExtractor computes it on the numpy path, and the
  * zero-mean unit-variance waveform normalisation of Wav2Vec2FeatureExtractor (WavLM's processor). */
@@ -49,10 +52,14 @@ mrw_image_proc mrw_image_proc_siglip(int size);
  * (CLIP ViT-L/14-336: size 336.) */
 mrw_image_proc mrw_image_proc_clip(int size);
 
-/* Output size of mrw_image_preprocess for this processor: the crop if any, else the resize. */
-void mrw_image_proc_out_size(const mrw_image_proc *p, int *w, int *h);
+/* Output size of mrw_image_preprocess for this processor and image: the crop if any, else the resize.
+ * Fails as mrw_image_preprocess would on a bad processor or an image it cannot resize. */
+mrw_status mrw_image_proc_out_size(const mrw_image_proc *p, const mrw_image *img, int *w, int *h,
+                                   mrw_error *err);
 
-/* Runs the processor on an RGB image; `out` receives 3 * out_w * out_h floats (planar). */
+/* Runs the processor on an RGB image; `out` receives 3 * w * h floats (planar), w x h as given by
+ * mrw_image_proc_out_size. Refuses (MRW_E_LIMIT) images whose aspect ratio would make the resize absurd
+ * (e.g. CLIP on a 1 x 100000 strip), where PIL would try to allocate gigabytes. */
 mrw_status mrw_image_preprocess(const mrw_image *img, const mrw_image_proc *p, float *out, mrw_error *err);
 
 /* Convenience forms: `out` holds 3 * size * size floats. */
@@ -78,7 +85,9 @@ mrw_status mrw_image_resize(const mrw_image *src, int w, int h, mrw_resample res
  * `real_frames` (may be NULL) receives how many frames carry real audio: ceil(n / 160), at most n_frames.
  * This is the sum of the feature extractor's attention_mask (return_attention_mask=True); ModRWKV keeps
  * real_frames / 2 + 1 rows of the encoder output (the encoder halves the frame rate).
- * Samples must be finite. Thread-safe (the FFT plan is created once under a lock). */
+ * Samples must be finite (and below 1e30 in magnitude). Thread-safe: the FFT plan is created once, under a
+ * lock that only this module takes (FFTW's planner is global: other code planning FFTW transforms at the
+ * same time needs a common lock). */
 mrw_status mrw_whisper_log_mel(const float *pcm, size_t n, int n_mels, int n_frames, float *out,
                                int *real_frames, mrw_error *err);
 
@@ -87,7 +96,8 @@ mrw_status mrw_whisper_log_mel(const float *pcm, size_t n, int n_mels, int n_fra
 int mrw_whisper_fft_bits(void);
 
 /* Wav2Vec2FeatureExtractor's do_normalize: (x - mean) / sqrt(var + 1e-7) over the whole waveform (biased
- * variance). `out` may equal `in`. Statistics are computed in double precision. */
+ * variance). `out` may equal `in`. Statistics are computed in double precision (numpy's are float32: the
+ * results agree to ~1e-6). */
 mrw_status mrw_wav_normalize(const float *in, size_t n, float *out, mrw_error *err);
 
 #endif

@@ -13,6 +13,8 @@ static const char *k_usage =
     "feature caching, debugging and tests. MODEL may be a Hugging Face encoder alone (a directory with\n"
     "config.json + model.safetensors, or the weight file).\n\n"
     "  -m, --model PATH     ModRWKV checkpoint or bundle, or an encoder\n"
+    "      --input FILE     an already preprocessed input instead of media: a safetensors file with one F32\n"
+    "                       tensor (pixel_values [3,S,S], input_features [mels,frames] or input_values [n])\n"
     "  -o, --out FILE       output safetensors file (written atomically)\n"
     "  -t, --threads N      threads (default: all cores)\n" TOOL_MEDIA_HELP;
 
@@ -20,24 +22,21 @@ int cmd_encode(int argc, char **argv) {
     const char *cmd = "encode";
     tool_model_opts mo = {.dtype = MRW_DT_AUTO};
     tool_media_opts media = {0};
-    const char *out = NULL;
+    const char *out = NULL, *input = NULL;
     tool_args a;
     tool_args_init(&a, argc, argv, cmd, k_usage);
     const char *o;
     while (tool_next(&a, &o)) {
         if (!strcmp(o, "-o") || !strncmp(o, "--out", 5)) out = tool_value(&a, o);
+        else if (!strncmp(o, "--input", 7)) input = tool_value(&a, o);
         else if (!tool_media_option(&a, o, &media) && !tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
     }
     if (a.failed) return 2;
     if (!mo.model) return tool_fail(cmd, "give the model or encoder with -m"), 2;
     if (!out) return tool_fail(cmd, "give the output file with --out"), 2;
-    if ((media.n_images != 0) + (media.audio != NULL) != 1 || media.n_images > 1)
-        return tool_fail(cmd, "give exactly one --image or --audio"), 2;
-    mrw_mm_params p = mrw_mm_params_default();
-    p.encoder = media.encoder;
-    p.compress_k = media.compress_k;
-    p.compress_s = media.compress_s;
-    p.compress_weights = media.compress_weights;
+    if ((media.n_images != 0) + (media.audio != NULL) + (input != NULL) != 1 || media.n_images > 1)
+        return tool_fail(cmd, "give exactly one --image, --audio or --input"), 2;
+    mrw_mm_params p = tool_mm_params(&media);
     mrw_mm *mm = NULL;
     mrw_error err = {0};
     if (mrw_mm_load(mo.model, &p, &mm, &err)) return tool_fail(cmd, "%s", err.msg);
@@ -45,8 +44,17 @@ int cmd_encode(int argc, char **argv) {
     mrw_features enc = {0}, feat = {0};
     mrw_features *fp = info.has_lm ? &feat : NULL;
     int rc = 1;
-    mrw_status s = media.audio ? mrw_mm_encode_audio(mm, media.audio, mo.threads, fp, &enc, &err)
-                               : mrw_mm_encode_image(mm, media.images[0], mo.threads, fp, &enc, &err);
+    mrw_status s;
+    if (input) {
+        float *x = NULL;
+        size_t n = 0;
+        s = mrw_read_tensor_f32(input, NULL, &x, &n, NULL, NULL, &err);
+        if (!s) s = mrw_mm_encode_input(mm, x, n, mo.threads, fp, &enc, &err);
+        free(x);
+    } else {
+        s = media.audio ? mrw_mm_encode_audio(mm, media.audio, mo.threads, fp, &enc, &err)
+                        : mrw_mm_encode_image(mm, media.images[0], mo.threads, fp, &enc, &err);
+    }
     if (s) {
         tool_fail(cmd, "%s", err.msg);
     } else if (mrw_features_save(out, &enc, fp, &err)) {

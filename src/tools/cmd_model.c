@@ -25,11 +25,8 @@ static int convert_bundle(const char *cmd, const char *in, const char *out, cons
     const char *ext = strrchr(out, '.');
     if (!ext || strcmp(ext, ".safetensors"))
         return tool_fail(cmd, "%s: a ModRWKV bundle is written as .safetensors", out);
-    mrw_mm_params p = mrw_mm_params_default();
-    p.encoder = media->encoder;
-    p.compress_k = media->compress_k;
-    p.compress_s = media->compress_s;
-    p.compress_weights = media->compress_weights;
+    mrw_mm_params p = tool_mm_params(media);
+    p.encoder_keep_dtype = 0; /* the bundle stores the encoder's weights as the file has them either way */
     mrw_mm *mm = NULL;
     mrw_error err = {0};
     if (mrw_mm_load(in, &p, &mm, &err)) return tool_fail(cmd, "%s", err.msg);

@@ -64,10 +64,14 @@ typedef struct {
     const char *audio;
     int compress_k, compress_s;
     const char *compress_weights;
+    int encoder_fast; /* keep the encoder's f16/bf16 weights: faster, not exact */
 } tool_media_opts;
 
-/* Consumes --encoder, --image (repeatable), --audio, --compress K,S, --compress-weights if `opt` is one. */
+/* Consumes --encoder, --image (repeatable), --audio, --compress K,S, --compress-weights, --encoder-fast if
+ * `opt` is one. */
 int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o);
+/* The loading parameters the media options ask for. */
+mrw_mm_params tool_mm_params(const tool_media_opts *o);
 #define TOOL_MEDIA_HELP                                                                                       \
     "Multimodal (ModRWKV checkpoints: v1 rwkv-0.pth + its encoder, v2 rwkv-0.pth, or a bundle from convert):\n" \
     "      --image FILE     an image (PNG, JPEG, BMP, GIF); repeat for up to 3 images with v2 models\n"       \
@@ -76,7 +80,9 @@ int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o);
     "                       for v1 checkpoints, whose encoder is not inside them\n"                            \
     "      --compress K,S   Conv1D compression of the encoder tokens (paper Table 7: 3,2 4,3 5,4)\n"          \
     "      --compress-weights FILE  trained compression weights (compress.weight [E,E,K]); without them the\n" \
-    "                       tokens are average-pooled with the same window\n"
+    "                       tokens are average-pooled with the same window\n"                                 \
+    "      --encoder-fast   compute the encoder with its f16/bf16 weights as stored: ~2x faster, relative\n"   \
+    "                       error ~5e-3 instead of ~1e-5 (default: widened to f32)\n"
 
 /* A loaded model for the text and multimodal commands: a plain RWKV-7, or a ModRWKV model (mm) whose
  * language model is `model`. Features of the media options are encoded once, in order. */

@@ -6,7 +6,9 @@
 #include "tools/common.h"
 
 int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o) {
-    if (!strncmp(opt, "--encoder", 9) && (opt[9] == 0 || opt[9] == '=')) {
+    if (!strcmp(opt, "--encoder-fast")) {
+        o->encoder_fast = 1;
+    } else if (!strncmp(opt, "--encoder", 9) && (opt[9] == 0 || opt[9] == '=')) {
         o->encoder = tool_value(a, opt);
     } else if (!strncmp(opt, "--image", 7) && (opt[7] == 0 || opt[7] == '=')) {
         const char *v = tool_value(a, opt);
@@ -34,6 +36,18 @@ int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o) {
     return 1;
 }
 
+mrw_mm_params tool_mm_params(const tool_media_opts *o) {
+    mrw_mm_params p = mrw_mm_params_default();
+    if (o) {
+        p.encoder = o->encoder;
+        p.compress_k = o->compress_k;
+        p.compress_s = o->compress_s;
+        p.compress_weights = o->compress_weights;
+        p.encoder_keep_dtype = o->encoder_fast;
+    }
+    return p;
+}
+
 static int has_media(const tool_media_opts *m) { return m && (m->n_images || m->audio); }
 
 int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_media_opts *media, tool_session *s) {
@@ -48,15 +62,9 @@ int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_med
         if (tool_load_model(cmd, mo, &s->own_model, &s->ctx)) return 1;
         s->model = s->own_model;
     } else {
-        mrw_mm_params p = mrw_mm_params_default();
+        mrw_mm_params p = tool_mm_params(media);
         p.lm.weight_dtype = mo->dtype;
         p.lm.progress = isatty(2);
-        if (media) {
-            p.encoder = media->encoder;
-            p.compress_k = media->compress_k;
-            p.compress_s = media->compress_s;
-            p.compress_weights = media->compress_weights;
-        }
         if (mrw_mm_load(mo->model, &p, &s->mm, &err)) return tool_fail(cmd, "%s", err.msg);
         s->model = mrw_mm_model(s->mm);
         mrw_context_params cp = mrw_context_params_default();
