@@ -1,0 +1,51 @@
+/* RWKV-7 for training: fp32 parameters in one mrw_param_set (names "llm.<official key>", PyTorch shapes),
+ * a sequence-mode forward over a batch that keeps what the backward needs, and an explicit backward per layer
+ * (llm.c style). The math is ../shared/reference/rwkv7.md; the WKV7 backward recomputes the state from
+ * checkpoints taken every MRW_WKV_CKPT steps.
+ *
+ * Loss convention (the trainer relies on it): the forward returns the mean cross-entropy over the positions
+ * whose target is not MRW_IGNORE (PyTorch's CrossEntropyLoss(ignore_index=-100), reduction "mean"), and
+ * mrw_rwkv7_train_backward(m, scale) accumulates scale * d(that mean) into the gradients (+=, never =), so
+ * gradient accumulation over micro-batches is the caller's choice of scale. */
+#ifndef MRW_TRAIN_RWKV7_TRAIN_H
+#define MRW_TRAIN_RWKV7_TRAIN_H
+
+#include "train/params.h"
+
+#define MRW_IGNORE (-100)
+
+typedef struct {
+    int n_layer, n_embd, head_size, vocab, ffn; /* head_size 64 in every release */
+    int d_w, d_a, d_v, d_g;                     /* LoRA ranks */
+} mrw_rwkv7_train_config;
+
+typedef struct mrw_rwkv7_train mrw_rwkv7_train;
+
+/* Allocates parameters (zero), gradients and activations for batches up to max_B x max_T. */
+mrw_status mrw_rwkv7_train_new(const mrw_rwkv7_train_config *cfg, int max_B, int max_T, int n_threads,
+                               mrw_rwkv7_train **out, mrw_error *err);
+void mrw_rwkv7_train_free(mrw_rwkv7_train *m);
+mrw_param_set *mrw_rwkv7_train_params(mrw_rwkv7_train *m);
+const mrw_rwkv7_train_config *mrw_rwkv7_train_cfg(const mrw_rwkv7_train *m);
+
+/* The reference trainer's initialisation rules (BlinkDL RWKV-LM, RWKV-v7 train code), from a seed. */
+void mrw_rwkv7_train_init(mrw_rwkv7_train *m, uint64_t seed);
+/* Copies the weights of a loaded inference model (any file format / dtype; converted to fp32). Shapes must
+ * match the config (MRW_E_SHAPE naming the tensor otherwise). Layer 0's v0/v1/v2 stay as in init. */
+mrw_status mrw_rwkv7_train_from_model(mrw_rwkv7_train *m, const mrw_model *src, mrw_error *err);
+/* The config of a loaded inference model. */
+void mrw_rwkv7_train_config_of(const mrw_model *src, mrw_rwkv7_train_config *cfg);
+
+/* tokens [B*T]; inject (NULL, or [B*T*C]) with inject_mask ([B*T], 1 = use inject's row instead of
+ * emb[token]; the row goes through ln0 like an embedding, as at inference); targets [B*T] (MRW_IGNORE =
+ * no loss). Returns the mean loss (0 if no target counts). logits_out (NULL or [B*T*V]) receives the logits. */
+float mrw_rwkv7_train_forward(mrw_rwkv7_train *m, const int32_t *tokens, const float *inject,
+                              const uint8_t *inject_mask, const int32_t *targets, int B, int T, float *logits_out);
+/* Number of positions counted by the last forward. */
+int64_t mrw_rwkv7_train_n_targets(const mrw_rwkv7_train *m);
+/* Backward of the last forward: grads += scale * dloss/dparam; d_inject (NULL or [B*T*C]) receives
+ * scale * dloss/d(inject row) at masked positions (0 elsewhere). `frozen` skips parameter gradients
+ * (stage 1: only d_inject is needed, but it still flows through every layer). */
+void mrw_rwkv7_train_backward(mrw_rwkv7_train *m, float scale, int frozen, float *d_inject);
+
+#endif
