@@ -110,7 +110,8 @@ int mrw_adapter_out_len(const mrw_adapter *a, int T) {
 size_t mrw_adapter_scratch_floats(const mrw_adapter *a, int T) {
     const int To = mrw_adapter_out_len(a, T);
     if (To < 1) return 0;
-    size_t n = (size_t)To * (a->conv_w ? a->conv_out : 0) + (size_t)To * a->H + 64;
+    const int hid = a->H > a->C ? a->H : a->C; /* the LayerNorm output reuses the hidden rows */
+    size_t n = (size_t)To * (a->conv_w ? a->conv_out : 0) + (size_t)To * hid + 64;
     if (a->conv_w) n += mrw_conv1d_scratch_floats(T, a->conv_in, a->conv_k, a->conv_s, a->conv_p, 1);
     return n;
 }
@@ -125,7 +126,7 @@ mrw_status mrw_adapter_forward(const mrw_adapter *a, mrw_kctx *k, const float *x
     const float *in = x;
     float *conv_out = scratch, *hidden = scratch + (a->conv_w ? (size_t)To * a->conv_out : 0);
     if (a->conv_w) {
-        float *cs = hidden + (size_t)To * a->H;
+        float *cs = hidden + (size_t)To * (a->H > a->C ? a->H : a->C);
         if (mrw_conv1d(k, x, T, a->conv_in, a->conv_w, a->conv_b, a->conv_out, a->conv_k, a->conv_s, a->conv_p, 1,
                        conv_out, cs) != To)
             return mrw_err(err, MRW_E_INTERNAL, "adapter convolution shape");
@@ -136,8 +137,7 @@ mrw_status mrw_adapter_forward(const mrw_adapter *a, mrw_kctx *k, const float *x
     mrw_relu(hidden, (size_t)To * a->H, nt);
     mrw_linear(k, &a->l2, a->b2, hidden, a->H, To, out, a->C);
     if (a->kind == MRW_ADAPTER_MLP) { /* out = h + LN(h) */
-        float *ln = hidden; /* reuse: [To, C] fits in [To, H] since H >= C */
-        if (a->H < a->C) return mrw_err(err, MRW_E_INTERNAL, "adapter hidden width below output width");
+        float *ln = hidden; /* reuse: the scratch holds [To, max(H, C)] there */
         mrw_layernorm(out, ln, To, a->C, a->ln_w, a->ln_b, LN_EPS, nt);
         for (size_t i = 0; i < (size_t)To * a->C; i++) out[i] += ln[i];
     }
