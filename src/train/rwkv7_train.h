@@ -43,9 +43,32 @@ float mrw_rwkv7_train_forward(mrw_rwkv7_train *m, const int32_t *tokens, const f
                               const uint8_t *inject_mask, const int32_t *targets, int B, int T, float *logits_out);
 /* Number of positions counted by the last forward. */
 int64_t mrw_rwkv7_train_n_targets(const mrw_rwkv7_train *m);
+/* Invalid input (B or T beyond the allocation, a token outside [0, V) at a row that is not injected, a target
+ * that is neither MRW_IGNORE nor in [0, V)) returns NaN and leaves nothing for the backward.
+ * Memory: the forward keeps ~(17 + F/C)·C floats per token and layer plus the logits (V floats per token);
+ * the sizes are in the comment at the top of rwkv7_train.c. */
 /* Backward of the last forward: grads += scale * dloss/dparam; d_inject (NULL or [B*T*C]) receives
  * scale * dloss/d(inject row) at masked positions (0 elsewhere). `frozen` skips parameter gradients
  * (stage 1: only d_inject is needed, but it still flows through every layer). */
 void mrw_rwkv7_train_backward(mrw_rwkv7_train *m, float scale, int frozen, float *d_inject);
+/* (At most one backward per forward: it turns the stored logits into their gradient; a second call does
+ * nothing. With no counted target, or frozen without d_inject, it only zeroes d_inject.) */
+
+/* ---- internals shared by the training files (and their tests) ---- */
+
+#define MRW_WKV_CKPT 16 /* the WKV state is saved every MRW_WKV_CKPT steps of the forward */
+
+/* WKV7 over B sequences of T steps from a zero state, inputs [B*T, H*N] rows (row b*T + t): per head
+ * S <- S diag(w) + (S a) b^T + v k^T, y = S r. Saves S before steps 0, 16, 32, ... into ckpt
+ * [B][H][ceil(T/16)][N][N]. */
+void mrw_wkv7_train_fwd(int B, int T, int H, int N, const float *r, const float *w, const float *k, const float *v,
+                        const float *a, const float *b, float *y, float *ckpt, int n_threads);
+/* Its exact backward (recomputes the states of each 16-step chunk from its checkpoint): writes (=) dr, dw, dk,
+ * dv, da, db from dy. scratch: n_threads * mrw_wkv7_train_scratch(N) floats. */
+size_t mrw_wkv7_train_scratch(int N);
+void mrw_wkv7_train_bwd(int B, int T, int H, int N, const float *r, const float *w, const float *k,
+                        const float *v, const float *a, const float *b, const float *ckpt, const float *dy,
+                        float *dr, float *dw, float *dk, float *dv, float *da, float *db, float *scratch,
+                        int n_threads);
 
 #endif
