@@ -4,6 +4,10 @@
 #   make fuzz                 build the libFuzzer harnesses (clang) into build-fuzz/
 # ARCH defaults to the build machine's instruction set (-march=native); the kernels pick their SIMD paths
 # at compile time and fall back to portable C.
+# CUDA=1 builds into build-cuda/ by default (the CUDA block below), so it never mixes with the CPU-only tree.
+ifeq ($(CUDA),1)
+  BUILD ?= build-cuda
+endif
 BUILD ?= build
 CC ?= gcc
 SAN ?= 0
@@ -13,7 +17,7 @@ ARCH ?= -march=native
 CFLAGS_ALL = -std=gnu11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
              -Iinclude -Isrc -MMD -MP $(CFLAGS)
 LDFLAGS_ALL = -fopenmp $(LDFLAGS)
-LDLIBS_ALL = -lcjson -lstb -lsndfile -lsoxr -lfftw3f -lm $(LDLIBS)
+LDLIBS_ALL = -lcjson -lstb -lsndfile -lsoxr -lfftw3f -lmicrohttpd -lpthread -lm $(LDLIBS)
 ifeq ($(SAN),1)
   OPT = -O1
   CFLAGS_ALL += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DMRW_SANITIZE=1
@@ -34,6 +38,34 @@ TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Each fuzz harness also builds as a plain program that replays its committed corpus (run by the tests).
 FUZZ_REPLAY := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz-replay/%)
+
+# ------------------------------------------------------------------------------------------------ CUDA
+# Off unless CUDA=1; without it nothing above or below changes except the cuda-* targets existing.
+#   make CUDA=1 -j2              library, tool and CPU tests with the CUDA kernels (src/kernels/cuda/*.cu), in build-cuda/
+#   make CUDA=1 cuda-tests       the GPU test drivers tests/cuda/*.cu (run build-cuda/tests/cuda/test_cuda_ops on a GPU)
+#   make CUDA=1 cuda-bench       the GPU benchmarks bench/cuda/*.cu
+#   make cuda-check              compile every .cu file only (needs nvcc, no GPU): what CI runs
+# CUDA_GENCODE: sm_90 machine code (H100/H200) plus compute_80 PTX so Ampere and newer GPUs can JIT it.
+NVCC ?= nvcc
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+CUDA_GENCODE ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+NVCCFLAGS_ALL = -std=c++17 -O3 $(CUDA_GENCODE) -g -lineinfo -Xcompiler -Wall,-Wno-unused-parameter \
+                -Iinclude -Isrc -MMD -MP $(NVCCFLAGS)
+comma := ,
+CUDA_LDLIBS   = -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++
+CU_SRC       := $(sort $(shell find src/kernels/cuda -name '*.cu' 2>/dev/null))
+CU_TEST_SRC  := $(sort $(wildcard tests/cuda/*.cu))
+CU_BENCH_SRC := $(sort $(wildcard bench/cuda/*.cu))
+CU_OBJ       := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+CU_TESTS     := $(CU_TEST_SRC:%.cu=$(BUILD)/%)
+CU_BENCHES   := $(CU_BENCH_SRC:%.cu=$(BUILD)/%)
+ifeq ($(CUDA),1)
+  LIB_OBJ    += $(CU_OBJ)
+  CFLAGS_ALL += -DMRW_CUDA=1
+  LDLIBS_ALL += $(CUDA_LDLIBS)
+endif
+# (the cuda-* rules are at the end, so that `all` stays the default goal)
+# ---------------------------------------------------------------------------------------------- end CUDA
 
 .PHONY: all lib tool tests bench test fuzz clean
 all: $(TOOL) $(TESTS) $(BENCHES) $(FUZZ_REPLAY)
@@ -85,6 +117,38 @@ fuzz:
 	    $(FUZZ_BUILD)/lib/libmodrwkv.a -o $(FUZZ_BUILD)/$$n -lcjson -lstb -lsndfile -lsoxr -lfftw3f -lm || exit 1; done
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-fuzz build-cuda
+
+# ------------------------------------------------------------------------------------------ CUDA rules
+.PHONY: cuda-check cuda-tests cuda-bench
+cuda-check: $(CU_OBJ) $(CU_TEST_SRC:%.cu=$(BUILD)/obj/%.o) $(CU_BENCH_SRC:%.cu=$(BUILD)/obj/%.o)
+cuda-tests: $(CU_TESTS)
+cuda-bench: $(CU_BENCHES)
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS_ALL) -c $< -o $@
+
+# The drivers link the CUDA objects and the one library object they use (error reporting), so they build
+# without CUDA=1 and without the library's other dependencies, and run on any x86-64 machine with a driver
+# (cudart is linked statically).
+CU_LINK = $(NVCC) $(CUDA_GENCODE) $^ -o $@
+$(BUILD)/tests/cuda/%: $(BUILD)/obj/tests/cuda/%.o $(CU_OBJ) $(BUILD)/obj/src/base/error.o
+	@mkdir -p $(dir $@)
+	$(CU_LINK)
+$(BUILD)/bench/cuda/%: $(BUILD)/obj/bench/cuda/%.o $(CU_OBJ) $(BUILD)/obj/src/base/error.o
+	@mkdir -p $(dir $@)
+	$(CU_LINK)
+# Host-side AddressSanitizer + UBSan build of the test drivers (device code as above; compute-sanitizer checks
+# that). Run on the GPU machine with ASAN_OPTIONS=protect_shadow_gap=0 (the CUDA driver maps into ASan's gap).
+.PHONY: cuda-tests-asan
+cuda-tests-asan: $(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan)
+CU_ASAN = -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer
+$(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(CU_OBJ) src/base/error.c
+	@mkdir -p $(dir $@)
+	$(NVCC) -std=c++17 -O1 -g -Iinclude -Isrc -Xcompiler "$(subst $(eval) ,$(comma),$(CU_ASAN))" -c $< -o $@.o
+	$(CC) $(CU_ASAN) -g -Iinclude -Isrc -c src/base/error.c -o $@.error.o
+	$(CXX) $(CU_ASAN) $@.o $(CU_OBJ) $@.error.o -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -o $@
+# -------------------------------------------------------------------------------------- end CUDA rules
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Everything the GPU machine does for the CUDA kernels in one call: the test driver (table), its host-ASan build,
+# compute-sanitizer memcheck / racecheck / synccheck / initcheck on its small shapes, and the WKV7 benchmark
+# (plus, on request, an ncu profile and ncu stall counters). Logs go to $OUT
+# (or ./cuda-out). Uses the binaries from `make CUDA=1 cuda-tests cuda-bench` when they are there and run on
+# this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
+# src/base/error.c, not the rest of the library's dependencies).
+#   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|profile|stalls|sass]...   (default: test asan sanitize bench)
+set -u
+cd "$(dirname "$0")/../.."
+out=${OUT:-cuda-out}; mkdir -p "$out"
+T=build-cuda/tests/cuda/test_cuda_ops; B=build-cuda/bench/cuda/bench_wkv7
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv 2>&1 | tee "$out/gpu.txt"
+if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
+  echo "== building the drivers here with nvcc"
+  mkdir -p build-cuda/tests/cuda build-cuda/bench/cuda
+  G="-gencode arch=compute_90,code=sm_90"
+  nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc -c src/kernels/cuda/wkv7.cu -o /tmp/wkv7.o &
+  gcc -O2 -Iinclude -Isrc -c src/base/error.c -o /tmp/error.o
+  wait
+  nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc tests/cuda/test_cuda_ops.cu /tmp/wkv7.o /tmp/error.o -o "$T" &
+  nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc bench/cuda/bench_wkv7.cu /tmp/wkv7.o /tmp/error.o -o "$B" &
+  wait
+fi
+rc=0
+steps=${*:-test asan sanitize bench}
+for s in $steps; do
+  case $s in
+  test)
+    echo "== test_cuda_ops"
+    "$T" 2>&1 | tee "$out/test.txt"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
+  asan)
+    if [ -x "${T}_asan" ]; then
+      echo "== test_cuda_ops_asan (host AddressSanitizer + UBSan, all cases)"
+      ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        "${T}_asan" > "$out/asan.txt" 2>&1
+      r=$?; grep -E "rows passed|ERROR|runtime error" "$out/asan.txt" | head; echo "exit $r"; [ $r -eq 0 ] || rc=1
+    else
+      echo "== no ${T}_asan (make CUDA=1 cuda-tests-asan): host ASan run skipped"
+    fi ;;
+  sanitize)
+    for tool in memcheck racecheck synccheck initcheck; do
+      echo "== compute-sanitizer --tool $tool (quick shapes)"
+      compute-sanitizer --tool "$tool" --error-exitcode 3 "$T" --quick > "$out/san_$tool.txt" 2>&1
+      r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_$tool.txt"; echo "exit $r"
+      [ $r -eq 0 ] || rc=1
+    done ;;
+  bench)
+    echo "== bench_wkv7"
+    "$B" 2>&1 | tee "$out/bench.txt" ;;
+  stalls)
+    echo "== ncu stall counters (kernels matching ${NCU_K:-wkv7}, first ${NCU_C:-2}; default: the default forward and backward)"
+    m=smsp__inst_executed.sum,smsp__cycles_active.avg
+    for r in barrier short_scoreboard long_scoreboard wait math_pipe_throttle mio_throttle lg_throttle \
+             dispatch_stall not_selected selected branch_resolving no_instruction membar sleeping drain tex_throttle; do
+      m=$m,smsp__average_warps_issue_stalled_${r}_per_issue_active.ratio
+    done
+    ncu --clock-control none -k "regex:${NCU_K:-wkv7}" -c "${NCU_C:-2}" --metrics "$m" "$B" 1 > "$out/stalls.txt" 2>&1
+    grep -E "wkv7_|smsp__" "$out/stalls.txt" ;;
+  sass)
+    echo "== SASS instruction mix of the kernels (cuobjdump)"
+    cuobjdump -sass "$B" > "$out/sass.txt" 2>&1
+    awk '/Function :/{f=$3} /^ +\/\*[0-9a-f]+\*\//{n[f]++; split($2,a,"."); op=a[1]; if(op ~ /^@/) op=$3; c[f" "op]++} END{for(k in c) if (c[k]>20) print k, c[k]; for (f in n) print f, "total", n[f]}' "$out/sass.txt" | sort | grep -i wkv7 ;;
+  profile)
+    echo "== ncu (first forward and backward of the bench, default variant)"
+    ncu --clock-control none -k regex:wkv7 -c 2 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy "$B" 1 > "$out/ncu.txt" 2>&1
+    grep -E "wkv7_|Duration|Throughput|Stall|Issue Slots|Bank|Achieved Occupancy|Registers" "$out/ncu.txt" | head -60 ;;
+  esac
+done
+exit $rc
