@@ -22,7 +22,7 @@ esac
 # (generated speech data: recipes/gen_speech.sh, tests/test_gen.c).
 PACKAGES="build-essential clang libclang-rt-14-dev libcjson-dev libstb-dev libsndfile1-dev libsoxr-dev libfftw3-dev
           libopenblas-openmp-dev python3 python3-pip unzip ca-certificates
-          libmicrohttpd-dev python3-venv chromium espeak-ng sox"
+          libmicrohttpd-dev python3-venv chromium fonts-dejavu-core espeak-ng sox"
 if [ "$deps" = 1 ]; then
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
   $sudo_cmd apt-get update
