@@ -1,0 +1,1034 @@
+/* The training loop (train/trainer.h): set-up (model, data, optimizer, resume), micro-batches, the step, the
+ * log and the checkpoints. Multimodal pieces (encoder features, adapter, splicing) live in the second half. */
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "base/error.h"
+#include "base/progress.h"
+#include "train/adapter_train.h"
+#include "train/checkpoint.h"
+#include "train/optim.h"
+#include "train/vit_train.h"
+#include "train/whisper_train.h"
+#include "formats/audio.h"
+#include "formats/image.h"
+#include "models/preprocess.h"
+
+#define PAD_MULTIPLE 16
+#define TOKEN_IMAGE_PAD 65532
+#define TOKEN_VISION_START 65530
+#define TOKEN_VISION_END 65531
+
+void mrw_train_opts_default(mrw_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->train = MRW_PG_RWKV;
+    o->batch = 1;
+    o->ctx_len = 512;
+    o->grad_accum = 1;
+    o->lr = 1e-4;
+    o->lr_final = -1; /* = lr / 10 unless given */
+    o->clip = 1.0;
+    o->wsd_decay = 0.2;
+    o->warmup = 0;
+    o->steps = 0;
+    o->epochs = 1;
+    o->schedule = MRW_SCHED_COSINE;
+    o->seed = 42;
+    o->threads = 1;
+    o->save_every = 0;
+    o->progress = 1;
+}
+
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+int mrw_train_pad_batch(const int32_t *const *tokens, const int32_t *const *labels, const int *n, int B, int32_t *tok,
+                        int32_t *tgt) {
+    int longest = 1;
+    for (int b = 0; b < B; b++)
+        if (n[b] > longest) longest = n[b];
+    const int T = round_up(longest, PAD_MULTIPLE);
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            tok[(size_t)b * T + t] = t < n[b] ? tokens[b][t] : 0;
+            tgt[(size_t)b * T + t] = t < n[b] ? labels[b][t] : MRW_IGNORE;
+        }
+    }
+    return T;
+}
+
+/* ------------------------------------------------------------------------------------------ state */
+
+typedef struct {
+    const mrw_train_opts *o;
+    const mrw_vocab *vocab;
+    mrw_rwkv7_train *lm;
+    mrw_tadapter *ad;          /* multimodal only */
+    mrw_mm *enc;               /* frozen encoder (multimodal only) */
+    mrw_feature_cache *fcache;
+    mrw_data *data;
+    mrw_adam opt;
+    mrw_param_set *sets[3];
+    int n_sets;
+    mrw_schedule sched;
+    int C, V, maxT, B;
+    int splice_prepend;        /* v1 adapters: features before the text; v2: <|image_pad|> runs */
+    int32_t newline_token;     /* v2 image block: "\n" after <|vision_end|> */
+    /* micro-batch buffers */
+    int32_t *tok, *tgt;        /* [B*maxT] */
+    int32_t **s_tok, **s_lab;  /* per sample, maxT each (the spliced sequence) */
+    int *s_n;
+    float *inject, *d_inject;  /* [B*maxT*C] (multimodal) */
+    uint8_t *mask;             /* [B*maxT] */
+    /* media of the micro-batch ("items"), all with feat_Tin encoder rows -> feat_M adapter rows */
+    float *feat_in, *feat_out, *d_feat_out; /* adapter input [items*Tin*E], output [items*M*C], its gradient */
+    int feat_Tin, feat_M, feat_E, max_rows, max_items;
+    int n_items, n_items_in_batch;
+    int *item_b, *item_at;     /* per item: sample and position of its first row in that sample's sequence */
+    mrw_train_state st;
+    char *options;             /* JSON */
+    char path_model[4096], path_resume[4096], path_log[4096];
+    FILE *log;
+    int64_t n_records;
+    /* --train ...,encoder (vision): the trainable ViT, its input pixels [items][3][S][S] and the gradient of
+     * its output */
+    mrw_vit_train *vt;
+    mrw_image_proc proc;
+    float *pix, *d_enc;
+    /* ... or Whisper: log-mel inputs [items][n_mels][frames], the whole output [items][out_frames][d] (the first
+     * feat_Tin rows, the real audio, go on) and its gradient */
+    mrw_whisper_train *wt;
+    int w_frames, w_out;
+    float *mel, *w_out_buf, *d_w_out;
+    /* source of the frozen encoder tensors copied into a multimodal checkpoint */
+    mrw_tfile *enc_src;
+    const char *enc_src_prefix;
+    char *enc_config, *pre_config;
+} trainer;
+
+static void warn_cb(void *user, const char *msg) {
+    (void)user;
+    fprintf(stderr, "modrwkv train: warning: %s\n", msg);
+}
+
+/* ------------------------------------------------------------------------------------- options record */
+
+static char *options_json(const mrw_train_opts *o, int64_t total_steps) {
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return NULL;
+    cJSON_AddStringToObject(j, "model", o->model ? o->model : "");
+    char init[64] = "";
+    if (!o->model) snprintf(init, sizeof init, "%d,%d", o->init_layers, o->init_embd);
+    cJSON_AddStringToObject(j, "init", init);
+    cJSON_AddStringToObject(j, "vocab", o->vocab_name ? o->vocab_name : "");
+    cJSON *d = cJSON_AddArrayToObject(j, "data");
+    for (int i = 0; d && i < o->n_data; i++) cJSON_AddItemToArray(d, cJSON_CreateString(o->data[i]));
+    cJSON_AddStringToObject(j, "data_root", o->data_root ? o->data_root : "");
+    cJSON_AddNumberToObject(j, "data_kind", o->data_kind);
+    cJSON_AddStringToObject(j, "encoder", o->encoder ? o->encoder : "");
+    cJSON_AddNumberToObject(j, "adapter_v1", o->adapter_v1);
+    cJSON_AddNumberToObject(j, "compress_k", o->compress_k);
+    cJSON_AddNumberToObject(j, "compress_s", o->compress_s);
+    cJSON_AddNumberToObject(j, "train", o->train);
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON_AddNumberToObject(j, "ctx_len", o->ctx_len);
+    cJSON_AddNumberToObject(j, "grad_accum", o->grad_accum);
+    cJSON_AddNumberToObject(j, "lr", o->lr);
+    cJSON_AddNumberToObject(j, "lr_final", o->lr_final);
+    cJSON_AddNumberToObject(j, "clip", o->clip);
+    cJSON_AddNumberToObject(j, "weight_decay", o->weight_decay);
+    cJSON_AddNumberToObject(j, "wsd_decay", o->wsd_decay);
+    cJSON_AddNumberToObject(j, "warmup", (double)o->warmup);
+    cJSON_AddNumberToObject(j, "steps", (double)total_steps);
+    cJSON_AddStringToObject(j, "schedule", mrw_schedule_name(o->schedule));
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, o->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "threads", o->threads);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+/* A resumed run must be the same run: report the first option that differs. */
+static mrw_status check_same_options(const char *saved, const char *now, mrw_error *err) {
+    if (saved && !strcmp(saved, now)) return MRW_OK;
+    cJSON *a = saved ? cJSON_Parse(saved) : NULL, *b = cJSON_Parse(now);
+    mrw_status s = mrw_err(err, MRW_E_ARG, "the options differ from the run being resumed (saved: %.300s)",
+                           saved ? saved : "none");
+    if (a && b) {
+        for (cJSON *x = b->child; x; x = x->next) {
+            cJSON *y = cJSON_GetObjectItemCaseSensitive(a, x->string);
+            char *xs = cJSON_PrintUnformatted(x), *ys = y ? cJSON_PrintUnformatted(y) : NULL;
+            int diff = !ys || strcmp(xs ? xs : "", ys);
+            if (diff)
+                s = mrw_err(err, MRW_E_ARG,
+                            "--resume: option '%s' is %s now but was %s in the run being resumed; resume with the "
+                            "same options (and thread count)",
+                            x->string, xs ? xs : "?", ys ? ys : "absent");
+            free(xs), free(ys);
+            if (diff) break;
+        }
+    }
+    cJSON_Delete(a), cJSON_Delete(b);
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------- log */
+
+/* On resume, keep the log lines of the steps already done (a killed run may have logged a few more). */
+static mrw_status trim_log(const char *path, int64_t upto, mrw_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return MRW_OK;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *g = fopen(tmp, "wb");
+    if (!g) {
+        fclose(f);
+        return mrw_err(err, MRW_E_IO, "%s: %s", tmp, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        long long step;
+        if (line[len - 1] != '\n' || sscanf(line, "{\"step\":%lld", &step) != 1 || step > upto) break;
+        fwrite(line, 1, (size_t)len, g);
+    }
+    free(line);
+    fclose(f);
+    int bad = fflush(g) != 0 || fsync(fileno(g)) != 0;
+    bad |= fclose(g) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return mrw_err(err, MRW_E_IO, "%s: cannot rewrite the log", path);
+    }
+    return MRW_OK;
+}
+
+/* ------------------------------------------------------------------------------------- checkpoints */
+
+static mrw_status save(trainer *t, mrw_error *err) {
+    const mrw_train_opts *o = t->o;
+    char step[32];
+    snprintf(step, sizeof step, "%" PRId64, t->st.step);
+    mrw_status s;
+    if (!t->ad) {
+        const char *keys[2] = {"modrwkv.train.step", "modrwkv.train.options"};
+        const char *vals[2] = {step, t->options};
+        s = mrw_ckpt_save_model(t->path_model, t->sets, t->n_sets, "llm.", NULL, 0, keys, vals, 2, err);
+    } else {
+        /* a bundle: llm.*, proj.*, compress.*, encoder.model.* and the encoder's configuration */
+        int n_extra = 0;
+        mrw_tensor_info *extra = NULL;
+        char **names = NULL;
+        const int ne = t->vt || t->wt ? 0 : mrw_tfile_count(t->enc_src); /* a trained encoder is in the sets */
+        extra = calloc((size_t)ne + 1, sizeof *extra);
+        names = calloc((size_t)ne + 1, sizeof *names);
+        if (!extra || !names) {
+            free(extra), free(names);
+            return mrw_err(err, MRW_E_NOMEM, "out of memory");
+        }
+        const size_t pl = strlen(t->enc_src_prefix);
+        s = MRW_OK;
+        for (int i = 0; i < ne && s == MRW_OK; i++) {
+            const mrw_tensor_info *ti = mrw_tfile_tensor(t->enc_src, i);
+            if (strncmp(ti->name, t->enc_src_prefix, pl)) continue;
+            size_t len = strlen(ti->name) - pl + 16;
+            names[n_extra] = malloc(len);
+            if (!names[n_extra]) {
+                s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+                break;
+            }
+            snprintf(names[n_extra], len, "encoder.model.%s", ti->name + pl);
+            extra[n_extra] = *ti;
+            extra[n_extra].name = names[n_extra];
+            n_extra++;
+        }
+        const mrw_mm_info mi = mrw_mm_get_info(t->enc);
+        static const char *kinds[] = {"none", "siglip", "clip", "whisper", "wavlm"};
+        char compress[32];
+        const char *keys[10], *vals[10];
+        int nm = 0;
+        keys[nm] = "modrwkv.format", vals[nm++] = "1";
+        keys[nm] = "modrwkv.encoder", vals[nm++] = kinds[mi.encoder];
+        keys[nm] = "modrwkv.encoder_prefix", vals[nm++] = "";
+        keys[nm] = "modrwkv.adapter_prefix", vals[nm++] = "proj.";
+        keys[nm] = "modrwkv.splice", vals[nm++] = t->splice_prepend ? "prepend" : "placeholder";
+        if (o->compress_k) {
+            snprintf(compress, sizeof compress, "%d,%d", o->compress_k, o->compress_s);
+            keys[nm] = "modrwkv.compress", vals[nm++] = compress;
+        }
+        if (t->enc_config) keys[nm] = "modrwkv.encoder_config", vals[nm++] = t->enc_config;
+        if (t->pre_config) keys[nm] = "modrwkv.preprocessor_config", vals[nm++] = t->pre_config;
+        keys[nm] = "modrwkv.train.step", vals[nm++] = step;
+        keys[nm] = "modrwkv.train.options", vals[nm++] = t->options;
+        if (s == MRW_OK)
+            s = mrw_ckpt_save_model(t->path_model, t->sets, t->n_sets, NULL, extra, n_extra, keys, vals, nm, err);
+        for (int i = 0; i < n_extra; i++) free(names[i]);
+        free(names), free(extra);
+    }
+    if (s == MRW_OK) {
+        mrw_train_state st = t->st;
+        st.options = t->options;
+        s = mrw_ckpt_save_resume(t->path_resume, &t->opt, &st, err);
+    }
+    return s;
+}
+
+/* --------------------------------------------------------------------------------------- multimodal */
+
+static char *read_small(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = malloc((1 << 20) + 1);
+    size_t n = b ? fread(b, 1, 1 << 20, f) : 0;
+    fclose(f);
+    if (b) b[n] = 0;
+    return b;
+}
+
+/* Raw encoder features [n, E] of one media file, through the cache when there is one. */
+static mrw_status media_features(trainer *t, const mrw_data_sample *s, int j, float **rows, int *n, int *E,
+                                 mrw_error *err) {
+    if (t->fcache) {
+        int r = mrw_feature_cache_get(t->fcache, s->media_path[j], rows, n, E, err);
+        if (r < 0) return err ? err->code : MRW_E_IO;
+        if (r == 1) return MRW_OK;
+    }
+    mrw_features enc = {0};
+    mrw_status st = s->media_kind[j] == MRW_MEDIA_AUDIO
+                        ? mrw_mm_encode_audio(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err)
+                        : mrw_mm_encode_image(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err);
+    if (st != MRW_OK) return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
+    if (t->fcache && (st = mrw_feature_cache_put(t->fcache, s->media_path[j], enc.rows, enc.n, enc.dim, err))) {
+        mrw_features_free(&enc);
+        return st;
+    }
+    *rows = enc.rows, *n = enc.n, *E = enc.dim;
+    return MRW_OK;
+}
+
+/* Splicing (trainer.h states the layout; the multimodal parity test checks the prepend form against PyTorch,
+ * test_trainer.c the placeholder form token by token). */
+int mrw_train_splice(const mrw_data_sample *s, int M, int prepend, int32_t newline, int ctx_len, int32_t *tk,
+                     int32_t *lb, int *item_at) {
+    const int nm = s->n_media;
+    const int block = prepend ? M : M + 3;
+    int n_text = s->n;
+    if (n_text + nm * block > ctx_len) n_text = ctx_len - nm * block;
+    if (n_text < 1 || (nm && !prepend && s->media_pos[nm - 1] > n_text)) return -1;
+    const int32_t feat_tok = prepend ? 0 : TOKEN_IMAGE_PAD; /* prepend: any valid id, the row is replaced */
+    int n = 0, item = 0;
+    for (int j = 0; prepend && j < nm; j++) {
+        item_at[item++] = n;
+        for (int i = 0; i < M; i++) tk[n] = feat_tok, lb[n++] = MRW_IGNORE;
+        if (j == nm - 1) lb[n - 1] = s->media_pos[j] == 0 ? s->media_target[j] : MRW_IGNORE;
+    }
+    int j = 0;
+    for (int i = 0; i <= n_text; i++) {
+        while (!prepend && j < nm && s->media_pos[j] == i) {
+            if (n > 0) lb[n - 1] = MRW_IGNORE;
+            tk[n] = TOKEN_VISION_START, lb[n++] = MRW_IGNORE;
+            item_at[item++] = n;
+            for (int r = 0; r < M; r++) tk[n] = feat_tok, lb[n++] = MRW_IGNORE;
+            tk[n] = TOKEN_VISION_END, lb[n++] = MRW_IGNORE;
+            const int last = j + 1 == nm || s->media_pos[j + 1] != i;
+            tk[n] = newline, lb[n++] = last && i < n_text ? s->media_target[j] : MRW_IGNORE;
+            j++;
+        }
+        if (i < n_text) tk[n] = s->tokens[i], lb[n++] = s->labels[i];
+    }
+    return n;
+}
+
+/* Splices sample b (see trainer.h); 1 (with a warning) when it cannot fit: it is skipped. */
+static int splice(trainer *t, int b, const mrw_data_sample *s, int M) {
+    int n = mrw_train_splice(s, M, t->splice_prepend, t->newline_token, t->o->ctx_len, t->s_tok[b], t->s_lab[b],
+                             t->item_at + t->n_items);
+    if (n < 0) {
+        fprintf(stderr, "modrwkv train: warning: %s:%" PRId64 ": %d media x %d feature rows leave no room for the text "
+                        "in --ctx-len %d; skipped\n", s->file, s->line, s->n_media, M, t->o->ctx_len);
+        return 1;
+    }
+    for (int j = 0; j < s->n_media; j++) t->item_b[t->n_items + j] = b;
+    t->n_items += s->n_media;
+    t->s_n[b] = n;
+    return 0;
+}
+
+/* ----------------------------------------------------------------------------------------- a step */
+
+/* The next usable sample into slot b (spliced sequence, its media's encoder features packed into feat_in).
+ * Records that cannot be used here are reported and skipped, like the reader's bad records. */
+static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *err) {
+    mrw_status s;
+    for (int64_t tries = 0;; tries++) {
+        if (tries > t->n_records + 1) return mrw_err(err, MRW_E_FORMAT, "no usable record is left in the data");
+        mrw_data_sample smp;
+        if ((s = mrw_data_next(t->data, &smp, err))) return s;
+        int bad_tok = -1;
+        for (int i = 0; i < smp.n && bad_tok < 0; i++)
+            if (smp.tokens[i] < 0 || smp.tokens[i] >= t->V) bad_tok = smp.tokens[i];
+        if (bad_tok >= 0)
+            return mrw_err(err, MRW_E_ARG, "%s:%" PRId64 ": token %d is outside the model's vocabulary of %d (wrong "
+                           "--vocab?)", smp.file, smp.line, bad_tok, t->V);
+        if (!t->ad) {
+            if (smp.n_media)
+                return mrw_err(err, MRW_E_ARG, "%s:%" PRId64 ": the record has media, but this is text training "
+                               "(start from a ModRWKV checkpoint or give --encoder)", smp.file, smp.line);
+            memcpy(t->s_tok[b], smp.tokens, (size_t)smp.n * sizeof(int32_t));
+            memcpy(t->s_lab[b], smp.labels, (size_t)smp.n * sizeof(int32_t));
+            t->s_n[b] = smp.n;
+            *n_tokens += smp.n;
+            return MRW_OK;
+        }
+        /* encoder features of every media of the record, packed after the micro-batch's earlier items */
+        const int item0 = t->n_items, E = t->feat_E;
+        int M = 0, skip = 0;
+        for (int j = 0; j < smp.n_media && !skip && t->vt; j++) {
+            /* the encoder trains: its input pixels, as the inference processor makes them */
+            const mrw_vit_config *vc = mrw_vit_train_config(t->vt);
+            const size_t np = (size_t)3 * vc->image_size * vc->image_size;
+            mrw_image img = {0};
+            if (item0 + j >= t->max_items) { /* cannot happen: max_items = B x the reader's media limit */
+                fprintf(stderr, "modrwkv train: warning: %s:%" PRId64 ": too many media; skipped\n", smp.file, smp.line);
+                skip = 1;
+                break;
+            }
+            s = smp.media_kind[j] == MRW_MEDIA_IMAGE ? mrw_image_load(smp.media_path[j], NULL, &img, err)
+                                                      : mrw_err(err, MRW_E_ARG, "%s: not an image", smp.media_path[j]);
+            if (!s) s = mrw_image_preprocess(&img, &t->proc, t->pix + (size_t)(item0 + j) * np, err);
+            mrw_image_free(&img);
+            if (s) {
+                if (s == MRW_E_NOMEM) return s;
+                fprintf(stderr, "modrwkv train: warning: %s:%" PRId64 ": %s; skipped\n", smp.file, smp.line,
+                        err ? err->msg : "cannot read the image");
+                skip = 1;
+                break;
+            }
+            t->feat_Tin = vc->n_tokens;
+            M = mrw_tadapter_out_len(t->ad, vc->n_tokens);
+            t->feat_M = M;
+            t->n_items_in_batch++;
+        }
+        for (int j = 0; j < smp.n_media && !skip && t->wt; j++) {
+            /* the Whisper encoder trains: its log-mel input, as the inference path makes it */
+            const mrw_whisper_config *wc = mrw_whisper_train_config(t->wt);
+            mrw_audio a = {0};
+            if (item0 + j >= t->max_items) {
+                fprintf(stderr, "modrwkv train: warning: %s:%" PRId64 ": too many media; skipped\n", smp.file, smp.line);
+                skip = 1;
+                break;
+            }
+            s = smp.media_kind[j] == MRW_MEDIA_AUDIO ? mrw_audio_load(smp.media_path[j], 16000, NULL, &a, err)
+                                                      : mrw_err(err, MRW_E_ARG, "%s: not a recording", smp.media_path[j]);
+            float *mel = t->mel + (size_t)(item0 + j) * wc->n_mels * t->w_frames;
+            int real = 0;
+            if (!s) s = mrw_whisper_log_mel(a.samples, a.n, wc->n_mels, t->w_frames, mel, &real, err);
+            const int keep = s ? 0 : mrw_whisper_keep_frames((int)(a.n / MRW_WHISPER_HOP), t->w_out);
+            mrw_audio_free(&a);
+            if (s) {
+                if (s == MRW_E_NOMEM) return s;
+                fprintf(stderr, "modrwkv train: warning: %s:%" PRId64 ": %s; skipped\n", smp.file, smp.line,
+                        err ? err->msg : "cannot read the recording");
+                skip = 1;
+                break;
+            }
+            if (t->n_items_in_batch > 0 && keep != t->feat_Tin)
+                return mrw_err(err, MRW_E_UNSUPPORTED,
+                               "%s: %d feature rows where this micro-batch has %d; media of different feature lengths "
+                               "(audio) need --batch 1 (use --grad-accum for a larger batch)",
+                               smp.media_path[j], keep, t->feat_Tin);
+            M = mrw_tadapter_out_len(t->ad, keep);
+            if (M < 1 || keep > t->max_rows) {
+                fprintf(stderr, "modrwkv train: warning: %s: %d feature rows cannot go through the adapter; skipped\n",
+                        smp.media_path[j], keep);
+                skip = 1;
+                break;
+            }
+            t->feat_Tin = keep, t->feat_M = M;
+            t->n_items_in_batch++;
+        }
+        for (int j = 0; j < smp.n_media && !skip && !t->vt && !t->wt; j++) {
+            float *rows = NULL;
+            int n = 0, e = 0;
+            if ((s = media_features(t, &smp, j, &rows, &n, &e, err))) {
+                if (s == MRW_E_NOMEM) return s;
+                fprintf(stderr, "modrwkv train: warning: %s; skipped\n", err ? err->msg : "cannot encode the media");
+                skip = 1;
+                break;
+            }
+            if (e != E) {
+                free(rows);
+                return mrw_err(err, MRW_E_SHAPE, "%s: encoder features of width %d, the adapter takes %d",
+                               smp.media_path[j], e, E);
+            }
+            if (t->n_items_in_batch > 0 && n != t->feat_Tin) {
+                free(rows);
+                return mrw_err(err, MRW_E_UNSUPPORTED,
+                               "%s: %d feature rows where this micro-batch has %d; media of different feature lengths "
+                               "(audio) need --batch 1 (use --grad-accum for a larger batch)",
+                               smp.media_path[j], n, t->feat_Tin);
+            }
+            M = mrw_tadapter_out_len(t->ad, n);
+            if (M < 1 || n > t->max_rows || item0 + j >= t->max_items) {
+                fprintf(stderr, "modrwkv train: warning: %s: %d feature rows cannot go through the adapter (at most "
+                                "%d); skipped\n", smp.media_path[j], n, t->max_rows);
+                free(rows);
+                skip = 1;
+                break;
+            }
+            memcpy(t->feat_in + (size_t)(item0 + j) * n * E, rows, (size_t)n * E * sizeof(float));
+            free(rows);
+            t->feat_Tin = n, t->feat_M = M;
+            t->n_items_in_batch++;
+        }
+        if (!skip && smp.n_media && splice(t, b, &smp, M)) skip = 1;
+        if (skip) {
+            t->n_items = item0;
+            t->n_items_in_batch = item0;
+            continue;
+        }
+        if (!smp.n_media) { /* a text-only record in a multimodal run */
+            memcpy(t->s_tok[b], smp.tokens, (size_t)smp.n * sizeof(int32_t));
+            memcpy(t->s_lab[b], smp.labels, (size_t)smp.n * sizeof(int32_t));
+            t->s_n[b] = smp.n;
+        }
+        *n_tokens += smp.n;
+        return MRW_OK;
+    }
+}
+
+static mrw_status load_micro_batch(trainer *t, int64_t *n_tokens, mrw_error *err) {
+    t->n_items = t->n_items_in_batch = 0;
+    for (int b = 0; b < t->B; b++) {
+        mrw_status s = load_sample(t, b, n_tokens, err);
+        if (s) return s;
+    }
+    return MRW_OK;
+}
+
+/* Forward + backward of one micro-batch; returns its loss. */
+static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *err) {
+    const int B = t->B;
+    int T = mrw_train_pad_batch((const int32_t *const *)t->s_tok, (const int32_t *const *)t->s_lab, t->s_n, B,
+                                t->tok, t->tgt);
+    if (T > t->maxT) return mrw_err(err, MRW_E_INTERNAL, "micro-batch longer than allocated");
+    const int frozen = !(t->o->train & MRW_PG_RWKV);
+    if (!t->ad || t->n_items == 0) {
+        *loss = mrw_rwkv7_train_forward(t->lm, t->tok, NULL, NULL, t->tgt, B, T, NULL);
+        mrw_rwkv7_train_backward(t->lm, scale, frozen, NULL);
+        return MRW_OK;
+    }
+    const int C = t->C, M = t->feat_M, NI = t->n_items;
+    mrw_status s;
+    if (t->vt && (s = mrw_vit_train_forward(t->vt, t->pix, NI, t->feat_in, err))) return s;
+    if (t->wt) { /* the whole 30 s window goes through Whisper; the rows of the real audio go on */
+        if ((s = mrw_whisper_train_forward(t->wt, t->mel, NI, t->w_frames, t->w_out_buf, err))) return s;
+        for (int it = 0; it < NI; it++)
+            memcpy(t->feat_in + (size_t)it * t->feat_Tin * t->feat_E, t->w_out_buf + (size_t)it * t->w_out * t->feat_E,
+                   (size_t)t->feat_Tin * t->feat_E * sizeof(float));
+    }
+    if ((s = mrw_tadapter_forward(t->ad, t->feat_in, NI, t->feat_Tin, t->feat_out, err))) return s;
+    memset(t->mask, 0, (size_t)B * T);
+    for (int it = 0; it < NI; it++)
+        for (int i = 0; i < M; i++) {
+            const size_t pos = (size_t)t->item_b[it] * T + t->item_at[it] + i;
+            t->mask[pos] = 1;
+            memcpy(t->inject + pos * C, t->feat_out + ((size_t)it * M + i) * C, (size_t)C * sizeof(float));
+        }
+    *loss = mrw_rwkv7_train_forward(t->lm, t->tok, t->inject, t->mask, t->tgt, B, T, NULL);
+    mrw_rwkv7_train_backward(t->lm, scale, frozen, t->d_inject);
+    for (int it = 0; it < NI; it++)
+        for (int i = 0; i < M; i++) {
+            const size_t pos = (size_t)t->item_b[it] * T + t->item_at[it] + i;
+            memcpy(t->d_feat_out + ((size_t)it * M + i) * C, t->d_inject + pos * C, (size_t)C * sizeof(float));
+        }
+    /* d_inject already carries `scale`; the adapter (and the encoder) accumulate it as given */
+    mrw_tadapter_backward(t->ad, t->d_feat_out, t->vt || t->wt ? t->d_enc : NULL);
+    if (t->vt) mrw_vit_train_backward(t->vt, t->d_enc, NULL);
+    if (t->wt) {
+        memset(t->d_w_out, 0, (size_t)NI * t->w_out * t->feat_E * sizeof(float));
+        for (int it = 0; it < NI; it++)
+            memcpy(t->d_w_out + (size_t)it * t->w_out * t->feat_E, t->d_enc + (size_t)it * t->feat_Tin * t->feat_E,
+                   (size_t)t->feat_Tin * t->feat_E * sizeof(float));
+        mrw_whisper_train_backward(t->wt, t->d_w_out, NULL);
+    }
+    return MRW_OK;
+}
+
+/* ----------------------------------------------------------------------------------------- set-up */
+
+void mrw_train_feature_cache_id(const char *weights, char *id, size_t n) {
+    /* the encoder file's name (sanitised) and a hash of its path, size and mtime: another encoder, or a changed
+     * file, never reads these features */
+    char key[4400];
+    struct stat ws;
+    memset(&ws, 0, sizeof ws);
+    stat(weights, &ws);
+    snprintf(key, sizeof key, "%s|%lld|%lld", weights, (long long)ws.st_size, (long long)ws.st_mtime);
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = key; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    const char *base = strrchr(weights, '/');
+    base = base && base[1] ? base + 1 : weights;
+    char name[48];
+    int k = 0;
+    for (; base[k] && k < 40; k++) {
+        const char c = base[k];
+        name[k] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ? c : '_';
+    }
+    name[k] = 0;
+    snprintf(id, n, "%s-%016llx", name, (unsigned long long)h);
+}
+
+static mrw_status alloc_buffers(trainer *t, mrw_error *err) {
+    const int B = t->B;
+    t->tok = malloc((size_t)B * t->maxT * sizeof(int32_t));
+    t->tgt = malloc((size_t)B * t->maxT * sizeof(int32_t));
+    t->s_tok = calloc((size_t)B, sizeof(int32_t *));
+    t->s_lab = calloc((size_t)B, sizeof(int32_t *));
+    t->s_n = calloc((size_t)B, sizeof(int));
+    if (!t->tok || !t->tgt || !t->s_tok || !t->s_lab || !t->s_n)
+        return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    for (int b = 0; b < B; b++) {
+        t->s_tok[b] = malloc((size_t)t->maxT * sizeof(int32_t));
+        t->s_lab[b] = malloc((size_t)t->maxT * sizeof(int32_t));
+        if (!t->s_tok[b] || !t->s_lab[b]) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    }
+    if (t->ad) {
+        const size_t bt = (size_t)B * t->maxT;
+        t->inject = calloc(bt * t->C, sizeof(float));
+        t->d_inject = calloc(bt * t->C, sizeof(float));
+        t->mask = calloc(bt, 1);
+        const size_t in = (size_t)t->max_items * t->max_rows * t->feat_E;
+        const size_t out = (size_t)t->max_items * t->max_rows * t->C; /* M <= rows */
+        t->feat_out = malloc(out * sizeof(float));
+        t->d_feat_out = malloc(out * sizeof(float));
+        t->feat_in = malloc(in * sizeof(float));
+        t->item_b = malloc((size_t)t->max_items * sizeof(int));
+        t->item_at = malloc((size_t)t->max_items * sizeof(int));
+        if (t->wt) {
+            const mrw_whisper_config *wc = mrw_whisper_train_config(t->wt);
+            const size_t wo = (size_t)t->max_items * t->w_out * t->feat_E;
+            t->mel = malloc((size_t)t->max_items * wc->n_mels * t->w_frames * sizeof(float));
+            t->w_out_buf = malloc(wo * sizeof(float));
+            t->d_w_out = malloc(wo * sizeof(float));
+            t->d_enc = malloc(in * sizeof(float));
+            if (!t->mel || !t->w_out_buf || !t->d_w_out || !t->d_enc)
+                return mrw_err(err, MRW_E_NOMEM, "out of memory for the encoder buffers");
+        }
+        if (t->vt) {
+            const mrw_vit_config *vc = mrw_vit_train_config(t->vt);
+            t->pix = malloc((size_t)t->max_items * 3 * vc->image_size * vc->image_size * sizeof(float));
+            t->d_enc = malloc(in * sizeof(float));
+            if (!t->pix || !t->d_enc) return mrw_err(err, MRW_E_NOMEM, "out of memory for the encoder buffers");
+        }
+        if (!t->inject || !t->d_inject || !t->mask || !t->feat_out || !t->d_feat_out || !t->feat_in || !t->item_b ||
+            !t->item_at)
+            return mrw_err(err, MRW_E_NOMEM, "out of memory for the multimodal buffers");
+    }
+    return MRW_OK;
+}
+
+static void trainer_free(trainer *t) {
+    if (t->log) fclose(t->log);
+    mrw_adam_free(&t->opt);
+    mrw_rwkv7_train_free(t->lm);
+    if (t->ad) mrw_tadapter_free(t->ad);
+    if (t->enc) mrw_mm_free(t->enc);
+    if (t->fcache) mrw_feature_cache_free(t->fcache);
+    if (t->enc_src) mrw_tfile_close(t->enc_src);
+    if (t->vt) mrw_vit_train_free(t->vt);
+    if (t->wt) mrw_whisper_train_free(t->wt);
+    free(t->pix), free(t->d_enc), free(t->mel), free(t->w_out_buf), free(t->d_w_out);
+    mrw_data_free(t->data);
+    free(t->tok), free(t->tgt), free(t->s_n), free(t->item_b), free(t->item_at);
+    for (int b = 0; b < t->B; b++) {
+        if (t->s_tok) free(t->s_tok[b]);
+        if (t->s_lab) free(t->s_lab[b]);
+    }
+    free(t->s_tok), free(t->s_lab);
+    free(t->inject), free(t->d_inject), free(t->mask), free(t->feat_in), free(t->feat_out), free(t->d_feat_out);
+    free(t->options), free(t->enc_config), free(t->pre_config);
+}
+
+static mrw_status make_dir(const char *dir, mrw_error *err) {
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return mrw_err(err, MRW_E_IO, "%s: cannot create: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return mrw_err(err, MRW_E_IO, "%s is not a directory", dir);
+    return MRW_OK;
+}
+
+static mrw_status check_opts(const mrw_train_opts *o, mrw_error *err) {
+    if (!o->out || !*o->out) return mrw_err(err, MRW_E_ARG, "no output directory: give --out DIR");
+    if (o->n_data < 1) return mrw_err(err, MRW_E_ARG, "no training data: give --data FILE");
+    if (!o->model && (o->init_layers < 1 || o->init_embd < 1))
+        return mrw_err(err, MRW_E_ARG, "no model: give -m FILE (RWKV-7 or ModRWKV) or --init LAYERS,EMBD");
+    if (o->batch < 1 || o->grad_accum < 1 || o->ctx_len < 1)
+        return mrw_err(err, MRW_E_ARG, "--batch, --grad-accum and --ctx-len must be at least 1");
+    if (!(o->lr > 0) || !(o->lr_final >= 0) || !(o->clip >= 0) || !(o->weight_decay >= 0))
+        return mrw_err(err, MRW_E_ARG, "--lr must be > 0, --lr-final, --clip and --weight-decay >= 0");
+    if (o->steps < 0 || (o->steps == 0 && !(o->epochs > 0)))
+        return mrw_err(err, MRW_E_ARG, "give a positive --steps or --epochs");
+    if (!(o->train & (MRW_PG_RWKV | MRW_PG_ADAPTER)))
+        return mrw_err(err, MRW_E_ARG, "--train must name rwkv and/or adapter");
+    if (o->threads < 1) return mrw_err(err, MRW_E_ARG, "--threads must be at least 1");
+    return MRW_OK;
+}
+
+/* The multimodal half of the set-up: encoder, adapter (from the checkpoint or new), splicing, cache. */
+static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
+    const mrw_train_opts *o = t->o;
+    mrw_status s;
+    /* t->enc: the ModRWKV checkpoint loaded by setup(), or the encoder alone */
+    const int from_mm = t->enc != NULL;
+    if (!from_mm) {
+        mrw_mm_params mp = mrw_mm_params_default();
+        if ((s = mrw_mm_load(o->encoder, &mp, &t->enc, err))) return s;
+    }
+    const mrw_mm_info mi = mrw_mm_get_info(t->enc);
+    if (!mi.encoder) return mrw_err(err, MRW_E_ARG, "%s has no encoder", from_mm ? o->model : o->encoder);
+    t->feat_E = mi.encoder_width;
+    /* where the encoder tensors come from (copied into the trained bundle): inside the checkpoint (v2,
+     * bundles), else the Hugging Face files of --encoder */
+    char wpath[4200];
+    struct stat st;
+    int inner = 0;
+    if (from_mm) {
+        if ((s = mrw_tfile_open(o->model, &t->enc_src, err))) return s;
+        for (int i = 0; i < mrw_tfile_count(t->enc_src) && !inner; i++)
+            inner = !strncmp(mrw_tfile_tensor(t->enc_src, i)->name, "encoder.model.", 14);
+        const mrw_meta *m = mrw_tfile_find_meta(t->enc_src, "modrwkv.encoder_prefix");
+        if (m && m->type == MRW_MV_STRING && m->v.s.len)
+            return mrw_err(err, MRW_E_UNSUPPORTED, "%s: bundles with an encoder prefix are not supported as a start",
+                           o->model);
+        m = mrw_tfile_find_meta(t->enc_src, "modrwkv.encoder_config");
+        if (m && m->type == MRW_MV_STRING) t->enc_config = strndup(m->v.s.ptr, m->v.s.len);
+        m = mrw_tfile_find_meta(t->enc_src, "modrwkv.preprocessor_config");
+        if (m && m->type == MRW_MV_STRING) t->pre_config = strndup(m->v.s.ptr, m->v.s.len);
+        if (inner) {
+            snprintf(wpath, sizeof wpath, "%s", o->model);
+            t->enc_src_prefix = "encoder.model.";
+        } else {
+            mrw_tfile_close(t->enc_src);
+            t->enc_src = NULL;
+        }
+    }
+    const int enc_is_dir = o->encoder && stat(o->encoder, &st) == 0 && S_ISDIR(st.st_mode);
+    if (!inner) {
+        if (!o->encoder) return mrw_err(err, MRW_E_ARG, "%s has no encoder inside: give --encoder DIR", o->model);
+        snprintf(wpath, sizeof wpath, enc_is_dir ? "%s/model.safetensors" : "%s", o->encoder);
+        t->enc_src_prefix = "";
+        if ((s = mrw_tfile_open(wpath, &t->enc_src, err))) return s;
+    }
+    if (!t->enc_config && o->encoder) {
+        char dir[4096], p[4200];
+        snprintf(dir, sizeof dir, "%s", o->encoder);
+        if (!enc_is_dir) {
+            char *slash = strrchr(dir, '/');
+            if (slash) *slash = 0;
+            else snprintf(dir, sizeof dir, ".");
+        }
+        snprintf(p, sizeof p, "%s/config.json", dir);
+        t->enc_config = read_small(p);
+        snprintf(p, sizeof p, "%s/preprocessor_config.json", dir);
+        t->pre_config = read_small(p);
+    }
+    /* adapter */
+    mrw_tadapter_config ac = {0};
+    ac.E = t->feat_E;
+    ac.C = t->C;
+    if (from_mm) {
+        ac.kind = mi.adapter_version == 1 ? (mi.adapter_audio ? MRW_TADAPTER_V1_AUDIO : MRW_TADAPTER_V1_VISION)
+                                          : MRW_TADAPTER_V2;
+        ac.compress_k = o->compress_k ? o->compress_k : (mi.compress_trained ? mi.compress_k : 0);
+        ac.compress_s = o->compress_k ? o->compress_s : (mi.compress_trained ? mi.compress_s : 0);
+        if (ac.kind == MRW_TADAPTER_V2) {
+            /* hidden width and the optional conv from the file's shapes */
+            const mrw_tensor_info *w0 = mrw_tfile_find(t->enc_src, "proj.mlp.0.weight");
+            if (w0 && w0->ndim == 2) ac.hidden = (int)w0->shape[0];
+            ac.v2_conv = mrw_tfile_find(t->enc_src, "proj.conv.weight") != NULL;
+        }
+        t->splice_prepend = mi.splice == MRW_SPLICE_PREPEND;
+    } else {
+        const int audio = mi.encoder == MRW_ENC_WHISPER || mi.encoder == MRW_ENC_WAVLM;
+        ac.kind = o->adapter_v1 ? (audio ? MRW_TADAPTER_V1_AUDIO : MRW_TADAPTER_V1_VISION) : MRW_TADAPTER_V2;
+        ac.compress_k = o->compress_k, ac.compress_s = o->compress_s;
+        t->splice_prepend = o->adapter_v1;
+    }
+    /* the longest feature sequence an input can give: bounded by the context */
+    /* adapter activations sized for the largest media: an image's row count is fixed by the encoder (probed with
+     * a blank image); audio rows grow with the clip, bounded by what can fit the context after the adapter's
+     * downsampling (Whisper: at most 1500, its 30 s window) */
+    const int audio = mi.encoder == MRW_ENC_WHISPER || mi.encoder == MRW_ENC_WAVLM;
+    if (!audio && mi.image_size > 0) {
+        const size_t np = (size_t)3 * mi.image_size * mi.image_size;
+        float *blank = calloc(np, sizeof(float));
+        mrw_features probe = {0};
+        if (!blank) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+        s = mrw_mm_encode_input(t->enc, blank, np, o->threads, NULL, &probe, err);
+        free(blank);
+        if (s) return s;
+        t->max_rows = probe.n;
+        mrw_features_free(&probe);
+    } else {
+        const int down = (ac.kind == MRW_TADAPTER_V1_AUDIO || ac.v2_conv ? 2 : 1) * (ac.compress_s > 1 ? ac.compress_s : 1);
+        t->max_rows = (t->maxT + 4) * down;
+        if (mi.encoder == MRW_ENC_WHISPER && t->max_rows > 1500) t->max_rows = 1500;
+        if (t->max_rows > 16384) t->max_rows = 16384;
+    }
+    t->max_items = t->B * (audio ? 1 : MRW_DATA_MAX_MEDIA);
+    if ((o->train & MRW_PG_ENCODER) && mi.encoder == MRW_ENC_WHISPER) {
+        if (o->feature_cache)
+            fprintf(stderr, "modrwkv train: warning: the encoder trains, so --feature-cache is not used\n");
+        mrw_whisper_params wp = {.prefix = *t->enc_src_prefix ? t->enc_src_prefix : NULL, .config_json = t->enc_config};
+        if ((s = mrw_whisper_train_open(wpath, &wp, t->max_items, 0, o->threads, &t->wt, err))) return s;
+        const mrw_whisper_config *wc = mrw_whisper_train_config(t->wt);
+        t->w_frames = 2 * wc->n_pos;
+        t->w_out = mrw_whisper_enc_out_frames(t->w_frames);
+        if (wc->d_model != t->feat_E) return mrw_err(err, MRW_E_INTERNAL, "the trainable encoder differs from the inference one");
+        if (t->max_rows > t->w_out) t->max_rows = t->w_out;
+    } else if (o->train & MRW_PG_ENCODER) {
+        if (audio || mi.image_size <= 0)
+            return mrw_err(err, MRW_E_UNSUPPORTED, "--train ...,encoder: WavLM cannot train in this build (only SigLIP, "
+                                                   "CLIP and Whisper)");
+        if (o->feature_cache)
+            fprintf(stderr, "modrwkv train: warning: the encoder trains, so --feature-cache is not used\n");
+        mrw_vit_params vp = {.prefix = t->enc_src_prefix, .config_json = t->enc_config, .quiet = 1};
+        if ((s = mrw_vit_train_open(wpath, &vp, t->max_items, o->threads, &t->vt, err))) return s;
+        const mrw_vit_config *vc = mrw_vit_train_config(t->vt);
+        if (vc->hidden != t->feat_E || vc->n_tokens != t->max_rows)
+            return mrw_err(err, MRW_E_INTERNAL, "the trainable encoder differs from the inference one");
+        /* the inference processor (src/models/modrwkv.c): the family's resize, mean/std from
+         * preprocessor_config.json when there is one */
+        t->proc = vc->family == MRW_VIT_SIGLIP ? mrw_image_proc_siglip(vc->image_size) : mrw_image_proc_clip(vc->image_size);
+        cJSON *pc = t->pre_config ? cJSON_Parse(t->pre_config) : NULL;
+        static const char *keys[2] = {"image_mean", "image_std"};
+        for (int k = 0; k < 2 && pc; k++) {
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(pc, keys[k]);
+            float *dst = k ? t->proc.std : t->proc.mean;
+            if (cJSON_IsArray(a) && cJSON_GetArraySize(a) == 3)
+                for (int c = 0; c < 3; c++) {
+                    const cJSON *v = cJSON_GetArrayItem(a, c);
+                    if (cJSON_IsNumber(v)) dst[c] = (float)v->valuedouble;
+                }
+        }
+        cJSON_Delete(pc);
+    }
+    if ((s = mrw_tadapter_new(&ac, t->max_items, t->max_rows, o->threads, &t->ad, err))) return s;
+    mrw_tadapter_init(t->ad, o->seed ^ 0xada9ull);
+    if (from_mm && (s = mrw_tadapter_load(t->ad, o->model, err))) return s;
+    if (!t->splice_prepend) {
+        if (t->V <= TOKEN_IMAGE_PAD)
+            return mrw_err(err, MRW_E_ARG, "placeholder splicing (v2 adapters) needs the World vocabulary's special "
+                                           "tokens (65530-65532); this model has %d tokens: use --adapter v1", t->V);
+        int32_t nl[4];
+        if (mrw_tokenize(t->vocab, "\n", 1, nl, 4) != 1) return mrw_err(err, MRW_E_ARG, "the vocabulary cannot encode \"\\n\"");
+        t->newline_token = nl[0];
+    }
+    if (o->feature_cache && !t->vt && !t->wt) {
+        char id[128];
+        mrw_train_feature_cache_id(wpath, id, sizeof id);
+        if ((s = mrw_feature_cache_open(o->feature_cache, id, &t->fcache, err))) return s;
+    }
+    return MRW_OK;
+}
+
+static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
+    const mrw_train_opts *o = t->o;
+    mrw_status s;
+    if ((s = check_opts(o, err))) return s;
+    t->B = o->batch;
+    t->maxT = round_up(o->ctx_len, PAD_MULTIPLE);
+    const int multimodal = o->encoder || (o->model && mrw_is_modrwkv_file(o->model));
+    if (!multimodal && (o->train & (MRW_PG_ADAPTER | MRW_PG_ENCODER)))
+        return mrw_err(err, MRW_E_ARG, "--train adapter/encoder needs a multimodal start: a ModRWKV checkpoint, or "
+                                       "an RWKV-7 model with --encoder");
+    /* language model */
+    mrw_rwkv7_train_config cfg = {0};
+    mrw_mm *lm_mm = NULL;
+    const mrw_model *src = start;
+    if (o->model && !src) {
+        if (multimodal && mrw_is_modrwkv_file(o->model)) {
+            mrw_mm_params mp = mrw_mm_params_default();
+            mp.encoder = o->encoder;
+            if ((s = mrw_mm_load(o->model, &mp, &lm_mm, err))) return s;
+            src = mrw_mm_model(lm_mm);
+        } else {
+            return mrw_err(err, MRW_E_ARG, "internal: the RWKV-7 start model was not loaded");
+        }
+    }
+    if (src) {
+        mrw_rwkv7_train_config_of(src, &cfg);
+    } else {
+        cfg.n_layer = o->init_layers;
+        cfg.n_embd = o->init_embd;
+        cfg.head_size = o->init_embd < 64 ? o->init_embd : 64;
+        if (o->init_embd % cfg.head_size) {
+            return mrw_err(err, MRW_E_ARG, "--init: the width %d is not a multiple of the head size 64", o->init_embd);
+        }
+        cfg.vocab = mrw_vocab_size(t->vocab);
+        cfg.ffn = 4 * o->init_embd;
+        /* LoRA ranks as the reference picks them (RWKV-LM v7): max(32, round(f * C^p / 32) * 32) */
+        const double C = o->init_embd;
+        int r[4];
+        const double f[4] = {1.8, 1.8, 1.3, 0.6}, p[4] = {0.5, 0.5, 0.5, 0.8};
+        for (int i = 0; i < 4; i++) {
+            r[i] = (int)(round(f[i] * pow(C, p[i]) / 32.0) * 32.0);
+            if (r[i] < 32) r[i] = 32;
+        }
+        cfg.d_w = r[0], cfg.d_a = r[1], cfg.d_v = r[2], cfg.d_g = r[3];
+    }
+    t->C = cfg.n_embd, t->V = cfg.vocab;
+    s = mrw_rwkv7_train_new(&cfg, t->B, t->maxT, o->threads, &t->lm, err);
+    if (!s) {
+        mrw_rwkv7_train_init(t->lm, o->seed);
+        if (src) s = mrw_rwkv7_train_from_model(t->lm, src, err);
+    }
+    t->enc = lm_mm; /* its encoder makes the features (setup_multimodal) */
+    if (s) return s;
+    if (multimodal && (s = setup_multimodal(t, err))) return s;
+    t->sets[t->n_sets++] = mrw_rwkv7_train_params(t->lm);
+    if (t->ad) t->sets[t->n_sets++] = mrw_tadapter_params(t->ad);
+    if (t->vt) t->sets[t->n_sets++] = mrw_vit_train_params(t->vt);
+    if (t->wt) t->sets[t->n_sets++] = mrw_whisper_train_params(t->wt);
+    /* optimizer */
+    mrw_adam_config ac = mrw_adam_config_default();
+    ac.weight_decay = o->weight_decay;
+    if ((s = mrw_adam_init(&t->opt, &ac, t->sets, t->n_sets, o->train, err))) return s;
+    /* data */
+    mrw_data_params dp = {.kind = o->data_kind, .root = o->data_root, .vocab = t->vocab, .ctx_len = o->ctx_len,
+                          .seed = o->seed, .shuffle = 1, .warn = warn_cb};
+    if ((s = mrw_data_open(o->data, o->n_data, &dp, &t->data, err))) return s;
+    t->n_records = mrw_data_count(t->data);
+    int64_t total = o->steps;
+    if (!total) {
+        const double per_step = (double)o->batch * o->grad_accum;
+        total = (int64_t)ceil(o->epochs * (double)t->n_records / per_step);
+        if (total < 1) total = 1;
+    }
+    t->sched = (mrw_schedule){.kind = o->schedule, .lr = o->lr, .lr_final = o->lr_final, .warmup = o->warmup,
+                              .total = total, .decay_frac = o->wsd_decay};
+    if ((s = alloc_buffers(t, err))) return s;
+    t->options = options_json(o, total);
+    if (!t->options) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    /* output */
+    if ((s = make_dir(o->out, err))) return s;
+    snprintf(t->path_model, sizeof t->path_model, "%s/model.safetensors", o->out);
+    snprintf(t->path_resume, sizeof t->path_resume, "%s/resume.safetensors", o->out);
+    snprintf(t->path_log, sizeof t->path_log, "%s/train.jsonl", o->out);
+    t->st.rng = o->seed;
+    if (o->resume) {
+        mrw_train_state st;
+        if (access(t->path_resume, F_OK) != 0)
+            return mrw_err(err, MRW_E_IO, "--resume: %s does not exist (nothing to resume)", t->path_resume);
+        if ((s = mrw_ckpt_load_resume(t->path_resume, &t->opt, &st, err))) return s;
+        s = check_same_options(st.options, t->options, err);
+        free((char *)st.options);
+        st.options = NULL;
+        if (s) return s;
+        t->st = st;
+        if ((s = mrw_data_seek(t->data, st.epoch, st.k, err))) return s;
+        if ((s = trim_log(t->path_log, st.step, err))) return s;
+    } else if (access(t->path_resume, F_OK) == 0) {
+        return mrw_err(err, MRW_E_ARG, "%s already holds a training run (resume.safetensors): use --resume to continue "
+                                       "it, or another --out", o->out);
+    }
+    t->log = fopen(t->path_log, o->resume ? "ab" : "wb");
+    if (!t->log) return mrw_err(err, MRW_E_IO, "%s: %s", t->path_log, strerror(errno));
+    return MRW_OK;
+}
+
+/* ------------------------------------------------------------------------------------------- run */
+
+mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, const mrw_vocab *vocab, mrw_error *err) {
+    mrw_train_opts o = *opts;
+    if (o.lr_final < 0) o.lr_final = o.lr / 10;
+    trainer t = {.o = &o, .vocab = vocab};
+    mrw_status s = setup(&t, start, err);
+    if (s) {
+        trainer_free(&t);
+        return s;
+    }
+    const int64_t total = t.sched.total;
+    if (!o.quiet)
+        fprintf(stderr, "modrwkv train: %" PRId64 " records, %" PRId64 " steps of %d x %d samples, %s schedule, "
+                        "lr %g -> %g, %d thread%s\n",
+                t.n_records, total, o.batch, o.grad_accum, mrw_schedule_name(o.schedule), o.lr, o.lr_final, o.threads,
+                o.threads == 1 ? "" : "s");
+    if (!o.quiet && o.resume) fprintf(stderr, "modrwkv train: resumed at step %" PRId64 "\n", t.st.step);
+    char label[160] = "train";
+    mrw_progress bar;
+    const int64_t first = t.st.step; /* the bar (rate, ETA) counts this session's steps */
+    mrw_progress_start(&bar, label, (uint64_t)(total - first), "steps", o.progress && total > first);
+    const char *kill_at = getenv("MRW_TRAIN_KILL_AFTER_STEP"); /* tests: SIGKILL itself after that step */
+    const double t_session = mrw_now();
+    const double elapsed0 = t.st.elapsed_s;
+    float last_loss = NAN;
+    while (t.st.step < total) {
+        const double t0 = mrw_now();
+        mrw_adam_zero_grad(&t.opt);
+        double loss_sum = 0;
+        int64_t step_tokens = 0;
+        for (int a = 0; a < o.grad_accum && !s; a++) {
+            float loss = 0;
+            s = load_micro_batch(&t, &step_tokens, err);
+            if (!s) s = micro_step(&t, 1.0f / (float)o.grad_accum, &loss, err);
+            loss_sum += loss;
+        }
+        if (s) break;
+        const double loss = loss_sum / o.grad_accum;
+        if (!isfinite(loss)) {
+            s = mrw_err(err, MRW_E_ARG, "the loss is %g at step %" PRId64 ": lower --lr (the last checkpoint is intact)",
+                        loss, t.st.step + 1);
+            break;
+        }
+        const double norm = mrw_clip_grad_norm(&t.opt, o.clip);
+        const double lr = mrw_schedule_lr(&t.sched, t.st.step);
+        mrw_adam_step(&t.opt, lr);
+        t.st.step++;
+        t.st.tokens += step_tokens;
+        mrw_data_tell(t.data, &t.st.epoch, &t.st.k);
+        const double now = mrw_now(), dt = now - t0;
+        t.st.elapsed_s = elapsed0 + (now - t_session);
+        const double epoch = (double)t.st.epoch + (t.n_records ? (double)t.st.k / (double)t.n_records : 0);
+        fprintf(t.log,
+                "{\"step\":%" PRId64 ",\"epoch\":%.6f,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens\":%" PRId64
+                ",\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
+                t.st.step, epoch, loss, lr, norm, t.st.tokens, dt > 0 ? (double)step_tokens / dt : 0.0,
+                t.st.elapsed_s);
+        fflush(t.log);
+        last_loss = (float)loss;
+        snprintf(label, sizeof label, "train loss %.4f lr %.2e %.0f tok/s", loss, lr,
+                 dt > 0 ? (double)step_tokens / dt : 0.0);
+        mrw_progress_update(&bar, (uint64_t)(t.st.step - first));
+        if ((o.save_every > 0 && t.st.step % o.save_every == 0) || t.st.step == total) {
+            if ((s = save(&t, err))) break;
+        }
+        if (kill_at && atoll(kill_at) == t.st.step) {
+            fflush(NULL);
+            kill(getpid(), SIGKILL);
+        }
+    }
+    if (!s) {
+        if (total > first) mrw_progress_finish(&bar);
+        if (!o.quiet)
+            fprintf(stderr, "modrwkv train: done: %" PRId64 " steps, last loss %.4f, %" PRId64 " tokens, %.1f s; wrote %s\n",
+                    t.st.step, last_loss, t.st.tokens, t.st.elapsed_s, t.path_model);
+    } else if (bar.tty && o.progress) {
+        fputc('\n', stderr);
+    }
+    trainer_free(&t);
+    return s;
+}
