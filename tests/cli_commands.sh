@@ -2,34 +2,14 @@
 # End-to-end tests of the `modrwkv` command: every subcommand's happy path and its handling of bad input
 # (clear message, non-zero exit, never a crash, no partial output). Run by tests/run.sh with the build
 # directory as $1 (so the sanitizer build is exercised too).
-set -u
-B=${1:-build}
-M="$B/modrwkv"
+. "$(dirname "$0")/lib/cli.sh"
 SHARED=${MRW_SHARED:-../shared}
 FIX=tests/fixtures/rwkv7
 VOCAB=$SHARED/assets/rwkv_vocab_v20230424.txt
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0; checks=0
-
-ok() { checks=$((checks+1)); }
-bad() { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL: $*" >&2; }
-
-# expect_ok DESC CMD...: exit 0
-expect_ok() { local d=$1; shift; if "$@" > "$T/out" 2> "$T/err"; then ok; else bad "$d (exit $?): $(head -c 400 "$T/err")"; fi; }
-# expect_fail DESC PATTERN CMD...: non-zero exit below 128 (no signal) and stderr matching PATTERN
-expect_fail() {
-  local d=$1 pat=$2; shift 2
-  "$@" > "$T/out" 2> "$T/err"; local rc=$?
-  if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
-  elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
-  elif ! grep -qiE -- "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
-  else ok; fi
-}
 
 # --- help and usage
 expect_ok "top-level --help" "$M" --help
-for c in generate chat convert tokenize logits perplexity bench info init; do
+for c in generate chat convert encode tokenize logits perplexity bench info init train serve eval plot forecast gen-scenes; do
   expect_ok "$c --help" "$M" "$c" --help
   grep -q "usage: modrwkv $c" "$T/out" || bad "$c --help does not print its usage"
 done
@@ -148,5 +128,4 @@ expect_fail "corrupt image" "image|GIF|corrupt|truncat" "$M" chat -m $MM/v1_visi
 expect_fail "empty audio file" "audio|empty|format" "$M" chat -m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --audio "$T/empty.wav"
 expect_fail "bad --compress" "expects K,S" "$M" chat -m $MM/v1_vision/rwkv-0.pth --compress 3x2 "hi"
 
-echo "cli_commands.sh: $checks checks, $fails failed" >&2
-[ $fails -eq 0 ]
+finish cli_commands.sh

@@ -7,26 +7,9 @@
 # model's own greedy answer scores as a match; the teacher-forced loss against `modrwkv perplexity`; bad
 # records skipped with file:line; `plot` on the committed log fixture (PNG signature and size, SVG) and on
 # malformed logs. Run by tests/run.sh with the build directory as $1.
-set -u
-B=${1:-build}
-M="$B/modrwkv"
+. "$(dirname "$0")/lib/cli.sh"
 MM=tests/fixtures/modrwkv
 FIX=tests/fixtures/eval
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0; checks=0
-
-ok() { checks=$((checks+1)); }
-bad() { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL: $*" >&2; }
-expect_ok() { local d=$1; shift; if "$@" > "$T/out" 2> "$T/err"; then ok; else bad "$d (exit $?): $(head -c 600 "$T/err")"; fi; }
-expect_fail() {
-  local d=$1 pat=$2; shift 2
-  "$@" > "$T/out" 2> "$T/err"; local rc=$?
-  if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
-  elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
-  elif ! grep -qiE -- "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
-  else ok; fi
-}
 # metric NAME FILE: the value column of a table row
 metric() { awk -v k="$1" '$1==k {print $2}' "$2"; }
 # near A B [TOL]: |A-B| <= TOL (relative to max(1,|B|))
@@ -230,5 +213,4 @@ grep -q "usage: modrwkv plot" "$T/out" && ok || bad "plot --help"
 expect_ok "eval --help" "$M" eval --help
 grep -q "usage: modrwkv eval" "$T/out" && ok || bad "eval --help"
 
-echo "cli_eval.sh: $checks checks, $fails failed" >&2
-[ $fails -eq 0 ]
+finish cli_eval.sh

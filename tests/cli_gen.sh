@@ -4,23 +4,7 @@
 # a message and no output) and recipes/gen_cifar_vqa.sh on a small tar this script builds (records, classes, question
 # phrasings, bad files skipped). The pixel-level checks of the scenes and the speech / FSDD generators are in
 # tests/test_gen.c. Run by tests/run.sh with the build directory as $1.
-set -u
-B=${1:-build}
-M="$B/modrwkv"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0; checks=0
-ok() { checks=$((checks+1)); }
-bad() { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL: $*" >&2; }
-expect_ok() { local d=$1; shift; if "$@" > "$T/out" 2> "$T/err"; then ok; else bad "$d (exit $?): $(head -c 600 "$T/err")"; fi; }
-expect_fail() {
-  local d=$1 pat=$2; shift 2
-  "$@" > "$T/out" 2> "$T/err"; local rc=$?
-  if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
-  elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
-  elif ! grep -qiE -- "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
-  else ok; fi
-}
+. "$(dirname "$0")/lib/cli.sh"
 check() { local d=$1; shift; if "$@"; then ok; else bad "$d"; fi; }
 
 # --- gen-scenes
@@ -90,5 +74,4 @@ check "cifar: deterministic" cmp -s "$T/cif/train.jsonl" "$T/cif3/train.jsonl"
 expect_fail "cifar: missing tar" "no such file" recipes/gen_cifar_vqa.sh --tar "$T/none.tar.gz" --out "$T/cif4"
 expect_fail "cifar: bad split" "train or test" recipes/gen_cifar_vqa.sh --split dev --out "$T/cif4"
 
-echo "cli_gen: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish cli_gen.sh

@@ -4,25 +4,9 @@
 # SIGKILL (by itself after a step, and from outside at an arbitrary moment) and resumed with --resume ends
 # with weights bit-identical to an uninterrupted run; a crash inside a save (MRW_TRAIN_CRASH_IN_SAVE) leaves
 # the previous checkpoint intact. Run by tests/run.sh with the build directory as $1.
-set -u
-B=${1:-build}
-M="$B/modrwkv"
+. "$(dirname "$0")/lib/cli.sh"
 SHARED=${MRW_SHARED:-../shared}
 VOCAB=$SHARED/assets/rwkv_vocab_v20230424.txt
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0; checks=0
-ok() { checks=$((checks+1)); }
-bad() { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL: $*" >&2; }
-expect_ok() { local d=$1; shift; if "$@" > "$T/out" 2> "$T/err"; then ok; else bad "$d (exit $?): $(tail -c 600 "$T/err")"; fi; }
-expect_fail() {
-  local d=$1 pat=$2; shift 2
-  "$@" > "$T/out" 2> "$T/err"; local rc=$?
-  if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
-  elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
-  elif ! grep -qiE -- "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
-  else ok; fi
-}
 losses() { sed -n 's/.*"loss":\([0-9.eE+-]*\).*/\1/p' "$1"; }
 # close A B: |A - B| <= 1e-5 |B| (the encoders' training and inference forwards round differently)
 close() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b != "" && d <= 1e-5 * (b < 0 ? -b : b)) }'; }
@@ -147,6 +131,11 @@ for k, v in a.items():
     assert torch.equal(v.float(), b['llm.' + k]), k; n += 1
 assert n > 60 and any(k.startswith('proj.') for k in b) and any(k.startswith('encoder.model.') for k in b)"     $MM/v1_vision/rwkv-0.pth "$T/s1/model.safetensors"
 fi
+# a new trained compression in stage 1 must survive into stage 2's checkpoint (its stride is metadata)
+expect_ok "stage 1 with --compress 3,2" "$M" train "${S1[@]}" --compress 3,2 --steps 2 --out "$T/s1c"
+expect_ok "stage 2 from the compressed stage-1 output" "$M" train -m "$T/s1c/model.safetensors" --vocab bytes \
+  --train adapter,rwkv --data "$T/llava.jsonl" -b 3 --ctx-len 96 --lr 3e-3 --steps 2 --no-progress -t 2 --out "$T/s2c"
+expect_ok "chat with the compressed stage-2 output" "$M" chat -m "$T/s2c/model.safetensors" --vocab bytes --image "$T/image_a.png" -n 2 "What?"
 expect_ok "stage 2 (v2 checkpoint)" "$M" train -m $MM/v2/rwkv-0.pth --encoder $MM/siglip --vocab "$VOCAB" --train adapter,rwkv \
   --data "$T/llava.jsonl" -b 2 --ctx-len 96 --lr 3e-3 --steps 4 --no-progress -t 2 --out "$T/s2"
 expect_ok "encoder stage (v2 checkpoint)" "$M" train -m $MM/v2/rwkv-0.pth --encoder $MM/siglip --vocab "$VOCAB" \
@@ -173,5 +162,4 @@ expect_ok "stage 1 (v2): two images in a record, a text-only record, a missing i
 grep -q "missing.png" "$T/err" && ok || bad "the missing image was not reported: $(tail -c 300 "$T/err")"
 expect_fail "images in a text run" "the record has media" "$M" train --init 1,64 --vocab bytes --data "$T/llava.jsonl" --steps 1 --no-progress --out "$T/textmm"
 
-echo "cli_train.sh: $checks checks, $fails failed" >&2
-[ $fails -eq 0 ]
+finish cli_train.sh

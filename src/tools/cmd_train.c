@@ -13,7 +13,8 @@ static const char *k_train_usage =
     "usage: modrwkv train --data FILE --out DIR (-m MODEL | --init L,C) [options]\n"
     "Trains on the CPU: plain text fine-tuning of RWKV-7, or the ModRWKV stages (adapter; adapter + RWKV).\n"
     "Writes DIR/model.safetensors (the model), DIR/resume.safetensors (everything --resume needs) and\n"
-    "DIR/train.jsonl (one line per step). Same options, seed and --threads give bit-identical weights.\n\n"
+    "DIR/train.jsonl (one line per step). Same options, seed and --threads give bit-identical weights.\n"
+    "With --csv FILE it trains a time-series forecaster instead (options: modrwkv train-forecast --help).\n\n"
     "Model:\n"
     "  -m, --model FILE     start from an RWKV-7 (.pth/.safetensors/.gguf) or a ModRWKV checkpoint\n"
     "      --init L,C       start from a random RWKV-7 of L layers and width C (the reference init)\n"
@@ -85,6 +86,9 @@ static int parse_double(const char *v, double lo, double *out) {
 
 int cmd_train(int argc, char **argv) {
     const char *cmd = "train";
+    /* CSV series make a forecaster (src/ts/forecaster.c), a different model with its own options */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--csv") || !strncmp(argv[i], "--csv=", 6)) return cmd_train_forecast(argc, argv);
     mrw_train_opts o;
     mrw_train_opts_default(&o);
     o.progress = isatty(2);

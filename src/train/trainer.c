@@ -83,6 +83,7 @@ typedef struct {
     mrw_schedule sched;
     int C, V, maxT, B;
     int splice_prepend;        /* v1 adapters: features before the text; v2: <|image_pad|> runs */
+    int compress_k, compress_s; /* the trained compression, new or from the start file (0: none) */
     int32_t newline_token;     /* v2 image block: "\n" after <|vision_end|> */
     /* micro-batch buffers */
     int32_t *tok, *tgt;        /* [B*maxT] */
@@ -219,7 +220,6 @@ static mrw_status trim_log(const char *path, int64_t upto, mrw_error *err) {
 /* ------------------------------------------------------------------------------------- checkpoints */
 
 static mrw_status save(trainer *t, mrw_error *err) {
-    const mrw_train_opts *o = t->o;
     char step[32];
     snprintf(step, sizeof step, "%" PRId64, t->st.step);
     mrw_status s;
@@ -265,8 +265,8 @@ static mrw_status save(trainer *t, mrw_error *err) {
         keys[nm] = "modrwkv.encoder_prefix", vals[nm++] = "";
         keys[nm] = "modrwkv.adapter_prefix", vals[nm++] = "proj.";
         keys[nm] = "modrwkv.splice", vals[nm++] = t->splice_prepend ? "prepend" : "placeholder";
-        if (o->compress_k) {
-            snprintf(compress, sizeof compress, "%d,%d", o->compress_k, o->compress_s);
+        if (t->compress_k) {
+            snprintf(compress, sizeof compress, "%d,%d", t->compress_k, t->compress_s);
             keys[nm] = "modrwkv.compress", vals[nm++] = compress;
         }
         if (t->enc_config) keys[nm] = "modrwkv.encoder_config", vals[nm++] = t->enc_config;
@@ -767,6 +767,7 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         ac.compress_k = o->compress_k, ac.compress_s = o->compress_s;
         t->splice_prepend = o->adapter_v1;
     }
+    t->compress_k = ac.compress_k, t->compress_s = ac.compress_s;
     /* the longest feature sequence an input can give: bounded by the context */
     /* adapter activations sized for the largest media: an image's row count is fixed by the encoder (probed with
      * a blank image); audio rows grow with the clip, bounded by what can fit the context after the adapter's
