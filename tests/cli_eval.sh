@@ -162,7 +162,7 @@ pl=$(sed -nE 's/.*loss ([0-9.]+) nats.*/\1/p' "$T/out")
 near "$(awk -v a="$fl" -v n="$fn" 'BEGIN{print a/n}')" "$pl" 2e-6 && ok || bad "teacher-forced text loss $fl/$fn != perplexity's $pl"
 
 # --- bad input
-expect_fail "forecast is not faked" "not available yet" "$M" eval -m "$T/vision.safetensors" --data "$T/data/vqa.jsonl" --task forecast
+expect_fail "forecast with a model that is not a forecaster" "forecaster" "$M" eval -m "$T/vision.safetensors" --data "$T/data/vqa.jsonl" --task forecast
 expect_fail "unknown task" "--task must be" "$M" eval -m "$T/vision.safetensors" --data "$T/data/vqa.jsonl" --task poetry
 expect_fail "vqa with a plain model" "needs a ModRWKV model" "$M" eval -m tests/fixtures/rwkv7/tiny.pth --data "$T/data/vqa.jsonl"
 expect_fail "audio to a vision model" "takes images, not audio|no record" "$M" eval -m "$T/vision.safetensors" --data "$T/data/asr.jsonl" -q

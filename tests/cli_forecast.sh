@@ -2,7 +2,8 @@
 # End-to-end tests of `modrwkv forecast` (baselines; src/tools/cmd_forecast.c) on CSV series this script writes:
 # exact seasonal-naive forecasts of a periodic series checked against the truth, the CSV and plot outputs, the
 # --eval-baselines table, and clear errors for bad input (missing column, non-numeric cell, a series shorter
-# than the lookback, -m before the forecaster exists). Run by tests/run.sh with the build directory as $1.
+# than the lookback, -m with a file that is not a forecaster; the trained forecaster is tested by
+# tests/cli_train_forecast.sh). Run by tests/run.sh with the build directory as $1.
 set -u
 B=${1:-build}
 M="$B/modrwkv"
@@ -52,7 +53,8 @@ awk 'BEGIN{print "t,x,y"; for(i=0;i<600;i++) printf "%d,%.5f,%.5f\n", i, cos(i*0
 expect_ok "eval-baselines table" "$M" forecast --eval-baselines "$T/bench" --lookback 48 --horizon 12
 [ "$(grep -c '^| custom | 48 -> 12 |' "$T/out")" -eq 2 ] && ok || bad "table rows: $(cat "$T/out")"
 
-expect_fail "model not yet" "not implemented" "$M" forecast -m x.pth --csv "$T/series.csv"
+expect_fail "missing model" "x.pth" "$M" forecast -m "$T/x.pth" --csv "$T/series.csv"
+expect_fail "--eval without -m" "needs a trained forecaster" "$M" forecast --eval "$T/series.csv"
 expect_fail "missing column" "nope" "$M" forecast --csv "$T/series.csv" --column nope --baseline last
 printf 'date,OT\nd0,1\nd1,2\nd2,abc\nd3,4\n' > "$T/badcell.csv"
 expect_fail "non-numeric cell" "badcell.csv:4" "$M" forecast --csv "$T/badcell.csv" --baseline last --lookback 2 --horizon 1

@@ -21,6 +21,7 @@
 #include "base/mapfile.h"
 #include "eval/metrics.h"
 #include "tools/common.h"
+#include "ts/forecast_eval.h"
 #include "tools/tools.h"
 
 static const char *k_usage =
@@ -35,7 +36,7 @@ static const char *k_usage =
     "  asr    audio manifest {\"audio\": FILE, \"text\": transcript}: WER and CER (after ASR normalisation:\n"
     "         lower case, punctuation removed; CER ignores spaces for Chinese/Japanese/Korean references)\n"
     "  text   conversations without media (exact match, as vqa), or {\"text\"} records (loss only)\n"
-    "  forecast  time series (MSE/MAE): not available yet\n"
+    "  forecast  a trained forecaster on the test split of a CSV or a folder of CSVs: MSE/MAE next to the baselines\n"
     "Every task also reports the held-out loss and perplexity of the reference answers (teacher-forced).\n"
     "With --score, recomputes the table from a predictions file written by --out (no model needed).\n\n"
     "      --data FILE      the evaluation file (JSONL, or a JSON array)\n"
@@ -719,9 +720,16 @@ int cmd_eval(int argc, char **argv) {
             if (!strcmp(task_s, k_task_names[k])) task = (eval_task)k;
         if (task == TASK_AUTO) return tool_fail(cmd, "--task must be vqa, asr, text or forecast (got '%s')", task_s), 2;
     }
-    if (task == TASK_FORECAST)
-        return tool_fail(cmd, "--task forecast is not available yet: time-series evaluation (MSE/MAE on CSV "
-                              "series) comes with the forecasting models (issue 6)"), 2;
+    if (task == TASK_FORECAST) {
+        /* a trained forecaster on the standard test split of a CSV (or every CSV of a folder), next to the
+         * baselines on the same windows */
+        if (!mo.model || !data) return tool_fail(cmd, "--task forecast needs -m FORECASTER and --data FILE.csv|DIR"), 2;
+        mrw_ts_eval_opts fo = {.max_windows = max_records > 0 ? max_records : 0, .batch = 16, .n_threads = mo.threads,
+                               .progress = !quiet};
+        mrw_error fe = {0};
+        if (mrw_ts_eval_forecaster_path(mo.model, data, &fo, stdout, &fe)) return tool_fail(cmd, "%s", fe.msg), 1;
+        return 0;
+    }
     e.so.task = task;
     if (score) {
         if (data || mo.model) return tool_fail(cmd, "--score takes a predictions file only (no -m, no --data)"), 2;

@@ -1,6 +1,7 @@
-/* modrwkv forecast: forecast a CSV column with a baseline (last value, seasonal naive, DLinear-style linear),
- * write the forecast as CSV and optionally plot it; or print the baselines table of a directory of
- * benchmark series (--eval-baselines). The trained ModRWKV forecaster (-m) is not available yet. */
+/* modrwkv forecast: forecast a CSV column with a trained ModRWKV forecaster (-m) or a baseline (last value,
+ * seasonal naive, DLinear-style linear), write the forecast as CSV and optionally plot it; print the baselines
+ * table of a directory of benchmark series (--eval-baselines), or a forecaster's test-split table next to the
+ * baselines (-m M --eval FILE|DIR). */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,10 +17,14 @@
 #include "tools/tools.h"
 #include "train/data.h"
 #include "ts/baselines.h"
+#include "ts/forecast_eval.h"
+#include "ts/forecaster.h"
 #include "ts/splits.h"
 
 static const char *k_usage =
     "usage: modrwkv forecast --csv FILE --column NAME [options]\n"
+    "       modrwkv forecast -m FORECASTER --csv FILE --column NAME [options]\n"
+    "       modrwkv forecast -m FORECASTER --eval FILE|DIR [--max-windows N]\n"
     "       modrwkv forecast --eval-baselines DIR [--lookback N] [--horizon N]\n"
     "Forecasts the next --horizon values of one CSV column from its last --lookback values with a baseline,\n"
     "and prints them (or writes --out) as CSV rows \"row,forecast[,truth]\" (row = 0-based data row).\n"
@@ -40,7 +45,11 @@ static const char *k_usage =
     "  --at ROW              forecast starting at data row ROW (needs ROW >= lookback)\n"
     "  --out FILE.csv        write the forecast there (default: stdout)\n"
     "  --plot FILE.png|svg   draw the history, the forecast and (with --at) the truth\n"
-    "  -m, --model FILE      a trained ModRWKV forecaster (not available yet)\n"
+    "  -m, --model FILE      a trained ModRWKV forecaster (modrwkv train --csv …): lookback and horizon\n"
+    "                        are the model's\n"
+    "  --eval FILE|DIR       with -m: test-split MSE/MAE of the model on each CSV (all numeric columns,\n"
+    "                        dataset-normalised) next to the baselines on the same windows (Markdown table)\n"
+    "  --max-windows N       with --eval: about N evenly spaced test windows per channel (default: all)\n"
     "  -t, --threads N       threads (default: all cores)\n"
     "  --eval-baselines DIR  for every *.csv in DIR (all numeric columns, standard test split, stride 1):\n"
     "                        MSE and MAE of the three baselines, as a Markdown table\n";
@@ -86,6 +95,14 @@ done:
     for (int i = 0; i < n; i++) free(paths[i]);
     free(paths);
     return rc;
+}
+
+static int eval_model(const char *cmd, const char *model, const char *target, const char *dataset, long long maxw,
+                      int threads) {
+    mrw_error err = {0};
+    mrw_ts_eval_opts o = {.max_windows = maxw, .batch = 16, .n_threads = threads, .progress = 1, .dataset = dataset};
+    if (mrw_ts_eval_forecaster_path(model, target, &o, stdout, &err)) return tool_fail(cmd, "%s", err.msg), 1;
+    return 0;
 }
 
 static int write_csv(const char *cmd, const char *path, int64_t t, const float *fc, const float *truth, int H) {
@@ -143,7 +160,8 @@ static int plot_forecast(const char *cmd, const char *path, const char *title, c
 int cmd_forecast(int argc, char **argv) {
     const char *cmd = "forecast";
     const char *csv = NULL, *column = "OT", *out = NULL, *plot = NULL, *model = NULL, *dataset = NULL,
-               *eval_dir_path = NULL, *baseline = "linear";
+               *eval_dir_path = NULL, *baseline = "linear", *eval_model_path = NULL;
+    int max_windows = 0;
     int horizon = 0, lookback = 0, period = 0, threads = 0, at_set = 0;
     long long at = -1;
     tool_args a;
@@ -162,6 +180,8 @@ int cmd_forecast(int argc, char **argv) {
         else if (is_opt(o, "--model") || !strcmp(o, "-m")) model = tool_value(&a, o);
         else if (is_opt(o, "--threads") || !strcmp(o, "-t")) tool_int(&a, o, 1, 256, &threads);
         else if (is_opt(o, "--eval-baselines")) eval_dir_path = tool_value(&a, o);
+        else if (is_opt(o, "--eval")) eval_model_path = tool_value(&a, o);
+        else if (is_opt(o, "--max-windows")) tool_int(&a, o, 0, 1 << 30, &max_windows);
         else if (is_opt(o, "--at")) {
             const char *v = tool_value(&a, o);
             char *end;
@@ -176,38 +196,50 @@ int cmd_forecast(int argc, char **argv) {
         } else tool_unknown(&a, o);
     }
     if (a.failed) return 2;
-    if (model)
-        return tool_fail(cmd, "-m: forecasting with a trained ModRWKV model is not implemented yet (the forecaster "
-                              "trainer is still being built); use --baseline last|seasonal|linear"),
-               2;
-    if (eval_dir_path) return eval_dir(cmd, eval_dir_path, lookback, horizon, threads);
-    if (!csv) return tool_fail(cmd, "give the series with --csv FILE (see modrwkv forecast --help)"), 2;
+    if (eval_model_path && !model) return tool_fail(cmd, "--eval needs a trained forecaster (-m FILE)"), 2;
+    if (model && eval_model_path) return eval_model(cmd, model, eval_model_path, dataset, max_windows, threads);
+    mrw_forecaster *fm = NULL;
+    if (model) {
+        mrw_error lerr = {0};
+        if (mrw_forecaster_load(model, 1, threads, &fm, &lerr)) return tool_fail(cmd, "%s", lerr.msg), 1;
+        if ((lookback && lookback != fm->cfg.lookback) || (horizon && horizon != fm->cfg.horizon)) {
+            tool_fail(cmd, "%s forecasts %d -> %d steps; --lookback/--horizon ask for %d -> %d", model,
+                      fm->cfg.lookback, fm->cfg.horizon, lookback ? lookback : fm->cfg.lookback,
+                      horizon ? horizon : fm->cfg.horizon);
+            mrw_forecaster_free(fm);
+            return 2;
+        }
+        lookback = fm->cfg.lookback, horizon = fm->cfg.horizon;
+    }
+    if (eval_dir_path && !fm) return eval_dir(cmd, eval_dir_path, lookback, horizon, threads);
+    if (!csv) return mrw_forecaster_free(fm), tool_fail(cmd, "give the series with --csv FILE (see modrwkv forecast --help)"), 2;
     mrw_ts_baseline kind;
     if (!strcmp(baseline, "last")) kind = MRW_TS_BASE_LAST;
     else if (!strcmp(baseline, "seasonal")) kind = MRW_TS_BASE_SEASONAL;
     else if (!strcmp(baseline, "linear")) kind = MRW_TS_BASE_LINEAR;
-    else return tool_fail(cmd, "--baseline must be last, seasonal or linear, got '%s'", baseline), 2;
+    else return mrw_forecaster_free(fm), tool_fail(cmd, "--baseline must be last, seasonal or linear, got '%s'", baseline), 2;
     if (plot) {
         size_t pl = strlen(plot);
         if (pl < 4 || (strcasecmp(plot + pl - 4, ".png") && strcasecmp(plot + pl - 4, ".svg")))
-            return tool_fail(cmd, "--plot must end in .png or .svg: '%s'", plot), 2;
+            return mrw_forecaster_free(fm), tool_fail(cmd, "--plot must end in .png or .svg: '%s'", plot), 2;
     }
 
     mrw_error err = {0};
     mrw_ts_dataset ds;
-    if (mrw_ts_dataset_find(csv, dataset, &ds, &err)) return tool_fail(cmd, "%s", err.msg), 2;
+    if (mrw_ts_dataset_find(csv, dataset, &ds, &err))
+        return mrw_forecaster_free(fm), tool_fail(cmd, "%s", err.msg), 2;
     if (lookback <= 0) lookback = ds.lookback;
     if (horizon <= 0) horizon = ds.horizon;
     if (period <= 0) period = ds.period;
-    if (kind == MRW_TS_BASE_SEASONAL && period < 1)
+    if (!fm && kind == MRW_TS_BASE_SEASONAL && period < 1)
         return tool_fail(cmd, "seasonal naive needs --period (dataset '%s' has no known period)", ds.name), 2;
-    if (kind == MRW_TS_BASE_SEASONAL && period > lookback)
+    if (!fm && kind == MRW_TS_BASE_SEASONAL && period > lookback)
         return tool_fail(cmd, "--period %d is longer than the lookback %d", period, lookback), 2;
 
     const char *cols[1] = {column};
     mrw_csv_series cs;
     memset(&cs, 0, sizeof cs);
-    if (mrw_csv_read(csv, cols, 1, &cs, &err)) return tool_fail(cmd, "%s", err.msg);
+    if (mrw_csv_read(csv, cols, 1, &cs, &err)) return mrw_forecaster_free(fm), tool_fail(cmd, "%s", err.msg);
     int rc = 1;
     float *fc = NULL;
     mrw_ts_data d;
@@ -232,7 +264,26 @@ int cmd_forecast(int argc, char **argv) {
         tool_fail(cmd, "out of memory");
         goto done;
     }
-    if (kind == MRW_TS_BASE_LINEAR) {
+    if (fm) {
+        /* the model works in the dataset-normalised space (the column's training-split mean and std) when the
+         * series has the standard splits, else in the window's own units (it normalises every window itself) */
+        double m0 = 0, s0 = 1;
+        if (!mrw_ts_data_init(&d, cs.values, 1, n, (const char *const *)cs.names, &ds, lookback, horizon, 1, &err))
+            m0 = d.mean[0], s0 = d.std[0];
+        float *xz = malloc((size_t)lookback * sizeof *xz);
+        if (!xz) {
+            tool_fail(cmd, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < lookback; i++) xz[i] = (float)((x[i] - m0) / s0);
+        mrw_status fs = mrw_forecaster_forward(fm, xz, NULL, 1, fc, NULL, &err);
+        free(xz);
+        if (fs) {
+            tool_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+        for (int h = 0; h < horizon; h++) fc[h] = (float)(fc[h] * s0 + m0);
+    } else if (kind == MRW_TS_BASE_LINEAR) {
         if (mrw_ts_data_init(&d, cs.values, 1, n, (const char *const *)cs.names, &ds, lookback, horizon, 1, &err) ||
             mrw_ts_dlinear_fit(&lin, &d, NULL, 0, &err)) {
             tool_fail(cmd, "%s: the linear baseline is fitted on the %s training split: %s", csv, ds.name, err.msg);
@@ -266,13 +317,16 @@ int cmd_forecast(int argc, char **argv) {
     }
     if (plot) {
         char title[256];
-        snprintf(title, sizeof title, "%s, column %s: %s baseline, %d -> %d", ds.name, column, baseline, lookback,
-                 horizon);
+        if (fm) snprintf(title, sizeof title, "%s, column %s: ModRWKV forecaster, %d -> %d", ds.name, column, lookback,
+                          horizon);
+        else snprintf(title, sizeof title, "%s, column %s: %s baseline, %d -> %d", ds.name, column, baseline, lookback,
+                      horizon);
         if (plot_forecast(cmd, plot, title, x, lookback, t, fc, truth, horizon)) goto done;
     }
     rc = 0;
 done:
     free(fc);
+    mrw_forecaster_free(fm);
     mrw_ts_dlinear_free(&lin);
     mrw_ts_data_free(&d);
     mrw_csv_series_free(&cs);

@@ -21,6 +21,13 @@ static const struct {
     {"bench", cmd_bench, "prefill and decode speed of a model"},
     {"info", cmd_info, "shapes, parameters and dtypes of a model file"},
     {"init", cmd_init, "create a model with random weights (tests, demos)"},
+    {"train", cmd_train, "train on the CPU: text fine-tuning, ModRWKV stage 1 / stage 2, exact resume"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server with a chat page"},
+    {"eval", cmd_eval, "evaluate on a VQA / ASR / text file: exact match, WER/CER, held-out loss"},
+    {"plot", cmd_plot, "draw the loss and learning-rate curves of a training log (PNG or SVG)"},
+    {"gen-scenes", cmd_gen_scenes, "generate VQA scenes (shapes, colours, counts, positions): PNG + LLaVA JSONL"},
+    {"forecast", cmd_forecast, "forecast a CSV column with a baseline; the baselines table of a benchmark folder"},
+    {"train-forecast", cmd_train_forecast, "train a ModRWKV time-series forecaster on CSV series (train --csv)"},
 };
 
 static void usage(FILE *out) {

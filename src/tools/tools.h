@@ -12,5 +12,12 @@ int cmd_logits(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_forecast(int argc, char **argv);
+int cmd_train_forecast(int argc, char **argv);
+int cmd_gen_scenes(int argc, char **argv);
 
 #endif

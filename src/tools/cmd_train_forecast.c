@@ -1,0 +1,320 @@
+/* modrwkv train --csv …: trains the ModRWKV forecaster (src/ts/forecaster.h) on channel-independent windows of
+ * the training split of one or more CSV series; progress bar, JSONL log in the trainer's format, atomic
+ * safetensors checkpoint with the forecaster's configuration as metadata. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "base/progress.h"
+#include "tools/common.h"
+#include "tools/tools.h"
+#include "train/optim.h"
+#include "train/rwkv7_train.h"
+#include "train/schedule.h"
+#include "ts/forecaster.h"
+#include "ts/splits.h"
+
+#define MAX_CSV 64
+#define MAX_COLS 256
+
+static const char *k_usage =
+    "usage: modrwkv train --csv FILE [--csv FILE …] --out DIR (--init L,C | -m RWKV7_FILE) [options]\n"
+    "Trains a ModRWKV forecaster: per-window normalisation -> WaveNet -> v2 adapter -> RWKV-7 -> linear head on\n"
+    "the final hidden state predicting all --horizon steps (docs/FORECAST.md). Training windows: every window\n"
+    "(stride 1) of the standard training split of each selected column of each file, channel-independent,\n"
+    "sampled at random. Loss: MSE in the dataset-normalised space (the benchmarks' metric).\n\n"
+    "  --csv FILE            a series (header row, numeric rows; repeatable)\n"
+    "  --columns A,B|all     columns to train on (default all numeric columns)\n"
+    "  --dataset NAME        split rules of a known dataset (default: from each file name)\n"
+    "  --lookback N          input steps (default: the dataset's usual, 720; ILI 104)\n"
+    "  --horizon N           forecast steps (default: the dataset's usual, 96; ILI 24)\n"
+    "  --init L,C            a random RWKV-7 of L layers and width C (default 2,64)\n"
+    "  -m, --model FILE      start from an RWKV-7 model instead (.pth/.safetensors/.gguf)\n"
+    "  --adapter-scale K     adapter hidden width = K x the encoder's 128 features (2, 4 or 8; default 4)\n"
+    "  --prompt-tokens N     fixed tokens after the features; the forecast is read at the last one\n"
+    "                        (default 0: read at the last feature row)\n"
+    "  --enc-channels N      WaveNet residual/skip channels (default 64; features stay 128)\n"
+    "  --freeze-rwkv         train the encoder, adapter and head only\n"
+    "  --lr X                peak learning rate (default 1e-3; cosine to lr/10 after --warmup steps)\n"
+    "  --warmup N            warm-up steps (default 20)\n"
+    "  --steps N             optimizer steps (default 500)\n"
+    "  -b, --batch N         windows per step (default 16)\n"
+    "  --clip X              gradient-norm clip (default 1.0)\n"
+    "  --seed N              initialisation and sampling (default 42)\n"
+    "  --out DIR             writes DIR/forecaster.safetensors and DIR/train.jsonl\n"
+    "  --save-every N        checkpoint every N steps (default: at the end only)\n"
+    "  --time-limit S        stop (and save) after S seconds of training even before --steps\n"
+    "  --eval-windows N      after training, the validation MSE/MAE on N windows per channel (default 0: skip)\n"
+    "  -t, --threads N       threads (default: all cores)\n"
+    "  -q, --quiet           no progress bar\n";
+
+static int is_opt(const char *o, const char *name) {
+    size_t n = strlen(name);
+    return !strncmp(o, name, n) && (o[n] == 0 || o[n] == '=');
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int cmd_train_forecast(int argc, char **argv) {
+    const char *cmd = "train";
+    const char *csvs[MAX_CSV];
+    int n_csv = 0;
+    const char *columns = NULL, *dataset = NULL, *model = NULL, *outdir = NULL, *init = NULL;
+    int lookback = 0, horizon = 0, scale = 4, n_prompt = 0, enc_ch = 64, freeze = 0, warmup = 20, steps = 500,
+        batch = 16, seed = 42, save_every = 0, time_limit = 0, eval_windows = 0, threads = 0, quiet = 0;
+    float lr = 1e-3f, clip = 1.0f;
+    tool_args a;
+    tool_args_init(&a, argc, argv, cmd, k_usage);
+    const char *o;
+    while (tool_next(&a, &o)) {
+        if (is_opt(o, "--csv")) {
+            const char *v = tool_value(&a, o);
+            if (v && n_csv < MAX_CSV) csvs[n_csv++] = v;
+            else if (v) a.failed = 1, tool_fail(cmd, "at most %d --csv files", MAX_CSV);
+        } else if (is_opt(o, "--columns")) columns = tool_value(&a, o);
+        else if (is_opt(o, "--dataset")) dataset = tool_value(&a, o);
+        else if (is_opt(o, "--lookback")) tool_int(&a, o, 2, 1 << 16, &lookback);
+        else if (is_opt(o, "--horizon")) tool_int(&a, o, 1, 1 << 16, &horizon);
+        else if (is_opt(o, "--init")) init = tool_value(&a, o);
+        else if (is_opt(o, "--model") || !strcmp(o, "-m")) model = tool_value(&a, o);
+        else if (is_opt(o, "--adapter-scale")) tool_int(&a, o, 1, 64, &scale);
+        else if (is_opt(o, "--prompt-tokens")) tool_int(&a, o, 0, 64, &n_prompt);
+        else if (is_opt(o, "--enc-channels")) tool_int(&a, o, 1, 1024, &enc_ch);
+        else if (is_opt(o, "--freeze-rwkv")) freeze = 1;
+        else if (is_opt(o, "--lr")) tool_float(&a, o, 0, 10, &lr);
+        else if (is_opt(o, "--warmup")) tool_int(&a, o, 0, 1 << 30, &warmup);
+        else if (is_opt(o, "--steps")) tool_int(&a, o, 1, 1 << 30, &steps);
+        else if (is_opt(o, "--batch") || !strcmp(o, "-b")) tool_int(&a, o, 1, 4096, &batch);
+        else if (is_opt(o, "--clip")) tool_float(&a, o, 0, 1e9, &clip);
+        else if (is_opt(o, "--seed")) tool_int(&a, o, 0, 1 << 30, &seed);
+        else if (is_opt(o, "--out")) outdir = tool_value(&a, o);
+        else if (is_opt(o, "--save-every")) tool_int(&a, o, 0, 1 << 30, &save_every);
+        else if (is_opt(o, "--time-limit")) tool_int(&a, o, 0, 1 << 30, &time_limit);
+        else if (is_opt(o, "--eval-windows")) tool_int(&a, o, 0, 1 << 30, &eval_windows);
+        else if (is_opt(o, "--threads") || !strcmp(o, "-t")) tool_int(&a, o, 1, 256, &threads);
+        else if (is_opt(o, "--quiet") || !strcmp(o, "-q")) quiet = 1;
+        else tool_unknown(&a, o);
+    }
+    if (a.failed) return 2;
+    if (!n_csv) return tool_fail(cmd, "give the series with --csv FILE"), 2;
+    if (!outdir) return tool_fail(cmd, "give the output directory with --out DIR"), 2;
+    if (model && init) return tool_fail(cmd, "give either -m or --init, not both"), 2;
+    int il = 2, ic = 64;
+    if (init) {
+        char *e1, *e2;
+        long l1 = strtol(init, &e1, 10), l2 = *e1 == ',' ? strtol(e1 + 1, &e2, 10) : 0;
+        if (*e1 != ',' || *e2 || l1 < 1 || l1 > 64 || l2 < 1 || l2 > 4096)
+            return tool_fail(cmd, "--init expects LAYERS,WIDTH such as 2,64; got '%s'", init), 2;
+        il = (int)l1, ic = (int)l2;
+        if (ic > 64 && ic % 64) return tool_fail(cmd, "--init: the width %d is not a multiple of 64", ic), 2;
+    }
+    /* columns */
+    char *colbuf = NULL;
+    const char *cols[MAX_COLS];
+    int n_cols = 0;
+    if (columns && strcmp(columns, "all")) {
+        if (!(colbuf = strdup(columns))) return tool_fail(cmd, "out of memory");
+        for (char *p = strtok(colbuf, ","); p; p = strtok(NULL, ",")) {
+            if (n_cols == MAX_COLS) return free(colbuf), tool_fail(cmd, "at most %d columns", MAX_COLS), 2;
+            cols[n_cols++] = p;
+        }
+        if (!n_cols) return free(colbuf), tool_fail(cmd, "--columns is empty"), 2;
+    }
+    mrw_error err = {0};
+    int rc = 1;
+    mrw_ts_data data[MAX_CSV];
+    memset(data, 0, sizeof data);
+    mrw_forecaster *f = NULL;
+    mrw_model *src = NULL;
+    mrw_adam opt;
+    memset(&opt, 0, sizeof opt);
+    FILE *log = NULL;
+    float *x = NULL, *y = NULL;
+    int64_t *cum = NULL;
+    /* data: every file with the same lookback and horizon */
+    for (int i = 0; i < n_csv; i++) {
+        mrw_ts_dataset ds;
+        if (mrw_ts_dataset_find(csvs[i], dataset, &ds, &err)) {
+            tool_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+        if (!lookback) lookback = ds.lookback;
+        if (!horizon) horizon = ds.horizon;
+        if (mrw_ts_data_load(&data[i], csvs[i], n_cols ? cols : NULL, n_cols, dataset, lookback, horizon, 1, &err)) {
+            tool_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+    }
+    if (!(cum = malloc(sizeof *cum * (n_csv + 1)))) goto oom;
+    cum[0] = 0;
+    for (int i = 0; i < n_csv; i++) cum[i + 1] = cum[i] + mrw_ts_data_windows(&data[i], MRW_TS_TRAIN);
+    if (cum[n_csv] < 1) {
+        tool_fail(cmd, "no training window of %d -> %d in the given series", lookback, horizon);
+        goto done;
+    }
+    /* model */
+    mrw_forecaster_config fc;
+    memset(&fc, 0, sizeof fc);
+    fc.lookback = lookback, fc.horizon = horizon, fc.adapter_scale = scale, fc.n_prompt = n_prompt;
+    mrw_wavenet_config_default(&fc.enc, lookback);
+    fc.enc.res_ch = fc.enc.skip_ch = enc_ch;
+    if (model) {
+        mrw_load_params lp = mrw_load_params_default();
+        if (mrw_model_load(model, &lp, &src, &err)) {
+            tool_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+        mrw_rwkv7_train_config_of(src, &fc.lm);
+    } else {
+        mrw_forecaster_lm_config(&fc.lm, il, ic);
+        if (fc.lm.vocab <= batch) fc.lm.vocab = batch + 1; /* the hidden-state path needs batch < vocab */
+    }
+    if (mrw_forecaster_new(&fc, batch, threads, &f, &err)) {
+        tool_fail(cmd, "%s", err.msg);
+        goto done;
+    }
+    mrw_forecaster_init(f, (uint64_t)seed);
+    if (src) {
+        if (mrw_rwkv7_train_from_model(f->lm, src, &err)) {
+            tool_fail(cmd, "%s: %s", model, err.msg);
+            goto done;
+        }
+        mrw_rwkv7_hidden_set_identity(f->lm);
+        mrw_model_free(src);
+        src = NULL;
+    }
+    mrw_param_set *sets[4];
+    int n_sets = mrw_forecaster_sets(f, sets);
+    mrw_adam_config acfg = mrw_adam_config_default();
+    int groups = MRW_PG_ENCODER | MRW_PG_ADAPTER | (freeze ? 0 : MRW_PG_RWKV);
+    if (mrw_adam_init(&opt, &acfg, sets, n_sets, groups, &err)) {
+        tool_fail(cmd, "%s", err.msg);
+        goto done;
+    }
+    mrw_schedule sched = {MRW_SCHED_COSINE, lr, lr / 10, warmup < steps ? warmup : 0, steps, 0.2};
+    /* output */
+    if (mkdir(outdir, 0777) && errno != EEXIST) {
+        tool_fail(cmd, "cannot create '%s': %s", outdir, strerror(errno));
+        goto done;
+    }
+    char path_model[4096], path_log[4096];
+    snprintf(path_model, sizeof path_model, "%s/forecaster.safetensors", outdir);
+    snprintf(path_log, sizeof path_log, "%s/train.jsonl", outdir);
+    if (!(log = fopen(path_log, "w"))) {
+        tool_fail(cmd, "cannot write '%s'", path_log);
+        goto done;
+    }
+    if (!(x = malloc(sizeof *x * (size_t)batch * lookback)) || !(y = malloc(sizeof *y * (size_t)batch * horizon)))
+        goto oom;
+    int64_t n_params = 0;
+    for (int i = 0; i < n_sets; i++) n_params += (int64_t)sets[i]->total;
+    if (!quiet)
+        fprintf(stderr, "modrwkv train: forecaster %d -> %d, %" PRId64 " training windows in %d file(s); RWKV-7 L%d "
+                        "C%d, adapter x%d, %d prompt tokens; %.2fM parameters\n", lookback, horizon, cum[n_csv], n_csv,
+                fc.lm.n_layer, fc.lm.n_embd, scale, n_prompt, n_params / 1e6);
+    /* metadata */
+    char meta_data[1024] = "", meta_steps[32];
+    for (int i = 0; i < n_csv; i++) {
+        size_t l = strlen(meta_data);
+        snprintf(meta_data + l, sizeof meta_data - l, "%s%s", i ? ";" : "", data[i].ds.name);
+    }
+    const char *mk[3] = {"modrwkv.forecaster.datasets", "modrwkv.forecaster.columns", "modrwkv.forecaster.steps"};
+    const char *mv[3] = {meta_data, columns ? columns : "all", meta_steps};
+
+    uint64_t rng = 0x5EEDull ^ (uint64_t)seed * 0x9E3779B97F4A7C15ull;
+    mrw_progress bar;
+    mrw_progress_start(&bar, "train", (uint64_t)steps, "steps", !quiet);
+    const double t_start = mrw_now();
+    double first_loss = NAN, last_loss = NAN;
+    int steps_done = steps;
+    int64_t tokens = 0;
+    for (int step = 0; step < steps; step++) {
+        const double t0 = mrw_now();
+        for (int b = 0; b < batch; b++) {
+            int64_t w = (int64_t)(rng_next(&rng) % (uint64_t)cum[n_csv]);
+            int i = 0;
+            while (w >= cum[i + 1]) i++;
+            mrw_ts_data_window(&data[i], MRW_TS_TRAIN, w - cum[i], x + (size_t)b * lookback, y + (size_t)b * horizon,
+                               NULL);
+        }
+        mrw_adam_zero_grad(&opt);
+        double loss;
+        if (mrw_forecaster_forward(f, x, y, batch, NULL, &loss, &err) ||
+            mrw_forecaster_backward(f, 1.0f, freeze, &err)) {
+            tool_fail(cmd, "step %d: %s", step + 1, err.msg);
+            goto done;
+        }
+        if (!isfinite(loss)) {
+            tool_fail(cmd, "the loss is %g at step %d: lower --lr", loss, step + 1);
+            goto done;
+        }
+        const double norm = mrw_clip_grad_norm(&opt, clip);
+        const double cur = mrw_schedule_lr(&sched, step);
+        mrw_adam_step(&opt, cur);
+        tokens += (int64_t)batch * f->T;
+        const double now = mrw_now(), dt = now - t0;
+        if (step == 0) first_loss = loss;
+        last_loss = loss;
+        fprintf(log,
+                "{\"step\":%d,\"epoch\":%.6f,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens\":%" PRId64
+                ",\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
+                step + 1, (double)(step + 1) * batch / (double)cum[n_csv], loss, cur, norm, tokens,
+                dt > 0 ? (double)batch * f->T / dt : 0.0, now - t_start);
+        fflush(log);
+        char label[96];
+        snprintf(label, sizeof label, "train loss %.4f lr %.2e", loss, cur);
+        bar.label = label;
+        mrw_progress_update(&bar, (uint64_t)step + 1);
+        bar.label = "train";
+        const int out_of_time = time_limit > 0 && mrw_now() - t_start > time_limit;
+        if ((save_every > 0 && (step + 1) % save_every == 0) || step + 1 == steps || out_of_time) {
+            snprintf(meta_steps, sizeof meta_steps, "%d", step + 1);
+            if (mrw_forecaster_save(f, path_model, mk, mv, 3, &err)) {
+                tool_fail(cmd, "%s", err.msg);
+                goto done;
+            }
+        }
+        if (out_of_time) {
+            steps_done = step + 1;
+            break;
+        }
+    }
+    mrw_progress_finish(&bar);
+    if (!quiet)
+        fprintf(stderr, "modrwkv train: done: %d steps%s, loss %.4f -> %.4f, %.1f s; wrote %s\n", steps_done,
+                steps_done < steps ? " (time limit)" : "", first_loss,
+                last_loss, mrw_now() - t_start, path_model);
+    if (eval_windows > 0) {
+        for (int i = 0; i < n_csv; i++) {
+            double mse, mae;
+            int64_t nw;
+            if (mrw_forecaster_eval(f, &data[i], MRW_TS_VAL, eval_windows, !quiet, &mse, &mae, &nw, &err)) {
+                tool_fail(cmd, "%s: %s", csvs[i], err.msg);
+                goto done;
+            }
+            printf("%s validation: MSE %.4f MAE %.4f (%" PRId64 " windows)\n", csvs[i], mse, mae, nw);
+        }
+    }
+    rc = 0;
+    goto done;
+oom:
+    tool_fail(cmd, "out of memory");
+done:
+    if (log) fclose(log);
+    free(x), free(y), free(cum), free(colbuf);
+    mrw_adam_free(&opt);
+    mrw_forecaster_free(f);
+    if (src) mrw_model_free(src);
+    for (int i = 0; i < n_csv; i++) mrw_ts_data_free(&data[i]);
+    return rc;
+}

@@ -1,0 +1,92 @@
+/* The ModRWKV forecaster (docs/FORECAST.md, "The forecaster"): one univariate window x [L] in, all H steps out.
+ *
+ *   x̂ = (x − μ)/σ                  per-window normalisation (mrw_ts_instance_norm, eps 1e-5)
+ *   f = WaveNet(x̂)                  [L, E] per-step features (src/ts/wavenet.h)
+ *   e = adapter(f)                  v2 adapter Linear(E → k·E) ReLU Linear(k·E → C), h + LN(h); k = adapter scale
+ *   h = RWKV-7([e_0 … e_{L−1}, p_0 … p_{P−1}])   the feature rows injected (through ln0 like embeddings),
+ *                                   followed by P fixed prompt tokens (ids 0 … P−1), read at the last position
+ *   ŷ = μ + σ·(W ln_out(h) + b)     forecast head (src/ts/forecast_head.h)
+ *   loss = mean (ŷ − y)²            in the dataset-normalised space (the benchmarks' MSE)
+ *
+ * Forward and backward through every part; the RWKV-7 hidden state comes from rwkv7_train_hidden.h (its
+ * "llm.head.weight" is a scratch identity, not trained). Parameters in four sets (encoder, adapter, RWKV-7,
+ * head) for the optimizer and checkpoints; a checkpoint carries the configuration as the metadata string
+ * "modrwkv.forecaster" (mrw_forecaster_config_format). */
+#ifndef MRW_TS_FORECASTER_H
+#define MRW_TS_FORECASTER_H
+
+#include <stdint.h>
+
+#include "kernels/cpu/kctx.h"
+#include "modrwkv.h"
+#include "train/adapter_train.h"
+#include "train/rwkv7_train.h"
+#include "train/rwkv7_train_hidden.h"
+#include "ts/forecast_head.h"
+#include "ts/splits.h"
+#include "ts/wavenet.h"
+
+typedef struct {
+    int lookback, horizon;
+    mrw_wavenet_config enc;
+    int adapter_scale;           /* adapter hidden width = adapter_scale · enc.out_dim (2, 4 or 8 in the paper) */
+    int n_prompt;                /* fixed tokens after the features (ids 0 … n_prompt−1), 0 … 64 */
+    mrw_rwkv7_train_config lm;   /* vocab >= n_embd, > batch (the hidden-state path), >= n_prompt */
+} mrw_forecaster_config;
+
+/* The LoRA ranks of the reference trainer for width C (as `modrwkv train --init` picks them), vocab = C. */
+void mrw_forecaster_lm_config(mrw_rwkv7_train_config *lm, int n_layer, int n_embd);
+mrw_status mrw_forecaster_config_check(const mrw_forecaster_config *c, mrw_error *err);
+/* "lookback=…,horizon=…,prompt=…,scale=…,enc=NL/RES/SKIP/OUT/CYCLE,lm=L/C/N/V/F/DW/DA/DV/DG" (buf >= 256). */
+void mrw_forecaster_config_format(const mrw_forecaster_config *c, char *buf, size_t n);
+mrw_status mrw_forecaster_config_parse(const char *s, size_t len, mrw_forecaster_config *c, mrw_error *err);
+
+typedef struct {
+    mrw_forecaster_config cfg;
+    int max_B, T; /* T = lookback + n_prompt tokens */
+    mrw_kctx kc;
+    mrw_param_set enc_ps, head_ps;
+    mrw_wavenet wn;
+    mrw_wavenet_acts acts;
+    mrw_tadapter *ad;
+    mrw_rwkv7_train *lm;
+    mrw_rwkv7_hidden_ws hw;
+    mrw_ts_head head;
+    float *mem;
+    float *xn, *mu, *sig, *feat, *adout, *inject, *hid, *yhat, *dyhat, *dhid, *dinject, *dadout, *dfeat, *hscr;
+    uint8_t *mask;
+    int32_t *tokens;
+    int B;        /* batch of the last forward (0: no backward pending) */
+    int has_loss; /* the last forward had targets (dyhat is valid) */
+} mrw_forecaster;
+
+mrw_status mrw_forecaster_new(const mrw_forecaster_config *cfg, int max_B, int n_threads, mrw_forecaster **out,
+                              mrw_error *err);
+void mrw_forecaster_free(mrw_forecaster *f);
+/* Random init of every part from a seed (RWKV-7 with the reference trainer's rules). */
+void mrw_forecaster_init(mrw_forecaster *f, uint64_t seed);
+/* The four parameter sets: encoder, adapter, RWKV-7, head. Returns 4. */
+int mrw_forecaster_sets(mrw_forecaster *f, mrw_param_set **sets);
+
+/* x [B, L] windows (dataset-normalised), y [B, H] targets or NULL; yhat (NULL or [B, H]) receives the
+ * forecast. *loss (may be NULL) = MSE when y is given. Non-finite inputs are an error. */
+mrw_status mrw_forecaster_forward(mrw_forecaster *f, const float *x, const float *y, int B, float *yhat,
+                                  double *loss, mrw_error *err);
+/* Backward of the last forward (which had targets): gradients += scale · d loss / d param of every set
+ * (RWKV-7's only unless frozen_lm). */
+mrw_status mrw_forecaster_backward(mrw_forecaster *f, float scale, int frozen_lm, mrw_error *err);
+
+/* Checkpoint: every set's tensors (f32) and the metadata "modrwkv.forecaster" plus extra key/value pairs. */
+mrw_status mrw_forecaster_save(mrw_forecaster *f, const char *path, const char *const *keys,
+                               const char *const *vals, int n_meta, mrw_error *err);
+/* Builds a forecaster from a checkpoint written by mrw_forecaster_save (configuration from its metadata);
+ * max_B is lowered below the vocabulary size if needed (f->max_B is the batch it got). */
+mrw_status mrw_forecaster_load(const char *path, int max_B, int n_threads, mrw_forecaster **out, mrw_error *err);
+
+/* Test-set style evaluation: MSE/MAE over every window of a split of d (d->lookback / d->horizon must be the
+ * forecaster's), batched; progress lines when `progress`. max_windows > 0 evaluates only the first ones of
+ * each channel (evenly spread: every k-th window) — 0 = all. */
+mrw_status mrw_forecaster_eval(mrw_forecaster *f, const mrw_ts_data *d, int split, int64_t max_windows,
+                               int progress, double *mse, double *mae, int64_t *n_windows, mrw_error *err);
+
+#endif
