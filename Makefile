@@ -52,7 +52,7 @@ CUDA_GENCODE ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,cod
 NVCCFLAGS_ALL = -std=c++17 -O3 $(CUDA_GENCODE) -g -lineinfo -Xcompiler -Wall,-Wno-unused-parameter \
                 -Iinclude -Isrc -MMD -MP $(NVCCFLAGS)
 comma := ,
-CUDA_LDLIBS   = -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++
+CUDA_LDLIBS   = -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++
 CU_SRC       := $(sort $(shell find src/kernels/cuda -name '*.cu' 2>/dev/null))
 CU_TEST_SRC  := $(sort $(wildcard tests/cuda/*.cu))
 CU_BENCH_SRC := $(sort $(wildcard bench/cuda/*.cu))
@@ -131,8 +131,8 @@ $(BUILD)/obj/%.o: %.cu
 
 # The drivers link the CUDA objects and the one library object they use (error reporting), so they build
 # without CUDA=1 and without the library's other dependencies, and run on any x86-64 machine with a driver
-# (cudart is linked statically).
-CU_LINK = $(NVCC) $(CUDA_GENCODE) $^ -o $@
+# (cudart is linked statically; cuBLAS, which the toolkit ships only as a shared library here, dynamically).
+CU_LINK = $(NVCC) $(CUDA_GENCODE) $^ -lcublas -o $@
 $(BUILD)/tests/cuda/%: $(BUILD)/obj/tests/cuda/%.o $(CU_OBJ) $(BUILD)/obj/src/base/error.o
 	@mkdir -p $(dir $@)
 	$(CU_LINK)
@@ -144,11 +144,11 @@ $(BUILD)/bench/cuda/%: $(BUILD)/obj/bench/cuda/%.o $(CU_OBJ) $(BUILD)/obj/src/ba
 .PHONY: cuda-tests-asan
 cuda-tests-asan: $(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan)
 CU_ASAN = -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer
-$(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(CU_OBJ) src/base/error.c
+$(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(wildcard tests/cuda/*.inc) $(CU_OBJ) src/base/error.c
 	@mkdir -p $(dir $@)
 	$(NVCC) -std=c++17 -O1 -g -Iinclude -Isrc -Xcompiler "$(subst $(eval) ,$(comma),$(CU_ASAN))" -c $< -o $@.o
 	$(CC) $(CU_ASAN) -g -Iinclude -Isrc -c src/base/error.c -o $@.error.o
-	$(CXX) $(CU_ASAN) $@.o $(CU_OBJ) $@.error.o -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -o $@
+	$(CXX) $(CU_ASAN) $@.o $(CU_OBJ) $@.error.o -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lpthread -o $@
 # -------------------------------------------------------------------------------------- end CUDA rules
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the GPU machine does for the CUDA kernels in one call: the test driver (table), its host-ASan build,
-# compute-sanitizer memcheck / racecheck / synccheck / initcheck on its small shapes, and the WKV7 benchmark
+# compute-sanitizer memcheck / racecheck / synccheck / initcheck on its small shapes, and the benchmarks (WKV7, training ops)
 # (plus, on request, an ncu profile and ncu stall counters). Logs go to $OUT
 # (or ./cuda-out). Uses the binaries from `make CUDA=1 cuda-tests cuda-bench` when they are there and run on
 # this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
@@ -15,11 +15,16 @@ if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
   echo "== building the drivers here with nvcc"
   mkdir -p build-cuda/tests/cuda build-cuda/bench/cuda
   G="-gencode arch=compute_90,code=sm_90"
-  nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc -c src/kernels/cuda/wkv7.cu -o /tmp/wkv7.o &
+  objs=()
+  for f in src/kernels/cuda/*.cu; do
+    o=/tmp/$(basename "$f" .cu).o; objs+=("$o")
+    nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc -c "$f" -o "$o" &
+  done
   gcc -O2 -Iinclude -Isrc -c src/base/error.c -o /tmp/error.o
   wait
-  nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc tests/cuda/test_cuda_ops.cu /tmp/wkv7.o /tmp/error.o -o "$T" &
-  nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc bench/cuda/bench_wkv7.cu /tmp/wkv7.o /tmp/error.o -o "$B" &
+  for t in tests/cuda/*.cu bench/cuda/*.cu; do
+    nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" /tmp/error.o -lcublas -o "build-cuda/${t%.cu}" &
+  done
   wait
 fi
 rc=0
@@ -47,7 +52,9 @@ for s in $steps; do
     done ;;
   bench)
     echo "== bench_wkv7"
-    "$B" 2>&1 | tee "$out/bench.txt" ;;
+    "$B" 2>&1 | tee "$out/bench.txt"
+    echo "== bench_train_ops"
+    build-cuda/bench/cuda/bench_train_ops 2>&1 | tee "$out/bench_train_ops.txt" ;;
   stalls)
     echo "== ncu stall counters (kernels matching ${NCU_K:-wkv7}, first ${NCU_C:-2}; default: the default forward and backward)"
     m=smsp__inst_executed.sum,smsp__cycles_active.avg

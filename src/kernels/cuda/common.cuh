@@ -1,0 +1,116 @@
+/* Internal helpers shared by the CUDA kernels of the training step (ce.cu, norm.cu, rwkv7_ew.cu, adam.cu):
+ * element access for fp32 / bf16 activation tensors, block reductions, the deterministic two-stage column
+ * sum that every parameter gradient of a [rows, C] element-wise op uses, and launch checking. C++ only. */
+#ifndef MRW_KERNELS_CUDA_COMMON_CUH
+#define MRW_KERNELS_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "base/error.h"
+#include "kernels/cuda/wkv7.h" /* mrw_cuda_dtype */
+}
+
+namespace mrwcu {
+
+typedef __nv_bfloat16 bf16;
+
+static __device__ __forceinline__ float ld(const float *p, size_t i) { return p[i]; }
+static __device__ __forceinline__ float ld(const bf16 *p, size_t i) { return __bfloat162float(p[i]); }
+static __device__ __forceinline__ void st(float *p, size_t i, float x) { p[i] = x; }
+static __device__ __forceinline__ void st(bf16 *p, size_t i, float x) { p[i] = __float2bfloat16_rn(x); }
+
+static __device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+static __device__ __forceinline__ double warp_sum(double x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. `sh` holds
+ * 32 values of V. Contains barriers: call from every thread. */
+template <typename V> static __device__ __forceinline__ V block_sum(V x, V *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    x = warp_sum(x);
+    __syncthreads(); /* sh may still be read from a previous call */
+    if (lane == 0) sh[wid] = x;
+    __syncthreads();
+    V t = lane < nw ? sh[lane] : V(0);
+    return warp_sum(t);
+}
+
+/* Column sums of NV per-element quantities over the rows of a [rows, C] op, deterministic (fixed order):
+ *   stage 1 (colsum_part): block (bx, by) of 32 x 8 threads covers columns 32 bx .. and rows by*8+ty, stepping
+ *     by 8 * CS_SLICES; it writes part[(by * NV + q) * C + c];
+ *   stage 2 (colsum_final): out[q][c] += sum over by of part (double), out[q] NULL = skip.
+ * F is a functor with `__device__ void operator()(int r, int c, float acc[NV]) const` adding its terms. */
+constexpr int CS_SLICES = 64;
+template <int NV> static inline size_t colsum_scratch_floats(int C) { return (size_t)CS_SLICES * NV * C; }
+
+template <int NV, typename F> __global__ void colsum_part(int rows, int C, F f, float *part) {
+    __shared__ float sh[8][NV][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    float acc[NV];
+#pragma unroll
+    for (int q = 0; q < NV; q++) acc[q] = 0.f;
+    if (c < C)
+        for (int r = blockIdx.y * 8 + threadIdx.y; r < rows; r += 8 * gridDim.y) f(r, c, acc);
+#pragma unroll
+    for (int q = 0; q < NV; q++) sh[threadIdx.y][q][threadIdx.x] = acc[q];
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+#pragma unroll
+        for (int q = 0; q < NV; q++) {
+            float s = 0.f;
+#pragma unroll
+            for (int y = 0; y < 8; y++) s += sh[y][q][threadIdx.x];
+            part[((size_t)blockIdx.y * NV + q) * C + c] = s;
+        }
+    }
+}
+
+template <int NV> struct outs {
+    float *p[NV];
+};
+
+template <int NV> __global__ void colsum_final(int C, int slices, const float *part, outs<NV> out) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+#pragma unroll
+    for (int q = 0; q < NV; q++) {
+        if (!out.p[q]) continue;
+        double s = 0;
+        for (int y = 0; y < slices; y++) s += part[((size_t)y * NV + q) * C + c];
+        out.p[q][c] += (float)s;
+    }
+}
+
+template <int NV, typename F>
+static inline void colsum(int rows, int C, const F &f, float *part, outs<NV> out, cudaStream_t st) {
+    int slices = (rows + 7) / 8;
+    if (slices > CS_SLICES) slices = CS_SLICES;
+    colsum_part<NV, F><<<dim3((C + 31) / 32, slices), dim3(32, 8), 0, st>>>(rows, C, f, part);
+    colsum_final<NV><<<(C + 255) / 256, 256, 0, st>>>(C, slices, part, out);
+}
+
+static inline mrw_status launched(const char *what, mrw_error *err) {
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return mrw_err(err, MRW_E_INTERNAL, "%s (cuda): launch failed: %s", what, cudaGetErrorString(e));
+    return MRW_OK;
+}
+
+static inline unsigned grid_for(size_t n, int threads) {
+    size_t g = (n + threads - 1) / threads;
+    return (unsigned)(g > 1048576 ? 1048576 : g ? g : 1);
+}
+
+} // namespace mrwcu
+
+#endif

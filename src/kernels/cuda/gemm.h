@@ -1,0 +1,31 @@
+/* bf16 GEMM with fp32 accumulation on the GPU through cuBLAS (tensor cores), in the row-major terms the rest
+ * of the library uses. Plain C interface; built with `make CUDA=1` (gemm.cu); links -lcublas. See docs/CUDA.md.
+ *
+ *     C[M][N] = alpha * op(A)[M][K] * op(B)[K][N] + beta * C
+ * A, B bf16, row-major with leading dimensions lda, ldb (op(X) = X, or X^T when transX: then X is stored
+ * [K][M] / [N][K]); C is bf16 or fp32 (`c_dt`, row-major, ldc); products and sums in fp32
+ * (CUBLAS_COMPUTE_32F). The trainer's three forms: Y = X W^T (transB), dX = dY W (none),
+ * dW += dY^T X (transA, beta 1, fp32 C). */
+#ifndef MRW_KERNELS_CUDA_GEMM_H
+#define MRW_KERNELS_CUDA_GEMM_H
+
+#include "kernels/cuda/wkv7.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mrw_cuda_blas mrw_cuda_blas; /* a cuBLAS handle; one per thread / device */
+
+mrw_status mrw_cuda_blas_new(mrw_cuda_blas **out, mrw_error *err);
+void mrw_cuda_blas_free(mrw_cuda_blas *h);
+
+mrw_status mrw_cuda_gemm(mrw_cuda_blas *h, int transA, int transB, int M, int N, int K, float alpha, const void *A,
+                         int lda, const void *B, int ldb, float beta, mrw_cuda_dtype c_dt, void *C, int ldc,
+                         void *stream, mrw_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
