@@ -264,8 +264,12 @@ static double loadavg(void) {
 }
 
 int main(int argc, char **argv) {
-    const int max_nt = argc > 1 && atoi(argv[1]) > 0 ? atoi(argv[1]) : 2;
-    const int reps = argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 2;
+    if (argc > 3 || (argc > 1 && atoi(argv[1]) <= 0) || (argc > 2 && atoi(argv[2]) <= 0)) {
+        fprintf(stderr, "usage: %s [MAX_THREADS (default 2)] [REPS (default 2)]\n", argv[0]);
+        return 2;
+    }
+    const int max_nt = argc > 1 ? atoi(argv[1]) : 2;
+    const int reps = argc > 2 ? atoi(argv[2]) : 2;
     const char *tmp = getenv("TMPDIR");
     char dir[256], wpath[300], lpath[300];
     snprintf(dir, sizeof dir, "%s/mrw_bench_audio_XXXXXX", tmp && *tmp ? tmp : "/tmp");

@@ -11,12 +11,15 @@
  *   6. the init rules (a few exact values, orthogonality);
  *   7. one thread and two give the same results on a batch big enough for every parallel path;
  *   8. the WKV7 kernels against a plain double-precision forward and adjoint (chunk boundaries, both paths);
- *   9. SGD from the reference init memorises a short sequence. */
+ *   9. SGD from the reference init memorises a short sequence;
+ *  10. the transposed-operand GEMM of the backward (kernels/cpu/gemm_train.c) against its plain reference for
+ *      every layout, tails in M, N and K, several K blocks, accumulation, one and two threads. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "formats/tensorfile.h"
+#include "kernels/cpu/gemm_train.h"
 #include "modrwkv.h"
 #include "test.h"
 #include "train/rwkv7_train.h"
@@ -631,7 +634,58 @@ static void test_init(void) {
     mrw_rwkv7_train_free(m);
 }
 
+/* ------------------------------------------------------------------------- 10. the backward's GEMM */
+
+static void test_sgemm_t(void) {
+    /* {M, N, K}: tails everywhere; K > 256 (two blocks, the second added to Y), N > 256 (two column blocks),
+     * M with many row blocks (grouped), and tiny products that stay on one thread */
+    static const int dims[][3] = {{1, 1, 1}, {5, 7, 3}, {13, 33, 17}, {37, 300, 29}, {29, 45, 600}, {250, 64, 100},
+                                  {12, 32, 256}, {400, 48, 40}, {100, 300, 70}, {300, 40, 300}, {40, 1100, 60},
+                                  {30, 600, 300}};
+    double worst = 0;
+    for (int nt = 1; nt <= 2; nt++) {
+        mrw_kctx kc;
+        mrw_kctx_init(&kc, nt);
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+            const int M = dims[d][0], N = dims[d][1], K = dims[d][2];
+            for (int lay = 0; lay < 8; lay++) {
+                const int tx = lay & 1, tw = (lay >> 1) & 1, acc = lay >> 2;
+                /* padded leading dimensions, so that a wrong stride shows */
+                const int ldx = (tx ? M : K) + 3, ldw = (tw ? N : K) + 5, ldy = N + 2;
+                const size_t nx = (size_t)(tx ? K : M) * ldx, nw = (size_t)(tw ? K : N) * ldw, ny = (size_t)M * ldy;
+                float *X = malloc(nx * sizeof *X), *W = malloc(nw * sizeof *W), *Y = malloc(ny * sizeof *Y),
+                      *R = malloc(ny * sizeof *R);
+                uint64_t x = 12345 + d * 77 + lay;
+                for (size_t i = 0; i < nx + nw + ny; i++) {
+                    x = x * 6364136223846793005ull + 1442695040888963407ull;
+                    const float v = (float)((double)(x >> 40) / (1 << 24) - 0.5);
+                    if (i < nx) X[i] = v;
+                    else if (i < nx + nw) W[i - nx] = v;
+                    else Y[i - nx - nw] = R[i - nx - nw] = v;
+                }
+                mrw_sgemm_t(&kc, M, N, K, X, ldx, tx, W, ldw, tw, Y, ldy, acc);
+                mrw_sgemm_t_ref(M, N, K, X, ldx, tx, W, ldw, tw, R, ldy, acc);
+                double e = 0;
+                int pad_ok = 1;
+                for (int m = 0; m < M; m++) {
+                    for (int n = 0; n < N; n++) e = fmax(e, fabs((double)Y[(size_t)m * ldy + n] - R[(size_t)m * ldy + n]));
+                    for (int n = N; n < ldy; n++) pad_ok &= Y[(size_t)m * ldy + n] == R[(size_t)m * ldy + n];
+                }
+                /* fp32 sums of K products of magnitude <= 1/4 */
+                const double tol = 1e-6 * (K + 4);
+                CHECKF(e <= tol && pad_ok, "sgemm_t M%d N%d K%d tx%d tw%d acc%d nt%d: max err %.3g (tol %.3g), padding %s",
+                       M, N, K, tx, tw, acc, nt, e, tol, pad_ok ? "kept" : "written");
+                worst = fmax(worst, e / tol);
+                free(X), free(W), free(Y), free(R);
+            }
+        }
+        mrw_kctx_free(&kc);
+    }
+    fprintf(stderr, "sgemm_t vs reference: worst error %.2f of its tolerance\n", worst);
+}
+
 int main(void) {
+    test_sgemm_t();
     test_init();
     test_wkv();
     test_sgd();

@@ -4,14 +4,13 @@
  * autograd of tests/reference/make_rwkv7_grad_fixtures.py is the reference the gradients are tested against.
  *
  * Layout: a batch is B sequences of T tokens, all starting from the zero state; activations are [B*T, width]
- * row-major (row b*T + t). Every projection is a GEMM over the B*T rows through mrw_matmul (the packed f32
- * GEMM kernels of kernels/cpu); the three forms a backward needs (X·Wᵀ, X·W, Aᵀ·B) are reduced to the first
- * by transposing one operand into scratch, in chunks of MM_CHUNK rows so that the vocabulary-sized head never
- * needs a full transposed copy.
+ * row-major (row b*T + t). Every projection is a GEMM over the B*T rows through mrw_sgemm_t
+ * (kernels/cpu/gemm_train.c, fp32 FMA): the three forms a backward needs (X·Wᵀ, X·W, Aᵀ·B) are one kernel
+ * whose packing reads either layout of each operand in place, so nothing is transposed into scratch.
  *
  * Memory (floats; BT = max_B*max_T): per layer 17·BT·C + BT·(F + Dw + Da + Dv + Dg) + 3·BT·H + 4·BT
  * + max_B·H·ceil(max_T/16)·N² (WKV checkpoints); once: 3·BT·C (embedding rows, final residual, ln_out) and
- * BT·V (logits, turned into their gradient by the backward); scratch ~29·BT·C + 2·BT·F + 2·BT·D + transposes.
+ * BT·V (logits, turned into their gradient by the backward); scratch ~29·BT·C + 2·BT·F + 2·BT·D.
  * For L6 C256 F1024 V65536 at 4×256 that is about 0.4 GiB, most of it the logits. */
 #include "train/rwkv7_train.h"
 
@@ -21,14 +20,13 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/gemm_train.h"
 #include "kernels/cpu/vmath.h"
 
 #define LN_EPS 1e-5f
 #define GN_EPS 64e-5f
 #define L2_FLOOR 1e-12f
 #define DECAY_SCALE 0.60653065971263342f /* e^{-1/2} */
-#define MM_CHUNK 2048
 
 typedef struct {
     int ln1w, ln1b, ln2w, ln2b, xr, xw, xk, xv, xa, xg, w0, w1, w2, a0, a1, a2, v0, v1, v2, g1, g2, kk, ka, rk;
@@ -57,7 +55,7 @@ enum {
 
 struct mrw_rwkv7_train {
     mrw_rwkv7_train_config cfg;
-    int max_B, max_T, nt, H, Dmax, Wmax;
+    int max_B, max_T, nt, H, Dmax;
     mrw_kctx kc;
     mrw_param_set ps;
     int i_emb, i_ln0w, i_ln0b, i_lnow, i_lnob, i_head;
@@ -68,7 +66,7 @@ struct mrw_rwkv7_train {
     int32_t *tokens, *targets;
     uint8_t *mask;
     float *sc[N_SC];
-    float *sF1, *sF2, *sL1, *sL2, *tA, *tB, *tW, *wkv_scr;
+    float *sF1, *sF2, *sL1, *sL2, *wkv_scr;
     int B, T, valid;
     int par; /* this batch is large enough for the row loops to fork (a fork costs more than a tiny loop) */
     int64_t n_targets;
@@ -189,10 +187,6 @@ static void carve(mrw_rwkv7_train *m, arena *a) {
     for (int i = 0; i < N_SC; i++) m->sc[i] = take(a, BT * C);
     m->sF1 = take(a, BT * c->ffn), m->sF2 = take(a, BT * c->ffn);
     m->sL1 = take(a, BT * m->Dmax), m->sL2 = take(a, BT * m->Dmax);
-    const size_t ch = (size_t)MM_CHUNK;
-    m->tA = take(a, ch * BT);                     /* a chunk of a transposed [BT, O] operand */
-    m->tB = take(a, (size_t)m->Wmax * BT);        /* a transposed [BT, K <= Wmax] operand */
-    m->tW = take(a, (size_t)m->Wmax * ch);        /* a transposed chunk of a weight */
     m->wkv_scr = take(a, (size_t)m->nt * mrw_wkv7_train_scratch((int)N));
 }
 
@@ -216,8 +210,6 @@ mrw_status mrw_rwkv7_train_new(const mrw_rwkv7_train_config *cfg, int max_B, int
     m->Dmax = c->d_w > c->d_a ? c->d_w : c->d_a;
     if (c->d_g > m->Dmax) m->Dmax = c->d_g;
     if (c->d_v > m->Dmax) m->Dmax = c->d_v;
-    m->Wmax = c->ffn > c->n_embd ? c->ffn : c->n_embd;
-    if (m->Dmax > m->Wmax) m->Wmax = m->Dmax;
     mrw_kctx_init(&m->kc, n_threads);
     m->nt = m->kc.n_threads;
     m->L = calloc((size_t)c->n_layer, sizeof *m->L);
@@ -268,44 +260,23 @@ int64_t mrw_rwkv7_train_n_targets(const mrw_rwkv7_train *m) { return m->n_target
 
 /* --------------------------------------------------------------------------------------- GEMM helpers */
 
-/* Y[M, N] (+)= X[M, K] · W[N, K]ᵀ (W row-major [N, K]). */
+/* Y[M, N] (+)= X[M, K] · W[N, K]ᵀ (W row-major [N, K]). (The inference GEMM of kernels/cpu/gemm.c packs the
+ * weight panels with scalar transposes, which costs ~5% of a step for the V x C head.) */
 static void mm_nt(mrw_rwkv7_train *m, float *Y, int ldy, const float *X, int ldx, const float *W, int N, int K,
                   int M, int acc) {
-    mrw_mat w;
-    mrw_mat_init(&w, MRW_DT_F32, N, K, W);
-    mrw_matmul(&m->kc, &w, X, ldx, Y, ldy, M, acc);
+    mrw_sgemm_t(&m->kc, M, N, K, X, ldx, 0, W, K, 0, Y, ldy, acc);
 }
 
-/* dst[c][r] = src[r][c] for a rows x cols block of src (row stride lds). */
-static void transpose(const mrw_rwkv7_train *m, const float *src, int lds, int rows, int cols, float *dst) {
-#pragma omp parallel for num_threads(m->nt) schedule(static) collapse(2) if ((long)rows * cols > 65536)
-    for (int r0 = 0; r0 < rows; r0 += 32)
-        for (int c0 = 0; c0 < cols; c0 += 32) {
-            const int r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
-            for (int c = c0; c < c1; c++)
-                for (int r = r0; r < r1; r++) dst[(size_t)c * rows + r] = src[(size_t)r * lds + c];
-        }
-}
-
-/* Y[M, N] (+)= X[M, K] · W[K, N] (W row-major [K, N], N <= Wmax): W is transposed chunk by chunk of K. */
+/* Y[M, N] (+)= X[M, K] · W[K, N] (W row-major [K, N]): the packing reads W's columns directly. */
 static void mm_nn(mrw_rwkv7_train *m, float *Y, int ldy, const float *X, int ldx, const float *W, int K, int N,
                   int M, int acc) {
-    for (int k0 = 0; k0 < K; k0 += MM_CHUNK) {
-        const int kb = K - k0 < MM_CHUNK ? K - k0 : MM_CHUNK;
-        transpose(m, W + (size_t)k0 * N, N, kb, N, m->tW);
-        mm_nt(m, Y, ldy, X + k0, ldx, m->tW, N, kb, M, acc || k0 > 0);
-    }
+    mrw_sgemm_t(&m->kc, M, N, K, X, ldx, 0, W, N, 1, Y, ldy, acc);
 }
 
-/* G[N2, K2] += A[M, N2]ᵀ · Bm[M, K2] (K2 <= Wmax): the weight-gradient form. */
+/* G[N2, K2] += A[M, N2]ᵀ · Bm[M, K2]: the weight-gradient form, both operands read in place. */
 static void mm_tn(mrw_rwkv7_train *m, float *G, const float *A, int lda, int N2, const float *Bm, int ldb, int K2,
                   int M) {
-    transpose(m, Bm, ldb, M, K2, m->tB);
-    for (int n0 = 0; n0 < N2; n0 += MM_CHUNK) {
-        const int nb = N2 - n0 < MM_CHUNK ? N2 - n0 : MM_CHUNK;
-        transpose(m, A + n0, lda, M, nb, m->tA);
-        mm_nt(m, G + (size_t)n0 * K2, K2, m->tA, M, m->tB, K2, M, nb, 1);
-    }
+    mrw_sgemm_t(&m->kc, N2, K2, M, A, lda, 1, Bm, ldb, 1, G, K2, 1);
 }
 
 /* ------------------------------------------------------------------------------------ row-wise pieces */
