@@ -281,6 +281,9 @@ mrw_vocab *mrw_vocab_new_bytes(void);
 mrw_status mrw_vocab_from_model(const mrw_model *model, mrw_vocab **out, mrw_error *err);
 void mrw_vocab_free(mrw_vocab *vocab);
 int mrw_vocab_size(const mrw_vocab *vocab); /* largest id + 1 */
+/* The token that ends a chat turn ("\x17"): 24 in the World vocabulary, 23 in a byte-level one (id = byte);
+ * -1 if "\x17" is not a single token. Generation of chat answers stops there. */
+int32_t mrw_vocab_turn_end(const mrw_vocab *vocab);
 
 /* Greedy longest-match tokenization of `len` bytes (any bytes: invalid UTF-8 falls back to byte tokens).
  * Writes at most `cap` ids to `out` and returns the total number of tokens the text needs (call again with

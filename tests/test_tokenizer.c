@@ -207,6 +207,7 @@ static void test_world_basics(const mrw_vocab *v) {
     const uint8_t *b;
     CHECK(mrw_vocab_size(v) == 65533);
     CHECK(mrw_vocab_n_normal(v) == 65529);
+    CHECK(mrw_vocab_turn_end(v) == 24); /* "\x17" ends chat turns */
     CHECK(mrw_token_bytes(v, 0, &n) == NULL && n == 0);
     CHECK(mrw_token_bytes(v, -1, &n) == NULL && mrw_token_bytes(v, 1 << 30, &n) == NULL);
     b = mrw_token_bytes(v, MRW_TOK_TURN_START, &n);
@@ -509,6 +510,8 @@ static void test_byte_vocab(void) {
     mrw_vocab *v = mrw_vocab_new_bytes();
     CHECK(v && mrw_vocab_size(v) == 256);
     if (!v) return;
+    CHECK(mrw_vocab_turn_end(v) == 0x17); /* id = byte here, unlike the World vocabulary's 24 */
+    CHECK(mrw_vocab_turn_end(NULL) == -1);
     uint8_t all[512];
     int32_t ids[512];
     for (int i = 0; i < 512; i++) all[i] = (uint8_t)(i * 7 + 3);

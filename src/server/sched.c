@@ -15,7 +15,6 @@
 #include "models/rwkv7_batch.h"
 #include "server/sched.h"
 
-#define TURN_END 24 /* "\x17": the end of a chat turn */
 
 double srv_now(void) {
     struct timespec ts;
@@ -310,8 +309,8 @@ static void complete(srv_state *S, srv_job *j) {
     if (keep && j->active) {
         int32_t ids[2];
         int n = 0;
-        if (j->last_tok != TURN_END) ids[n++] = j->last_tok;
-        ids[n++] = TURN_END;
+        if (j->last_tok != S->turn_end) ids[n++] = j->last_tok;
+        ids[n++] = S->turn_end;
         mrw_error err = {0};
         if (mrw_eval_tokens(S->p.ctx, j->st, ids, n, MRW_LOGITS_NONE, NULL, &err)) keep = 0;
     }
@@ -324,7 +323,7 @@ static void complete(srv_state *S, srv_job *j) {
             j->st = NULL;
             c->n_msgs = j->n_msgs + 1;
             c->hash = srv_hash_msg(j->prefix_hash[j->n_msgs], &a);
-            c->n_tokens = j->cached_tokens + j->prompt_tokens + j->n_gen + (j->last_tok != TURN_END);
+            c->n_tokens = j->cached_tokens + j->prompt_tokens + j->n_gen + (j->last_tok != S->turn_end);
             c->busy = 0;
             c->last_used = srv_now();
         } else {
@@ -508,7 +507,7 @@ static int append_text(srv_state *S, srv_job *j, const char *s, size_t n) {
 static int take_token(srv_state *S, srv_job *j, int32_t tok) {
     j->last_tok = tok;
     j->n_gen++;
-    if (j->chat && tok == TURN_END) {
+    if (j->chat && tok == S->turn_end) {
         j->finish_reason = "stop";
         return 1;
     }

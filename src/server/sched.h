@@ -111,6 +111,7 @@ typedef struct {
     int n_conn;
     char tmpdir[256];
     int n_vocab;
+    int32_t turn_end; /* "\x17": 24 in the World vocabulary, 23 in a byte-level one */
     double t_start;
     /* metrics */
     uint64_t req_total, req_ok, req_4xx, req_5xx, req_cancelled;

@@ -866,6 +866,7 @@ int mrw_server_run(const mrw_server_params *params) {
     if (S->p.parallel < 1) S->p.parallel = 1;
     if (S->p.max_conversations < 1) S->p.max_conversations = 1;
     S->n_vocab = mrw_model_get_info(S->p.model).n_vocab;
+    S->turn_end = mrw_vocab_turn_end(S->p.vocab);
     S->t_start = srv_now();
     pthread_mutex_init(&S->mu, NULL);
     pthread_cond_init(&S->cv, NULL);

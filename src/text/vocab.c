@@ -459,6 +459,12 @@ void mrw_vocab_free(mrw_vocab *v) {
 }
 
 int mrw_vocab_size(const mrw_vocab *v) { return v ? v->n_ids : 0; }
+
+int32_t mrw_vocab_turn_end(const mrw_vocab *v) {
+    int32_t ids[2];
+    if (!v || mrw_tokenize(v, "\x17", 1, ids, 2) != 1) return -1;
+    return ids[0];
+}
 int mrw_vocab_n_normal(const mrw_vocab *v) { return v ? v->n_normal : 0; }
 
 mrw_token_kind mrw_vocab_token_kind(const mrw_vocab *v, int32_t id) {

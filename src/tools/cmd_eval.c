@@ -7,7 +7,7 @@
  *
  * For each record: the prompt ("\x16User: {question}\x17\x16Assistant:", or "\x16Assistant:" after the
  * audio for ASR; media features prepended for v1 models, or as <|image_pad|> blocks opening the user turn for
- * v2) is evaluated once; the answer is generated greedily from it (token 0 banned, stop at token 24, the first
+ * v2) is evaluated once; the answer is generated greedily from it (token 0 banned, stop at the turn end \x17, the first
  * space stripped), and the reference answer " {A}\x17" is scored teacher-forced from a copy of the same state
  * (the mean cross-entropy of its tokens is the held-out loss). The metrics are in src/eval/metrics.h. */
 #define _GNU_SOURCE
@@ -390,7 +390,7 @@ static char *detokenize(const mrw_vocab *v, const int32_t *ids, int n) {
     mrw_utf8_stream us = {0};
     char tmp[MRW_UTF8_STREAM_OUT_MAX(256)];
     for (int i = 0; i < n; i++) {
-        if (ids[i] == 24 && i == n - 1) break;
+        if (ids[i] == mrw_vocab_turn_end(v) && i == n - 1) break;
         size_t len = 0;
         const uint8_t *bytes = mrw_token_bytes(v, ids[i], &len);
         for (size_t off = 0; bytes && off < len; off += 256) {
@@ -576,6 +576,9 @@ static int eval_sample(evaluator *e, const sample *sm, const char *root, eval_to
         mrw_generate_params gp = mrw_generate_params_default();
         gp.max_tokens = e->max_new;
         gp.feed_last = 0;
+        const int32_t turn_end = mrw_vocab_turn_end(s->vocab); /* 24 in the World vocabulary, 23 in bytes */
+        gp.stop_tokens = &turn_end;
+        gp.n_stop = turn_end >= 0;
         int n_gen = 0;
         if (mrw_generate_continue(s->ctx, e->st, e->smp, e->logits, &gp, on_token, &gen, &n_gen, err)) goto out;
         if (!(pred = detokenize(s->vocab, gen.ids, gen.n))) {

@@ -83,13 +83,14 @@ static int save_state(const char *cmd, const mrw_state *st, const char *path) {
 
 static const char *k_generate_usage =
     "usage: modrwkv generate -m MODEL (-p TEXT | -f FILE) [options]\n"
-    "Continues a text prompt and streams the result to stdout. Greedy by default; stops at token 24 (the\n"
-    "turn end \\x17) unless --ignore-stop; token 0 is never generated. With a ModRWKV model and --image/--audio\n"
-    "the features are spliced in (v1: before the prompt; v2: at each \"<image>\" in the prompt, or in front).\n\n"
+    "Continues a text prompt and streams the result to stdout. Greedy by default; stops at the turn end \\x17\n"
+    "(token 24; 23 in a byte vocabulary) unless --ignore-stop; token 0 is never generated. With a ModRWKV\n"
+    "model and --image/--audio the features are spliced in (v1: before the prompt; v2: at each \"<image>\"\n"
+    "in the prompt, or in front).\n\n"
     "  -p, --prompt TEXT    the prompt\n"
     "  -f, --file FILE      read the prompt from FILE ('-' = stdin)\n"
     "      --echo           print the prompt before the continuation\n"
-    "      --ignore-stop    do not stop at token 24\n" TOOL_MODEL_HELP SAMPLING_HELP TOOL_MEDIA_HELP;
+    "      --ignore-stop    do not stop at the turn end (\\x17: token 24, or 23 in a byte vocabulary)\n" TOOL_MODEL_HELP SAMPLING_HELP TOOL_MEDIA_HELP;
 
 /* Appends s to a growing buffer; returns 0 or -1 when out of memory. */
 typedef struct {
@@ -204,7 +205,9 @@ int cmd_generate(int argc, char **argv) {
     if (g.echo) fwrite(file ? text : prompt, 1, file ? len : strlen(prompt), stdout);
     mrw_generate_params gp = mrw_generate_params_default();
     gp.max_tokens = g.max_tokens;
-    if (g.ignore_stop) gp.n_stop = 0;
+    const int32_t turn_end = mrw_vocab_turn_end(s.vocab); /* 24 in the World vocabulary, 23 in bytes */
+    gp.stop_tokens = &turn_end;
+    gp.n_stop = turn_end >= 0 && !g.ignore_stop;
     gp.feed_last = g.state_out != NULL;
     mrw_error err = {0};
     int n_gen = 0;
@@ -242,7 +245,7 @@ out:
 static const char *k_chat_usage =
     "usage: modrwkv chat -m MODEL [options] [QUESTION]\n"
     "Chats with the ModRWKV template: each turn is \"\\x16User: {text}\\x17\\x16Assistant:\" and the answer runs\n"
-    "to token 24 (\\x17). With QUESTION, answers it and exits (one-shot, for scripts). Without, reads one user\n"
+    "to the turn end \\x17 (token 24; 23 in a byte vocabulary). With QUESTION, answers it and exits (one-shot, for scripts). Without, reads one user\n"
     "turn per line from stdin; the RNN state is kept across turns. Lines starting with '/': /reset clears\n"
     "the conversation, /quit ends it.\n"
     "With --image/--audio (ModRWKV models) the media is encoded once and goes with the first turn; --audio\n"
@@ -303,8 +306,11 @@ static int chat_turn(const char *cmd, chat_session *c, const char *question) {
     gen_cb_data d = {0};
     tool_printer_init(&d.pr, c->s->vocab, stdout);
     d.pr.skip_leading_space = 1;
-    d.pr.hide_token = 24;
+    const int32_t turn_end = mrw_vocab_turn_end(c->s->vocab); /* 24 in the World vocabulary, 23 in bytes */
+    d.pr.hide_token = turn_end;
     mrw_generate_params gp = mrw_generate_params_default();
+    gp.stop_tokens = &turn_end;
+    gp.n_stop = turn_end >= 0;
     gp.max_tokens = c->g->max_tokens ? c->g->max_tokens : 256;
     gp.feed_last = 1; /* the next turn continues after the answer's \x17 */
     mrw_error err = {0};
