@@ -175,7 +175,17 @@ typedef struct {
     const char *path;
 } record_reader;
 
+static void reader_close(record_reader *r);
+
+static int reader_open_(const char *cmd, const char *path, record_reader *r);
+/* On failure nothing stays allocated. */
 static int reader_open(const char *cmd, const char *path, record_reader *r) {
+    int rc = reader_open_(cmd, path, r);
+    if (rc) reader_close(r);
+    return rc;
+}
+
+static int reader_open_(const char *cmd, const char *path, record_reader *r) {
     memset(r, 0, sizeof *r);
     r->path = path;
     if (tool_read_file(cmd, path, &r->text, &r->len)) return -1;
