@@ -18,8 +18,9 @@ esac
 
 # Build tools, clang + libFuzzer for the fuzz harnesses, cJSON (safetensors headers), stb (image decoding),
 # libsndfile + soxr (audio decoding and resampling), FFTW (the Whisper STFT), OpenBLAS (the GEMM rate the
-# encoder benchmark compares against), python3 + pip (only to download the vocabulary wheel), unzip, espeak-ng + sox
-# (generated speech data: recipes/gen_speech.sh, tests/test_gen.c).
+# encoder benchmark compares against), python3 + pip (only to download the vocabulary wheel), unzip, libmicrohttpd
+# (`modrwkv serve`), python3-venv + chromium + fonts (the server tests: the openai client and a headless browser
+# for the chat page), espeak-ng + sox (generated speech data: recipes/gen_speech.sh, tests/test_gen.c).
 PACKAGES="build-essential clang libclang-rt-14-dev libcjson-dev libstb-dev libsndfile1-dev libsoxr-dev libfftw3-dev
           libopenblas-openmp-dev python3 python3-pip unzip ca-certificates
           libmicrohttpd-dev python3-venv chromium fonts-dejavu-core espeak-ng sox"
