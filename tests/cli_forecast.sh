@@ -4,23 +4,7 @@
 # --eval-baselines table, and clear errors for bad input (missing column, non-numeric cell, a series shorter
 # than the lookback, -m with a file that is not a forecaster; the trained forecaster is tested by
 # tests/cli_train_forecast.sh). Run by tests/run.sh with the build directory as $1.
-set -u
-B=${1:-build}
-M="$B/modrwkv"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0; checks=0
-ok() { checks=$((checks+1)); }
-bad() { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL: $*" >&2; }
-expect_ok() { local d=$1; shift; if "$@" > "$T/out" 2> "$T/err"; then ok; else bad "$d (exit $?): $(head -c 600 "$T/err")"; fi; }
-expect_fail() {
-  local d=$1 pat=$2; shift 2
-  "$@" > "$T/out" 2> "$T/err"; local rc=$?
-  if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
-  elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
-  elif ! grep -qiE -- "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
-  else ok; fi
-}
+. "$(dirname "$0")/lib/cli.sh"
 
 # a periodic series (period 24) and a noisy trended one, 1000 rows, with a date column
 awk 'BEGIN{print "date,load,OT"; for(i=0;i<1000;i++){v=(i%24)*0.5+((i%24)>12?3:0); printf "d%d,%.6f,%.6f\n", i, 10+0.01*i+sin(i*0.7), v}}' > "$T/series.csv"
@@ -66,5 +50,4 @@ expect_fail "seasonal without period" "period" "$M" forecast --csv "$T/series.cs
 expect_fail "bad plot extension" "png or .svg" "$M" forecast --csv "$T/series.csv" --plot x.jpg
 expect_fail "unknown dataset" "unknown dataset" "$M" forecast --csv "$T/series.csv" --dataset foo
 
-echo "cli_forecast: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish cli_forecast.sh

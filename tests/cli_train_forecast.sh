@@ -5,23 +5,7 @@
 # with the forecaster's metadata, that `modrwkv forecast -m` writes a finite forecast (CSV and plot) and beats
 # the last-value baseline on the training series, that `forecast -m --eval` prints the table, and clear errors
 # for bad input; also a start from an RWKV-7 file (-m) with prompt tokens. Run by tests/run.sh with the build directory as $1; takes a few seconds.
-set -u
-B=${1:-build}
-M="$B/modrwkv"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0; checks=0
-ok() { checks=$((checks+1)); }
-bad() { checks=$((checks+1)); fails=$((fails+1)); echo "FAIL: $*" >&2; }
-expect_ok() { local d=$1; shift; if "$@" > "$T/out" 2> "$T/err"; then ok; else bad "$d (exit $?): $(head -c 600 "$T/err")"; fi; }
-expect_fail() {
-  local d=$1 pat=$2; shift 2
-  "$@" > "$T/out" 2> "$T/err"; local rc=$?
-  if [ $rc -eq 0 ]; then bad "$d: succeeded but should fail"
-  elif [ $rc -ge 128 ]; then bad "$d: killed by a signal (exit $rc): $(head -c 400 "$T/err")"
-  elif ! grep -qiE -- "$pat" "$T/err"; then bad "$d: message does not match '$pat': $(head -c 400 "$T/err")"
-  else ok; fi
-}
+. "$(dirname "$0")/lib/cli.sh"
 # `modrwkv train --csv ...` dispatches to the forecaster trainer (also reachable as `modrwkv train-forecast`)
 TRAIN=(train)
 
@@ -86,5 +70,4 @@ expect_fail "no csv" "--csv" "$M" train-forecast --out "$T/r5"
 expect_fail "bad init" "--init" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --init 2 --out "$T/r6"
 expect_fail "short window" "history" "$M" forecast -m "$T/run/forecaster.safetensors" --csv "$T/sines.csv" --column a --at 10
 
-echo "$checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish cli_train_forecast.sh
