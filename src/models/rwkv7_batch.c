@@ -1,8 +1,7 @@
 /* Batched RNN-mode decode (rwkv7_batch.h): rows are B different sequences, each one token, each with its own
- * state. The row-independent steps (projections, LoRAs, key preparation, bonus and gate, channel-mix matrices,
- * head) are the same as sequence mode over B rows (rwkv7_forward.c); only the token shift and the WKV step
- * differ: row b shifts against and scans with its own state instead of the previous row. */
-#include <math.h>
+ * state. The row-independent steps (projections, LoRAs, key preparation, GroupNorm/bonus/gate/output, the
+ * channel-mix matrices) are sequence mode's own over B rows (mrw_rwkv7_* in rwkv7_context.h); only the token
+ * shift and the WKV step live here: row b shifts against and scans with its own state. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,65 +38,6 @@ static void shift_and_mix(mrw_context *c, const rwkv7_layer *ly, mrw_state *cons
     }
 }
 
-static void projections(mrw_context *c, const rwkv7_layer *ly, int layer, int B) {
-    const int C = c->C;
-    mrw_mm_job down[7] = {
-        {&ly->Wr, c->xr, C, c->r, C, 0},
-        {&ly->Wk, c->xk, C, c->k, C, 0},
-        {&ly->Wv, c->xv, C, c->v, C, 0},
-        {&ly->w1, c->xw, C, c->lw, ly->w1.rows, 0},
-        {&ly->a1, c->xaa, C, c->la, ly->a1.rows, 0},
-        {&ly->g1, c->xg, C, c->lg, ly->g1.rows, 0},
-        {&ly->v1, c->xv, C, c->lv, ly->v1.rows, 0},
-    };
-    mrw_matmul_batch(&c->kc, down, layer > 0 ? 7 : 6, B);
-    mrw_vec_tanh(c->lw, (size_t)B * ly->w1.rows, NT);
-    mrw_vec_sigmoid(c->lg, (size_t)B * ly->g1.rows, NT);
-    float *wpre = c->xw, *apre = c->xaa, *vpre = c->xr;
-    mrw_mm_job up[4] = {
-        {&ly->w2, c->lw, ly->w2.cols, wpre, C, 0},
-        {&ly->a2, c->la, ly->a2.cols, apre, C, 0},
-        {&ly->g2, c->lg, ly->g2.cols, c->g, C, 0},
-        {&ly->v2, c->lv, ly->v2.cols, vpre, C, 0},
-    };
-    mrw_matmul_batch(&c->kc, up, layer > 0 ? 4 : 3, B);
-    memcpy(c->w, wpre, (size_t)B * C * sizeof(float));
-    mrw_vec_decay(c->w, ly->w0, B, C, NT);
-    memcpy(c->alpha, apre, (size_t)B * C * sizeof(float));
-    mrw_vec_sigmoid_bias(c->alpha, ly->a0, B, C, NT);
-    if (layer == 0) {
-        memcpy(c->vfirst, c->v, (size_t)B * C * sizeof(float));
-    } else {
-        mrw_vec_sigmoid_bias(vpre, ly->v0, B, C, NT);
-        const long n = (long)B * C;
-        for (long i = 0; i < n; i++) c->v[i] += (c->vfirst[i] - c->v[i]) * vpre[i];
-    }
-}
-
-static void key_prep(mrw_context *c, const rwkv7_layer *ly, int B) {
-    const int C = c->C, H = c->H, N = c->N;
-#pragma omp parallel for num_threads(NT) schedule(static) PAR
-    for (int b = 0; b < B; b++) {
-        const size_t o = (size_t)b * C;
-        float *k = c->k + o, *kk = c->kk + o, *al = c->alpha + o;
-        for (int h = 0; h < H; h++) {
-            float ss = 0;
-            for (int j = 0; j < N; j++) {
-                float v = k[h * N + j] * ly->k_k[h * N + j];
-                kk[h * N + j] = v;
-                ss += v * v;
-            }
-            float inv = 1.0f / fmaxf(sqrtf(ss), 1e-12f);
-            for (int j = 0; j < N; j++) kk[h * N + j] *= inv;
-        }
-        for (int i = 0; i < C; i++) {
-            k[i] *= 1.0f + (al[i] - 1.0f) * ly->k_a[i];
-            al[i] *= kk[i];
-            kk[i] = -kk[i];
-        }
-    }
-}
-
 static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, mrw_state *const *st, size_t lf, int l, int B) {
     const int C = c->C, H = c->H, N = c->N;
     /* one WKV step per sequence against its own matrix state (heads in parallel inside the kernel when the
@@ -116,22 +56,11 @@ static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, mrw_state *con
                      c->alpha + o, c->y + o, NT);
         }
     }
-    mrw_groupnorm(c->y, B, H, N, ly->lnx_w, ly->lnx_b, MRW_GN_EPS, NT);
-#pragma omp parallel for num_threads(NT) schedule(static) PAR
-    for (int b = 0; b < B; b++) {
-        const size_t o = (size_t)b * C;
-        for (int h = 0; h < H; h++) {
-            const size_t p = o + (size_t)h * N;
-            float beta = 0;
-            for (int j = 0; j < N; j++) beta += c->r[p + j] * c->k[p + j] * ly->r_k[h * N + j];
-            for (int i = 0; i < N; i++) c->y[p + i] = (c->y[p + i] + beta * c->v[p + i]) * c->g[p + i];
-        }
-    }
-    mrw_matmul(&c->kc, &ly->Wo, c->y, C, c->x, C, B, 1);
+    mrw_rwkv7_attn_out(c, ly, B);
 }
 
 static void channel_mix(mrw_context *c, const rwkv7_layer *ly, mrw_state *const *st, size_t lf, int l, int B) {
-    const int C = c->C, F = ly->ffn_key.rows;
+    const int C = c->C;
     mrw_layernorm(c->x, c->xa, B, C, ly->ln2_w, ly->ln2_b, MRW_LN_EPS, NT);
 #pragma omp parallel for num_threads(NT) schedule(static) PAR
     for (int b = 0; b < B; b++) {
@@ -141,13 +70,7 @@ static void channel_mix(mrw_context *c, const rwkv7_layer *ly, mrw_state *const 
         for (int i = 0; i < C; i++) u[i] = cur[i] + (sx[i] - cur[i]) * ly->ffn_x_k[i];
         memcpy(sx, cur, (size_t)C * sizeof *sx);
     }
-    mrw_matmul(&c->kc, &ly->ffn_key, c->xk, C, c->ffn, F, B, 0);
-    const long n_ffn = (long)B * F;
-    for (long i = 0; i < n_ffn; i++) {
-        float h = c->ffn[i] > 0 ? c->ffn[i] : 0;
-        c->ffn[i] = h * h;
-    }
-    mrw_matmul(&c->kc, &ly->ffn_value, c->ffn, F, c->x, C, B, 1);
+    mrw_rwkv7_ffn(c, ly, B);
 }
 
 static void batch_chunk(mrw_context *c, mrw_state *const *st, const int32_t *tok, int B, float *logits) {
@@ -159,8 +82,8 @@ static void batch_chunk(mrw_context *c, mrw_state *const *st, const int32_t *tok
     for (int l = 0; l < m->info.n_layer; l++) {
         const rwkv7_layer *ly = &m->layers[l];
         shift_and_mix(c, ly, st, lf, l, B);
-        projections(c, ly, l, B);
-        key_prep(c, ly, B);
+        mrw_rwkv7_projections(c, ly, l, B);
+        mrw_rwkv7_key_prep(c, ly, B);
         wkv_and_output(c, ly, st, lf, l, B);
         channel_mix(c, ly, st, lf, l, B);
     }

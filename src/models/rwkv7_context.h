@@ -23,4 +23,14 @@ struct mrw_state {
     float *data;
 };
 
+/* The row-independent steps of one layer, shared by sequence mode (rows = tokens of one sequence,
+ * rwkv7_forward.c) and batched decode (rows = one token of each of several sequences, rwkv7_batch.c); only the
+ * token shift and the WKV scan differ between the two. Each works on the first `rows` rows of the buffers. */
+void mrw_rwkv7_projections(mrw_context *c, const rwkv7_layer *ly, int layer, int rows); /* steps 3-7 */
+void mrw_rwkv7_key_prep(mrw_context *c, const rwkv7_layer *ly, int rows);                /* steps 8-9 */
+/* steps 11-13 after the WKV scan filled c->y: GroupNorm, bonus, gate, output projection into c->x */
+void mrw_rwkv7_attn_out(mrw_context *c, const rwkv7_layer *ly, int rows);
+/* step 14 after the token shift filled c->xk: key, relu², value into c->x */
+void mrw_rwkv7_ffn(mrw_context *c, const rwkv7_layer *ly, int rows);
+
 #endif

@@ -34,7 +34,7 @@ static void shift_and_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int 
 }
 
 /* Steps 3-7: the projections and LoRAs, decay, ICLR, gate and the value residual. */
-static void projections(mrw_context *c, const rwkv7_layer *ly, int layer, int T) {
+void mrw_rwkv7_projections(mrw_context *c, const rwkv7_layer *ly, int layer, int T) {
     const int C = c->C;
     mrw_mm_job down[7] = {
         {&ly->Wr, c->xr, C, c->r, C, 0},
@@ -73,7 +73,7 @@ static void projections(mrw_context *c, const rwkv7_layer *ly, int layer, int T)
 }
 
 /* Steps 8-9 and the kernel's a/b vectors: κ̂ from k before the k_a update, then b = κ̂⊙α, a = −κ̂. */
-static void key_prep(mrw_context *c, const rwkv7_layer *ly, int T) {
+void mrw_rwkv7_key_prep(mrw_context *c, const rwkv7_layer *ly, int T) {
     const int C = c->C, H = c->H, N = c->N;
 #pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
     for (int t = 0; t < T; t++) {
@@ -97,10 +97,9 @@ static void key_prep(mrw_context *c, const rwkv7_layer *ly, int T) {
     }
 }
 
-/* Steps 10-13: WKV scan, GroupNorm, bonus, gate, output projection into the residual. */
-static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, float *S, int T) {
+/* Steps 11-13: GroupNorm, bonus, gate, output projection into the residual. */
+void mrw_rwkv7_attn_out(mrw_context *c, const rwkv7_layer *ly, int T) {
     const int C = c->C, H = c->H, N = c->N;
-    mrw_wkv7(S, H, N, T, c->r, c->w, c->k, c->v, c->kk, c->alpha, c->y, c->kc.n_threads);
     mrw_groupnorm(c->y, T, H, N, ly->lnx_w, ly->lnx_b, MRW_GN_EPS, NT);
 #pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
     for (int t = 0; t < T; t++) {
@@ -115,9 +114,15 @@ static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, float *S, int 
     mrw_matmul(&c->kc, &ly->Wo, c->y, C, c->x, C, T, 1);
 }
 
+/* Step 10: the WKV scan over the T tokens, then steps 11-13. */
+static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, float *S, int T) {
+    mrw_wkv7(S, c->H, c->N, T, c->r, c->w, c->k, c->v, c->kk, c->alpha, c->y, c->kc.n_threads);
+    mrw_rwkv7_attn_out(c, ly, T);
+}
+
 /* Step 14: channel mix. */
 static void channel_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T) {
-    const int C = c->C, F = ly->ffn_key.rows;
+    const int C = c->C;
     mrw_layernorm(c->x, c->xa, T, C, ly->ln2_w, ly->ln2_b, MRW_LN_EPS, NT);
 #pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
     for (int t = 0; t < T; t++) {
@@ -126,6 +131,11 @@ static void channel_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T)
         for (int i = 0; i < C; i++) u[i] = cur[i] + (prev[i] - cur[i]) * ly->ffn_x_k[i];
     }
     memcpy(sx, c->xa + (size_t)(T - 1) * C, (size_t)C * sizeof *sx);
+    mrw_rwkv7_ffn(c, ly, T);
+}
+
+void mrw_rwkv7_ffn(mrw_context *c, const rwkv7_layer *ly, int T) {
+    const int C = c->C, F = ly->ffn_key.rows;
     mrw_matmul(&c->kc, &ly->ffn_key, c->xk, C, c->ffn, F, T, 0);
     const long n_ffn = (long)T * F;
 #pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
@@ -147,8 +157,8 @@ static void forward_chunk(mrw_context *c, mrw_state *st, int T, mrw_logits_mode 
         float *s = st->data + (size_t)l * lf;
         float *sx_att = s, *S = s + C, *sx_ffn = s + lf - C;
         shift_and_mix(c, ly, sx_att, T);
-        projections(c, ly, l, T);
-        key_prep(c, ly, T);
+        mrw_rwkv7_projections(c, ly, l, T);
+        mrw_rwkv7_key_prep(c, ly, T);
         wkv_and_output(c, ly, S, T);
         channel_mix(c, ly, sx_ffn, T);
     }
