@@ -20,6 +20,7 @@
 #include "base/error.h"
 #include "base/mapfile.h"
 #include "eval/metrics.h"
+#include "base/strutil.h"
 #include "tools/common.h"
 #include "ts/forecast_eval.h"
 #include "tools/tools.h"
@@ -358,25 +359,6 @@ static char *resolve(const char *root, const char *path) {
 }
 
 typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static int sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->n + n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
-typedef struct {
     int32_t *ids;
     int n, cap;
 } token_list;
@@ -396,21 +378,21 @@ static int on_token(void *user, int32_t tok) {
 
 /* Text of generated tokens (valid UTF-8), without the turn end and without the first leading space. */
 static char *detokenize(const mrw_vocab *v, const int32_t *ids, int n) {
-    sbuf b = {0};
+    mrw_sbuf b = {0};
     mrw_utf8_stream us = {0};
     char tmp[MRW_UTF8_STREAM_OUT_MAX(256)];
     for (int i = 0; i < n; i++) {
-        if (ids[i] == mrw_vocab_turn_end(v) && i == n - 1) break;
+        if (i == n - 1 && ids[i] == mrw_vocab_turn_end(v)) break;
         size_t len = 0;
         const uint8_t *bytes = mrw_token_bytes(v, ids[i], &len);
         for (size_t off = 0; bytes && off < len; off += 256) {
             size_t k = len - off < 256 ? len - off : 256;
             size_t w = mrw_utf8_stream_push(&us, bytes + off, k, tmp);
-            if (sb_add(&b, tmp, w)) goto oom;
+            if (mrw_sbuf_add(&b, tmp, w)) goto oom;
         }
     }
     size_t w = mrw_utf8_stream_flush(&us, tmp);
-    if (w > 0 && w <= 3 && sb_add(&b, tmp, w)) goto oom;
+    if (w > 0 && w <= 3 && mrw_sbuf_add(&b, tmp, w)) goto oom;
     if (!b.p) return strdup("");
     if (b.p[0] == ' ') memmove(b.p, b.p + 1, b.n);
     return b.p;
@@ -457,7 +439,7 @@ static int eval_sample(evaluator *e, const sample *sm, const char *root, eval_to
     tool_session *s = e->s;
     mrw_features feats[TOOL_MAX_IMAGES] = {{0}};
     int n_feats = 0, rc = -1;
-    sbuf pb = {0};
+    mrw_sbuf pb = {0};
     int32_t *ids = NULL, *ans = NULL;
     token_list gen = {0};
     char *pred = NULL;
@@ -491,20 +473,20 @@ static int eval_sample(evaluator *e, const sample *sm, const char *root, eval_to
         size_t k = mrw_chat_generation_prompt(e->style, gp, sizeof gp);
         if (s->special)
             for (int i = 0; i < n_feats && !bad; i++) {
-                bad = sb_add(&pb, "<|vision_start|>", 16);
-                for (int j = 0; j < feats[i].n && !bad; j++) bad = sb_add(&pb, "<|image_pad|>", 13);
-                bad = bad || sb_add(&pb, "<|vision_end|>\n", 15);
+                bad = mrw_sbuf_add(&pb, "<|vision_start|>", 16);
+                for (int j = 0; j < feats[i].n && !bad; j++) bad = mrw_sbuf_add(&pb, "<|image_pad|>", 13);
+                bad = bad || mrw_sbuf_add(&pb, "<|vision_end|>\n", 15);
             }
-        bad = bad || sb_add(&pb, gp, k);
+        bad = bad || mrw_sbuf_add(&pb, gp, k);
     } else {
-        sbuf q = {0};
+        mrw_sbuf q = {0};
         if (s->special)
             for (int i = 0; i < n_feats && !bad; i++) {
-                bad = sb_add(&q, "<|vision_start|>", 16);
-                for (int j = 0; j < feats[i].n && !bad; j++) bad = sb_add(&q, "<|image_pad|>", 13);
-                bad = bad || sb_add(&q, "<|vision_end|>\n", 15);
+                bad = mrw_sbuf_add(&q, "<|vision_start|>", 16);
+                for (int j = 0; j < feats[i].n && !bad; j++) bad = mrw_sbuf_add(&q, "<|image_pad|>", 13);
+                bad = bad || mrw_sbuf_add(&q, "<|vision_end|>\n", 15);
             }
-        bad = bad || sb_add(&q, sm->question, strlen(sm->question));
+        bad = bad || mrw_sbuf_add(&q, sm->question, strlen(sm->question));
         if (!bad) {
             mrw_chat_msg msg = {MRW_ROLE_USER, q.p, q.n};
             size_t n = mrw_chat_prompt(e->style, &msg, 1, 1, NULL, 0);
@@ -512,7 +494,7 @@ static int eval_sample(evaluator *e, const sample *sm, const char *root, eval_to
             bad = !tmp;
             if (tmp) {
                 mrw_chat_prompt(e->style, &msg, 1, 1, tmp, n + 1);
-                bad = sb_add(&pb, tmp, n);
+                bad = mrw_sbuf_add(&pb, tmp, n);
                 free(tmp);
             }
         }
@@ -523,9 +505,9 @@ static int eval_sample(evaluator *e, const sample *sm, const char *root, eval_to
         goto out;
     }
     /* reference tokens: " {answer}\x17" (the whole text for text records) */
-    sbuf rb = {0};
-    bad = sm->text_only ? sb_add(&rb, sm->reference, strlen(sm->reference))
-                        : sb_add(&rb, " ", 1) || sb_add(&rb, sm->reference, strlen(sm->reference)) || sb_add(&rb, "\x17", 1);
+    mrw_sbuf rb = {0};
+    bad = sm->text_only ? mrw_sbuf_add(&rb, sm->reference, strlen(sm->reference))
+                        : mrw_sbuf_add(&rb, " ", 1) || mrw_sbuf_add(&rb, sm->reference, strlen(sm->reference)) || mrw_sbuf_add(&rb, "\x17", 1);
     int n_ans = 0;
     if (!bad) {
         int64_t need = mrw_tokenize(s->vocab, rb.p, rb.n, NULL, 0);

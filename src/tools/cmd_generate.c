@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/strutil.h"
 #include "tools/common.h"
 #include "tools/tools.h"
 
@@ -92,51 +93,31 @@ static const char *k_generate_usage =
     "      --echo           print the prompt before the continuation\n"
     "      --ignore-stop    do not stop at the turn end (\\x17: token 24, or 23 in a byte vocabulary)\n" TOOL_MODEL_HELP SAMPLING_HELP TOOL_MEDIA_HELP;
 
-/* Appends s to a growing buffer; returns 0 or -1 when out of memory. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static int sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->n + n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
 /* A v2 image block: <|vision_start|> + <|image_pad|> x n + <|vision_end|> + "\n". */
-static int sb_image_block(sbuf *b, int n) {
-    int bad = sb_add(b, "<|vision_start|>", 16);
-    for (int i = 0; i < n && !bad; i++) bad = sb_add(b, "<|image_pad|>", 13);
-    return bad || sb_add(b, "<|vision_end|>\n", 15);
+static int sb_image_block(mrw_sbuf *b, int n) {
+    int bad = mrw_sbuf_add(b, "<|vision_start|>", 16);
+    for (int i = 0; i < n && !bad; i++) bad = mrw_sbuf_add(b, "<|image_pad|>", 13);
+    return bad || mrw_sbuf_add(b, "<|vision_end|>\n", 15);
 }
 
 /* For placeholder (v2) models: the prompt with each "<image>" replaced by the next image's block; images
  * without a marker go in front. */
 static char *expand_images(const tool_session *s, const char *text, size_t len, size_t *out_len) {
-    sbuf b = {0};
+    mrw_sbuf b = {0};
     int used = 0, bad = 0;
     for (const char *q = text; q < text + len && !bad;) {
         const char *m = memmem(q, (size_t)(text + len - q), "<image>", 7);
         if (!m || used == s->n_feats) {
-            bad = sb_add(&b, q, (size_t)(text + len - q));
+            bad = mrw_sbuf_add(&b, q, (size_t)(text + len - q));
             break;
         }
-        bad = sb_add(&b, q, (size_t)(m - q)) || sb_image_block(&b, s->feats[used++].n);
+        bad = mrw_sbuf_add(&b, q, (size_t)(m - q)) || sb_image_block(&b, s->feats[used++].n);
         q = m + 7;
     }
     if (!bad && used < s->n_feats) {
-        sbuf front = {0};
+        mrw_sbuf front = {0};
         for (int i = used; i < s->n_feats && !bad; i++) bad = sb_image_block(&front, s->feats[i].n);
-        if (!bad) bad = sb_add(&front, b.p ? b.p : "", b.n);
+        if (!bad) bad = mrw_sbuf_add(&front, b.p ? b.p : "", b.n);
         free(b.p);
         b = front;
     }
@@ -267,7 +248,7 @@ typedef struct {
 /* Text of a turn: the template around the question; for placeholder (v2) models the images' blocks open the
  * first user turn. question == NULL: the ASR prompt only. */
 static char *turn_text(chat_session *c, const char *question, size_t *len) {
-    sbuf b = {0};
+    mrw_sbuf b = {0};
     int bad = 0;
     if (!question) {
         size_t n = mrw_chat_generation_prompt(c->style, NULL, 0);
@@ -276,10 +257,10 @@ static char *turn_text(chat_session *c, const char *question, size_t *len) {
         *len = n;
         return t;
     }
-    sbuf q = {0};
+    mrw_sbuf q = {0};
     if (c->media_pending && c->s->special)
         for (int i = 0; i < c->s->n_feats && !bad; i++) bad = sb_image_block(&q, c->s->feats[i].n);
-    if (!bad) bad = sb_add(&q, question, strlen(question));
+    if (!bad) bad = mrw_sbuf_add(&q, question, strlen(question));
     if (!bad) {
         mrw_chat_msg msg = {MRW_ROLE_USER, q.p, q.n};
         size_t n = mrw_chat_prompt(c->style, &msg, 1, 1, NULL, 0);
