@@ -294,8 +294,6 @@ static void conv_bwd(mrw_tadapter *a, const float *x, int Tin, int Cin, const fl
     }
 }
 
-static float *W(mrw_tadapter *a, int i) { return i >= 0 ? mrw_param_w(&a->ps, i) : NULL; }
-static float *G(mrw_tadapter *a, int i) { return i >= 0 ? mrw_param_g(&a->ps, i) : NULL; }
 
 mrw_status mrw_tadapter_forward(mrw_tadapter *a, const float *x, int B, int T, float *out, mrw_error *err) {
     const mrw_tadapter_config *c = &a->cfg;
@@ -310,25 +308,25 @@ mrw_status mrw_tadapter_forward(mrw_tadapter *a, const float *x, int B, int T, f
     const float *in = a->x;
     if (c->compress_k) {
         for (int b = 0; b < B; b++)
-            conv_fwd(a, a->x + (size_t)b * T * E, T, E, W(a, a->i_cw), W(a, a->i_cb), E, c->compress_k, c->compress_s,
+            conv_fwd(a, a->x + (size_t)b * T * E, T, E, mrw_param_w(&a->ps, a->i_cw), mrw_param_w(&a->ps, a->i_cb), E, c->compress_k, c->compress_s,
                      0, Tc, a->xc + (size_t)b * Tc * E);
         in = a->xc;
     }
     if (a->conv_k) {
         for (int b = 0; b < B; b++)
-            conv_fwd(a, in + (size_t)b * Tc * E, Tc, E, W(a, a->i_aw), W(a, a->i_ab), a->conv_out, a->conv_k,
+            conv_fwd(a, in + (size_t)b * Tc * E, Tc, E, mrw_param_w(&a->ps, a->i_aw), mrw_param_w(&a->ps, a->i_ab), a->conv_out, a->conv_k,
                      a->conv_s, a->conv_p, To, a->xv + (size_t)b * To * a->Cv);
         in = a->xv;
     }
     const int N = B * To;
-    mrw_tnn_linear(&a->k, W(a, a->i_l1w), W(a, a->i_l1b), in, N, a->Cv, H, a->h1);
+    mrw_tnn_linear(&a->k, mrw_param_w(&a->ps, a->i_l1w), mrw_param_w(&a->ps, a->i_l1b), in, N, a->Cv, H, a->h1);
     mrw_tnn_act(MRW_TACT_RELU, a->h1, a->a1, (size_t)N * H, nt);
     if (!a->has_ln) {
-        mrw_tnn_linear(&a->k, W(a, a->i_l2w), W(a, a->i_l2b), a->a1, N, H, C, out);
+        mrw_tnn_linear(&a->k, mrw_param_w(&a->ps, a->i_l2w), mrw_param_w(&a->ps, a->i_l2b), a->a1, N, H, C, out);
         return MRW_OK;
     }
-    mrw_tnn_linear(&a->k, W(a, a->i_l2w), W(a, a->i_l2b), a->a1, N, H, C, a->h2);
-    mrw_tnn_layernorm(a->h2, out, a->mean, a->rstd, N, C, W(a, a->i_lnw), W(a, a->i_lnb), LN_EPS, nt);
+    mrw_tnn_linear(&a->k, mrw_param_w(&a->ps, a->i_l2w), mrw_param_w(&a->ps, a->i_l2b), a->a1, N, H, C, a->h2);
+    mrw_tnn_layernorm(a->h2, out, a->mean, a->rstd, N, C, mrw_param_w(&a->ps, a->i_lnw), mrw_param_w(&a->ps, a->i_lnb), LN_EPS, nt);
     for (size_t i = 0; i < (size_t)N * C; i++) out[i] += a->h2[i];
     return MRW_OK;
 }
@@ -343,32 +341,32 @@ void mrw_tadapter_backward(mrw_tadapter *a, const float *d_out, float *d_x) {
     const float *dh2 = d_out;
     if (a->has_ln) { /* out = h2 + LN(h2) */
         memcpy(a->dh2, d_out, (size_t)N * C * sizeof *d_out);
-        mrw_tnn_layernorm_bwd(a->h2, a->mean, a->rstd, W(a, a->i_lnw), d_out, N, C, a->dh2, G(a, a->i_lnw),
-                              G(a, a->i_lnb), nt);
+        mrw_tnn_layernorm_bwd(a->h2, a->mean, a->rstd, mrw_param_w(&a->ps, a->i_lnw), d_out, N, C, a->dh2, mrw_param_g(&a->ps, a->i_lnw),
+                              mrw_param_g(&a->ps, a->i_lnb), nt);
         dh2 = a->dh2;
     }
-    mrw_tnn_linear_bwd(&a->k, W(a, a->i_l2w), a->a1, dh2, N, H, C, G(a, a->i_l2w), G(a, a->i_l2b), a->da1, 0,
+    mrw_tnn_linear_bwd(&a->k, mrw_param_w(&a->ps, a->i_l2w), a->a1, dh2, N, H, C, mrw_param_g(&a->ps, a->i_l2w), mrw_param_g(&a->ps, a->i_l2b), a->da1, 0,
                        a->scratch);
     mrw_tnn_act_bwd(MRW_TACT_RELU, a->h1, a->da1, a->da1, (size_t)N * H, nt);
     const float *xin = a->conv_k ? a->xv : c->compress_k ? a->xc : a->x;
     const int need_din = a->conv_k || c->compress_k || d_x;
     /* dxv: gradient w.r.t. the first Linear's input; when that input is x itself it goes straight to d_x */
     float *din = (!a->conv_k && !c->compress_k) ? d_x : a->dxv;
-    mrw_tnn_linear_bwd(&a->k, W(a, a->i_l1w), xin, a->da1, N, a->Cv, H, G(a, a->i_l1w), G(a, a->i_l1b),
+    mrw_tnn_linear_bwd(&a->k, mrw_param_w(&a->ps, a->i_l1w), xin, a->da1, N, a->Cv, H, mrw_param_g(&a->ps, a->i_l1w), mrw_param_g(&a->ps, a->i_l1b),
                        need_din ? din : NULL, 0, a->scratch);
     if (a->conv_k) {
         const float *cin = c->compress_k ? a->xc : a->x;
         const int want = c->compress_k || d_x;
         float *dcin = c->compress_k ? a->dxc : d_x;
         for (int b = 0; b < B; b++)
-            conv_bwd(a, cin + (size_t)b * Tc * E, Tc, E, W(a, a->i_aw), G(a, a->i_aw), G(a, a->i_ab), a->conv_out,
+            conv_bwd(a, cin + (size_t)b * Tc * E, Tc, E, mrw_param_w(&a->ps, a->i_aw), mrw_param_g(&a->ps, a->i_aw), mrw_param_g(&a->ps, a->i_ab), a->conv_out,
                      a->conv_k, a->conv_s, a->conv_p, To, a->dxv + (size_t)b * To * a->Cv,
                      want ? dcin + (size_t)b * Tc * E : NULL);
     }
     if (c->compress_k) {
         const float *dyc = a->conv_k ? a->dxc : a->dxv; /* [B, Tc, E] */
         for (int b = 0; b < B; b++)
-            conv_bwd(a, a->x + (size_t)b * T * E, T, E, W(a, a->i_cw), G(a, a->i_cw), G(a, a->i_cb), E, c->compress_k,
+            conv_bwd(a, a->x + (size_t)b * T * E, T, E, mrw_param_w(&a->ps, a->i_cw), mrw_param_g(&a->ps, a->i_cw), mrw_param_g(&a->ps, a->i_cb), E, c->compress_k,
                      c->compress_s, 0, Tc, dyc + (size_t)b * Tc * E, d_x ? d_x + (size_t)b * T * E : NULL);
     }
 }

@@ -43,8 +43,9 @@ mrw_status mrw_param_set_alloc(mrw_param_set *s, mrw_error *err);
 void mrw_param_set_free(mrw_param_set *s);
 /* Index of the named tensor, or -1. */
 int mrw_param_find(const mrw_param_set *s, const char *name);
-static inline float *mrw_param_w(const mrw_param_set *s, int i) { return s->w + s->p[i].offset; }
-static inline float *mrw_param_g(const mrw_param_set *s, int i) { return s->g + s->p[i].offset; }
+/* Weights and gradient of tensor i; i < 0 (an optional tensor the model does not have, e.g. a bias) gives NULL. */
+static inline float *mrw_param_w(const mrw_param_set *s, int i) { return i >= 0 ? s->w + s->p[i].offset : NULL; }
+static inline float *mrw_param_g(const mrw_param_set *s, int i) { return i >= 0 ? s->g + s->p[i].offset : NULL; }
 void mrw_param_zero_grad(mrw_param_set *s);
 
 #endif

@@ -213,8 +213,6 @@ mrw_status mrw_vit_train_open(const char *path, const mrw_vit_params *params, in
 
 /* ------------------------------------------------------------------------------------------------ forward */
 
-static float *W(mrw_vit_train *m, int i) { return i >= 0 ? mrw_param_w(&m->ps, i) : NULL; }
-static float *G(mrw_vit_train *m, int i) { return i >= 0 ? mrw_param_g(&m->ps, i) : NULL; }
 
 /* Row p of one image's cols holds patch p's pixels in the Conv2d weight's (channel, ky, kx) order. */
 static void patches(const mrw_vit_config *g, const float *px, float *cols, int add_back) {
@@ -244,8 +242,8 @@ mrw_status mrw_vit_train_forward(mrw_vit_train *m, const float *pixels, int B, f
     m->B = B;
     memcpy(m->pixels, pixels, (size_t)B * img * sizeof *pixels);
     for (int b = 0; b < B; b++) patches(g, m->pixels + b * img, m->cols + (size_t)b * Np * m->PP, 0);
-    mrw_tnn_linear(&m->k, W(m, m->i_pw), W(m, m->i_pb), m->cols, B * Np, m->PP, C, m->pe);
-    const float *pos = W(m, m->i_pos), *cls = W(m, m->i_cls);
+    mrw_tnn_linear(&m->k, mrw_param_w(&m->ps, m->i_pw), mrw_param_w(&m->ps, m->i_pb), m->cols, B * Np, m->PP, C, m->pe);
+    const float *pos = mrw_param_w(&m->ps, m->i_pos), *cls = mrw_param_w(&m->ps, m->i_cls);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *x = m->x0 + ((size_t)b * T + t) * C;
@@ -253,17 +251,17 @@ mrw_status mrw_vit_train_forward(mrw_vit_train *m, const float *pixels, int B, f
             for (int c = 0; c < C; c++) x[c] = src[c] + pos[(size_t)t * C + c];
         }
     float *x = m->la[0].x;
-    if (clip) mrw_tnn_layernorm(m->x0, x, m->m0, m->r0, (int)N, C, W(m, m->i_prew), W(m, m->i_preb), g->eps, nt);
+    if (clip) mrw_tnn_layernorm(m->x0, x, m->m0, m->r0, (int)N, C, mrw_param_w(&m->ps, m->i_prew), mrw_param_w(&m->ps, m->i_preb), g->eps, nt);
     else memcpy(x, m->x0, N * C * sizeof *x);
     mrw_tnn_block_dims dims = m->dims;
     dims.B = B;
     for (int l = 0; l < g->n_layer; l++) {
         float *w[MRW_TB_N];
-        for (int j = 0; j < MRW_TB_N; j++) w[j] = W(m, m->li[l * MRW_TB_N + j]);
+        for (int j = 0; j < MRW_TB_N; j++) w[j] = mrw_param_w(&m->ps, m->li[l * MRW_TB_N + j]);
         mrw_tnn_block_forward(&m->k, &dims, w, &m->la[l], l + 1 < g->n_layer ? m->la[l + 1].x : m->xL);
     }
     if (clip) memcpy(out, m->xL, N * C * sizeof *out);
-    else mrw_tnn_layernorm(m->xL, out, m->mL, m->rL, (int)N, C, W(m, m->i_postw), W(m, m->i_postb), g->eps, nt);
+    else mrw_tnn_layernorm(m->xL, out, m->mL, m->rL, (int)N, C, mrw_param_w(&m->ps, m->i_postw), mrw_param_w(&m->ps, m->i_postb), g->eps, nt);
     return MRW_OK;
 }
 
@@ -281,25 +279,25 @@ void mrw_vit_train_backward(mrw_vit_train *m, const float *d_out, float *d_pixel
         memcpy(dres, d_out, N * C * sizeof *dres);
     } else {
         memset(dres, 0, N * C * sizeof *dres);
-        mrw_tnn_layernorm_bwd(m->xL, m->mL, m->rL, W(m, m->i_postw), d_out, (int)N, C, dres, G(m, m->i_postw),
-                              G(m, m->i_postb), nt);
+        mrw_tnn_layernorm_bwd(m->xL, m->mL, m->rL, mrw_param_w(&m->ps, m->i_postw), d_out, (int)N, C, dres, mrw_param_g(&m->ps, m->i_postw),
+                              mrw_param_g(&m->ps, m->i_postb), nt);
     }
     mrw_tnn_block_dims dims = m->dims;
     dims.B = B;
     for (int l = g->n_layer - 1; l >= 0; l--) {
         float *w[MRW_TB_N], *gr[MRW_TB_N];
-        for (int j = 0; j < MRW_TB_N; j++) w[j] = W(m, m->li[l * MRW_TB_N + j]), gr[j] = G(m, m->li[l * MRW_TB_N + j]);
+        for (int j = 0; j < MRW_TB_N; j++) w[j] = mrw_param_w(&m->ps, m->li[l * MRW_TB_N + j]), gr[j] = mrw_param_g(&m->ps, m->li[l * MRW_TB_N + j]);
         mrw_tnn_block_backward(k, &dims, w, gr, &m->la[l], dres, &m->bb);
     }
     /* embeddings: d x0 */
     float *dx0 = dres;
     if (clip) {
         memset(m->dxn0, 0, N * C * sizeof *m->dxn0);
-        mrw_tnn_layernorm_bwd(m->x0, m->m0, m->r0, W(m, m->i_prew), dres, (int)N, C, m->dxn0, G(m, m->i_prew),
-                              G(m, m->i_preb), nt);
+        mrw_tnn_layernorm_bwd(m->x0, m->m0, m->r0, mrw_param_w(&m->ps, m->i_prew), dres, (int)N, C, m->dxn0, mrw_param_g(&m->ps, m->i_prew),
+                              mrw_param_g(&m->ps, m->i_preb), nt);
         dx0 = m->dxn0;
     }
-    float *dpos = G(m, m->i_pos), *dcls = G(m, m->i_cls);
+    float *dpos = mrw_param_g(&m->ps, m->i_pos), *dcls = mrw_param_g(&m->ps, m->i_cls);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *d = dx0 + ((size_t)b * T + t) * C;
@@ -310,7 +308,7 @@ void mrw_vit_train_backward(mrw_vit_train *m, const float *d_out, float *d_pixel
             else
                 memcpy(m->dpe + ((size_t)b * Np + t - clip) * C, d, (size_t)C * sizeof *d);
         }
-    mrw_tnn_linear_bwd(k, W(m, m->i_pw), m->cols, m->dpe, B * Np, m->PP, C, G(m, m->i_pw), G(m, m->i_pb),
+    mrw_tnn_linear_bwd(k, mrw_param_w(&m->ps, m->i_pw), m->cols, m->dpe, B * Np, m->PP, C, mrw_param_g(&m->ps, m->i_pw), mrw_param_g(&m->ps, m->i_pb),
                        d_pixels ? m->dcols : NULL, 0, m->scratch);
     if (d_pixels) {
         const size_t img = (size_t)g->channels * g->image_size * g->image_size;

@@ -199,8 +199,6 @@ mrw_status mrw_whisper_train_open(const char *path, const mrw_whisper_params *pa
 
 /* ------------------------------------------------------------------------------------------------ forward */
 
-static float *W(mrw_whisper_train *m, int i) { return i >= 0 ? mrw_param_w(&m->ps, i) : NULL; }
-static float *G(mrw_whisper_train *m, int i) { return i >= 0 ? mrw_param_g(&m->ps, i) : NULL; }
 
 mrw_status mrw_whisper_train_forward(mrw_whisper_train *m, const float *mel, int B, int n_frames, float *out,
                                      mrw_error *err) {
@@ -219,24 +217,24 @@ mrw_status mrw_whisper_train_forward(mrw_whisper_train *m, const float *mel, int
             for (int i = 0; i < nm; i++) x[(size_t)t * nm + i] = src[(size_t)i * F + t];
         mrw_tnn_im2col(x, F, nm, 3, 1, 1, F, m->cols1 + (size_t)b * F * 3 * nm, nt);
     }
-    mrw_tnn_linear(&m->k, W(m, m->i_c1w), W(m, m->i_c1b), m->cols1, B * F, 3 * nm, d, m->h1p);
+    mrw_tnn_linear(&m->k, mrw_param_w(&m->ps, m->i_c1w), mrw_param_w(&m->ps, m->i_c1b), m->cols1, B * F, 3 * nm, d, m->h1p);
     mrw_tnn_act(MRW_TACT_GELU_ERF, m->h1p, m->h1, (size_t)B * F * d, nt);
     for (int b = 0; b < B; b++)
         mrw_tnn_im2col(m->h1 + (size_t)b * F * d, F, d, 3, 2, 1, T, m->cols2 + (size_t)b * T * 3 * d, nt);
-    mrw_tnn_linear(&m->k, W(m, m->i_c2w), W(m, m->i_c2b), m->cols2, B * T, 3 * d, d, m->h2p);
+    mrw_tnn_linear(&m->k, mrw_param_w(&m->ps, m->i_c2w), mrw_param_w(&m->ps, m->i_c2b), m->cols2, B * T, 3 * d, d, m->h2p);
     float *x = m->la[0].x;
     mrw_tnn_act(MRW_TACT_GELU_ERF, m->h2p, x, (size_t)B * T * d, nt);
-    const float *pos = W(m, m->i_pos);
+    const float *pos = mrw_param_w(&m->ps, m->i_pos);
     for (int b = 0; b < B; b++)
         for (size_t i = 0; i < (size_t)T * d; i++) x[(size_t)b * T * d + i] += pos[i];
     mrw_tnn_block_dims dims = m->dims;
     dims.B = B, dims.T = T;
     for (int l = 0; l < c->n_layers; l++) {
         float *w[MRW_TB_N];
-        for (int j = 0; j < MRW_TB_N; j++) w[j] = W(m, m->li[l * MRW_TB_N + j]);
+        for (int j = 0; j < MRW_TB_N; j++) w[j] = mrw_param_w(&m->ps, m->li[l * MRW_TB_N + j]);
         mrw_tnn_block_forward(&m->k, &dims, w, &m->la[l], l + 1 < c->n_layers ? m->la[l + 1].x : m->xL);
     }
-    mrw_tnn_layernorm(m->xL, out, m->mL, m->rL, B * T, d, W(m, m->i_lnw), W(m, m->i_lnb), c->ln_eps, nt);
+    mrw_tnn_layernorm(m->xL, out, m->mL, m->rL, B * T, d, mrw_param_w(&m->ps, m->i_lnw), mrw_param_w(&m->ps, m->i_lnb), c->ln_eps, nt);
     return MRW_OK;
 }
 
@@ -249,24 +247,24 @@ void mrw_whisper_train_backward(mrw_whisper_train *m, const float *d_out, float 
     mrw_kctx *k = &m->k;
     float *dres = m->dres;
     memset(dres, 0, (size_t)B * T * d * sizeof *dres);
-    mrw_tnn_layernorm_bwd(m->xL, m->mL, m->rL, W(m, m->i_lnw), d_out, B * T, d, dres, G(m, m->i_lnw), G(m, m->i_lnb),
+    mrw_tnn_layernorm_bwd(m->xL, m->mL, m->rL, mrw_param_w(&m->ps, m->i_lnw), d_out, B * T, d, dres, mrw_param_g(&m->ps, m->i_lnw), mrw_param_g(&m->ps, m->i_lnb),
                           nt);
     mrw_tnn_block_dims dims = m->dims;
     dims.B = B, dims.T = T;
     for (int l = c->n_layers - 1; l >= 0; l--) {
         float *w[MRW_TB_N], *gr[MRW_TB_N];
-        for (int j = 0; j < MRW_TB_N; j++) w[j] = W(m, m->li[l * MRW_TB_N + j]), gr[j] = G(m, m->li[l * MRW_TB_N + j]);
+        for (int j = 0; j < MRW_TB_N; j++) w[j] = mrw_param_w(&m->ps, m->li[l * MRW_TB_N + j]), gr[j] = mrw_param_g(&m->ps, m->li[l * MRW_TB_N + j]);
         mrw_tnn_block_backward(k, &dims, w, gr, &m->la[l], dres, &m->bb);
     }
     /* dres = d x0; embed_positions is frozen (no gradient) */
     mrw_tnn_act_bwd(MRW_TACT_GELU_ERF, m->h2p, dres, dres, (size_t)B * T * d, nt);
-    mrw_tnn_linear_bwd(k, W(m, m->i_c2w), m->cols2, dres, B * T, 3 * d, d, G(m, m->i_c2w), G(m, m->i_c2b), m->dcols2,
+    mrw_tnn_linear_bwd(k, mrw_param_w(&m->ps, m->i_c2w), m->cols2, dres, B * T, 3 * d, d, mrw_param_g(&m->ps, m->i_c2w), mrw_param_g(&m->ps, m->i_c2b), m->dcols2,
                        0, m->scratch);
     memset(m->dh1, 0, (size_t)B * F * d * sizeof *m->dh1);
     for (int b = 0; b < B; b++)
         mrw_tnn_col2im_add(m->dcols2 + (size_t)b * T * 3 * d, F, d, 3, 2, 1, T, m->dh1 + (size_t)b * F * d);
     mrw_tnn_act_bwd(MRW_TACT_GELU_ERF, m->h1p, m->dh1, m->dh1, (size_t)B * F * d, nt);
-    mrw_tnn_linear_bwd(k, W(m, m->i_c1w), m->cols1, m->dh1, B * F, 3 * nm, d, G(m, m->i_c1w), G(m, m->i_c1b),
+    mrw_tnn_linear_bwd(k, mrw_param_w(&m->ps, m->i_c1w), m->cols1, m->dh1, B * F, 3 * nm, d, mrw_param_g(&m->ps, m->i_c1w), mrw_param_g(&m->ps, m->i_c1b),
                        d_mel ? m->dcols1 : NULL, 0, m->scratch);
     if (!d_mel) return;
     memset(m->dxin, 0, (size_t)B * F * nm * sizeof *m->dxin);
