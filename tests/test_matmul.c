@@ -3,8 +3,9 @@
  *
  * Tolerances follow from the arithmetic, per output element, with S = Σ_k |x_k·w_k| and
  * B = Σ_k |w_k|·amax(block of x_k):
- *   exact-activation paths (matvec all dtypes, GEMM f32):     |Δ| ≤ 1e-5·S   (fp32 summation)
+ *   exact-activation paths (matvec f32/f16, GEMM f32, any exact context): |Δ| ≤ 1e-5·S   (fp32 summation)
  *   GEMM bf16/f16 (x, and f16 weights, rounded to bf16, relative error ≤ 2^-9 each): |Δ| ≤ 2^-7·S + 1e-5·S
+ *   matvec bf16 (x rounded to bf16 when K is a multiple of 32, the decode fast path): the same bound
  *   q8_0/q4_0, both paths (x quantized per 32-block, error ≤ amax/254): |Δ| ≤ B/254·1.01 + 1e-5·S
  *   the same with an exact context (f32 activations): |Δ| ≤ 1e-5·S */
 #include <math.h>
@@ -26,6 +27,8 @@ static float frand(void) {
 static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_path path, int acc) {
     /* q8_0/q4_0 take 8-bit activations in every path unless exact */
     const int act8 = mrw_dtype_is_quant(dt) && !kc->exact;
+    /* bf16 weights take bf16 activations unless exact (matvec: only when K is a multiple of 32) */
+    const int act16 = !kc->exact && (dt == MRW_DT_BF16 || dt == MRW_DT_F16) && (path == MRW_MM_GEMM || K % 32 == 0);
     float *Wf = malloc((size_t)O * K * sizeof *Wf);
     float *X = malloc((size_t)T * (K + 3) * sizeof *X);
     for (size_t i = 0; i < (size_t)O * K; i++) Wf[i] = frand() * (1 + (i % 7 == 0) * 3);
@@ -59,7 +62,7 @@ static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_p
                 }
             }
             double tol = 1e-5 * S + 1e-6;
-            if (gemm && (dt == MRW_DT_BF16 || dt == MRW_DT_F16)) tol += S / 128.0; /* x and f16 w rounded to bf16 */
+            if (act16 && (gemm || dt == MRW_DT_BF16)) tol += S / 128.0; /* x (and f16 w) rounded to bf16 */
             if (act8) tol += B / 254.0 * 1.01;
             double d = fabs((double)Y[(size_t)t * ldy + o] - R[(size_t)t * ldy + o]);
             if (d / (tol > 0 ? tol : 1) > worst) worst = d / tol;

@@ -5,8 +5,8 @@
  *   f32 weights, any format, sequence and RNN mode ........................... 1e-4 (the issue's bound)
  *   f16/bf16/q8_0/q4_0 weights vs the golden computed from the same dequantized weights:
  *     exact context (f32 activations), sequence and RNN mode .................. 1e-4
- *     fast context, RNN mode, f16/bf16 (f32 activations) ...................... 1e-4
- *     fast prefill, bf16/f16 (activations, and f16 weights, rounded to bf16) .. 2e-2
+ *     fast context, RNN mode, f16 (f32 activations) ........................... 1e-4
+ *     fast prefill bf16/f16, fast RNN bf16 (activations, and f16 weights in prefill, rounded to bf16) .. 2e-2
  *     fast context, q8_0/q4_0, sequence and RNN mode (activations quantized per
  *     32-block to int8, as llama.cpp does) .................................... 4e-2
  * The fast-prefill bounds are about 3x the worst measured value (printed by this test). */
@@ -174,7 +174,8 @@ static void dtype_file(const char *dt, double fast_tol, int cat) {
         const int32_t *tok = (const int32_t *)G(name, &T);
         snprintf(name, sizeof name, "%s.%s.logits_last", dt, prompts[p]);
         const float *want = G(name, NULL);
-        const int act8 = !strcmp(dt, "q8_0") || !strcmp(dt, "q4_0"); /* 8-bit activations in RNN mode too */
+        /* low-precision activations in RNN mode too: 8-bit for q8_0/q4_0, bf16 for bf16 */
+        const int act8 = !strcmp(dt, "q8_0") || !strcmp(dt, "q4_0") || !strcmp(dt, "bf16");
         for (int mode = 0; mode < 4; mode++) { /* fast prefill, exact prefill, fast RNN, exact RNN */
             mrw_context *c = mode == 0 || mode == 2 ? fast : exact;
             mrw_state_reset(st);
@@ -184,7 +185,7 @@ static void dtype_file(const char *dt, double fast_tol, int cat) {
                 for (int t = 0; t < T; t++) CHECK_OK(mrw_eval_tokens(c, st, tok + t, 1, MRW_LOGITS_LAST, out, &err), &err);
             }
             /* fast prefill with T <= 3 and fast RNN use the matrix-vector kernels: f32 activations except for
-             * q8_0/q4_0 */
+             * q8_0/q4_0/bf16 */
             const int rounded = (mode == 0 && (T > 3 || act8)) || (mode == 2 && act8);
             static const char *names[] = {"fast prefill", "exact prefill", "fast rnn", "exact rnn"};
             snprintf(what, sizeof what, "%s %s %s", dt, prompts[p], names[mode]);

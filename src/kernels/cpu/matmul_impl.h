@@ -9,10 +9,12 @@
 /* Rows [r0, r1) of Y[t] (t < tn <= MRW_MV_MAXT) from rows of W; single-threaded. */
 void mrw_matvec_rows(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int tn, int acc);
 
-/* 8-bit activations for the q8_0/q4_0 matrix-vector kernels (matvec_q8act.c): prepared once per call. */
+/* Low-precision activations for the matrix-vector kernels (matvec_q8act.c), prepared once per call: 8-bit
+ * for q8_0/q4_0 weights (xq, dx, corr), bf16 for bf16 weights (xb). */
 typedef struct {
     int tn, K;
     mrw_dtype dtype;
+    uint16_t *xb;
     int8_t *xq;
     float *dx;
     int32_t *corr;
