@@ -132,23 +132,41 @@ $(BUILD)/obj/%.o: %.cu
 # The drivers link the CUDA objects and the one library object they use (error reporting), so they build
 # without CUDA=1 and without the library's other dependencies, and run on any x86-64 machine with a driver
 # (cudart is linked statically; cuBLAS, which the toolkit ships only as a shared library here, dynamically).
-CU_LINK = $(NVCC) $(CUDA_GENCODE) $^ -lcublas -o $@
-$(BUILD)/tests/cuda/%: $(BUILD)/obj/tests/cuda/%.o $(CU_OBJ) $(BUILD)/obj/src/base/error.o
+# The host C files they link (error reporting, the GPU trainer's parameter table, and the CPU trainer that
+# test_train_gpu checks the GPU trainer against) are compiled for baseline x86-64 (no -march=native: the GPU
+# machine's processor may differ) into obj-cuhost/, with libgomp linked statically.
+CU_HOST_SRC := src/base/error.c src/train/params.c src/train/optim.c src/train/rwkv7_train.c src/train/wkv7_train.c \
+               src/kernels/cpu/gemm_train.c src/kernels/cpu/kctx.c
+CU_HOST_OBJ := $(CU_HOST_SRC:%.c=$(BUILD)/obj-cuhost/%.o)
+.SECONDARY: $(CU_HOST_OBJ)
+LIBGOMP_A   := $(shell $(CC) -print-file-name=libgomp.a)
+$(BUILD)/obj-cuhost/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g -fopenmp -Wall -Wno-unused-parameter -Iinclude -Isrc -MMD -MP -c $< -o $@
+CU_LINK = $(NVCC) $(CUDA_GENCODE) $^ $(LIBGOMP_A) -lcublas -lpthread -ldl -o $@
+$(BUILD)/tests/cuda/%: $(BUILD)/obj/tests/cuda/%.o $(CU_OBJ) $(CU_HOST_OBJ)
 	@mkdir -p $(dir $@)
 	$(CU_LINK)
-$(BUILD)/bench/cuda/%: $(BUILD)/obj/bench/cuda/%.o $(CU_OBJ) $(BUILD)/obj/src/base/error.o
+$(BUILD)/bench/cuda/%: $(BUILD)/obj/bench/cuda/%.o $(CU_OBJ) $(CU_HOST_OBJ)
 	@mkdir -p $(dir $@)
 	$(CU_LINK)
+# test_decode_gpu checks the GPU decoder against the CPU model, so it links the whole library (make CUDA=1 first;
+# on the GPU machine it needs the library's shared dependencies: build-cuda/gpulibs, see docs/CUDA.md).
+$(BUILD)/tests/cuda/test_decode_gpu: $(BUILD)/obj/tests/cuda/test_decode_gpu.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL) $(CUDA_LDLIBS)
 # Host-side AddressSanitizer + UBSan build of the test drivers (device code as above; compute-sanitizer checks
 # that). Run on the GPU machine with ASAN_OPTIONS=protect_shadow_gap=0 (the CUDA driver maps into ASan's gap).
 .PHONY: cuda-tests-asan
-cuda-tests-asan: $(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan)
+cuda-tests-asan: $(filter-out %/test_decode_gpu_asan,$(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan))
 CU_ASAN = -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer
-$(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(wildcard tests/cuda/*.inc) $(CU_OBJ) src/base/error.c
+$(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(wildcard tests/cuda/*.inc) $(CU_OBJ) $(CU_HOST_SRC)
 	@mkdir -p $(dir $@)
 	$(NVCC) -std=c++17 -O1 -g -Iinclude -Isrc -Xcompiler "$(subst $(eval) ,$(comma),$(CU_ASAN))" -c $< -o $@.o
-	$(CC) $(CU_ASAN) -g -Iinclude -Isrc -c src/base/error.c -o $@.error.o
-	$(CXX) $(CU_ASAN) $@.o $(CU_OBJ) $@.error.o -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lpthread -o $@
+	@for f in $(CU_HOST_SRC); do $(CC) $(CU_ASAN) -std=gnu11 -O1 -g -fopenmp -Iinclude -Isrc -c $$f \
+	  -o $@.$$(basename $$f .c).o || exit 1; done
+	$(CXX) $(CU_ASAN) $@.o $(CU_OBJ) $(foreach f,$(CU_HOST_SRC),$@.$(basename $(notdir $(f))).o) $(LIBGOMP_A) \
+	  -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lpthread -o $@
 # -------------------------------------------------------------------------------------- end CUDA rules
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-cuhost -name '*.d' 2>/dev/null)

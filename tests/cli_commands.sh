@@ -69,6 +69,16 @@ printf 'first question\n/reset\nsecond question\n' | "$M" chat -m "$FIX/tiny.pth
 printf 'The quick brown fox jumps over the lazy dog. ' > "$T/text.txt"
 expect_ok "perplexity" "$M" perplexity -m "$SHARED/assets/tiny-rwkv7/tiny-rwkv7-834K.pth" -f "$T/text.txt" --chunk 7
 grep -q "perplexity" "$T/out" || bad "perplexity prints no result"
+# --max-tokens: bits/byte counts the bytes of the scored tokens only (the first N tokens of the longer file
+# are exactly the N tokens of the shorter one: checked here first)
+TINY=$SHARED/assets/tiny-rwkv7/tiny-rwkv7-834K.pth
+printf 'The quick brown fox jumps over the lazy dog.' > "$T/short.txt"
+printf 'The quick brown fox jumps over the lazy dog.\nHello again, world.' > "$T/long.txt"
+n=$("$M" tokenize -m "$TINY" -f "$T/short.txt" | wc -w)
+[ "$("$M" tokenize -m "$TINY" -f "$T/long.txt" | cut -d' ' -f1-"$n")" = "$("$M" tokenize -m "$TINY" -f "$T/short.txt")" ] || bad "tokenization of the prefix changed"
+"$M" perplexity -m "$TINY" -f "$T/short.txt" > "$T/ppl1" 2> /dev/null || bad "perplexity short"
+"$M" perplexity -m "$TINY" -f "$T/long.txt" --max-tokens "$n" > "$T/ppl2" 2> /dev/null || bad "perplexity --max-tokens"
+[ "$(cut -d, -f1-4 "$T/ppl1")" = "$(cut -d, -f1-4 "$T/ppl2")" ] && [ -n "$(cat "$T/ppl1")" ] || bad "--max-tokens: $(cat "$T/ppl1") vs $(cat "$T/ppl2")"
 expect_ok "bench" "$M" bench -m "$FIX/tiny.pth" --prompt 16 --gen 4
 grep -q "^bench:" "$T/out" || bad "bench prints no result"
 

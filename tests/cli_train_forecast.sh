@@ -4,7 +4,9 @@
 # and checks that the loss falls (JSONL log in the trainer's format), that the checkpoint is a safetensors file
 # with the forecaster's metadata, that `modrwkv forecast -m` writes a finite forecast (CSV and plot) and beats
 # the last-value baseline on the training series, that `forecast -m --eval` prints the table, and clear errors
-# for bad input; also a start from an RWKV-7 file (-m) with prompt tokens. Run by tests/run.sh with the build directory as $1; takes a few seconds.
+# for bad input; also a start from an RWKV-7 file (-m) with prompt tokens, --resume (bit-identical to an
+# uninterrupted run, with --accum), patch/skip options, the ridge-initialised skip path, a frozen Timer encoder
+# (tiny random weights, tests/fixtures/timer) end to end, recipes/gen_series.sh and recipes/forecast.sh --quick. Run by tests/run.sh with the build directory as $1; takes a few seconds.
 . "$(dirname "$0")/lib/cli.sh"
 # `modrwkv train --csv ...` dispatches to the forecaster trainer (also reachable as `modrwkv train-forecast`)
 TRAIN=(train)
@@ -13,7 +15,7 @@ TRAIN=(train)
 awk 'BEGIN{srand(3); print "date,a,b"; for(i=0;i<600;i++) printf "d%d,%.5f,%.5f\n", i, 5+2*sin(i*2*3.14159/12)+0.1*(rand()-0.5), -1+sin(i*2*3.14159/8)+0.1*(rand()-0.5)}' > "$T/sines.csv"
 
 OPTS=(--csv "$T/sines.csv" --lookback 24 --horizon 6 --init 1,32 --enc-channels 8 --adapter-scale 2 --steps 60
-      --warmup 5 --lr 3e-3 -b 8 --seed 1 -t 1 -q)
+      --warmup 5 --lr 3e-3 -b 8 --seed 1 -t 1 -q --patch 4 --skip-init zero)
 expect_ok "train" "$M" "${TRAIN[@]}" "${OPTS[@]}" --out "$T/run" --save-every 25 --eval-windows 10
 cp "$T/out" "$T/out.train"
 [ -s "$T/run/forecaster.safetensors" ] && ok || bad "no checkpoint"
@@ -58,7 +60,72 @@ expect_ok "narrow" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --lookback 24 --horiz
   --steps 3 -b 20 -t 1 -q --out "$T/run_n"
 expect_ok "narrow eval" "$M" forecast -m "$T/run_n/forecaster.safetensors" --eval "$T/sines.csv" --max-windows 5
 
+# --resume: 6 steps, stop, resume to 12 == 12 steps uninterrupted, bit for bit (weights, Adam moments, sampler)
+ROPTS=(--csv "$T/sines.csv" --lookback 24 --horizon 6 --init 1,32 --enc-channels 8 --patch 4 --steps 12 --warmup 2
+       -b 4 --accum 2 --seed 3 -t 1 -q)
+expect_ok "uninterrupted" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --out "$T/ra"
+expect_ok "first half" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --out "$T/rb" --stop-after 6
+[ "$(wc -l < "$T/rb/train.jsonl")" -eq 6 ] && [ -s "$T/rb/resume.safetensors" ] && ok || bad "stop-after 6"
+expect_ok "resume" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --out "$T/rb" --resume
+cmp -s "$T/ra/forecaster.safetensors" "$T/rb/forecaster.safetensors" && ok || bad "resumed model differs"
+# the resume files' tensors (weights, moments), after their JSON headers (which hold the elapsed time)
+st_data() { local n; n=$(od -An -t u8 -N 8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
+cmp -s <(st_data "$T/ra/resume.safetensors") <(st_data "$T/rb/resume.safetensors") && ok || bad "resumed optimizer state differs"
+cmp -s <(st_data "$T/ra/resume_skip.safetensors") <(st_data "$T/rb/resume_skip.safetensors") && ok || bad "resumed skip optimizer differs"
+diff <(sed 's/,"tokens_per_s.*//' "$T/ra/train.jsonl") <(sed 's/,"tokens_per_s.*//' "$T/rb/train.jsonl") > /dev/null \
+  && ok || bad "resumed log differs"
+expect_fail "resume with other options" "options differ" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --lr 5e-3 --out "$T/rb" --resume
+expect_fail "resume without a file" "resume" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --out "$T/rc" --resume
+# every step a token, no skip path (the original configuration); the ridge-initialised skip path alone
+expect_ok "patch 1, no skip" "$M" "${TRAIN[@]}" "${OPTS[@]}" --patch 1 --skip off --steps 3 --out "$T/rp"
+grep -aq "patch=1,skip=0" "$T/rp/forecaster.safetensors" && ok || bad "patch/skip metadata"
+expect_ok "ridge skip" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --lookback 24 --horizon 6 --init 1,32 --enc-channels 8 \
+  --steps 1 --lr 0 -b 2 -t 1 --out "$T/rr"
+grep -q "skip path from the ridge fit" "$T/err" && ok || bad "no ridge message: $(cat "$T/err")"
+expect_ok "ridge skip eval" "$M" forecast -m "$T/rr/forecaster.safetensors" --eval "$T/sines.csv" --max-windows 20
+awk -F'|' '/^\| custom/ { gsub(/[* ]/, "", $6); gsub(/ /, "", $12); exit !($6 + 0 < 1.05 * $12) }' "$T/out" \
+  && ok || bad "ridge skip path alone is not at the linear baseline: $(cat "$T/out")"
+
+# a frozen Timer encoder (tiny random weights in the Hugging Face layout, patches of 8): train, forecast, eval
+expect_ok "train --encoder timer" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --lookback 24 --horizon 6 --init 1,32 \
+  --encoder timer tests/fixtures/timer --steps 40 --warmup 2 --lr 3e-3 -b 4 -t 1 -q --out "$T/rt"
+grep -aq "timer=1" "$T/rt/forecaster.safetensors" && grep -aq "modrwkv.forecaster.timer" "$T/rt/forecaster.safetensors" \
+  && ok || bad "no Timer metadata"
+expect_ok "forecast -m (Timer)" "$M" forecast -m "$T/rt/forecaster.safetensors" --csv "$T/sines.csv" --column a --at 500 \
+  --out "$T/ft.csv"
+[ "$(wc -l < "$T/ft.csv")" -eq 7 ] && ok || bad "Timer forecast CSV has $(wc -l < "$T/ft.csv") lines"
+expect_ok "forecast -m --eval (Timer)" "$M" forecast -m "$T/rt/forecaster.safetensors" --eval "$T/sines.csv" --max-windows 10
+expect_fail "Timer with --patch" "own patches" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --lookback 24 --horizon 6 \
+  --encoder timer tests/fixtures/timer --patch 4 --out "$T/rt2"
+expect_fail "Timer without a directory" "Timer directory" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --encoder timer
+expect_fail "Timer directory missing" "nonexistent" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --lookback 24 --horizon 6 \
+  --encoder timer /nonexistent/timer --out "$T/rt3"
+
+# recipes/gen_series.sh: deterministic, 2000 rows + header, numeric; bad options
+expect_ok "gen_series" recipes/gen_series.sh --out "$T/s1.csv"
+expect_ok "gen_series again" recipes/gen_series.sh --out "$T/s2.csv"
+cmp -s "$T/s1.csv" "$T/s2.csv" && ok || bad "gen_series is not deterministic"
+[ "$(wc -l < "$T/s1.csv")" -eq 2001 ] && [ "$(head -1 "$T/s1.csv")" = "date,value" ] && ok || bad "gen_series shape"
+awk -F, 'NR>1 && ($2 != $2+0) {exit 1}' "$T/s1.csv" && ok || bad "gen_series non-numeric value"
+expect_fail "gen_series without --out" "--out" recipes/gen_series.sh
+expect_fail "gen_series bad rows" "rows" recipes/gen_series.sh --out "$T/s3.csv" --rows x
+# recipes/forecast.sh --quick (needs ../shared/data/timeseries; skipped without it)
+TS=${MRW_SHARED:-../shared}/data/timeseries
+if [ -r "$TS/ETTh1.csv" ]; then
+  expect_ok "recipes/forecast.sh --quick" env MODRWKV="$M" recipes/forecast.sh --quick --out "$T/rq" --data "$TS"
+  for f in forecaster.safetensors train.jsonl results.md series.csv series_forecast.csv series.png; do
+    [ -s "$T/rq/$f" ] && ok || bad "recipe: missing $f"
+  done
+  grep -q "^| ETTh1 | 96 → 24 | 7 |" "$T/rq/results.md" && grep -q "ModRWKV forecaster: MSE" "$T/rq/results.md" \
+    && ok || bad "recipe results: $(cat "$T/rq/results.md")"
+  expect_fail "recipe --quick --ship" "exclude" env MODRWKV="$M" recipes/forecast.sh --quick --ship --out "$T/rq2" --data "$TS"
+else
+  echo "cli_train_forecast.sh: recipe smoke test skipped (no $TS/ETTh1.csv)" >&2
+fi
+
 # bad input
+expect_fail "patch longer than the lookback" "patch" "$M" "${TRAIN[@]}" "${OPTS[@]}" --patch 30 --out "$T/r8"
+expect_fail "bad --skip" "on or off" "$M" "${TRAIN[@]}" "${OPTS[@]}" --skip maybe --out "$T/r9"
 expect_fail "horizon mismatch" "forecasts 24 -> 6" "$M" forecast -m "$T/run/forecaster.safetensors" --csv "$T/sines.csv" --column a --horizon 96
 expect_fail "not a weight file" "not a recognised weight file" "$M" forecast -m "$T/sines.csv" --csv "$T/sines.csv" --column a
 expect_fail "not a forecaster" "not a forecaster" "$M" forecast -m tests/fixtures/wavenet/model.safetensors --csv "$T/sines.csv" --column a

@@ -19,6 +19,7 @@
 #include "models/wavlm.h"
 #include "models/weights.h"
 #include "models/whisper_enc.h"
+#include "tensor/dtype.h"
 
 #define V1_ADAPTER "modality.world_encoder.adapter."
 #define V2_ADAPTER "proj."
@@ -30,8 +31,10 @@
 
 typedef enum { LAYOUT_ENCODER_ONLY, LAYOUT_V1, LAYOUT_V2, LAYOUT_BUNDLE } layout;
 
-struct mrw_mm {
-    mrw_model *lm;       /* owns the checkpoint file (NULL for an encoder alone) */
+/* One modality: encoder -> [compression] -> adapter. Modality 0 of a bundle uses the historical unprefixed
+ * names (proj.*, compress.*, encoder.model.*, modrwkv.<key>); modality i >= 1 the same names under "m<i>."
+ * (tensors) and "modrwkv.m<i>." (metadata); docs/MULTIMODAL.md. */
+typedef struct {
     mrw_tfile *own_file; /* a file we opened that nothing else owns: the encoder file or encoder-only input */
     const mrw_tfile *enc_file;
     char enc_prefix[192];
@@ -45,10 +48,18 @@ struct mrw_mm {
     mrw_image_proc proc;
     int has_adapter;
     mrw_adapter adapter;
-    char adapter_prefix[64];
+    char adapter_prefix[96];
+    const mrw_tfile *src;      /* the file holding the adapter (and the compression unless compress_file) */
+    char tprefix[16];          /* "" or "m<i>." in the source file */
     int has_compress;
     mrw_compress compress;
     mrw_tfile *compress_file; /* owned when the weights came from their own file */
+} modality;
+
+struct mrw_mm {
+    mrw_model *lm;       /* owns the checkpoint file (NULL for an encoder alone) */
+    modality mod[MRW_MM_MAX_MODALITIES];
+    int n_mod;
     mrw_splice_mode splice;
     mrw_arena arena;
 };
@@ -179,7 +190,7 @@ static void json_floats3(const char *json, const char *key, float out[3]) {
     if (sscanf(p, "[ %f , %f , %f ]", &v[0], &v[1], &v[2]) == 3) memcpy(out, v, sizeof v);
 }
 
-static mrw_status load_encoder(mrw_mm *mm, const mrw_tfile *f, const char *prefix, int keep_dtype, mrw_error *err) {
+static mrw_status load_encoder(modality *mm, const mrw_tfile *f, const char *prefix, int keep_dtype, mrw_error *err) {
     mm->kind = detect_encoder(f, prefix);
     mm->enc_file = f;
     snprintf(mm->enc_prefix, sizeof mm->enc_prefix, "%s", prefix);
@@ -222,37 +233,106 @@ static mrw_status load_encoder(mrw_mm *mm, const mrw_tfile *f, const char *prefi
 
 /* ------------------------------------------------------------------------------------------- loading */
 
+/* "m<i>." prefixes of the extra modalities of a bundle (i in 1..9). */
+static int is_modality_prefix(const char *name) {
+    return name[0] == 'm' && name[1] >= '1' && name[1] <= '9' && name[2] == '.';
+}
+
 /* Tensors the language-model loader must leave to us. */
 static int claim_non_lm(void *user, const char *name) {
     (void)user;
     return !strncmp(name, V1_ADAPTER, strlen(V1_ADAPTER)) || !strncmp(name, V2_ADAPTER, strlen(V2_ADAPTER)) ||
-           !strncmp(name, V2_ENCODER, strlen(V2_ENCODER)) || !strncmp(name, COMPRESS, strlen(COMPRESS));
+           !strncmp(name, V2_ENCODER, strlen(V2_ENCODER)) || !strncmp(name, COMPRESS, strlen(COMPRESS)) ||
+           is_modality_prefix(name);
 }
 
-static mrw_status load_compression(mrw_mm *mm, const mrw_mm_params *p, const mrw_tfile *ckpt, mrw_error *err) {
-    int k = p->compress_k, s = p->compress_s;
-    char buf[64];
-    if (!k && ckpt && meta_str(ckpt, "modrwkv.compress", buf, sizeof buf) && sscanf(buf, "%d,%d", &k, &s) != 2)
-        return mrw_err(err, MRW_E_FORMAT, "bad modrwkv.compress metadata '%s'", buf);
+/* Bundle metadata key of modality i: "modrwkv.<key>" (i = 0) or "modrwkv.m<i>.<key>". */
+static const char *mod_key(int i, const char *key, char *buf, size_t n) {
+    if (i) snprintf(buf, n, "modrwkv.m%d.%s", i, key);
+    else snprintf(buf, n, "modrwkv.%s", key);
+    return buf;
+}
+
+/* The compression of modality m: CLI parameters (k, s, weights file) when given, else the checkpoint's
+ * "<meta>compress" = "k,s" and "<tprefix>compress.*" tensors. */
+static mrw_status load_compression(mrw_mm *mm, modality *m, int k, int s, const char *weights, const mrw_tfile *ckpt,
+                                   int mi, mrw_error *err) {
+    char buf[64], key[64], tname[64];
+    if (!k && ckpt && meta_str(ckpt, mod_key(mi, "compress", key, sizeof key), buf, sizeof buf) &&
+        sscanf(buf, "%d,%d", &k, &s) != 2)
+        return mrw_err(err, MRW_E_FORMAT, "bad %s metadata '%s'", key, buf);
     const mrw_tfile *wf = ckpt;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "%s" COMPRESS, m->tprefix);
     mrw_status st;
-    if (p->compress_weights) {
-        if ((st = mrw_tfile_open(p->compress_weights, &mm->compress_file, err))) return st;
-        wf = mm->compress_file;
+    if (weights) {
+        if ((st = mrw_tfile_open(weights, &m->compress_file, err))) return st;
+        wf = m->compress_file;
+        snprintf(prefix, sizeof prefix, COMPRESS);
         if (!k) k = -1; /* from the weight's shape */
         if (!s && meta_str(wf, "compress.stride", buf, sizeof buf)) s = atoi(buf);
     }
-    if (!k && !(ckpt && mrw_tfile_find(ckpt, COMPRESS "weight"))) return MRW_OK;
+    snprintf(tname, sizeof tname, "%sweight", prefix);
+    if (!k && !(ckpt && mrw_tfile_find(ckpt, tname))) return MRW_OK;
     if (!s) return mrw_err(err, MRW_E_ARG, "compression needs a stride: give --compress k,s");
     mrw_wloader L;
-    if ((st = mrw_wl_init(&L, wf ? wf : ckpt, "", &mm->arena, err))) return st;
-    st = mrw_compress_load(wf ? &L : NULL, COMPRESS, mm->E, k > 0 ? k : 0, s, &mm->compress, err);
-    if (!st && k > 0 && mm->compress.k != k)
-        st = mrw_err(err, MRW_E_SHAPE, "--compress %d,%d but the compression weights have kernel %d", k, s, mm->compress.k);
+    if ((st = mrw_wl_init(&L, wf, "", &mm->arena, err))) return st;
+    st = mrw_compress_load(&L, prefix, m->E, k > 0 ? k : 0, s, &m->compress, err);
+    if (!st && k > 0 && m->compress.k != k)
+        st = mrw_err(err, MRW_E_SHAPE, "--compress %d,%d but the compression weights have kernel %d", k, s, m->compress.k);
     mrw_wl_done(&L);
     if (st) return st;
-    mm->has_compress = 1;
+    m->has_compress = 1;
     return MRW_OK;
+}
+
+/* The adapter of modality m from its source file, checked against the encoder's width and the LM's. */
+static mrw_status load_adapter(mrw_mm *mm, modality *m, mrw_error *err) {
+    mrw_wloader L;
+    mrw_status s = mrw_wl_init(&L, m->src, "", &mm->arena, err);
+    if (s) return s;
+    s = mrw_adapter_load(&L, m->adapter_prefix, m->E, mrw_model_get_info(mm->lm).n_embd, &m->adapter, err);
+    for (int i = 0; i < mrw_tfile_count(m->src) && !s; i++) { /* everything under the adapter's prefix is used */
+        const char *n = mrw_tfile_tensor(m->src, i)->name;
+        if (!strncmp(n, m->adapter_prefix, strlen(m->adapter_prefix)) && !L.used[i])
+            s = mrw_err(err, MRW_E_UNKNOWN, "unexpected adapter tensor '%s'", n);
+    }
+    mrw_wl_done(&L);
+    if (!s) m->has_adapter = 1;
+    return s;
+}
+
+/* Modality mi of a bundle (or the one modality of a v2 checkpoint: mi = 0, no metadata). */
+static mrw_status load_inner_modality(mrw_mm *mm, int mi, const mrw_tfile *ckpt, layout lay, const mrw_mm_params *p,
+                                      int use_cli_compress, mrw_error *err) {
+    modality *m = &mm->mod[mi];
+    char buf[256], key[64];
+    if (mi) snprintf(m->tprefix, sizeof m->tprefix, "m%d.", mi);
+    m->src = ckpt;
+    if (lay == LAYOUT_BUNDLE) {
+        const mrw_meta *c = mrw_tfile_find_meta(ckpt, mod_key(mi, "encoder_config", key, sizeof key));
+        if (c && c->type == MRW_MV_STRING && !(m->enc_config = strndup(c->v.s.ptr, c->v.s.len)))
+            return mrw_err(err, MRW_E_NOMEM, "out of memory");
+        const mrw_meta *pc = mrw_tfile_find_meta(ckpt, mod_key(mi, "preprocessor_config", key, sizeof key));
+        if (pc && pc->type == MRW_MV_STRING && !(m->pre_config = strndup(pc->v.s.ptr, pc->v.s.len)))
+            return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    }
+    char enc_prefix[160];
+    snprintf(enc_prefix, sizeof enc_prefix, "%s" V2_ENCODER, m->tprefix);
+    if (lay == LAYOUT_BUNDLE && meta_str(ckpt, mod_key(mi, "encoder_prefix", key, sizeof key), buf, sizeof buf))
+        snprintf(enc_prefix, sizeof enc_prefix, "%s" V2_ENCODER "%.100s", m->tprefix, buf); /* longer names match nothing */
+    mrw_status s = load_encoder(m, ckpt, enc_prefix, p->encoder_keep_dtype, err);
+    if (s) return s;
+    const char *ap = lay == LAYOUT_BUNDLE ? meta_str(ckpt, mod_key(mi, "adapter_prefix", key, sizeof key), buf, sizeof buf) : NULL;
+    if (ap) snprintf(m->adapter_prefix, sizeof m->adapter_prefix, "%.60s", ap);
+    else snprintf(m->adapter_prefix, sizeof m->adapter_prefix, "%s" V2_ADAPTER, m->tprefix);
+    if (mi && strncmp(m->adapter_prefix, m->tprefix, strlen(m->tprefix)))
+        return mrw_err(err, MRW_E_FORMAT, "%s '%s' lies outside the modality's '%s' tensors", key, m->adapter_prefix,
+                       m->tprefix);
+    if (use_cli_compress) s = load_compression(mm, m, p->compress_k, p->compress_s, p->compress_weights, ckpt, mi, err);
+    else s = load_compression(mm, m, 0, 0, NULL, ckpt, mi, err);
+    if (!s) s = load_adapter(mm, m, err);
+    return s;
 }
 
 mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **out, mrw_error *err) {
@@ -261,34 +341,32 @@ mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **o
     const mrw_mm_params *p = params ? params : &defaults;
     mrw_mm *mm = calloc(1, sizeof *mm);
     if (!mm) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    modality *m0 = &mm->mod[0];
     mrw_tfile *f = NULL;
     char dir_weights[4096];
     mrw_status s;
     if (is_dir(path)) { /* a Hugging Face encoder directory */
-        if ((s = encoder_files(path, dir_weights, sizeof dir_weights, &mm->enc_config, &mm->pre_config, err))) goto fail;
+        if ((s = encoder_files(path, dir_weights, sizeof dir_weights, &m0->enc_config, &m0->pre_config, err))) goto fail;
         if ((s = mrw_tfile_open(dir_weights, &f, err))) goto fail;
     } else if ((s = mrw_tfile_open(path, &f, err))) {
         goto fail;
     }
     const layout lay = detect_layout(f);
     char buf[256];
-    /* the encoder's configuration: the bundle's own, else the Hugging Face files named by the caller */
+    /* the encoder's configuration: the bundle's own (read per modality), else the Hugging Face files named by
+     * the caller */
     char enc_weights[4096] = "";
-    if (lay == LAYOUT_BUNDLE) {
-        const mrw_meta *c = mrw_tfile_find_meta(f, "modrwkv.encoder_config");
-        const mrw_meta *pc = mrw_tfile_find_meta(f, "modrwkv.preprocessor_config");
-        if (c && c->type == MRW_MV_STRING) mm->enc_config = strndup(c->v.s.ptr, c->v.s.len);
-        if (pc && pc->type == MRW_MV_STRING) mm->pre_config = strndup(pc->v.s.ptr, pc->v.s.len);
-    } else if (p->encoder && !mm->enc_config) {
-        if ((s = encoder_files(p->encoder, enc_weights, sizeof enc_weights, &mm->enc_config, &mm->pre_config, err)))
+    if (lay != LAYOUT_BUNDLE && p->encoder && !m0->enc_config) {
+        if ((s = encoder_files(p->encoder, enc_weights, sizeof enc_weights, &m0->enc_config, &m0->pre_config, err)))
             goto fail;
     }
     if (lay == LAYOUT_ENCODER_ONLY) { /* `modrwkv encode -m ENCODER` */
-        mm->own_file = f;
+        m0->own_file = f;
         f = NULL;
-        if (mm->enc_config == NULL && !p->encoder && !is_dir(path)) /* a weight file: its config sits next to it */
-            if ((s = encoder_files(path, enc_weights, sizeof enc_weights, &mm->enc_config, &mm->pre_config, err))) goto fail;
-        if ((s = load_encoder(mm, mm->own_file, "", p->encoder_keep_dtype, err))) goto fail;
+        mm->n_mod = 1;
+        if (m0->enc_config == NULL && !p->encoder && !is_dir(path)) /* a weight file: its config sits next to it */
+            if ((s = encoder_files(path, enc_weights, sizeof enc_weights, &m0->enc_config, &m0->pre_config, err))) goto fail;
+        if ((s = load_encoder(m0, m0->own_file, "", p->encoder_keep_dtype, err))) goto fail;
         *out = mm;
         return MRW_OK;
     }
@@ -299,39 +377,47 @@ mrw_status mrw_mm_load(const char *path, const mrw_mm_params *params, mrw_mm **o
     f = NULL;
     /* encoder: inside the checkpoint (v2, bundles), or the Hugging Face files (v1) */
     if (lay == LAYOUT_V1) {
+        mm->n_mod = 1;
         if (!p->encoder) {
             s = mrw_err(err, MRW_E_ARG, "this is a ModRWKV v1 checkpoint: its encoder is not inside it; give the "
                                         "Hugging Face encoder with --encoder DIR (e.g. siglip2-base-patch16-384/)");
             goto fail;
         }
-        if ((s = mrw_tfile_open(enc_weights, &mm->own_file, err))) goto fail;
-        if ((s = load_encoder(mm, mm->own_file, "", p->encoder_keep_dtype, err))) goto fail;
-        snprintf(mm->adapter_prefix, sizeof mm->adapter_prefix, "%s", V1_ADAPTER);
+        if ((s = mrw_tfile_open(enc_weights, &m0->own_file, err))) goto fail;
+        if ((s = load_encoder(m0, m0->own_file, "", p->encoder_keep_dtype, err))) goto fail;
+        snprintf(m0->adapter_prefix, sizeof m0->adapter_prefix, "%s", V1_ADAPTER);
+        m0->src = ckpt;
         mm->splice = MRW_SPLICE_PREPEND;
+        if ((s = load_compression(mm, m0, p->compress_k, p->compress_s, p->compress_weights, ckpt, 0, err))) goto fail;
+        if ((s = load_adapter(mm, m0, err))) goto fail;
     } else {
-        char enc_prefix[128] = V2_ENCODER;
-        if (lay == LAYOUT_BUNDLE && meta_str(ckpt, "modrwkv.encoder_prefix", buf, sizeof buf))
-            snprintf(enc_prefix, sizeof enc_prefix, "%s%.100s", V2_ENCODER, buf); /* longer names match nothing */
-        if ((s = load_encoder(mm, ckpt, enc_prefix, p->encoder_keep_dtype, err))) goto fail;
-        const char *ap = lay == LAYOUT_BUNDLE ? meta_str(ckpt, "modrwkv.adapter_prefix", buf, sizeof buf) : NULL;
-        snprintf(mm->adapter_prefix, sizeof mm->adapter_prefix, "%.60s", ap ? ap : V2_ADAPTER);
+        int n = 1;
+        if (lay == LAYOUT_BUNDLE && meta_str(ckpt, "modrwkv.modalities", buf, sizeof buf)) {
+            char *end;
+            long v = strtol(buf, &end, 10);
+            if (*end || v < 1 || v > MRW_MM_MAX_MODALITIES) {
+                s = mrw_err(err, MRW_E_FORMAT, "modrwkv.modalities is '%s' (1 to %d supported)", buf, MRW_MM_MAX_MODALITIES);
+                goto fail;
+            }
+            n = (int)v;
+        }
+        if (n > 1 && (p->compress_k || p->compress_weights)) {
+            s = mrw_err(err, MRW_E_ARG, "--compress applies to a model with one modality; this one has %d", n);
+            goto fail;
+        }
+        if (n > 1 && p->encoder) {
+            s = mrw_err(err, MRW_E_ARG, "--encoder applies to a model with one modality; this one has %d (its encoders "
+                                        "are inside it)", n);
+            goto fail;
+        }
         mm->splice = MRW_SPLICE_PLACEHOLDER;
         if (lay == LAYOUT_BUNDLE && meta_str(ckpt, "modrwkv.splice", buf, sizeof buf) && !strcmp(buf, "prepend"))
             mm->splice = MRW_SPLICE_PREPEND;
+        for (int i = 0; i < n; i++) {
+            mm->n_mod = i + 1;
+            if ((s = load_inner_modality(mm, i, ckpt, lay, p, n == 1, err))) goto fail;
+        }
     }
-    if ((s = load_compression(mm, p, ckpt, err))) goto fail;
-    /* adapter, checked against the encoder's width */
-    mrw_wloader L;
-    if ((s = mrw_wl_init(&L, ckpt, "", &mm->arena, err))) goto fail;
-    s = mrw_adapter_load(&L, mm->adapter_prefix, mm->E, mrw_model_get_info(mm->lm).n_embd, &mm->adapter, err);
-    for (int i = 0; i < mrw_tfile_count(ckpt) && !s; i++) { /* everything under the adapter's prefix is used */
-        const char *n = mrw_tfile_tensor(ckpt, i)->name;
-        if (!strncmp(n, mm->adapter_prefix, strlen(mm->adapter_prefix)) && !L.used[i])
-            s = mrw_err(err, MRW_E_UNKNOWN, "unexpected adapter tensor '%s'", n);
-    }
-    mrw_wl_done(&L);
-    if (s) goto fail;
-    mm->has_adapter = 1;
     *out = mm;
     return MRW_OK;
 fail:
@@ -343,34 +429,48 @@ fail:
 
 void mrw_mm_free(mrw_mm *mm) {
     if (!mm) return;
-    mrw_vit_free(mm->vit);
-    mrw_whisper_enc_free(mm->whisper);
-    mrw_wavlm_free(mm->wavlm);
+    for (int i = 0; i < MRW_MM_MAX_MODALITIES; i++) {
+        modality *m = &mm->mod[i];
+        mrw_vit_free(m->vit);
+        mrw_whisper_enc_free(m->whisper);
+        mrw_wavlm_free(m->wavlm);
+    }
     mrw_model_free(mm->lm);
-    mrw_tfile_close(mm->own_file);
-    mrw_tfile_close(mm->compress_file);
+    for (int i = 0; i < MRW_MM_MAX_MODALITIES; i++) {
+        modality *m = &mm->mod[i];
+        mrw_tfile_close(m->own_file);
+        mrw_tfile_close(m->compress_file);
+        free(m->enc_config);
+        free(m->pre_config);
+    }
     mrw_arena_free(&mm->arena);
-    free(mm->enc_config);
-    free(mm->pre_config);
     free(mm);
 }
 
 const mrw_model *mrw_mm_model(const mrw_mm *mm) { return mm->lm; }
 
-mrw_mm_info mrw_mm_get_info(const mrw_mm *mm) {
+int mrw_mm_n_modalities(const mrw_mm *mm) { return mm->n_mod; }
+
+mrw_mm_info mrw_mm_modality_info(const mrw_mm *mm, int index) {
     mrw_mm_info i = {0};
-    i.encoder = mm->kind;
-    i.encoder_width = mm->E;
+    i.n_modalities = mm->n_mod;
     i.has_lm = mm->lm != NULL;
-    i.adapter_version = mm->has_adapter ? mm->adapter.version : 0;
-    i.adapter_audio = mm->has_adapter && mm->adapter.kind == MRW_ADAPTER_AUDIO;
     i.splice = mm->splice;
-    i.compress_k = mm->has_compress ? mm->compress.k : 0;
-    i.compress_s = mm->has_compress ? mm->compress.s : 0;
-    i.compress_trained = mm->has_compress && mm->compress.w;
-    i.image_size = mm->vit ? mrw_vit_get_config(mm->vit)->image_size : 0;
+    if (index < 0 || index >= mm->n_mod) return i;
+    const modality *m = &mm->mod[index];
+    i.encoder = m->kind;
+    i.encoder_width = m->E;
+    i.adapter_version = m->has_adapter ? m->adapter.version : 0;
+    i.adapter_audio = m->has_adapter && m->adapter.kind == MRW_ADAPTER_AUDIO;
+    i.compress_k = m->has_compress ? m->compress.k : 0;
+    i.compress_s = m->has_compress ? m->compress.s : 0;
+    i.compress_trained = m->has_compress && m->compress.w;
+    i.image_size = m->vit ? mrw_vit_get_config(m->vit)->image_size : 0;
+    i.takes_audio = m->whisper || m->wavlm;
     return i;
 }
+
+mrw_mm_info mrw_mm_get_info(const mrw_mm *mm) { return mrw_mm_modality_info(mm, 0); }
 
 /* ------------------------------------------------------------------------------------------ encoding */
 
@@ -403,7 +503,7 @@ mrw_status mrw_features_save(const char *path, const mrw_features *encoder_out, 
 }
 
 /* Encoder output [n, E] -> compression -> adapter -> out [m, C]. */
-static mrw_status adapt(const mrw_mm *mm, mrw_kctx *k, float *enc, int n, mrw_features *out, mrw_error *err) {
+static mrw_status adapt(const modality *mm, mrw_kctx *k, float *enc, int n, mrw_features *out, mrw_error *err) {
     float *x = enc;
     int T = n;
     float *comp = NULL, *scratch = NULL;
@@ -438,7 +538,7 @@ static mrw_status adapt(const mrw_mm *mm, mrw_kctx *k, float *enc, int n, mrw_fe
     return s;
 }
 
-static mrw_status finish(const mrw_mm *mm, mrw_kctx *k, float *enc, int n, mrw_features *out, mrw_features *enc_out,
+static mrw_status finish(const modality *mm, mrw_kctx *k, float *enc, int n, mrw_features *out, mrw_features *enc_out,
                          mrw_error *err) {
     mrw_status s = MRW_OK;
     if (out) {
@@ -456,7 +556,7 @@ static mrw_status finish(const mrw_mm *mm, mrw_kctx *k, float *enc, int n, mrw_f
     return s;
 }
 
-mrw_status mrw_mm_encode_image(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+static mrw_status encode_image_mod(const modality *mm, const char *path, int n_threads, mrw_features *out,
                                mrw_features *encoder_out, mrw_error *err) {
     if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
     if (!mm->vit) return mrw_err(err, MRW_E_ARG, "this model's encoder (%s) takes audio, not images", kind_name(mm->kind));
@@ -485,7 +585,7 @@ mrw_status mrw_mm_encode_image(const mrw_mm *mm, const char *path, int n_threads
     return s;
 }
 
-static mrw_status whisper_features(const mrw_mm *mm, mrw_kctx *k, const mrw_audio *a, float **enc, int *n, mrw_error *err) {
+static mrw_status whisper_features(const modality *mm, mrw_kctx *k, const mrw_audio *a, float **enc, int *n, mrw_error *err) {
     const mrw_whisper_config *c = mrw_whisper_enc_config(mm->whisper);
     const int frames = 2 * c->n_pos; /* 3000 (30 s) for every released Whisper */
     float *mel = malloc((size_t)c->n_mels * frames * sizeof *mel);
@@ -509,7 +609,7 @@ static mrw_status whisper_features(const mrw_mm *mm, mrw_kctx *k, const mrw_audi
     return MRW_OK;
 }
 
-static mrw_status wavlm_features(const mrw_mm *mm, mrw_kctx *k, mrw_audio *a, float **enc, int *n, mrw_error *err) {
+static mrw_status wavlm_features(const modality *mm, mrw_kctx *k, mrw_audio *a, float **enc, int *n, mrw_error *err) {
     const int frames = mrw_wavlm_out_frames(mm->wavlm, (int)a->n);
     if (frames < 1)
         return mrw_err(err, MRW_E_ARG, "the audio is too short for WavLM: %zu samples, at least %d needed", a->n,
@@ -527,7 +627,7 @@ static mrw_status wavlm_features(const mrw_mm *mm, mrw_kctx *k, mrw_audio *a, fl
     return MRW_OK;
 }
 
-mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+static mrw_status encode_audio_mod(const modality *mm, const char *path, int n_threads, mrw_features *out,
                                mrw_features *encoder_out, mrw_error *err) {
     if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
     if (!mm->whisper && !mm->wavlm)
@@ -550,7 +650,7 @@ mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads
     return s;
 }
 
-mrw_status mrw_mm_encode_input(const mrw_mm *mm, const float *input, size_t n, int n_threads, mrw_features *out,
+static mrw_status encode_input_mod(const modality *mm, const float *input, size_t n, int n_threads, mrw_features *out,
                                mrw_features *encoder_out, mrw_error *err) {
     if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
     mrw_kctx k;
@@ -591,6 +691,64 @@ mrw_status mrw_mm_encode_input(const mrw_mm *mm, const float *input, size_t n, i
     return s;
 }
 
+/* The modality that takes images (audio = 0) or recordings (audio = 1); a single-modality model answers with
+ * its only modality so that the error names its encoder. */
+static int pick_modality(const mrw_mm *mm, int audio) {
+    for (int i = 0; i < mm->n_mod; i++) {
+        const modality *m = &mm->mod[i];
+        if (audio ? m->whisper || m->wavlm : m->vit != NULL) return i;
+    }
+    return mm->n_mod == 1 ? 0 : -1;
+}
+
+static mrw_status no_modality(const mrw_mm *mm, int audio, mrw_error *err) {
+    char have[96] = "";
+    for (int i = 0; i < mm->n_mod; i++)
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "", kind_name(mm->mod[i].kind));
+    return mrw_err(err, MRW_E_ARG, "this model has no %s encoder (its encoders: %s); merge one in with modrwkv "
+                   "convert --merge", audio ? "audio" : "image", mm->n_mod ? have : "none");
+}
+
+int mrw_mm_modality_of(const mrw_mm *mm, int audio) {
+    int i = pick_modality(mm, audio);
+    if (i < 0) return -1;
+    const modality *m = &mm->mod[i];
+    return (audio ? m->whisper || m->wavlm : m->vit != NULL) ? i : -1;
+}
+
+mrw_status mrw_mm_encode_image(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err) {
+    const int i = pick_modality(mm, 0);
+    if (i < 0) {
+        if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
+        return no_modality(mm, 0, err);
+    }
+    return encode_image_mod(&mm->mod[i], path, n_threads, out, encoder_out, err);
+}
+
+mrw_status mrw_mm_encode_audio(const mrw_mm *mm, const char *path, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err) {
+    const int i = pick_modality(mm, 1);
+    if (i < 0) {
+        if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
+        return no_modality(mm, 1, err);
+    }
+    return encode_audio_mod(&mm->mod[i], path, n_threads, out, encoder_out, err);
+}
+
+mrw_status mrw_mm_encode_input_at(const mrw_mm *mm, int modality_index, const float *input, size_t n, int n_threads,
+                                  mrw_features *out, mrw_features *encoder_out, mrw_error *err) {
+    if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
+    if (modality_index < 0 || modality_index >= mm->n_mod)
+        return mrw_err(err, MRW_E_ARG, "modality %d does not exist (the model has %d)", modality_index, mm->n_mod);
+    return encode_input_mod(&mm->mod[modality_index], input, n, n_threads, out, encoder_out, err);
+}
+
+mrw_status mrw_mm_encode_input(const mrw_mm *mm, const float *input, size_t n, int n_threads, mrw_features *out,
+                               mrw_features *encoder_out, mrw_error *err) {
+    return mrw_mm_encode_input_at(mm, 0, input, n, n_threads, out, encoder_out, err);
+}
+
 /* ------------------------------------------------------------------------------------------- splicing */
 
 mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, const mrw_features *feats, int n_feats,
@@ -619,12 +777,13 @@ mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, con
             t += len;
         }
         if (pads != (int)n_feat_rows || runs != n_feats)
-            return mrw_err(err, MRW_E_ARG, "the prompt has %d <|image_pad|> placeholder%s in %d run%s but the %d image%s "
-                           "give %zu feature rows (%d per image)", pads, pads == 1 ? "" : "s", runs, runs == 1 ? "" : "s",
-                           n_feats, n_feats == 1 ? "" : "s", n_feat_rows, n_feats ? feats[0].n : 0);
+            return mrw_err(err, MRW_E_ARG, "the prompt has %d <|image_pad|> placeholder%s in %d run%s but the %d "
+                           "medi%s (images, recordings) give %zu feature rows (%d for the first)", pads,
+                           pads == 1 ? "" : "s", runs, runs == 1 ? "" : "s", n_feats, n_feats == 1 ? "um" : "a",
+                           n_feat_rows, n_feats ? feats[0].n : 0);
         if (mismatch >= 0)
-            return mrw_err(err, MRW_E_ARG, "image %d gives %d feature rows but its <|image_pad|> run has %d placeholders",
-                           mismatch + 1, feats[mismatch].n, run_len);
+            return mrw_err(err, MRW_E_ARG, "medium %d (image or recording) gives %d feature rows but its <|image_pad|> "
+                           "run has %d placeholders", mismatch + 1, feats[mismatch].n, run_len);
     }
     const size_t total = mm->splice == MRW_SPLICE_PREPEND ? n_feat_rows + (size_t)n_tokens : (size_t)n_tokens;
     if (total == 0) return mrw_err(err, MRW_E_ARG, "nothing to evaluate");
@@ -689,14 +848,30 @@ static int push_prefix(tensor_list *L, const mrw_tfile *f, const char *from, con
     return 0;
 }
 
-mrw_status mrw_mm_save(const mrw_mm *mm, const char *path, int progress, mrw_error *err) {
-    if (!mm->lm || !mm->has_adapter) return mrw_err(err, MRW_E_ARG, "only a whole ModRWKV model can be bundled");
-    const mrw_tfile *ckpt = mm->lm->file;
+/* Where the encoder's tensors of m sit below "encoder.model." in a bundle: its prefix with the source's
+ * "[m<i>.]encoder.model." removed (v2, bundles), or as is (an encoder from Hugging Face files). */
+static const char *encoder_inner(const modality *m) {
+    const char *inner = m->enc_prefix;
+    const size_t tl = strlen(m->tprefix);
+    if (m->enc_file == m->src && !strncmp(inner, m->tprefix, tl) && !strncmp(inner + tl, V2_ENCODER, strlen(V2_ENCODER)))
+        inner += tl + strlen(V2_ENCODER);
+    return inner;
+}
+
+#define MAX_META (4 + 8 * MRW_MM_MAX_MODALITIES)
+
+/* Writes lm (its tensors in lm->file, of layout lay) and the modalities mods[0..n) as one bundle. */
+static mrw_status write_bundle(const mrw_model *lm, const modality *const *mods, int n, mrw_splice_mode splice,
+                               const char *path, mrw_error *err) {
+    const mrw_tfile *ckpt = lm->file;
+    if (!ckpt || mrw_tfile_format(ckpt) == MRW_FMT_GGUF)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "the language model is in a GGUF file (llama.cpp's layout), which a "
+                                               "safetensors bundle cannot take as is: give the RWKV-7 as .pth/.safetensors");
     const layout lay = detect_layout(ckpt);
     tensor_list L = {0};
     int bad = 0;
     /* language model under llm. (official keys) */
-    if (lay == LAYOUT_V1) {
+    if (lay == LAYOUT_V1 || lay == LAYOUT_ENCODER_ONLY) { /* unprefixed keys (v1, a plain RWKV-7 file) */
         for (int i = 0; i < mrw_tfile_count(ckpt) && !bad; i++) {
             const mrw_tensor_info *t = mrw_tfile_tensor(ckpt, i);
             if (claim_non_lm(NULL, t->name)) continue;
@@ -707,41 +882,118 @@ mrw_status mrw_mm_save(const mrw_mm *mm, const char *path, int progress, mrw_err
     } else {
         bad |= push_prefix(&L, ckpt, "llm.", "llm.");
     }
-    bad |= push_prefix(&L, ckpt, mm->adapter_prefix, "proj.");
-    /* the encoder under encoder.model.<its own prefix> (text towers and decoders left behind) */
-    char enc_to[256];
-    const char *inner = mm->enc_prefix;
-    if (!strncmp(inner, V2_ENCODER, strlen(V2_ENCODER))) inner += strlen(V2_ENCODER);
-    snprintf(enc_to, sizeof enc_to, "%s%s", V2_ENCODER, inner);
-    bad |= push_prefix(&L, mm->enc_file, mm->enc_prefix, enc_to);
-    if (mm->has_compress && mm->compress.w) {
-        const mrw_tfile *cf = mm->compress_file ? mm->compress_file : ckpt;
-        bad |= push_prefix(&L, cf, COMPRESS, COMPRESS);
+    char keyb[MAX_META][64], compress[MRW_MM_MAX_MODALITIES][32], aprefix[MRW_MM_MAX_MODALITIES][32], nmod[16];
+    const char *keys[MAX_META], *vals[MAX_META];
+    int nm = 0;
+    keys[nm] = BUNDLE_FORMAT, vals[nm++] = "1";
+    for (int i = 0; i < n && !bad; i++) { /* (modality 0's keys in the order single-modality bundles had them) */
+        const modality *m = mods[i];
+        char to[256], tp[16] = "";
+        if (i) snprintf(tp, sizeof tp, "m%d.", i);
+        snprintf(to, sizeof to, "%s" V2_ADAPTER, tp);
+        bad |= push_prefix(&L, m->src, m->adapter_prefix, to);
+        /* the encoder under [m<i>.]encoder.model.<its own prefix> (text towers and decoders left behind) */
+        const char *inner = encoder_inner(m);
+        snprintf(to, sizeof to, "%s" V2_ENCODER "%s", tp, inner);
+        bad |= push_prefix(&L, m->enc_file, m->enc_prefix, to);
+        if (m->has_compress && m->compress.w) {
+            char from[32];
+            snprintf(from, sizeof from, "%s" COMPRESS, m->compress_file ? "" : m->tprefix);
+            snprintf(to, sizeof to, "%s" COMPRESS, tp);
+            bad |= push_prefix(&L, m->compress_file ? m->compress_file : m->src, from, to);
+        }
+#define META(k, v) (keys[nm] = mod_key(i, k, keyb[nm], sizeof keyb[nm]), vals[nm++] = (v))
+        META("encoder", kind_name(m->kind));
+        META("encoder_prefix", inner);
+        snprintf(aprefix[i], sizeof aprefix[i], "%s" V2_ADAPTER, tp);
+        META("adapter_prefix", aprefix[i]);
+        if (i == 0) {
+            keys[nm] = "modrwkv.splice", vals[nm++] = splice == MRW_SPLICE_PREPEND ? "prepend" : "placeholder";
+        }
+        if (m->has_compress) {
+            snprintf(compress[i], sizeof compress[i], "%d,%d", m->compress.k, m->compress.s);
+            META("compress", compress[i]);
+        }
+        if (m->enc_config) META("encoder_config", m->enc_config);
+        if (m->pre_config) META("preprocessor_config", m->pre_config);
+#undef META
+    }
+    if (n > 1) {
+        snprintf(nmod, sizeof nmod, "%d", n);
+        keys[nm] = "modrwkv.modalities", vals[nm++] = nmod;
+    }
+    /* quantized tensors (a GGUF part, e.g. a q8_0 encoder) cannot go into safetensors: they are widened to f32,
+     * exactly the values the loaders dequantize them to */
+    for (int i = 0; i < L.n && !bad; i++) {
+        mrw_tensor_info *t = &L.t[i];
+        if (!mrw_dtype_is_quant(t->dtype)) continue;
+        int64_t numel = 1;
+        for (int d = 0; d < t->ndim; d++) numel *= t->shape[d];
+        float *w = mrw_arena_keep(&L.names, malloc((size_t)(numel ? numel : 1) * sizeof *w));
+        if (!w) {
+            bad = 1;
+            break;
+        }
+        mrw_to_f32(t->dtype, t->data, w, numel);
+        t->dtype = MRW_DT_F32;
+        t->data = w;
+        t->nbytes = (size_t)numel * sizeof *w;
     }
     if (bad) {
         free(L.t);
         mrw_arena_free(&L.names);
         return mrw_err(err, MRW_E_NOMEM, "out of memory");
     }
-    char compress[32] = "", *keys[8], *vals[8];
-    int nm = 0;
-    keys[nm] = BUNDLE_FORMAT, vals[nm++] = "1";
-    keys[nm] = "modrwkv.encoder", vals[nm++] = (char *)kind_name(mm->kind);
-    keys[nm] = "modrwkv.encoder_prefix", vals[nm++] = (char *)inner;
-    keys[nm] = "modrwkv.adapter_prefix", vals[nm++] = "proj.";
-    keys[nm] = "modrwkv.splice", vals[nm++] = mm->splice == MRW_SPLICE_PREPEND ? "prepend" : "placeholder";
-    if (mm->has_compress) {
-        snprintf(compress, sizeof compress, "%d,%d", mm->compress.k, mm->compress.s);
-        keys[nm] = "modrwkv.compress", vals[nm++] = compress;
-    }
-    if (mm->enc_config) keys[nm] = "modrwkv.encoder_config", vals[nm++] = mm->enc_config;
-    if (mm->pre_config) keys[nm] = "modrwkv.preprocessor_config", vals[nm++] = mm->pre_config;
-    mrw_meta meta[8];
+    mrw_meta meta[MAX_META];
     for (int i = 0; i < nm; i++)
-        meta[i] = (mrw_meta){.key = keys[i], .type = MRW_MV_STRING, .v.s = {vals[i], strlen(vals[i])}};
-    (void)progress;
+        meta[i] = (mrw_meta){.key = (char *)keys[i], .type = MRW_MV_STRING, .v.s = {vals[i], strlen(vals[i])}};
     mrw_status s = mrw_safetensors_write(path, L.t, L.n, meta, nm, NULL, NULL, err);
     free(L.t);
     mrw_arena_free(&L.names);
     return s;
+}
+
+mrw_status mrw_mm_save(const mrw_mm *mm, const char *path, int progress, mrw_error *err) {
+    (void)progress;
+    if (!mm->lm || !mm->n_mod || !mm->mod[0].has_adapter)
+        return mrw_err(err, MRW_E_ARG, "only a whole ModRWKV model can be bundled");
+    const modality *mods[MRW_MM_MAX_MODALITIES];
+    for (int i = 0; i < mm->n_mod; i++) mods[i] = &mm->mod[i];
+    return write_bundle(mm->lm, mods, mm->n_mod, mm->splice, path, err);
+}
+
+mrw_status mrw_mm_merge(const mrw_model *lm, const mrw_mm *const *parts, int n_parts, const char *path, mrw_error *err) {
+    if (!lm) return mrw_err(err, MRW_E_ARG, "merge: no language model");
+    if (!lm->file || mrw_tfile_format(lm->file) == MRW_FMT_GGUF)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "merge: the language model must come from a .pth/.safetensors file in "
+                                               "the official key layout or a ModRWKV file (not GGUF)");
+    if (n_parts < 1) return mrw_err(err, MRW_E_ARG, "merge: no model to take modalities from");
+    const mrw_model_info li = mrw_model_get_info(lm);
+    const modality *mods[MRW_MM_MAX_MODALITIES];
+    int n = 0, has_image = 0, has_audio = 0;
+    mrw_splice_mode splice = parts[0] ? parts[0]->splice : MRW_SPLICE_PREPEND;
+    for (int p = 0; p < n_parts; p++) {
+        const mrw_mm *mm = parts[p];
+        if (!mm || !mm->lm || !mm->n_mod || !mm->mod[0].has_adapter)
+            return mrw_err(err, MRW_E_ARG, "merge: part %d is not a whole ModRWKV model (encoder + adapter)", p + 1);
+        if (mm->splice != splice)
+            return mrw_err(err, MRW_E_ARG, "merge: part %d splices its features %s but part 1 %s; a model has one splice "
+                           "mode", p + 1, mm->splice == MRW_SPLICE_PREPEND ? "before the text (v1)" : "into <|image_pad|> runs (v2)",
+                           splice == MRW_SPLICE_PREPEND ? "before the text (v1)" : "into <|image_pad|> runs (v2)");
+        for (int i = 0; i < mm->n_mod; i++) {
+            const modality *m = &mm->mod[i];
+            if (m->adapter.C != li.n_embd)
+                return mrw_err(err, MRW_E_SHAPE, "merge: part %d's %s adapter gives features of width %d, the language "
+                               "model has n_embd %d", p + 1, kind_name(m->kind), m->adapter.C, li.n_embd);
+            const int audio = m->whisper || m->wavlm;
+            if (audio ? has_audio : has_image)
+                return mrw_err(err, MRW_E_ARG, "merge: two %s modalities (part %d's %s is the second); a model takes at "
+                               "most one image and one audio encoder", audio ? "audio" : "image", p + 1, kind_name(m->kind));
+            if (n == MRW_MM_MAX_MODALITIES)
+                return mrw_err(err, MRW_E_LIMIT, "merge: more than %d modalities", MRW_MM_MAX_MODALITIES);
+            has_audio |= audio, has_image |= !audio;
+            mods[n++] = m;
+        }
+    }
+    return write_bundle(lm, mods, n, splice, path, err);
 }

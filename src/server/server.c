@@ -301,9 +301,9 @@ static int parse_messages(srv_state *S, cJSON *msgs, srv_job *j, perr *e) {
     j->msgs = calloc((size_t)n, sizeof *j->msgs);
     j->prefix_hash = calloc((size_t)n + 1, sizeof *j->prefix_hash);
     if (!j->msgs || !j->prefix_hash) return fail(e, 503, NULL, "out of memory");
-    mrw_mm_info info = S->p.mm ? mrw_mm_get_info(S->p.mm) : (mrw_mm_info){0};
-    const int vision = info.encoder == MRW_ENC_SIGLIP || info.encoder == MRW_ENC_CLIP;
-    const int audio = info.encoder == MRW_ENC_WHISPER || info.encoder == MRW_ENC_WAVLM;
+    /* a model may have an image and an audio modality (docs/MULTIMODAL.md) */
+    const int vision = S->p.mm && mrw_mm_modality_of(S->p.mm, 0) >= 0;
+    const int audio = S->p.mm && mrw_mm_modality_of(S->p.mm, 1) >= 0;
     int total_media = 0;
     j->prefix_hash[0] = SRV_HASH_SEED;
     cJSON *m;

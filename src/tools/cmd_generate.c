@@ -8,12 +8,17 @@
 #include "base/strutil.h"
 #include "tools/common.h"
 #include "tools/tools.h"
+#ifdef MRW_CUDA
+#include "kernels/cuda/rwkv7_decode_gpu.h"
+#endif
 
 typedef struct {
     tool_model_opts m;
     mrw_sampler_params sp;
     int max_tokens, ignore_stop, raw_bytes, echo, quiet;
     const char *state_in, *state_out;
+    int device; /* --device cuda: sample on the GPU (decode_gpu); the prompt is read on the CPU */
+    void *gpu;  /* the mrw_decode_gpu, made on first use */
 } gen_opts;
 
 #define SAMPLING_HELP                                                                                         \
@@ -28,7 +33,9 @@ typedef struct {
     "      --state-in FILE  start from a saved RNN state instead of zero\n"                                   \
     "      --state-out FILE save the final RNN state (covering everything read and written)\n"                \
     "      --raw-bytes      accept input that is not valid UTF-8 (tokenized byte by byte)\n"                  \
-    "  -q, --quiet          no statistics on stderr\n"
+    "  -q, --quiet          no statistics on stderr\n"                                                   \
+    "      --device D       cpu (default) or cuda: generate on the GPU (needs make CUDA=1; bf16 weights, fp32\n" \
+    "                       state; the prompt is read on the CPU, then every new token is one GPU step)\n"
 
 static int sampling_option(tool_args *a, const char *o, gen_opts *g) {
     if (!strcmp(o, "-n") || !strncmp(o, "--max-tokens", 12)) tool_int(a, o, 0, 1 << 30, &g->max_tokens);
@@ -45,7 +52,20 @@ static int sampling_option(tool_args *a, const char *o, gen_opts *g) {
     else if (!strncmp(o, "--state-out", 11)) g->state_out = tool_value(a, o);
     else if (!strcmp(o, "--raw-bytes")) g->raw_bytes = 1;
     else if (!strcmp(o, "-q") || !strcmp(o, "--quiet")) g->quiet = 1;
-    else return tool_model_option(a, o, &g->m);
+    else if (!strncmp(o, "--device", 8) && (o[8] == 0 || o[8] == '=')) {
+        const char *v = tool_value(a, o);
+        if (v && strcmp(v, "cpu") && strcmp(v, "cuda")) {
+            tool_fail(a->cmd, "--device must be cpu or cuda, not '%s'", v);
+            a->failed = 1;
+        }
+        g->device = v && !strcmp(v, "cuda");
+#ifndef MRW_CUDA
+        if (g->device) {
+            tool_fail(a->cmd, "--device cuda: this modrwkv was built without CUDA (build with make CUDA=1)");
+            a->failed = 1;
+        }
+#endif
+    } else return tool_model_option(a, o, &g->m);
     return 1;
 }
 
@@ -68,6 +88,53 @@ static int on_token(void *user, int32_t tok) {
     return 0;
 }
 
+/* mrw_generate_continue, on the GPU with --device cuda: the state goes up, each sampled token is one GPU step (the
+ * same loop: stop tokens, max_tokens, feed_last), and the state comes back down, so --state-out and the next chat
+ * turn see it. */
+static mrw_status gen_continue(gen_opts *g, tool_session *s, mrw_state *st, mrw_sampler *smp, float *logits,
+                               const mrw_generate_params *gp, gen_cb_data *d, int *n_gen, mrw_error *err) {
+#ifdef MRW_CUDA
+    if (g->device) {
+        if (!g->gpu) {
+            mrw_decode_gpu *dg = NULL;
+            mrw_status r = mrw_decode_gpu_from_model(s->model, 1, &dg, err);
+            if (r) return r;
+            g->gpu = dg;
+        }
+        mrw_decode_gpu *dg = g->gpu;
+        size_t n;
+        float *sd = mrw_state_data(st, &n);
+        mrw_status r = mrw_decode_gpu_set_state(dg, 0, sd, n, err);
+        const int max = gp->max_tokens > 0 ? gp->max_tokens : 256;
+        int k = 0;
+        while (!r && k < max) {
+            int32_t tok = mrw_sample(smp, logits, 0);
+            mrw_sampler_accept(smp, tok);
+            k++;
+            int stop = 0;
+            for (int i = 0; i < gp->n_stop; i++) stop |= tok == gp->stop_tokens[i];
+            if (on_token(d, tok)) stop = 1;
+            if (stop || k == max) {
+                if (gp->feed_last) r = mrw_decode_gpu_step(dg, &tok, 1, NULL, err);
+                break;
+            }
+            r = mrw_decode_gpu_step(dg, &tok, 1, logits, err);
+        }
+        *n_gen = k;
+        if (!r) r = mrw_decode_gpu_get_state(dg, 0, sd, n, err);
+        return r;
+    }
+#endif
+    return mrw_generate_continue(s->ctx, st, smp, logits, gp, on_token, d, n_gen, err);
+}
+
+static void gen_free_gpu(gen_opts *g) {
+#ifdef MRW_CUDA
+    mrw_decode_gpu_free(g->gpu);
+#endif
+    g->gpu = NULL;
+}
+
 static int load_state(const char *cmd, mrw_state *st, const char *path) {
     mrw_error err = {0};
     if (path && mrw_state_load(st, path, &err)) return tool_fail(cmd, "%s", err.msg);
@@ -86,8 +153,8 @@ static const char *k_generate_usage =
     "usage: modrwkv generate -m MODEL (-p TEXT | -f FILE) [options]\n"
     "Continues a text prompt and streams the result to stdout. Greedy by default; stops at the turn end \\x17\n"
     "(token 24; 23 in a byte vocabulary) unless --ignore-stop; token 0 is never generated. With a ModRWKV\n"
-    "model and --image/--audio the features are spliced in (v1: before the prompt; v2: at each \"<image>\"\n"
-    "in the prompt, or in front).\n\n"
+    "model and --image/--audio the features are spliced in, in command-line order (v1: before the prompt; v2:\n"
+    "at each \"<image>\" / \"<audio>\" marker of the prompt, or in front).\n\n"
     "  -p, --prompt TEXT    the prompt\n"
     "  -f, --file FILE      read the prompt from FILE ('-' = stdin)\n"
     "      --echo           print the prompt before the continuation\n"
@@ -100,16 +167,28 @@ static int sb_image_block(mrw_sbuf *b, int n) {
     return bad || mrw_sbuf_add(b, "<|vision_end|>\n", 15);
 }
 
-/* For placeholder (v2) models: the prompt with each "<image>" replaced by the next image's block; images
- * without a marker go in front. */
-static char *expand_images(const tool_session *s, const char *text, size_t len, size_t *out_len) {
+/* For placeholder (v2) models: the prompt with each "<image>" / "<audio>" marker replaced by the block of the
+ * next medium in command-line order (which must be of that kind); media without a marker go in front. NULL
+ * with *why set on a marker/medium mismatch, or when out of memory. */
+static char *expand_images(const tool_session *s, const char *text, size_t len, size_t *out_len, const char **why) {
     mrw_sbuf b = {0};
     int used = 0, bad = 0;
+    *why = "out of memory";
     for (const char *q = text; q < text + len && !bad;) {
-        const char *m = memmem(q, (size_t)(text + len - q), "<image>", 7);
-        if (!m || used == s->n_feats) {
+        const char *mi = used < s->n_feats ? memmem(q, (size_t)(text + len - q), "<image>", 7) : NULL;
+        const char *ma = used < s->n_feats ? memmem(q, (size_t)(text + len - q), "<audio>", 7) : NULL;
+        const char *m = mi && (!ma || mi < ma) ? mi : ma;
+        if (!m) {
             bad = mrw_sbuf_add(&b, q, (size_t)(text + len - q));
             break;
+        }
+        if ((m == ma) != (s->feat_audio[used] != 0)) {
+            *why = s->feat_audio[used] ? "the prompt's next marker is <image> but the next medium on the command line "
+                                         "is a recording (--audio): markers take the media in command-line order"
+                                       : "the prompt's next marker is <audio> but the next medium on the command line "
+                                         "is an image (--image): markers take the media in command-line order";
+            free(b.p);
+            return NULL;
         }
         bad = mrw_sbuf_add(&b, q, (size_t)(m - q)) || sb_image_block(&b, s->feats[used++].n);
         q = m + 7;
@@ -168,7 +247,8 @@ int cmd_generate(int argc, char **argv) {
     }
     const char *src = file ? text : prompt;
     if (s.special && s.n_feats) {
-        if (!(expanded = expand_images(&s, src, len, &len))) { tool_fail(cmd, "out of memory"); goto out; }
+        const char *why = NULL;
+        if (!(expanded = expand_images(&s, src, len, &len, &why))) { tool_fail(cmd, "%s", why); goto out; }
         src = expanded;
     }
     if (tool_tokenize_ex(cmd, s.vocab, src, len, g.raw_bytes, s.special, &ids, &n_ids)) goto out;
@@ -195,7 +275,7 @@ int cmd_generate(int argc, char **argv) {
     double t0 = tool_now();
     for (int i = 0; i < n_ids; i++) mrw_sampler_accept(smp, ids[i]);
     if (tool_session_eval(cmd, &s, st, ids, n_ids, 1, g.max_tokens ? MRW_LOGITS_LAST : MRW_LOGITS_NONE, logits)) goto out;
-    if (g.max_tokens && mrw_generate_continue(s.ctx, st, smp, logits, &gp, on_token, &d, &n_gen, &err)) {
+    if (g.max_tokens && gen_continue(&g, &s, st, smp, logits, &gp, &d, &n_gen, &err)) {
         tool_fail(cmd, "%s", err.msg);
         goto out;
     }
@@ -217,6 +297,7 @@ out:
     free(logits);
     mrw_sampler_free(smp);
     mrw_state_free(st);
+    gen_free_gpu(&g);
     tool_session_close(&s);
     return rc;
 }
@@ -229,8 +310,10 @@ static const char *k_chat_usage =
     "to the turn end \\x17 (token 24; 23 in a byte vocabulary). With QUESTION, answers it and exits (one-shot, for scripts). Without, reads one user\n"
     "turn per line from stdin; the RNN state is kept across turns. Lines starting with '/': /reset clears\n"
     "the conversation, /quit ends it.\n"
-    "With --image/--audio (ModRWKV models) the media is encoded once and goes with the first turn; --audio\n"
-    "without a question transcribes (the ASR prompt \"\\x16Assistant:\" right after the features).\n\n"
+    "With --image/--audio (ModRWKV models) the media is encoded once and goes with the first turn, in\n"
+    "command-line order; --audio alone without a question transcribes (the ASR prompt \"\\x16Assistant:\" right\n"
+    "after the features); --image with --audio and no question answers the spoken question: one user turn\n"
+    "with the features and an empty text (a model with both encoders: docs/MULTIMODAL.md).\n\n"
     "      --system TEXT    a system turn \"\\x16System: {TEXT}\\x17\" before the first user turn\n"
     "      --template T     'modrwkv' (\\x16User: ..\\x17\\x16Assistant:, default) or 'card' (..\\x17Assistant:)\n"
     TOOL_MODEL_HELP SAMPLING_HELP TOOL_MEDIA_HELP;
@@ -250,11 +333,17 @@ typedef struct {
 static char *turn_text(chat_session *c, const char *question, size_t *len) {
     mrw_sbuf b = {0};
     int bad = 0;
-    if (!question) {
+    if (!question) { /* ASR: the features (v2: their blocks), then the generation prompt */
+        for (int i = 0; c->media_pending && c->s->special && i < c->s->n_feats && !bad; i++)
+            bad = sb_image_block(&b, c->s->feats[i].n);
         size_t n = mrw_chat_generation_prompt(c->style, NULL, 0);
-        char *t = malloc(n + 1);
-        if (t) mrw_chat_generation_prompt(c->style, t, n + 1);
-        *len = n;
+        char *t = bad ? NULL : malloc(b.n + n + 1);
+        if (t) {
+            if (b.n) memcpy(t, b.p, b.n);
+            mrw_chat_generation_prompt(c->style, t + b.n, n + 1);
+        }
+        *len = b.n + n;
+        free(b.p);
         return t;
     }
     mrw_sbuf q = {0};
@@ -302,7 +391,7 @@ static int chat_turn(const char *cmd, chat_session *c, const char *question) {
     free(ids);
     if (rc) return rc;
     c->media_pending = 0;
-    if (mrw_generate_continue(c->s->ctx, c->st, c->smp, c->logits, &gp, on_token, &d, &n_gen, &err))
+    if (gen_continue(c->g, c->s, c->st, c->smp, c->logits, &gp, &d, &n_gen, &err))
         return tool_fail(cmd, "%s", err.msg);
     tool_printer_flush(&d.pr);
     fputc('\n', stdout);
@@ -372,6 +461,8 @@ int cmd_chat(int argc, char **argv) {
         if (chat_turn(cmd, &c, question)) goto out;
     } else if (media.audio && !media.n_images) { /* no question: transcribe */
         if (chat_turn(cmd, &c, NULL)) goto out;
+    } else if (media.audio) { /* images and a recording, no question: the recording asks it (an empty user text) */
+        if (chat_turn(cmd, &c, "")) goto out;
     } else {
         int tty = isatty(0);
         char *line = NULL;
@@ -402,6 +493,7 @@ out:
     free(c.logits);
     mrw_sampler_free(c.smp);
     mrw_state_free(c.st);
+    gen_free_gpu(&g);
     tool_session_close(&s);
     return rc;
 }

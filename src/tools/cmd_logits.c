@@ -145,8 +145,15 @@ int cmd_perplexity(int argc, char **argv) {
     }
     tool_progress_finish(&prog);
     double dt = tool_now() - t0, loss = nll / scored;
+    /* bits per byte of the bytes actually predicted (the scored tokens; not the whole file when --max-tokens
+     * cut it, nor the first token when no end-of-text token precedes it) */
+    double bytes = 0;
+    for (int i = 1; i < total; i++) {
+        size_t nb = 0;
+        if (mrw_token_bytes(v, seq[i], &nb)) bytes += (double)nb;
+    }
     printf("tokens %ld, loss %.6f nats/token, perplexity %.4f, %.4f bits/byte, %.1f tokens/s\n", scored, loss,
-           exp(loss), nll / log(2.0) / (double)len, total / dt);
+           exp(loss), nll / log(2.0) / (bytes > 0 ? bytes : 1), total / dt);
     rc = 0;
 out:
     free(logits);

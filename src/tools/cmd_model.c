@@ -9,11 +9,19 @@
 static const char *k_convert_usage =
     "usage: modrwkv convert INPUT OUTPUT [--dtype TYPE] [--vocab FILE]\n"
     "       modrwkv convert CHECKPOINT BUNDLE.safetensors [--encoder DIR] [--compress K,S [--compress-weights F]]\n"
+    "       modrwkv convert --merge [--lm FILE] MODEL... BUNDLE.safetensors\n"
     "Converts an RWKV-7 model between .pth, .safetensors and .gguf (chosen by OUTPUT's extension). .pth and\n"
     ".safetensors use the official key layout; GGUF uses llama.cpp's rwkv7 layout and embeds the vocabulary.\n"
     "A ModRWKV checkpoint (v1 with --encoder, v2, or a bundle) is bundled into one self-describing safetensors\n"
     "file (language model, adapter, compression, encoder weights and configuration): -m BUNDLE is then all a\n"
-    "command needs. The output is written atomically: on any error nothing is left at OUTPUT.\n\n"
+    "command needs. The output is written atomically: on any error nothing is left at OUTPUT.\n"
+    "--merge makes one model of several (docs/MULTIMODAL.md): the RWKV-7 of --lm FILE (a ModRWKV file, or a\n"
+    "plain RWKV-7 .pth/.safetensors; default: the first MODEL) and the encoder, compression and adapter of every\n"
+    "MODEL (ModRWKV v2 checkpoints or bundles, in order), e.g. a vision and a speech model into one that takes\n"
+    "--image and --audio together. Every adapter must give features of the RWKV-7's width, all MODELs must\n"
+    "splice the same way (v1 prepend or v2 placeholders), and at most one image and one audio encoder.\n\n"
+    "      --merge          merge MODEL... into BUNDLE.safetensors (the last argument)\n"
+    "      --lm FILE        with --merge: where the language model comes from\n"
     "      --dtype TYPE     big matrices (emb, head, r/k/v/o, ffn) as f32, f16, bf16, q8_0 or q4_0; q8_0 and\n"
     "                       q4_0 need a .gguf output (default: as stored). Norms, mixes and LoRAs stay f32.\n"
     "      --vocab FILE     vocabulary to embed in a GGUF ('bytes' for byte-level models; default: the input\n"
@@ -37,19 +45,75 @@ static int convert_bundle(const char *cmd, const char *in, const char *out, cons
     return rc;
 }
 
+/* --merge: the LM of lm_path (default: the first part) + the modalities of every part -> one bundle. */
+static int convert_merge(const char *cmd, const char *lm_path, const char *const *parts, int n_parts, const char *out) {
+    const char *ext = strrchr(out, '.');
+    if (!ext || strcmp(ext, ".safetensors"))
+        return tool_fail(cmd, "%s: a merged ModRWKV bundle is written as .safetensors (the last argument is the output)", out);
+    if (n_parts < 1) return tool_fail(cmd, "--merge needs at least one MODEL before the output");
+    if (n_parts > MRW_MM_MAX_MODALITIES) return tool_fail(cmd, "--merge takes at most %d models", MRW_MM_MAX_MODALITIES);
+    mrw_mm *mm[MRW_MM_MAX_MODALITIES] = {0}, *lm_mm = NULL;
+    mrw_model *lm_plain = NULL;
+    mrw_error err = {0};
+    int rc = 1;
+    mrw_mm_params p = mrw_mm_params_default();
+    for (int i = 0; i < n_parts; i++)
+        if (mrw_mm_load(parts[i], &p, &mm[i], &err)) {
+            tool_fail(cmd, "%s", err.msg);
+            goto out;
+        }
+    const mrw_model *lm = mrw_mm_model(mm[0]);
+    if (lm_path) {
+        if (mrw_is_modrwkv_file(lm_path)) {
+            if (mrw_mm_load(lm_path, &p, &lm_mm, &err)) { tool_fail(cmd, "%s", err.msg); goto out; }
+            lm = mrw_mm_model(lm_mm);
+        } else {
+            if (mrw_model_load(lm_path, NULL, &lm_plain, &err)) { tool_fail(cmd, "%s", err.msg); goto out; }
+            lm = lm_plain;
+        }
+    }
+    if (mrw_mm_merge(lm, (const mrw_mm *const *)mm, n_parts, out, &err)) {
+        tool_fail(cmd, "%s", err.msg);
+        goto out;
+    }
+    mrw_mm *check = NULL; /* read it back: the bundle must load as it will be used */
+    if (mrw_mm_load(out, &p, &check, &err)) {
+        remove(out);
+        tool_fail(cmd, "the merged bundle does not load (removed): %s", err.msg);
+        goto out;
+    }
+    fprintf(stderr, "wrote %s: ModRWKV bundle with %d modalities:", out, mrw_mm_n_modalities(check));
+    static const char *enc[] = {"none", "SigLIP", "CLIP", "Whisper", "WavLM"};
+    for (int i = 0; i < mrw_mm_n_modalities(check); i++)
+        fprintf(stderr, "%s %s", i ? "," : "", enc[mrw_mm_modality_info(check, i).encoder]);
+    fputc('\n', stderr);
+    mrw_mm_free(check);
+    rc = 0;
+out:
+    for (int i = 0; i < n_parts; i++) mrw_mm_free(mm[i]);
+    mrw_mm_free(lm_mm);
+    mrw_model_free(lm_plain);
+    return rc;
+}
+
 int cmd_convert(int argc, char **argv) {
     const char *cmd = "convert";
     tool_model_opts mo = {.dtype = MRW_DT_AUTO};
     tool_media_opts media = {0};
-    const char *in = NULL, *out = NULL;
+    const char *in = NULL, *out = NULL, *lm = NULL;
+    const char *pos[MRW_MM_MAX_MODALITIES + 2];
+    int n_pos = 0, merge = 0;
     tool_args a;
     tool_args_init(&a, argc, argv, cmd, k_convert_usage);
     const char *o;
     while (tool_next(&a, &o)) {
         if (o[0] != '-') {
-            if (!in) in = o;
-            else if (!out) out = o;
-            else { tool_fail(cmd, "unexpected argument '%s'", o); return 2; }
+            if (n_pos == MRW_MM_MAX_MODALITIES + 2) { tool_fail(cmd, "unexpected argument '%s'", o); return 2; }
+            pos[n_pos++] = o;
+        } else if (!strcmp(o, "--merge")) {
+            merge = 1;
+        } else if (!strncmp(o, "--lm", 4) && (o[4] == 0 || o[4] == '=')) {
+            lm = tool_value(&a, o);
         } else if (!strncmp(o, "--dtype", 7) || !strncmp(o, "--vocab", 7) || !strcmp(o, "-t") || !strncmp(o, "--threads", 9)) {
             tool_model_option(&a, o, &mo);
         } else if (tool_media_option(&a, o, &media)) {
@@ -59,8 +123,23 @@ int cmd_convert(int argc, char **argv) {
         }
     }
     if (a.failed) return 2;
+    if (merge) {
+        if (media.encoder || media.compress_k || media.compress_weights || mo.dtype != MRW_DT_AUTO)
+            return tool_fail(cmd, "--merge takes no --encoder, --compress or --dtype (merge bundles; convert them first)"), 2;
+        if (n_pos < 2) return tool_fail(cmd, "--merge: give MODEL... and the output BUNDLE.safetensors"), 2;
+        return convert_merge(cmd, lm, pos, n_pos - 1, pos[n_pos - 1]);
+    }
+    if (lm) return tool_fail(cmd, "--lm goes with --merge"), 2;
+    if (n_pos > 2) return tool_fail(cmd, "unexpected argument '%s'", pos[2]), 2;
+    if (n_pos > 0) in = pos[0];
+    if (n_pos > 1) out = pos[1];
     if (!in || !out) return tool_fail(cmd, "give INPUT and OUTPUT (see modrwkv convert --help)"), 2;
-    if (media.encoder || media.compress_k || mrw_is_modrwkv_file(in)) return convert_bundle(cmd, in, out, &media);
+    if (media.encoder || media.compress_k || mrw_is_modrwkv_file(in)) {
+        /* a bundle keeps every tensor's stored dtype: refuse rather than silently write f32 */
+        if (mo.dtype != MRW_DT_AUTO)
+            return tool_fail(cmd, "--dtype does not apply to ModRWKV bundles (their tensors keep the dtypes they are stored in)"), 2;
+        return convert_bundle(cmd, in, out, &media);
+    }
     mo.model = in;
     const char *ext = strrchr(out, '.');
     int gguf = ext && !strcmp(ext, ".gguf");
@@ -206,15 +285,22 @@ int cmd_info(int argc, char **argv) {
     mrw_error err = {0};
     if (mrw_mm_load(mo.model, &p, &mm, &err)) return tool_fail(cmd, "%s", err.msg);
     print_lm(mo.model, mrw_mm_model(mm));
-    mrw_mm_info mi = mrw_mm_get_info(mm);
     static const char *enc[] = {"none", "SigLIP", "CLIP", "Whisper", "WavLM"};
-    printf("encoder      %s, width %d", enc[mi.encoder], mi.encoder_width);
-    if (mi.image_size) printf(", images %dx%d", mi.image_size, mi.image_size);
-    printf("\nadapter      v%d%s; features %s\n", mi.adapter_version, mi.adapter_audio ? " (audio)" : "",
-           mi.splice == MRW_SPLICE_PREPEND ? "prepended to the text" : "written into <|image_pad|> runs");
-    if (mi.compress_k)
-        printf("compression  Conv1D kernel %d stride %d (%s)\n", mi.compress_k, mi.compress_s,
-               mi.compress_trained ? "trained" : "average pooling");
+    const int nmod = mrw_mm_n_modalities(mm);
+    if (nmod > 1) printf("modalities   %d (--image and --audio may be mixed)\n", nmod);
+    for (int i = 0; i < nmod; i++) {
+        mrw_mm_info mi = mrw_mm_modality_info(mm, i);
+        if (nmod > 1) printf("[%d] ", i);
+        printf("encoder      %s, width %d", enc[mi.encoder], mi.encoder_width);
+        if (mi.image_size) printf(", images %dx%d", mi.image_size, mi.image_size);
+        if (nmod > 1) printf("\n[%d]", i);
+        printf("%sadapter      v%d%s; features %s\n", nmod > 1 ? " " : "\n", mi.adapter_version,
+               mi.adapter_audio ? " (audio)" : "",
+               mi.splice == MRW_SPLICE_PREPEND ? "prepended to the text" : "written into <|image_pad|> runs");
+        if (mi.compress_k)
+            printf("%scompression  Conv1D kernel %d stride %d (%s)\n", nmod > 1 ? "    " : "", mi.compress_k,
+                   mi.compress_s, mi.compress_trained ? "trained" : "average pooling");
+    }
     mrw_mm_free(mm);
     return 0;
 }

@@ -11,7 +11,8 @@
 
 static const char *k_train_usage =
     "usage: modrwkv train --data FILE --out DIR (-m MODEL | --init L,C) [options]\n"
-    "Trains on the CPU: plain text fine-tuning of RWKV-7, or the ModRWKV stages (adapter; adapter + RWKV).\n"
+    "Trains on the CPU (plain text also on the GPU: --device cuda): text fine-tuning of RWKV-7, or the ModRWKV\n"
+    "stages (adapter; adapter + RWKV).\n"
     "Writes DIR/model.safetensors (the model), DIR/resume.safetensors (everything --resume needs) and\n"
     "DIR/train.jsonl (one line per step). Same options, seed and --threads give bit-identical weights.\n"
     "With --csv FILE it trains a time-series forecaster instead (options: modrwkv train-forecast --help).\n\n"
@@ -22,6 +23,9 @@ static const char *k_train_usage =
     "      --encoder PATH   Hugging Face encoder (dir or weights) for an RWKV-7 start: adds a new adapter\n"
     "      --adapter v1|v2  layout of a new adapter (default v2: <|image_pad|> splicing; v1: prepend)\n"
     "      --compress K,S   a new trained Conv1D compression over the encoder tokens\n"
+    "      --adapter-scale K  a new v2 adapter whose hidden width is K x its input width (paper Table 5:\n"
+    "                       2, 4, 8; default: 4C); without the World vocabulary's placeholder tokens\n"
+    "                       (byte vocabulary) its rows are prepended, as v1's\n"
     "      --feature-cache DIR  cache the frozen encoder's features on disk (reused across epochs and runs)\n"
     "      --train LIST     what trains: rwkv (text; the default), adapter (stage 1: RWKV frozen, gradients\n"
     "                       still flow through it), adapter,rwkv (stage 2), adapter,rwkv,encoder (the\n"
@@ -47,6 +51,10 @@ static const char *k_train_usage =
     "      --seed N         data order and initialisation (default 42)\n"
     "  -t, --threads N      threads (default: all cores). Same options, seed and thread count give\n"
     "                       bit-identical weights; --resume must use the count of the run it continues\n"
+    "      --device D       cpu (default) or cuda: plain RWKV-7 text training on the GPU (bf16 activations,\n"
+    "                       fp32 master weights and Adam; needs a build with make CUDA=1; not bit-identical\n"
+    "                       across runs: the embedding gradient uses atomics). A non-finite loss skips the step\n"
+    "      --ckpt           cuda: per-block activation checkpointing (less GPU memory, ~1/3 more compute)\n"
     "Output:\n"
     "      --out DIR        output directory (created)\n"
     "      --save-every N   also write the checkpoint every N steps (default: only at the end)\n"
@@ -113,7 +121,8 @@ int cmd_train(int argc, char **argv) {
         } else if (is_opt(opt, "--compress")) {
             if (parse_pair(v = tool_value(&a, opt), &o.compress_k, &o.compress_s) && v)
                 bad = tool_fail(cmd, "--compress expects KERNEL,STRIDE such as 3,2; got '%s'", v);
-        } else if (is_opt(opt, "--feature-cache")) o.feature_cache = tool_value(&a, opt);
+        } else if (is_opt(opt, "--adapter-scale")) tool_int(&a, opt, 1, 64, &o.adapter_scale);
+        else if (is_opt(opt, "--feature-cache")) o.feature_cache = tool_value(&a, opt);
         else if (is_opt(opt, "--train")) {
             if (parse_train_list(v = tool_value(&a, opt), &o.train) && v)
                 bad = tool_fail(cmd, "--train takes a comma list of rwkv, adapter, encoder; got '%s'", v);
@@ -167,6 +176,15 @@ int cmd_train(int argc, char **argv) {
             if (v && mrw_schedule_parse(v, &o.schedule))
                 bad = tool_fail(cmd, "--schedule must be cosine, wsd or constant, not '%s'", v);
         } else if (!strcmp(opt, "-t") || is_opt(opt, "--threads")) tool_int(&a, opt, 1, 1024, &o.threads);
+        else if (is_opt(opt, "--device")) {
+            v = tool_value(&a, opt);
+            if (v && strcmp(v, "cpu") && strcmp(v, "cuda"))
+                bad = tool_fail(cmd, "--device must be cpu or cuda, not '%s'", v);
+            o.device = v && !strcmp(v, "cuda");
+#ifndef MRW_CUDA
+            if (o.device) bad = tool_fail(cmd, "--device cuda: this modrwkv was built without CUDA (build with make CUDA=1)");
+#endif
+        } else if (!strcmp(opt, "--ckpt")) o.act_ckpt = 1;
         else if (is_opt(opt, "--out")) o.out = tool_value(&a, opt);
         else if (!strcmp(opt, "--resume")) o.resume = 1;
         else if (!strcmp(opt, "--no-progress")) o.progress = 0;

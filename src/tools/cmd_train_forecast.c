@@ -13,9 +13,11 @@
 #include "base/progress.h"
 #include "tools/common.h"
 #include "tools/tools.h"
+#include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/rwkv7_train.h"
 #include "train/schedule.h"
+#include "ts/baselines.h"
 #include "ts/forecaster.h"
 #include "ts/splits.h"
 
@@ -24,8 +26,9 @@
 
 static const char *k_usage =
     "usage: modrwkv train --csv FILE [--csv FILE …] --out DIR (--init L,C | -m RWKV7_FILE) [options]\n"
-    "Trains a ModRWKV forecaster: per-window normalisation -> WaveNet -> v2 adapter -> RWKV-7 -> linear head on\n"
-    "the final hidden state predicting all --horizon steps (docs/FORECAST.md). Training windows: every window\n"
+    "Trains a ModRWKV forecaster: per-window normalisation -> WaveNet (features pooled over patches of --patch\n"
+    "steps) -> v2 adapter -> RWKV-7 -> linear head on the final hidden state predicting all --horizon steps, plus\n"
+    "a linear skip path from the lookback (docs/FORECAST.md). Training windows: every window\n"
     "(stride 1) of the standard training split of each selected column of each file, channel-independent,\n"
     "sampled at random. Loss: MSE in the dataset-normalised space (the benchmarks' metric).\n\n"
     "  --csv FILE            a series (header row, numeric rows; repeatable)\n"
@@ -38,16 +41,33 @@ static const char *k_usage =
     "  --adapter-scale K     adapter hidden width = K x the encoder's 128 features (2, 4 or 8; default 4)\n"
     "  --prompt-tokens N     fixed tokens after the features; the forecast is read at the last one\n"
     "                        (default 0: read at the last feature row)\n"
+    "  --encoder wavenet     the WaveNet encoder, trained from scratch (default)\n"
+    "  --encoder timer DIR   a frozen Timer encoder (thuml/timer-base-84m layout: DIR/config.json +\n"
+    "                        model.safetensors): features = its last hidden states [lookback/96, 1024];\n"
+    "                        the checkpoint refers to DIR (implies --patch 1)\n"
     "  --enc-channels N      WaveNet residual/skip channels (default 64; features stay 128)\n"
+    "  --patch P             RWKV-7 reads the means of the WaveNet features over patches of P steps:\n"
+    "                        lookback/P tokens (default 16; 1 = every step a token)\n"
+    "  --skip on|off         linear skip path from the normalised lookback to the horizon, added to the\n"
+    "                        head's output (default on)\n"
+    "  --skip-init ridge|zero  start the skip path from the closed-form DLinear-style ridge fit of the\n"
+    "                        training split (default ridge) or from zero\n"
+    "  --skip-lr M           the skip path's learning rate = M x --lr (its own Adam; default 0.05 with\n"
+    "                        --skip-init ridge, 1 with zero)\n"
     "  --freeze-rwkv         train the encoder, adapter and head only\n"
     "  --lr X                peak learning rate (default 1e-3; cosine to lr/10 after --warmup steps)\n"
     "  --warmup N            warm-up steps (default 20)\n"
     "  --steps N             optimizer steps (default 500)\n"
     "  -b, --batch N         windows per step (default 16)\n"
+    "  --accum K             gradient accumulation: K batches of -b windows per optimizer step (default 1)\n"
     "  --clip X              gradient-norm clip (default 1.0)\n"
     "  --seed N              initialisation and sampling (default 42)\n"
     "  --out DIR             writes DIR/forecaster.safetensors and DIR/train.jsonl\n"
-    "  --save-every N        checkpoint every N steps (default: at the end only)\n"
+    "  --save-every N        checkpoint every N steps (default: at the end only); each save also writes\n"
+    "                        DIR/resume.safetensors (weights, Adam moments, step, sampler state)\n"
+    "  --resume              continue the run in --out DIR from DIR/resume.safetensors (same options;\n"
+    "                        bit-identical to an uninterrupted run)\n"
+    "  --stop-after N        end this invocation after N steps (saving), e.g. to resume later\n"
     "  --time-limit S        stop (and save) after S seconds of training even before --steps\n"
     "  --eval-windows N      after training, the validation MSE/MAE on N windows per channel (default 0: skip)\n"
     "  -t, --threads N       threads (default: all cores)\n"
@@ -72,6 +92,10 @@ int cmd_train_forecast(int argc, char **argv) {
     const char *columns = NULL, *dataset = NULL, *model = NULL, *outdir = NULL, *init = NULL;
     int lookback = 0, horizon = 0, scale = 4, n_prompt = 0, enc_ch = 64, freeze = 0, warmup = 20, steps = 500,
         batch = 16, seed = 42, save_every = 0, time_limit = 0, eval_windows = 0, threads = 0, quiet = 0;
+    int patch = 16, skip = 1, skip_ridge = 1, accum = 1, resume = 0, stop_after = 0;
+    const char *skip_s = NULL, *skip_init_s = NULL, *timer_dir = NULL;
+    int patch_set = 0;
+    float skip_lr = -1;
     float lr = 1e-3f, clip = 1.0f;
     tool_args a;
     tool_args_init(&a, argc, argv, cmd, k_usage);
@@ -91,6 +115,22 @@ int cmd_train_forecast(int argc, char **argv) {
         else if (is_opt(o, "--prompt-tokens")) tool_int(&a, o, 0, 64, &n_prompt);
         else if (is_opt(o, "--enc-channels")) tool_int(&a, o, 1, 1024, &enc_ch);
         else if (is_opt(o, "--freeze-rwkv")) freeze = 1;
+        else if (is_opt(o, "--patch")) tool_int(&a, o, 1, 1 << 16, &patch), patch_set = 1;
+        else if (is_opt(o, "--encoder")) {
+            const char *v = tool_value(&a, o);
+            if (v && !strcmp(v, "timer")) {
+                if (a.i < a.argc) timer_dir = a.argv[a.i++];
+                else a.failed = 1, tool_fail(cmd, "--encoder timer needs the Timer directory (--encoder timer DIR)");
+            } else if (v && strcmp(v, "wavenet")) {
+                a.failed = 1, tool_fail(cmd, "--encoder expects wavenet or timer DIR, got '%s'", v);
+            }
+        }
+        else if (is_opt(o, "--skip")) skip_s = tool_value(&a, o);
+        else if (is_opt(o, "--skip-init")) skip_init_s = tool_value(&a, o);
+        else if (is_opt(o, "--skip-lr")) tool_float(&a, o, 0, 1000, &skip_lr);
+        else if (is_opt(o, "--accum")) tool_int(&a, o, 1, 1 << 16, &accum);
+        else if (is_opt(o, "--resume")) resume = 1;
+        else if (is_opt(o, "--stop-after")) tool_int(&a, o, 1, 1 << 30, &stop_after);
         else if (is_opt(o, "--lr")) tool_float(&a, o, 0, 10, &lr);
         else if (is_opt(o, "--warmup")) tool_int(&a, o, 0, 1 << 30, &warmup);
         else if (is_opt(o, "--steps")) tool_int(&a, o, 1, 1 << 30, &steps);
@@ -109,6 +149,16 @@ int cmd_train_forecast(int argc, char **argv) {
     if (!n_csv) return tool_fail(cmd, "give the series with --csv FILE"), 2;
     if (!outdir) return tool_fail(cmd, "give the output directory with --out DIR"), 2;
     if (model && init) return tool_fail(cmd, "give either -m or --init, not both"), 2;
+    if (skip_s) {
+        if (!strcmp(skip_s, "on")) skip = 1;
+        else if (!strcmp(skip_s, "off")) skip = 0;
+        else return tool_fail(cmd, "--skip expects on or off, got '%s'", skip_s), 2;
+    }
+    if (skip_init_s) {
+        if (!strcmp(skip_init_s, "ridge")) skip_ridge = 1;
+        else if (!strcmp(skip_init_s, "zero")) skip_ridge = 0;
+        else return tool_fail(cmd, "--skip-init expects ridge or zero, got '%s'", skip_init_s), 2;
+    }
     int il = 2, ic = 64;
     if (init) {
         char *e1, *e2;
@@ -136,8 +186,9 @@ int cmd_train_forecast(int argc, char **argv) {
     memset(data, 0, sizeof data);
     mrw_forecaster *f = NULL;
     mrw_model *src = NULL;
-    mrw_adam opt;
+    mrw_adam opt, opt_skip;
     memset(&opt, 0, sizeof opt);
+    memset(&opt_skip, 0, sizeof opt_skip);
     FILE *log = NULL;
     float *x = NULL, *y = NULL;
     int64_t *cum = NULL;
@@ -166,6 +217,18 @@ int cmd_train_forecast(int argc, char **argv) {
     mrw_forecaster_config fc;
     memset(&fc, 0, sizeof fc);
     fc.lookback = lookback, fc.horizon = horizon, fc.adapter_scale = scale, fc.n_prompt = n_prompt;
+    if (timer_dir) {
+        if (patch_set && patch != 1) {
+            tool_fail(cmd, "--patch: a Timer encoder has its own patches of 96 points (leave --patch out)");
+            goto done;
+        }
+        patch = 1;
+    }
+    fc.patch = patch, fc.skip = skip, fc.timer = timer_dir != NULL, fc.timer_path = timer_dir;
+    if (patch > lookback) {
+        tool_fail(cmd, "--patch %d is longer than the lookback %d", patch, lookback);
+        goto done;
+    }
     mrw_wavenet_config_default(&fc.enc, lookback);
     fc.enc.res_ch = fc.enc.skip_ch = enc_ch;
     if (model) {
@@ -177,7 +240,6 @@ int cmd_train_forecast(int argc, char **argv) {
         mrw_rwkv7_train_config_of(src, &fc.lm);
     } else {
         mrw_forecaster_lm_config(&fc.lm, il, ic);
-        if (fc.lm.vocab <= batch) fc.lm.vocab = batch + 1; /* the hidden-state path needs batch < vocab */
     }
     if (mrw_forecaster_new(&fc, batch, threads, &f, &err)) {
         tool_fail(cmd, "%s", err.msg);
@@ -189,28 +251,102 @@ int cmd_train_forecast(int argc, char **argv) {
             tool_fail(cmd, "%s: %s", model, err.msg);
             goto done;
         }
-        mrw_rwkv7_hidden_set_identity(f->lm);
         mrw_model_free(src);
         src = NULL;
+    }
+    if (skip && skip_ridge && !resume) { /* the skip path from the closed-form ridge fit (n-weighted over files) */
+        const size_t nw = (size_t)horizon * lookback;
+        float *w = calloc(nw, sizeof *w);
+        int64_t n_all = 0;
+        if (!w) goto oom;
+        for (int i = 0; i < n_csv; i++) {
+            mrw_ts_dlinear lin;
+            memset(&lin, 0, sizeof lin);
+            if (mrw_ts_dlinear_fit(&lin, &data[i], NULL, 0, &err)) {
+                free(w);
+                tool_fail(cmd, "%s: ridge fit for the skip path: %s", csvs[i], err.msg);
+                goto done;
+            }
+            for (size_t j = 0; j < nw; j++) w[j] += (float)lin.n_train * lin.w[j];
+            n_all += lin.n_train;
+            if (!quiet)
+                fprintf(stderr, "modrwkv train: skip path from the ridge fit of %s (alpha %g, validation MSE %.4f)\n",
+                        csvs[i], lin.alpha, lin.val_mse);
+            mrw_ts_dlinear_free(&lin);
+        }
+        for (size_t j = 0; j < nw; j++) w[j] /= (float)(n_all > 0 ? n_all : 1);
+        mrw_forecaster_set_skip(f, w, &err);
+        free(w);
     }
     mrw_param_set *sets[4];
     int n_sets = mrw_forecaster_sets(f, sets);
     mrw_adam_config acfg = mrw_adam_config_default();
     int groups = MRW_PG_ENCODER | MRW_PG_ADAPTER | (freeze ? 0 : MRW_PG_RWKV);
-    if (mrw_adam_init(&opt, &acfg, sets, n_sets, groups, &err)) {
+    if (mrw_adam_init(&opt, &acfg, sets, n_sets, groups, &err) ||
+        (skip && mrw_adam_init(&opt_skip, &acfg, sets, n_sets, MRW_FC_PG_SKIP, &err))) {
         tool_fail(cmd, "%s", err.msg);
         goto done;
     }
+    if (skip_lr < 0) skip_lr = skip_ridge ? 0.05f : 1.0f;
     mrw_schedule sched = {MRW_SCHED_COSINE, lr, lr / 10, warmup < steps ? warmup : 0, steps, 0.2};
     /* output */
     if (mkdir(outdir, 0777) && errno != EEXIST) {
         tool_fail(cmd, "cannot create '%s': %s", outdir, strerror(errno));
         goto done;
     }
-    char path_model[4096], path_log[4096];
+    char path_model[4096], path_log[4096], path_resume[4096], path_resume2[4096];
     snprintf(path_model, sizeof path_model, "%s/forecaster.safetensors", outdir);
     snprintf(path_log, sizeof path_log, "%s/train.jsonl", outdir);
-    if (!(log = fopen(path_log, "w"))) {
+    snprintf(path_resume, sizeof path_resume, "%s/resume.safetensors", outdir);
+    snprintf(path_resume2, sizeof path_resume2, "%s/resume_skip.safetensors", outdir); /* the skip path's Adam */
+    /* the options a resumed run must repeat (everything that changes the model, the data or the schedule) */
+    char opts[8192];
+    {
+        int n = snprintf(opts, sizeof opts,
+                         "{\"lookback\":%d,\"horizon\":%d,\"init\":\"%s\",\"model\":\"%s\",\"scale\":%d,\"prompt\":%d,"
+                         "\"enc_channels\":%d,\"timer\":\"%s\",\"patch\":%d,\"skip\":%d,\"skip_ridge\":%d,\"skip_lr\":%.9g,\"freeze\":%d,\"lr\":%.9g,"
+                         "\"warmup\":%d,\"steps\":%d,\"batch\":%d,\"accum\":%d,\"clip\":%.9g,\"seed\":%d,"
+                         "\"columns\":\"%s\",\"dataset\":\"%s\",\"csv\":[",
+                         lookback, horizon, init ? init : "", model ? model : "", scale, n_prompt, enc_ch, timer_dir ? timer_dir : "", patch, skip,
+                         skip_ridge, skip_lr, freeze, lr, warmup, steps, batch, accum, clip, seed, columns ? columns : "all",
+                         dataset ? dataset : "");
+        for (int i = 0; i < n_csv && n < (int)sizeof opts; i++)
+            n += snprintf(opts + n, sizeof opts - n, "%s\"%s\"", i ? "," : "", csvs[i]);
+        if (n < (int)sizeof opts) snprintf(opts + n, sizeof opts - n, "]}");
+    }
+    uint64_t rng = 0x5EEDull ^ (uint64_t)seed * 0x9E3779B97F4A7C15ull;
+    int step0 = 0;
+    int64_t tokens = 0;
+    double elapsed0 = 0;
+    if (resume) {
+        mrw_train_state st;
+        memset(&st, 0, sizeof st);
+        if (mrw_ckpt_load_resume(path_resume, &opt, &st, &err)) {
+            tool_fail(cmd, "--resume: %s", err.msg);
+            goto done;
+        }
+        if (skip) {
+            mrw_train_state st2;
+            memset(&st2, 0, sizeof st2);
+            if (mrw_ckpt_load_resume(path_resume2, &opt_skip, &st2, &err)) {
+                free((char *)st.options);
+                tool_fail(cmd, "--resume: %s", err.msg);
+                goto done;
+            }
+            free((char *)st2.options);
+        }
+        const int same = st.options && !strcmp(st.options, opts);
+        if (!same) {
+            tool_fail(cmd, "--resume: the options differ from the saved run's:\n  saved: %s\n  now:   %s",
+                      st.options ? st.options : "(none)", opts);
+            free((char *)st.options);
+            goto done;
+        }
+        free((char *)st.options);
+        step0 = (int)st.step, rng = st.rng, tokens = st.tokens, elapsed0 = st.elapsed_s;
+        if (!quiet) fprintf(stderr, "modrwkv train: resuming %s at step %d of %d\n", path_resume, step0, steps);
+    }
+    if (!(log = fopen(path_log, resume ? "a" : "w"))) {
         tool_fail(cmd, "cannot write '%s'", path_log);
         goto done;
     }
@@ -231,28 +367,32 @@ int cmd_train_forecast(int argc, char **argv) {
     const char *mk[3] = {"modrwkv.forecaster.datasets", "modrwkv.forecaster.columns", "modrwkv.forecaster.steps"};
     const char *mv[3] = {meta_data, columns ? columns : "all", meta_steps};
 
-    uint64_t rng = 0x5EEDull ^ (uint64_t)seed * 0x9E3779B97F4A7C15ull;
     mrw_progress bar;
     mrw_progress_start(&bar, "train", (uint64_t)steps, "steps", !quiet);
-    const double t_start = mrw_now();
+    mrw_progress_update(&bar, (uint64_t)step0);
+    const double t_start = mrw_now() - elapsed0;
     double first_loss = NAN, last_loss = NAN;
     int steps_done = steps;
-    int64_t tokens = 0;
-    for (int step = 0; step < steps; step++) {
+    const int step_end = stop_after && step0 + stop_after < steps ? step0 + stop_after : steps;
+    for (int step = step0; step < step_end; step++) {
         const double t0 = mrw_now();
-        for (int b = 0; b < batch; b++) {
-            int64_t w = (int64_t)(rng_next(&rng) % (uint64_t)cum[n_csv]);
-            int i = 0;
-            while (w >= cum[i + 1]) i++;
-            mrw_ts_data_window(&data[i], MRW_TS_TRAIN, w - cum[i], x + (size_t)b * lookback, y + (size_t)b * horizon,
-                               NULL);
-        }
         mrw_adam_zero_grad(&opt);
-        double loss;
-        if (mrw_forecaster_forward(f, x, y, batch, NULL, &loss, &err) ||
-            mrw_forecaster_backward(f, 1.0f, freeze, &err)) {
-            tool_fail(cmd, "step %d: %s", step + 1, err.msg);
-            goto done;
+        double loss = 0;
+        for (int k = 0; k < accum; k++) {
+            for (int b = 0; b < batch; b++) {
+                int64_t w = (int64_t)(rng_next(&rng) % (uint64_t)cum[n_csv]);
+                int i = 0;
+                while (w >= cum[i + 1]) i++;
+                mrw_ts_data_window(&data[i], MRW_TS_TRAIN, w - cum[i], x + (size_t)b * lookback,
+                                   y + (size_t)b * horizon, NULL);
+            }
+            double l;
+            if (mrw_forecaster_forward(f, x, y, batch, NULL, &l, &err) ||
+                mrw_forecaster_backward(f, 1.0f / (float)accum, freeze, &err)) {
+                tool_fail(cmd, "step %d: %s", step + 1, err.msg);
+                goto done;
+            }
+            loss += l / accum;
         }
         if (!isfinite(loss)) {
             tool_fail(cmd, "the loss is %g at step %d: lower --lr", loss, step + 1);
@@ -261,15 +401,19 @@ int cmd_train_forecast(int argc, char **argv) {
         const double norm = mrw_clip_grad_norm(&opt, clip);
         const double cur = mrw_schedule_lr(&sched, step);
         mrw_adam_step(&opt, cur);
-        tokens += (int64_t)batch * f->T;
+        if (skip) { /* the skip path: its own clip and Adam at skip_lr x the schedule */
+            mrw_clip_grad_norm(&opt_skip, clip);
+            mrw_adam_step(&opt_skip, cur * skip_lr);
+        }
+        tokens += (int64_t)batch * accum * f->T;
         const double now = mrw_now(), dt = now - t0;
-        if (step == 0) first_loss = loss;
+        if (step == step0) first_loss = loss;
         last_loss = loss;
         fprintf(log,
                 "{\"step\":%d,\"epoch\":%.6f,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens\":%" PRId64
                 ",\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
-                step + 1, (double)(step + 1) * batch / (double)cum[n_csv], loss, cur, norm, tokens,
-                dt > 0 ? (double)batch * f->T / dt : 0.0, now - t_start);
+                step + 1, (double)(step + 1) * batch * accum / (double)cum[n_csv], loss, cur, norm, tokens,
+                dt > 0 ? (double)batch * accum * f->T / dt : 0.0, now - t_start);
         fflush(log);
         char label[96];
         snprintf(label, sizeof label, "train loss %.4f lr %.2e", loss, cur);
@@ -277,14 +421,18 @@ int cmd_train_forecast(int argc, char **argv) {
         mrw_progress_update(&bar, (uint64_t)step + 1);
         bar.label = "train";
         const int out_of_time = time_limit > 0 && mrw_now() - t_start > time_limit;
-        if ((save_every > 0 && (step + 1) % save_every == 0) || step + 1 == steps || out_of_time) {
+        if ((save_every > 0 && (step + 1) % save_every == 0) || step + 1 == step_end || out_of_time) {
             snprintf(meta_steps, sizeof meta_steps, "%d", step + 1);
-            if (mrw_forecaster_save(f, path_model, mk, mv, 3, &err)) {
+            mrw_train_state st = {.step = step + 1, .rng = rng, .tokens = tokens, .elapsed_s = mrw_now() - t_start,
+                                  .options = opts};
+            if (mrw_forecaster_save(f, path_model, mk, mv, 3, &err) ||
+                mrw_ckpt_save_resume(path_resume, &opt, &st, &err) ||
+                (skip && mrw_ckpt_save_resume(path_resume2, &opt_skip, &st, &err))) {
                 tool_fail(cmd, "%s", err.msg);
                 goto done;
             }
         }
-        if (out_of_time) {
+        if (out_of_time || step + 1 == step_end) {
             steps_done = step + 1;
             break;
         }
@@ -292,7 +440,7 @@ int cmd_train_forecast(int argc, char **argv) {
     mrw_progress_finish(&bar);
     if (!quiet)
         fprintf(stderr, "modrwkv train: done: %d steps%s, loss %.4f -> %.4f, %.1f s; wrote %s\n", steps_done,
-                steps_done < steps ? " (time limit)" : "", first_loss,
+                steps_done < steps ? " (stopped early)" : "", first_loss,
                 last_loss, mrw_now() - t_start, path_model);
     if (eval_windows > 0) {
         for (int i = 0; i < n_csv; i++) {
@@ -313,6 +461,7 @@ done:
     if (log) fclose(log);
     free(x), free(y), free(cum), free(colbuf);
     mrw_adam_free(&opt);
+    mrw_adam_free(&opt_skip);
     mrw_forecaster_free(f);
     if (src) mrw_model_free(src);
     for (int i = 0; i < n_csv; i++) mrw_ts_data_free(&data[i]);

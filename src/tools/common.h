@@ -57,11 +57,16 @@ const char *tool_default_vocab_path(char *buf, size_t n);
 
 /* Media options of the multimodal commands. */
 #define TOOL_MAX_IMAGES 3
+#define TOOL_MAX_MEDIA 4 /* --image and --audio together (a two-modality model takes both) */
 typedef struct {
     const char *encoder;
     const char *images[TOOL_MAX_IMAGES + 1];
     int n_images;
-    const char *audio;
+    const char *audio; /* the last --audio */
+    /* every --image and --audio in command-line order (the order their features are spliced in) */
+    const char *media[TOOL_MAX_MEDIA];
+    int media_audio[TOOL_MAX_MEDIA];
+    int n_media;
     int compress_k, compress_s;
     const char *compress_weights;
     int encoder_fast; /* keep the encoder's f16/bf16 weights: faster, not exact */
@@ -75,7 +80,9 @@ mrw_mm_params tool_mm_params(const tool_media_opts *o);
 #define TOOL_MEDIA_HELP                                                                                       \
     "Multimodal (ModRWKV checkpoints: v1 rwkv-0.pth + its encoder, v2 rwkv-0.pth, or a bundle from convert):\n" \
     "      --image FILE     an image (PNG, JPEG, BMP, GIF); repeat for up to 3 images with v2 models\n"       \
-    "      --audio FILE     a recording (WAV, FLAC, OGG, MP3; any rate and channels)\n"                       \
+    "      --audio FILE     a recording (WAV, FLAC, OGG, MP3; any rate and channels). --image and --audio\n"   \
+    "                       mix (models with an image and an audio encoder, docs/MULTIMODAL.md): up to 4\n"    \
+    "                       media, spliced in command-line order\n"                                           \
     "      --encoder PATH   the Hugging Face encoder (directory with config.json + model.safetensors); needed\n" \
     "                       for v1 checkpoints, whose encoder is not inside them\n"                            \
     "      --compress K,S   Conv1D compression of the encoder tokens (paper Table 7: 3,2 4,3 5,4)\n"          \
@@ -92,7 +99,8 @@ typedef struct {
     const mrw_model *model;
     mrw_context *ctx;
     mrw_vocab *vocab;
-    mrw_features feats[TOOL_MAX_IMAGES + 1];
+    mrw_features feats[TOOL_MAX_MEDIA];
+    int feat_audio[TOOL_MAX_MEDIA]; /* feats[i] came from a recording */
     int n_feats;
     int special; /* tokenize special-token text (v2 placeholder prompts) */
 } tool_session;

@@ -10,17 +10,23 @@ int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o) {
         o->encoder_fast = 1;
     } else if (!strncmp(opt, "--encoder", 9) && (opt[9] == 0 || opt[9] == '=')) {
         o->encoder = tool_value(a, opt);
-    } else if (!strncmp(opt, "--image", 7) && (opt[7] == 0 || opt[7] == '=')) {
+    } else if ((!strncmp(opt, "--image", 7) && (opt[7] == 0 || opt[7] == '=')) ||
+               (!strncmp(opt, "--audio", 7) && (opt[7] == 0 || opt[7] == '='))) {
+        const int audio = opt[2] == 'a';
         const char *v = tool_value(a, opt);
-        if (v && o->n_images == TOOL_MAX_IMAGES) {
+        if (v && !audio && o->n_images == TOOL_MAX_IMAGES) {
             tool_fail(a->cmd, "%d images given: a prompt takes at most %d (ModRWKV v2's limit)", TOOL_MAX_IMAGES + 1,
                       TOOL_MAX_IMAGES);
             a->failed = 1;
+        } else if (v && o->n_media == TOOL_MAX_MEDIA) {
+            tool_fail(a->cmd, "more than %d media given (--image and --audio together)", TOOL_MAX_MEDIA);
+            a->failed = 1;
         } else if (v) {
-            o->images[o->n_images++] = v;
+            if (audio) o->audio = v;
+            else o->images[o->n_images++] = v;
+            o->media_audio[o->n_media] = audio;
+            o->media[o->n_media++] = v;
         }
-    } else if (!strncmp(opt, "--audio", 7) && (opt[7] == 0 || opt[7] == '=')) {
-        o->audio = tool_value(a, opt);
     } else if (!strncmp(opt, "--compress-weights", 18)) {
         o->compress_weights = tool_value(a, opt);
     } else if (!strncmp(opt, "--compress", 10) && (opt[10] == 0 || opt[10] == '=')) {
@@ -48,7 +54,7 @@ mrw_mm_params tool_mm_params(const tool_media_opts *o) {
     return p;
 }
 
-static int has_media(const tool_media_opts *m) { return m && (m->n_images || m->audio); }
+static int has_media(const tool_media_opts *m) { return m && m->n_media; }
 
 int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_media_opts *media, tool_session *s) {
     memset(s, 0, sizeof *s);
@@ -77,19 +83,15 @@ int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_med
         }
         s->special = mrw_mm_get_info(s->mm).splice == MRW_SPLICE_PLACEHOLDER;
         const int nt = mrw_context_n_threads(s->ctx);
-        for (int i = 0; media && i < media->n_images; i++) {
-            if (mrw_mm_encode_image(s->mm, media->images[i], nt, &s->feats[s->n_feats], NULL, &err)) {
+        for (int i = 0; media && i < media->n_media; i++) { /* in command-line order */
+            const int audio = media->media_audio[i];
+            mrw_status st = audio ? mrw_mm_encode_audio(s->mm, media->media[i], nt, &s->feats[s->n_feats], NULL, &err)
+                                  : mrw_mm_encode_image(s->mm, media->media[i], nt, &s->feats[s->n_feats], NULL, &err);
+            if (st) {
                 tool_session_close(s);
                 return tool_fail(cmd, "%s", err.msg);
             }
-            s->n_feats++;
-        }
-        if (media && media->audio) {
-            if (mrw_mm_encode_audio(s->mm, media->audio, nt, &s->feats[s->n_feats], NULL, &err)) {
-                tool_session_close(s);
-                return tool_fail(cmd, "%s", err.msg);
-            }
-            s->n_feats++;
+            s->feat_audio[s->n_feats++] = audio;
         }
     }
     if (tool_load_vocab(cmd, mo->vocab, s->model, &s->vocab)) {

@@ -421,43 +421,58 @@ static mrw_data_kind detect_kind(const cJSON *root) {
 
 static const char IMAGE_MARK[] = "<image>";
 #define IMAGE_MARK_LEN (sizeof IMAGE_MARK - 1)
+static const char AUDIO_MARK[] = "<audio>"; /* a marker only in records with an "audio" field */
+#define AUDIO_MARK_LEN (sizeof AUDIO_MARK - 1)
 
-/* Tokenises d->str[0..len) with "<image>" markers split out when `markers`; fills media positions. */
-static int tok_turn(mrw_data *d, size_t len, int supervised, int markers, int *n_marks, int *mpos, bad_t *b) {
+/* Tokenises d->str[0..len) with "<image>" (and, when `audio_marks`, "<audio>") markers split out when
+ * `markers`; fills the media positions and kinds in marker order. */
+static int tok_turn(mrw_data *d, size_t len, int supervised, int markers, int audio_marks, int *n_marks, int *mpos,
+                    int *maudio, bad_t *b) {
     const char *p = d->str, *end = d->str + len;
     int r;
     while (markers) {
-        const char *m = memmem(p, (size_t)(end - p), IMAGE_MARK, IMAGE_MARK_LEN);
+        const char *mi = memmem(p, (size_t)(end - p), IMAGE_MARK, IMAGE_MARK_LEN);
+        const char *ma = audio_marks ? memmem(p, (size_t)(end - p), AUDIO_MARK, AUDIO_MARK_LEN) : NULL;
+        const char *m = mi && (!ma || mi < ma) ? mi : ma;
         if (!m) break;
         if ((r = tok_append(d, p, (size_t)(m - p), supervised))) return r;
-        if (*n_marks < MRW_DATA_MAX_MEDIA) mpos[*n_marks] = (int)d->ntok;
+        if (*n_marks < MRW_DATA_MAX_MEDIA) mpos[*n_marks] = (int)d->ntok, maudio[*n_marks] = m == ma;
         ++*n_marks;
-        p = m + IMAGE_MARK_LEN;
+        p = m + (m == ma ? AUDIO_MARK_LEN : IMAGE_MARK_LEN);
     }
     return tok_append(d, p, (size_t)(end - p), supervised);
+}
+
+/* "image" / "audio" of a LLaVA record: a string or an array of strings (up to MRW_DATA_MAX_MEDIA). */
+static int media_list(const cJSON *root, const char *key, const char **out, int *n, bad_t *b) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    *n = 0;
+    if (cJSON_IsString(v)) {
+        out[(*n)++] = v->valuestring;
+    } else if (cJSON_IsArray(v)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            if (!cJSON_IsString(e)) return badf(b, "'%s' must hold strings, found %s", key, json_type(e));
+            if (*n == MRW_DATA_MAX_MEDIA) return badf(b, "more than %d %ss", MRW_DATA_MAX_MEDIA, key);
+            out[(*n)++] = e->valuestring;
+        }
+        if (*n == 0) return badf(b, "'%s' is an empty array", key);
+    } else if (v && !cJSON_IsNull(v)) {
+        return badf(b, "'%s' must be a string or an array of strings, found %s", key, json_type(v));
+    }
+    return 0;
 }
 
 static int build_llava(mrw_data *d, const cJSON *root, const dfile *f, mrw_data_sample *s, bad_t *b) {
     const cJSON *conv = cJSON_GetObjectItemCaseSensitive(root, "conversations");
     if (!cJSON_IsArray(conv)) return badf(b, "'conversations' must be an array, found %s", json_type(conv));
-    const cJSON *img = cJSON_GetObjectItemCaseSensitive(root, "image");
-    const char *images[MRW_DATA_MAX_MEDIA];
-    int n_images = 0;
-    if (cJSON_IsString(img)) {
-        images[n_images++] = img->valuestring;
-    } else if (cJSON_IsArray(img)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, img) {
-            if (!cJSON_IsString(e)) return badf(b, "'image' must hold strings, found %s", json_type(e));
-            if (n_images == MRW_DATA_MAX_MEDIA) return badf(b, "more than %d images", MRW_DATA_MAX_MEDIA);
-            images[n_images++] = e->valuestring;
-        }
-        if (n_images == 0) return badf(b, "'image' is an empty array");
-    } else if (img && !cJSON_IsNull(img)) {
-        return badf(b, "'image' must be a string or an array of strings, found %s", json_type(img));
-    }
-    int mpos[MRW_DATA_MAX_MEDIA] = {0};
-    int n_marks = 0, n_turns = 0, has_assistant = 0, r;
+    const char *images[MRW_DATA_MAX_MEDIA], *audios[MRW_DATA_MAX_MEDIA];
+    int n_images = 0, n_audios = 0, r;
+    if ((r = media_list(root, "image", images, &n_images, b))) return r;
+    if ((r = media_list(root, "audio", audios, &n_audios, b))) return r;
+    const int audio_marks = cJSON_GetObjectItemCaseSensitive(root, "audio") != NULL;
+    int mpos[MRW_DATA_MAX_MEDIA] = {0}, maudio[MRW_DATA_MAX_MEDIA] = {0};
+    int n_marks = 0, n_turns = 0, has_assistant = 0;
     const cJSON *t;
     cJSON_ArrayForEach(t, conv) {
         int ti = n_turns++;
@@ -486,25 +501,36 @@ static int build_llava(mrw_data *d, const cJSON *root, const dfile *f, mrw_data_
         size_t rl = strlen(role), vl = strlen(val->valuestring);
         if (!user && memmem(val->valuestring, vl, IMAGE_MARK, IMAGE_MARK_LEN))
             return badf(b, "conversations[%d]: <image> marker outside a user turn", ti);
+        if (!user && audio_marks && memmem(val->valuestring, vl, AUDIO_MARK, AUDIO_MARK_LEN))
+            return badf(b, "conversations[%d]: <audio> marker outside a user turn", ti);
         if (str_reserve(d, rl + vl + 1)) return -1;
         memcpy(d->str, role, rl);
         memcpy(d->str + rl, val->valuestring, vl);
         d->str[rl + vl] = '\x17';
-        if ((r = tok_turn(d, rl + vl + 1, assistant, user, &n_marks, mpos, b))) return r;
+        if ((r = tok_turn(d, rl + vl + 1, assistant, user, audio_marks, &n_marks, mpos, maudio, b))) return r;
         has_assistant |= assistant;
     }
     if (n_turns == 0) return badf(b, "'conversations' is empty");
-    if (n_marks > n_images) {
+    if (n_marks > MRW_DATA_MAX_MEDIA) return badf(b, "%d media markers (at most %d)", n_marks, MRW_DATA_MAX_MEDIA);
+    int n_img_marks = 0;
+    for (int j = 0; j < n_marks; j++) n_img_marks += !maudio[j];
+    const int n_aud_marks = n_marks - n_img_marks;
+    if (n_img_marks > n_images) {
         if (n_images == 0) return badf(b, "<image> marker but the record has no 'image'");
-        return badf(b, "%d <image> markers for %d image%s", n_marks, n_images, n_images > 1 ? "s" : "");
+        return badf(b, "%d <image> markers for %d image%s", n_img_marks, n_images, n_images > 1 ? "s" : "");
     }
-    if (n_marks < n_images) {
-        if (n_marks == 0) return badf(b, "the record has an image but no <image> marker in a user turn");
-        return badf(b, "%d <image> marker%s for %d images", n_marks, n_marks > 1 ? "s" : "", n_images);
+    if (n_img_marks < n_images) {
+        if (n_img_marks == 0) return badf(b, "the record has an image but no <image> marker in a user turn");
+        return badf(b, "%d <image> marker%s for %d images", n_img_marks, n_img_marks > 1 ? "s" : "", n_images);
     }
+    if (n_aud_marks != n_audios)
+        return badf(b, "%d <audio> marker%s for %d recording%s", n_aud_marks, n_aud_marks == 1 ? "" : "s", n_audios,
+                    n_audios == 1 ? "" : "s");
     if (!has_assistant) return badf(b, "no assistant turn");
-    for (int j = 0; j < n_images; j++)
-        if ((r = media_add(d, s, f->root, images[j], MRW_MEDIA_IMAGE, "image", mpos[j], b))) return r;
+    for (int j = 0, ji = 0, ja = 0; j < n_marks; j++) /* in marker order */
+        if ((r = maudio[j] ? media_add(d, s, f->root, audios[ja++], MRW_MEDIA_AUDIO, "audio", mpos[j], b)
+                           : media_add(d, s, f->root, images[ji++], MRW_MEDIA_IMAGE, "image", mpos[j], b)))
+            return r;
     return 0;
 }
 

@@ -26,6 +26,10 @@
  *     "<image>\n" keeps its "\n"). Roles: human/user, gpt/assistant, system (case-insensitive);
  *     "\x16System: {text}\x17" is never trained on. "image" is a string or an array of up to 3 strings, one
  *     "<image>" per image in user turns; a record with neither image nor marker is a text-only conversation.
+ *     A LLaVA record may also carry "audio" (a string or an array) with one "<audio>" marker per recording in
+ *     user turns (a marker only in records with an "audio" field): a spoken question about an image is
+ *     {"image", "audio", "conversations": [{"from": "human", "value": "<image><audio>"}, ...]}. The media
+ *     (at most MRW_DATA_MAX_MEDIA in all) are listed in marker order (docs/MULTIMODAL.md).
  *   - ctx_len counts text tokens only (the trainer adds the feature rows); labels are those of the whole record,
  *     so the last kept position still predicts the first cut token; media whose marker was cut are dropped.
  *   - Records are visited in a Fisher-Yates permutation drawn from splitmix64 seeded by (seed, epoch); bad

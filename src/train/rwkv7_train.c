@@ -67,7 +67,8 @@ struct mrw_rwkv7_train {
     uint8_t *mask;
     float *sc[N_SC];
     float *sF1, *sF2, *sL1, *sL2, *wkv_scr;
-    int B, T, valid;
+    int B, T, valid; /* valid: 1 = a cross-entropy forward awaits its backward, 2 = a hidden-state forward */
+    int no_logits;   /* MRW_RWKV7_TRAIN_NO_LOGITS: no logits buffer, hidden-state entry only */
     int par; /* this batch is large enough for the row loops to fork (a fork costs more than a tiny loop) */
     int64_t n_targets;
 };
@@ -183,7 +184,7 @@ static void carve(mrw_rwkv7_train *m, arena *a) {
         x->ckpt = take(a, (size_t)m->max_B * H * nck * N * N);
     }
     m->x_fin = take(a, BT * C), m->muo = take(a, BT), m->rso = take(a, BT), m->xo = take(a, BT * C);
-    m->logits = take(a, BT * c->vocab), m->lse = take(a, BT);
+    m->logits = take(a, m->no_logits ? 0 : BT * c->vocab), m->lse = take(a, BT);
     for (int i = 0; i < N_SC; i++) m->sc[i] = take(a, BT * C);
     m->sF1 = take(a, BT * c->ffn), m->sF2 = take(a, BT * c->ffn);
     m->sL1 = take(a, BT * m->Dmax), m->sL2 = take(a, BT * m->Dmax);
@@ -192,6 +193,11 @@ static void carve(mrw_rwkv7_train *m, arena *a) {
 
 mrw_status mrw_rwkv7_train_new(const mrw_rwkv7_train_config *cfg, int max_B, int max_T, int n_threads,
                                mrw_rwkv7_train **out, mrw_error *err) {
+    return mrw_rwkv7_train_new_ex(cfg, max_B, max_T, n_threads, 0, out, err);
+}
+
+mrw_status mrw_rwkv7_train_new_ex(const mrw_rwkv7_train_config *cfg, int max_B, int max_T, int n_threads,
+                                  unsigned flags, mrw_rwkv7_train **out, mrw_error *err) {
     *out = NULL;
     const mrw_rwkv7_train_config *c = cfg;
     if (c->n_layer < 1 || c->n_embd < 1 || c->head_size < 1 || c->n_embd % c->head_size || c->vocab < 1 ||
@@ -206,6 +212,7 @@ mrw_status mrw_rwkv7_train_new(const mrw_rwkv7_train_config *cfg, int max_B, int
     if (!m) return mrw_err(err, MRW_E_NOMEM, "out of memory");
     m->cfg = *cfg;
     m->max_B = max_B, m->max_T = max_T;
+    m->no_logits = (flags & MRW_RWKV7_TRAIN_NO_LOGITS) != 0;
     m->H = c->n_embd / c->head_size;
     m->Dmax = c->d_w > c->d_a ? c->d_w : c->d_a;
     if (c->d_g > m->Dmax) m->Dmax = c->d_g;
@@ -509,20 +516,22 @@ static void row_softmax_scaled(float *x, int n, float lse, float sc) {
     for (; v < n; v++) x[v] = expf(x[v] - lse) * sc;
 }
 
-float mrw_rwkv7_train_forward(mrw_rwkv7_train *m, const int32_t *tokens, const float *inject,
-                              const uint8_t *inject_mask, const int32_t *targets, int B, int T, float *logits_out) {
+/* The forward up to ln_out (m->xo); targets NULL = none counted. Returns -1 on invalid input. */
+static int forward_hidden(mrw_rwkv7_train *m, const int32_t *tokens, const float *inject, const uint8_t *inject_mask,
+                          const int32_t *targets, int B, int T) {
     const mrw_rwkv7_train_config *c = &m->cfg;
     const int C = c->n_embd, V = c->vocab;
     m->valid = 0;
     m->n_targets = 0;
-    if (B < 1 || T < 1 || B > m->max_B || T > m->max_T || !tokens || !targets) return NAN;
+    if (B < 1 || T < 1 || B > m->max_B || T > m->max_T || !tokens) return -1;
     const int BT = B * T;
     for (int r = 0; r < BT; r++) {
         const int injected = inject && inject_mask && inject_mask[r];
-        if (!injected && (tokens[r] < 0 || tokens[r] >= V)) return NAN;
-        if (targets[r] != MRW_IGNORE && (targets[r] < 0 || targets[r] >= V)) return NAN;
+        const int32_t tg = targets ? targets[r] : MRW_IGNORE;
+        if (!injected && (tokens[r] < 0 || tokens[r] >= V)) return -1;
+        if (tg != MRW_IGNORE && (tg < 0 || tg >= V)) return -1;
         m->tokens[r] = tokens[r];
-        m->targets[r] = targets[r];
+        m->targets[r] = tg;
         m->mask[r] = (uint8_t)injected;
     }
     m->B = B, m->T = T;
@@ -535,6 +544,17 @@ float mrw_rwkv7_train_forward(mrw_rwkv7_train *m, const int32_t *tokens, const f
     ln_fwd(m, m->x_emb, m->A[0].x_in, m->mu0, m->rs0, BT, C, PW(m->i_ln0w), PW(m->i_ln0b));
     for (int l = 0; l < c->n_layer; l++) layer_fwd(m, l, l + 1 < c->n_layer ? m->A[l + 1].x_in : m->x_fin);
     ln_fwd(m, m->x_fin, m->xo, m->muo, m->rso, BT, C, PW(m->i_lnow), PW(m->i_lnob));
+    return 0;
+}
+
+float mrw_rwkv7_train_forward(mrw_rwkv7_train *m, const int32_t *tokens, const float *inject,
+                              const uint8_t *inject_mask, const int32_t *targets, int B, int T, float *logits_out) {
+    const mrw_rwkv7_train_config *c = &m->cfg;
+    const int C = c->n_embd, V = c->vocab;
+    m->valid = 0;
+    m->n_targets = 0;
+    if (m->no_logits || !targets || forward_hidden(m, tokens, inject, inject_mask, targets, B, T)) return NAN;
+    const int BT = B * T;
     mm_nt(m, m->logits, V, m->xo, C, PW(m->i_head), V, C, BT, 0);
     double loss = 0;
     int64_t n = 0;
@@ -555,6 +575,19 @@ float mrw_rwkv7_train_forward(mrw_rwkv7_train *m, const int32_t *tokens, const f
     m->valid = 1;
     return n ? (float)(loss / (double)n) : 0.0f;
 }
+
+mrw_status mrw_rwkv7_train_forward_hidden(mrw_rwkv7_train *m, const int32_t *tokens, const float *inject,
+                                          const uint8_t *inject_mask, int B, int T, float *hidden, mrw_error *err) {
+    if (forward_hidden(m, tokens, inject, inject_mask, NULL, B, T))
+        return mrw_err(err, MRW_E_ARG, "RWKV-7 hidden-state forward: batch %d x %d beyond %d x %d, or a token "
+                       "outside the vocabulary (%d) at a row that is not injected", B, T, m->max_B, m->max_T,
+                       m->cfg.vocab);
+    if (hidden) memcpy(hidden, m->xo, (size_t)B * T * m->cfg.n_embd * sizeof(float));
+    m->valid = 2;
+    return MRW_OK;
+}
+
+const float *mrw_rwkv7_train_last_hidden(const mrw_rwkv7_train *m) { return m->xo; }
 
 /* -------------------------------------------------------------------------------------------- backward */
 
@@ -784,10 +817,12 @@ static void layer_bwd(mrw_rwkv7_train *m, int l, int pg) {
            pg ? PG(P->ln1b) : NULL);
 }
 
+static void backward_from_dxo(mrw_rwkv7_train *m, int pg, float *d_inject);
+
 void mrw_rwkv7_train_backward(mrw_rwkv7_train *m, float scale, int frozen, float *d_inject) {
     const mrw_rwkv7_train_config *c = &m->cfg;
     const int C = c->n_embd, V = c->vocab;
-    if (!m->valid) return;
+    if (m->valid != 1) return;
     const int BT = m->B * m->T, pg = !frozen;
     m->valid = 0; /* the logits become their gradient */
     if (d_inject) memset(d_inject, 0, (size_t)BT * C * sizeof(float));
@@ -805,9 +840,17 @@ void mrw_rwkv7_train_backward(mrw_rwkv7_train *m, float scale, int frozen, float
         row_softmax_scaled(lg, V, lse, sc);
         lg[m->targets[r]] -= sc;
     }
-    float *dx = m->sc[S_DX], *dxo = m->sc[S_DXA];
+    float *dxo = m->sc[S_DXA];
     if (pg) mm_tn(m, PG(m->i_head), m->logits, V, V, m->xo, C, C, BT);
     mm_nn(m, dxo, C, m->logits, V, PW(m->i_head), V, C, BT, 0);
+    backward_from_dxo(m, pg, d_inject);
+}
+
+/* The backward below ln_out: sc[S_DXA] holds dL/d(ln_out output) rows on entry. */
+static void backward_from_dxo(mrw_rwkv7_train *m, int pg, float *d_inject) {
+    const mrw_rwkv7_train_config *c = &m->cfg;
+    const int C = c->n_embd, BT = m->B * m->T;
+    float *dx = m->sc[S_DX], *dxo = m->sc[S_DXA];
     memset(dx, 0, (size_t)BT * C * sizeof(float));
     ln_bwd(m, dxo, m->x_fin, m->muo, m->rso, PW(m->i_lnow), BT, C, dx, pg ? PG(m->i_lnow) : NULL,
            pg ? PG(m->i_lnob) : NULL);
@@ -828,4 +871,17 @@ void mrw_rwkv7_train_backward(mrw_rwkv7_train *m, float scale, int frozen, float
             for (int i = 0; i < C; i++) g[i] += d[i];
         }
     }
+}
+
+mrw_status mrw_rwkv7_train_backward_hidden(mrw_rwkv7_train *m, const float *d_hidden, int frozen, float *d_inject,
+                                           mrw_error *err) {
+    if (m->valid != 2)
+        return mrw_err(err, MRW_E_ARG, "RWKV-7 hidden-state backward without a hidden-state forward");
+    m->valid = 0;
+    const int BT = m->B * m->T, C = m->cfg.n_embd;
+    if (d_inject) memset(d_inject, 0, (size_t)BT * C * sizeof(float));
+    if (frozen && !d_inject) return MRW_OK;
+    memcpy(m->sc[S_DXA], d_hidden, (size_t)BT * C * sizeof(float));
+    backward_from_dxo(m, !frozen, d_inject);
+    return MRW_OK;
 }

@@ -54,6 +54,25 @@ void mrw_rwkv7_train_backward(mrw_rwkv7_train *m, float scale, int frozen, float
 /* (At most one backward per forward: it turns the stored logits into their gradient; a second call does
  * nothing. With no counted target, or frozen without d_inject, it only zeroes d_inject.) */
 
+/* ---- the final hidden states as the output (read-out heads such as the forecaster's) ----
+ * mrw_rwkv7_train_new_ex with MRW_RWKV7_TRAIN_NO_LOGITS allocates no logits (BT·V floats): such a model
+ * only runs the hidden-state entry (mrw_rwkv7_train_forward returns NaN). "llm.head.weight" stays in the
+ * parameter set (checkpoints keep their layout) but the hidden-state path neither reads nor trains it. */
+#define MRW_RWKV7_TRAIN_NO_LOGITS 1u
+mrw_status mrw_rwkv7_train_new_ex(const mrw_rwkv7_train_config *cfg, int max_B, int max_T, int n_threads,
+                                  unsigned flags, mrw_rwkv7_train **out, mrw_error *err);
+/* The forward up to ln_out: hidden (NULL or [B*T*C]) receives ln_out(h) of every position (row b*T + t);
+ * tokens / inject / inject_mask as in mrw_rwkv7_train_forward. Bad sizes or tokens: MRW_E_ARG. */
+mrw_status mrw_rwkv7_train_forward_hidden(mrw_rwkv7_train *m, const int32_t *tokens, const float *inject,
+                                          const uint8_t *inject_mask, int B, int T, float *hidden, mrw_error *err);
+/* The last forward's ln_out rows [B*T, C] (valid until the next forward). */
+const float *mrw_rwkv7_train_last_hidden(const mrw_rwkv7_train *m);
+/* Backward of the last hidden-state forward from d_hidden [B*T*C] = d loss / d hidden (already scaled):
+ * parameter gradients += (unless frozen; head.weight gets none), d_inject (NULL or [B*T*C]) = d loss / d inject
+ * row at injected positions, 0 elsewhere. One backward per forward (a second one is an error). */
+mrw_status mrw_rwkv7_train_backward_hidden(mrw_rwkv7_train *m, const float *d_hidden, int frozen, float *d_inject,
+                                           mrw_error *err);
+
 /* ---- internals shared by the training files (and their tests) ---- */
 
 #define MRW_WKV_CKPT 16 /* the WKV state is saved every MRW_WKV_CKPT steps of the forward */

@@ -24,6 +24,9 @@
 #include "formats/audio.h"
 #include "formats/image.h"
 #include "models/preprocess.h"
+#ifdef MRW_CUDA
+#include "kernels/cuda/rwkv7_train_gpu.h"
+#endif
 
 #define PAD_MULTIPLE 16
 #define TOKEN_IMAGE_PAD 65532
@@ -69,6 +72,22 @@ int mrw_train_pad_batch(const int32_t *const *tokens, const int32_t *const *labe
 
 /* ------------------------------------------------------------------------------------------ state */
 
+/* Another modality of a multi-modality start model (docs/MULTIMODAL.md): modality k >= 1 of t->enc, its frozen
+ * encoder and its own trainable adapter (tensors "m<k>.proj.*", "m<k>.compress.*"), with its own micro-batch
+ * items. Its media are those that mrw_mm_modality_of routes to it (images or recordings). */
+typedef struct {
+    int k;
+    mrw_tadapter *ad;
+    mrw_feature_cache *fcache;
+    int feat_E, feat_Tin, feat_M, max_rows, max_items;
+    int n_items, n_items_in_batch;
+    float *feat_in, *feat_out, *d_feat_out;
+    int *item_b, *item_at;
+    int compress_k, compress_s;
+    char *enc_config, *pre_config, *enc_inner;
+    const char *kind;
+} xmod;
+
 typedef struct {
     const mrw_train_opts *o;
     const mrw_vocab *vocab;
@@ -78,7 +97,7 @@ typedef struct {
     mrw_feature_cache *fcache;
     mrw_data *data;
     mrw_adam opt;
-    mrw_param_set *sets[3];
+    mrw_param_set *sets[3 + MRW_MM_MAX_MODALITIES];
     int n_sets;
     mrw_schedule sched;
     int C, V, maxT, B;
@@ -115,6 +134,11 @@ typedef struct {
     mrw_tfile *enc_src;
     const char *enc_src_prefix;
     char *enc_config, *pre_config;
+    char *enc_inner;           /* modality 0's "modrwkv.encoder_prefix" of a start bundle (owned; NULL: "") */
+    char enc_src_prefix_buf[160];
+    xmod xm[MRW_MM_MAX_MODALITIES - 1];
+    int n_xm;
+    struct mrw_rwkv7_gpu *gpu; /* --device cuda: the GPU trainer (lm then only holds the host copy of the weights) */
 } trainer;
 
 static void warn_cb(void *user, const char *msg) {
@@ -140,6 +164,7 @@ static char *options_json(const mrw_train_opts *o, int64_t total_steps) {
     cJSON_AddNumberToObject(j, "adapter_v1", o->adapter_v1);
     cJSON_AddNumberToObject(j, "compress_k", o->compress_k);
     cJSON_AddNumberToObject(j, "compress_s", o->compress_s);
+    if (o->adapter_scale) cJSON_AddNumberToObject(j, "adapter_scale", o->adapter_scale);
     cJSON_AddNumberToObject(j, "train", o->train);
     cJSON_AddNumberToObject(j, "batch", o->batch);
     cJSON_AddNumberToObject(j, "ctx_len", o->ctx_len);
@@ -223,16 +248,23 @@ static mrw_status save(trainer *t, mrw_error *err) {
     char step[32];
     snprintf(step, sizeof step, "%" PRId64, t->st.step);
     mrw_status s;
+#ifdef MRW_CUDA
+    if (t->gpu && ((s = mrw_rwkv7_gpu_download(t->gpu, t->sets[0], 0, err)) ||
+                   (s = mrw_rwkv7_gpu_moments(t->gpu, 0, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t,
+                                              err))))
+        return s;
+#endif
     if (!t->ad) {
         const char *keys[2] = {"modrwkv.train.step", "modrwkv.train.options"};
         const char *vals[2] = {step, t->options};
         s = mrw_ckpt_save_model(t->path_model, t->sets, t->n_sets, "llm.", NULL, 0, keys, vals, 2, err);
     } else {
-        /* a bundle: llm.*, proj.*, compress.*, encoder.model.* and the encoder's configuration */
+        /* a bundle: llm.*, proj.*, compress.*, encoder.model.* and the encoder's configuration; the other
+         * modalities of a multi-modality model under m<k>. (docs/MULTIMODAL.md) */
         int n_extra = 0;
         mrw_tensor_info *extra = NULL;
         char **names = NULL;
-        const int ne = t->vt || t->wt ? 0 : mrw_tfile_count(t->enc_src); /* a trained encoder is in the sets */
+        const int ne = mrw_tfile_count(t->enc_src); /* a trained encoder is in the sets (and copies nothing) */
         extra = calloc((size_t)ne + 1, sizeof *extra);
         names = calloc((size_t)ne + 1, sizeof *names);
         if (!extra || !names) {
@@ -240,37 +272,65 @@ static mrw_status save(trainer *t, mrw_error *err) {
             return mrw_err(err, MRW_E_NOMEM, "out of memory");
         }
         const size_t pl = strlen(t->enc_src_prefix);
+        const char *inner = t->enc_inner ? t->enc_inner : "";
         s = MRW_OK;
         for (int i = 0; i < ne && s == MRW_OK; i++) {
             const mrw_tensor_info *ti = mrw_tfile_tensor(t->enc_src, i);
-            if (strncmp(ti->name, t->enc_src_prefix, pl)) continue;
-            size_t len = strlen(ti->name) - pl + 16;
+            char xp[32];
+            int other = 0; /* the frozen encoder of another modality: copied as it is named */
+            for (int k = 0; k < t->n_xm && !other; k++) {
+                snprintf(xp, sizeof xp, "m%d.encoder.model.", t->xm[k].k);
+                other = !strncmp(ti->name, xp, strlen(xp));
+            }
+            if (!other && (t->vt || t->wt || strncmp(ti->name, t->enc_src_prefix, pl))) continue;
+            size_t len = strlen(ti->name) + strlen(inner) + 16;
             names[n_extra] = malloc(len);
             if (!names[n_extra]) {
                 s = mrw_err(err, MRW_E_NOMEM, "out of memory");
                 break;
             }
-            snprintf(names[n_extra], len, "encoder.model.%s", ti->name + pl);
+            if (other) snprintf(names[n_extra], len, "%s", ti->name);
+            else snprintf(names[n_extra], len, "encoder.model.%s%s", inner, ti->name + pl);
             extra[n_extra] = *ti;
             extra[n_extra].name = names[n_extra];
             n_extra++;
         }
         const mrw_mm_info mi = mrw_mm_get_info(t->enc);
         static const char *kinds[] = {"none", "siglip", "clip", "whisper", "wavlm"};
-        char compress[32];
-        const char *keys[10], *vals[10];
+        enum { MAXK = 12 + 6 * MRW_MM_MAX_MODALITIES };
+        char compress[MRW_MM_MAX_MODALITIES][32], kb[MAXK][48], nmod[16], aps[MRW_MM_MAX_MODALITIES][24];
+        const char *keys[MAXK], *vals[MAXK];
         int nm = 0;
         keys[nm] = "modrwkv.format", vals[nm++] = "1";
         keys[nm] = "modrwkv.encoder", vals[nm++] = kinds[mi.encoder];
-        keys[nm] = "modrwkv.encoder_prefix", vals[nm++] = "";
+        keys[nm] = "modrwkv.encoder_prefix", vals[nm++] = inner;
         keys[nm] = "modrwkv.adapter_prefix", vals[nm++] = "proj.";
         keys[nm] = "modrwkv.splice", vals[nm++] = t->splice_prepend ? "prepend" : "placeholder";
         if (t->compress_k) {
-            snprintf(compress, sizeof compress, "%d,%d", t->compress_k, t->compress_s);
-            keys[nm] = "modrwkv.compress", vals[nm++] = compress;
+            snprintf(compress[0], sizeof compress[0], "%d,%d", t->compress_k, t->compress_s);
+            keys[nm] = "modrwkv.compress", vals[nm++] = compress[0];
         }
         if (t->enc_config) keys[nm] = "modrwkv.encoder_config", vals[nm++] = t->enc_config;
         if (t->pre_config) keys[nm] = "modrwkv.preprocessor_config", vals[nm++] = t->pre_config;
+        if (t->n_xm) {
+            snprintf(nmod, sizeof nmod, "%d", t->n_xm + 1);
+            keys[nm] = "modrwkv.modalities", vals[nm++] = nmod;
+        }
+        for (int k = 0; k < t->n_xm; k++) {
+            const xmod *x = &t->xm[k];
+#define XMETA(name, v) (snprintf(kb[nm], sizeof kb[nm], "modrwkv.m%d.%s", x->k, name), keys[nm] = kb[nm], vals[nm++] = (v))
+            XMETA("encoder", x->kind);
+            XMETA("encoder_prefix", x->enc_inner ? x->enc_inner : "");
+            snprintf(aps[k], sizeof aps[k], "m%d.proj.", x->k);
+            XMETA("adapter_prefix", aps[k]);
+            if (x->compress_k) {
+                snprintf(compress[k + 1], sizeof compress[k + 1], "%d,%d", x->compress_k, x->compress_s);
+                XMETA("compress", compress[k + 1]);
+            }
+            if (x->enc_config) XMETA("encoder_config", x->enc_config);
+            if (x->pre_config) XMETA("preprocessor_config", x->pre_config);
+#undef XMETA
+        }
         keys[nm] = "modrwkv.train.step", vals[nm++] = step;
         keys[nm] = "modrwkv.train.options", vals[nm++] = t->options;
         if (s == MRW_OK)
@@ -299,10 +359,10 @@ static char *read_small(const char *path) {
 }
 
 /* Raw encoder features [n, E] of one media file, through the cache when there is one. */
-static mrw_status media_features(trainer *t, const mrw_data_sample *s, int j, float **rows, int *n, int *E,
-                                 mrw_error *err) {
-    if (t->fcache) {
-        int r = mrw_feature_cache_get(t->fcache, s->media_path[j], rows, n, E, err);
+static mrw_status media_features(trainer *t, mrw_feature_cache *fcache, const mrw_data_sample *s, int j, float **rows,
+                                 int *n, int *E, mrw_error *err) {
+    if (fcache) {
+        int r = mrw_feature_cache_get(fcache, s->media_path[j], rows, n, E, err);
         if (r < 0) return err ? err->code : MRW_E_IO;
         if (r == 1) return MRW_OK;
     }
@@ -311,7 +371,7 @@ static mrw_status media_features(trainer *t, const mrw_data_sample *s, int j, fl
                         ? mrw_mm_encode_audio(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err)
                         : mrw_mm_encode_image(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err);
     if (st != MRW_OK) return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
-    if (t->fcache && (st = mrw_feature_cache_put(t->fcache, s->media_path[j], enc.rows, enc.n, enc.dim, err))) {
+    if (fcache && (st = mrw_feature_cache_put(fcache, s->media_path[j], enc.rows, enc.n, enc.dim, err))) {
         mrw_features_free(&enc);
         return st;
     }
@@ -323,16 +383,24 @@ static mrw_status media_features(trainer *t, const mrw_data_sample *s, int j, fl
  * test_trainer.c the placeholder form token by token). */
 int mrw_train_splice(const mrw_data_sample *s, int M, int prepend, int32_t newline, int ctx_len, int32_t *tk,
                      int32_t *lb, int *item_at) {
+    int Ms[MRW_DATA_MAX_MEDIA];
+    for (int j = 0; j < MRW_DATA_MAX_MEDIA; j++) Ms[j] = M;
+    return mrw_train_splice_m(s, Ms, prepend, newline, ctx_len, tk, lb, item_at);
+}
+
+int mrw_train_splice_m(const mrw_data_sample *s, const int *Ms, int prepend, int32_t newline, int ctx_len, int32_t *tk,
+                       int32_t *lb, int *item_at) {
     const int nm = s->n_media;
-    const int block = prepend ? M : M + 3;
+    int rows = 0;
+    for (int j = 0; j < nm; j++) rows += prepend ? Ms[j] : Ms[j] + 3;
     int n_text = s->n;
-    if (n_text + nm * block > ctx_len) n_text = ctx_len - nm * block;
+    if (n_text + rows > ctx_len) n_text = ctx_len - rows;
     if (n_text < 1 || (nm && !prepend && s->media_pos[nm - 1] > n_text)) return -1;
     const int32_t feat_tok = prepend ? 0 : TOKEN_IMAGE_PAD; /* prepend: any valid id, the row is replaced */
     int n = 0, item = 0;
     for (int j = 0; prepend && j < nm; j++) {
         item_at[item++] = n;
-        for (int i = 0; i < M; i++) tk[n] = feat_tok, lb[n++] = MRW_IGNORE;
+        for (int i = 0; i < Ms[j]; i++) tk[n] = feat_tok, lb[n++] = MRW_IGNORE;
         if (j == nm - 1) lb[n - 1] = s->media_pos[j] == 0 ? s->media_target[j] : MRW_IGNORE;
     }
     int j = 0;
@@ -341,7 +409,7 @@ int mrw_train_splice(const mrw_data_sample *s, int M, int prepend, int32_t newli
             if (n > 0) lb[n - 1] = MRW_IGNORE;
             tk[n] = TOKEN_VISION_START, lb[n++] = MRW_IGNORE;
             item_at[item++] = n;
-            for (int r = 0; r < M; r++) tk[n] = feat_tok, lb[n++] = MRW_IGNORE;
+            for (int r = 0; r < Ms[j]; r++) tk[n] = feat_tok, lb[n++] = MRW_IGNORE;
             tk[n] = TOKEN_VISION_END, lb[n++] = MRW_IGNORE;
             const int last = j + 1 == nm || s->media_pos[j + 1] != i;
             tk[n] = newline, lb[n++] = last && i < n_text ? s->media_target[j] : MRW_IGNORE;
@@ -352,17 +420,28 @@ int mrw_train_splice(const mrw_data_sample *s, int M, int prepend, int32_t newli
     return n;
 }
 
-/* Splices sample b (see trainer.h); 1 (with a warning) when it cannot fit: it is skipped. */
-static int splice(trainer *t, int b, const mrw_data_sample *s, int M) {
-    int n = mrw_train_splice(s, M, t->splice_prepend, t->newline_token, t->o->ctx_len, t->s_tok[b], t->s_lab[b],
-                             t->item_at + t->n_items);
+/* Splices sample b (see trainer.h), media j with Ms[j] rows, of modality mods[j] (0: the primary adapter's items,
+ * k: t->xm[k - 1]'s); 1 (with a warning) when it cannot fit: it is skipped. */
+static int splice(trainer *t, int b, const mrw_data_sample *s, const int *Ms, const int *mods) {
+    int at[MRW_DATA_MAX_MEDIA];
+    int n = mrw_train_splice_m(s, Ms, t->splice_prepend, t->newline_token, t->o->ctx_len, t->s_tok[b], t->s_lab[b], at);
     if (n < 0) {
-        fprintf(stderr, "modrwkv train: warning: %s:%" PRId64 ": %d media x %d feature rows leave no room for the text "
-                        "in --ctx-len %d; skipped\n", s->file, s->line, s->n_media, M, t->o->ctx_len);
+        int rows = 0;
+        for (int j = 0; j < s->n_media && j < MRW_DATA_MAX_MEDIA; j++) rows += Ms[j];
+        fprintf(stderr, "modrwkv train: warning: %s:%" PRId64 ": %d media with %d feature rows leave no room for the "
+                        "text in --ctx-len %d; skipped\n", s->file, s->line, s->n_media, rows, t->o->ctx_len);
         return 1;
     }
-    for (int j = 0; j < s->n_media; j++) t->item_b[t->n_items + j] = b;
-    t->n_items += s->n_media;
+    for (int j = 0; j < s->n_media; j++) {
+        if (mods[j] > 0) {
+            xmod *x = &t->xm[mods[j] - 1];
+            x->item_at[x->n_items] = at[j];
+            x->item_b[x->n_items++] = b;
+        } else {
+            t->item_at[t->n_items] = at[j];
+            t->item_b[t->n_items++] = b;
+        }
+    }
     t->s_n[b] = n;
     return 0;
 }
@@ -460,44 +539,63 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
             t->feat_Tin = keep, t->feat_M = M;
             t->n_items_in_batch++;
         }
+        int Ms[MRW_DATA_MAX_MEDIA] = {0}, mods[MRW_DATA_MAX_MEDIA] = {0};
+        for (int j = 0; j < smp.n_media && (t->vt || t->wt); j++) Ms[j] = M; /* one modality, one length */
+        int k0 = 0, kx[MRW_MM_MAX_MODALITIES] = {0};
         for (int j = 0; j < smp.n_media && !skip && !t->vt && !t->wt; j++) {
+            /* the modality of this medium: the primary adapter's, or another one's (multi-modality models) */
+            const int mod = t->n_xm ? mrw_mm_modality_of(t->enc, smp.media_kind[j] == MRW_MEDIA_AUDIO) : 0;
+            xmod *x = mod > 0 ? &t->xm[mod - 1] : NULL;
+            mods[j] = mod > 0 ? mod : 0;
+            const int e_want = x ? x->feat_E : E, rows_max = x ? x->max_rows : t->max_rows;
+            const int in_batch = x ? x->n_items_in_batch : t->n_items_in_batch, tin = x ? x->feat_Tin : t->feat_Tin;
+            const int slot = x ? x->n_items + kx[mod] : item0 + k0, slots = x ? x->max_items : t->max_items;
             float *rows = NULL;
             int n = 0, e = 0;
-            if ((s = media_features(t, &smp, j, &rows, &n, &e, err))) {
+            if ((s = media_features(t, x ? x->fcache : t->fcache, &smp, j, &rows, &n, &e, err))) {
                 if (s == MRW_E_NOMEM) return s;
                 fprintf(stderr, "modrwkv train: warning: %s; skipped\n", err ? err->msg : "cannot encode the media");
                 skip = 1;
                 break;
             }
-            if (e != E) {
+            if (e != e_want) {
                 free(rows);
                 return mrw_err(err, MRW_E_SHAPE, "%s: encoder features of width %d, the adapter takes %d",
-                               smp.media_path[j], e, E);
+                               smp.media_path[j], e, e_want);
             }
-            if (t->n_items_in_batch > 0 && n != t->feat_Tin) {
+            if (in_batch > 0 && n != tin) {
                 free(rows);
                 return mrw_err(err, MRW_E_UNSUPPORTED,
                                "%s: %d feature rows where this micro-batch has %d; media of different feature lengths "
                                "(audio) need --batch 1 (use --grad-accum for a larger batch)",
-                               smp.media_path[j], n, t->feat_Tin);
+                               smp.media_path[j], n, tin);
             }
-            M = mrw_tadapter_out_len(t->ad, n);
-            if (M < 1 || n > t->max_rows || item0 + j >= t->max_items) {
+            M = mrw_tadapter_out_len(x ? x->ad : t->ad, n);
+            if (M < 1 || n > rows_max || slot >= slots) {
                 fprintf(stderr, "modrwkv train: warning: %s: %d feature rows cannot go through the adapter (at most "
-                                "%d); skipped\n", smp.media_path[j], n, t->max_rows);
+                                "%d); skipped\n", smp.media_path[j], n, rows_max);
                 free(rows);
                 skip = 1;
                 break;
             }
-            memcpy(t->feat_in + (size_t)(item0 + j) * n * E, rows, (size_t)n * E * sizeof(float));
+            memcpy((x ? x->feat_in : t->feat_in) + (size_t)slot * n * e_want, rows, (size_t)n * e_want * sizeof(float));
             free(rows);
-            t->feat_Tin = n, t->feat_M = M;
-            t->n_items_in_batch++;
+            Ms[j] = M;
+            if (x) {
+                x->feat_Tin = n, x->feat_M = M;
+                x->n_items_in_batch++;
+                kx[mod]++;
+            } else {
+                t->feat_Tin = n, t->feat_M = M;
+                t->n_items_in_batch++;
+                k0++;
+            }
         }
-        if (!skip && smp.n_media && splice(t, b, &smp, M)) skip = 1;
+        if (!skip && smp.n_media && splice(t, b, &smp, Ms, mods)) skip = 1;
         if (skip) {
             t->n_items = item0;
             t->n_items_in_batch = item0;
+            for (int k = 0; k < t->n_xm; k++) t->xm[k].n_items_in_batch = t->xm[k].n_items;
             continue;
         }
         if (!smp.n_media) { /* a text-only record in a multimodal run */
@@ -512,6 +610,7 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
 
 static mrw_status load_micro_batch(trainer *t, int64_t *n_tokens, mrw_error *err) {
     t->n_items = t->n_items_in_batch = 0;
+    for (int k = 0; k < t->n_xm; k++) t->xm[k].n_items = t->xm[k].n_items_in_batch = 0;
     for (int b = 0; b < t->B; b++) {
         mrw_status s = load_sample(t, b, n_tokens, err);
         if (s) return s;
@@ -526,21 +625,29 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
                                 t->tok, t->tgt);
     if (T > t->maxT) return mrw_err(err, MRW_E_INTERNAL, "micro-batch longer than allocated");
     const int frozen = !(t->o->train & MRW_PG_RWKV);
-    if (!t->ad || t->n_items == 0) {
+    int n_xitems = 0;
+    for (int k = 0; k < t->n_xm; k++) n_xitems += t->xm[k].n_items;
+#ifdef MRW_CUDA
+    if (t->gpu) { /* a non-finite loss skips the backward (and the caller the step) */
+        mrw_status s = mrw_rwkv7_gpu_forward(t->gpu, t->tok, t->tgt, B, T, 1, loss, err);
+        return s || !isfinite(*loss) ? s : mrw_rwkv7_gpu_backward(t->gpu, scale, err);
+    }
+#endif
+    if (!t->ad || t->n_items + n_xitems == 0) {
         *loss = mrw_rwkv7_train_forward(t->lm, t->tok, NULL, NULL, t->tgt, B, T, NULL);
         mrw_rwkv7_train_backward(t->lm, scale, frozen, NULL);
         return MRW_OK;
     }
     const int C = t->C, M = t->feat_M, NI = t->n_items;
     mrw_status s;
-    if (t->vt && (s = mrw_vit_train_forward(t->vt, t->pix, NI, t->feat_in, err))) return s;
-    if (t->wt) { /* the whole 30 s window goes through Whisper; the rows of the real audio go on */
+    if (NI && t->vt && (s = mrw_vit_train_forward(t->vt, t->pix, NI, t->feat_in, err))) return s;
+    if (NI && t->wt) { /* the whole 30 s window goes through Whisper; the rows of the real audio go on */
         if ((s = mrw_whisper_train_forward(t->wt, t->mel, NI, t->w_frames, t->w_out_buf, err))) return s;
         for (int it = 0; it < NI; it++)
             memcpy(t->feat_in + (size_t)it * t->feat_Tin * t->feat_E, t->w_out_buf + (size_t)it * t->w_out * t->feat_E,
                    (size_t)t->feat_Tin * t->feat_E * sizeof(float));
     }
-    if ((s = mrw_tadapter_forward(t->ad, t->feat_in, NI, t->feat_Tin, t->feat_out, err))) return s;
+    if (NI && (s = mrw_tadapter_forward(t->ad, t->feat_in, NI, t->feat_Tin, t->feat_out, err))) return s;
     memset(t->mask, 0, (size_t)B * T);
     for (int it = 0; it < NI; it++)
         for (int i = 0; i < M; i++) {
@@ -548,6 +655,17 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
             t->mask[pos] = 1;
             memcpy(t->inject + pos * C, t->feat_out + ((size_t)it * M + i) * C, (size_t)C * sizeof(float));
         }
+    for (int k = 0; k < t->n_xm; k++) { /* the other modalities' items through their adapters */
+        xmod *x = &t->xm[k];
+        if (!x->n_items) continue;
+        if ((s = mrw_tadapter_forward(x->ad, x->feat_in, x->n_items, x->feat_Tin, x->feat_out, err))) return s;
+        for (int it = 0; it < x->n_items; it++)
+            for (int i = 0; i < x->feat_M; i++) {
+                const size_t pos = (size_t)x->item_b[it] * T + x->item_at[it] + i;
+                t->mask[pos] = 1;
+                memcpy(t->inject + pos * C, x->feat_out + ((size_t)it * x->feat_M + i) * C, (size_t)C * sizeof(float));
+            }
+    }
     *loss = mrw_rwkv7_train_forward(t->lm, t->tok, t->inject, t->mask, t->tgt, B, T, NULL);
     mrw_rwkv7_train_backward(t->lm, scale, frozen, t->d_inject);
     for (int it = 0; it < NI; it++)
@@ -555,6 +673,17 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
             const size_t pos = (size_t)t->item_b[it] * T + t->item_at[it] + i;
             memcpy(t->d_feat_out + ((size_t)it * M + i) * C, t->d_inject + pos * C, (size_t)C * sizeof(float));
         }
+    for (int k = 0; k < t->n_xm; k++) {
+        xmod *x = &t->xm[k];
+        if (!x->n_items) continue;
+        for (int it = 0; it < x->n_items; it++)
+            for (int i = 0; i < x->feat_M; i++) {
+                const size_t pos = (size_t)x->item_b[it] * T + x->item_at[it] + i;
+                memcpy(x->d_feat_out + ((size_t)it * x->feat_M + i) * C, t->d_inject + pos * C, (size_t)C * sizeof(float));
+            }
+        mrw_tadapter_backward(x->ad, x->d_feat_out, NULL);
+    }
+    if (!NI) return MRW_OK;
     /* d_inject already carries `scale`; the adapter (and the encoder) accumulate it as given */
     mrw_tadapter_backward(t->ad, t->d_feat_out, t->vt || t->wt ? t->d_enc : NULL);
     if (t->vt) mrw_vit_train_backward(t->vt, t->d_enc, NULL);
@@ -637,12 +766,25 @@ static mrw_status alloc_buffers(trainer *t, mrw_error *err) {
         if (!t->inject || !t->d_inject || !t->mask || !t->feat_out || !t->d_feat_out || !t->feat_in || !t->item_b ||
             !t->item_at)
             return mrw_err(err, MRW_E_NOMEM, "out of memory for the multimodal buffers");
+        for (int k = 0; k < t->n_xm; k++) {
+            xmod *x = &t->xm[k];
+            x->feat_in = malloc((size_t)x->max_items * x->max_rows * x->feat_E * sizeof(float));
+            x->feat_out = malloc((size_t)x->max_items * x->max_rows * t->C * sizeof(float));
+            x->d_feat_out = malloc((size_t)x->max_items * x->max_rows * t->C * sizeof(float));
+            x->item_b = malloc((size_t)x->max_items * sizeof(int));
+            x->item_at = malloc((size_t)x->max_items * sizeof(int));
+            if (!x->feat_in || !x->feat_out || !x->d_feat_out || !x->item_b || !x->item_at)
+                return mrw_err(err, MRW_E_NOMEM, "out of memory for the multimodal buffers");
+        }
     }
     return MRW_OK;
 }
 
 static void trainer_free(trainer *t) {
     if (t->log) fclose(t->log);
+#ifdef MRW_CUDA
+    mrw_rwkv7_gpu_free(t->gpu);
+#endif
     mrw_adam_free(&t->opt);
     mrw_rwkv7_train_free(t->lm);
     if (t->ad) mrw_tadapter_free(t->ad);
@@ -660,7 +802,14 @@ static void trainer_free(trainer *t) {
     }
     free(t->s_tok), free(t->s_lab);
     free(t->inject), free(t->d_inject), free(t->mask), free(t->feat_in), free(t->feat_out), free(t->d_feat_out);
-    free(t->options), free(t->enc_config), free(t->pre_config);
+    free(t->options), free(t->enc_config), free(t->pre_config), free(t->enc_inner);
+    for (int k = 0; k < t->n_xm; k++) {
+        xmod *x = &t->xm[k];
+        if (x->ad) mrw_tadapter_free(x->ad);
+        if (x->fcache) mrw_feature_cache_free(x->fcache);
+        free(x->feat_in), free(x->feat_out), free(x->d_feat_out), free(x->item_b), free(x->item_at);
+        free(x->enc_config), free(x->pre_config), free(x->enc_inner);
+    }
 }
 
 static mrw_status make_dir(const char *dir, mrw_error *err) {
@@ -687,6 +836,108 @@ static mrw_status check_opts(const mrw_train_opts *o, mrw_error *err) {
     return MRW_OK;
 }
 
+/* The other modalities of a multi-modality start model (docs/MULTIMODAL.md): for each, its frozen encoder (in
+ * t->enc), an adapter like the one in the file, loaded from "m<k>.proj.*" / "m<k>.compress.*" (the trainable
+ * tensors are named so), buffers sized like the primary's, and its own feature cache. */
+static mrw_status setup_other_modalities(trainer *t, mrw_error *err) {
+    const mrw_train_opts *o = t->o;
+    const int n = mrw_mm_n_modalities(t->enc);
+    if (n > 1 && !t->enc_src) return mrw_err(err, MRW_E_INTERNAL, "a multi-modality start without its file");
+    if (n > 1 && (o->train & MRW_PG_ENCODER))
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--train ...,encoder: a model with %d modalities trains its adapters and "
+                                               "RWKV only (its encoders stay frozen)", n);
+    mrw_status s;
+    for (int k = 1; k < n; k++) {
+        xmod *x = &t->xm[t->n_xm++];
+        x->k = k;
+        const mrw_mm_info mi = mrw_mm_modality_info(t->enc, k);
+        static const char *kinds[] = {"none", "siglip", "clip", "whisper", "wavlm"};
+        x->kind = kinds[mi.encoder];
+        x->feat_E = mi.encoder_width;
+        char name[96], key[64];
+        mrw_tadapter_config ac = {0};
+        ac.E = x->feat_E;
+        ac.C = t->C;
+        ac.kind = mi.adapter_version == 1 ? (mi.adapter_audio ? MRW_TADAPTER_V1_AUDIO : MRW_TADAPTER_V1_VISION)
+                                          : MRW_TADAPTER_V2;
+        ac.compress_k = mi.compress_trained ? mi.compress_k : 0;
+        ac.compress_s = mi.compress_trained ? mi.compress_s : 0;
+        if (ac.kind == MRW_TADAPTER_V2) {
+            snprintf(name, sizeof name, "m%d.proj.mlp.0.weight", k);
+            const mrw_tensor_info *w0 = mrw_tfile_find(t->enc_src, name);
+            if (w0 && w0->ndim == 2) ac.hidden = (int)w0->shape[0];
+            snprintf(name, sizeof name, "m%d.proj.conv.weight", k);
+            ac.v2_conv = mrw_tfile_find(t->enc_src, name) != NULL;
+        }
+        x->compress_k = ac.compress_k, x->compress_s = ac.compress_s;
+        if (!mi.takes_audio) { /* an image's row count: probe with a blank image */
+            const size_t np = (size_t)3 * mi.image_size * mi.image_size;
+            float *blank = calloc(np ? np : 1, sizeof(float));
+            mrw_features probe = {0};
+            if (!blank) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+            s = mrw_mm_encode_input_at(t->enc, k, blank, np, o->threads, NULL, &probe, err);
+            free(blank);
+            if (s) return s;
+            x->max_rows = probe.n;
+            mrw_features_free(&probe);
+        } else {
+            const int down = (ac.kind == MRW_TADAPTER_V1_AUDIO || ac.v2_conv ? 2 : 1) * (ac.compress_s > 1 ? ac.compress_s : 1);
+            x->max_rows = (t->maxT + 4) * down;
+            if (mi.encoder == MRW_ENC_WHISPER && x->max_rows > 1500) x->max_rows = 1500;
+            if (x->max_rows > 16384) x->max_rows = 16384;
+        }
+        x->max_items = t->B * (mi.takes_audio ? 1 : MRW_DATA_MAX_MEDIA);
+        if ((s = mrw_tadapter_new(&ac, x->max_items, x->max_rows, o->threads, &x->ad, err))) return s;
+        mrw_tadapter_init(x->ad, o->seed ^ (0xada9ull + (uint64_t)k));
+        /* "proj.X" -> "m<k>.proj.X", "compress.X" -> "m<k>.compress.X": the bundle's names for modality k */
+        mrw_param_set *ps = mrw_tadapter_params(x->ad);
+        for (int i = 0; i < ps->n; i++) {
+            char nn[MRW_PARAM_NAME_MAX];
+            if (snprintf(nn, sizeof nn, "m%d.%s", k, ps->p[i].name) >= (int)sizeof nn)
+                return mrw_err(err, MRW_E_INTERNAL, "parameter name too long");
+            memcpy(ps->p[i].name, nn, sizeof nn);
+        }
+        /* its trained weights: every tensor of this structure, with its shape */
+        for (int i = 0; i < ps->n; i++) {
+            const mrw_param *pp = &ps->p[i];
+            const mrw_tensor_info *ti = mrw_tfile_find(t->enc_src, pp->name);
+            if (!ti) return mrw_err(err, MRW_E_MISSING, "%s: adapter tensor '%s' is missing", o->model, pp->name);
+            float *w = NULL;
+            size_t nw = 0;
+            if ((s = mrw_read_tensor_f32(o->model, pp->name, &w, &nw, NULL, NULL, err))) return s;
+            if (nw != pp->n) {
+                free(w);
+                return mrw_err(err, MRW_E_SHAPE, "%s: adapter tensor '%s' has %zu elements, the adapter needs %zu",
+                               o->model, pp->name, nw, pp->n);
+            }
+            memcpy(mrw_param_w(ps, i), w, nw * sizeof(float));
+            free(w);
+        }
+        snprintf(name, sizeof name, "m%d.", k);
+        for (int i = 0; i < mrw_tfile_count(t->enc_src); i++) { /* nothing else under its adapter */
+            const char *tn = mrw_tfile_tensor(t->enc_src, i)->name;
+            if (strncmp(tn, name, strlen(name)) || !strncmp(tn + strlen(name), "encoder.model.", 14)) continue;
+            if (mrw_param_find(ps, tn) < 0)
+                return mrw_err(err, MRW_E_UNKNOWN, "%s: unexpected adapter tensor '%s'", o->model, tn);
+        }
+        const char *mk[3] = {"encoder_config", "preprocessor_config", "encoder_prefix"};
+        char **dst[3] = {&x->enc_config, &x->pre_config, &x->enc_inner};
+        for (int q = 0; q < 3; q++) {
+            snprintf(key, sizeof key, "modrwkv.m%d.%s", k, mk[q]);
+            const mrw_meta *m = mrw_tfile_find_meta(t->enc_src, key);
+            if (m && m->type == MRW_MV_STRING && !(*dst[q] = strndup(m->v.s.ptr, m->v.s.len)))
+                return mrw_err(err, MRW_E_NOMEM, "out of memory");
+        }
+        if (o->feature_cache) {
+            char id[128], idk[160];
+            mrw_train_feature_cache_id(o->model, id, sizeof id);
+            snprintf(idk, sizeof idk, "%s-m%d", id, k);
+            if ((s = mrw_feature_cache_open(o->feature_cache, idk, &x->fcache, err))) return s;
+        }
+    }
+    return MRW_OK;
+}
+
 /* The multimodal half of the set-up: encoder, adapter (from the checkpoint or new), splicing, cache. */
 static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
     const mrw_train_opts *o = t->o;
@@ -710,16 +961,24 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         for (int i = 0; i < mrw_tfile_count(t->enc_src) && !inner; i++)
             inner = !strncmp(mrw_tfile_tensor(t->enc_src, i)->name, "encoder.model.", 14);
         const mrw_meta *m = mrw_tfile_find_meta(t->enc_src, "modrwkv.encoder_prefix");
-        if (m && m->type == MRW_MV_STRING && m->v.s.len)
-            return mrw_err(err, MRW_E_UNSUPPORTED, "%s: bundles with an encoder prefix are not supported as a start",
-                           o->model);
+        if (m && m->type == MRW_MV_STRING && m->v.s.len) {
+            /* a bundle from `modrwkv convert` (e.g. "vision_model."): a frozen encoder's tensors are copied with
+             * their names and this prefix; the trainable encoders expect the layout `modrwkv train` writes */
+            if (o->train & MRW_PG_ENCODER)
+                return mrw_err(err, MRW_E_UNSUPPORTED, "%s: --train ...,encoder needs a start written by modrwkv train "
+                               "(this bundle's encoder sits under a prefix)", o->model);
+            if (m->v.s.len > 100) return mrw_err(err, MRW_E_FORMAT, "%s: modrwkv.encoder_prefix is too long", o->model);
+            t->enc_inner = strndup(m->v.s.ptr, m->v.s.len);
+            if (!t->enc_inner) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+        }
         m = mrw_tfile_find_meta(t->enc_src, "modrwkv.encoder_config");
         if (m && m->type == MRW_MV_STRING) t->enc_config = strndup(m->v.s.ptr, m->v.s.len);
         m = mrw_tfile_find_meta(t->enc_src, "modrwkv.preprocessor_config");
         if (m && m->type == MRW_MV_STRING) t->pre_config = strndup(m->v.s.ptr, m->v.s.len);
         if (inner) {
             snprintf(wpath, sizeof wpath, "%s", o->model);
-            t->enc_src_prefix = "encoder.model.";
+            snprintf(t->enc_src_prefix_buf, sizeof t->enc_src_prefix_buf, "encoder.model.%s", t->enc_inner ? t->enc_inner : "");
+            t->enc_src_prefix = t->enc_src_prefix_buf;
         } else {
             mrw_tfile_close(t->enc_src);
             t->enc_src = NULL;
@@ -750,6 +1009,8 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
     ac.E = t->feat_E;
     ac.C = t->C;
     if (from_mm) {
+        if (o->adapter_scale)
+            return mrw_err(err, MRW_E_ARG, "--adapter-scale shapes a new adapter; %s already has one", o->model);
         ac.kind = mi.adapter_version == 1 ? (mi.adapter_audio ? MRW_TADAPTER_V1_AUDIO : MRW_TADAPTER_V1_VISION)
                                           : MRW_TADAPTER_V2;
         ac.compress_k = o->compress_k ? o->compress_k : (mi.compress_trained ? mi.compress_k : 0);
@@ -766,6 +1027,12 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         ac.kind = o->adapter_v1 ? (audio ? MRW_TADAPTER_V1_AUDIO : MRW_TADAPTER_V1_VISION) : MRW_TADAPTER_V2;
         ac.compress_k = o->compress_k, ac.compress_s = o->compress_s;
         t->splice_prepend = o->adapter_v1;
+        if (o->adapter_scale > 0) { /* paper Table 5 "adapter scaling": hidden = K x the MLP's input width */
+            if (o->adapter_v1)
+                return mrw_err(err, MRW_E_ARG, "--adapter-scale sets the width of a v2 adapter; not with --adapter v1");
+            ac.hidden = o->adapter_scale * ac.E;
+            t->splice_prepend = t->V <= TOKEN_IMAGE_PAD; /* byte vocabulary: no placeholders, prepend the rows */
+        }
     }
     t->compress_k = ac.compress_k, t->compress_s = ac.compress_s;
     /* the longest feature sequence an input can give: bounded by the context */
@@ -843,7 +1110,7 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         mrw_train_feature_cache_id(wpath, id, sizeof id);
         if ((s = mrw_feature_cache_open(o->feature_cache, id, &t->fcache, err))) return s;
     }
-    return MRW_OK;
+    return from_mm ? setup_other_modalities(t, err) : MRW_OK;
 }
 
 static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
@@ -892,7 +1159,13 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
         cfg.d_w = r[0], cfg.d_a = r[1], cfg.d_v = r[2], cfg.d_g = r[3];
     }
     t->C = cfg.n_embd, t->V = cfg.vocab;
-    s = mrw_rwkv7_train_new(&cfg, t->B, t->maxT, o->threads, &t->lm, err);
+#ifndef MRW_CUDA
+    if (o->device) return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: this modrwkv was built without CUDA (make CUDA=1)");
+#endif
+    if (o->device && multimodal)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda trains plain RWKV-7 text only (no encoder / adapter yet)");
+    /* on the GPU the CPU trainer only holds the weights (checkpoints, init): no activations for the batch */
+    s = mrw_rwkv7_train_new(&cfg, o->device ? 1 : t->B, o->device ? PAD_MULTIPLE : t->maxT, o->threads, &t->lm, err);
     if (!s) {
         mrw_rwkv7_train_init(t->lm, o->seed);
         if (src) s = mrw_rwkv7_train_from_model(t->lm, src, err);
@@ -902,6 +1175,7 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
     if (multimodal && (s = setup_multimodal(t, err))) return s;
     t->sets[t->n_sets++] = mrw_rwkv7_train_params(t->lm);
     if (t->ad) t->sets[t->n_sets++] = mrw_tadapter_params(t->ad);
+    for (int k = 0; k < t->n_xm; k++) t->sets[t->n_sets++] = mrw_tadapter_params(t->xm[k].ad);
     if (t->vt) t->sets[t->n_sets++] = mrw_vit_train_params(t->vt);
     if (t->wt) t->sets[t->n_sets++] = mrw_whisper_train_params(t->wt);
     /* optimizer */
@@ -946,6 +1220,18 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
         return mrw_err(err, MRW_E_ARG, "%s already holds a training run (resume.safetensors): use --resume to continue "
                                        "it, or another --out", o->out);
     }
+#ifdef MRW_CUDA
+    if (o->device) {
+        mrw_rwkv7_gpu_opts go = {0, o->act_ckpt, 0};
+        if ((s = mrw_rwkv7_gpu_new(&cfg, t->B, t->maxT, &go, &t->gpu, err)) ||
+            (s = mrw_rwkv7_gpu_upload(t->gpu, t->sets[0], err)) ||
+            (s = mrw_rwkv7_gpu_moments(t->gpu, 1, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t, err)))
+            return s;
+        if (!o->quiet)
+            fprintf(stderr, "modrwkv train: on the GPU (bf16, %.2f GiB of device memory%s)\n",
+                    mrw_rwkv7_gpu_bytes(t->gpu) / 1073741824.0, o->act_ckpt ? ", activation checkpointing" : "");
+    }
+#endif
     t->log = fopen(t->path_log, o->resume ? "ab" : "wb");
     if (!t->log) return mrw_err(err, MRW_E_IO, "%s: %s", t->path_log, strerror(errno));
     return MRW_OK;
@@ -977,9 +1263,13 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
     const double t_session = mrw_now();
     const double elapsed0 = t.st.elapsed_s;
     float last_loss = NAN;
+    int skipped = 0; /* consecutive steps skipped for a non-finite loss (GPU) */
     while (t.st.step < total) {
         const double t0 = mrw_now();
-        mrw_adam_zero_grad(&t.opt);
+        if (!t.gpu) mrw_adam_zero_grad(&t.opt); /* (on the GPU the host tables only carry the weights) */
+#ifdef MRW_CUDA
+        if (t.gpu && (s = mrw_rwkv7_gpu_zero_grad(t.gpu, err))) break;
+#endif
         double loss_sum = 0;
         int64_t step_tokens = 0;
         for (int a = 0; a < o.grad_accum && !s; a++) {
@@ -990,14 +1280,28 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
         }
         if (s) break;
         const double loss = loss_sum / o.grad_accum;
+        if (!isfinite(loss) && t.gpu && ++skipped <= 10) {
+            fprintf(stderr, "modrwkv train: warning: the loss is %g at step %" PRId64 ": step skipped\n", loss,
+                    t.st.step + 1);
+            continue;
+        }
+        skipped = 0;
         if (!isfinite(loss)) {
             s = mrw_err(err, MRW_E_ARG, "the loss is %g at step %" PRId64 ": lower --lr (the last checkpoint is intact)",
                         loss, t.st.step + 1);
             break;
         }
-        const double norm = mrw_clip_grad_norm(&t.opt, o.clip);
         const double lr = mrw_schedule_lr(&t.sched, t.st.step);
-        mrw_adam_step(&t.opt, lr);
+        double norm = 0;
+#ifdef MRW_CUDA
+        if (t.gpu) {
+            if ((s = mrw_rwkv7_gpu_step(t.gpu, &t.opt.cfg, lr, o.clip, &norm, err))) break;
+        } else
+#endif
+        {
+            norm = mrw_clip_grad_norm(&t.opt, o.clip);
+            mrw_adam_step(&t.opt, lr);
+        }
         t.st.step++;
         t.st.tokens += step_tokens;
         mrw_data_tell(t.data, &t.st.epoch, &t.st.k);

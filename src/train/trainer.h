@@ -38,6 +38,8 @@ typedef struct {
     const char *feature_cache;        /* directory caching frozen-encoder features (NULL: none) */
     int adapter_v1;                   /* new adapter: v1 layout and prepend splicing (default v2 + placeholders) */
     int compress_k, compress_s;       /* new trained Conv1D compression (0: none) */
+    int adapter_scale;                /* new v2 adapter: hidden width = adapter_scale x its input width E (0: 4C);
+                                       * a vocabulary without <|image_pad|> gets prepend splicing */
     /* what trains: mrw_param_group mask; text fine-tuning is MRW_PG_RWKV */
     int train;
     /* batching and optimisation */
@@ -53,6 +55,8 @@ typedef struct {
     int64_t save_every;               /* 0: only at the end */
     int resume;                       /* continue from OUT/resume.safetensors */
     int progress;                     /* progress bar / lines on stderr */
+    int device;                       /* 0: CPU; 1: CUDA (text training only; builds with MRW_CUDA) */
+    int act_ckpt;                     /* CUDA: per-block activation checkpointing */
     int quiet;                        /* no summary lines */
 } mrw_train_opts;
 
@@ -70,6 +74,9 @@ mrw_status mrw_train_run(const mrw_train_opts *o, const mrw_model *start, const 
  * item_at[j] receives the position of media j's first row. Returns the length, or -1 if it cannot fit. */
 int mrw_train_splice(const mrw_data_sample *s, int M, int prepend, int32_t newline, int ctx_len, int32_t *tok,
                      int32_t *lab, int *item_at);
+/* The same with Ms[j] rows for media j (media of different modalities: docs/MULTIMODAL.md). */
+int mrw_train_splice_m(const mrw_data_sample *s, const int *Ms, int prepend, int32_t newline, int ctx_len,
+                       int32_t *tok, int32_t *lab, int *item_at);
 
 /* The --feature-cache id of an encoder weight file (its name and a hash of path, size and mtime). */
 void mrw_train_feature_cache_id(const char *weights, char *id, size_t n);

@@ -2,19 +2,28 @@
 #include "ts/forecast_head.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "train/train_nn.h"
 
 mrw_status mrw_ts_head_add_params(mrw_ts_head *hd, int C, int H, mrw_param_set *ps, mrw_error *err) {
+    return mrw_ts_head_add_params_named(hd, "forecast_head", C, H, ps, err);
+}
+
+mrw_status mrw_ts_head_add_params_named(mrw_ts_head *hd, const char *prefix, int C, int H, mrw_param_set *ps,
+                                        mrw_error *err) {
     memset(hd, 0, sizeof *hd);
     if (C < 1 || H < 1 || C > (1 << 16) || H > (1 << 16))
         return mrw_err(err, MRW_E_ARG, "forecast head: bad sizes C %d, H %d", C, H);
     hd->C = C, hd->H = H, hd->ps = ps;
     int64_t sw[2] = {H, C}, sb[1] = {H};
-    hd->w = mrw_param_add(ps, "forecast_head.weight", MRW_PG_ADAPTER, 0, 2, sw);
-    hd->b = mrw_param_add(ps, "forecast_head.bias", MRW_PG_ADAPTER, 1, 1, sb);
+    char nw[MRW_PARAM_NAME_MAX], nb[MRW_PARAM_NAME_MAX];
+    snprintf(nw, sizeof nw, "%s.weight", prefix);
+    snprintf(nb, sizeof nb, "%s.bias", prefix);
+    hd->w = mrw_param_add(ps, nw, MRW_PG_ADAPTER, 0, 2, sw);
+    hd->b = mrw_param_add(ps, nb, MRW_PG_ADAPTER, 1, 1, sb);
     if (hd->w < 0 || hd->b < 0) return mrw_err(err, MRW_E_NOMEM, "forecast head: cannot add parameters");
     return MRW_OK;
 }

@@ -25,6 +25,9 @@ typedef struct {
 } mrw_ts_head;
 
 mrw_status mrw_ts_head_add_params(mrw_ts_head *hd, int C, int H, mrw_param_set *ps, mrw_error *err);
+/* The same with the names "<prefix>.weight" / "<prefix>.bias" (the forecaster's skip path: "forecast_head.skip"). */
+mrw_status mrw_ts_head_add_params_named(mrw_ts_head *hd, const char *prefix, int C, int H, mrw_param_set *ps,
+                                        mrw_error *err);
 /* Zero bias, W ~ U(-1/sqrt(C), 1/sqrt(C)) (after mrw_param_set_alloc). */
 void mrw_ts_head_init_random(mrw_ts_head *hd, uint64_t seed);
 

@@ -31,7 +31,10 @@ mrw_status mrw_forecaster_config_check(const mrw_forecaster_config *c, mrw_error
     mrw_status s;
     if (c->lookback < 2 || c->lookback > (1 << 16) || c->horizon < 1 || c->horizon > (1 << 16))
         return mrw_err(err, MRW_E_ARG, "forecaster: lookback %d / horizon %d out of range", c->lookback, c->horizon);
-    if ((s = mrw_wavenet_config_check(&c->enc, err))) return s;
+    if (c->timer != 0 && c->timer != 1) return mrw_err(err, MRW_E_ARG, "forecaster: timer must be 0 or 1");
+    if (!c->timer && (s = mrw_wavenet_config_check(&c->enc, err))) return s;
+    if (c->timer && c->patch != 1)
+        return mrw_err(err, MRW_E_ARG, "forecaster: a Timer encoder has its own patches (--patch must be 1)");
     if (c->adapter_scale < 1 || c->adapter_scale > 64)
         return mrw_err(err, MRW_E_ARG, "forecaster: adapter scale %d out of range (2, 4, 8 usual)", c->adapter_scale);
     if (c->n_prompt < 0 || c->n_prompt > 64)
@@ -43,18 +46,27 @@ mrw_status mrw_forecaster_config_check(const mrw_forecaster_config *c, mrw_error
         l->d_g > 4096 || l->ffn > (1 << 18))
         return mrw_err(err, MRW_E_ARG, "forecaster: bad RWKV-7 configuration (L %d, C %d, head %d, V %d, F %d)",
                        l->n_layer, l->n_embd, l->head_size, l->vocab, l->ffn);
-    if (l->vocab < l->n_embd || l->vocab < c->n_prompt || l->vocab < 2)
-        return mrw_err(err, MRW_E_ARG, "forecaster: the vocabulary (%d) must cover the width (%d) and the prompt",
-                       l->vocab, l->n_embd);
+    if (l->vocab < c->n_prompt)
+        return mrw_err(err, MRW_E_ARG, "forecaster: the vocabulary (%d) must cover the %d prompt tokens", l->vocab,
+                       c->n_prompt);
+    if (c->patch < 1 || c->patch > c->lookback)
+        return mrw_err(err, MRW_E_ARG, "forecaster: patch %d out of range (1 … lookback %d)", c->patch, c->lookback);
+    if (c->skip != 0 && c->skip != 1) return mrw_err(err, MRW_E_ARG, "forecaster: skip must be 0 or 1");
     return MRW_OK;
 }
 
 void mrw_forecaster_config_format(const mrw_forecaster_config *c, char *buf, size_t n) {
     const mrw_rwkv7_train_config *l = &c->lm;
-    snprintf(buf, n, "lookback=%d,horizon=%d,prompt=%d,scale=%d,enc=%d/%d/%d/%d/%d,lm=%d/%d/%d/%d/%d/%d/%d/%d/%d",
+    snprintf(buf, n,
+             "lookback=%d,horizon=%d,prompt=%d,scale=%d,enc=%d/%d/%d/%d/%d,lm=%d/%d/%d/%d/%d/%d/%d/%d/%d,patch=%d,"
+             "skip=%d",
              c->lookback, c->horizon, c->n_prompt, c->adapter_scale, c->enc.n_layers, c->enc.res_ch, c->enc.skip_ch,
              c->enc.out_dim, c->enc.cycle, l->n_layer, l->n_embd, l->head_size, l->vocab, l->ffn, l->d_w, l->d_a,
-             l->d_v, l->d_g);
+             l->d_v, l->d_g, c->patch, c->skip);
+    if (c->timer) {
+        size_t k = strlen(buf);
+        snprintf(buf + k, n > k ? n - k : 0, ",timer=1");
+    }
 }
 
 mrw_status mrw_forecaster_config_parse(const char *s, size_t len, mrw_forecaster_config *c, mrw_error *err) {
@@ -69,8 +81,18 @@ mrw_status mrw_forecaster_config_parse(const char *s, size_t len, mrw_forecaster
                    &c->lookback, &c->horizon, &c->n_prompt, &c->adapter_scale, &c->enc.n_layers, &c->enc.res_ch,
                    &c->enc.skip_ch, &c->enc.out_dim, &c->enc.cycle, &l->n_layer, &l->n_embd, &l->head_size,
                    &l->vocab, &l->ffn, &l->d_w, &l->d_a, &l->d_v, &l->d_g, &used);
-    if (n != 18 || (size_t)used != len)
-        return mrw_err(err, MRW_E_FORMAT, "bad forecaster metadata '%s'", buf);
+    if (n != 18) return mrw_err(err, MRW_E_FORMAT, "bad forecaster metadata '%s'", buf);
+    c->patch = 1, c->skip = 0; /* older checkpoints: every step a token, no skip path */
+    if ((size_t)used != len) {
+        int used2 = 0;
+        if (sscanf(buf + used, ",patch=%d,skip=%d%n", &c->patch, &c->skip, &used2) != 2)
+            return mrw_err(err, MRW_E_FORMAT, "bad forecaster metadata '%s'", buf);
+        used += used2;
+        if ((size_t)used != len) {
+            if (strcmp(buf + used, ",timer=1")) return mrw_err(err, MRW_E_FORMAT, "bad forecaster metadata '%s'", buf);
+            c->timer = 1;
+        }
+    }
     return mrw_forecaster_config_check(c, err);
 }
 
@@ -79,29 +101,63 @@ mrw_status mrw_forecaster_new(const mrw_forecaster_config *cfg, int max_B, int n
     *out = NULL;
     mrw_status s;
     if ((s = mrw_forecaster_config_check(cfg, err))) return s;
-    if (max_B < 1 || max_B > 4096 || max_B >= cfg->lm.vocab)
-        return mrw_err(err, MRW_E_ARG, "forecaster: batch %d (1 … min(4096, vocab %d − 1))", max_B, cfg->lm.vocab);
+    if (max_B < 1 || max_B > 4096) return mrw_err(err, MRW_E_ARG, "forecaster: batch %d (1 … 4096)", max_B);
     mrw_forecaster *f = calloc(1, sizeof *f);
     if (!f) return mrw_err(err, MRW_E_NOMEM, "forecaster: out of memory");
     f->cfg = *cfg, f->max_B = max_B;
-    const int L = cfg->lookback, H = cfg->horizon, T = L + cfg->n_prompt, E = cfg->enc.out_dim,
-              C = cfg->lm.n_embd;
-    f->T = T;
+    const int L = cfg->lookback, H = cfg->horizon, C = cfg->lm.n_embd;
+    int NT = L / cfg->patch, E = cfg->enc.out_dim;
+    f->cfg.timer_path = NULL;
     mrw_kctx_init(&f->kc, n_threads);
-    if ((s = mrw_wavenet_add_params(&f->wn, &cfg->enc, &f->enc_ps, err)) ||
-        (s = mrw_param_set_alloc(&f->enc_ps, err)) || (s = mrw_wavenet_acts_alloc(&f->acts, &cfg->enc, max_B, L, err)))
-        goto fail;
+    if (cfg->timer) {
+        if (!cfg->timer_path) {
+            s = mrw_err(err, MRW_E_ARG, "forecaster: a Timer encoder needs its directory");
+            goto fail;
+        }
+        char *rp = realpath(cfg->timer_path, NULL); /* absolute, so the checkpoint's reference works from anywhere */
+        f->timer_path = rp ? rp : strdup(cfg->timer_path);
+        if (!f->timer_path) {
+            s = mrw_err(err, MRW_E_NOMEM, "forecaster: out of memory");
+            goto fail;
+        }
+        f->cfg.timer_path = f->timer_path;
+        if ((s = mrw_timer_open(cfg->timer_path, 0, &f->timer, err))) goto fail;
+        const mrw_timer_config *tc = mrw_timer_get_config(f->timer);
+        E = tc->hidden, NT = mrw_timer_patches(f->timer, L);
+        if (NT < 1) {
+            s = mrw_err(err, MRW_E_ARG, "forecaster: the lookback %d is shorter than one Timer patch (%d)", L,
+                        tc->patch);
+            goto fail;
+        }
+        f->off = L - NT * tc->patch;
+        if ((s = mrw_param_set_alloc(&f->enc_ps, err))) goto fail; /* frozen: no trained encoder tensor */
+    } else {
+        f->off = L - NT * cfg->patch;
+        if ((s = mrw_wavenet_add_params(&f->wn, &cfg->enc, &f->enc_ps, err)) ||
+            (s = mrw_param_set_alloc(&f->enc_ps, err)) ||
+            (s = mrw_wavenet_acts_alloc(&f->acts, &cfg->enc, max_B, L, err)))
+            goto fail;
+    }
+    const int T = NT + cfg->n_prompt;
+    f->T = T, f->n_tok = NT, f->E = E;
     mrw_tadapter_config ac = {.kind = MRW_TADAPTER_V2, .E = E, .C = C, .hidden = cfg->adapter_scale * E};
-    if ((s = mrw_tadapter_new(&ac, max_B, L, f->kc.n_threads, &f->ad, err))) goto fail;
-    if ((s = mrw_rwkv7_train_new(&cfg->lm, max_B, T, f->kc.n_threads, &f->lm, err))) goto fail;
-    if ((s = mrw_rwkv7_hidden_ws_init(&f->hw, f->lm, max_B, T, err))) goto fail;
-    if ((s = mrw_ts_head_add_params(&f->head, C, H, &f->head_ps, err)) || (s = mrw_param_set_alloc(&f->head_ps, err)))
+    if ((s = mrw_tadapter_new(&ac, max_B, NT, f->kc.n_threads, &f->ad, err))) goto fail;
+    if ((s = mrw_rwkv7_train_new_ex(&cfg->lm, max_B, T, f->kc.n_threads, MRW_RWKV7_TRAIN_NO_LOGITS, &f->lm, err)))
         goto fail;
+    if ((s = mrw_ts_head_add_params(&f->head, C, H, &f->head_ps, err))) goto fail;
+    if (cfg->skip) {
+        if ((s = mrw_ts_head_add_params_named(&f->skiph, "forecast_head.skip", L, H, &f->head_ps, err))) goto fail;
+        f->head_ps.p[f->skiph.w].group = f->head_ps.p[f->skiph.b].group = MRW_FC_PG_SKIP;
+    }
+    if ((s = mrw_param_set_alloc(&f->head_ps, err))) goto fail;
     const size_t B = (size_t)max_B;
-    size_t sizes[14] = {B * L, B, B, B * L * E, B * L * C, B * T * C, B * C, B * H, B * H, B * C, B * T * C,
-                        B * L * C, B * L * E, mrw_ts_head_scratch(max_B, C, H)};
+    const size_t hs1 = mrw_ts_head_scratch(max_B, C, H), hs2 = mrw_ts_head_scratch(max_B, L, H);
+    enum { NBUF = 18 };
+    const size_t nfeat = cfg->timer ? (size_t)NT * E : (size_t)L * E;
+    size_t sizes[NBUF] = {B * L, B, B, B * nfeat, B * NT * E, B * NT * C, B * T * C, B * C, B * H, B * H,
+                          B * T * C, B * T * C, B * NT * C, B * NT * E, B * nfeat, hs1 > hs2 ? hs1 : hs2, B * H, B};
     size_t total = 0;
-    for (int i = 0; i < 14; i++) total += sizes[i];
+    for (int i = 0; i < NBUF; i++) total += sizes[i];
     f->mem = malloc(total * sizeof(float));
     f->mask = malloc(B * T);
     f->tokens = malloc(B * T * sizeof(int32_t));
@@ -109,15 +165,18 @@ mrw_status mrw_forecaster_new(const mrw_forecaster_config *cfg, int max_B, int n
         s = mrw_err(err, MRW_E_NOMEM, "forecaster: out of memory for batch %d x %d", max_B, T);
         goto fail;
     }
-    float **ptrs[14] = {&f->xn, &f->mu, &f->sig, &f->feat, &f->adout, &f->inject, &f->hid, &f->yhat,
-                        &f->dyhat, &f->dhid, &f->dinject, &f->dadout, &f->dfeat, &f->hscr};
+    float **ptrs[NBUF] = {&f->xn,   &f->mu,      &f->sig,     &f->feat,   &f->pool,  &f->adout,
+                          &f->inject, &f->hid,   &f->yhat,    &f->dyhat,  &f->dhid,  &f->dinject,
+                          &f->dadout, &f->dpool, &f->dfeat,   &f->hscr,   &f->yskip, &f->zero};
     float *p = f->mem;
-    for (int i = 0; i < 14; i++) *ptrs[i] = p, p += sizes[i];
+    for (int i = 0; i < NBUF; i++) *ptrs[i] = p, p += sizes[i];
     memset(f->inject, 0, B * T * C * sizeof(float));
+    memset(f->dhid, 0, B * T * C * sizeof(float)); /* d hidden: only the read-out rows are ever non-zero */
+    memset(f->zero, 0, B * sizeof(float));
     for (int b = 0; b < max_B; b++)
         for (int t = 0; t < T; t++) {
-            f->mask[(size_t)b * T + t] = t < L;
-            f->tokens[(size_t)b * T + t] = t < L ? 0 : t - L;
+            f->mask[(size_t)b * T + t] = t < NT;
+            f->tokens[(size_t)b * T + t] = t < NT ? 0 : t - NT;
         }
     *out = f;
     return MRW_OK;
@@ -129,10 +188,11 @@ fail:
 void mrw_forecaster_free(mrw_forecaster *f) {
     if (!f) return;
     mrw_wavenet_acts_free(&f->acts);
+    mrw_timer_free(f->timer);
+    free(f->timer_path);
     mrw_param_set_free(&f->enc_ps);
     mrw_param_set_free(&f->head_ps);
     mrw_tadapter_free(f->ad);
-    mrw_rwkv7_hidden_ws_free(&f->hw);
     mrw_rwkv7_train_free(f->lm);
     mrw_kctx_free(&f->kc);
     free(f->mem), free(f->mask), free(f->tokens);
@@ -140,11 +200,24 @@ void mrw_forecaster_free(mrw_forecaster *f) {
 }
 
 void mrw_forecaster_init(mrw_forecaster *f, uint64_t seed) {
-    mrw_wavenet_init_random(&f->wn, seed * 4 + 1);
+    if (!f->cfg.timer) mrw_wavenet_init_random(&f->wn, seed * 4 + 1);
     mrw_tadapter_init(f->ad, seed * 4 + 2);
     mrw_rwkv7_train_init(f->lm, seed * 4 + 3);
-    mrw_rwkv7_hidden_set_identity(f->lm);
     mrw_ts_head_init_random(&f->head, seed * 4 + 4);
+    if (f->cfg.skip) { /* the skip path starts at zero (or from a linear fit: mrw_forecaster_set_skip), and the
+                        * head's weight at zero, so the model starts as the skip path alone (a zero-initialised
+                        * residual branch: the head's gradient is non-zero from the first step, RWKV-7's after it) */
+        memset(mrw_param_w(&f->head_ps, f->head.w), 0, sizeof(float) * (size_t)f->cfg.horizon * f->cfg.lm.n_embd);
+        memset(mrw_param_w(&f->head_ps, f->skiph.w), 0, sizeof(float) * (size_t)f->cfg.horizon * f->cfg.lookback);
+        memset(mrw_param_w(&f->head_ps, f->skiph.b), 0, sizeof(float) * (size_t)f->cfg.horizon);
+    }
+}
+
+mrw_status mrw_forecaster_set_skip(mrw_forecaster *f, const float *w, mrw_error *err) {
+    if (!f->cfg.skip) return mrw_err(err, MRW_E_ARG, "forecaster: no skip path to set");
+    memcpy(mrw_param_w(&f->head_ps, f->skiph.w), w, sizeof(float) * (size_t)f->cfg.horizon * f->cfg.lookback);
+    memset(mrw_param_w(&f->head_ps, f->skiph.b), 0, sizeof(float) * (size_t)f->cfg.horizon);
+    return MRW_OK;
 }
 
 int mrw_forecaster_sets(mrw_forecaster *f, mrw_param_set **sets) {
@@ -157,7 +230,7 @@ mrw_status mrw_forecaster_forward(mrw_forecaster *f, const float *x, const float
                                   double *loss, mrw_error *err) {
     f->B = 0, f->has_loss = 0;
     if (B < 1 || B > f->max_B) return mrw_err(err, MRW_E_ARG, "forecaster: batch %d exceeds %d", B, f->max_B);
-    const int L = f->cfg.lookback, H = f->cfg.horizon, T = f->T, E = f->cfg.enc.out_dim, C = f->cfg.lm.n_embd;
+    const int L = f->cfg.lookback, H = f->cfg.horizon, T = f->T, E = f->E, C = f->cfg.lm.n_embd;
     for (size_t i = 0; i < (size_t)B * L; i++)
         if (!isfinite(x[i])) return mrw_err(err, MRW_E_ARG, "forecaster: input value %zu is not finite", i);
     if (y)
@@ -166,13 +239,43 @@ mrw_status mrw_forecaster_forward(mrw_forecaster *f, const float *x, const float
     for (int b = 0; b < B; b++)
         mrw_ts_instance_norm(x + (size_t)b * L, L, NORM_EPS, f->xn + (size_t)b * L, &f->mu[b], &f->sig[b]);
     f->acts.B = B; /* the activations are allocated for max_B; a smaller batch uses a prefix */
-    mrw_wavenet_forward(&f->kc, &f->wn, f->xn, &f->acts, f->feat);
+    const int P = f->cfg.patch, NT = f->n_tok, off = f->off;
     mrw_status s;
-    if ((s = mrw_tadapter_forward(f->ad, f->feat, B, L, f->adout, err))) return s;
+    if (f->timer) { /* frozen: [NT, D] last hidden states of the most recent NT patches of x̂ */
+        for (int b = 0; b < B; b++)
+            if ((s = mrw_timer_forward(f->timer, f->kc.n_threads, f->xn + (size_t)b * L, L,
+                                       f->feat + (size_t)b * NT * E, NULL, err)))
+                return s;
+    } else {
+        mrw_wavenet_forward(&f->kc, &f->wn, f->xn, &f->acts, f->feat);
+    }
+    const float *g = f->feat;
+    if (P > 1) { /* mean of each patch of P steps (patches end at the last step) */
+        const float inv = 1.0f / (float)P;
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < NT; j++) {
+                float *o = f->pool + ((size_t)b * NT + j) * E;
+                const float *src = f->feat + ((size_t)b * L + off + (size_t)j * P) * E;
+                for (int e = 0; e < E; e++) {
+                    float acc = 0;
+                    for (int q = 0; q < P; q++) acc += src[(size_t)q * E + e];
+                    o[e] = acc * inv;
+                }
+            }
+        g = f->pool;
+    }
+    if ((s = mrw_tadapter_forward(f->ad, g, B, NT, f->adout, err))) return s;
     for (int b = 0; b < B; b++)
-        memcpy(f->inject + (size_t)b * T * C, f->adout + (size_t)b * L * C, (size_t)L * C * sizeof(float));
-    if ((s = mrw_rwkv7_hidden_forward(f->lm, &f->hw, f->tokens, f->inject, f->mask, B, T, f->hid, err))) return s;
+        memcpy(f->inject + (size_t)b * T * C, f->adout + (size_t)b * NT * C, (size_t)NT * C * sizeof(float));
+    if ((s = mrw_rwkv7_train_forward_hidden(f->lm, f->tokens, f->inject, f->mask, B, T, NULL, err))) return s;
+    const float *hall = mrw_rwkv7_train_last_hidden(f->lm);
+    for (int b = 0; b < B; b++)
+        memcpy(f->hid + (size_t)b * C, hall + ((size_t)b * T + T - 1) * C, (size_t)C * sizeof(float));
     mrw_ts_head_forward(&f->kc, &f->head, f->hid, f->mu, f->sig, B, f->yhat);
+    if (f->cfg.skip) { /* + σ·(Ws x̂ + bs) */
+        mrw_ts_head_forward(&f->kc, &f->skiph, f->xn, f->zero, f->sig, B, f->yskip);
+        for (size_t i = 0; i < (size_t)B * H; i++) f->yhat[i] += f->yskip[i];
+    }
     if (yhat) memcpy(yhat, f->yhat, (size_t)B * H * sizeof *yhat);
     for (size_t i = 0; i < (size_t)B * H; i++)
         if (!isfinite(f->yhat[i]))
@@ -185,7 +288,6 @@ mrw_status mrw_forecaster_forward(mrw_forecaster *f, const float *x, const float
         *loss = 0;
     }
     f->B = B;
-    (void)E;
     return MRW_OK;
 }
 
@@ -195,12 +297,38 @@ mrw_status mrw_forecaster_backward(mrw_forecaster *f, float scale, int frozen_lm
     f->B = 0;
     if (scale != 1.0f)
         for (size_t i = 0; i < (size_t)B * H; i++) f->dyhat[i] *= scale;
-    mrw_ts_head_backward(&f->kc, &f->head, f->hid, f->sig, f->dyhat, B, f->dhid, f->hscr);
-    mrw_status s;
-    if ((s = mrw_rwkv7_hidden_backward(f->lm, &f->hw, f->dhid, frozen_lm, f->dinject, err))) return s;
+    if (f->cfg.skip) mrw_ts_head_backward(&f->kc, &f->skiph, f->xn, f->sig, f->dyhat, B, NULL, f->hscr);
+    /* d hidden at each sequence's read-out row (dinject as scratch; the other rows of dhid stay zero) */
+    mrw_ts_head_backward(&f->kc, &f->head, f->hid, f->sig, f->dyhat, B, f->dinject, f->hscr);
     for (int b = 0; b < B; b++)
-        memcpy(f->dadout + (size_t)b * L * C, f->dinject + (size_t)b * T * C, (size_t)L * C * sizeof(float));
-    mrw_tadapter_backward(f->ad, f->dadout, f->dfeat);
+        memcpy(f->dhid + ((size_t)b * T + T - 1) * C, f->dinject + (size_t)b * C, (size_t)C * sizeof(float));
+    mrw_status s;
+    if ((s = mrw_rwkv7_train_backward_hidden(f->lm, f->dhid, frozen_lm, f->dinject, err))) return s;
+    for (int b = 0; b < B; b++) memset(f->dhid + ((size_t)b * T + T - 1) * C, 0, (size_t)C * sizeof(float));
+    const int P = f->cfg.patch, NT = f->n_tok, off = f->off, E = f->E;
+    for (int b = 0; b < B; b++)
+        memcpy(f->dadout + (size_t)b * NT * C, f->dinject + (size_t)b * T * C, (size_t)NT * C * sizeof(float));
+    if (f->timer) { /* frozen encoder: the gradient stops at the adapter's input */
+        mrw_tadapter_backward(f->ad, f->dadout, NULL);
+        return MRW_OK;
+    }
+    if (P == 1) {
+        mrw_tadapter_backward(f->ad, f->dadout, f->dfeat);
+    } else {
+        mrw_tadapter_backward(f->ad, f->dadout, f->dpool);
+        const float inv = 1.0f / (float)P;
+        for (int b = 0; b < B; b++) {
+            float *db = f->dfeat + (size_t)b * L * E;
+            memset(db, 0, (size_t)off * E * sizeof(float));
+            for (int j = 0; j < NT; j++) {
+                const float *dp = f->dpool + ((size_t)b * NT + j) * E;
+                for (int q = 0; q < P; q++) {
+                    float *d = db + ((size_t)off + (size_t)j * P + q) * E;
+                    for (int e = 0; e < E; e++) d[e] = dp[e] * inv;
+                }
+            }
+        }
+    }
     mrw_wavenet_backward(&f->kc, &f->wn, &f->acts, f->dfeat, NULL);
     return MRW_OK;
 }
@@ -208,15 +336,17 @@ mrw_status mrw_forecaster_backward(mrw_forecaster *f, float scale, int frozen_lm
 mrw_status mrw_forecaster_save(mrw_forecaster *f, const char *path, const char *const *keys,
                                const char *const *vals, int n_meta, mrw_error *err) {
     enum { MAXM = 16 };
-    if (n_meta < 0 || n_meta > MAXM - 1) return mrw_err(err, MRW_E_ARG, "forecaster save: too many metadata");
+    if (n_meta < 0 || n_meta > MAXM - 2) return mrw_err(err, MRW_E_ARG, "forecaster save: too many metadata");
     char cfgs[512];
     mrw_forecaster_config_format(&f->cfg, cfgs, sizeof cfgs);
     const char *k[MAXM], *v[MAXM];
     k[0] = "modrwkv.forecaster", v[0] = cfgs;
     for (int i = 0; i < n_meta; i++) k[i + 1] = keys[i], v[i + 1] = vals[i];
+    int nm = n_meta + 1;
+    if (f->timer) k[nm] = "modrwkv.forecaster.timer", v[nm] = f->timer_path, nm++;
     mrw_param_set *sets[4];
     int n = mrw_forecaster_sets(f, sets);
-    return mrw_ckpt_save_model(path, sets, n, NULL, NULL, 0, k, v, n_meta + 1, err);
+    return mrw_ckpt_save_model(path, sets, n, NULL, NULL, 0, k, v, nm, err);
 }
 
 mrw_status mrw_forecaster_load(const char *path, int max_B, int n_threads, mrw_forecaster **out, mrw_error *err) {
@@ -232,11 +362,24 @@ mrw_status mrw_forecaster_load(const char *path, int max_B, int n_threads, mrw_f
                                           "train one with modrwkv train --csv)", path);
     }
     s = mrw_forecaster_config_parse(m->v.s.ptr, m->v.s.len, &cfg, err);
+    char *tpath = NULL;
+    if (!s && cfg.timer) { /* the frozen Timer is referenced by its directory, not copied into the file */
+        const mrw_meta *tm = mrw_tfile_find_meta(tf, "modrwkv.forecaster.timer");
+        if (!tm || tm->type != MRW_MV_STRING)
+            s = mrw_err(err, MRW_E_FORMAT, "no 'modrwkv.forecaster.timer' metadata (the Timer directory)");
+        else if (!(tpath = strndup(tm->v.s.ptr, tm->v.s.len)))
+            s = mrw_err(err, MRW_E_NOMEM, "out of memory");
+        cfg.timer_path = tpath;
+    }
     mrw_tfile_close(tf);
-    if (s) return mrw_err(err, s, "%s: %s", path, err->msg);
+    if (s) {
+        free(tpath);
+        return mrw_err(err, s, "%s: %s", path, err->msg);
+    }
     mrw_forecaster *f;
-    if (max_B >= cfg.lm.vocab) max_B = cfg.lm.vocab - 1; /* the hidden-state path needs batch < vocab */
-    if ((s = mrw_forecaster_new(&cfg, max_B, n_threads, &f, err))) return s;
+    s = mrw_forecaster_new(&cfg, max_B, n_threads, &f, err);
+    free(tpath);
+    if (s) return s;
     mrw_param_set *sets[4];
     int n = mrw_forecaster_sets(f, sets);
     mrw_rwkv7_train_init(f->lm, 1); /* v0/v1/v2 of layer 0 are not in every file */
@@ -244,7 +387,6 @@ mrw_status mrw_forecaster_load(const char *path, int max_B, int n_threads, mrw_f
         mrw_forecaster_free(f);
         return s;
     }
-    mrw_rwkv7_hidden_set_identity(f->lm);
     *out = f;
     return MRW_OK;
 }

@@ -5,7 +5,12 @@
 # (or ./cuda-out). Uses the binaries from `make CUDA=1 cuda-tests cuda-bench` when they are there and run on
 # this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
 # src/base/error.c, not the rest of the library's dependencies).
-#   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|profile|stalls|sass]...   (default: test asan sanitize bench)
+#   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|train|trainsan|trainbench|decode|decodesan|decodebench|profile|stalls|sass]...
+#   (default: test asan sanitize bench train trainsan trainbench)
+# train: the GPU trainer against the CPU trainer (test_train_gpu, table in $out/train_parity.txt); trainsan:
+# compute-sanitizer memcheck on its quick cases; trainbench: bench_train_gpu (0.1B / 0.4B / 1.5B training steps).
+# decode: the GPU decoder against the CPU model (test_decode_gpu, built by `make CUDA=1` with the library: carry
+# build-cuda/gpulibs too); decodesan: its memcheck run; decodebench: bench_decode_gpu (0.4B / 1.5B decode).
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-cuda-out}; mkdir -p "$out"
@@ -20,15 +25,22 @@ if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
     o=/tmp/$(basename "$f" .cu).o; objs+=("$o")
     nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc -c "$f" -o "$o" &
   done
-  gcc -O2 -Iinclude -Isrc -c src/base/error.c -o /tmp/error.o
+  hobjs=()
+  for f in src/base/error.c src/train/params.c src/train/optim.c src/train/rwkv7_train.c src/train/wkv7_train.c \
+           src/kernels/cpu/gemm_train.c src/kernels/cpu/kctx.c; do
+    o=/tmp/host_$(basename "$f" .c).o; hobjs+=("$o")
+    gcc -std=gnu11 -O2 -fopenmp -Iinclude -Isrc -c "$f" -o "$o" &
+  done
   wait
   for t in tests/cuda/*.cu bench/cuda/*.cu; do
-    nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" /tmp/error.o -lcublas -o "build-cuda/${t%.cu}" &
+    [ "$t" = tests/cuda/test_decode_gpu.cu ] && continue # needs the whole library: make CUDA=1 here
+    nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" "${hobjs[@]}" -lcublas -lgomp \
+      -o "build-cuda/${t%.cu}" &
   done
   wait
 fi
 rc=0
-steps=${*:-test asan sanitize bench}
+steps=${*:-test asan sanitize bench train trainsan trainbench}
 for s in $steps; do
   case $s in
   test)
@@ -55,6 +67,30 @@ for s in $steps; do
     "$B" 2>&1 | tee "$out/bench.txt"
     echo "== bench_train_ops"
     build-cuda/bench/cuda/bench_train_ops 2>&1 | tee "$out/bench_train_ops.txt" ;;
+  train)
+    echo "== test_train_gpu (GPU trainer vs CPU trainer)"
+    OUT="$out" build-cuda/tests/cuda/test_train_gpu > "$out/train.txt" 2>&1; r=$?
+    grep -E "FAIL|loss|adam|rows passed" "$out/train.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  trainsan)
+    echo "== compute-sanitizer --tool memcheck test_train_gpu --quick"
+    compute-sanitizer --tool memcheck --error-exitcode 3 build-cuda/tests/cuda/test_train_gpu --quick \
+      > "$out/san_train.txt" 2>&1
+    r=$?; grep -E "ERROR SUMMARY|rows passed" "$out/san_train.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  trainbench)
+    echo "== bench_train_gpu"
+    build-cuda/bench/cuda/bench_train_gpu 2>&1 | tee "$out/bench_train_gpu.txt" ;;
+  decode)
+    echo "== test_decode_gpu (GPU decode vs the CPU model's RNN mode)"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_decode_gpu \
+      2>&1 | tee "$out/decode.txt"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
+  decodesan)
+    echo "== compute-sanitizer --tool memcheck test_decode_gpu --quick"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool memcheck \
+      --error-exitcode 3 build-cuda/tests/cuda/test_decode_gpu --quick > "$out/san_decode.txt" 2>&1
+    r=$?; grep -E "ERROR SUMMARY|rows passed" "$out/san_decode.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  decodebench)
+    echo "== bench_decode_gpu"
+    build-cuda/bench/cuda/bench_decode_gpu 2>&1 | tee "$out/bench_decode_gpu.txt" ;;
   stalls)
     echo "== ncu stall counters (kernels matching ${NCU_K:-wkv7}, first ${NCU_C:-2}; default: the default forward and backward)"
     m=smsp__inst_executed.sum,smsp__cycles_active.avg

@@ -15,6 +15,10 @@ Sizes: lookback 12, horizon 5, 2 prompt tokens, batch 3; WaveNet 3 layers (cycle
 channels, 6 features; adapter scale 2 (hidden 12); RWKV-7 2 layers, C 32, heads of 16, F 64, V 32, LoRA 8.
 The metadata "modrwkv.forecaster" is the C side's configuration string, so the file is also a checkpoint.
 Deterministic: torch.manual_seed(SEED).
+
+A second file, forecaster_patch_skip.safetensors, covers the options added later (same sizes otherwise):
+lookback 13 with patch 2 (g = the means of the WaveNet features over steps (1,2), (3,4), …, (11,12): 6 tokens,
+the oldest step's features left out), 1 prompt token, and the linear skip path u += Ws x̂ + bs.
 """
 
 import argparse
@@ -40,15 +44,26 @@ rg.B, rg.T = B, LB + P
 # WaveNet (module globals of make_wavenet_fixtures)
 wn.C, wn.S, wn.E, wn.NL, wn.CYCLE = 4, 5, 6, 3, 3
 
-CONFIG = (f"lookback={LB},horizon={HZ},prompt={P},scale={SCALE},enc={wn.NL}/{wn.C}/{wn.S}/{wn.E}/{wn.CYCLE},"
-          f"lm={rg.L}/{rg.C}/{rg.N}/{rg.V}/{rg.F}/{rg.DW}/{rg.DA}/{rg.DV}/{rg.DG}")
+
+
+def config(lb, p, patch, skip):
+    s = (f"lookback={lb},horizon={HZ},prompt={p},scale={SCALE},enc={wn.NL}/{wn.C}/{wn.S}/{wn.E}/{wn.CYCLE},"
+         f"lm={rg.L}/{rg.C}/{rg.N}/{rg.V}/{rg.F}/{rg.DW}/{rg.DA}/{rg.DV}/{rg.DG}")
+    return s if patch == 1 and not skip else s + f",patch={patch},skip={skip}"
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "fixtures", "forecaster"))
     args = ap.parse_args()
-    torch.manual_seed(SEED)
+    make(args.out, "forecaster.safetensors", SEED, LB, P, 1, 0)
+    make(args.out, "forecaster_patch_skip.safetensors", SEED + 1, 13, 1, 2, 1)
+
+
+def make(outdir, fname, seed, LB, P, PATCH, SKIP):
+    NT = LB // PATCH
+    rg.T = NT + P
+    torch.manual_seed(seed)
     params = OrderedDict()
     # RWKV-7: the grad fixture's non-degenerate random init, head = identity (a scratch tensor on the C side)
     for k, v in rg.make_weights().items():
@@ -69,6 +84,9 @@ def main():
         params["proj." + k] = v.float()
     params["forecast_head.weight"] = (torch.rand(HZ, rg.C) * 2 - 1) / rg.C ** 0.5
     params["forecast_head.bias"] = (torch.rand(HZ) * 2 - 1) * 0.1
+    if SKIP:
+        params["forecast_head.skip.weight"] = (torch.rand(HZ, LB) * 2 - 1) / LB ** 0.5
+        params["forecast_head.skip.bias"] = (torch.rand(HZ) * 2 - 1) * 0.1
 
     t = torch.arange(LB + HZ, dtype=torch.float32)
     x_full = torch.stack([torch.sin(t * 0.5 + b) * (1 + b) + 0.3 * b + 0.2 * torch.randn(LB + HZ) for b in range(B)])
@@ -96,17 +114,21 @@ def main():
         delattr(mod, attr[-1])
         setattr(mod, attr[-1], w["proj." + name])
     feat = enc64(xn)                       # [B, LB, E]
-    e = adp64(feat)                        # [B, LB, C]
-    T = LB + P
+    off = LB - NT * PATCH
+    feat = feat[:, off:, :].reshape(B, NT, PATCH, wn.E).mean(2)  # patch means (PATCH = 1: unchanged)
+    e = adp64(feat)                        # [B, NT, C]
+    T = NT + P
     inject = torch.cat([e, torch.zeros(B, P, rg.C, dtype=torch.float64)], dim=1)
     tokens = torch.zeros(B, T, dtype=torch.long)
-    tokens[:, LB:] = torch.arange(P)
+    tokens[:, NT:] = torch.arange(P)
     mask = torch.zeros(B, T, dtype=torch.bool)
-    mask[:, :LB] = True
+    mask[:, :NT] = True
     lw = {k[4:]: v for k, v in w.items() if k.startswith("llm.")}
     logits = rg.forward(lw, tokens, inject, mask)
     h = logits[:, -1, : rg.C]
     u = h @ w["forecast_head.weight"].T + w["forecast_head.bias"]
+    if SKIP:
+        u = u + xn @ w["forecast_head.skip.weight"].T + w["forecast_head.skip.bias"]
     yhat = mu + sig * u
     loss = ((yhat - y64) ** 2).mean()
     loss.backward()
@@ -122,10 +144,10 @@ def main():
     out["hidden"] = h.detach().float().contiguous()
     out["loss"] = loss.detach().reshape(1).float()
     from safetensors.torch import save_file
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "forecaster.safetensors")
-    save_file(out, path, metadata={"made_by": "tests/reference/make_forecaster_fixtures.py", "seed": str(SEED),
-                                   "modrwkv.forecaster": CONFIG})
+    os.makedirs(outdir, exist_ok=True)
+    path = os.path.join(outdir, fname)
+    save_file(out, path, metadata={"made_by": "tests/reference/make_forecaster_fixtures.py", "seed": str(seed),
+                                   "modrwkv.forecaster": config(LB, P, PATCH, SKIP)})
     print(f"loss {loss.item():.8f}; wrote {path} ({os.path.getsize(path)} bytes)")
 
 

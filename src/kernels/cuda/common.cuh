@@ -22,6 +22,19 @@ static __device__ __forceinline__ float ld(const bf16 *p, size_t i) { return __b
 static __device__ __forceinline__ void st(float *p, size_t i, float x) { p[i] = x; }
 static __device__ __forceinline__ void st(bf16 *p, size_t i, float x) { p[i] = __float2bfloat16_rn(x); }
 
+/* Two consecutive elements (e even, pointer 8-byte aligned): one 4-byte bf16x2 or 8-byte float2 access, so a
+ * warp moves 128 or 256 contiguous bytes per request. */
+static __device__ __forceinline__ float2 ld2(const float *p, size_t e) { return *(const float2 *)(p + e); }
+static __device__ __forceinline__ float2 ld2(const bf16 *p, size_t e) {
+    return __bfloat1622float2(*(const __nv_bfloat162 *)(p + e));
+}
+static __device__ __forceinline__ void st2(float *p, size_t e, float a, float b) {
+    *(float2 *)(p + e) = make_float2(a, b);
+}
+static __device__ __forceinline__ void st2(bf16 *p, size_t e, float a, float b) {
+    *(__nv_bfloat162 *)(p + e) = __floats2bfloat162_rn(a, b);
+}
+
 static __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);

@@ -1,7 +1,8 @@
 /* LayerNorm and GroupNorm + bonus + gate, forward and backward (norm.h). LayerNorm: one block of 256 threads
  * per row, fp32 statistics by block reductions (two passes over the row: mean, then the centred variance).
- * GroupNorm: one warp per (row, head), each lane two of the head's 64 channels. Parameter gradients: the
- * column sums of common.cuh. */
+ * GroupNorm: one warp per (row, head), each lane two of the head's 64 channels (adjacent ones, one paired access,
+ * when the tensors are 8-byte aligned). Parameter gradients: the column sums of common.cuh (GroupNorm's backward:
+ * summed in registers over a slice of rows per block, in the same pass). */
 #include "kernels/cuda/common.cuh"
 
 extern "C" {
@@ -15,25 +16,44 @@ namespace {
 constexpr int LN_THREADS = 256;
 constexpr int HN = 64;
 
-template <typename T>
+/* V2: the row is read and written in column pairs (C even, 8-byte aligned tensors). */
+template <typename T, bool V2>
 __global__ void __launch_bounds__(LN_THREADS) ln_fwd_kernel(int C, const T *x, const float *w, const float *b,
                                                             float eps, T *y, float *mean, float *rstd) {
     __shared__ float sh[32];
     const size_t o = (size_t)blockIdx.x * C;
     float s = 0.f;
-    for (int i = threadIdx.x; i < C; i += LN_THREADS) s += ld(x, o + i);
+    if (V2)
+        for (int i = 2 * threadIdx.x; i < C; i += 2 * LN_THREADS) {
+            const float2 v = ld2(x, o + i);
+            s += v.x + v.y;
+        }
+    else
+        for (int i = threadIdx.x; i < C; i += LN_THREADS) s += ld(x, o + i);
     const float mu = block_sum(s, sh) / C;
     float v = 0.f;
-    for (int i = threadIdx.x; i < C; i += LN_THREADS) {
-        const float d = ld(x, o + i) - mu;
-        v += d * d;
-    }
+    if (V2)
+        for (int i = 2 * threadIdx.x; i < C; i += 2 * LN_THREADS) {
+            const float2 t = ld2(x, o + i);
+            v += (t.x - mu) * (t.x - mu) + (t.y - mu) * (t.y - mu);
+        }
+    else
+        for (int i = threadIdx.x; i < C; i += LN_THREADS) {
+            const float d = ld(x, o + i) - mu;
+            v += d * d;
+        }
     const float rs = rsqrtf(block_sum(v, sh) / C + eps);
-    for (int i = threadIdx.x; i < C; i += LN_THREADS) st(y, o + i, (ld(x, o + i) - mu) * rs * w[i] + b[i]);
+    if (V2)
+        for (int i = 2 * threadIdx.x; i < C; i += 2 * LN_THREADS) {
+            const float2 t = ld2(x, o + i);
+            st2(y, o + i, (t.x - mu) * rs * w[i] + b[i], (t.y - mu) * rs * w[i + 1] + b[i + 1]);
+        }
+    else
+        for (int i = threadIdx.x; i < C; i += LN_THREADS) st(y, o + i, (ld(x, o + i) - mu) * rs * w[i] + b[i]);
     if (threadIdx.x == 0) mean[blockIdx.x] = mu, rstd[blockIdx.x] = rs;
 }
 
-template <typename T>
+template <typename T, bool V2>
 __global__ void __launch_bounds__(LN_THREADS)
     ln_bwd_kernel(int C, const T *dy, const T *x, const float *mean, const float *rstd, const float *w, int acc,
                   T *dx) {
@@ -41,17 +61,36 @@ __global__ void __launch_bounds__(LN_THREADS)
     const size_t o = (size_t)blockIdx.x * C;
     const float mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
     float m1 = 0.f, m2 = 0.f;
-    for (int i = threadIdx.x; i < C; i += LN_THREADS) {
-        const float xh = (ld(x, o + i) - mu) * rs, d = ld(dy, o + i) * w[i];
-        m1 += d, m2 += d * xh;
-    }
+    if (V2)
+        for (int i = 2 * threadIdx.x; i < C; i += 2 * LN_THREADS) {
+            const float2 xv = ld2(x, o + i), dv = ld2(dy, o + i);
+            const float d0 = dv.x * w[i], d1 = dv.y * w[i + 1];
+            m1 += d0 + d1, m2 += d0 * ((xv.x - mu) * rs) + d1 * ((xv.y - mu) * rs);
+        }
+    else
+        for (int i = threadIdx.x; i < C; i += LN_THREADS) {
+            const float xh = (ld(x, o + i) - mu) * rs, d = ld(dy, o + i) * w[i];
+            m1 += d, m2 += d * xh;
+        }
     m1 = block_sum(m1, sh) / C;
     m2 = block_sum(m2, sh) / C;
-    for (int i = threadIdx.x; i < C; i += LN_THREADS) {
-        const float xh = (ld(x, o + i) - mu) * rs;
-        const float g = rs * (ld(dy, o + i) * w[i] - m1 - xh * m2);
-        st(dx, o + i, acc ? ld(dx, o + i) + g : g);
-    }
+    if (V2)
+        for (int i = 2 * threadIdx.x; i < C; i += 2 * LN_THREADS) {
+            const float2 xv = ld2(x, o + i), dv = ld2(dy, o + i);
+            float g0 = rs * (dv.x * w[i] - m1 - ((xv.x - mu) * rs) * m2);
+            float g1 = rs * (dv.y * w[i + 1] - m1 - ((xv.y - mu) * rs) * m2);
+            if (acc) {
+                const float2 p = ld2(dx, o + i);
+                g0 = p.x + g0, g1 = p.y + g1;
+            }
+            st2(dx, o + i, g0, g1);
+        }
+    else
+        for (int i = threadIdx.x; i < C; i += LN_THREADS) {
+            const float xh = (ld(x, o + i) - mu) * rs;
+            const float g = rs * (ld(dy, o + i) * w[i] - m1 - xh * m2);
+            st(dx, o + i, acc ? ld(dx, o + i) + g : g);
+        }
 }
 
 template <typename T> struct ln_param_terms {
@@ -132,6 +171,106 @@ __global__ void gn_bwd_kernel(int rows, int H, const T *dz, const T *y, const T 
     if (lane == 0 && rk) dbeta_out[gw] = dbeta;
 }
 
+/* The same on channel pairs (lane holds 2 lane, 2 lane + 1: one 4/8-byte access per tensor and lane), for 8-byte
+ * aligned tensors. The backward walks a slice of rows per block (block (slice, h), 8 warps, warp w takes rows
+ * r0 + w, r0 + w + 8, ...) and sums its parameter terms in registers, then over the warps in a fixed order into
+ * part[slice][3][C] for colsum_final: one pass instead of two. */
+template <typename T>
+__global__ void gn_fwd2_kernel(int rows, int H, const T *y, const T *r, const T *k, const T *v, const T *g,
+                               const float *lnw, const float *lnb, const float *rk, float eps, T *z, float *mean,
+                               float *rstd) {
+    const int gw = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (gw >= rows * H) return;
+    const int h = gw % H;
+    const size_t e = (size_t)gw * HN + 2 * lane;
+    const int c = h * HN + 2 * lane;
+    const float2 yv = ld2(y, e);
+    const float mu = warp_sum(yv.x + yv.y) * (1.f / HN);
+    const float d0 = yv.x - mu, d1 = yv.y - mu;
+    const float rs = rsqrtf(warp_sum(d0 * d0 + d1 * d1) * (1.f / HN) + eps);
+    float o0 = d0 * rs * lnw[c] + lnb[c], o1 = d1 * rs * lnw[c + 1] + lnb[c + 1];
+    if (rk) {
+        const float2 rv = ld2(r, e), kv = ld2(k, e), vv = ld2(v, e);
+        const float beta = warp_sum(rv.x * kv.x * rk[c] + rv.y * kv.y * rk[c + 1]);
+        o0 += beta * vv.x, o1 += beta * vv.y;
+    }
+    if (g) {
+        const float2 gv = ld2(g, e);
+        o0 *= gv.x, o1 *= gv.y;
+    }
+    st2(z, e, o0, o1);
+    if (lane == 0) mean[gw] = mu, rstd[gw] = rs;
+}
+
+template <typename T, bool PG>
+__global__ void gn_bwd2_kernel(int rows, int H, int per, const T *dz, const T *y, const T *r, const T *k, const T *v,
+                               const T *g, const float *lnw, const float *lnb, const float *rk, const float *mean,
+                               const float *rstd, T *dy, T *dr, T *dk, T *dv, T *dg, float *part) {
+    const int h = blockIdx.y, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r0 = blockIdx.x * per, r1 = min(rows, r0 + per);
+    const int c = h * HN + 2 * lane;
+    const float lw[2] = {lnw[c], lnw[c + 1]}, lb[2] = {lnb[c], lnb[c + 1]};
+    const float rkc[2] = {rk ? rk[c] : 0.f, rk ? rk[c + 1] : 0.f};
+    float pacc[3][2] = {{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}};
+    for (int row = r0 + w; row < r1; row += 8) {
+        const int s = row * H + h;
+        const size_t e = (size_t)s * HN + 2 * lane;
+        const float mu = mean[s], rs = rstd[s];
+        const float2 yv = ld2(y, e), dzv = ld2(dz, e);
+        const float2 gv = g ? ld2(g, e) : make_float2(1.f, 1.f);
+        const float yh[2] = {(yv.x - mu) * rs, (yv.y - mu) * rs};
+        const float dzz[2] = {dzv.x, dzv.y};
+        const float dov[2] = {g ? dzv.x * gv.x : dzv.x, g ? dzv.y * gv.y : dzv.y};
+        float rr[2] = {0.f, 0.f}, kk[2] = {0.f, 0.f}, vv[2] = {0.f, 0.f}, beta = 0.f, dbeta = 0.f, m1 = 0.f, m2 = 0.f;
+        if (rk) {
+            const float2 a = ld2(r, e), b = ld2(k, e), cc = ld2(v, e);
+            rr[0] = a.x, rr[1] = a.y, kk[0] = b.x, kk[1] = b.y, vv[0] = cc.x, vv[1] = cc.y;
+        }
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            if (rk) beta += rr[q] * kk[q] * rkc[q], dbeta += dov[q] * vv[q];
+            const float d = dov[q] * lw[q];
+            m1 += d, m2 += d * yh[q];
+        }
+        beta = warp_sum(beta), dbeta = warp_sum(dbeta);
+        m1 = warp_sum(m1) * (1.f / HN), m2 = warp_sum(m2) * (1.f / HN);
+        float o_dy[2], o_dg[2];
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            o_dy[q] = rs * (dov[q] * lw[q] - m1 - yh[q] * m2);
+            o_dg[q] = dzz[q] * (yh[q] * lw[q] + lb[q] + (rk ? beta * vv[q] : 0.f));
+            if (PG) {
+                pacc[0][q] += dov[q] * yh[q];
+                pacc[1][q] += dov[q];
+                if (rk) pacc[2][q] += dbeta * rr[q] * kk[q];
+            }
+        }
+        st2(dy, e, o_dy[0], o_dy[1]);
+        if (g) st2(dg, e, o_dg[0], o_dg[1]);
+        if (rk) {
+            st2(dv, e, dov[0] * beta, dov[1] * beta);
+            st2(dr, e, dbeta * rkc[0] * kk[0], dbeta * rkc[1] * kk[1]);
+            st2(dk, e, dbeta * rkc[0] * rr[0], dbeta * rkc[1] * rr[1]);
+        }
+    }
+    if constexpr (PG) {
+        __shared__ float sh[8][3][HN];
+#pragma unroll
+        for (int t = 0; t < 3; t++) sh[w][t][2 * lane] = pacc[t][0], sh[w][t][2 * lane + 1] = pacc[t][1];
+        __syncthreads();
+        const int C = H * HN;
+        for (int i = threadIdx.x; i < 3 * HN; i += blockDim.x) {
+            const int t = i / HN, cc = i % HN;
+            float sum = 0.f;
+#pragma unroll
+            for (int ww = 0; ww < 8; ww++) sum += sh[ww][t][cc];
+            part[((size_t)blockIdx.x * 3 + t) * C + h * HN + cc] = sum;
+        }
+    }
+}
+
+static inline bool al8(const void *p) { return !((uintptr_t)p & 7); }
+
 template <typename T> struct gn_param_terms {
     const T *dz, *y, *g, *r, *k;
     const float *mean, *rstd, *dbeta;
@@ -150,7 +289,11 @@ template <typename T>
 mrw_status ln_bwd_t(int rows, int C, const void *dy, const void *x, const float *mean, const float *rstd,
                     const float *w, int acc, void *dx, float *dw, float *db, float *scratch, cudaStream_t st,
                     mrw_error *err) {
-    ln_bwd_kernel<T><<<rows, LN_THREADS, 0, st>>>(C, (const T *)dy, (const T *)x, mean, rstd, w, acc, (T *)dx);
+    if (C % 2 == 0 && !((uintptr_t)dy & 7) && !((uintptr_t)x & 7) && !((uintptr_t)dx & 7))
+        ln_bwd_kernel<T, true><<<rows, LN_THREADS, 0, st>>>(C, (const T *)dy, (const T *)x, mean, rstd, w, acc, (T *)dx);
+    else
+        ln_bwd_kernel<T, false><<<rows, LN_THREADS, 0, st>>>(C, (const T *)dy, (const T *)x, mean, rstd, w, acc,
+                                                             (T *)dx);
     if (dw || db) {
         ln_param_terms<T> f{(const T *)dy, (const T *)x, mean, rstd, C};
         colsum<2>(rows, C, f, scratch, outs<2>{{dw, db}}, st);
@@ -165,6 +308,25 @@ mrw_status gn_bwd_t(int rows, int H, const void *dz, const void *y, const void *
                     float *drk, float *scratch, cudaStream_t st, mrw_error *err) {
     const int pairs = rows * H;
     float *dbeta = scratch, *part = scratch + (((size_t)pairs + 3) & ~(size_t)3);
+    if (al8(dz) && al8(y) && al8(r) && al8(k) && al8(v) && al8(g) && al8(dy) && al8(dr) && al8(dk) && al8(dv) &&
+        al8(dg)) {
+        int slices = rows < CS_SLICES ? rows : CS_SLICES;
+        const int per = (rows + slices - 1) / slices;
+        slices = (rows + per - 1) / per;
+        const bool pg = dlnw || dlnb || (drk && rk);
+        if (pg) {
+            gn_bwd2_kernel<T, true><<<dim3(slices, H), 256, 0, st>>>(
+                rows, H, per, (const T *)dz, (const T *)y, (const T *)r, (const T *)k, (const T *)v, (const T *)g, lnw,
+                lnb, rk, mean, rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, part);
+            colsum_final<3><<<(H * HN + 255) / 256, 256, 0, st>>>(H * HN, slices, part,
+                                                                  outs<3>{{dlnw, dlnb, rk ? drk : nullptr}});
+        } else {
+            gn_bwd2_kernel<T, false><<<dim3(slices, H), 256, 0, st>>>(
+                rows, H, per, (const T *)dz, (const T *)y, (const T *)r, (const T *)k, (const T *)v, (const T *)g, lnw,
+                lnb, rk, mean, rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, part);
+        }
+        return launched("groupnorm backward", err);
+    }
     gn_bwd_kernel<T><<<(pairs + 7) / 8, 256, 0, st>>>(rows, H, (const T *)dz, (const T *)y, (const T *)r,
                                                       (const T *)k, (const T *)v, (const T *)g, lnw, lnb, rk, mean,
                                                       rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, dbeta);
@@ -190,10 +352,15 @@ extern "C" mrw_status mrw_cuda_layernorm_fwd(mrw_cuda_dtype dt, int rows, int C,
     if (rows < 1 || C < 1) return mrw_err(err, MRW_E_ARG, "layernorm (cuda): bad shape rows=%d C=%d", rows, C);
     if (!x || !w || !b || !y || !mean || !rstd) return mrw_err(err, MRW_E_ARG, "layernorm (cuda): NULL tensor");
     cudaStream_t st = (cudaStream_t)stream;
-    if (dt == MRW_CUDA_F32)
-        ln_fwd_kernel<float><<<rows, LN_THREADS, 0, st>>>(C, (const float *)x, w, b, eps, (float *)y, mean, rstd);
+    const bool v2 = C % 2 == 0 && !((uintptr_t)x & 7) && !((uintptr_t)y & 7);
+    if (dt == MRW_CUDA_F32 && v2)
+        ln_fwd_kernel<float, true><<<rows, LN_THREADS, 0, st>>>(C, (const float *)x, w, b, eps, (float *)y, mean, rstd);
+    else if (dt == MRW_CUDA_BF16 && v2)
+        ln_fwd_kernel<bf16, true><<<rows, LN_THREADS, 0, st>>>(C, (const bf16 *)x, w, b, eps, (bf16 *)y, mean, rstd);
+    else if (dt == MRW_CUDA_F32)
+        ln_fwd_kernel<float, false><<<rows, LN_THREADS, 0, st>>>(C, (const float *)x, w, b, eps, (float *)y, mean, rstd);
     else if (dt == MRW_CUDA_BF16)
-        ln_fwd_kernel<bf16><<<rows, LN_THREADS, 0, st>>>(C, (const bf16 *)x, w, b, eps, (bf16 *)y, mean, rstd);
+        ln_fwd_kernel<bf16, false><<<rows, LN_THREADS, 0, st>>>(C, (const bf16 *)x, w, b, eps, (bf16 *)y, mean, rstd);
     else
         return mrw_err(err, MRW_E_UNSUPPORTED, "layernorm (cuda): dtype %d", (int)dt);
     return launched("layernorm forward", err);
@@ -232,7 +399,16 @@ extern "C" mrw_status mrw_cuda_gn_bonus_gate_fwd(mrw_cuda_dtype dt, int rows, in
     if (!y || !lnw || !lnb || !z || !mean || !rstd) return mrw_err(err, MRW_E_ARG, "groupnorm (cuda): NULL tensor");
     cudaStream_t st = (cudaStream_t)stream;
     const unsigned grid = (unsigned)(((long long)rows * H + 7) / 8);
-    if (dt == MRW_CUDA_F32)
+    const bool v2 = al8(y) && al8(r) && al8(k) && al8(v) && al8(g) && al8(z);
+    if (v2 && dt == MRW_CUDA_F32)
+        gn_fwd2_kernel<float><<<grid, 256, 0, st>>>(rows, H, (const float *)y, (const float *)r, (const float *)k,
+                                                    (const float *)v, (const float *)g, lnw, lnb, rk, eps, (float *)z,
+                                                    mean, rstd);
+    else if (v2 && dt == MRW_CUDA_BF16)
+        gn_fwd2_kernel<bf16><<<grid, 256, 0, st>>>(rows, H, (const bf16 *)y, (const bf16 *)r, (const bf16 *)k,
+                                                   (const bf16 *)v, (const bf16 *)g, lnw, lnb, rk, eps, (bf16 *)z,
+                                                   mean, rstd);
+    else if (dt == MRW_CUDA_F32)
         gn_fwd_kernel<float><<<grid, 256, 0, st>>>(rows, H, (const float *)y, (const float *)r, (const float *)k,
                                                    (const float *)v, (const float *)g, lnw, lnb, rk, eps, (float *)z,
                                                    mean, rstd);

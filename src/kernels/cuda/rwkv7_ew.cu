@@ -1,6 +1,7 @@
 /* RWKV-7 element-wise chains (rwkv7_ew.h). Token shift / mixes and relu^2: one thread per element (grid-stride).
  * Key prep: one warp per (row, head), each lane two of the head's 64 channels (the L2 norm of k_k * kraw and
- * the dot product of its backward are warp sums). Parameter gradients: the column sums of common.cuh. */
+ * the dot product of its backward are warp sums). Parameter gradients: the column sums of common.cuh, except the
+ * key prep's backward, which sums its parameter terms in registers over a slice of rows per block (one pass). */
 #include "kernels/cuda/common.cuh"
 
 extern "C" {
@@ -69,8 +70,35 @@ template <typename T> struct kp_in {
     const float *w0, *a0, *v0, *k_k, *k_a;
 };
 
+/* lane holds channels 2 lane and 2 lane + 1 (paired accesses; the trainer's tensors are 8-byte aligned, others
+ * take kp_fwd1_kernel with lane, lane + 32) */
 template <typename T>
 __global__ void kp_fwd_kernel(int rows, int H, kp_in<T> in, T *wlog, T *k, T *v, T *a, T *b) {
+    const int gw = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (gw >= rows * H) return;
+    const int h = gw % H;
+    const size_t e = (size_t)gw * HN + 2 * lane;
+    const int c = h * HN + 2 * lane;
+    const float2 pw = ld2(in.pw, e), pa = ld2(in.pa, e), vr = ld2(in.vraw, e), kr2 = ld2(in.kraw, e);
+    st2(wlog, e, log_sigm(in.w0[c] + pw.x) - 0.5f, log_sigm(in.w0[c + 1] + pw.y) - 0.5f);
+    const float al[2] = {sigm(in.a0[c] + pa.x), sigm(in.a0[c + 1] + pa.y)};
+    if (in.pv) {
+        const float2 pv = ld2(in.pv, e), vf = ld2(in.vfirst, e);
+        st2(v, e, vr.x + (vf.x - vr.x) * sigm(in.v0[c] + pv.x), vr.y + (vf.y - vr.y) * sigm(in.v0[c + 1] + pv.y));
+    } else {
+        st2(v, e, vr.x, vr.y);
+    }
+    const float kr[2] = {kr2.x, kr2.y};
+    float kk[2] = {kr[0] * in.k_k[c], kr[1] * in.k_k[c + 1]};
+    const float inv = 1.f / fmaxf(sqrtf(warp_sum(kk[0] * kk[0] + kk[1] * kk[1])), L2_FLOOR);
+    kk[0] *= inv, kk[1] *= inv;
+    st2(k, e, kr[0] * (1.f + (al[0] - 1.f) * in.k_a[c]), kr[1] * (1.f + (al[1] - 1.f) * in.k_a[c + 1]));
+    st2(a, e, -kk[0], -kk[1]);
+    st2(b, e, kk[0] * al[0], kk[1] * al[1]);
+}
+
+template <typename T>
+__global__ void kp_fwd1_kernel(int rows, int H, kp_in<T> in, T *wlog, T *k, T *v, T *a, T *b) {
     const int gw = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (gw >= rows * H) return;
     const int h = gw % H;
@@ -106,83 +134,200 @@ template <typename T> struct kp_grad {
     float *dvfirst;
 };
 
+
+/* Token shift + mixes on pairs of columns (C even): the same formulas as mix_fwd_kernel / mix_bwd_kernel, with
+ * 4- or 8-byte accesses. The backward is fused with its parameter column sums: block (slice, column chunk of 64)
+ * walks a slice of rows with 8 rows in flight, each thread keeping its two columns' nq sums in registers; the 8
+ * partial sums are added in a fixed order into part[slice][q][C] for colsum_final (deterministic). */
 template <typename T>
-__global__ void kp_bwd_kernel(int rows, int H, kp_in<T> in, kp_grad<T> g, float *stats) {
-    const int gw = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (gw >= rows * H) return;
-    const int h = gw % H;
-    const size_t o = (size_t)gw * HN;
-    float kr[2], kk[2], al[2], dkh[2], ss = 0.f;
-#pragma unroll
-    for (int q = 0; q < 2; q++) {
-        const size_t e = o + lane + 32 * q;
-        const int c = h * HN + lane + 32 * q;
-        kr[q] = ld(in.kraw, e);
-        kk[q] = kr[q] * in.k_k[c];
-        ss += kk[q] * kk[q];
-        al[q] = sigm(in.a0[c] + ld(in.pa, e));
-    }
-    const float nrm = sqrtf(warp_sum(ss)), inv = 1.f / fmaxf(nrm, L2_FLOOR);
-    float dot = 0.f;
-#pragma unroll
-    for (int q = 0; q < 2; q++) {
-        const size_t e = o + lane + 32 * q;
-        kk[q] *= inv; /* khat */
-        dkh[q] = -ld(g.da, e) + ld(g.db, e) * al[q];
-        dot += dkh[q] * kk[q];
-    }
-    dot = warp_sum(dot);
-    if (lane == 0) stats[2 * (size_t)gw] = dot, stats[2 * (size_t)gw + 1] = nrm;
-#pragma unroll
-    for (int q = 0; q < 2; q++) {
-        const size_t e = o + lane + 32 * q;
-        const int c = h * HN + lane + 32 * q;
-        const float dkt = ld(g.dk, e) + (g.dk2 ? ld(g.dk2, e) : 0.f);
-        const float dvt = ld(g.dv, e) + (g.dv2 ? ld(g.dv2, e) : 0.f);
-        const float dkap = nrm > L2_FLOOR ? (dkh[q] - kk[q] * dot) / nrm : dkh[q] / L2_FLOOR;
-        st(g.dkraw, e, dkt * (1.f + (al[q] - 1.f) * in.k_a[c]) + dkap * in.k_k[c]);
-        const float dal = ld(g.db, e) * kk[q] + dkt * kr[q] * in.k_a[c];
-        st(g.dpa, e, dal * al[q] * (1.f - al[q]));
-        st(g.dpw, e, ld(g.dwlog, e) * (1.f - sigm(in.w0[c] + ld(in.pw, e))));
-        if (in.pv) {
-            const float gt = sigm(in.v0[c] + ld(in.pv, e)), vr = ld(in.vraw, e);
-            g.dvfirst[e] += dvt * gt;
-            st(g.dpv, e, dvt * (ld(in.vfirst, e) - vr) * gt * (1.f - gt));
-            st(g.dvraw, e, dvt * (1.f - gt));
-        } else {
-            st(g.dvraw, e, dvt + (g.dvfirst ? g.dvfirst[e] : 0.f));
-        }
-        if (g.dr && g.dr2) st(g.dr, e, ld(g.dr, e) + ld(g.dr2, e));
+__global__ void mix_fwd2_kernel(size_t n2, int T_, int C, int nq, const T *x, mix_ptrs<T> p) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n2; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t e = 2 * i, r = e / C;
+        const int c = (int)(e % C);
+        const float2 cur = ld2(x, e), prev = r % T_ ? ld2(x, e - C) : make_float2(0.f, 0.f);
+        for (int q = 0; q < nq; q++)
+            st2(p.o[q], e, cur.x + (prev.x - cur.x) * p.m[q][c], cur.y + (prev.y - cur.y) * p.m[q][c + 1]);
     }
 }
 
-/* Parameter terms: w0 <- dpw, a0 <- dpa, v0 <- dpv, k_a <- dk kraw (alpha - 1), k_k <- dkappa kraw, all recomputed
- * here in fp32 from the inputs (not read back from the bf16-rounded dpw / dpa / dpv). */
-template <typename T> struct kp_param_terms {
-    kp_in<T> in;
-    kp_grad<T> g;
-    const float *stats;
-    int H;
-    __device__ void operator()(int r, int c, float acc[5]) const {
-        const size_t e = (size_t)r * H * HN + c;
-        const int s = r * H + c / HN;
-        acc[0] += ld(g.dwlog, e) * (1.f - sigm(in.w0[c] + ld(in.pw, e)));
-        const float kr = ld(in.kraw, e), al = sigm(in.a0[c] + ld(in.pa, e));
-        const float dkt = ld(g.dk, e) + (g.dk2 ? ld(g.dk2, e) : 0.f);
-        const float dot = stats[2 * (size_t)s], nrm = stats[2 * (size_t)s + 1];
-        const float kh = kr * in.k_k[c] / fmaxf(nrm, L2_FLOOR);
-        acc[1] += (ld(g.db, e) * kh + dkt * kr * in.k_a[c]) * al * (1.f - al);
-        if (in.pv) {
-            const float gt = sigm(in.v0[c] + ld(in.pv, e));
-            const float dvt = ld(g.dv, e) + (g.dv2 ? ld(g.dv2, e) : 0.f);
-            acc[2] += dvt * (ld(in.vfirst, e) - ld(in.vraw, e)) * gt * (1.f - gt);
-        }
-        acc[3] += dkt * kr * (al - 1.f);
-        const float dkh = -ld(g.da, e) + ld(g.db, e) * al;
-        const float dkap = nrm > L2_FLOOR ? (dkh - kh * dot) / nrm : dkh / L2_FLOOR;
-        acc[4] += dkap * kr;
+template <typename T, bool PG>
+__global__ void mix_bwd2_kernel(int rows, int T_, int C, int nq, int acc, int per, const T *x, T *dx, mix_ptrs<T> p,
+                                float *part) {
+    const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+    const int r0 = blockIdx.x * per, r1 = min(rows, r0 + per);
+    const int c = blockIdx.y * 64 + 2 * tx;
+    const bool valid = c < C;
+    float m[MRW_CUDA_MIX_MAX][2], pacc[MRW_CUDA_MIX_MAX][2];
+#pragma unroll
+    for (int q = 0; q < MRW_CUDA_MIX_MAX; q++) {
+        m[q][0] = m[q][1] = pacc[q][0] = pacc[q][1] = 0.f;
+        if (q < nq && valid) m[q][0] = p.m[q][c], m[q][1] = p.m[q][c + 1];
     }
-};
+    if (valid)
+        for (int r = r0 + ty; r < r1; r += 8) {
+            const size_t e = (size_t)r * C + c;
+            const bool next = (r + 1) % T_ != 0, prev = r % T_ != 0;
+            float2 sum = acc ? ld2(dx, e) : make_float2(0.f, 0.f);
+            float2 diff = make_float2(0.f, 0.f);
+            if (PG) {
+                const float2 xc = ld2(x, e), xp = prev ? ld2(x, e - C) : make_float2(0.f, 0.f);
+                diff = make_float2(xp.x - xc.x, xp.y - xc.y);
+            }
+#pragma unroll
+            for (int q = 0; q < MRW_CUDA_MIX_MAX; q++) {
+                if (q >= nq) break;
+                const float2 d = ld2(p.d[q], e);
+                sum.x += d.x * (1.f - m[q][0]), sum.y += d.y * (1.f - m[q][1]);
+                if (next) {
+                    const float2 dn = ld2(p.d[q], e + C);
+                    sum.x += dn.x * m[q][0], sum.y += dn.y * m[q][1];
+                }
+                if (PG) pacc[q][0] += d.x * diff.x, pacc[q][1] += d.y * diff.y;
+            }
+            st2(dx, e, sum.x, sum.y);
+        }
+    if constexpr (PG) {
+        __shared__ float sh[8][MRW_CUDA_MIX_MAX][64];
+#pragma unroll
+        for (int q = 0; q < MRW_CUDA_MIX_MAX; q++) sh[ty][q][2 * tx] = pacc[q][0], sh[ty][q][2 * tx + 1] = pacc[q][1];
+        __syncthreads();
+        for (int i = threadIdx.x; i < nq * 64; i += blockDim.x) {
+            const int q = i / 64, cc = blockIdx.y * 64 + i % 64;
+            if (cc >= C) continue;
+            float sum = 0.f;
+#pragma unroll
+            for (int y = 0; y < 8; y++) sum += sh[y][q][i % 64];
+            part[((size_t)blockIdx.x * MRW_CUDA_MIX_MAX + q) * C + cc] = sum;
+        }
+    }
+}
+
+template <typename T> __global__ void relu2_fwd2_kernel(size_t n2, const T *h, T *act) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n2; i += (size_t)gridDim.x * blockDim.x) {
+        const float2 v = ld2(h, 2 * i);
+        const float a = fmaxf(v.x, 0.f), b = fmaxf(v.y, 0.f);
+        st2(act, 2 * i, a * a, b * b);
+    }
+}
+template <typename T> __global__ void relu2_bwd2_kernel(size_t n2, const T *h, T *d) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n2; i += (size_t)gridDim.x * blockDim.x) {
+        const float2 v = ld2(h, 2 * i), g = ld2(d, 2 * i);
+        st2(d, 2 * i, g.x * 2.f * fmaxf(v.x, 0.f), g.y * 2.f * fmaxf(v.y, 0.f));
+    }
+}
+
+/* Block (slice, h): 8 warps walk the rows of one slice for head h (warp w takes rows r0 + w, r0 + w + 8, ...), lane
+ * owns channels 2 lane and 2 lane + 1 of the head. With PG, the five parameter-gradient terms are summed per lane
+ * in registers over the slice's rows, then over the 8 warps in a fixed order, into part[slice][5][C] (fp32 terms
+ * computed from the same fp32 values as the outputs, not read back from them); colsum_final adds the slices. */
+template <typename T, bool PG>
+__global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, kp_grad<T> g, float *part) {
+    const int h = blockIdx.y, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r0 = blockIdx.x * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
+    const int c0 = h * HN + 2 * lane;
+    float pacc[5][2];
+#pragma unroll
+    for (int t = 0; t < 5; t++) pacc[t][0] = pacc[t][1] = 0.f;
+    float w0[2], a0[2], kkp[2], kap[2], v0[2] = {0.f, 0.f};
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+        w0[q] = in.w0[c0 + q], a0[q] = in.a0[c0 + q], kkp[q] = in.k_k[c0 + q], kap[q] = in.k_a[c0 + q];
+        if (in.pv) v0[q] = in.v0[c0 + q];
+    }
+    for (int r = r0 + w; r < r1; r += 8) {
+        const size_t e = ((size_t)r * H + h) * HN + 2 * lane;
+        const float2 kr2 = ld2(in.kraw, e), pa2 = ld2(in.pa, e), da2 = ld2(g.da, e), db2 = ld2(g.db, e);
+        const float kr[2] = {kr2.x, kr2.y}, pa[2] = {pa2.x, pa2.y}, da[2] = {da2.x, da2.y}, db[2] = {db2.x, db2.y};
+        float kk[2], al[2], dkh[2], ss = 0.f;
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            kk[q] = kr[q] * kkp[q];
+            ss += kk[q] * kk[q];
+            al[q] = sigm(a0[q] + pa[q]);
+        }
+        const float nrm = sqrtf(warp_sum(ss)), inv = 1.f / fmaxf(nrm, L2_FLOOR);
+        float dot = 0.f;
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            kk[q] *= inv; /* khat */
+            dkh[q] = -da[q] + db[q] * al[q];
+            dot += dkh[q] * kk[q];
+        }
+        dot = warp_sum(dot);
+        const float2 dk2 = ld2(g.dk, e), dv2 = ld2(g.dv, e), dw2 = ld2(g.dwlog, e), pw2 = ld2(in.pw, e);
+        float dkt[2] = {dk2.x, dk2.y}, dvt[2] = {dv2.x, dv2.y};
+        if (g.dk2) {
+            const float2 b = ld2(g.dk2, e);
+            dkt[0] += b.x, dkt[1] += b.y;
+        }
+        if (g.dv2) {
+            const float2 b = ld2(g.dv2, e);
+            dvt[0] += b.x, dvt[1] += b.y;
+        }
+        const float dwl[2] = {dw2.x, dw2.y}, pw[2] = {pw2.x, pw2.y};
+        float o_dkraw[2], o_dpa[2], o_dpw[2];
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const float dkap = nrm > L2_FLOOR ? (dkh[q] - kk[q] * dot) / nrm : dkh[q] / L2_FLOOR;
+            o_dkraw[q] = dkt[q] * (1.f + (al[q] - 1.f) * kap[q]) + dkap * kkp[q];
+            const float dal = db[q] * kk[q] + dkt[q] * kr[q] * kap[q];
+            o_dpa[q] = dal * al[q] * (1.f - al[q]);
+            o_dpw[q] = dwl[q] * (1.f - sigm(w0[q] + pw[q]));
+            if (PG) {
+                pacc[0][q] += o_dpw[q];
+                pacc[1][q] += o_dpa[q];
+                pacc[3][q] += dkt[q] * kr[q] * (al[q] - 1.f);
+                pacc[4][q] += dkap * kr[q];
+            }
+        }
+        st2(g.dkraw, e, o_dkraw[0], o_dkraw[1]);
+        st2(g.dpa, e, o_dpa[0], o_dpa[1]);
+        st2(g.dpw, e, o_dpw[0], o_dpw[1]);
+        if (in.pv) {
+            const float2 pv2 = ld2(in.pv, e), vr2 = ld2(in.vraw, e), vf2 = ld2(in.vfirst, e);
+            const float pv[2] = {pv2.x, pv2.y}, vr[2] = {vr2.x, vr2.y}, vf[2] = {vf2.x, vf2.y};
+            float2 dvf = *(float2 *)(g.dvfirst + e);
+            float o_dpv[2], o_dvr[2];
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const float gt = sigm(v0[q] + pv[q]);
+                o_dpv[q] = dvt[q] * (vf[q] - vr[q]) * gt * (1.f - gt);
+                o_dvr[q] = dvt[q] * (1.f - gt);
+                if (PG) pacc[2][q] += o_dpv[q];
+                if (q == 0) dvf.x += dvt[q] * gt;
+                else dvf.y += dvt[q] * gt;
+            }
+            *(float2 *)(g.dvfirst + e) = dvf;
+            st2(g.dpv, e, o_dpv[0], o_dpv[1]);
+            st2(g.dvraw, e, o_dvr[0], o_dvr[1]);
+        } else {
+            float a = dvt[0], b = dvt[1];
+            if (g.dvfirst) {
+                const float2 f = *(const float2 *)(g.dvfirst + e);
+                a += f.x, b += f.y;
+            }
+            st2(g.dvraw, e, a, b);
+        }
+        if (g.dr && g.dr2) {
+            const float2 x = ld2(g.dr, e), y = ld2(g.dr2, e);
+            st2(g.dr, e, x.x + y.x, x.y + y.y);
+        }
+    }
+    if constexpr (PG) {
+        __shared__ float sh[8][5][HN];
+#pragma unroll
+        for (int t = 0; t < 5; t++) sh[w][t][2 * lane] = pacc[t][0], sh[w][t][2 * lane + 1] = pacc[t][1];
+        __syncthreads();
+        const int C = H * HN;
+        for (int i = threadIdx.x; i < 5 * HN; i += blockDim.x) {
+            const int t = i / HN, c = i % HN;
+            float sum = 0.f;
+#pragma unroll
+            for (int ww = 0; ww < 8; ww++) sum += sh[ww][t][c];
+            part[((size_t)blockIdx.x * 5 + t) * C + h * HN + c] = sum;
+        }
+    }
+}
 
 template <typename T> kp_in<T> cast_in(const mrw_cuda_keyprep_in *p) {
     return kp_in<T>{(const T *)p->pw, (const T *)p->pa, (const T *)p->pv, (const T *)p->kraw, (const T *)p->vraw,
@@ -192,8 +337,14 @@ template <typename T> kp_in<T> cast_in(const mrw_cuda_keyprep_in *p) {
 template <typename T>
 mrw_status kp_fwd_t(int rows, int H, const mrw_cuda_keyprep_in *in, void *wlog, void *k, void *v, void *a, void *b,
                     cudaStream_t st, mrw_error *err) {
-    kp_fwd_kernel<T><<<(unsigned)(((long long)rows * H + 7) / 8), 256, 0, st>>>(rows, H, cast_in<T>(in), (T *)wlog,
-                                                                                (T *)k, (T *)v, (T *)a, (T *)b);
+    const unsigned grid = (unsigned)(((long long)rows * H + 7) / 8);
+    const void *ptrs[] = {in->pw, in->pa, in->pv, in->kraw, in->vraw, in->vfirst, wlog, k, v, a, b};
+    bool al = true;
+    for (const void *q : ptrs) al &= !((uintptr_t)q & 7);
+    if (al)
+        kp_fwd_kernel<T><<<grid, 256, 0, st>>>(rows, H, cast_in<T>(in), (T *)wlog, (T *)k, (T *)v, (T *)a, (T *)b);
+    else
+        kp_fwd1_kernel<T><<<grid, 256, 0, st>>>(rows, H, cast_in<T>(in), (T *)wlog, (T *)k, (T *)v, (T *)a, (T *)b);
     return launched("keyprep forward", err);
 }
 
@@ -205,12 +356,17 @@ mrw_status kp_bwd_t(int rows, int H, const mrw_cuda_keyprep_in *in, const mrw_cu
                  (T *)gp->dpw, (T *)gp->dpa, (T *)gp->dpv, (T *)gp->dkraw, (T *)gp->dvraw, gp->dvfirst};
     const kp_in<T> ki = cast_in<T>(in);
     const size_t pairs = (size_t)rows * H;
-    float *stats = scratch, *part = scratch + 2 * pairs;
-    kp_bwd_kernel<T><<<(unsigned)((pairs + 7) / 8), 256, 0, st>>>(rows, H, ki, g, stats);
-    if (gp->dw0 || gp->da0 || gp->dv0 || gp->dk_k || gp->dk_a) {
-        kp_param_terms<T> f{ki, g, stats, H};
-        colsum<5>(rows, H * HN, f, part, outs<5>{{gp->dw0, gp->da0, in->pv ? gp->dv0 : nullptr, gp->dk_a, gp->dk_k}},
-                  st);
+    float *part = scratch + 2 * pairs; /* (the first 2 rows*H floats are no longer used) */
+    int slices = rows < CS_SLICES ? rows : CS_SLICES;
+    const int per = (rows + slices - 1) / slices;
+    slices = (rows + per - 1) / per;
+    const bool pg = gp->dw0 || gp->da0 || gp->dv0 || gp->dk_k || gp->dk_a;
+    if (pg) {
+        kp_bwd_kernel<T, true><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
+        colsum_final<5><<<(H * HN + 255) / 256, 256, 0, st>>>(
+            H * HN, slices, part, outs<5>{{gp->dw0, gp->da0, in->pv ? gp->dv0 : nullptr, gp->dk_a, gp->dk_k}});
+    } else {
+        kp_bwd_kernel<T, false><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
     }
     return launched("keyprep backward", err);
 }
@@ -232,7 +388,12 @@ mrw_status mix_fwd_t(int B, int T_, int C, int nq, const void *x, const float *c
     mix_ptrs<T> p = {};
     for (int q = 0; q < nq; q++) p.m[q] = mix[q], p.o[q] = (T *)out[q];
     const size_t n = (size_t)B * T_ * C;
-    mix_fwd_kernel<T><<<grid_for(n, 256), 256, 0, st>>>(n, T_, C, nq, (const T *)x, p);
+    bool al = !((uintptr_t)x & 7);
+    for (int q = 0; q < nq; q++) al &= !((uintptr_t)out[q] & 7);
+    if (C % 2 == 0 && al)
+        mix_fwd2_kernel<T><<<grid_for(n / 2, 256), 256, 0, st>>>(n / 2, T_, C, nq, (const T *)x, p);
+    else
+        mix_fwd_kernel<T><<<grid_for(n, 256), 256, 0, st>>>(n, T_, C, nq, (const T *)x, p);
     return launched("token mix forward", err);
 }
 
@@ -250,6 +411,22 @@ mrw_status mix_bwd_t(int B, int T_, int C, int nq, const void *x, const float *c
         any |= o.p[q] != nullptr;
     }
     const size_t n = (size_t)B * T_ * C;
+    bool al = !((uintptr_t)x & 7) && !((uintptr_t)dx & 7);
+    for (int q = 0; q < nq; q++) al &= !((uintptr_t)dout[q] & 7);
+    if (C % 2 == 0 && al) { /* fused: dx and the parameter sums in one pass */
+        const int rows = B * T_;
+        int slices = rows < CS_SLICES ? rows : CS_SLICES;
+        const int per = (rows + slices - 1) / slices;
+        slices = (rows + per - 1) / per;
+        const dim3 grid(slices, (C + 63) / 64);
+        if (any) {
+            mix_bwd2_kernel<T, true><<<grid, 256, 0, st>>>(rows, T_, C, nq, acc, per, (const T *)x, (T *)dx, p, scratch);
+            colsum_final<MRW_CUDA_MIX_MAX><<<(C + 255) / 256, 256, 0, st>>>(C, slices, scratch, o);
+        } else {
+            mix_bwd2_kernel<T, false><<<grid, 256, 0, st>>>(rows, T_, C, nq, acc, per, (const T *)x, (T *)dx, p, scratch);
+        }
+        return launched("token mix backward", err);
+    }
     mix_bwd_kernel<T><<<grid_for(n, 256), 256, 0, st>>>(n, T_, C, nq, acc, (T *)dx, p);
     if (any) {
         f.x = (const T *)x, f.T_ = T_, f.C = C, f.nq = nq;
@@ -337,6 +514,12 @@ extern "C" mrw_status mrw_cuda_keyprep_bwd(mrw_cuda_dtype dt, int rows, int H, c
     if (!g || !g->dwlog || !g->dk || !g->dv || !g->da || !g->db || !g->dpw || !g->dpa || !g->dkraw || !g->dvraw ||
         !scratch || (in->pv && (!g->dpv || !g->dvfirst)))
         return mrw_err(err, MRW_E_ARG, "keyprep backward (cuda): NULL gradient tensor or scratch");
+    const void *ptrs[] = {in->pw, in->pa, in->pv, in->kraw, in->vraw, in->vfirst, g->dwlog, g->dk, g->dv, g->da,
+                          g->db, g->dk_bonus, g->dv_bonus, g->dr_bonus, g->dr, g->dpw, g->dpa, g->dpv, g->dkraw,
+                          g->dvraw, g->dvfirst};
+    for (const void *q : ptrs)
+        if ((uintptr_t)q & 7)
+            return mrw_err(err, MRW_E_ARG, "keyprep backward (cuda): tensors must be 8-byte aligned");
     cudaStream_t st = (cudaStream_t)stream;
     DT_DISPATCH("keyprep backward", kp_bwd_t<float>(rows, H, in, g, scratch, st, err),
                 kp_bwd_t<bf16>(rows, H, in, g, scratch, st, err));
@@ -346,7 +529,12 @@ extern "C" mrw_status mrw_cuda_relu2_fwd(mrw_cuda_dtype dt, size_t n, const void
                                          mrw_error *err) {
     if (!n || !h || !act) return mrw_err(err, MRW_E_ARG, "relu2 (cuda): bad arguments");
     cudaStream_t st = (cudaStream_t)stream;
-    if (dt == MRW_CUDA_F32)
+    const bool pairs = n % 2 == 0 && !((uintptr_t)h & 7) && !((uintptr_t)act & 7);
+    if (dt == MRW_CUDA_F32 && pairs)
+        relu2_fwd2_kernel<float><<<grid_for(n / 2, 256), 256, 0, st>>>(n / 2, (const float *)h, (float *)act);
+    else if (dt == MRW_CUDA_BF16 && pairs)
+        relu2_fwd2_kernel<bf16><<<grid_for(n / 2, 256), 256, 0, st>>>(n / 2, (const bf16 *)h, (bf16 *)act);
+    else if (dt == MRW_CUDA_F32)
         relu2_fwd_kernel<float><<<grid_for(n, 256), 256, 0, st>>>(n, (const float *)h, (float *)act);
     else if (dt == MRW_CUDA_BF16)
         relu2_fwd_kernel<bf16><<<grid_for(n, 256), 256, 0, st>>>(n, (const bf16 *)h, (bf16 *)act);
@@ -359,7 +547,12 @@ extern "C" mrw_status mrw_cuda_relu2_bwd(mrw_cuda_dtype dt, size_t n, const void
                                          mrw_error *err) {
     if (!n || !h || !d) return mrw_err(err, MRW_E_ARG, "relu2 backward (cuda): bad arguments");
     cudaStream_t st = (cudaStream_t)stream;
-    if (dt == MRW_CUDA_F32)
+    const bool pairs = n % 2 == 0 && !((uintptr_t)h & 7) && !((uintptr_t)d & 7);
+    if (dt == MRW_CUDA_F32 && pairs)
+        relu2_bwd2_kernel<float><<<grid_for(n / 2, 256), 256, 0, st>>>(n / 2, (const float *)h, (float *)d);
+    else if (dt == MRW_CUDA_BF16 && pairs)
+        relu2_bwd2_kernel<bf16><<<grid_for(n / 2, 256), 256, 0, st>>>(n / 2, (const bf16 *)h, (bf16 *)d);
+    else if (dt == MRW_CUDA_F32)
         relu2_bwd_kernel<float><<<grid_for(n, 256), 256, 0, st>>>(n, (const float *)h, (float *)d);
     else if (dt == MRW_CUDA_BF16)
         relu2_bwd_kernel<bf16><<<grid_for(n, 256), 256, 0, st>>>(n, (const bf16 *)h, (bf16 *)d);

@@ -59,6 +59,7 @@ typedef struct {
 } mrw_cuda_keyprep_grad;
 
 size_t mrw_cuda_keyprep_bwd_scratch(int rows, int H); /* floats */
+/* (every tensor 8-byte aligned: MRW_E_ARG otherwise; the other calls also run on unaligned tensors, slower) */
 mrw_status mrw_cuda_keyprep_bwd(mrw_cuda_dtype dt, int rows, int H, const mrw_cuda_keyprep_in *in,
                                 const mrw_cuda_keyprep_grad *g, float *scratch, void *stream, mrw_error *err);
 

@@ -1,0 +1,192 @@
+/* The GPU decoder (src/kernels/cuda/rwkv7_decode_gpu.h) against the CPU model's RNN mode (mrw_eval_tokens with
+ * n = 1, exact context, one thread) on tiny random models with the same weights: the model is created with bf16
+ * big matrices (mrw_model_new_random; its LoRA matrices and vectors are f32, which the GPU keeps too), so both
+ * sides hold identical weights and differ only in the order of fp32 sums.
+ *     make CUDA=1 && make CUDA=1 build-cuda/tests/cuda/test_decode_gpu && build-cuda/tests/cuda/test_decode_gpu [--quick]
+ * Rows (one per case and quantity; max err = max|gpu - cpu| / max|cpu| over every step and sequence, norm err the
+ * same with 2-norms, worst step):
+ *   logits   the next-token logits of every step of every sequence
+ *   state    the whole state (token-shift vectors and WKV matrices) of every sequence after the last step
+ *   graph    the logits of a decoder replaying the CUDA graph against one launching kernels one by one: bit-equal
+ * Cases: B = 1 from the zero state; B = 3 whose sequences start from states prefilled on the CPU (different prompts
+ * through mrw_state_data -> mrw_decode_gpu_set_state) and read different tokens; an odd width (C = 192, three
+ * heads). Then argument checks (token outside the vocabulary, batch beyond the allocation, head size 32, wrong
+ * state size). Tolerance 1e-4 (max and norm err; measured worst in docs/CUDA.md). Exit status 0 only if every
+ * row passes. --quick: fewer steps (for compute-sanitizer). */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+extern "C" {
+#include "kernels/cuda/rwkv7_decode_gpu.h"
+#include "models/rwkv7.h"
+}
+
+static int g_fail = 0, g_rows = 0;
+static const double TOL = 1e-4;
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(uint32_t n) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(g_rng >> 33) % n;
+}
+
+/* max|a-b|, max|b|, sum (a-b)^2, sum b^2 */
+struct errs {
+    double md = 0, mr = 0, sd = 0, sr = 0;
+    void add(const float *a, const float *b, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs((double)a[i] - b[i]);
+            if (!(d == d)) d = INFINITY;
+            md = fmax(md, d), mr = fmax(mr, fabs((double)b[i]));
+            sd += d * d, sr += (double)b[i] * b[i];
+        }
+    }
+    double max_err() const { return mr > 0 ? md / mr : md; }
+    double norm_err() const { return sr > 0 ? sqrt(sd / sr) : sqrt(sd); }
+};
+
+static void row(const char *what, const char *cs, double me, double ne, double tol) {
+    int ok = me <= tol && ne <= tol;
+    g_rows++;
+    g_fail += !ok;
+    printf("| %-8s | %-34s | %9.2e | %9.2e | %7.0e | %s |\n", what, cs, me, ne, tol, ok ? "pass" : "FAIL");
+}
+
+static void check(const char *what, const char *cs, int ok) {
+    g_rows++;
+    g_fail += !ok;
+    printf("| %-8s | %-34s | %9s | %9s | %7s | %s |\n", what, cs, "-", "-", "-", ok ? "pass" : "FAIL");
+}
+
+static int run_case(int L, int C, int F, int V, int B, int steps, int prefill, uint64_t seed) {
+    char cs[64];
+    snprintf(cs, sizeof cs, "L%d C%d F%d V%d B%d %dst%s", L, C, F, V, B, steps, prefill ? " prefilled" : "");
+    mrw_error err = {};
+    mrw_rwkv7_config cfg = {L, C, 64, F, V, 0, 0, 0, 0};
+    mrw_model *m = NULL;
+    if (mrw_model_new_random(&cfg, MRW_DT_BF16, seed, &m, &err)) {
+        printf("model: %s\n", err.msg);
+        return 1;
+    }
+    mrw_context_params cp = mrw_context_params_default();
+    cp.n_threads = 1;
+    cp.exact = 1;
+    mrw_context *ctx = NULL;
+    if (mrw_context_new(m, &cp, &ctx, &err)) {
+        printf("context: %s\n", err.msg);
+        return 1;
+    }
+    mrw_decode_gpu *g = NULL, *g2 = NULL;
+    if (mrw_decode_gpu_from_model(m, B, &g, &err) || mrw_decode_gpu_from_model(m, B, &g2, &err)) {
+        printf("gpu: %s\n", err.msg);
+        return 1;
+    }
+    mrw_decode_gpu_set_graph(g2, 0);
+    std::vector<mrw_state *> st(B);
+    const size_t nsf = mrw_decode_gpu_state_floats(g);
+    for (int b = 0; b < B; b++) {
+        st[b] = mrw_state_new(m);
+        if (prefill) {
+            std::vector<int32_t> p(3 + 2 * b);
+            for (auto &t : p) t = rnd(V);
+            std::vector<float> lg(V);
+            mrw_eval_tokens(ctx, st[b], p.data(), (int)p.size(), MRW_LOGITS_LAST, lg.data(), &err);
+            size_t n;
+            float *d = mrw_state_data(st[b], &n);
+            if (n != nsf || mrw_decode_gpu_set_state(g, b, d, n, &err) || mrw_decode_gpu_set_state(g2, b, d, n, &err)) {
+                printf("state: %s\n", err.msg);
+                return 1;
+            }
+        }
+    }
+    std::vector<float> lc((size_t)V), lgpu((size_t)B * V), lgpu2((size_t)B * V);
+    std::vector<int32_t> tok(B);
+    double worst_n = 0, worst_m = 0;
+    int graph_equal = 1;
+    for (int s = 0; s < steps; s++) {
+        for (int b = 0; b < B; b++) tok[b] = rnd(V);
+        if (mrw_decode_gpu_step(g, tok.data(), B, lgpu.data(), &err) ||
+            mrw_decode_gpu_step(g2, tok.data(), B, lgpu2.data(), &err)) {
+            printf("step: %s\n", err.msg);
+            return 1;
+        }
+        graph_equal &= memcmp(lgpu.data(), lgpu2.data(), lgpu.size() * sizeof(float)) == 0;
+        for (int b = 0; b < B; b++) {
+            mrw_eval_tokens(ctx, st[b], &tok[b], 1, MRW_LOGITS_LAST, lc.data(), &err);
+            errs e1;
+            e1.add(lgpu.data() + (size_t)b * V, lc.data(), V);
+            worst_m = fmax(worst_m, e1.max_err()), worst_n = fmax(worst_n, e1.norm_err());
+        }
+    }
+    row("logits", cs, worst_m, worst_n, TOL);
+    double sm = 0, sn = 0;
+    std::vector<float> gs(nsf);
+    for (int b = 0; b < B; b++) {
+        size_t n;
+        float *d = mrw_state_data(st[b], &n);
+        mrw_decode_gpu_get_state(g, b, gs.data(), nsf, &err);
+        errs e1;
+        e1.add(gs.data(), d, n);
+        sm = fmax(sm, e1.max_err()), sn = fmax(sn, e1.norm_err());
+    }
+    row("state", cs, sm, sn, TOL);
+    check("graph", cs, graph_equal);
+    for (auto p : st) mrw_state_free(p);
+    mrw_decode_gpu_free(g);
+    mrw_decode_gpu_free(g2);
+    mrw_context_free(ctx);
+    mrw_model_free(m);
+    return 0;
+}
+
+static void arg_checks(void) {
+    mrw_error err = {};
+    mrw_decode_gpu_shape sh = {1, 128, 64, 256, 100, 32, 32, 32, 32};
+    mrw_decode_gpu *g = NULL;
+    if (mrw_decode_gpu_new(&sh, 2, &g, &err)) {
+        printf("new: %s\n", err.msg);
+        g_fail++;
+        return;
+    }
+    int32_t t[3] = {5, 100, 7};
+    check("args", "token 100 outside V 100", mrw_decode_gpu_step(g, t, 2, NULL, &err) == MRW_E_ARG);
+    printf("      %s\n", err.msg);
+    check("args", "batch 3 > max 2", mrw_decode_gpu_step(g, t, 3, NULL, &err) == MRW_E_ARG);
+    float x[4] = {0};
+    check("args", "wrong state size", mrw_decode_gpu_set_state(g, 0, x, 4, &err) == MRW_E_ARG);
+    check("args", "wrong tensor size", mrw_decode_gpu_set(g, MRW_DG_WR, 0, x, 4, &err) == MRW_E_ARG);
+    t[1] = 9;
+    check("args", "valid step after errors", mrw_decode_gpu_step(g, t, 2, NULL, &err) == MRW_OK);
+    mrw_decode_gpu_free(g);
+    sh.head_size = 32;
+    check("args", "head size 32", mrw_decode_gpu_new(&sh, 1, &g, &err) == MRW_E_ARG && !g);
+    printf("      %s\n", err.msg);
+}
+
+int main(int argc, char **argv) {
+    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int dev = 0;
+    if (cudaGetDeviceCount(&dev) != cudaSuccess || dev < 1) {
+        printf("no CUDA device\n");
+        return 1;
+    }
+    cudaDeviceProp p;
+    cudaGetDeviceProperties(&p, 0);
+    printf("device: %s\n", p.name);
+    printf("| what     | case                               | max err   | norm err  | tol     | ok   |\n");
+    printf("|---|---|---|---|---|---|\n");
+    int n = quick ? 4 : 16;
+    if (run_case(2, 128, 512, 300, 1, n, 0, 11)) g_fail++;
+    if (run_case(2, 128, 512, 300, 3, n, 1, 12)) g_fail++;
+    if (run_case(3, 192, 448, 1000, 2, quick ? 3 : 10, 1, 13)) g_fail++;
+    if (!quick && run_case(2, 256, 1024, 65536, 1, 6, 1, 14)) g_fail++;
+    arg_checks();
+    printf("%d of %d rows passed\n", g_rows - g_fail, g_rows);
+    return g_fail ? 1 : 0;
+}
