@@ -135,7 +135,8 @@ $(BUILD)/obj/%.o: %.cu
 # The host C files they link (error reporting, the GPU trainer's parameter table, and the CPU trainer that
 # test_train_gpu checks the GPU trainer against) are compiled for baseline x86-64 (no -march=native: the GPU
 # machine's processor may differ) into obj-cuhost/, with libgomp linked statically.
-CU_HOST_SRC := src/base/error.c src/train/params.c src/train/optim.c src/train/rwkv7_train.c src/train/wkv7_train.c \
+CU_HOST_SRC := src/base/error.c src/train/params.c src/train/optim.c src/train/rwkv7_train.c src/train/rwkv7_layout.c \
+               src/train/wkv7_train.c \
                src/kernels/cpu/gemm_train.c src/kernels/cpu/kctx.c
 CU_HOST_OBJ := $(CU_HOST_SRC:%.c=$(BUILD)/obj-cuhost/%.o)
 .SECONDARY: $(CU_HOST_OBJ)

@@ -13,6 +13,7 @@
  * BT·V (logits, turned into their gradient by the backward); scratch ~29·BT·C + 2·BT·F + 2·BT·D.
  * For L6 C256 F1024 V65536 at 4×256 that is about 0.4 GiB, most of it the logits. */
 #include "train/rwkv7_train.h"
+#include "train/rwkv7_layout.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -28,10 +29,7 @@
 #define L2_FLOOR 1e-12f
 #define DECAY_SCALE 0.60653065971263342f /* e^{-1/2} */
 
-typedef struct {
-    int ln1w, ln1b, ln2w, ln2b, xr, xw, xk, xv, xa, xg, w0, w1, w2, a0, a1, a2, v0, v1, v2, g1, g2, kk, ka, rk;
-    int Wr, Wk, Wv, Wo, lnxw, lnxb, fxk, Wfk, Wfv;
-} lidx;
+typedef mrw_rwkv7_lidx lidx; /* the parameter table is train/rwkv7_layout.c's */
 
 /* What the forward keeps per layer. */
 typedef struct {
@@ -75,75 +73,16 @@ struct mrw_rwkv7_train {
 
 /* ------------------------------------------------------------------------------------------ parameters */
 
-static int add(mrw_rwkv7_train *m, const char *key, int nd, int64_t s0, int64_t s1, int64_t s2) {
-    char name[MRW_PARAM_NAME_MAX];
-    snprintf(name, sizeof name, "llm.%s", key);
-    int64_t sh[3] = {s0, s1, s2};
-    /* RWKV-LM's configure_optimizers: weight decay only for tensors with >= 2 non-unit dims named ".weight"
-     * (emb, head, the four attention and two FFN matrices); LoRAs, r_k, norms and mixes get none. */
-    int n_big = 0;
-    for (int d = 0; d < nd; d++) n_big += sh[d] > 1;
-    const int decay = n_big >= 2 && strstr(key, ".weight") != NULL;
-    return mrw_param_add(&m->ps, name, MRW_PG_RWKV, !decay, nd, sh);
-}
-
 static int layout(mrw_rwkv7_train *m) {
-    const mrw_rwkv7_train_config *c = &m->cfg;
-    const int C = c->n_embd, H = m->H, N = c->head_size, V = c->vocab, F = c->ffn;
-    int bad = 0;
-#define ADD(dst, key, ...) bad |= ((dst) = add(m, key, __VA_ARGS__)) < 0
-    ADD(m->i_emb, "emb.weight", 2, V, C, 0);
-    for (int l = 0; l < c->n_layer; l++) {
-        lidx *x = &m->L[l];
-        char k[96];
-#define K(s) (snprintf(k, sizeof k, "blocks.%d.%s", l, s), k)
-        if (l == 0) {
-            ADD(m->i_ln0w, K("ln0.weight"), 1, C, 0, 0);
-            ADD(m->i_ln0b, K("ln0.bias"), 1, C, 0, 0);
-        }
-        ADD(x->ln1w, K("ln1.weight"), 1, C, 0, 0);
-        ADD(x->ln1b, K("ln1.bias"), 1, C, 0, 0);
-        ADD(x->ln2w, K("ln2.weight"), 1, C, 0, 0);
-        ADD(x->ln2b, K("ln2.bias"), 1, C, 0, 0);
-        ADD(x->xr, K("att.x_r"), 3, 1, 1, C);
-        ADD(x->xw, K("att.x_w"), 3, 1, 1, C);
-        ADD(x->xk, K("att.x_k"), 3, 1, 1, C);
-        ADD(x->xv, K("att.x_v"), 3, 1, 1, C);
-        ADD(x->xa, K("att.x_a"), 3, 1, 1, C);
-        ADD(x->xg, K("att.x_g"), 3, 1, 1, C);
-        ADD(x->w0, K("att.w0"), 3, 1, 1, C);
-        ADD(x->w1, K("att.w1"), 2, C, c->d_w, 0);
-        ADD(x->w2, K("att.w2"), 2, c->d_w, C, 0);
-        ADD(x->a0, K("att.a0"), 3, 1, 1, C);
-        ADD(x->a1, K("att.a1"), 2, C, c->d_a, 0);
-        ADD(x->a2, K("att.a2"), 2, c->d_a, C, 0);
-        x->v0 = x->v1 = x->v2 = -1;
-        if (c->d_v > 0) { /* layer 0 keeps them too (unused, zero gradient), as the reference trainer does */
-            ADD(x->v0, K("att.v0"), 3, 1, 1, C);
-            ADD(x->v1, K("att.v1"), 2, C, c->d_v, 0);
-            ADD(x->v2, K("att.v2"), 2, c->d_v, C, 0);
-        }
-        ADD(x->g1, K("att.g1"), 2, C, c->d_g, 0);
-        ADD(x->g2, K("att.g2"), 2, c->d_g, C, 0);
-        ADD(x->kk, K("att.k_k"), 3, 1, 1, C);
-        ADD(x->ka, K("att.k_a"), 3, 1, 1, C);
-        ADD(x->rk, K("att.r_k"), 2, H, N, 0);
-        ADD(x->Wr, K("att.receptance.weight"), 2, C, C, 0);
-        ADD(x->Wk, K("att.key.weight"), 2, C, C, 0);
-        ADD(x->Wv, K("att.value.weight"), 2, C, C, 0);
-        ADD(x->Wo, K("att.output.weight"), 2, C, C, 0);
-        ADD(x->lnxw, K("att.ln_x.weight"), 1, C, 0, 0);
-        ADD(x->lnxb, K("att.ln_x.bias"), 1, C, 0, 0);
-        ADD(x->fxk, K("ffn.x_k"), 3, 1, 1, C);
-        ADD(x->Wfk, K("ffn.key.weight"), 2, F, C, 0);
-        ADD(x->Wfv, K("ffn.value.weight"), 2, C, F, 0);
-#undef K
-    }
-    ADD(m->i_lnow, "ln_out.weight", 1, C, 0, 0);
-    ADD(m->i_lnob, "ln_out.bias", 1, C, 0, 0);
-    ADD(m->i_head, "head.weight", 2, V, C, 0);
-#undef ADD
-    return bad ? -1 : 0;
+    mrw_rwkv7_gidx gi;
+    const int rc = mrw_rwkv7_param_layout(&m->ps, &m->cfg, &gi, m->L);
+    m->i_emb = gi.emb;
+    m->i_ln0w = gi.ln0w;
+    m->i_ln0b = gi.ln0b;
+    m->i_lnow = gi.lnow;
+    m->i_lnob = gi.lnob;
+    m->i_head = gi.head;
+    return rc;
 }
 
 #define PW(i) mrw_param_w(&m->ps, (i))
