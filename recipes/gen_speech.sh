@@ -43,14 +43,8 @@ case "$split" in train) split_id=1 ;; test) split_id=2 ;; *) die "--split is tra
 command -v espeak-ng > /dev/null || die "espeak-ng is not installed (apt-get install espeak-ng)"
 command -v sox > /dev/null || die "sox is not installed (apt-get install sox)"
 
-if [ "$split" = train ]; then
-  BASES=(en en-us en-gb-scotland en-gb-x-gbclan en-gb-x-rp en-us-nyc de fr es pl sv)
-  VARIANTS=(m1 m2 m3 m5 m6 m7 f1 f2 f4 f5 klatt klatt3 antonio belinda caleb david ed edward gustave john
-            max michel paul pedro quincy rob robert steph victor grandpa norbert sandro shelby)
-else
-  BASES=(en-029 en-gb-x-gbcwmd nl)
-  VARIANTS=(m4 f3 klatt2 benjamin linda grandma travis)
-fi
+. "$(dirname "$0")/lib/espeak_rng.sh"   # espeak_voices, mix32, rnd, pick
+espeak_voices "$split"
 DIGITS=(zero one two three four five six seven eight nine)
 TEENS=(ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen)
 TENS=("" "" twenty thirty forty fifty sixty seventy eighty ninety)
@@ -66,15 +60,6 @@ VERB_I=(runs sleeps waits sings walks stops falls smiles works swims jumps)
 PREP=(near under behind beside above into over)
 ADV=(today again slowly quickly now here)
 
-# Random numbers: a counter hashed by the murmur3 finalizer (32-bit, exact in bash's 64-bit arithmetic);
-# rnd N sets R to a value in [0, N).
-R=0; S=0; H=0
-mul32() { H=$(( ( ($1 & 0xffff) * $2 + (( ($1 >> 16) * ($2 & 0xffff) ) << 16) ) & 0xffffffff )); }
-mix32() {
-  H=$(( $1 ^ ($1 >> 16) )); mul32 $H 0x85ebca6b; H=$(( H ^ (H >> 13) )); mul32 $H 0xc2b2ae35; H=$(( H ^ (H >> 16) ))
-}
-rnd() { S=$(( (S + 0x9e3779b9) & 0xffffffff )); mix32 $S; R=$(( H % $1 )); }
-pick() { local -n arr=$1; rnd ${#arr[@]}; W=${arr[$R]}; }
 
 below100() { # $1 in 0..99 -> words in WORDS
   local x=$1

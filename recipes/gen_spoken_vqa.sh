@@ -53,14 +53,8 @@ case "$split" in train) split_id=1 ;; test) split_id=2 ;; *) die "--split is tra
 command -v espeak-ng > /dev/null || die "espeak-ng is not installed (apt-get install espeak-ng)"
 command -v sox > /dev/null || die "sox is not installed (apt-get install sox)"
 
-if [ "$split" = train ]; then
-  BASES=(en en-us en-gb-scotland en-gb-x-gbclan en-gb-x-rp en-us-nyc de fr es pl sv)
-  VARIANTS=(m1 m2 m3 m5 m6 m7 f1 f2 f4 f5 klatt klatt3 antonio belinda caleb david ed edward gustave john
-            max michel paul pedro quincy rob robert steph victor grandpa norbert sandro shelby)
-else
-  BASES=(en-029 en-gb-x-gbcwmd nl)
-  VARIANTS=(m4 f3 klatt2 benjamin linda grandma travis)
-fi
+. "$(dirname "$0")/lib/espeak_rng.sh"   # espeak_voices, mix32, rnd, pick
+espeak_voices "$split"
 
 # 1. scenes and written questions
 scene_args=(gen-scenes --out "$out/scenes" --n "$n" --seed "$seed" --split "$split" --questions "$questions"
@@ -70,15 +64,7 @@ scene_args=(gen-scenes --out "$out/scenes" --n "$n" --seed "$seed" --split "$spl
 src="$out/scenes/$split.jsonl"
 [ -s "$src" ] || die "gen-scenes wrote no records"
 
-# Random numbers as in recipes/gen_speech.sh: a counter hashed by the murmur3 finalizer (32-bit, exact in
-# bash's 64-bit arithmetic); rnd N sets R to a value in [0, N). Streams differ from gen_speech.sh's (salt 7).
-R=0; S=0; H=0
-mul32() { H=$(( ( ($1 & 0xffff) * $2 + (( ($1 >> 16) * ($2 & 0xffff) ) << 16) ) & 0xffffffff )); }
-mix32() {
-  H=$(( $1 ^ ($1 >> 16) )); mul32 $H 0x85ebca6b; H=$(( H ^ (H >> 13) )); mul32 $H 0xc2b2ae35; H=$(( H ^ (H >> 16) ))
-}
-rnd() { S=$(( (S + 0x9e3779b9) & 0xffffffff )); mix32 $S; R=$(( H % $1 )); }
-pick() { local -n arr=$1; rnd ${#arr[@]}; W=${arr[$R]}; }
+# Random numbers from recipes/lib/espeak_rng.sh; the streams differ from gen_speech.sh's (salt 7).
 voice() { # record index -> VOICE SPEED PITCH
   mix32 $(( (seed * 0x9e3779b1 + split_id * 7 + 0x5f0) & 0xffffffff )); mix32 $(( H ^ $1 )); S=$H
   pick BASES; local base=$W; pick VARIANTS; VOICE="$base+$W"
