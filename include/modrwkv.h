@@ -98,7 +98,8 @@ typedef struct {
 
 typedef struct {
     /* Convert the big matrices (emb, head, r/k/v/o, ffn key/value) to this dtype at load time, or keep the
-     * file's dtype with MRW_DT_AUTO. Small tensors are always held in f32. */
+     * file's dtype with MRW_DT_AUTO. Vectors are held in f32; the LoRA matrices in f32, or in their file's
+     * f16/bf16 unless f32 is asked for (they always multiply f32 activations, so this is exact). */
     mrw_dtype weight_dtype;
     /* Print a progress line while converting on load (to stderr). */
     int progress;
@@ -127,7 +128,7 @@ mrw_status mrw_model_new_random(const mrw_rwkv7_config *cfg, mrw_dtype dtype, ui
 
 typedef enum { MRW_FILE_AUTO = 0, MRW_FILE_SAFETENSORS, MRW_FILE_PTH, MRW_FILE_GGUF } mrw_file_type;
 
-/* Writes the model as loaded (big matrices in their in-memory dtype; small tensors f32): .pth and
+/* Writes the model as loaded (big matrices in their in-memory dtype; vectors and LoRAs f32): .pth and
  * .safetensors in the official key layout, GGUF in llama.cpp's rwkv7 layout with `vocab` embedded when
  * given. MRW_FILE_AUTO picks the type from the extension. Atomic; progress on stderr when asked. */
 mrw_status mrw_model_save(const mrw_model *model, const char *path, mrw_file_type type, const mrw_vocab *vocab,

@@ -65,14 +65,22 @@ static void add_mat(tlist *L, const char *name, const mrw_mat *m) {
     add(L, name, m->dtype, m->data, (size_t)m->rows * m->row_bytes, 2, sh);
 }
 
-/* LoRA in the official [in, out] layout: the model holds [out, in] f32. */
-static void add_lora_t(tlist *L, const char *name, const mrw_mat *m) {
+/* LoRA as f32 (files keep LoRAs f32 whatever the dtype held in memory: f16/bf16 LoRAs of a loaded model convert
+ * exactly), in the official [in, out] layout (transposed) or GGUF's [out, in] one. */
+static void add_lora(tlist *L, const char *name, const mrw_mat *m, int transposed) {
     float *d = keep(L, malloc((size_t)m->rows * m->cols * sizeof *d));
-    if (!d) return;
-    const float *s = m->data;
-    for (int o = 0; o < m->rows; o++)
-        for (int i = 0; i < m->cols; i++) d[(size_t)i * m->rows + o] = s[(size_t)o * m->cols + i];
-    int64_t sh[2] = {m->cols, m->rows};
+    float *row = malloc((size_t)m->cols * sizeof *row);
+    if (!d || !row) {
+        free(row);
+        L->oom = 1;
+        return;
+    }
+    for (int o = 0; o < m->rows; o++) {
+        mrw_mat_row_f32(m, o, row);
+        for (int i = 0; i < m->cols; i++) d[transposed ? (size_t)i * m->rows + o : (size_t)o * m->cols + i] = row[i];
+    }
+    free(row);
+    int64_t sh[2] = {transposed ? m->cols : m->rows, transposed ? m->rows : m->cols};
     add(L, name, MRW_DT_F32, d, (size_t)m->rows * m->cols * 4, 2, sh);
 }
 
@@ -98,18 +106,18 @@ static void official_layout(const mrw_model *m, tlist *L) {
         add_vec(L, NM("att.x_a"), l->x_a, 3, s3);
         add_vec(L, NM("att.x_g"), l->x_g, 3, s3);
         add_vec(L, NM("att.w0"), l->w0, 3, s3);
-        add_lora_t(L, NM("att.w1"), &l->w1);
-        add_lora_t(L, NM("att.w2"), &l->w2);
+        add_lora(L, NM("att.w1"), &l->w1, 1);
+        add_lora(L, NM("att.w2"), &l->w2, 1);
         add_vec(L, NM("att.a0"), l->a0, 3, s3);
-        add_lora_t(L, NM("att.a1"), &l->a1);
-        add_lora_t(L, NM("att.a2"), &l->a2);
+        add_lora(L, NM("att.a1"), &l->a1, 1);
+        add_lora(L, NM("att.a2"), &l->a2, 1);
         if (i > 0) {
             add_vec(L, NM("att.v0"), l->v0, 3, s3);
-            add_lora_t(L, NM("att.v1"), &l->v1);
-            add_lora_t(L, NM("att.v2"), &l->v2);
+            add_lora(L, NM("att.v1"), &l->v1, 1);
+            add_lora(L, NM("att.v2"), &l->v2, 1);
         }
-        add_lora_t(L, NM("att.g1"), &l->g1);
-        add_lora_t(L, NM("att.g2"), &l->g2);
+        add_lora(L, NM("att.g1"), &l->g1, 1);
+        add_lora(L, NM("att.g2"), &l->g2, 1);
         add_vec(L, NM("att.k_k"), l->k_k, 3, s3);
         add_vec(L, NM("att.k_a"), l->k_a, 3, s3);
         add_vec(L, NM("att.r_k"), l->r_k, 2, shn);
@@ -152,17 +160,17 @@ static void gguf_layout(const mrw_model *m, tlist *L) {
             add_vec(L, NM("time_mix_lerp_fused.weight"), lerp, 4, sl);
         }
         add_vec(L, NM("time_mix_w0.weight"), l->w0, 1, s1);
-        add_mat(L, NM("time_mix_w1.weight"), &l->w1);
-        add_mat(L, NM("time_mix_w2.weight"), &l->w2);
+        add_lora(L, NM("time_mix_w1.weight"), &l->w1, 0);
+        add_lora(L, NM("time_mix_w2.weight"), &l->w2, 0);
         add_vec(L, NM("time_mix_a0.weight"), l->a0, 1, s1);
-        add_mat(L, NM("time_mix_a1.weight"), &l->a1);
-        add_mat(L, NM("time_mix_a2.weight"), &l->a2);
+        add_lora(L, NM("time_mix_a1.weight"), &l->a1, 0);
+        add_lora(L, NM("time_mix_a2.weight"), &l->a2, 0);
         /* layer 0 has no value residual; llama.cpp's converter writes copies of a0/a1/a2 there */
         add_vec(L, NM("time_mix_v0.weight"), i ? l->v0 : l->a0, 1, s1);
-        add_mat(L, NM("time_mix_v1.weight"), i ? &l->v1 : &l->a1);
-        add_mat(L, NM("time_mix_v2.weight"), i ? &l->v2 : &l->a2);
-        add_mat(L, NM("time_mix_g1.weight"), &l->g1);
-        add_mat(L, NM("time_mix_g2.weight"), &l->g2);
+        add_lora(L, NM("time_mix_v1.weight"), i ? &l->v1 : &l->a1, 0);
+        add_lora(L, NM("time_mix_v2.weight"), i ? &l->v2 : &l->a2, 0);
+        add_lora(L, NM("time_mix_g1.weight"), &l->g1, 0);
+        add_lora(L, NM("time_mix_g2.weight"), &l->g2, 0);
         add_vec(L, NM("time_mix_k_k.weight"), l->k_k, 1, s1);
         add_vec(L, NM("time_mix_k_a.weight"), l->k_a, 1, s1);
         add_vec(L, NM("time_mix_r_k.weight"), l->r_k, 1, s1);

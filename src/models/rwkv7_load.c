@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bigalloc.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "models/rwkv7.h"
@@ -96,8 +97,10 @@ static mrw_status shape_error(loader *L, const mrw_tensor_info *t, int rows, int
     return mrw_err(L->err, MRW_E_SHAPE, "tensor '%s' has shape %s, expected [%d,%d]", t->name, s, rows, cols);
 }
 
-/* A LoRA matrix in f32 Linear layout [out, in]. The official layout stores it [in, out] (used as x·W);
- * GGUF already stores [out, in]. */
+/* A LoRA matrix in Linear layout [out, in]. The official layout stores it [in, out] (used as x·W); GGUF already
+ * stores [out, in]. f16/bf16 LoRAs stay in their dtype (unless f32 weights were asked for): decode then reads
+ * half the bytes for them, and they are always multiplied with f32 activations (f32_act), so the products are
+ * the f32 ones. Other dtypes become f32. */
 static mrw_status lora(loader *L, const char *name, int in, int out_dim, mrw_mat *m) {
     const mrw_tensor_info *t;
     mrw_status s = need(L, name, &t);
@@ -106,7 +109,23 @@ static mrw_status lora(loader *L, const char *name, int in, int out_dim, mrw_mat
     if (!is_matrix(t, file_rows, file_cols)) return shape_error(L, t, file_rows, file_cols);
     if (!mrw_dtype_is_float(t->dtype) && !mrw_dtype_is_quant(t->dtype))
         return mrw_err(L->err, MRW_E_UNSUPPORTED, "tensor '%s' has dtype %s", t->name, mrw_dtype_name(t->dtype));
-    size_t n = (size_t)in * out_dim;
+    const size_t n = (size_t)in * out_dim;
+    const int half = (t->dtype == MRW_DT_F16 || t->dtype == MRW_DT_BF16) && L->p->weight_dtype != MRW_DT_F32;
+    if (half) {
+        const uint8_t *src = t->data; /* (a file offset need not be 2-byte aligned: copy bytes) */
+        uint16_t *dst = mrw_model_own(L->m, malloc(n * sizeof *dst));
+        if (!dst) return mrw_err(L->err, MRW_E_NOMEM, "out of memory");
+        if (L->gguf) {
+            memcpy(dst, src, n * sizeof *dst);
+        } else {
+            for (int i = 0; i < in; i++)
+                for (int o = 0; o < out_dim; o++)
+                    memcpy(&dst[(size_t)o * in + i], src + ((size_t)i * out_dim + o) * 2, 2);
+        }
+        mrw_mat_init(m, t->dtype, out_dim, in, dst);
+        m->f32_act = 1;
+        return MRW_OK;
+    }
     float *src = malloc(n * sizeof *src);
     float *dst = mrw_model_own(L->m, malloc(n * sizeof *dst));
     if (!src || !dst) {
@@ -146,7 +165,7 @@ static mrw_status big(loader *L, const char *name, int rows, int cols, mrw_mat *
         mrw_mat_init(m, want, rows, cols, t->data);
     } else {
         size_t rb_out = mrw_dtype_row_bytes(want, cols), rb_in = mrw_dtype_row_bytes(t->dtype, cols);
-        uint8_t *dst = mrw_model_own(L->m, aligned_alloc(64, ((size_t)rows * rb_out + 63) & ~(size_t)63));
+        uint8_t *dst = mrw_model_own(L->m, mrw_alloc_big((size_t)rows * rb_out));
         if (!dst) return mrw_err(L->err, MRW_E_NOMEM, "out of memory converting '%s'", t->name);
         const uint8_t *src = t->data;
         int failed = 0;
@@ -352,7 +371,10 @@ void mrw_rwkv7_count(mrw_model *m) {
         const rwkv7_layer *l = &m->layers[i];
         bytes += mat_bytes(&l->Wr) + mat_bytes(&l->Wk) + mat_bytes(&l->Wv) + mat_bytes(&l->Wo) +
                  mat_bytes(&l->ffn_key) + mat_bytes(&l->ffn_value);
-        small += 4 * (lora + (i ? lorav + C : 0) + 4 * C + 6 * C + 2 * C + 3 * C + 2 * C + C);
+        /* LoRAs as held (f32, or f16/bf16 kept from the file) */
+        bytes += mat_bytes(&l->w1) + mat_bytes(&l->w2) + mat_bytes(&l->a1) + mat_bytes(&l->a2) + mat_bytes(&l->g1) +
+                 mat_bytes(&l->g2) + (i ? mat_bytes(&l->v1) + mat_bytes(&l->v2) : 0);
+        small += 4 * ((i ? C : 0) + 4 * C + 6 * C + 2 * C + 3 * C + 2 * C + C);
     }
     in->weight_bytes = bytes + small;
     in->decode_bytes = in->weight_bytes - mat_bytes(&m->emb) + (int64_t)m->emb.row_bytes;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/bigalloc.h"
 #include "base/error.h"
 #include "models/rwkv7.h"
 #include "tensor/dtype.h"
@@ -47,7 +48,7 @@ static float *vec(rnd *r, int n, float lo, float hi) {
 static int mat(rnd *r, mrw_mat *m, mrw_dtype dt, int rows, int cols, float scale) {
     size_t rb = mrw_dtype_row_bytes(dt, cols);
     if (!rb) return -1;
-    uint8_t *d = mrw_model_own(r->m, aligned_alloc(64, ((size_t)rows * rb + 63) & ~(size_t)63));
+    uint8_t *d = mrw_model_own(r->m, mrw_alloc_big((size_t)rows * rb));
     if (!d) return -1;
     const uint64_t id = r->tensor_id++;
     int failed = 0;
@@ -107,6 +108,9 @@ mrw_status mrw_model_new_random(const mrw_rwkv7_config *cfg, mrw_dtype dtype, ui
     int bad = 0;
 #define V(ptr, lo, hi) bad |= !((ptr) = vec(&r, C, lo, hi))
 #define M(mm, dt, rows, cols, s) bad |= mat(&r, &(mm), dt, rows, cols, s)
+    /* LoRAs as a loaded checkpoint of this dtype holds them (f16/bf16 kept, f32 activations; else f32) */
+    const mrw_dtype ldt = dtype == MRW_DT_F16 || dtype == MRW_DT_BF16 ? dtype : MRW_DT_F32;
+#define LM(mm, rows, cols, s) (M(mm, ldt, rows, cols, s), (mm).f32_act = 1)
     M(m->emb, dtype, c.n_vocab, C, 1.0f);
     V(m->ln0_w, 0.8f, 1.2f);
     V(m->ln0_b, -0.1f, 0.1f);
@@ -118,17 +122,17 @@ mrw_status mrw_model_new_random(const mrw_rwkv7_config *cfg, mrw_dtype dtype, ui
         V(l->x_r, 0, 1); V(l->x_w, 0, 1); V(l->x_k, 0, 1); V(l->x_v, 0, 1); V(l->x_a, 0, 1); V(l->x_g, 0, 1);
         V(l->w0, -6.0f, 1.0f);
         V(l->a0, -1.0f, 1.0f);
-        M(l->w1, MRW_DT_F32, c.lora_w, C, sc);
-        M(l->w2, MRW_DT_F32, C, c.lora_w, 0.3f);
-        M(l->a1, MRW_DT_F32, c.lora_a, C, sc);
-        M(l->a2, MRW_DT_F32, C, c.lora_a, 0.3f);
+        LM(l->w1, c.lora_w, C, sc);
+        LM(l->w2, C, c.lora_w, 0.3f);
+        LM(l->a1, c.lora_a, C, sc);
+        LM(l->a2, C, c.lora_a, 0.3f);
         if (i > 0) {
             V(l->v0, -1.0f, 1.0f);
-            M(l->v1, MRW_DT_F32, c.lora_v, C, sc);
-            M(l->v2, MRW_DT_F32, C, c.lora_v, 0.3f);
+            LM(l->v1, c.lora_v, C, sc);
+            LM(l->v2, C, c.lora_v, 0.3f);
         }
-        M(l->g1, MRW_DT_F32, c.lora_g, C, sc);
-        M(l->g2, MRW_DT_F32, C, c.lora_g, 0.3f);
+        LM(l->g1, c.lora_g, C, sc);
+        LM(l->g2, C, c.lora_g, 0.3f);
         V(l->k_k, 0.7f, 1.0f); V(l->k_a, 0.8f, 1.2f); V(l->r_k, -0.3f, 0.3f);
         M(l->Wr, dtype, C, C, sc); M(l->Wk, dtype, C, C, sc); M(l->Wv, dtype, C, C, sc);
         M(l->Wo, dtype, C, C, sc * 0.5f);
@@ -142,6 +146,7 @@ mrw_status mrw_model_new_random(const mrw_rwkv7_config *cfg, mrw_dtype dtype, ui
     M(m->head, dtype, c.n_vocab, C, sc * 3.0f);
 #undef V
 #undef M
+#undef LM
     if (bad) {
         mrw_model_free(m);
         return mrw_err(err, MRW_E_NOMEM, "out of memory creating a random model");

@@ -385,8 +385,9 @@ int mrw_gemm_min_T(mrw_dtype dt) {
 }
 
 static int gemm_rows(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int acc) {
-    gemm_job g = {.kind = k->exact && kind_of(W->dtype) >= 0 ? K_F32 : kind_of(W->dtype), .K = W->cols, .O = W->rows, .T = T, .W = W, .X = X, .ldx = ldx,
-                  .Y = Y, .ldy = ldy, .acc = acc};
+    const int kind = (k->exact || W->f32_act) && kind_of(W->dtype) >= 0 ? K_F32 : kind_of(W->dtype);
+    gemm_job g = {.kind = kind, .K = W->cols, .O = W->rows, .T = T, .W = W, .X = X, .ldx = ldx, .Y = Y, .ldy = ldy,
+                  .acc = acc};
     if (g.kind < 0 || g.K <= 0) return -1;
     if ((g.kind == K_I8 || mrw_dtype_is_quant(W->dtype)) && g.K % 32) return -1;
     g.mr = g.kind == K_F32 ? MR_F32 : g.kind == K_BF16 ? MR_BF16 : MR_I8;

@@ -13,6 +13,7 @@ int mrw_mat_init(mrw_mat *m, mrw_dtype dtype, int rows, int cols, const void *da
     m->rows = rows;
     m->cols = cols;
     m->data = data;
+    m->f32_act = 0;
     m->row_bytes = mrw_dtype_row_bytes(dtype, cols);
     return m->row_bytes ? 0 : -1;
 }
@@ -69,7 +70,7 @@ static void matvec_rows(const mrw_mat *W, const mrw_qx *qx, int r0, int r1, cons
  * inputs); returns the number of chunks prepared into qx[], or 0 when the f32 kernels are to be used. */
 #define QX_MAX_CHUNKS 4
 static int prepare_qx(const mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, int T, uint8_t *mem, mrw_qx *qx) {
-    if (k->exact || !mrw_qx_supported(W->dtype) || W->cols % MRW_QK || !mem) return 0;
+    if (k->exact || W->f32_act || !mrw_qx_supported(W->dtype) || W->cols % MRW_QK || !mem) return 0;
     int c = 0;
     for (int t0 = 0; t0 < T && c < QX_MAX_CHUNKS; t0 += MRW_MV_MAXT, c++) {
         int tn = T - t0 < MRW_MV_MAXT ? T - t0 : MRW_MV_MAXT;

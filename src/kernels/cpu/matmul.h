@@ -21,6 +21,9 @@ typedef struct {
     int rows, cols;
     size_t row_bytes;
     const void *data;
+    /* 1: always multiplied with f32 activations, also in contexts that round activations for speed. The LoRAs
+     * are kept in their file's f16/bf16 (half the bytes decode reads for them) and stay exact this way. */
+    int f32_act;
 } mrw_mat;
 
 /* Sets row_bytes from dtype and cols; returns 0, or -1 if cols is not a whole number of blocks. */
