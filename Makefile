@@ -136,7 +136,7 @@ $(BUILD)/obj/%.o: %.cu
 # test_train_gpu checks the GPU trainer against) are compiled for baseline x86-64 (no -march=native: the GPU
 # machine's processor may differ) into obj-cuhost/, with libgomp linked statically.
 CU_HOST_SRC := src/base/error.c src/train/params.c src/train/optim.c src/train/rwkv7_train.c src/train/rwkv7_layout.c \
-               src/train/wkv7_train.c \
+               src/train/wkv7_train.c src/train/dist.c \
                src/kernels/cpu/gemm_train.c src/kernels/cpu/kctx.c
 CU_HOST_OBJ := $(CU_HOST_SRC:%.c=$(BUILD)/obj-cuhost/%.o)
 .SECONDARY: $(CU_HOST_OBJ)
@@ -156,10 +156,14 @@ $(BUILD)/bench/cuda/%: $(BUILD)/obj/bench/cuda/%.o $(CU_OBJ) $(CU_HOST_OBJ)
 $(BUILD)/tests/cuda/test_decode_gpu: $(BUILD)/obj/tests/cuda/test_decode_gpu.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL) $(CUDA_LDLIBS)
+# test_modrwkv_gpu checks the GPU adapter and ViT against the CPU ones (mrw_tadapter, mrw_vit): the same link.
+$(BUILD)/tests/cuda/test_modrwkv_gpu: $(BUILD)/obj/tests/cuda/test_modrwkv_gpu.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL) $(CUDA_LDLIBS)
 # Host-side AddressSanitizer + UBSan build of the test drivers (device code as above; compute-sanitizer checks
 # that). Run on the GPU machine with ASAN_OPTIONS=protect_shadow_gap=0 (the CUDA driver maps into ASan's gap).
 .PHONY: cuda-tests-asan
-cuda-tests-asan: $(filter-out %/test_decode_gpu_asan,$(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan))
+cuda-tests-asan: $(filter-out %/test_decode_gpu_asan %/test_modrwkv_gpu_asan,$(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan))
 CU_ASAN = -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer
 $(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(wildcard tests/cuda/*.inc) $(CU_OBJ) $(CU_HOST_SRC)
 	@mkdir -p $(dir $@)

@@ -113,6 +113,19 @@ int main() {
                                 mrw_cuda_token_mix_bwd_scratch(C) + mrw_cuda_layernorm_bwd_scratch(C), false);
     report("layernorm fwd 32768x1024", time_ms([&] { OK(mrw_cuda_layernorm_fwd(bf, R, C, x, w, b, 1e-5f, y, mu, rs, nullptr, &g_err)); }), 2.0 * n * 2);
     report("layernorm bwd (+dw, db)", time_ms([&] { OK(mrw_cuda_layernorm_bwd(bf, R, C, dy, x, mu, rs, w, 1, dx, gw, gb, scr, nullptr, &g_err)); }), 4.0 * n * 2);
+    { /* the other widths (same element count): the 0.1B (C 768) and 1.5B (C 2048) shapes */
+        float *w2 = (float *)alloc(2048, false, 0.2f, 1), *b2 = (float *)alloc(2048, false, 0.1f);
+        float *g2w = (float *)alloc(2048, false), *g2b = (float *)alloc(2048, false);
+        float *scr2 = (float *)alloc(mrw_cuda_layernorm_bwd_scratch(2048), false);
+        for (int cw : {768, 2048}) {
+            const int rw = (int)(n / cw);
+            char l1[64], l2[64];
+            snprintf(l1, sizeof l1, "layernorm fwd %dx%d", rw, cw);
+            snprintf(l2, sizeof l2, "layernorm bwd %dx%d (+dw, db)", rw, cw);
+            report(l1, time_ms([&] { OK(mrw_cuda_layernorm_fwd(bf, rw, cw, x, w2, b2, 1e-5f, y, mu, rs, nullptr, &g_err)); }), 2.0 * rw * cw * 2);
+            report(l2, time_ms([&] { OK(mrw_cuda_layernorm_bwd(bf, rw, cw, dy, x, mu, rs, w2, 1, dx, g2w, g2b, scr2, nullptr, &g_err)); }), 4.0 * rw * cw * 2);
+        }
+    }
     void *r = alloc(n, true), *k = alloc(n, true), *v = alloc(n, true), *g = alloc(n, true), *z = alloc(n, true);
     void *dr = alloc(n, true), *dk = alloc(n, true), *dv = alloc(n, true), *dg = alloc(n, true);
     report("groupnorm+bonus+gate fwd", time_ms([&] { OK(mrw_cuda_gn_bonus_gate_fwd(bf, R, H, y, r, k, v, g, w, b, w, 64e-5f, z, mu, rs, nullptr, &g_err)); }), 6.0 * n * 2);

@@ -3,7 +3,9 @@
  * backward). Times are CUDA-event medians over many repetitions, rotating among several freshly drawn input sets
  * so no two consecutive runs read the same memory. Run on the GPU machine:
  *     make CUDA=1 cuda-bench && build-cuda/bench/cuda/bench_wkv7 [reps]
- * Also times each threads-per-row variant (the tuning the defaults in src/kernels/cuda/wkv7.cu come from). */
+ * Also times each threads-per-row variant (the tuning the defaults in src/kernels/cuda/wkv7.cu come from) and the
+ * chunked tensor-core kernels (variant 16, src/kernels/cuda/wkv7_chunk.cu), alone and paired with the others.
+ * Shapes: the official reference shape, then the trainer's (0.1B batch 32, 0.4B batch 16, 1.5B batch 4). */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -76,7 +78,7 @@ int main(int argc, char **argv) {
     struct shape {
         int B, T, H;
         double off_fwd, off_all; /* official kernel, ms; 0 = not published */
-    } shapes[] = {{8, 2048, 16, 1.07, 3.50}, {4, 2048, 32, 0, 0}, {16, 2048, 12, 0, 0}};
+    } shapes[] = {{8, 2048, 16, 1.07, 3.50}, {32, 2048, 12, 0, 0}, {16, 2048, 16, 0, 0}, {4, 2048, 32, 0, 0}};
     printf("| shape B,T,H,N     | K fwd | K bwd |  fwd ms | bwd ms | fwd+bwd ms | official fwd | official f+b | f+b speedup |\n");
     printf("|-------------------|-------|-------|---------|--------|------------|--------------|--------------|-------------|\n");
     cudaEvent_t ev[3];
@@ -99,7 +101,8 @@ int main(int argc, char **argv) {
         CUDA_OK(cudaMalloc((void **)&ck, mrw_cuda_wkv7_ckpt_floats(s.B, s.T, s.H) * 4));
         CUDA_OK(cudaMalloc((void **)&sa, mrw_cuda_wkv7_sa_floats(s.B, s.T, s.H) * 4));
         /* (forward, backward) variants: 0 = the defaults the library uses, 1 = tiled forward, 2/4/8 = threads per row. */
-        const int variants[][2] = {{0, 0}, {1, 1}, {1, 2}, {2, 2}, {4, 4}, {8, 8}};
+        /* 16 = MRW_WKV7_CHUNKED (the chunked tensor-core kernels) */
+        const int variants[][2] = {{0, 0}, {1, 1}, {1, 2}, {2, 2}, {4, 4}, {8, 8}, {16, 16}, {16, 2}, {1, 16}};
         for (const auto &var : variants) {
             std::vector<double> tf, tb, ta;
             for (int it = -3; it < reps; it++) {

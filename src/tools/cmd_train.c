@@ -7,12 +7,13 @@
 
 #include "tools/common.h"
 #include "tools/tools.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 static const char *k_train_usage =
     "usage: modrwkv train --data FILE --out DIR (-m MODEL | --init L,C) [options]\n"
-    "Trains on the CPU (plain text also on the GPU: --device cuda): text fine-tuning of RWKV-7, or the ModRWKV\n"
-    "stages (adapter; adapter + RWKV).\n"
+    "Trains on the CPU (or the GPU: --device cuda): text fine-tuning of RWKV-7, or the ModRWKV stages (adapter;\n"
+    "adapter + RWKV).\n"
     "Writes DIR/model.safetensors (the model), DIR/resume.safetensors (everything --resume needs) and\n"
     "DIR/train.jsonl (one line per step). Same options, seed and --threads give bit-identical weights.\n"
     "With --csv FILE it trains a time-series forecaster instead (options: modrwkv train-forecast --help).\n\n"
@@ -51,10 +52,19 @@ static const char *k_train_usage =
     "      --seed N         data order and initialisation (default 42)\n"
     "  -t, --threads N      threads (default: all cores). Same options, seed and thread count give\n"
     "                       bit-identical weights; --resume must use the count of the run it continues\n"
-    "      --device D       cpu (default) or cuda: plain RWKV-7 text training on the GPU (bf16 activations,\n"
-    "                       fp32 master weights and Adam; needs a build with make CUDA=1; not bit-identical\n"
-    "                       across runs: the embedding gradient uses atomics). A non-finite loss skips the step\n"
+    "      --device D       cpu (default) or cuda: RWKV-7 text training and the ModRWKV image stages (SigLIP /\n"
+    "                       CLIP features from the CPU encoder or --feature-cache, v1 / v2 MLP adapters) on\n"
+    "                       the GPU (bf16 activations, fp32 master weights and Adam; needs a build with make\n"
+    "                       CUDA=1; not bit-identical across runs: the embedding gradient uses atomics). A\n"
+    "                       non-finite loss skips the step\n"
     "      --ckpt           cuda: per-block activation checkpointing (less GPU memory, ~1/3 more compute)\n"
+    "      --gpus N         cuda: data parallel over N GPUs of this machine, one process each (NCCL, loaded at\n"
+    "                       run time: MRW_NCCL_LIB=path/libnccl.so.2); --batch is the global micro-batch, split\n"
+    "                       evenly; the loss curve equals one GPU's at that batch. Across machines, start one\n"
+    "                       process per GPU with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set\n"
+    "                       instead (torchrun's names; docs/DISTRIBUTED.md)\n"
+    "      --zero 0|1       cuda, data parallel: 1 = ZeRO-1, Adam's moments sharded over the GPUs (default 0)\n"
+    "      --allreduce T    cuda, data parallel: fp32 (default) or bf16 gradients over the wire\n"
     "Output:\n"
     "      --out DIR        output directory (created)\n"
     "      --save-every N   also write the checkpoint every N steps (default: only at the end)\n"
@@ -103,6 +113,7 @@ int cmd_train(int argc, char **argv) {
     o.progress = isatty(2);
     o.threads = omp_get_num_procs();
     const char *vocab_opt = NULL;
+    int gpus = 1;
     tool_args a;
     tool_args_init(&a, argc, argv, cmd, k_train_usage);
     const char *opt, *v;
@@ -181,10 +192,15 @@ int cmd_train(int argc, char **argv) {
             if (v && strcmp(v, "cpu") && strcmp(v, "cuda"))
                 bad = tool_fail(cmd, "--device must be cpu or cuda, not '%s'", v);
             o.device = v && !strcmp(v, "cuda");
-#ifndef MRW_CUDA
-            if (o.device) bad = tool_fail(cmd, "--device cuda: this modrwkv was built without CUDA (build with make CUDA=1)");
-#endif
         } else if (!strcmp(opt, "--ckpt")) o.act_ckpt = 1;
+        else if (is_opt(opt, "--gpus")) tool_int(&a, opt, 1, 4096, &gpus);
+        else if (is_opt(opt, "--zero")) tool_int(&a, opt, 0, 1, &o.zero);
+        else if (is_opt(opt, "--allreduce")) {
+            v = tool_value(&a, opt);
+            if (v && strcmp(v, "fp32") && strcmp(v, "bf16"))
+                bad = tool_fail(cmd, "--allreduce must be fp32 or bf16, not '%s'", v);
+            o.allreduce_bf16 = v && !strcmp(v, "bf16");
+        }
         else if (is_opt(opt, "--out")) o.out = tool_value(&a, opt);
         else if (!strcmp(opt, "--resume")) o.resume = 1;
         else if (!strcmp(opt, "--no-progress")) o.progress = 0;
@@ -197,6 +213,35 @@ int cmd_train(int argc, char **argv) {
         return tool_fail(cmd, "no model: give -m FILE (RWKV-7 or ModRWKV) or --init LAYERS,WIDTH"), 2;
     if (o.model && o.init_layers) return tool_fail(cmd, "give either -m or --init, not both"), 2;
     o.vocab_name = vocab_opt;
+    if (gpus > 1 && !o.device) return tool_fail(cmd, "--gpus %d trains on GPUs: add --device cuda", gpus), 2;
+    if (o.zero && !o.device) return tool_fail(cmd, "--zero needs --device cuda"), 2;
+    if (o.device) {
+        /* what the GPU does not cover for the ModRWKV stages is refused by name (the trainer checks the start model's
+         * adapter and encoder too), before the build is asked: the same answer with or without CUDA */
+        const int mm = o.encoder || (o.model && mrw_is_modrwkv_file(o.model));
+        mrw_error e = {0};
+        if (mm && mrw_train_gpu_mm_options(&o, gpus > 1 ? gpus : 1, &e)) return tool_fail(cmd, "%s", e.msg), 2;
+#ifndef MRW_CUDA
+        return tool_fail(cmd, "--device cuda: this modrwkv was built without CUDA (build with make CUDA=1)"), 2;
+#endif
+    }
+    const char *ws = getenv("WORLD_SIZE");
+    if (gpus > 1 && !(ws && *ws && strcmp(ws, "1"))) {
+        /* the launcher: this process starts one copy of itself per GPU (RANK = LOCAL_RANK = i) and waits; a copy
+         * finds WORLD_SIZE set and trains as that rank */
+        if (o.batch % gpus)
+            return tool_fail(cmd, "--batch %d is the global micro-batch, split evenly over --gpus %d: give a multiple "
+                             "of %d", o.batch, gpus, gpus), 2;
+        char **av = calloc((size_t)argc + 2, sizeof *av);
+        if (!av) return tool_fail(cmd, "out of memory"), 1;
+        av[0] = "modrwkv";
+        for (int i = 0; i < argc; i++) av[i + 1] = argv[i];
+        mrw_error err = {0};
+        const int rc = mrw_dist_launch(gpus, "/proc/self/exe", av, 10.0, "modrwkv train", &err);
+        free(av);
+        if (rc < 0) return tool_fail(cmd, "%s", err.msg), 1;
+        return rc;
+    }
 
     /* A plain RWKV-7 start is loaded here to resolve its vocabulary; a ModRWKV checkpoint by the trainer. */
     mrw_error err = {0};

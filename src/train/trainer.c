@@ -24,7 +24,10 @@
 #include "formats/audio.h"
 #include "formats/image.h"
 #include "models/preprocess.h"
+#include "train/dist.h"
 #ifdef MRW_CUDA
+#include "kernels/cuda/adapter_gpu.h"
+#include "kernels/cuda/dist_nccl.h"
 #include "kernels/cuda/rwkv7_train_gpu.h"
 #endif
 
@@ -139,6 +142,18 @@ typedef struct {
     xmod xm[MRW_MM_MAX_MODALITIES - 1];
     int n_xm;
     struct mrw_rwkv7_gpu *gpu; /* --device cuda: the GPU trainer (lm then only holds the host copy of the weights) */
+    mrw_tadapter_config adc;   /* the primary adapter's configuration (multimodal) */
+    /* --device cuda, ModRWKV image stages: the adapter on the GPU (ad then only holds the host copy of its weights),
+     * the injected rows and their gradient on the device, and the rows' positions in the micro-batch */
+    struct mrw_adapter_gpu *agpu;
+    void *g_inject, *g_dinject;
+    int32_t *row_pos;
+    /* data parallel (docs/DISTRIBUTED.md): rank of world; every rank reads the whole global micro-batch of B
+     * samples and trains on samples [rank B/world, (rank+1) B/world) */
+    mrw_dist_env denv;
+    int rank, world;
+    struct mrw_nccl *nccl;
+    struct mrw_dp *dp;
 } trainer;
 
 static void warn_cb(void *user, const char *msg) {
@@ -249,10 +264,19 @@ static mrw_status save(trainer *t, mrw_error *err) {
     snprintf(step, sizeof step, "%" PRId64, t->st.step);
     mrw_status s;
 #ifdef MRW_CUDA
-    if (t->gpu && ((s = mrw_rwkv7_gpu_download(t->gpu, t->sets[0], 0, err)) ||
-                   (s = mrw_rwkv7_gpu_moments(t->gpu, 0, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t,
-                                              err))))
-        return s;
+    if (t->gpu) { /* rank 0 writes; with ZeRO-1 every rank takes part in gathering the moments */
+        if (t->rank == 0 && (s = mrw_rwkv7_gpu_download(t->gpu, t->sets[0], 0, err))) return s;
+        if ((t->rank == 0 || t->o->zero) &&
+            (s = mrw_dp_moments(t->dp, 0, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t, err)))
+            return s;
+        if (t->rank != 0) return MRW_OK;
+        /* the adapter's weights and moments (and the step count: the RWKV trainer's does not move in stage 1) */
+        if (t->agpu && ((s = mrw_adapter_gpu_download(t->agpu, t->sets[1], 0, err)) ||
+                        ((t->o->train & MRW_PG_ADAPTER) &&
+                         (s = mrw_adapter_gpu_moments(t->agpu, 0, t->sets[1], t->opt.m, t->opt.v, t->opt.moff[1],
+                                                      &t->opt.t, err)))))
+            return s;
+    }
 #endif
     if (!t->ad) {
         const char *keys[2] = {"modrwkv.train.step", "modrwkv.train.options"};
@@ -628,6 +652,48 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
     int n_xitems = 0;
     for (int k = 0; k < t->n_xm; k++) n_xitems += t->xm[k].n_items;
 #ifdef MRW_CUDA
+    if (t->gpu && t->world > 1) {
+        /* this rank's slice of the global micro-batch; the loss is the mean over the targets of the whole batch, so
+         * the slice's mean is weighted by its share of the targets (every rank counts them: it read the batch) */
+        const int b = B / t->world, b0 = t->rank * b;
+        int64_t n_all = 0, n_mine = 0;
+        for (int i = 0; i < B; i++)
+            for (int j = 0; j < t->s_n[i]; j++) {
+                const int c = t->s_lab[i][j] != MRW_IGNORE;
+                n_all += c;
+                n_mine += c && i >= b0 && i < b0 + b;
+            }
+        T = mrw_train_pad_batch((const int32_t *const *)t->s_tok + b0, (const int32_t *const *)t->s_lab + b0,
+                                t->s_n + b0, b, t->tok, t->tgt);
+        const double share = n_all ? (double)n_mine / (double)n_all : 0;
+        mrw_status s = mrw_rwkv7_gpu_forward(t->gpu, t->tok, t->tgt, b, T, 1, loss, err);
+        if (s) return s;
+        const int bad = !isfinite(*loss);
+        *loss = (float)(*loss * share); /* the caller sums the ranks' parts (a NaN stays NaN) */
+        return bad || !n_mine ? MRW_OK : mrw_rwkv7_gpu_backward(t->gpu, (float)(scale * share), err);
+    }
+    if (t->gpu && t->ad) { /* ModRWKV image stages on the GPU (what is refused: mrw_train_gpu_mm_options, gpu_mm_model) */
+        const int trains_rwkv = !frozen, trains_ad = (t->o->train & MRW_PG_ADAPTER) != 0, NI = t->n_items;
+        const int M = t->feat_M;
+        mrw_status s;
+        if (!NI) { /* a text-only micro-batch: no rows; stage 1 needs its loss only */
+            s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, NULL, NULL, t->tgt, B, T, trains_rwkv, loss, err);
+            return s || !trains_rwkv || !isfinite(*loss) ? s : mrw_rwkv7_gpu_backward_ex(t->gpu, scale, 0, NULL, err);
+        }
+        if (M != t->feat_Tin) return mrw_err(err, MRW_E_INTERNAL, "GPU adapter: %d rows in, %d out", t->feat_Tin, M);
+        memset(t->mask, 0, (size_t)B * T);
+        for (int it = 0; it < NI; it++)
+            for (int i = 0; i < M; i++) {
+                const int pos = t->item_b[it] * T + t->item_at[it] + i;
+                t->mask[pos] = 1;
+                t->row_pos[(size_t)it * M + i] = pos;
+            }
+        if ((s = mrw_adapter_gpu_forward_rows(t->agpu, t->feat_in, NI * M, t->row_pos, err))) return s;
+        s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, t->g_inject, t->mask, t->tgt, B, T, trains_rwkv ? 1 : 2, loss, err);
+        if (s || !isfinite(*loss)) return s; /* a non-finite loss skips the backward (and the caller the step) */
+        if ((s = mrw_rwkv7_gpu_backward_ex(t->gpu, scale, !trains_rwkv, trains_ad ? t->g_dinject : NULL, err))) return s;
+        return trains_ad ? mrw_adapter_gpu_backward_rows(t->agpu, err) : MRW_OK;
+    }
     if (t->gpu) { /* a non-finite loss skips the backward (and the caller the step) */
         mrw_status s = mrw_rwkv7_gpu_forward(t->gpu, t->tok, t->tgt, B, T, 1, loss, err);
         return s || !isfinite(*loss) ? s : mrw_rwkv7_gpu_backward(t->gpu, scale, err);
@@ -783,7 +849,11 @@ static mrw_status alloc_buffers(trainer *t, mrw_error *err) {
 static void trainer_free(trainer *t) {
     if (t->log) fclose(t->log);
 #ifdef MRW_CUDA
+    mrw_adapter_gpu_free(t->agpu); /* (on the RWKV trainer's stream: first) */
+    free(t->row_pos);
+    mrw_dp_free(t->dp);
     mrw_rwkv7_gpu_free(t->gpu);
+    mrw_nccl_close(t->nccl);
 #endif
     mrw_adam_free(&t->opt);
     mrw_rwkv7_train_free(t->lm);
@@ -1094,6 +1164,7 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         }
         cJSON_Delete(pc);
     }
+    t->adc = ac;
     if ((s = mrw_tadapter_new(&ac, t->max_items, t->max_rows, o->threads, &t->ad, err))) return s;
     mrw_tadapter_init(t->ad, o->seed ^ 0xada9ull);
     if (from_mm && (s = mrw_tadapter_load(t->ad, o->model, err))) return s;
@@ -1111,6 +1182,38 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         if ((s = mrw_feature_cache_open(o->feature_cache, id, &t->fcache, err))) return s;
     }
     return from_mm ? setup_other_modalities(t, err) : MRW_OK;
+}
+
+/* --device cuda for the ModRWKV stages: what the GPU path does not cover is refused, naming the option (never run
+ * on the CPU instead). First what the options alone decide (also in a build without CUDA), then the start model. */
+mrw_status mrw_train_gpu_mm_options(const mrw_train_opts *o, int world, mrw_error *err) {
+    if (o->train & MRW_PG_ENCODER)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --train ...,encoder is not supported on the GPU (it "
+                       "takes the features of a frozen encoder); train the encoder with --device cpu");
+    if (o->compress_k)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --compress (a trained Conv1D compression) is not "
+                       "supported on the GPU yet; use --device cpu");
+    if (world > 1 || o->zero || o->allreduce_bf16)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: data parallelism (--gpus, WORLD_SIZE > 1, --zero, "
+                       "--allreduce) covers plain text training only; the ModRWKV stages run on one GPU");
+    return MRW_OK;
+}
+
+static mrw_status gpu_mm_model(const trainer *t, mrw_error *err) {
+    const mrw_mm_info mi = mrw_mm_get_info(t->enc);
+    if (mi.encoder == MRW_ENC_WHISPER || mi.encoder == MRW_ENC_WAVLM || t->adc.kind == MRW_TADAPTER_V1_AUDIO)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: audio encoders (Whisper, WavLM) and their adapters are "
+                       "not supported on the GPU yet; use --device cpu");
+    if (t->adc.v2_conv)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: the v2 adapter's Conv1d (proj.conv.*) is not supported "
+                       "on the GPU yet; use --device cpu");
+    if (t->compress_k)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: the start model's trained compression (compress.*) is "
+                       "not supported on the GPU yet; use --device cpu");
+    if (t->n_xm)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: a model with %d modalities is not supported on the GPU "
+                       "yet (one image modality only); use --device cpu", t->n_xm + 1);
+    return MRW_OK;
 }
 
 static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
@@ -1159,11 +1262,13 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
         cfg.d_w = r[0], cfg.d_a = r[1], cfg.d_v = r[2], cfg.d_g = r[3];
     }
     t->C = cfg.n_embd, t->V = cfg.vocab;
+    if (o->device && multimodal && (s = mrw_train_gpu_mm_options(o, t->world, err))) return s;
 #ifndef MRW_CUDA
     if (o->device) return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: this modrwkv was built without CUDA (make CUDA=1)");
 #endif
-    if (o->device && multimodal)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda trains plain RWKV-7 text only (no encoder / adapter yet)");
+    if (t->world > 1 && t->B % t->world)
+        return mrw_err(err, MRW_E_ARG, "--batch %d is the global micro-batch, split evenly over the %d ranks: give a "
+                       "multiple of %d", t->B, t->world, t->world);
     /* on the GPU the CPU trainer only holds the weights (checkpoints, init): no activations for the batch */
     s = mrw_rwkv7_train_new(&cfg, o->device ? 1 : t->B, o->device ? PAD_MULTIPLE : t->maxT, o->threads, &t->lm, err);
     if (!s) {
@@ -1173,6 +1278,7 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
     t->enc = lm_mm; /* its encoder makes the features (setup_multimodal) */
     if (s) return s;
     if (multimodal && (s = setup_multimodal(t, err))) return s;
+    if (o->device && multimodal && (s = gpu_mm_model(t, err))) return s;
     t->sets[t->n_sets++] = mrw_rwkv7_train_params(t->lm);
     if (t->ad) t->sets[t->n_sets++] = mrw_tadapter_params(t->ad);
     for (int k = 0; k < t->n_xm; k++) t->sets[t->n_sets++] = mrw_tadapter_params(t->xm[k].ad);
@@ -1215,35 +1321,111 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
         if (s) return s;
         t->st = st;
         if ((s = mrw_data_seek(t->data, st.epoch, st.k, err))) return s;
-        if ((s = trim_log(t->path_log, st.step, err))) return s;
+        if (t->rank == 0 && (s = trim_log(t->path_log, st.step, err))) return s;
     } else if (access(t->path_resume, F_OK) == 0) {
         return mrw_err(err, MRW_E_ARG, "%s already holds a training run (resume.safetensors): use --resume to continue "
                                        "it, or another --out", o->out);
     }
 #ifdef MRW_CUDA
     if (o->device) {
-        mrw_rwkv7_gpu_opts go = {0, o->act_ckpt, 0};
-        if ((s = mrw_rwkv7_gpu_new(&cfg, t->B, t->maxT, &go, &t->gpu, err)) ||
+        /* MRW_TRAIN_GPU_FP32=1: fp32 activations and GEMMs (slow; the tests' exact mode) */
+        const char *f32 = getenv("MRW_TRAIN_GPU_FP32");
+        const int local = t->world > 1 ? t->denv.local_rank : 0;
+        mrw_rwkv7_gpu_opts go = {f32 && *f32 == '1', o->act_ckpt, local};
+        /* the rendezvous (rank 0 serves NCCL's id at MASTER_ADDR:MASTER_PORT), then the communicator */
+        if (t->world > 1 && (s = mrw_nccl_open(&t->denv, local, &t->nccl, err))) return s;
+        if ((s = mrw_rwkv7_gpu_new(&cfg, t->B / t->world, t->maxT, &go, &t->gpu, err)) ||
             (s = mrw_rwkv7_gpu_upload(t->gpu, t->sets[0], err)) ||
-            (s = mrw_rwkv7_gpu_moments(t->gpu, 1, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t, err)))
+            (s = mrw_dp_new(t->gpu, t->nccl, o->zero, &t->dp, err)) ||
+            (s = mrw_dp_set_bf16(t->dp, o->allreduce_bf16, err)) ||
+            (s = mrw_dp_moments(t->dp, 1, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t, err)))
             return s;
-        if (!o->quiet)
-            fprintf(stderr, "modrwkv train: on the GPU (bf16, %.2f GiB of device memory%s)\n",
-                    mrw_rwkv7_gpu_bytes(t->gpu) / 1073741824.0, o->act_ckpt ? ", activation checkpointing" : "");
+        if (t->ad) {
+            /* the adapter on the trainer's stream: v2 (hidden from the file / 4C / --adapter-scale), or v1 vision
+             * (the same graph, hidden 2C, other names); rows for every feature row a micro-batch can hold */
+            const int v1 = t->adc.kind == MRW_TADAPTER_V1_VISION;
+            const int hidden = v1 ? 2 * t->C : (t->adc.hidden ? t->adc.hidden : 4 * t->C);
+            size_t rows = (size_t)t->max_items * t->max_rows;
+            if (rows > (size_t)t->B * t->maxT) rows = (size_t)t->B * t->maxT;
+            t->row_pos = malloc(rows * sizeof(int32_t));
+            if (!t->row_pos) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+            if ((s = mrw_adapter_gpu_new(t->feat_E, t->C, hidden, (int)rows, mrw_rwkv7_gpu_stream(t->gpu), &t->agpu,
+                                         err)) ||
+                (v1 && (s = mrw_adapter_gpu_use_v1_names(t->agpu, err))) ||
+                (s = mrw_adapter_gpu_upload(t->agpu, t->sets[1], 0, err)) ||
+                ((o->train & MRW_PG_ADAPTER) &&
+                 (s = mrw_adapter_gpu_moments(t->agpu, 1, t->sets[1], t->opt.m, t->opt.v, t->opt.moff[1], &t->opt.t,
+                                              err))) ||
+                (s = mrw_adapter_gpu_trainer_buffers(t->agpu, (size_t)t->B * t->maxT, go.fp32 ? MRW_CUDA_F32 : MRW_CUDA_BF16,
+                                                     &t->g_inject, &t->g_dinject, err)))
+                return s;
+            if (!o->quiet)
+                fprintf(stderr, "modrwkv train: ModRWKV %s on the GPU: %s adapter (%d -> %d -> %d, bf16), encoder "
+                        "features from the %s, %.2f GiB of device memory for the adapter\n",
+                        o->train & MRW_PG_RWKV ? (o->train & MRW_PG_ADAPTER ? "stage 2 (adapter + RWKV)" : "RWKV")
+                                               : "stage 1 (adapter; RWKV frozen)",
+                        v1 ? "v1" : "v2", t->feat_E, hidden, t->C, t->fcache ? "feature cache / CPU encoder" : "CPU encoder",
+                        mrw_adapter_gpu_bytes(t->agpu) / 1073741824.0);
+        }
+        if (!o->quiet && t->world > 1)
+            fprintf(stderr, "modrwkv train: data parallel on %d GPUs (NCCL %s, %s gradient all-reduce%s): micro-batch "
+                    "%d = %d per rank; %.2f GiB of device memory on rank 0 (Adam moments %.2f GiB)\n", t->world,
+                    mrw_nccl_version(t->nccl), o->allreduce_bf16 ? "bf16" : "fp32", o->zero ? ", ZeRO-1" : "", t->B,
+                    t->B / t->world,
+                    mrw_rwkv7_gpu_bytes(t->gpu) / 1073741824.0, mrw_dp_moment_bytes(t->dp) / 1073741824.0);
+        else if (!o->quiet)
+            fprintf(stderr, "modrwkv train: on the GPU (%s, %.2f GiB of device memory%s%s%s)\n", go.fp32 ? "fp32" : "bf16",
+                    mrw_rwkv7_gpu_bytes(t->gpu) / 1073741824.0, o->act_ckpt ? ", activation checkpointing" : "",
+                    o->zero ? ", ZeRO-1 code path" : "", o->allreduce_bf16 ? ", gradients rounded to bf16" : "");
     }
 #endif
+    if (t->rank != 0) return MRW_OK; /* rank 0 writes the log and the checkpoints */
     t->log = fopen(t->path_log, o->resume ? "ab" : "wb");
     if (!t->log) return mrw_err(err, MRW_E_IO, "%s: %s", t->path_log, strerror(errno));
     return MRW_OK;
 }
+
+#ifdef MRW_CUDA
+/* The optimizer step on the GPU. Text: mrw_dp_step. ModRWKV: the clip is over every trained tensor at once, as the
+ * CPU trainer's (stage 2: the RWKV table's and the adapter's partial sums of squares added, both steps take the norm
+ * from that sum); stage 1 steps the adapter alone. */
+static mrw_status gpu_step(trainer *t, double lr, double *norm, mrw_error *err) {
+    const int trains_ad = t->agpu && (t->o->train & MRW_PG_ADAPTER), trains_rwkv = (t->o->train & MRW_PG_RWKV) != 0;
+    if (!trains_ad) return mrw_dp_step(t->dp, &t->opt.cfg, lr, t->o->clip, norm, err);
+    if (!trains_rwkv) return mrw_adapter_gpu_step(t->agpu, &t->opt.cfg, lr, t->o->clip, norm, err);
+    mrw_rwkv7_gpu_flat f;
+    mrw_rwkv7_gpu_flat_get(t->gpu, &f);
+    mrw_status s;
+    if ((s = mrw_rwkv7_gpu_sumsq_range(t->gpu, 0, f.total, err)) ||
+        (s = mrw_adapter_gpu_sumsq_add(t->agpu, f.norm_part, err)) ||
+        (s = mrw_adapter_gpu_step_part(t->agpu, &t->opt.cfg, lr, t->o->clip, f.norm_part, NULL, err)) ||
+        (s = mrw_rwkv7_gpu_step_range(t->gpu, &t->opt.cfg, lr, t->o->clip, 0, f.total, f.m, f.v, norm, err)))
+        return s;
+    return mrw_rwkv7_gpu_refresh(t->gpu, err);
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------- run */
 
 mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, const mrw_vocab *vocab, mrw_error *err) {
     mrw_train_opts o = *opts;
     if (o.lr_final < 0) o.lr_final = o.lr / 10;
-    trainer t = {.o = &o, .vocab = vocab};
-    mrw_status s = setup(&t, start, err);
+    trainer t = {.o = &o, .vocab = vocab, .world = 1};
+    mrw_status s = MRW_OK;
+    if (o.device) { /* WORLD_SIZE > 1 in the environment: one rank of a data-parallel run */
+        int distributed = 0;
+        if ((s = mrw_dist_env_read(&t.denv, &distributed, err))) return s;
+        if (distributed) {
+#ifndef MRW_CUDA
+            return mrw_err(err, MRW_E_UNSUPPORTED, "WORLD_SIZE=%d: this modrwkv was built without CUDA (make CUDA=1)",
+                           t.denv.world);
+#endif
+            t.rank = t.denv.rank, t.world = t.denv.world;
+            if (t.rank != 0) o.quiet = 1, o.progress = 0;
+        }
+    }
+    if (o.zero && !o.device) return mrw_err(err, MRW_E_ARG, "--zero 1 needs --device cuda");
+    s = setup(&t, start, err);
     if (s) {
         trainer_free(&t);
         return s;
@@ -1260,6 +1442,8 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
     const int64_t first = t.st.step; /* the bar (rate, ETA) counts this session's steps */
     mrw_progress_start(&bar, label, (uint64_t)(total - first), "steps", o.progress && total > first);
     const char *kill_at = getenv("MRW_TRAIN_KILL_AFTER_STEP"); /* tests: SIGKILL itself after that step */
+    const char *nan_at = getenv("MRW_TRAIN_NAN_AT_STEP");      /* tests: "STEP[,RANK]": a NaN loss there (once) */
+    int nan_done = 0;
     const double t_session = mrw_now();
     const double elapsed0 = t.st.elapsed_s;
     float last_loss = NAN;
@@ -1269,6 +1453,7 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
         if (!t.gpu) mrw_adam_zero_grad(&t.opt); /* (on the GPU the host tables only carry the weights) */
 #ifdef MRW_CUDA
         if (t.gpu && (s = mrw_rwkv7_gpu_zero_grad(t.gpu, err))) break;
+        if (t.agpu && (s = mrw_adapter_gpu_zero_grad(t.agpu, err))) break;
 #endif
         double loss_sum = 0;
         int64_t step_tokens = 0;
@@ -1279,6 +1464,17 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
             loss_sum += loss;
         }
         if (s) break;
+        if (nan_at && !nan_done && atoll(nan_at) == t.st.step + 1) { /* tests: this rank's loss of that step is NaN */
+            nan_done = 1;
+            if (!strchr(nan_at, ',') || atoi(strchr(nan_at, ',') + 1) == t.rank) loss_sum = NAN;
+        }
+#ifdef MRW_CUDA
+        if (t.world > 1) { /* the global loss: the ranks' target-weighted parts summed; NaN/Inf skips on every rank */
+            double x[2] = {loss_sum, isfinite(loss_sum) ? 0.0 : 1.0};
+            if ((s = mrw_dp_sum_host(t.dp, x, 2, err))) break;
+            loss_sum = x[1] > 0 ? NAN : x[0];
+        }
+#endif
         const double loss = loss_sum / o.grad_accum;
         if (!isfinite(loss) && t.gpu && ++skipped <= 10) {
             fprintf(stderr, "modrwkv train: warning: the loss is %g at step %" PRId64 ": step skipped\n", loss,
@@ -1295,7 +1491,7 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
         double norm = 0;
 #ifdef MRW_CUDA
         if (t.gpu) {
-            if ((s = mrw_rwkv7_gpu_step(t.gpu, &t.opt.cfg, lr, o.clip, &norm, err))) break;
+            if ((s = gpu_step(&t, lr, &norm, err))) break;
         } else
 #endif
         {
@@ -1308,12 +1504,12 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
         const double now = mrw_now(), dt = now - t0;
         t.st.elapsed_s = elapsed0 + (now - t_session);
         const double epoch = (double)t.st.epoch + (t.n_records ? (double)t.st.k / (double)t.n_records : 0);
-        fprintf(t.log,
+        if (t.log) fprintf(t.log,
                 "{\"step\":%" PRId64 ",\"epoch\":%.6f,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens\":%" PRId64
                 ",\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
                 t.st.step, epoch, loss, lr, norm, t.st.tokens, dt > 0 ? (double)step_tokens / dt : 0.0,
                 t.st.elapsed_s);
-        fflush(t.log);
+        if (t.log) fflush(t.log);
         last_loss = (float)loss;
         snprintf(label, sizeof label, "train loss %.4f lr %.2e %.0f tok/s", loss, lr,
                  dt > 0 ? (double)step_tokens / dt : 0.0);
@@ -1321,7 +1517,7 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
         if ((o.save_every > 0 && t.st.step % o.save_every == 0) || t.st.step == total) {
             if ((s = save(&t, err))) break;
         }
-        if (kill_at && atoll(kill_at) == t.st.step) {
+        if (kill_at && atoll(kill_at) == t.st.step && t.rank == 0) { /* (data parallel: the launcher stops the rest) */
             fflush(NULL);
             kill(getpid(), SIGKILL);
         }

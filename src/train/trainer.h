@@ -55,8 +55,10 @@ typedef struct {
     int64_t save_every;               /* 0: only at the end */
     int resume;                       /* continue from OUT/resume.safetensors */
     int progress;                     /* progress bar / lines on stderr */
-    int device;                       /* 0: CPU; 1: CUDA (text training only; builds with MRW_CUDA) */
+    int device;                       /* 0: CPU; 1: CUDA (text, and the ModRWKV image stages; builds with MRW_CUDA) */
     int act_ckpt;                     /* CUDA: per-block activation checkpointing */
+    int zero;                         /* CUDA data parallel (WORLD_SIZE > 1, docs/DISTRIBUTED.md): 1 = ZeRO-1 */
+    int allreduce_bf16;               /* CUDA data parallel: gradients summed in bf16 (default fp32) */
     int quiet;                        /* no summary lines */
 } mrw_train_opts;
 
@@ -64,6 +66,10 @@ void mrw_train_opts_default(mrw_train_opts *o);
 /* Runs the whole training. start (may be NULL) is the loaded RWKV-7 of o->model when it is a plain RWKV-7
  * file (the caller loaded it to resolve the vocabulary); vocab tokenizes the data. */
 mrw_status mrw_train_run(const mrw_train_opts *o, const mrw_model *start, const mrw_vocab *vocab, mrw_error *err);
+
+/* --device cuda with a multimodal start: MRW_E_UNSUPPORTED naming the option when the options ask for what the GPU
+ * path does not do (--train encoder, --compress, data parallelism over `world` ranks); MRW_OK otherwise. */
+mrw_status mrw_train_gpu_mm_options(const mrw_train_opts *o, int world, mrw_error *err);
 
 /* The spliced sequence of a sample whose n_media media give M adapter rows each, into tok/lab (room for
  * ctx_len): prepend (v1) puts every media's rows before the text, in order; otherwise (v2) a

@@ -5,12 +5,17 @@
 # (or ./cuda-out). Uses the binaries from `make CUDA=1 cuda-tests cuda-bench` when they are there and run on
 # this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
 # src/base/error.c, not the rest of the library's dependencies).
-#   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|train|trainsan|trainbench|decode|decodesan|decodebench|profile|stalls|sass]...
+#   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|train|trainsan|trainbench|decode|decodesan|decodebench|mm|mmsan|mmbench|
+#                          distbench|profile|stalls|sass]...
 #   (default: test asan sanitize bench train trainsan trainbench)
 # train: the GPU trainer against the CPU trainer (test_train_gpu, table in $out/train_parity.txt); trainsan:
 # compute-sanitizer memcheck on its quick cases; trainbench: bench_train_gpu (0.1B / 0.4B / 1.5B training steps).
 # decode: the GPU decoder against the CPU model (test_decode_gpu, built by `make CUDA=1` with the library: carry
 # build-cuda/gpulibs too); decodesan: its memcheck run; decodebench: bench_decode_gpu (0.4B / 1.5B decode).
+# mm: the ModRWKV pieces (GPU adapter and ViT encoder against the CPU: test_modrwkv_gpu, whole library like
+# test_decode_gpu); mmsan: its memcheck and racecheck runs; mmbench: bench_modrwkv_gpu (image encode time, stage-1 and
+# stage-2 samples/s). distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
+# The CLI checks are separate scripts: tests/cuda/train_cli_gpu.sh, train_mm_gpu.sh, train_dist_gpu.sh.
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-cuda-out}; mkdir -p "$out"
@@ -26,14 +31,14 @@ if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
     nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc -c "$f" -o "$o" &
   done
   hobjs=()
-  for f in src/base/error.c src/train/params.c src/train/optim.c src/train/rwkv7_train.c src/train/wkv7_train.c \
-           src/kernels/cpu/gemm_train.c src/kernels/cpu/kctx.c; do
+  # the Makefile's CU_HOST_SRC (the host files every driver links)
+  for f in $(sed -n '/^CU_HOST_SRC *:=/,/[^\\]$/p' Makefile | sed 's/^CU_HOST_SRC *:=//; s/\\//g'); do
     o=/tmp/host_$(basename "$f" .c).o; hobjs+=("$o")
     gcc -std=gnu11 -O2 -fopenmp -Iinclude -Isrc -c "$f" -o "$o" &
   done
   wait
   for t in tests/cuda/*.cu bench/cuda/*.cu; do
-    [ "$t" = tests/cuda/test_decode_gpu.cu ] && continue # needs the whole library: make CUDA=1 here
+    case $t in tests/cuda/test_decode_gpu.cu|tests/cuda/test_modrwkv_gpu.cu) continue ;; esac # whole library: carry them
     nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" "${hobjs[@]}" -lcublas -lgomp \
       -o "build-cuda/${t%.cu}" &
   done
@@ -91,6 +96,25 @@ for s in $steps; do
   decodebench)
     echo "== bench_decode_gpu"
     build-cuda/bench/cuda/bench_decode_gpu 2>&1 | tee "$out/bench_decode_gpu.txt" ;;
+  mm)
+    echo "== test_modrwkv_gpu (GPU adapter and ViT encoder vs the CPU)"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_modrwkv_gpu \
+      > "$out/mm.txt" 2>&1; r=$?
+    grep -E "FAIL|rows passed" "$out/mm.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  mmsan)
+    for tool in memcheck racecheck; do
+      echo "== compute-sanitizer --tool $tool test_modrwkv_gpu --quick"
+      LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool "$tool" \
+        --error-exitcode 3 build-cuda/tests/cuda/test_modrwkv_gpu --quick > "$out/san_mm_$tool.txt" 2>&1
+      r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_mm_$tool.txt"; echo "exit $r"
+      [ $r -eq 0 ] || rc=1
+    done ;;
+  mmbench)
+    echo "== bench_modrwkv_gpu"
+    build-cuda/bench/cuda/bench_modrwkv_gpu 2>&1 | tee "$out/bench_modrwkv_gpu.txt" ;;
+  distbench)
+    echo "== bench_dist_gpu"
+    build-cuda/bench/cuda/bench_dist_gpu --zero 2>&1 | tee "$out/bench_dist_gpu.txt" ;;
   stalls)
     echo "== ncu stall counters (kernels matching ${NCU_K:-wkv7}, first ${NCU_C:-2}; default: the default forward and backward)"
     m=smsp__inst_executed.sum,smsp__cycles_active.avg

@@ -2,6 +2,7 @@
  * output tensor. Run on a GPU machine:
  *     make CUDA=1 cuda-tests && build-cuda/tests/cuda/test_cuda_ops          (all cases)
  *     build-cuda/tests/cuda/test_cuda_ops --quick                            (small shapes, for compute-sanitizer)
+ *     build-cuda/tests/cuda/test_cuda_ops --train-ops [--quick]              (only the training-step rows)
  * Exit status 0 only if every row passes.
  *
  * Error measure per tensor: max|gpu - ref| / max|ref| ("max err", the pass criterion) and
@@ -9,7 +10,8 @@
  * except dr, dw and da in fp32: 2e-4, and 5e-3 when every decay sits at its floor 0.545 ("d.55" cases). Those
  * three use S_{t-1}, which the backward recovers by inverting up to 15 updates (dividing by the decay each step),
  * as the reference trainer's kernel does, so fp32 rounding can grow by up to 0.545^-15 ~ 9e3 before the next
- * checkpoint; measured max err up to ~9e-4 at the floor, ~3e-5 with mixed decays. bf16 tensors 1e-2 (inputs are
+ * checkpoint; measured max err up to ~9e-4 at the floor, ~3e-5 with mixed decays (the chunked backward, variant 16,
+ * restarts from exact chunk start states: 1e-4 for all its fp32 tensors). bf16 tensors 1e-2 (inputs are
  * bf16 in both, outputs are rounded to bf16: 2^-9 relative per element, plus fp32 arithmetic); fp32 outputs of
  * bf16 cases (S_T, ds0) 1e-3. Every output buffer is poisoned with NaN before the
  * call, so an unwritten element fails. The references themselves are checked against central finite differences
@@ -141,6 +143,29 @@ static void ref_head(const wkv_in &in, int bb, int hh, wkv_out &o) {
     for (int e = 0; e < N * N; e++) o.ds0[sbase + e] = dS[e];
 }
 
+/* sa_t = S_{t-1} a_t of every step (what the forward saves for the backward), [B][T][H][N]. */
+static std::vector<double> ref_sa(const wkv_in &in) {
+    const int T = in.T, H = in.H, N = NN;
+    std::vector<double> out((size_t)in.B * T * H * N), S(N * N);
+    for (int bb = 0; bb < in.B; bb++)
+        for (int hh = 0; hh < H; hh++) {
+            const size_t sbase = ((size_t)bb * H + hh) * N * N;
+            for (int e = 0; e < N * N; e++) S[e] = in.s0.empty() ? 0.0 : in.s0[sbase + e];
+            for (int t = 0; t < T; t++) {
+                const size_t at = (((size_t)bb * T + t) * H + hh) * N;
+                std::vector<double> sa(N, 0.0);
+                for (int i = 0; i < N; i++)
+                    for (int j = 0; j < N; j++) sa[i] += S[i * N + j] * in.a[at + j];
+                for (int i = 0; i < N; i++) {
+                    out[at + i] = sa[i];
+                    for (int j = 0; j < N; j++)
+                        S[i * N + j] = S[i * N + j] * exp(-exp(in.w[at + j])) + sa[i] * in.b[at + j] + in.v[at + i] * in.k[at + j];
+                }
+            }
+        }
+    return out;
+}
+
 static void ref_all(const wkv_in &in, wkv_out &o) {
     const size_t n = (size_t)in.B * in.T * in.H * NN, ns = (size_t)in.B * in.H * NN * NN;
     o.y.assign(n, 0), o.dr.assign(n, 0), o.dw.assign(n, 0), o.dk.assign(n, 0), o.dv.assign(n, 0);
@@ -259,7 +284,8 @@ static void row(const char *op, const char *tensor, const char *dt, const char *
 }
 
 /* One case: GPU forward + backward vs the float64 reference. */
-static void run_case(int B, int T, int H, bool bf16, bool s0, bool dsT, decay_kind dk, int K) {
+static void run_case(int B, int T, int H, bool bf16, bool s0, bool dsT, decay_kind dk, int K, int Kb = -1) {
+    if (Kb < 0) Kb = K;
     wkv_in in = make_inputs(B, T, H, bf16, s0, dsT, dk);
     wkv_out ref;
     ref_all(in, ref);
@@ -283,9 +309,14 @@ static void run_case(int B, int T, int H, bool bf16, bool s0, bool dsT, decay_ki
                                              y.p, (float *)ck.p, (float *)sa.p, nullptr, K, &err);
     if (st != MRW_OK) fprintf(stderr, "forward: %s\n", err.msg), g_fail++;
     CUDA_OK(cudaEventRecord(e1));
-    st = mrw_cuda_wkv7_backward_ex(dt, B, T, H, r.p, w.p, k.p, v.p, a.p, b.p, dy.p, dsT ? (float *)dsTb.p : nullptr,
-                                   (const float *)ck.p, (const float *)sa.p, dr.p, dw.p, dk_.p, dv.p, da.p, db.p,
-                                   (float *)ds0.p, nullptr, K, &err);
+    if (Kb == MRW_WKV7_CHUNKED) /* the chunked backward restarts from the forward's s0 */
+        st = mrw_cuda_wkv7_backward_s0(dt, B, T, H, r.p, w.p, k.p, v.p, a.p, b.p, dy.p, s0 ? (float *)s0b.p : nullptr,
+                                       dsT ? (float *)dsTb.p : nullptr, (const float *)ck.p, (const float *)sa.p,
+                                       dr.p, dw.p, dk_.p, dv.p, da.p, db.p, (float *)ds0.p, nullptr, Kb, &err);
+    else
+        st = mrw_cuda_wkv7_backward_ex(dt, B, T, H, r.p, w.p, k.p, v.p, a.p, b.p, dy.p, dsT ? (float *)dsTb.p : nullptr,
+                                       (const float *)ck.p, (const float *)sa.p, dr.p, dw.p, dk_.p, dv.p, da.p, db.p,
+                                       (float *)ds0.p, nullptr, Kb, &err);
     if (st != MRW_OK) fprintf(stderr, "backward: %s\n", err.msg), g_fail++;
     CUDA_OK(cudaEventRecord(e2));
     CUDA_OK(cudaDeviceSynchronize());
@@ -307,9 +338,15 @@ static void run_case(int B, int T, int H, bool bf16, bool s0, bool dsT, decay_ki
     /* tol32: fp32 outputs of a bf16 case (the state and its gradient); tol_inv: the gradients computed from the
      * state the backward recovers by inversion (dr, dw, da), see the header comment. */
     const double tol = bf16 ? 1e-2 : 1e-4, tol32 = bf16 ? 1e-3 : 1e-4;
-    const double tol_inv = bf16 ? 1e-2 : dk == DECAY_STRONG ? 5e-3 : 2e-4;
+    const double tol_inv = bf16 ? 1e-2 : Kb == MRW_WKV7_CHUNKED ? 1e-4 : dk == DECAY_STRONG ? 5e-3 : 2e-4;
+    if (K != Kb) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " b%d", Kb);
     row("wkv7_fwd", "y", ds, shape, K, download(y, n, bf16), ref.y, tol, fms);
     row("wkv7_fwd", "S_T", ds, shape, K, sT, ref.sT, tol32, fms);
+    if (K == MRW_WKV7_CHUNKED) { /* the same checkpoints and sa as the step-by-step forward writes */
+        std::vector<double> sah = download(sa, n, false);
+        row("wkv7_fwd", "sa", ds, shape, K, sah, ref_sa(in), tol32, fms);
+    }
+    K = Kb;
     row("wkv7_bwd", "dr", ds, shape, K, download(dr, n, bf16), ref.dr, tol_inv, bms);
     row("wkv7_bwd", "dw", ds, shape, K, download(dw, n, bf16), ref.dw, tol_inv, bms);
     row("wkv7_bwd", "dk", ds, shape, K, download(dk_, n, bf16), ref.dk, tol, bms);
@@ -373,6 +410,12 @@ static void check_errors(void) {
                                  nullptr, nullptr, &err) == MRW_E_ARG;
     ok &= mrw_cuda_wkv7_forward((mrw_cuda_dtype)7, 1, 4, 1, p, p, p, p, p, p, nullptr, p, f, f, nullptr, &err) ==
           MRW_E_UNSUPPORTED;
+    ok &= mrw_cuda_wkv7_forward_ex((mrw_cuda_dtype)7, 1, 4, 1, p, p, p, p, p, p, nullptr, p, f, f, nullptr,
+                                   MRW_WKV7_CHUNKED, &err) == MRW_E_UNSUPPORTED;
+    ok &= mrw_cuda_wkv7_backward_s0(MRW_CUDA_F32, 1, 4, 1, p, p, p, p, p, p, p, f + 1, nullptr, f, f, p, p, p, p, p,
+                                    p, nullptr, nullptr, MRW_WKV7_CHUNKED, &err) == MRW_E_ARG;
+    ok &= mrw_cuda_wkv7_backward_s0(MRW_CUDA_F32, 1, 4, 1, p, p, p, p, p, p, p, nullptr, nullptr, f, f, p, p, p, p,
+                                    nullptr, p, nullptr, nullptr, MRW_WKV7_CHUNKED, &err) == MRW_E_ARG;
     CUDA_OK(cudaDeviceSynchronize());
     cudaFree(p);
     g_rows++;
@@ -384,7 +427,8 @@ static void check_errors(void) {
 #include "train_ops.inc"
 
 int main(int argc, char **argv) {
-    const bool quick = argc > 1 && !strcmp(argv[1], "--quick");
+    bool quick = false, train_only = false; /* --train-ops: only the training-step rows (no WKV7 rows) */
+    for (int i = 1; i < argc; i++) quick |= !strcmp(argv[i], "--quick"), train_only |= !strcmp(argv[i], "--train-ops");
     /* Fresh inputs on every run; the seed is printed so a failure can be replayed with MRW_TEST_SEED=<seed>. */
     const char *seed_env = getenv("MRW_TEST_SEED");
     const uint64_t seed = seed_env ? strtoull(seed_env, nullptr, 0) : (uint64_t)time(nullptr);
@@ -404,6 +448,11 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--device")) return 0;
     printf("| op        | tensor | type | shape BxTxH    | K |   max err |  norm err |     tol | ok   |  time ms |\n");
     printf("|-----------|--------|------|----------------|---|-----------|-----------|---------|------|----------|\n");
+    if (train_only) {
+        run_train_ops(quick);
+        printf("%d of %d rows passed\n", g_rows - g_fail, g_rows);
+        return g_fail ? 1 : 0;
+    }
     check_reference();
     check_errors();
     /* args: B, T, H, bf16, s0, dsT, decay, variant (0 default, 1 tiled, 2/4/8 row-sliced) */
@@ -414,7 +463,28 @@ int main(int argc, char **argv) {
     run_case(1, 37, 1, false, true, true, DECAY_MIXED, 2);
     run_case(1, 33, 2, false, true, true, DECAY_MIXED, 1);
     run_case(1, 21, 1, true, true, true, DECAY_MIXED, 8);
+    /* the chunked kernels (variant 16): the same cases, and each direction paired with a step-by-step one */
+    const int C = MRW_WKV7_CHUNKED;
+    run_case(1, 40, 2, false, true, true, DECAY_MIXED, C);
+    run_case(1, 16, 1, true, false, false, DECAY_MIXED, C);
+    run_case(1, 5, 1, false, true, true, DECAY_MIXED, C);
+    run_case(1, 19, 2, true, true, true, DECAY_MIXED, C);
+    run_case(1, 37, 1, false, true, true, DECAY_MIXED, C);
+    run_case(1, 33, 2, false, true, true, DECAY_MIXED, C, 2);
+    run_case(1, 21, 1, true, true, true, DECAY_MIXED, 1, C);
     if (!quick) {
+        run_case(2, 100, 3, false, true, true, DECAY_MIXED, C);
+        run_case(2, 257, 4, true, true, false, DECAY_MIXED, C);
+        run_case(1, 2048, 2, false, false, true, DECAY_STRONG, C);
+        run_case(1, 2048, 2, false, true, false, DECAY_MIXED, C);
+        run_case(1, 64, 2, false, true, true, DECAY_STRONG, C);
+        run_case(3, 1000, 5, true, false, false, DECAY_MIXED, C);
+        run_case(1, 4096, 1, true, true, true, DECAY_STRONG, C);
+        run_case(8, 64, 16, true, false, false, DECAY_MIXED, C);
+        /* fp32: the step-by-step backward inverts the update from the checkpoints, which needs them to fp32
+         * accuracy; the chunked forward's bf16 path (one TF32 product) is not meant to feed it */
+        run_case(2, 257, 4, false, true, true, DECAY_MIXED, C, 2);
+        run_case(2, 257, 4, false, true, true, DECAY_MIXED, 1, C);
         for (int K : {1, 2, 4, 8}) run_case(2, 100, 3, false, true, true, DECAY_MIXED, K);
         for (int K : {1, 2, 4, 8}) run_case(2, 257, 4, true, true, false, DECAY_MIXED, K);
         run_case(1, 2048, 2, false, false, true, DECAY_STRONG, 0);

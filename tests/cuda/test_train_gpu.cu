@@ -18,7 +18,10 @@
  * gradient here is a sum over only 74 rows, so nothing averages out; the bf16 rows check the dtype plumbing, the
  * fp32 rows the math); Adam: norm 1e-6, weights 1e-3 of lr (the kernels round as the CPU does; the clip
  * coefficient comes from a differently ordered sum). Exit status 0 only if every row passes.
- * --quick: the first three cases and no out-of-memory check (compute-sanitizer reports the deliberately failing
+ * Then the ModRWKV rows (run_inject_case): feature rows injected at masked positions and the frozen (stage 1)
+ * backward against mrw_rwkv7_train_forward(inject, mask) / mrw_rwkv7_train_backward(frozen, d_inject): loss,
+ * d_inject and gradients at the tolerances above; frozen: no gradient element may move.
+ * --quick: the first three cases (two inject cases) and no out-of-memory check (compute-sanitizer reports the deliberately failing
  * cudaMalloc as an API error). */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -28,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -233,6 +237,144 @@ static void run_case(const tcase *tc, int idx) {
     mrw_rwkv7_train_free(cpu);
 }
 
+/* ModRWKV stages: feature rows injected at masked positions (the first M of every sample plus a few random rows;
+ * M = T/3), against the CPU trainer's inject / frozen backward. mode 0: full backward (parameter gradients and
+ * d_inject); 1: frozen (stage 1) after a grad-1 forward; 2: frozen after a grad-2 forward (no head gradient).
+ * Rows: loss, d_inject (scale 0.5) and, unfrozen, the worst gradient class; frozen, that no gradient moved (the
+ * buffers were set to 1 before: every element must still be exactly 1). bf16 cases give both trainers the same
+ * bf16-rounded feature rows. */
+static uint16_t to_bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf16_bits_to_f(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static void run_inject_case(const tcase *tc, int mode) {
+    mrw_error e;
+    mrw_rwkv7_train_config cfg = {tc->L, tc->C, 64, tc->V, tc->F, tc->dw, tc->da, tc->dv, tc->dg};
+    char cs[64];
+    snprintf(cs, sizeof cs, "%s %s", tc->name, mode == 0 ? "inj" : mode == 1 ? "inj frozen" : "inj frozen g2");
+    mrw_rwkv7_train *cpu = NULL;
+    CHECK(mrw_rwkv7_train_new(&cfg, tc->B, tc->T, 1, &cpu, &e));
+    mrw_param_set *ps = mrw_rwkv7_train_params(cpu);
+    init_params(ps);
+    mrw_rwkv7_gpu_opts o = {tc->fp32, tc->ckpt, 0};
+    mrw_rwkv7_gpu *gpu = NULL;
+    CHECK(mrw_rwkv7_gpu_new(&cfg, tc->B, tc->T, &o, &gpu, &e));
+    CHECK(mrw_rwkv7_gpu_upload(gpu, ps, &e));
+    const int BT = tc->B * tc->T, C = tc->C, M = tc->T / 3;
+    const size_t nC = (size_t)BT * C;
+    std::vector<int32_t> tok(BT), tgt(BT);
+    std::vector<uint8_t> mask(BT);
+    std::vector<float> inj(nC), dcpu(nC), dgpu(nC);
+    for (int r = 0; r < BT; r++) {
+        mask[r] = r % tc->T < M || rnd_u64() % 7 == 0;
+        tok[r] = mask[r] && r % 2 ? (int32_t)tc->V + 5 : (int32_t)(rnd_u64() % (uint64_t)tc->V); /* ignored */
+        tgt[r] = mask[r] || rnd_u64() % 5 == 0 ? MRW_IGNORE : (int32_t)(rnd_u64() % (uint64_t)tc->V);
+    }
+    std::vector<uint16_t> inj16(nC);
+    for (size_t i = 0; i < nC; i++) {
+        inj[i] = rnd_u(-1.f, 1.f);
+        if (!tc->fp32) inj16[i] = to_bf16_bits(inj[i]), inj[i] = bf16_bits_to_f(inj16[i]);
+    }
+    const size_t esz = tc->fp32 ? 4 : 2;
+    void *d_inj = NULL, *d_dinj = NULL;
+    if (cudaMalloc(&d_inj, nC * esz) != cudaSuccess || cudaMalloc(&d_dinj, nC * esz) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc failed\n");
+        exit(2);
+    }
+    cudaMemcpy(d_inj, tc->fp32 ? (const void *)inj.data() : (const void *)inj16.data(), nC * esz,
+               cudaMemcpyHostToDevice);
+    cudaMemset(d_dinj, 0xff, nC * esz); /* NaN poison: every element must be written */
+    const int frozen = mode != 0;
+    const double tl = tc->fp32 ? 1e-4 : 5e-3, tgm = tc->fp32 ? 3e-4 : 1.5e-1, tgn = tc->fp32 ? 1e-4 : 1e-1;
+    mrw_param_zero_grad(ps);
+    if (frozen)
+        for (size_t j = 0; j < ps->total; j++) ps->g[j] = 1.0f;
+    const float lc = mrw_rwkv7_train_forward(cpu, tok.data(), inj.data(), mask.data(), tgt.data(), tc->B, tc->T, NULL);
+    mrw_rwkv7_train_backward(cpu, 0.5f, frozen, dcpu.data());
+    mrw_param_set gs = clone_set(ps);
+    if (frozen) { /* gradient buffers at 1: a frozen backward must not touch them */
+        for (size_t j = 0; j < gs.total; j++) gs.g[j] = 1.0f;
+        CHECK(mrw_rwkv7_gpu_upload_grads(gpu, &gs, &e));
+    } else {
+        CHECK(mrw_rwkv7_gpu_zero_grad(gpu, &e));
+    }
+    float lg = 0;
+    CHECK(mrw_rwkv7_gpu_forward_ex(gpu, tok.data(), d_inj, mask.data(), tgt.data(), tc->B, tc->T, mode == 2 ? 2 : 1,
+                                   &lg, &e));
+    CHECK(mrw_rwkv7_gpu_backward_ex(gpu, 0.5f, frozen, d_dinj, &e));
+    CHECK(mrw_rwkv7_gpu_sync(gpu, &e));
+    char what[160];
+    snprintf(what, sizeof what, "loss (cpu %.6f gpu %.6f)", lc, lg);
+    const double le = fabs((double)lg - lc) / fabs((double)lc);
+    row(cs, what, le, le, tl, tl);
+    if (tc->fp32) {
+        cudaMemcpy(dgpu.data(), d_dinj, nC * 4, cudaMemcpyDeviceToHost);
+    } else {
+        std::vector<uint16_t> h(nC);
+        cudaMemcpy(h.data(), d_dinj, nC * 2, cudaMemcpyDeviceToHost);
+        for (size_t i = 0; i < nC; i++) dgpu[i] = bf16_bits_to_f(h[i]);
+    }
+    double me, ne;
+    errs(dgpu.data(), dcpu.data(), nC, &me, &ne);
+    int zero_ok = 1; /* rows that are not injected: exactly 0 */
+    for (int r = 0; r < BT; r++)
+        if (!mask[r])
+            for (int c = 0; c < C; c++) zero_ok &= dgpu[(size_t)r * C + c] == 0.0f;
+    snprintf(what, sizeof what, "d_inject (%d rows)%s", (int)std::count(mask.begin(), mask.end(), 1),
+             zero_ok ? "" : " NONZERO ELSEWHERE");
+    /* bf16: d_inject is one row's gradient at the input end (no sum over rows averages the roundings, unlike the
+     * embedding's gradient), measured up to 1.45e-1 / 1.38e-1 on this tiny case: 2.5e-1 / 2e-1; the row below
+     * (frozen = full backward on the GPU) is the tight check of the frozen path in bf16 */
+    row(cs, what, zero_ok ? me : 1.0, ne, tc->fp32 ? tgm : 2.5e-1, tc->fp32 ? tgn : 2e-1);
+    CHECK(mrw_rwkv7_gpu_download(gpu, &gs, 1, &e));
+    if (frozen) {
+        size_t moved = 0, cmoved = 0;
+        for (size_t j = 0; j < gs.total; j++) moved += gs.g[j] != 1.0f, cmoved += ps->g[j] != 1.0f;
+        snprintf(what, sizeof what, "frozen: grads moved gpu %zu cpu %zu", moved, cmoved);
+        row(cs, what, (double)moved, (double)moved, 0, 0);
+        /* the same step with a full backward on the GPU: the same d_inject (the activation gradients must not
+         * depend on whether parameter gradients are summed) */
+        std::vector<float> dfull(nC);
+        CHECK(mrw_rwkv7_gpu_forward_ex(gpu, tok.data(), d_inj, mask.data(), tgt.data(), tc->B, tc->T, 1, &lg, &e));
+        CHECK(mrw_rwkv7_gpu_backward_ex(gpu, 0.5f, 0, d_dinj, &e));
+        CHECK(mrw_rwkv7_gpu_sync(gpu, &e));
+        if (tc->fp32) {
+            cudaMemcpy(dfull.data(), d_dinj, nC * 4, cudaMemcpyDeviceToHost);
+        } else {
+            std::vector<uint16_t> h(nC);
+            cudaMemcpy(h.data(), d_dinj, nC * 2, cudaMemcpyDeviceToHost);
+            for (size_t i = 0; i < nC; i++) dfull[i] = bf16_bits_to_f(h[i]);
+        }
+        errs(dgpu.data(), dfull.data(), nC, &me, &ne);
+        row(cs, "d_inject frozen vs full backward (gpu)", me, ne, 1e-5, 1e-5);
+    } else {
+        double wm = -1, wn = -1;
+        std::string worst;
+        for (int i = 0; i < ps->n; i++) {
+            const mrw_param *p = &ps->p[i];
+            errs(gs.g + p->offset, ps->g + p->offset, p->n, &me, &ne);
+            if (!(me <= wm)) wm = me, worst = p->name;
+            if (!(ne <= wn)) wn = ne;
+        }
+        snprintf(what, sizeof what, "grads, worst %s", worst.c_str());
+        row(cs, what, wm, wn, tgm, tgn);
+    }
+    cudaFree(d_inj);
+    cudaFree(d_dinj);
+    mrw_param_set_free(&gs);
+    mrw_rwkv7_gpu_free(gpu);
+    mrw_rwkv7_train_free(cpu);
+}
+
 /* Invalid input is an error, not a crash. */
 static void run_args(int quick) {
     mrw_error e;
@@ -252,6 +394,14 @@ static void run_args(int quick) {
     ok &= mrw_rwkv7_gpu_forward(gpu, tok, tgt, 2, 8, 1, &loss, &e) == MRW_E_ARG;
     ok &= mrw_rwkv7_gpu_forward(gpu, tok, tgt, 3, 8, 1, &loss, &e) == MRW_E_ARG;
     ok &= mrw_rwkv7_gpu_backward(gpu, 1.0f, &e) == MRW_E_ARG; /* no valid forward */
+    { /* injection: inject without a mask; a full backward after a grad-2 forward; grad mode 3 */
+        uint8_t mk[16] = {1};
+        ok &= mrw_rwkv7_gpu_forward_ex(gpu, tok, NULL, mk, tgt, 2, 8, 1, &loss, &e) == MRW_E_ARG;
+        tok[3] = 1, tgt[5] = 0;
+        ok &= mrw_rwkv7_gpu_forward_ex(gpu, tok, NULL, NULL, tgt, 2, 8, 3, &loss, &e) == MRW_E_ARG;
+        ok &= mrw_rwkv7_gpu_forward_ex(gpu, tok, NULL, NULL, tgt, 2, 8, 2, &loss, &e) == MRW_OK;
+        ok &= mrw_rwkv7_gpu_backward_ex(gpu, 1.0f, 0, NULL, &e) == MRW_E_ARG;
+    }
     for (int i = 0; i < 16; i++) tgt[i] = MRW_IGNORE;
     ok &= mrw_rwkv7_gpu_forward(gpu, tok, tgt, 2, 8, 1, &loss, &e) == MRW_OK && loss == 0.0f;
     ok &= mrw_rwkv7_gpu_backward(gpu, 1.0f, &e) == MRW_OK;
@@ -301,6 +451,14 @@ int main(int argc, char **argv) {
                            {"L2C128 V65536 B1T70 fp32", 2, 128, 65536, 512, 32, 32, 16, 32, 1, 70, 1, 0, 0.0}};
     const int nc = quick ? 3 : (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < nc; i++) run_case(&cases[i], i);
+    /* ModRWKV: injected rows, frozen backward (T = 37 and 21: not multiples of 16) */
+    const tcase icases[] = {{"L2C128 V256 B2T37 fp32", 2, 128, 256, 512, 32, 32, 16, 32, 2, 37, 1, 0, 0.0},
+                            {"L2C128 V256 B2T21 bf16", 2, 128, 256, 512, 32, 32, 16, 32, 2, 21, 0, 0, 0.0},
+                            {"L3C192 V1000 B2T21 fp32 ckpt", 3, 192, 1000, 768, 16, 16, 16, 16, 2, 21, 1, 1, 0.0}};
+    const int modes[][3] = {{0, 1, 2}, {0, 1, 2}, {0, 1, -1}};
+    for (int i = 0; i < (quick ? 2 : 3); i++)
+        for (int m = 0; m < 3; m++)
+            if (modes[i][m] >= 0) run_inject_case(&icases[i], modes[i][m]);
     run_args(quick);
     out("%d of %d rows passed\n", g_rows - g_fail, g_rows);
     if (g_log) fclose(g_log);

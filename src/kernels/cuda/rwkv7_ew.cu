@@ -150,9 +150,11 @@ __global__ void mix_fwd2_kernel(size_t n2, int T_, int C, int nq, const T *x, mi
     }
 }
 
-template <typename T, bool PG>
-__global__ void mix_bwd2_kernel(int rows, int T_, int C, int nq, int acc, int per, const T *x, T *dx, mix_ptrs<T> p,
-                                float *part) {
+template <typename T, bool PG, int NQ>
+__global__ void mix_bwd2_kernel(int rows, int T_, int C, int nq_rt, int acc, int per, const T *x, T *dx,
+                                mix_ptrs<T> p, float *part) {
+    const int nq = NQ ? NQ : nq_rt; /* NQ: the count at compile time (6 or 1), so every load of a row is issued
+                                      * before the first is used (a runtime count left one latency per mix) */
     const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
     const int r0 = blockIdx.x * per, r1 = min(rows, r0 + per);
     const int c = blockIdx.y * 64 + 2 * tx;
@@ -167,6 +169,15 @@ __global__ void mix_bwd2_kernel(int rows, int T_, int C, int nq, int acc, int pe
         for (int r = r0 + ty; r < r1; r += 8) {
             const size_t e = (size_t)r * C + c;
             const bool next = (r + 1) % T_ != 0, prev = r % T_ != 0;
+            float2 d[MRW_CUDA_MIX_MAX], dn[MRW_CUDA_MIX_MAX];
+#pragma unroll
+            for (int q = 0; q < MRW_CUDA_MIX_MAX; q++) {
+                d[q] = dn[q] = make_float2(0.f, 0.f);
+                if (q < nq) {
+                    d[q] = ld2(p.d[q], e);
+                    if (next) dn[q] = ld2(p.d[q], e + C);
+                }
+            }
             float2 sum = acc ? ld2(dx, e) : make_float2(0.f, 0.f);
             float2 diff = make_float2(0.f, 0.f);
             if (PG) {
@@ -176,13 +187,9 @@ __global__ void mix_bwd2_kernel(int rows, int T_, int C, int nq, int acc, int pe
 #pragma unroll
             for (int q = 0; q < MRW_CUDA_MIX_MAX; q++) {
                 if (q >= nq) break;
-                const float2 d = ld2(p.d[q], e);
-                sum.x += d.x * (1.f - m[q][0]), sum.y += d.y * (1.f - m[q][1]);
-                if (next) {
-                    const float2 dn = ld2(p.d[q], e + C);
-                    sum.x += dn.x * m[q][0], sum.y += dn.y * m[q][1];
-                }
-                if (PG) pacc[q][0] += d.x * diff.x, pacc[q][1] += d.y * diff.y;
+                sum.x += d[q].x * (1.f - m[q][0]), sum.y += d[q].y * (1.f - m[q][1]);
+                sum.x += dn[q].x * m[q][0], sum.y += dn[q].y * m[q][1]; /* dn = 0 at a sequence's last row */
+                if (PG) pacc[q][0] += d[q].x * diff.x, pacc[q][1] += d[q].y * diff.y;
             }
             st2(dx, e, sum.x, sum.y);
         }
@@ -419,12 +426,16 @@ mrw_status mix_bwd_t(int B, int T_, int C, int nq, const void *x, const float *c
         const int per = (rows + slices - 1) / slices;
         slices = (rows + per - 1) / per;
         const dim3 grid(slices, (C + 63) / 64);
-        if (any) {
-            mix_bwd2_kernel<T, true><<<grid, 256, 0, st>>>(rows, T_, C, nq, acc, per, (const T *)x, (T *)dx, p, scratch);
-            colsum_final<MRW_CUDA_MIX_MAX><<<(C + 255) / 256, 256, 0, st>>>(C, slices, scratch, o);
-        } else {
-            mix_bwd2_kernel<T, false><<<grid, 256, 0, st>>>(rows, T_, C, nq, acc, per, (const T *)x, (T *)dx, p, scratch);
-        }
+#define MIXB(PGV, NQV)                                                                                             \
+    mix_bwd2_kernel<T, PGV, NQV><<<grid, 256, 0, st>>>(rows, T_, C, nq, acc, per, (const T *)x, (T *)dx, p, scratch)
+        if (any && nq == 6) MIXB(true, 6);
+        else if (any && nq == 1) MIXB(true, 1);
+        else if (any) MIXB(true, 0);
+        else if (nq == 6) MIXB(false, 6);
+        else if (nq == 1) MIXB(false, 1);
+        else MIXB(false, 0);
+#undef MIXB
+        if (any) colsum_final<MRW_CUDA_MIX_MAX><<<(C + 255) / 256, 256, 0, st>>>(C, slices, scratch, o);
         return launched("token mix backward", err);
     }
     mix_bwd_kernel<T><<<grid_for(n, 256), 256, 0, st>>>(n, T_, C, nq, acc, (T *)dx, p);

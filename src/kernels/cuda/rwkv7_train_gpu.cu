@@ -7,8 +7,9 @@
  * Per block the forward keeps (dt = bf16, or fp32 in fp32 mode): x_in, xa (LN1 out), r, kraw, vraw, the LoRA
  * hidden rows lw = tanh(xw w1), la = xa a1, lg = sigmoid(xg g1), lv = xv v1, the LoRA outputs pw, pa, pv, the gate
  * g, the WKV inputs w (log-space), k, v, a, b, the WKV output y, z = GroupNorm/bonus/gate output, xm (residual
- * after the time mix), xf (LN2 out), hk = W_fk u; fp32: LN/GN statistics, the WKV checkpoints and sa. The six
- * token-shift mixes, u and relu(hk)^2 are recomputed in the backward. */
+ * after the time mix), xf (LN2 out), hk = relu(W_fk u)^2, the six token-shift mixes and u (kept rather than
+ * recomputed in the backward: 7 more B*T*C tensors a block, 2 reads + 7 writes of B*T*C less); fp32: LN/GN
+ * statistics, the WKV checkpoints and sa. */
 #include <cublas_v2.h>
 #include <math.h>
 #include <stdio.h>
@@ -39,12 +40,12 @@ typedef mrw_rwkv7_lidx lidx; /* the parameter table is train/rwkv7_layout.c's */
 /* What the forward keeps per block (pointers into the arena; void* = activation dtype). */
 typedef struct {
     void *x_in, *xa, *r, *kraw, *vraw, *lw, *la, *lg, *lv, *pw, *pa, *pv, *g, *wl, *k, *v, *a, *b, *y, *z, *xm, *xf,
-        *hk; /* hk: relu(W_fk u)^2 */
+        *hk,                        /* hk: relu(W_fk u)^2 */
+        *mx[6], *u;                 /* the six token-shift mixes of LN1's output and the channel mix's u */
     float *mu1, *rs1, *gmu, *grs, *mu2, *rs2, *ckpt, *sa;
 } lact;
 
 enum {
-    S_M0, S_M1, S_M2, S_M3, S_M4, S_M5,       /* the six mixes (u of the channel mix in S_M0) */
     S_D0, S_D1, S_D2, S_D3, S_D4, S_D5,       /* their gradients */
     S_DX, S_DXA, S_DXF, S_DZ, S_DY, S_DR2, S_DK2, S_DV2, S_DG, S_DR, S_DW, S_DK, S_DV, S_DA, S_DB, S_DPW, S_DPA,
     S_DPV, S_DKR, S_DVR, S_DXO, S_OUT,
@@ -75,6 +76,9 @@ struct mrw_rwkv7_gpu {
     float *mu0, *rs0, *muo, *rso, *dvf, *dhead, *row_loss, *loss_out, *cs_scr, *norm_out;
     double *norm_part;
     int32_t *d_tok, *d_tgt, *h_tok, *h_tgt;
+    uint8_t *d_mask, *h_mask; /* injected rows (ModRWKV), device and host copies */
+    int n_inject;             /* injected rows in the last forward */
+    int pg, grad_mode;        /* pg: the running backward computes parameter gradients; grad_mode: forward's grad */
     int rows_chunk;
     size_t cs_floats;
     /* state */
@@ -91,19 +95,29 @@ struct mrw_rwkv7_gpu {
 namespace {
 
 template <typename T, typename W>
-__global__ void embed_kernel(size_t n, int C, const int32_t *tok, const W *emb, T *x) {
+__global__ void embed_kernel(size_t n, int C, const int32_t *tok, const W *emb, T *x, const uint8_t *mask,
+                             const T *inject) {
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const size_t r = e / C;
         const int c = (int)(e % C);
-        st(x, e, ld(emb, (size_t)tok[r] * C + c));
+        if (mask && mask[r]) x[e] = inject[e]; /* ModRWKV: a feature row instead of emb[token] */
+        else st(x, e, ld(emb, (size_t)tok[r] * C + c));
     }
 }
 
+/* d_inject[r] = d[r] at injected rows, 0 elsewhere. */
+template <typename T> __global__ void inject_bwd_kernel(size_t n, int C, const uint8_t *mask, const T *d, T *dinj) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
+        dinj[e] = mask[e / C] ? d[e] : T(0.f);
+}
+
 /* gemb[tok[r]] += d[r]; fp32 atomics (the order of additions into a row hit by several tokens is not fixed). */
-template <typename T> __global__ void embed_bwd_kernel(size_t n, int C, const int32_t *tok, const T *d, float *gemb) {
+template <typename T>
+__global__ void embed_bwd_kernel(size_t n, int C, const int32_t *tok, const T *d, float *gemb, const uint8_t *mask) {
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const size_t r = e / C;
         const int c = (int)(e % C);
+        if (mask && mask[r]) continue; /* injected rows have no embedding row */
         atomicAdd(gemb + (size_t)tok[r] * C + c, ld(d, e));
     }
 }
@@ -200,6 +214,7 @@ static void tstop(mrw_rwkv7_gpu *g) {
 
 #define PW(i) (g->w + g->ps.p[(i)].offset)
 #define PG(i) (g->g + g->ps.p[(i)].offset)
+#define PGX(i) (g->pg ? PG(i) : (float *)NULL) /* a parameter gradient the running backward accumulates */
 /* the GEMM copy of weight i: bf16 working copy, or the fp32 master in fp32 mode */
 #define WG(i) (g->opt.fp32 ? (const void *)PW(i) : (const void *)((const bf16 *)g->wbf + g->ps.p[(i)].offset))
 #define AT(p, row) ((void *)((char *)(p) + (size_t)(row) * g->esz))
@@ -231,6 +246,7 @@ static mrw_status y_nn(mrw_rwkv7_gpu *g, int rows, void *Y, const void *X, int w
 }
 static mrw_status gw(mrw_rwkv7_gpu *g, int rows, int gi, const void *A, int N1, const void *Bm, int N2,
                      mrw_error *err) {
+    if (!g->pg) return MRW_OK; /* frozen backward: no weight gradient */
     return gm(g, 1, 0, N1, N2, rows, 1.f, A, N1, Bm, N2, 1.f, MRW_CUDA_F32, PG(gi), N2, err);
 }
 
@@ -296,6 +312,8 @@ static void carve(mrw_rwkv7_gpu *g, arena *a) {
         x->pw = TA(BT * C), x->pa = TA(BT * C), x->pv = TA(BT * C), x->g = TA(BT * C);
         x->wl = TA(BT * C), x->k = TA(BT * C), x->v = TA(BT * C), x->a = TA(BT * C), x->b = TA(BT * C);
         x->y = TA(BT * C), x->z = TA(BT * C), x->xm = TA(BT * C), x->xf = TA(BT * C), x->hk = TA(BT * F);
+        for (int q = 0; q < 6; q++) x->mx[q] = TA(BT * C);
+        x->u = TA(BT * C);
         x->gmu = TF(BT * H), x->grs = TF(BT * H), x->mu2 = TF(BT), x->rs2 = TF(BT);
         x->ckpt = TF(mrw_cuda_wkv7_ckpt_floats(g->max_B, g->max_T, (int)H));
         x->sa = TF(mrw_cuda_wkv7_sa_floats(g->max_B, g->max_T, (int)H));
@@ -314,6 +332,7 @@ static void carve(mrw_rwkv7_gpu *g, arena *a) {
     g->norm_part = (double *)take(a, MRW_CUDA_NORM_BLOCKS * sizeof(double));
     g->cs_scr = TF(g->cs_floats);
     g->d_tok = (int32_t *)take(a, BT * 4), g->d_tgt = (int32_t *)take(a, BT * 4);
+    g->d_mask = (uint8_t *)take(a, BT);
 #undef TA
 #undef TF
 }
@@ -361,7 +380,9 @@ extern "C" mrw_status mrw_rwkv7_gpu_new(const mrw_rwkv7_train_config *cfg, int m
     g->x_blk = (void **)calloc((size_t)c->n_layer + 1, sizeof *g->x_blk);
     g->h_tok = (int32_t *)malloc(BT * sizeof(int32_t));
     g->h_tgt = (int32_t *)malloc(BT * sizeof(int32_t));
-    if (!g->L || !g->A || !g->x_blk || !g->h_tok || !g->h_tgt || layout(g)) {
+    g->h_mask = (uint8_t *)malloc(BT);
+    g->pg = 1;
+    if (!g->L || !g->A || !g->x_blk || !g->h_tok || !g->h_tgt || !g->h_mask || layout(g)) {
         mrw_rwkv7_gpu_free(g);
         return mrw_err(err, MRW_E_NOMEM, "out of memory");
     }
@@ -441,7 +462,7 @@ extern "C" void mrw_rwkv7_gpu_free(mrw_rwkv7_gpu *g) {
     if (g->blas) cublasDestroy(g->blas);
     if (g->st) cudaStreamDestroy(g->st);
     mrw_param_set_free(&g->ps);
-    free(g->L), free(g->A), free(g->x_blk), free(g->h_tok), free(g->h_tgt);
+    free(g->L), free(g->A), free(g->x_blk), free(g->h_tok), free(g->h_tgt), free(g->h_mask);
     free(g);
 }
 
@@ -559,30 +580,30 @@ static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out
     const int C = c->n_embd, H = g->H, F = c->ffn, BT = g->B * g->T;
     const lidx *P = &g->L[l];
     lact *A = &g->A[g->opt.ckpt ? 0 : l];
-    void **s = g->sc;
     const size_t nC = (size_t)BT * C;
     if (g->opt.ckpt) A->x_in = (void *)x_in; /* the shared block keeps a pointer to the saved input */
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_layernorm_fwd(g->dt, BT, C, A->x_in, PW(P->ln1w), PW(P->ln1b), LN_EPS, A->xa, A->mu1, A->rs1, g->st,
                                err));
     const int mi[6] = {P->xr, P->xw, P->xk, P->xv, P->xa, P->xg};
-    TRY(token_mix(g, A->xa, 6, mi, s + S_M0, err));
+    TRY(token_mix(g, A->xa, 6, mi, A->mx, err)); /* kept for the backward */
+    void *const *M = A->mx;
     /* step 3 */
-    TRY(y_nt(g, BT, A->r, s[S_M0], P->Wr, C, C, 0, err));
-    TRY(y_nt(g, BT, A->kraw, s[S_M2], P->Wk, C, C, 0, err));
-    TRY(y_nt(g, BT, A->vraw, s[S_M3], P->Wv, C, C, 0, err));
+    TRY(y_nt(g, BT, A->r, M[0], P->Wr, C, C, 0, err));
+    TRY(y_nt(g, BT, A->kraw, M[2], P->Wk, C, C, 0, err));
+    TRY(y_nt(g, BT, A->vraw, M[3], P->Wv, C, C, 0, err));
     /* LoRAs */
-    TRY(y_nn(g, BT, A->lw, s[S_M1], P->w1, C, c->d_w, 0, err));
+    TRY(y_nn(g, BT, A->lw, M[1], P->w1, C, c->d_w, 0, err));
     TRY(act(g, (size_t)BT * c->d_w, 0, A->lw, NULL, 0, err));
     TRY(y_nn(g, BT, A->pw, A->lw, P->w2, c->d_w, C, 0, err));
-    TRY(y_nn(g, BT, A->la, s[S_M4], P->a1, C, c->d_a, 0, err));
+    TRY(y_nn(g, BT, A->la, M[4], P->a1, C, c->d_a, 0, err));
     TRY(y_nn(g, BT, A->pa, A->la, P->a2, c->d_a, C, 0, err));
-    TRY(y_nn(g, BT, A->lg, s[S_M5], P->g1, C, c->d_g, 0, err));
+    TRY(y_nn(g, BT, A->lg, M[5], P->g1, C, c->d_g, 0, err));
     TRY(act(g, (size_t)BT * c->d_g, 1, A->lg, NULL, 0, err));
     TRY(y_nn(g, BT, A->g, A->lg, P->g2, c->d_g, C, 0, err));
     const int vres = l > 0;
     if (vres) {
-        TRY(y_nn(g, BT, A->lv, s[S_M3], P->v1, C, c->d_v, 0, err));
+        TRY(y_nn(g, BT, A->lv, M[3], P->v1, C, c->d_v, 0, err));
         TRY(y_nn(g, BT, A->pv, A->lv, P->v2, c->d_v, C, 0, err));
     }
     /* steps 4-9 */
@@ -605,8 +626,8 @@ static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_layernorm_fwd(g->dt, BT, C, A->xm, PW(P->ln2w), PW(P->ln2b), LN_EPS, A->xf, A->mu2, A->rs2, g->st,
                                err));
-    TRY(token_mix(g, A->xf, 1, &P->fxk, s + S_M0, err));
-    TRY(y_nt(g, BT, g->F1, s[S_M0], P->Wfk, F, C, 0, err));
+    TRY(token_mix(g, A->xf, 1, &P->fxk, &A->u, err));
+    TRY(y_nt(g, BT, g->F1, A->u, P->Wfk, F, C, 0, err));
     tmark(g, MRW_GPU_T_EW);
     TRY(mrw_cuda_relu2_fwd(g->dt, (size_t)BT * F, g->F1, A->hk, g->st, err)); /* kept: relu(W_fk u)^2 */
     TRY(copy_act(g, out, A->xm, nC, err));
@@ -630,7 +651,9 @@ static mrw_status head_fwd(mrw_rwkv7_gpu *g, int grad, float *loss, mrw_error *e
         TRY(mrw_cuda_cross_entropy(g->dt, n, V, g->logits, g->d_tgt + r0, grad && g->n_targets, sc, g->row_loss + r0,
                                    NULL, g->st, err));
         if (grad && g->n_targets) {
-            TRY(gm(g, 1, 0, V, C, n, 1.f, g->logits, V, xo, C, first ? 0.f : 1.f, MRW_CUDA_F32, g->dhead, C, err));
+            if (grad == 1) /* grad 2 (frozen): no head gradient */
+                TRY(gm(g, 1, 0, V, C, n, 1.f, g->logits, V, xo, C, first ? 0.f : 1.f, MRW_CUDA_F32, g->dhead, C,
+                       err));
             TRY(gm(g, 0, 0, n, C, V, 1.f, g->logits, V, WG(g->i_head), C, 0.f, g->dt, AT(g->sc[S_DXO], (size_t)r0 * C),
                    C, err));
             first = 0;
@@ -648,6 +671,12 @@ static mrw_status head_fwd(mrw_rwkv7_gpu *g, int grad, float *loss, mrw_error *e
 
 extern "C" mrw_status mrw_rwkv7_gpu_forward(mrw_rwkv7_gpu *g, const int32_t *tokens, const int32_t *targets, int B,
                                             int T, int grad, float *loss, mrw_error *err) {
+    return mrw_rwkv7_gpu_forward_ex(g, tokens, NULL, NULL, targets, B, T, grad ? 1 : 0, loss, err);
+}
+
+extern "C" mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *tokens, const void *inject,
+                                               const uint8_t *inject_mask, const int32_t *targets, int B, int T,
+                                               int grad, float *loss, mrw_error *err) {
     const mrw_rwkv7_train_config *c = &g->cfg;
     const int C = c->n_embd, V = c->vocab;
     g->valid = 0;
@@ -656,28 +685,43 @@ extern "C" mrw_status mrw_rwkv7_gpu_forward(mrw_rwkv7_gpu *g, const int32_t *tok
     if (B < 1 || T < 1 || B > g->max_B || T > g->max_T || !tokens || !targets)
         return mrw_err(err, MRW_E_ARG, "gpu trainer: batch %d x %d outside the allocation %d x %d", B, T, g->max_B,
                        g->max_T);
+    if (grad < 0 || grad > 2) return mrw_err(err, MRW_E_ARG, "gpu trainer: grad mode %d (0, 1 or 2)", grad);
+    if (!inject != !inject_mask)
+        return mrw_err(err, MRW_E_ARG, "gpu trainer: inject and inject_mask must be given together");
     const int BT = B * T;
     int64_t n = 0;
+    int ninj = 0;
     for (int r = 0; r < BT; r++) {
-        if (tokens[r] < 0 || tokens[r] >= V)
+        const int injected = inject_mask && inject_mask[r];
+        ninj += injected;
+        if (!injected && (tokens[r] < 0 || tokens[r] >= V))
             return mrw_err(err, MRW_E_ARG, "gpu trainer: token %d at position %d outside [0, %d)", tokens[r], r, V);
         if (targets[r] != MRW_IGNORE && (targets[r] < 0 || targets[r] >= V))
             return mrw_err(err, MRW_E_ARG, "gpu trainer: target %d at position %d outside [0, %d)", targets[r], r, V);
         n += targets[r] != MRW_IGNORE;
     }
-    g->B = B, g->T = T, g->n_targets = n;
+    g->B = B, g->T = T, g->n_targets = n, g->n_inject = ninj;
     memcpy(g->h_tok, tokens, (size_t)BT * 4);
     memcpy(g->h_tgt, targets, (size_t)BT * 4);
+    for (int r = 0; r < BT; r++) {
+        g->h_mask[r] = inject_mask && inject_mask[r] ? 1 : 0;
+        if (g->h_mask[r]) g->h_tok[r] = 0; /* never read; keeps the device copy in range */
+    }
+    const uint8_t *dmask = ninj ? g->d_mask : NULL;
+    if (ninj)
+        TRY(cuda_chk(cudaMemcpyAsync(g->d_mask, g->h_mask, (size_t)BT, cudaMemcpyHostToDevice, g->st), "mask", err));
     TRY(cuda_chk(cudaMemcpyAsync(g->d_tok, g->h_tok, (size_t)BT * 4, cudaMemcpyHostToDevice, g->st), "tokens", err));
     TRY(cuda_chk(cudaMemcpyAsync(g->d_tgt, g->h_tgt, (size_t)BT * 4, cudaMemcpyHostToDevice, g->st), "targets", err));
     tmark(g, MRW_GPU_T_EMB);
     const size_t nC = (size_t)BT * C;
     if (g->opt.fp32)
         embed_kernel<float, float><<<grid_for(nC, 256), 256, 0, g->st>>>(nC, C, g->d_tok, PW(g->i_emb),
-                                                                          (float *)g->x_emb);
+                                                                          (float *)g->x_emb, dmask,
+                                                                          (const float *)inject);
     else
         embed_kernel<bf16, bf16><<<grid_for(nC, 256), 256, 0, g->st>>>(
-            nC, C, g->d_tok, (const bf16 *)g->wbf + g->ps.p[g->i_emb].offset, (bf16 *)g->x_emb);
+            nC, C, g->d_tok, (const bf16 *)g->wbf + g->ps.p[g->i_emb].offset, (bf16 *)g->x_emb, dmask,
+            (const bf16 *)inject);
     TRY(launched("gpu trainer embedding", err));
     /* step 0: ln0 into block 0's input */
     void *x0 = g->opt.ckpt ? g->x_blk[0] : g->A[0].x_in;
@@ -690,7 +734,8 @@ extern "C" mrw_status mrw_rwkv7_gpu_forward(mrw_rwkv7_gpu *g, const int32_t *tok
         TRY(layer_fwd(g, l, xin, xout, err));
     }
     TRY(head_fwd(g, grad, loss, err));
-    g->valid = grad;
+    g->valid = grad ? 1 : 0;
+    g->grad_mode = grad;
     return MRW_OK;
 }
 
@@ -707,107 +752,130 @@ static mrw_status layer_bwd(mrw_rwkv7_gpu *g, int l, mrw_error *err) {
     const void *V = l == 0 ? g->vfirst : A->v;
 
     /* ---- channel mix */
-    TRY(token_mix(g, A->xf, 1, &P->fxk, s + S_M0, err)); /* u */
+    void *const *M = A->mx; /* the mixes and u, kept by the forward (or its rerun with ckpt) */
     TRY(gw(g, BT, P->Wfv, dx, C, A->hk, F, err));
     TRY(gm(g, 0, 0, BT, F, C, 1.f, dx, C, WG(P->Wfv), F, 0.f, g->dt, g->F2, F, err));
     TRY(act(g, (size_t)BT * F, 5, g->F2, A->hk, 0, err)); /* d(W_fk u) = d(act) 2 relu(W_fk u) */
-    TRY(gw(g, BT, P->Wfk, g->F2, F, s[S_M0], C, err));
+    TRY(gw(g, BT, P->Wfk, g->F2, F, A->u, C, err));
     TRY(gm(g, 0, 0, BT, C, F, 1.f, g->F2, F, WG(P->Wfk), C, 0.f, g->dt, s[S_DXA], C, err));
     tmark(g, MRW_GPU_T_EW);
     {
         const float *mx[1] = {PW(P->fxk)};
         const void *dout[1] = {s[S_DXA]};
-        float *dm[1] = {PG(P->fxk)};
+        float *dm[1] = {PGX(P->fxk)};
         TRY(mrw_cuda_token_mix_bwd(g->dt, g->B, g->T, C, 1, A->xf, mx, dout, 0, s[S_DXF], dm, cs, g->st, err));
     }
     tmark(g, MRW_GPU_T_NORM);
-    TRY(mrw_cuda_layernorm_bwd(g->dt, BT, C, s[S_DXF], A->xm, A->mu2, A->rs2, PW(P->ln2w), 1, dx, PG(P->ln2w),
-                               PG(P->ln2b), cs, g->st, err));
+    TRY(mrw_cuda_layernorm_bwd(g->dt, BT, C, s[S_DXF], A->xm, A->mu2, A->rs2, PW(P->ln2w), 1, dx, PGX(P->ln2w),
+                               PGX(P->ln2b), cs, g->st, err));
     /* ---- time mix output */
     TRY(gw(g, BT, P->Wo, dx, C, A->z, C, err));
     TRY(gm(g, 0, 0, BT, C, C, 1.f, dx, C, WG(P->Wo), C, 0.f, g->dt, s[S_DZ], C, err));
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_gn_bonus_gate_bwd(g->dt, BT, H, s[S_DZ], A->y, A->r, A->k, V, A->g, PW(P->lnxw), PW(P->lnxb),
                                    PW(P->rk), A->gmu, A->grs, s[S_DY], s[S_DR2], s[S_DK2], s[S_DV2], s[S_DG],
-                                   PG(P->lnxw), PG(P->lnxb), PG(P->rk), cs, g->st, err));
+                                   PGX(P->lnxw), PGX(P->lnxb), PGX(P->rk), cs, g->st, err));
     /* ---- step 10 */
     tmark(g, MRW_GPU_T_WKV);
-    TRY(mrw_cuda_wkv7_backward(g->dt, g->B, g->T, H, A->r, A->wl, A->k, V, A->a, A->b, s[S_DY], NULL, A->ckpt,
-                               A->sa, s[S_DR], s[S_DW], s[S_DK], s[S_DV], s[S_DA], s[S_DB], NULL, g->st, err));
+    /* the chunked tensor-core backward (wkv7.h, MRW_WKV7_CHUNKED): faster at every measured shape (docs/CUDA.md);
+     * the forward starts from the zero state, which is what backward_ex assumes for it */
+    TRY(mrw_cuda_wkv7_backward_ex(g->dt, g->B, g->T, H, A->r, A->wl, A->k, V, A->a, A->b, s[S_DY], NULL, A->ckpt,
+                                  A->sa, s[S_DR], s[S_DW], s[S_DK], s[S_DV], s[S_DA], s[S_DB], NULL, g->st,
+                                  MRW_WKV7_CHUNKED, err));
     /* ---- steps 4-9 */
     const int vres = l > 0;
     mrw_cuda_keyprep_in in = {A->pw, A->pa, vres ? A->pv : NULL, A->kraw, A->vraw, vres ? g->vfirst : NULL,
                               PW(P->w0), PW(P->a0), vres ? PW(P->v0) : NULL, PW(P->kk), PW(P->ka)};
     mrw_cuda_keyprep_grad kg = {s[S_DW], s[S_DK], s[S_DV], s[S_DA], s[S_DB], s[S_DK2], s[S_DV2], s[S_DR2], s[S_DR],
                                 s[S_DPW], s[S_DPA], vres ? s[S_DPV] : NULL, s[S_DKR], s[S_DVR], g->dvf,
-                                PG(P->w0), PG(P->a0), vres ? PG(P->v0) : NULL, PG(P->kk), PG(P->ka)};
+                                PGX(P->w0), PGX(P->a0), vres ? PGX(P->v0) : NULL, PGX(P->kk), PGX(P->ka)};
     tmark(g, MRW_GPU_T_EW);
     TRY(mrw_cuda_keyprep_bwd(g->dt, BT, H, &in, &kg, cs, g->st, err));
-    /* ---- projections: recompute the mixes, gradients into dmix_q */
+    /* ---- projections: gradients into dmix_q */
     const int mi[6] = {P->xr, P->xw, P->xk, P->xv, P->xa, P->xg};
-    TRY(token_mix(g, A->xa, 6, mi, s + S_M0, err));
     void *L1 = g->L1;
     /* r */
-    TRY(gw(g, BT, P->Wr, s[S_DR], C, s[S_M0], C, err));
+    TRY(gw(g, BT, P->Wr, s[S_DR], C, M[0], C, err));
     TRY(gm(g, 0, 0, BT, C, C, 1.f, s[S_DR], C, WG(P->Wr), C, 0.f, g->dt, s[S_D0], C, err));
     /* w: omega = w0 + tanh(xw w1) w2 */
     TRY(gw(g, BT, P->w2, A->lw, c->d_w, s[S_DPW], C, err));
     TRY(gm(g, 0, 1, BT, c->d_w, C, 1.f, s[S_DPW], C, WG(P->w2), C, 0.f, g->dt, L1, c->d_w, err));
     TRY(act(g, (size_t)BT * c->d_w, 2, L1, A->lw, 0, err));
-    TRY(gw(g, BT, P->w1, s[S_M1], C, L1, c->d_w, err));
+    TRY(gw(g, BT, P->w1, M[1], C, L1, c->d_w, err));
     TRY(gm(g, 0, 1, BT, C, c->d_w, 1.f, L1, c->d_w, WG(P->w1), c->d_w, 0.f, g->dt, s[S_D1], C, err));
     /* k */
-    TRY(gw(g, BT, P->Wk, s[S_DKR], C, s[S_M2], C, err));
+    TRY(gw(g, BT, P->Wk, s[S_DKR], C, M[2], C, err));
     TRY(gm(g, 0, 0, BT, C, C, 1.f, s[S_DKR], C, WG(P->Wk), C, 0.f, g->dt, s[S_D2], C, err));
     /* v and the value-residual LoRA */
-    TRY(gw(g, BT, P->Wv, s[S_DVR], C, s[S_M3], C, err));
+    TRY(gw(g, BT, P->Wv, s[S_DVR], C, M[3], C, err));
     TRY(gm(g, 0, 0, BT, C, C, 1.f, s[S_DVR], C, WG(P->Wv), C, 0.f, g->dt, s[S_D3], C, err));
     if (vres) {
         TRY(gw(g, BT, P->v2, A->lv, c->d_v, s[S_DPV], C, err));
         TRY(gm(g, 0, 1, BT, c->d_v, C, 1.f, s[S_DPV], C, WG(P->v2), C, 0.f, g->dt, L1, c->d_v, err));
-        TRY(gw(g, BT, P->v1, s[S_M3], C, L1, c->d_v, err));
+        TRY(gw(g, BT, P->v1, M[3], C, L1, c->d_v, err));
         TRY(gm(g, 0, 1, BT, C, c->d_v, 1.f, L1, c->d_v, WG(P->v1), c->d_v, 1.f, g->dt, s[S_D3], C, err));
     }
     /* a: alpha = sigmoid(a0 + (xa a1) a2) */
     TRY(gw(g, BT, P->a2, A->la, c->d_a, s[S_DPA], C, err));
     TRY(gm(g, 0, 1, BT, c->d_a, C, 1.f, s[S_DPA], C, WG(P->a2), C, 0.f, g->dt, L1, c->d_a, err));
-    TRY(gw(g, BT, P->a1, s[S_M4], C, L1, c->d_a, err));
+    TRY(gw(g, BT, P->a1, M[4], C, L1, c->d_a, err));
     TRY(gm(g, 0, 1, BT, C, c->d_a, 1.f, L1, c->d_a, WG(P->a1), c->d_a, 0.f, g->dt, s[S_D4], C, err));
     /* g = sigmoid(xg g1) g2 */
     TRY(gw(g, BT, P->g2, A->lg, c->d_g, s[S_DG], C, err));
     TRY(gm(g, 0, 1, BT, c->d_g, C, 1.f, s[S_DG], C, WG(P->g2), C, 0.f, g->dt, L1, c->d_g, err));
     TRY(act(g, (size_t)BT * c->d_g, 3, L1, A->lg, 0, err));
-    TRY(gw(g, BT, P->g1, s[S_M5], C, L1, c->d_g, err));
+    TRY(gw(g, BT, P->g1, M[5], C, L1, c->d_g, err));
     TRY(gm(g, 0, 1, BT, C, c->d_g, 1.f, L1, c->d_g, WG(P->g1), c->d_g, 0.f, g->dt, s[S_D5], C, err));
     tmark(g, MRW_GPU_T_EW);
     {
         const float *mx[6];
         const void *dout[6];
         float *dm[6];
-        for (int q = 0; q < 6; q++) mx[q] = PW(mi[q]), dout[q] = s[S_D0 + q], dm[q] = PG(mi[q]);
+        for (int q = 0; q < 6; q++) mx[q] = PW(mi[q]), dout[q] = s[S_D0 + q], dm[q] = PGX(mi[q]);
         TRY(mrw_cuda_token_mix_bwd(g->dt, g->B, g->T, C, 6, A->xa, mx, dout, 0, s[S_DXA], dm, cs, g->st, err));
     }
     tmark(g, MRW_GPU_T_NORM);
-    return mrw_cuda_layernorm_bwd(g->dt, BT, C, s[S_DXA], A->x_in, A->mu1, A->rs1, PW(P->ln1w), 1, dx, PG(P->ln1w),
-                                  PG(P->ln1b), cs, g->st, err);
+    return mrw_cuda_layernorm_bwd(g->dt, BT, C, s[S_DXA], A->x_in, A->mu1, A->rs1, PW(P->ln1w), 1, dx, PGX(P->ln1w),
+                                  PGX(P->ln1b), cs, g->st, err);
 }
 
 extern "C" mrw_status mrw_rwkv7_gpu_backward(mrw_rwkv7_gpu *g, float scale, mrw_error *err) {
+    return mrw_rwkv7_gpu_backward_ex(g, scale, 0, NULL, err);
+}
+
+static mrw_status backward_body(mrw_rwkv7_gpu *g, float scale, void *d_inject, mrw_error *err);
+
+extern "C" mrw_status mrw_rwkv7_gpu_backward_ex(mrw_rwkv7_gpu *g, float scale, int frozen, void *d_inject,
+                                                mrw_error *err) {
+    if (!g->valid) return mrw_err(err, MRW_E_ARG, "gpu trainer: backward without a forward (with grad) before it");
+    if (!frozen && g->grad_mode == 2)
+        return mrw_err(err, MRW_E_ARG, "gpu trainer: a full backward after a forward for a frozen one (grad 2)");
+    g->valid = 0;
+    const size_t nC = (size_t)g->B * g->T * g->cfg.n_embd;
+    if (d_inject) TRY(cuda_chk(cudaMemsetAsync(d_inject, 0, nC * g->esz, g->st), "d_inject", err));
+    if (g->n_targets == 0 || (frozen && !d_inject)) return MRW_OK; /* nothing to compute */
+    g->pg = !frozen;
+    const mrw_status s = backward_body(g, scale, g->n_inject ? d_inject : NULL, err);
+    g->pg = 1;
+    return s;
+}
+
+/* The backward proper; g->pg says whether parameter gradients are accumulated. */
+static mrw_status backward_body(mrw_rwkv7_gpu *g, float scale, void *d_inject, mrw_error *err) {
     const mrw_rwkv7_train_config *c = &g->cfg;
     const int C = c->n_embd, V = c->vocab;
-    if (!g->valid) return mrw_err(err, MRW_E_ARG, "gpu trainer: backward without a forward (with grad) before it");
-    g->valid = 0;
-    if (g->n_targets == 0) return MRW_OK;
     const int BT = g->B * g->T;
     const size_t nC = (size_t)BT * C;
     /* the head's gradients at unit scale (from the forward), times scale */
     tmark(g, MRW_GPU_T_CE);
-    axpy_kernel<<<grid_for((size_t)V * C, 256), 256, 0, g->st>>>((size_t)V * C, scale, g->dhead, PG(g->i_head));
-    TRY(launched("gpu trainer axpy", err));
+    if (g->pg) {
+        axpy_kernel<<<grid_for((size_t)V * C, 256), 256, 0, g->st>>>((size_t)V * C, scale, g->dhead, PG(g->i_head));
+        TRY(launched("gpu trainer axpy", err));
+    }
     if (scale != 1.0f) TRY(act(g, nC, 4, g->sc[S_DXO], NULL, scale, err));
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_layernorm_bwd(g->dt, BT, C, g->sc[S_DXO], g->x_fin, g->muo, g->rso, PW(g->i_lnow), 0, g->sc[S_DX],
-                               PG(g->i_lnow), PG(g->i_lnob), g->cs_scr, g->st, err));
+                               PGX(g->i_lnow), PGX(g->i_lnob), g->cs_scr, g->st, err));
     TRY(cuda_chk(cudaMemsetAsync(g->dvf, 0, nC * sizeof(float), g->st), "memset", err));
     for (int l = c->n_layer - 1; l >= 0; l--) {
         if (g->opt.ckpt) TRY(layer_fwd(g, l, g->x_blk[l], g->sc[S_OUT], err)); /* recompute this block */
@@ -816,14 +884,21 @@ extern "C" mrw_status mrw_rwkv7_gpu_backward(mrw_rwkv7_gpu *g, float scale, mrw_
     /* ln0 and the embedding rows */
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_layernorm_bwd(g->dt, BT, C, g->sc[S_DX], g->x_emb, g->mu0, g->rs0, PW(g->i_ln0w), 0, g->sc[S_DXA],
-                               PG(g->i_ln0w), PG(g->i_ln0b), g->cs_scr, g->st, err));
+                               PGX(g->i_ln0w), PGX(g->i_ln0b), g->cs_scr, g->st, err));
     tmark(g, MRW_GPU_T_EMB);
-    if (g->opt.fp32)
+    const uint8_t *dmask = g->n_inject ? g->d_mask : NULL;
+    if (g->pg && g->opt.fp32)
         embed_bwd_kernel<float><<<grid_for(nC, 256), 256, 0, g->st>>>(nC, C, g->d_tok, (const float *)g->sc[S_DXA],
-                                                                        PG(g->i_emb));
-    else
+                                                                        PG(g->i_emb), dmask);
+    else if (g->pg)
         embed_bwd_kernel<bf16><<<grid_for(nC, 256), 256, 0, g->st>>>(nC, C, g->d_tok, (const bf16 *)g->sc[S_DXA],
-                                                                       PG(g->i_emb));
+                                                                       PG(g->i_emb), dmask);
+    if (d_inject && g->opt.fp32)
+        inject_bwd_kernel<float><<<grid_for(nC, 256), 256, 0, g->st>>>(nC, C, g->d_mask, (const float *)g->sc[S_DXA],
+                                                                         (float *)d_inject);
+    else if (d_inject)
+        inject_bwd_kernel<bf16><<<grid_for(nC, 256), 256, 0, g->st>>>(nC, C, g->d_mask, (const bf16 *)g->sc[S_DXA],
+                                                                        (bf16 *)d_inject);
     return launched("gpu trainer embedding backward", err);
 }
 
@@ -867,6 +942,8 @@ extern "C" mrw_status mrw_rwkv7_gpu_step(mrw_rwkv7_gpu *g, const mrw_adam_config
     return MRW_OK;
 }
 
+extern "C" void *mrw_rwkv7_gpu_stream(mrw_rwkv7_gpu *g) { return (void *)g->st; }
+
 extern "C" mrw_status mrw_rwkv7_gpu_sync(mrw_rwkv7_gpu *g, mrw_error *err) {
     return cuda_chk(cudaStreamSynchronize(g->st), "sync", err);
 }
@@ -899,4 +976,113 @@ extern "C" void mrw_rwkv7_gpu_timing(mrw_rwkv7_gpu *g, double ms[MRW_GPU_T_N]) {
     for (int k = 0; k < MRW_GPU_T_N; k++) ms[k] = g->ms[k], g->ms[k] = 0;
     g->n_ev = 0;
     g->cur_class = -1;
+}
+
+
+/* ------------------------------------------------------------------------ data parallelism (dist_nccl.h) */
+/* Access to the flat buffers, and an optimizer step over one shard [lo, hi) of the table for ZeRO-1 (the
+ * gradient norm's partial sums stay in norm_part for the caller to all-reduce across ranks in between). */
+
+extern "C" void mrw_rwkv7_gpu_flat_get(mrw_rwkv7_gpu *g, mrw_rwkv7_gpu_flat *f) {
+    f->w = g->w, f->g = g->g, f->m = g->m, f->v = g->v, f->wbf = g->wbf;
+    f->total = g->ps.total;
+    f->stream = g->st;
+    f->norm_part = g->norm_part;
+    f->t_adam = &g->t_adam;
+}
+
+/* w and g reallocated to cap >= total elements (contents kept, the tail zero). */
+extern "C" mrw_status mrw_rwkv7_gpu_flat_grow(mrw_rwkv7_gpu *g, size_t cap, mrw_error *err) {
+    const size_t P = g->ps.total;
+    if (cap <= P) return MRW_OK;
+    TRY(cuda_chk(cudaStreamSynchronize(g->st), "grow", err));
+    float **bufs[2] = {&g->w, &g->g};
+    for (int i = 0; i < 2; i++) {
+        float *n = NULL;
+        cudaError_t e = cudaMalloc((void **)&n, cap * sizeof(float));
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            return mrw_err(err, MRW_E_NOMEM, "gpu trainer: cannot allocate %.2f GiB for the padded %s",
+                           cap * 4 / 1073741824.0, i ? "gradients" : "weights");
+        }
+        TRY(cuda_chk(cudaMemcpyAsync(n, *bufs[i], P * sizeof(float), cudaMemcpyDeviceToDevice, g->st), "grow", err));
+        TRY(cuda_chk(cudaMemsetAsync(n + P, 0, (cap - P) * sizeof(float), g->st), "grow", err));
+        TRY(cuda_chk(cudaStreamSynchronize(g->st), "grow", err));
+        cudaFree(*bufs[i]);
+        *bufs[i] = n;
+        g->bytes += (cap - P) * sizeof(float);
+    }
+    return MRW_OK;
+}
+
+/* Frees the full-size Adam moments (ZeRO-1 keeps a shard of them elsewhere; mrw_rwkv7_gpu_step and _moments must
+ * not be called afterwards). */
+extern "C" void mrw_rwkv7_gpu_drop_moments(mrw_rwkv7_gpu *g) {
+    cudaStreamSynchronize(g->st);
+    if (g->m) g->bytes -= g->ps.total * sizeof(float) * 2;
+    cudaFree(g->m), cudaFree(g->v);
+    g->m = g->v = NULL;
+}
+
+/* Partial sums of g^2 over [lo, hi) (MRW_CUDA_NORM_BLOCKS doubles in norm_part). */
+extern "C" mrw_status mrw_rwkv7_gpu_sumsq_range(mrw_rwkv7_gpu *g, size_t lo, size_t hi, mrw_error *err) {
+    tmark(g, MRW_GPU_T_OPT);
+    if (hi > g->ps.total) hi = g->ps.total;
+    return mrw_cuda_sumsq_part(hi > lo ? hi - lo : 0, g->g + lo, g->norm_part, g->st, err);
+}
+
+/* The norm and clip coefficient from norm_part (summed over the ranks by the caller), then Adam(W) (t increments
+ * first) on the elements of [lo, hi), per tensor as mrw_rwkv7_gpu_step; m, v hold the moments of [lo, hi)
+ * (m[0] is element lo). Writes no bf16 copy (the caller gathers w, then mrw_rwkv7_gpu_refresh). */
+extern "C" mrw_status mrw_rwkv7_gpu_step_range(mrw_rwkv7_gpu *g, const mrw_adam_config *cfg, double lr,
+                                               double max_norm, size_t lo, size_t hi, float *m, float *v,
+                                               double *grad_norm, mrw_error *err) {
+    tmark(g, MRW_GPU_T_OPT);
+    TRY(mrw_cuda_grad_norm_finish(1, g->norm_part, (float)max_norm, g->norm_out, NULL, g->st, err));
+    g->t_adam++;
+    const float *coef = max_norm > 0 ? g->norm_out + 1 : NULL;
+    if (hi > g->ps.total) hi = g->ps.total;
+    if (!(cfg->weight_decay > 0)) {
+        const mrw_cuda_adam_hp hp =
+            mrw_cuda_adam_hparams(lr, g->t_adam, cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, cfg->decoupled, 1);
+        if (hi > lo) TRY(mrw_cuda_adam_step(hi - lo, g->w + lo, g->g + lo, m, v, NULL, &hp, coef, g->st, err));
+    } else {
+        for (int i = 0; i < g->ps.n; i++) { /* weight decay per tensor: each tensor's part inside the shard */
+            const mrw_param *p = &g->ps.p[i];
+            const size_t a = p->offset > lo ? p->offset : lo, b = p->offset + p->n < hi ? p->offset + p->n : hi;
+            if (b <= a) continue;
+            const mrw_cuda_adam_hp hp = mrw_cuda_adam_hparams(lr, g->t_adam, cfg->beta1, cfg->beta2, cfg->eps,
+                                                              cfg->weight_decay, cfg->decoupled, p->no_decay);
+            TRY(mrw_cuda_adam_step(b - a, g->w + a, g->g + a, m + (a - lo), v + (a - lo), NULL, &hp, coef, g->st,
+                                   err));
+        }
+    }
+    tstop(g);
+    if (grad_norm) {
+        float h;
+        TRY(cuda_chk(cudaMemcpyAsync(&h, g->norm_out, sizeof h, cudaMemcpyDeviceToHost, g->st), "norm", err));
+        TRY(cuda_chk(cudaStreamSynchronize(g->st), "step", err));
+        *grad_norm = h;
+    }
+    return MRW_OK;
+}
+
+/* The bf16 working copy rewritten from the fp32 weights (after they were gathered). */
+extern "C" mrw_status mrw_rwkv7_gpu_refresh(mrw_rwkv7_gpu *g, mrw_error *err) { return refresh_bf16(g, err); }
+
+/* Moments between the host (mrw_adam's layout, as mrw_rwkv7_gpu_moments) and one full-table device buffer dev
+ * (element offsets of the table): to_gpu 1 uploads host -> dev, 0 downloads dev -> host. */
+extern "C" mrw_status mrw_rwkv7_gpu_moments_buf(mrw_rwkv7_gpu *g, int to_gpu, const mrw_param_set *ps, float *host,
+                                                const size_t *moff, float *dev, mrw_error *err) {
+    TRY(cuda_chk(cudaStreamSynchronize(g->st), "moments", err));
+    for (int i = 0; i < ps->n; i++) {
+        if (moff[i] == SIZE_MAX) continue;
+        const int j = mrw_param_find(&g->ps, ps->p[i].name);
+        if (j < 0 || g->ps.p[j].n != ps->p[i].n)
+            return mrw_err(err, MRW_E_SHAPE, "gpu trainer: optimizer state of %s does not match", ps->p[i].name);
+        const size_t o = g->ps.p[j].offset, n = ps->p[i].n * sizeof(float);
+        TRY(cuda_chk(to_gpu ? cudaMemcpy(dev + o, host + moff[i], n, cudaMemcpyHostToDevice)
+                            : cudaMemcpy(host + moff[i], dev + o, n, cudaMemcpyDeviceToHost), "moments", err));
+    }
+    return MRW_OK;
 }

@@ -14,7 +14,9 @@
  *     backward recomputes a block's forward just before its backward (one block's activations in memory).
  * Loss convention as the CPU trainer: the forward returns the mean cross-entropy over targets != MRW_IGNORE;
  * backward(scale) accumulates scale * d(that mean) into the gradients (+=).
- * Not supported here (the CPU trainer has them): injected embedding rows (ModRWKV stage 1/2), frozen backward. */
+ * ModRWKV stages (the CPU trainer's convention): mrw_rwkv7_gpu_forward_ex takes feature rows that replace the token
+ * embedding at masked positions, and mrw_rwkv7_gpu_backward_ex returns d(those rows) and runs "frozen" (stage 1:
+ * no RWKV parameter gradient is computed, activation gradients still flow through every block). */
 #ifndef MRW_KERNELS_CUDA_RWKV7_TRAIN_GPU_H
 #define MRW_KERNELS_CUDA_RWKV7_TRAIN_GPU_H
 
@@ -79,6 +81,22 @@ mrw_status mrw_rwkv7_gpu_step(mrw_rwkv7_gpu *g, const mrw_adam_config *cfg, doub
                               double *grad_norm, mrw_error *err);
 mrw_status mrw_rwkv7_gpu_sync(mrw_rwkv7_gpu *g, mrw_error *err);
 
+/* ModRWKV: injected embedding rows and the frozen backward (mirrors mrw_rwkv7_train_forward / _backward).
+ * inject: NULL, or a DEVICE tensor [B*T][C] of the activation dtype (bf16; fp32 in fp32 mode), row b*T + t;
+ * inject_mask: host [B*T], 1 = the row comes from inject instead of emb[token] (it then goes through ln0 like an
+ * embedding; the token at that row is not checked). grad: 0 = loss only; 1 = keep what any backward needs;
+ * 2 = only for a frozen backward (the LM head's weight gradient is not computed: backward_ex(frozen = 0) after it
+ * is an error). */
+mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *tokens, const void *inject,
+                                    const uint8_t *inject_mask, const int32_t *targets, int B, int T, int grad,
+                                    float *loss, mrw_error *err);
+/* grads += scale * d(mean loss)/d(params) unless `frozen` (then no parameter gradient is touched: no weight-
+ * gradient GEMM, no parameter column sum, no embedding scatter); d_inject (NULL or DEVICE [B*T][C], activation
+ * dtype) = scale * d(mean loss)/d(inject row) at masked rows, 0 elsewhere (written =). Asynchronous. */
+mrw_status mrw_rwkv7_gpu_backward_ex(mrw_rwkv7_gpu *g, float scale, int frozen, void *d_inject, mrw_error *err);
+/* The device stream everything runs on (callers chaining their own kernels: the adapter, the encoder). */
+void *mrw_rwkv7_gpu_stream(mrw_rwkv7_gpu *g);
+
 /* Step-time breakdown: when on, CUDA events at every change of op class; mrw_rwkv7_gpu_timing returns the
  * milliseconds per class accumulated since the last call (and resets): GEMM, WKV7, other, optimizer (norm +
  * Adam), and "other" split into LayerNorm/GroupNorm, element-wise chains (token mixes, key prep, relu^2, LoRA
@@ -90,6 +108,32 @@ enum {
 };
 void mrw_rwkv7_gpu_set_timing(mrw_rwkv7_gpu *g, int on);
 void mrw_rwkv7_gpu_timing(mrw_rwkv7_gpu *g, double ms[MRW_GPU_T_N]);
+
+/* ---- data parallelism (src/kernels/cuda/dist_nccl.h): the flat device buffers and a step over a shard ---- */
+typedef struct {
+    float *w, *g, *m, *v; /* fp32 weights, gradients, Adam moments (m, v NULL after _drop_moments) */
+    void *wbf;            /* bf16 copy (NULL in fp32 mode) */
+    size_t total;         /* elements of the table (padding between tensors included) */
+    void *stream;         /* the trainer's cudaStream_t: collectives on it keep the order */
+    double *norm_part;    /* MRW_CUDA_NORM_BLOCKS partial sums of the gradient norm (adam.h) */
+    int64_t *t_adam;      /* Adam's step count */
+} mrw_rwkv7_gpu_flat;
+void mrw_rwkv7_gpu_flat_get(mrw_rwkv7_gpu *g, mrw_rwkv7_gpu_flat *f);
+/* Reallocates w and g to cap >= total elements (contents kept, tail zero): collectives want N equal shards. */
+mrw_status mrw_rwkv7_gpu_flat_grow(mrw_rwkv7_gpu *g, size_t cap, mrw_error *err);
+/* Frees the full-size moments (ZeRO-1 keeps its shard elsewhere; _step and _moments are then unusable). */
+void mrw_rwkv7_gpu_drop_moments(mrw_rwkv7_gpu *g);
+/* Partial sums of the squared gradient over [lo, hi) into norm_part (to be summed over the ranks), then
+ * _step_range: norm + clip coefficient from norm_part, t += 1, Adam(W) on [lo, hi) (per tensor for weight decay)
+ * with the shard's moments m, v (m[0] = element lo); no bf16 copy: gather w, then _refresh. */
+mrw_status mrw_rwkv7_gpu_sumsq_range(mrw_rwkv7_gpu *g, size_t lo, size_t hi, mrw_error *err);
+mrw_status mrw_rwkv7_gpu_step_range(mrw_rwkv7_gpu *g, const mrw_adam_config *cfg, double lr, double max_norm,
+                                    size_t lo, size_t hi, float *m, float *v, double *grad_norm, mrw_error *err);
+mrw_status mrw_rwkv7_gpu_refresh(mrw_rwkv7_gpu *g, mrw_error *err);
+/* Moments between the host (mrw_adam's layout: host + moff[i] for tensor i of ps) and a full-table device buffer
+ * dev (to_gpu 1: host -> dev). */
+mrw_status mrw_rwkv7_gpu_moments_buf(mrw_rwkv7_gpu *g, int to_gpu, const mrw_param_set *ps, float *host,
+                                     const size_t *moff, float *dev, mrw_error *err);
 
 #ifdef __cplusplus
 }

@@ -59,6 +59,7 @@ mrw_status mrw_cuda_wkv7_backward(mrw_cuda_dtype dt, int B, int T, int H, const 
 /* Tuning variants for tests and benchmarks (0 = the default, which the plain calls above use):
  *   2, 4, 8  row-sliced kernels: that many threads share one row of the 64x64 state
  *   1        tiled kernels: each thread holds a 4 x 8 tile (default forward; the tiled backward is slower)
+ *   16       MRW_WKV7_CHUNKED: the chunked tensor-core kernels (below)
  * Defaults: tiled forward, 2 threads per row backward (docs/CUDA.md has the measurements). */
 mrw_status mrw_cuda_wkv7_forward_ex(mrw_cuda_dtype dt, int B, int T, int H, const void *r, const void *w,
                                     const void *k, const void *v, const void *a, const void *b, const float *s0,
@@ -69,6 +70,32 @@ mrw_status mrw_cuda_wkv7_backward_ex(mrw_cuda_dtype dt, int B, int T, int H, con
                                      const float *ds_T, const float *ckpt, const float *sa, void *dr, void *dw,
                                      void *dk, void *dv, void *da, void *db, float *ds0, void *stream,
                                      int variant, mrw_error *err);
+
+/* The chunked kernels (src/kernels/cuda/wkv7_chunk.cu): variant MRW_WKV7_CHUNKED of the _ex calls. Within a chunk
+ * of 16 steps the transitions are combined in WY form, so the work becomes small matrix products on the tensor
+ * cores (TF32 mma with fp32 accumulation; 3xTF32 for fp32 tensors) and only the chunk-to-chunk state passing is
+ * sequential. The forward writes the same ckpt and sa as the other forwards; in bf16 its checkpoints carry TF32
+ * rounding, too coarse for the step backwards' inversion, so pair it with the chunked backward there. The
+ * chunked backward restarts each chunk from its exact start state (no inversion), so it needs the forward's
+ * initial state: mrw_cuda_wkv7_backward_s0 takes it; backward_ex with this variant assumes s0 = 0 (zero state,
+ * the trainer's case). Other variants ignore s0. docs/CUDA.md has the measurements. */
+#define MRW_WKV7_CHUNKED 16
+mrw_status mrw_cuda_wkv7_backward_s0(mrw_cuda_dtype dt, int B, int T, int H, const void *r, const void *w,
+                                     const void *k, const void *v, const void *a, const void *b, const void *dy,
+                                     const float *s0, const float *ds_T, const float *ckpt, const float *sa,
+                                     void *dr, void *dw, void *dk, void *dv, void *da, void *db, float *ds0,
+                                     void *stream, int variant, mrw_error *err);
+
+/* Internal: the chunked kernels' launchers (arguments already checked by the calls above). */
+mrw_status mrw_cuda_wkv7_chunk_fwd_launch(mrw_cuda_dtype dt, int B, int T, int H, const void *r, const void *w,
+                                          const void *k, const void *v, const void *a, const void *b,
+                                          const float *s0, void *y, float *ckpt, float *sa, void *stream,
+                                          mrw_error *err);
+mrw_status mrw_cuda_wkv7_chunk_bwd_launch(mrw_cuda_dtype dt, int B, int T, int H, const void *r, const void *w,
+                                          const void *k, const void *v, const void *a, const void *b,
+                                          const void *dy, const float *s0, const float *ds_T, const float *ckpt,
+                                          const float *sa, void *dr, void *dw, void *dk, void *dv, void *da,
+                                          void *db, float *ds0, void *stream, mrw_error *err);
 
 #ifdef __cplusplus
 }

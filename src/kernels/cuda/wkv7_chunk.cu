@@ -1,0 +1,600 @@
+/* Chunked WKV7 forward and backward on tensor cores (variant MRW_WKV7_CHUNKED of wkv7.h's _ex calls).
+ * The derivation, checked in float64 against the step-by-step recurrence: tests/reference/wkv7_chunked_ref.py.
+ * Design and measurements: docs/CUDA.md ("The chunked kernels").
+ *
+ * One thread block (4 warps) per (batch row, head) walks the chunks of CK = 16 steps in order (forward) or in
+ * reverse (backward); everything lives in shared memory in fp32. Per chunk, with c_t the cumulative log decay
+ * (per key column j) inside the chunk, the rows of the L x N matrices being the chunk's steps:
+ *     Atr = A e^{c_{t-1}}, Rtr = R e^{c_t}, Bh = B e^{-c_t}, Kh = K e^{-c_t}, Bbar = B e^{c_L - c_t}, Kbar = ...
+ *     M_ab = strict_tril(Atr Bh^T), M_ak = strict_tril(Atr Kh^T), M_rb = tril(Rtr Bh^T), M_rk = tril(Rtr Kh^T)
+ *     SA = (I - M_ab)^{-1} (Atr S0^T + M_ak V);  Y = Rtr S0^T + M_rb SA + M_rk V
+ *     S_L = S0 diag(e^{c_L}) + SA^T Bbar + V^T Kbar
+ * Each product term of the L x L matrices is a_j b_j e^{c_{t-1,j} - c_{s,j}} (s < t) computed as the fp32 product
+ * of e^{c_{t-1}} and e^{-c_s}, each from exp() of a cumulative log decay (never a running product); with
+ * log-decays >= -0.6065 a step, e^{-c} <= e^{9.7} inside a 16-step chunk, far inside fp32's range.
+ * Every matrix product (the 64-wide ones with the state: Atr S0^T, Rtr S0^T, SA^T Bbar + V^T Kbar and the
+ * backward's; the L x L ones: the four M, M_ak V, M_rb SA, ... and the backward's dM) runs on the tensor cores as
+ * TF32 mma.sync m16n8k8 with fp32 accumulation, operands read from shared memory: the state itself stays fp32
+ * (only the operands are rounded). For fp32 tensors the products use the 3xTF32 split (a = hi + lo;
+ * hi*hi + hi*lo + lo*hi), about fp32 accuracy; for bf16 tensors one TF32 product (operands to 2^-11, below the
+ * bf16 outputs' 2^-9). The unit-triangular solves (I - M_ab)^{-1} and the decay chain run on the CUDA cores.
+ * Warp w owns the state rows / columns [16w, 16w+16) of every 64-wide product, so most phases need no block
+ * barrier (forward 3 a chunk, backward 5).
+ * The forward writes the same checkpoints (state after each chunk) and sa as wkv7.cu's kernels, so the step
+ * backwards can follow it in fp32 (in bf16 its TF32-rounded checkpoints are not accurate enough for their
+ * inversion: use the chunked backward); the chunked backward restarts every chunk from the exact checkpoint (no
+ * inversion of the update) and follows any forward. */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "base/error.h"
+#include "kernels/cuda/wkv7.h"
+}
+
+namespace {
+
+constexpr int N = MRW_WKV7_N, CK = MRW_WKV7_CHUNK, NT = 128;
+constexpr int SP = 68;                       /* row stride (floats) of the [CK][N] chunk arrays */
+constexpr int SS = 68;                       /* row stride of the [N][N] state arrays */
+constexpr int CA = CK * SP, SA_ = N * SS, MS = 17, MA = CK * MS;
+
+typedef __nv_bfloat16 bf16;
+
+template <typename T> struct cio;
+template <> struct cio<float> {
+    static __device__ __forceinline__ void unpack(uint4 u, float *f) {
+        f[0] = __uint_as_float(u.x), f[1] = __uint_as_float(u.y), f[2] = __uint_as_float(u.z),
+        f[3] = __uint_as_float(u.w);
+    }
+    static __device__ __forceinline__ void put(float *p, float x) { *p = x; }
+};
+template <> struct cio<bf16> {
+    static __device__ __forceinline__ void unpack(uint4 u, float *f) {
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            f[2 * e] = __uint_as_float(w[e] << 16);
+            f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+        }
+    }
+    static __device__ __forceinline__ void put(bf16 *p, float x) { *p = __float2bfloat16_rn(x); }
+};
+
+/* Chunk staging: NA arrays [B][T][H][N] of type T -> shared [NA][CK][SP] fp32, prefetched one chunk ahead in
+ * registers. Steps past T load as zero; array `wslot` holds log-space decays and is stored as lw = -exp(w)
+ * (0 on steps past T: decay 1, so a short last chunk leaves the state as its last real step left it). */
+template <typename T, int NA> struct cloader {
+    static constexpr int VE = 16 / sizeof(T), VPA = CK * N / VE, SLOTS = NA * VPA / NT;
+    static_assert(NA * VPA % NT == 0, "slots");
+    const T *src[SLOTS];
+    int off[SLOTS], tt[SLOTS], arr[SLOTS];
+    uint4 buf[SLOTS];
+    size_t cstride;
+    __device__ __forceinline__ void init(const T *const *arrays, size_t base, size_t hs, int tid) {
+        cstride = hs * CK;
+#pragma unroll
+        for (int s = 0; s < SLOTS; s++) {
+            const int flat = tid + s * NT, a = flat / VPA, e0 = (flat % VPA) * VE, t = e0 / N, n = e0 % N;
+            arr[s] = a, tt[s] = t, off[s] = a * CA + t * SP + n;
+            src[s] = arrays[a] + base + (size_t)t * hs + n;
+        }
+    }
+    __device__ __forceinline__ void load(int c, int T_) {
+#pragma unroll
+        for (int s = 0; s < SLOTS; s++) {
+            buf[s] = make_uint4(0, 0, 0, 0);
+            if (c * CK + tt[s] < T_) buf[s] = *(const uint4 *)(src[s] + (size_t)c * cstride);
+        }
+    }
+    __device__ __forceinline__ void store(float *sm, int wslot, int c, int T_) {
+#pragma unroll
+        for (int s = 0; s < SLOTS; s++) {
+            float f[VE];
+            cio<T>::unpack(buf[s], f);
+            if (arr[s] == wslot) {
+                const bool ok = c * CK + tt[s] < T_;
+#pragma unroll
+                for (int e = 0; e < VE; e++) f[e] = ok ? -expf(f[e]) : 0.f;
+            }
+#pragma unroll
+            for (int e = 0; e < VE; e += 4)
+                *(float4 *)(sm + off[s] + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+        }
+    }
+};
+
+/* ------------------------------------------------------------------------------------ tensor-core products */
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* acc[m][n] (16x8 tiles, mma C layout) += sum over KS k-steps of 8: A(m0 + 16m + row, k) * B(k, n0 + 8n + col),
+ * A(m, k) = Ap[m * am + k * ak], B(k, n) = Bp[k * bk + n * bn], all in shared memory (fp32). X3: 3xTF32. */
+template <int MT, int NTL, int KS, bool X3>
+__device__ __forceinline__ void warp_gemm(float (*acc)[NTL][4], const float *Ap, int am, int ak, int m0,
+                                          const float *Bp, int bk, int bn, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        const int k0 = 8 * ks;
+        uint32_t ah[MT][4], al[MT][4], bh[NTL][2], bl[NTL][2];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            const int r0 = m0 + 16 * m + g;
+            const float x[4] = {Ap[r0 * am + (k0 + t4) * ak], Ap[(r0 + 8) * am + (k0 + t4) * ak],
+                                Ap[r0 * am + (k0 + t4 + 4) * ak], Ap[(r0 + 8) * am + (k0 + t4 + 4) * ak]};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                ah[m][e] = to_tf32(x[e]);
+                if (X3) al[m][e] = to_tf32(x[e] - __uint_as_float(ah[m][e]));
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < NTL; n++) {
+            const int c0 = n0 + 8 * n + g;
+            const float x[2] = {Bp[(k0 + t4) * bk + c0 * bn], Bp[(k0 + t4 + 4) * bk + c0 * bn]};
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                bh[n][e] = to_tf32(x[e]);
+                if (X3) bl[n][e] = to_tf32(x[e] - __uint_as_float(bh[n][e]));
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int n = 0; n < NTL; n++) {
+                if (X3) {
+                    mma_tf32(acc[m][n], al[m], bh[n]);
+                    mma_tf32(acc[m][n], ah[m], bl[n]);
+                }
+                mma_tf32(acc[m][n], ah[m], bh[n]);
+            }
+    }
+}
+
+/* Stores a warp's 16 x (8*NTL) accumulator tile to out[row * ld + col] (rows m0.., columns n0..). */
+template <int NTL>
+__device__ __forceinline__ void store_tile(const float (*acc)[4], float *out, int ld, int m0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int n = 0; n < NTL; n++) {
+        const int col = n0 + 8 * n + 2 * t4;
+        *(float2 *)(out + (m0 + g) * ld + col) = make_float2(acc[n][0], acc[n][1]);
+        *(float2 *)(out + (m0 + g + 8) * ld + col) = make_float2(acc[n][2], acc[n][3]);
+    }
+}
+
+/* ------------------------------------------------------------------------------------- chunk preparation */
+/* Slots of the chunk arrays in shared memory (each [CK][SP] fp32). Raw inputs R, W (stored as lw), K, V, A, B, DY;
+ * chunk_prep turns R, K, A, B into Rtr, Kh, Atr, Bh in place and fills BB = Bbar, KB = Kbar (and CUM = c_t in the
+ * backward). SA: the sa of the chunk. T1, T2: per-warp scratch. DU: the backward's dU. */
+enum { XR = 0, XW, XK, XV, XA, XB, XDY, XBB, XKB, XSA, XT1, XT2, XDU, XCUM };
+enum { M_AB = 0, M_AK, M_RB, M_RK };
+
+/* Thread: column j = tid & 63, rows 8*(tid >> 6) .. +7. Ends with a barrier. */
+__device__ __forceinline__ void chunk_prep(float *X, float *ecL, bool keep_cum) {
+    const int j = threadIdx.x & 63, h = threadIdx.x >> 6;
+    float c[CK], cum = 0.f;
+#pragma unroll
+    for (int t = 0; t < CK; t++) cum += X[XW * CA + t * SP + j], c[t] = cum;
+    if (h == 0) ecL[j] = __expf(c[CK - 1]);
+#pragma unroll
+    for (int u = 0; u < CK / 2; u++) {
+        const int t = 8 * h + u, o = t * SP + j;
+        const float ct = h ? c[8 + u] : c[u], cp = h ? c[7 + u] : (u ? c[u ? u - 1 : 0] : 0.f);
+        const float ec = __expf(ct), emc = __expf(-ct), ecp = __expf(cp), eb = __expf(c[CK - 1] - ct);
+        const float b = X[XB * CA + o], k = X[XK * CA + o];
+        X[XA * CA + o] *= ecp;
+        X[XR * CA + o] *= ec;
+        X[XB * CA + o] = b * emc, X[XK * CA + o] = k * emc;
+        X[XBB * CA + o] = b * eb, X[XKB * CA + o] = k * eb;
+        if (keep_cum) X[XCUM * CA + o] = ct;
+    }
+    __syncthreads();
+}
+
+/* One warp: D[t][s] = sum_n P[t][n] Q[s][n] (16 x 16, k = 64) on the tensor cores, stored masked into D (stride
+ * MS): strictly lower (strict) or lower with the diagonal. */
+template <bool X3> __device__ __forceinline__ void warp_small(float *D, const float *P, const float *Q, bool strict) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    float acc[1][2][4] = {};
+    warp_gemm<1, 2, 8, X3>(acc, P, SP, 1, 0, Q, 1, SP, 0);
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int t = g + 8 * (e >> 1), s = 8 * n + 2 * t4 + (e & 1);
+            D[t * MS + s] = (strict ? s < t : s <= t) ? acc[0][n][e] : 0.f;
+        }
+}
+
+template <typename T> __device__ __forceinline__ void put2(T *p, float a, float b);
+template <> __device__ __forceinline__ void put2<float>(float *p, float a, float b) { *(float2 *)p = make_float2(a, b); }
+template <> __device__ __forceinline__ void put2<bf16>(bf16 *p, float a, float b) {
+    *(__nv_bfloat162 *)p = __floats2bfloat162_rn(a, b);
+}
+
+/* Stores a warp's 16 x 16 fragment tile (rows t of the chunk, columns n0..n0+15) to a [B][T][H][N] tensor, skipping
+ * steps past T. */
+template <typename T>
+__device__ __forceinline__ void put_tile(T *dst, const float (*acc)[4], size_t base, size_t hs, int t0, int T_, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            const int t = t0 + g + 8 * hr;
+            if (t < T_) put2<T>(dst + base + (size_t)t * hs + n0 + 8 * n + 2 * t4, acc[n][2 * hr], acc[n][2 * hr + 1]);
+        }
+}
+
+template <typename T> struct cfwd_args {
+    const T *r, *w, *k, *v, *a, *b;
+    const float *s0;
+    T *y;
+    float *ckpt, *sa;
+    int nt, H;
+};
+
+template <typename T> struct cbwd_args {
+    const T *r, *w, *k, *v, *a, *b, *dy;
+    const float *s0, *dsT, *ckpt, *sa;
+    T *dr, *dw, *dk, *dv, *da, *db;
+    float *ds0;
+    int nt, H;
+};
+
+/* Forward. Warp w owns the state rows i in [16w, 16w+16): it reads them as the B operand of Atr S0^T / Rtr S0^T,
+ * solves its 16 columns of SA, and updates them; only the chunk's inputs and the L x L matrices are shared. */
+constexpr int NXF = XT1 + 1;
+constexpr int FWD_FLOATS = NXF * CA + SA_ + 4 * MA + N;
+constexpr size_t FWD_SMEM = (size_t)FWD_FLOATS * sizeof(float);
+
+template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_fwd_chunk(const cfwd_args<T> p) {
+    extern __shared__ __align__(16) float smem[];
+    float *X = smem, *S = X + NXF * CA, *M = S + SA_, *ecL = M + 4 * MA;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int bh = blockIdx.x, bb = bh / p.H, hh = bh % p.H, T_ = p.nt;
+    const size_t hs = (size_t)p.H * N, base = (size_t)bb * T_ * hs + (size_t)hh * N;
+    const int nc = (T_ + CK - 1) / CK, w16 = 16 * warp;
+
+    for (int e = tid; e < N * N / 4; e += NT) {
+        const int i = e / 16, j = 4 * (e % 16);
+        const float4 x = p.s0 ? *(const float4 *)(p.s0 + (size_t)bh * N * N + i * N + j) : make_float4(0, 0, 0, 0);
+        *(float4 *)(S + i * SS + j) = x;
+    }
+    cloader<T, 6> ld;
+    {
+        const T *arrays[6] = {p.r, p.w, p.k, p.v, p.a, p.b};
+        ld.init(arrays, base, hs, tid);
+    }
+    ld.load(0, T_);
+    const int si = w16 + (lane & 15), shl = lane >> 4; /* the solve: column, row parity */
+    for (int c = 0; c < nc; c++) {
+        __syncthreads();
+        ld.store(X, XW, c, T_);
+        __syncthreads();
+        if (c + 1 < nc) ld.load(c + 1, T_);
+        chunk_prep(X, ecL, false);
+        float accP[1][2][4] = {}, accQ[1][2][4] = {};
+        warp_gemm<1, 2, 8, X3>(accP, X + XA * CA, SP, 1, 0, S, 1, SS, w16); /* Atr S0^T, columns i of the warp */
+        warp_gemm<1, 2, 8, X3>(accQ, X + XR * CA, SP, 1, 0, S, 1, SS, w16); /* Rtr S0^T */
+        {
+            const int pa = warp == 0 || warp == 1 ? XA : XR, qa = warp == 0 || warp == 2 ? XB : XK;
+            warp_small<X3>(M + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+        }
+        __syncthreads();
+        /* u = P + M_ak V; SA = (I - M_ab)^{-1} u (right-looking, CUDA cores); y = Q + M_rb SA + M_rk V */
+        warp_gemm<1, 2, 2, X3>(accP, M + M_AK * MA, MS, 1, 0, X + XV * CA, SP, 1, w16);
+        store_tile<2>(accP[0], X + XT1 * CA, SP, 0, w16);
+        __syncwarp();
+        {
+            float u[CK];
+#pragma unroll
+            for (int t = 0; t < CK; t++) u[t] = X[XT1 * CA + t * SP + si];
+#pragma unroll
+            for (int s = 0; s < CK - 1; s++)
+#pragma unroll
+                for (int t = s + 1; t < CK; t++) u[t] = fmaf(M[M_AB * MA + t * MS + s], u[s], u[t]);
+#pragma unroll
+            for (int t = 0; t < CK; t++) {
+                if ((t & 1) != shl) continue;
+                X[XSA * CA + t * SP + si] = u[t];
+                if (c * CK + t < T_) p.sa[base + (size_t)(c * CK + t) * hs + si] = u[t];
+            }
+        }
+        __syncwarp();
+        warp_gemm<1, 2, 2, X3>(accQ, M + M_RB * MA, MS, 1, 0, X + XSA * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(accQ, M + M_RK * MA, MS, 1, 0, X + XV * CA, SP, 1, w16);
+        put_tile<T>(p.y, accQ[0], base, hs, c * CK, T_, w16);
+        /* S_L = S0 diag(e^{c_L}) + SA^T Bbar + V^T Kbar for the warp's rows */
+        {
+            float acc[1][8][4];
+            const int r0 = w16 + g;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int col = 8 * n + 2 * t4;
+                const float e0 = ecL[col], e1 = ecL[col + 1];
+                acc[0][n][0] = S[r0 * SS + col] * e0, acc[0][n][1] = S[r0 * SS + col + 1] * e1;
+                acc[0][n][2] = S[(r0 + 8) * SS + col] * e0, acc[0][n][3] = S[(r0 + 8) * SS + col + 1] * e1;
+            }
+            warp_gemm<1, 8, 2, X3>(acc, X + XSA * CA, 1, SP, w16, X + XBB * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3>(acc, X + XV * CA, 1, SP, w16, X + XKB * CA, SP, 1, 0);
+            __syncwarp();
+            store_tile<8>(acc[0], S, SS, w16, 0);
+            float *ck = p.ckpt + ((size_t)bh * nc + c) * N * N;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int col = 8 * n + 2 * t4;
+                *(float2 *)(ck + r0 * N + col) = make_float2(acc[0][n][0], acc[0][n][1]);
+                *(float2 *)(ck + (r0 + 8) * N + col) = make_float2(acc[0][n][2], acc[0][n][3]);
+            }
+        }
+    }
+}
+
+/* Backward. The running state gradient dS and the chunk's start state S0 are in shared memory; warp w owns the
+ * columns i (or j) in [16w, 16w+16) of every L x N product and the rows [16w, 16w+16) of the dS update.
+ * Per chunk: (1) X1 = Bbar dS^T, X2 = Kbar dS^T, dBbar = SA dS, dKbar = V dS, Z1 = dY S0, the four M;
+ * (2) dSA = X1 + M_rb^T dY, dU = (I - M_ab)^{-T} dSA, dV = X2 + M_ak^T dU + M_rk^T dY; (3) Z2 = dU S0, the four dM,
+ * dS <- dS diag(e^{c_L}) + dY^T Rtr + dU^T Atr; (4) dAtr = Z2 + dM_ab Bh + dM_ak Kh, dRtr = Z1 + dM_rb Bh +
+ * dM_rk Kh, dBh = dM_ab^T Atr + dM_rb^T Rtr, dKh = dM_ak^T Atr + dM_rk^T Rtr, the raw gradients and the decay's. */
+constexpr int NXB = XCUM + 1;
+constexpr int BWD_FLOATS = NXB * CA + 2 * SA_ + 8 * MA + N + 4 * N;
+constexpr size_t BWD_SMEM = (size_t)BWD_FLOATS * sizeof(float);
+
+template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_chunk(const cbwd_args<T> p) {
+    extern __shared__ __align__(16) float smem[];
+    float *X = smem, *S0 = X + NXB * CA, *dS = S0 + SA_, *M = dS + SA_, *dM = M + 4 * MA, *ecL = dM + 4 * MA;
+    float *dcl = ecL + N;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int bh = blockIdx.x, bb = bh / p.H, hh = bh % p.H, T_ = p.nt;
+    const size_t hs = (size_t)p.H * N, base = (size_t)bb * T_ * hs + (size_t)hh * N;
+    const int nc = (T_ + CK - 1) / CK, w16 = 16 * warp;
+
+    for (int e = tid; e < N * N / 4; e += NT) {
+        const int i = e / 16, j = 4 * (e % 16);
+        const float4 x = p.dsT ? *(const float4 *)(p.dsT + (size_t)bh * N * N + i * N + j) : make_float4(0, 0, 0, 0);
+        *(float4 *)(dS + i * SS + j) = x;
+    }
+    cloader<T, 7> ld;
+    cloader<float, 1> lsa;
+    {
+        const T *arrays[7] = {p.r, p.w, p.k, p.v, p.a, p.b, p.dy};
+        ld.init(arrays, base, hs, tid);
+        const float *sa_arr[1] = {p.sa};
+        lsa.init(sa_arr, base, hs, tid);
+    }
+    /* the chunk's start state: checkpoint c-1, or the forward's s0 (NULL = zero) for c = 0; prefetched in
+     * registers a chunk ahead */
+    float4 ckr[N * N / 4 / NT];
+    const float *ckg = p.ckpt + (size_t)bh * nc * N * N, *s0g = p.s0 ? p.s0 + (size_t)bh * N * N : nullptr;
+    auto load_s0 = [&](int c) {
+        const float *src = c > 0 ? ckg + (size_t)(c - 1) * N * N : s0g;
+#pragma unroll
+        for (int s = 0; s < N * N / 4 / NT; s++)
+            ckr[s] = src ? *(const float4 *)(src + 4 * (tid + s * NT)) : make_float4(0, 0, 0, 0);
+    };
+    ld.load(nc - 1, T_);
+    lsa.load(nc - 1, T_);
+    load_s0(nc - 1);
+    const int si = w16 + (lane & 15), shl = lane >> 4;
+    for (int c = nc - 1; c >= 0; c--) {
+        __syncthreads();
+        ld.store(X, XW, c, T_);
+        lsa.store(X + XSA * CA, -1, c, T_);
+#pragma unroll
+        for (int s = 0; s < N * N / 4 / NT; s++) {
+            const int e = tid + s * NT, i = e / 16, jj = 4 * (e % 16);
+            *(float4 *)(S0 + i * SS + jj) = ckr[s];
+        }
+        __syncthreads();
+        if (c > 0) {
+            ld.load(c - 1, T_);
+            lsa.load(c - 1, T_);
+            load_s0(c - 1);
+        }
+        chunk_prep(X, ecL, true);
+        /* (1) */
+        float aX1[1][2][4] = {}, aX2[1][2][4] = {}, aDBB[1][2][4] = {}, aDKB[1][2][4] = {}, aZ1[1][2][4] = {};
+        warp_gemm<1, 2, 8, X3>(aX1, X + XBB * CA, SP, 1, 0, dS, 1, SS, w16);
+        warp_gemm<1, 2, 8, X3>(aX2, X + XKB * CA, SP, 1, 0, dS, 1, SS, w16);
+        warp_gemm<1, 2, 8, X3>(aDBB, X + XSA * CA, SP, 1, 0, dS, SS, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aDKB, X + XV * CA, SP, 1, 0, dS, SS, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aZ1, X + XDY * CA, SP, 1, 0, S0, SS, 1, w16);
+        {
+            const int pa = warp == 0 || warp == 1 ? XA : XR, qa = warp == 0 || warp == 2 ? XB : XK;
+            warp_small<X3>(M + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+        }
+        __syncthreads();
+        /* (2) columns i of the warp */
+        warp_gemm<1, 2, 2, X3>(aX1, M + M_RB * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        store_tile<2>(aX1[0], X + XT1 * CA, SP, 0, w16);
+        __syncwarp();
+        {
+            float du[CK];
+#pragma unroll
+            for (int t = 0; t < CK; t++) du[t] = X[XT1 * CA + t * SP + si];
+#pragma unroll
+            for (int t = CK - 1; t > 0; t--)
+#pragma unroll
+                for (int s = 0; s < t; s++) du[s] = fmaf(M[M_AB * MA + t * MS + s], du[t], du[s]);
+#pragma unroll
+            for (int t = 0; t < CK; t++)
+                if ((t & 1) == shl) X[XDU * CA + t * SP + si] = du[t];
+        }
+        __syncwarp();
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MA, 1, MS, 0, X + XDU * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_RK * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        put_tile<T>(p.dv, aX2[0], base, hs, c * CK, T_, w16);
+        __syncthreads();
+        /* (3) */
+        float aZ2[1][2][4] = {};
+        warp_gemm<1, 2, 8, X3>(aZ2, X + XDU * CA, SP, 1, 0, S0, SS, 1, w16);
+        {
+            const int pa = warp < 2 ? XDU : XDY, qa = warp == 0 || warp == 2 ? XSA : XV;
+            warp_small<X3>(dM + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+        }
+        {
+            float acc[1][8][4], part[8][2];
+            const int r0 = w16 + g;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int col = 8 * n + 2 * t4;
+                const float e0 = ecL[col], e1 = ecL[col + 1];
+                const float2 d0 = *(const float2 *)(dS + r0 * SS + col), d1 = *(const float2 *)(dS + (r0 + 8) * SS + col);
+                const float2 s0 = *(const float2 *)(S0 + r0 * SS + col), s1 = *(const float2 *)(S0 + (r0 + 8) * SS + col);
+                part[n][0] = (d0.x * s0.x + d1.x * s1.x) * e0, part[n][1] = (d0.y * s0.y + d1.y * s1.y) * e1;
+                acc[0][n][0] = d0.x * e0, acc[0][n][1] = d0.y * e1, acc[0][n][2] = d1.x * e0, acc[0][n][3] = d1.y * e1;
+            }
+            warp_gemm<1, 8, 2, X3>(acc, X + XDY * CA, 1, SP, w16, X + XR * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3>(acc, X + XDU * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
+            __syncwarp();
+            store_tile<8>(acc[0], dS, SS, w16, 0);
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float x = part[n][e];
+                    x += __shfl_xor_sync(0xffffffffu, x, 4);
+                    x += __shfl_xor_sync(0xffffffffu, x, 8);
+                    x += __shfl_xor_sync(0xffffffffu, x, 16);
+                    if (g == 0) dcl[warp * N + 8 * n + 2 * t4 + e] = x;
+                }
+        }
+        __syncthreads();
+        /* (4) columns j of the warp */
+        {
+            float aDA[1][2][4], aDR[1][2][4], aDBH[1][2][4] = {}, aDKH[1][2][4] = {};
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) aDA[0][n][e] = aZ2[0][n][e], aDR[0][n][e] = aZ1[0][n][e];
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_AB * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_RB * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_AK * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_RK * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
+            float gA[2][4], gR[2][4], gB[2][4], gK[2][4];
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int t = g + 8 * (e >> 1), jj = w16 + 8 * n + 2 * t4 + (e & 1), o = t * SP + jj;
+                    const float ct = X[XCUM * CA + o], cp = t ? X[XCUM * CA + o - SP] : 0.f;
+                    const float cL = X[XCUM * CA + (CK - 1) * SP + jj];
+                    const float ec = __expf(ct), emc = __expf(-ct), ecp = __expf(cp), eb = __expf(cL - ct);
+                    const float dat = aDA[0][n][e], drt = aDR[0][n][e], dbh = aDBH[0][n][e], dkh = aDKH[0][n][e];
+                    const float dbb = aDBB[0][n][e], dkb = aDKB[0][n][e];
+                    const float ebar = dbb * X[XBB * CA + o] + dkb * X[XKB * CA + o];
+                    X[XT1 * CA + o] = drt * X[XR * CA + o] - dbh * X[XB * CA + o] - dkh * X[XK * CA + o] - ebar;
+                    X[XT2 * CA + o] = dat * X[XA * CA + o];
+                    X[XDU * CA + o] = ebar;
+                    gA[n][e] = dat * ecp, gR[n][e] = drt * ec;
+                    gB[n][e] = fmaf(dbh, emc, dbb * eb), gK[n][e] = fmaf(dkh, emc, dkb * eb);
+                }
+            put_tile<T>(p.da, gA, base, hs, c * CK, T_, w16);
+            put_tile<T>(p.dr, gR, base, hs, c * CK, T_, w16);
+            put_tile<T>(p.db, gB, base, hs, c * CK, T_, w16);
+            put_tile<T>(p.dk, gK, base, hs, c * CK, T_, w16);
+        }
+        __syncwarp();
+        /* dlw_s = sum_{t >= s} dc_t, with d c_L at the last step; dw = dlw * lw (lw = -exp(w)) */
+        if (lane < 16) {
+            const int jj = w16 + lane;
+            float acc = dcl[jj] + dcl[N + jj] + dcl[2 * N + jj] + dcl[3 * N + jj];
+#pragma unroll
+            for (int t = 0; t < CK; t++) acc += X[XDU * CA + t * SP + jj];
+#pragma unroll
+            for (int t = CK - 1; t >= 0; t--) {
+                acc += X[XT1 * CA + t * SP + jj];
+                if (t + 1 < CK) acc += X[XT2 * CA + (t + 1) * SP + jj];
+                if (c * CK + t < T_)
+                    cio<T>::put(p.dw + base + (size_t)(c * CK + t) * hs + jj, acc * X[XW * CA + t * SP + jj]);
+            }
+        }
+    }
+    if (p.ds0) {
+        __syncthreads();
+        for (int e = tid; e < N * N / 4; e += NT) {
+            const int i = e / 16, jj = 4 * (e % 16);
+            *(float4 *)(p.ds0 + (size_t)bh * N * N + i * N + jj) = *(const float4 *)(dS + i * SS + jj);
+        }
+    }
+}
+
+template <typename T, bool X3> mrw_status launch_fwd(int B, int H, const cfwd_args<T> &a, cudaStream_t st, mrw_error *err) {
+    cudaError_t e = cudaFuncSetAttribute(wkv7_fwd_chunk<T, X3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)FWD_SMEM);
+    if (e == cudaSuccess) {
+        wkv7_fwd_chunk<T, X3><<<B * H, NT, FWD_SMEM, st>>>(a);
+        e = cudaGetLastError();
+    }
+    if (e != cudaSuccess)
+        return mrw_err(err, MRW_E_INTERNAL, "wkv7 chunked forward (cuda): launch failed: %s", cudaGetErrorString(e));
+    return MRW_OK;
+}
+
+template <typename T, bool X3> mrw_status launch_bwd(int B, int H, const cbwd_args<T> &a, cudaStream_t st, mrw_error *err) {
+    cudaError_t e = cudaFuncSetAttribute(wkv7_bwd_chunk<T, X3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BWD_SMEM);
+    if (e == cudaSuccess) {
+        wkv7_bwd_chunk<T, X3><<<B * H, NT, BWD_SMEM, st>>>(a);
+        e = cudaGetLastError();
+    }
+    if (e != cudaSuccess)
+        return mrw_err(err, MRW_E_INTERNAL, "wkv7 chunked backward (cuda): launch failed: %s", cudaGetErrorString(e));
+    return MRW_OK;
+}
+
+} // namespace
+
+/* Called by wkv7.cu's _ex entry points after their argument checks. */
+extern "C" mrw_status mrw_cuda_wkv7_chunk_fwd_launch(mrw_cuda_dtype dt, int B, int T, int H, const void *r,
+                                                     const void *w, const void *k, const void *v, const void *a,
+                                                     const void *b, const float *s0, void *y, float *ckpt,
+                                                     float *sa, void *stream, mrw_error *err) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (dt == MRW_CUDA_F32) {
+        typedef float F;
+        cfwd_args<F> p = {(const F *)r, (const F *)w, (const F *)k, (const F *)v, (const F *)a, (const F *)b, s0,
+                          (F *)y, ckpt, sa, T, H};
+        return launch_fwd<F, true>(B, H, p, st, err);
+    }
+    typedef bf16 F;
+    cfwd_args<F> p = {(const F *)r, (const F *)w, (const F *)k, (const F *)v, (const F *)a, (const F *)b, s0,
+                      (F *)y, ckpt, sa, T, H};
+    return launch_fwd<F, false>(B, H, p, st, err);
+}
+
+extern "C" mrw_status mrw_cuda_wkv7_chunk_bwd_launch(mrw_cuda_dtype dt, int B, int T, int H, const void *r,
+                                                     const void *w, const void *k, const void *v, const void *a,
+                                                     const void *b, const void *dy, const float *s0,
+                                                     const float *ds_T, const float *ckpt, const float *sa,
+                                                     void *dr, void *dw, void *dk, void *dv, void *da, void *db,
+                                                     float *ds0, void *stream, mrw_error *err) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (dt == MRW_CUDA_F32) {
+        typedef float F;
+        cbwd_args<F> p = {(const F *)r, (const F *)w, (const F *)k, (const F *)v, (const F *)a, (const F *)b,
+                          (const F *)dy, s0, ds_T, ckpt, sa, (F *)dr, (F *)dw, (F *)dk, (F *)dv, (F *)da, (F *)db,
+                          ds0, T, H};
+        return launch_bwd<F, true>(B, H, p, st, err);
+    }
+    typedef bf16 F;
+    cbwd_args<F> p = {(const F *)r, (const F *)w, (const F *)k, (const F *)v, (const F *)a, (const F *)b,
+                      (const F *)dy, s0, ds_T, ckpt, sa, (F *)dr, (F *)dw, (F *)dk, (F *)dv, (F *)da, (F *)db,
+                      ds0, T, H};
+    return launch_bwd<F, false>(B, H, p, st, err);
+}

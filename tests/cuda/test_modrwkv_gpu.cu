@@ -1,0 +1,393 @@
+/* The ModRWKV pieces on the GPU against their CPU references, on random inputs:
+ *   adapter  src/kernels/cuda/adapter_gpu.h (v2: Linear, ReLU, Linear, h + LN(h)) against mrw_tadapter (fp32):
+ *            forward output, every parameter gradient and d_x of one backward, one clipped Adam step on the CPU's
+ *            gradients (norm and weights), and the output of a second forward after it (the bf16 copy Adam wrote)
+ *   vit      src/kernels/cuda/vit_gpu.h (bf16) against mrw_vit (fp32) with the same weights, written to a
+ *            safetensors file with Hugging Face names and loaded by both (mrw_vit_load, mrw_vit_gpu_from_file):
+ *            last_hidden_state of several images encoded at once, each against its own CPU forward, with both
+ *            attention variants (batched GEMMs + softmax; the fused kernel), then bf16 output and device pixels
+ *     make CUDA=1 BUILD=<dir> <dir>/tests/cuda/test_modrwkv_gpu && <dir>/tests/cuda/test_modrwkv_gpu [--quick]
+ * Errors: max err = max|gpu - cpu| / max|cpu|, norm err = ||gpu - cpu|| / ||cpu|| (per tensor; for the ViT over all
+ * images). Tolerances, bf16 (inputs and the adapter's matrices rounded to bf16 for both sides, so only the GPU's own
+ * bf16 roundings count; after the Adam step the CPU keeps fp32 weights, the GPU their bf16 copy):
+ *   adapter output, d_x: 1e-2 / 1e-2 (one rounding of a1, h and the output each, ~2^-9 relative)
+ *   adapter parameter gradients (fp32 sums of bf16 products over the rows): 2e-2 / 1e-2
+ *   Adam: norm 1e-5 (fp32 vs double sums), weights 1e-3 of lr (the kernels round as the CPU does)
+ *   ViT, 2 layers: 3e-2 / 1e-2; SigLIP2-base shape (12 layers, 576 tokens): 6e-2 / 2e-2 (bf16 GEMM inputs
+ *   in every layer; the residual stream stays fp32)
+ * --quick: small shapes only (for compute-sanitizer). Exit status 0 only if every row passes. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <execinfo.h>
+#include <signal.h>
+
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "formats/tensorfile.h"
+#include "kernels/cuda/adapter_gpu.h"
+#include "kernels/cuda/vit_gpu.h"
+#include "models/vit.h"
+#include "train/adapter_train.h"
+#include "train/optim.h"
+#include "train/params.h"
+}
+
+static int g_fail = 0, g_rows = 0;
+static FILE *g_log = NULL;
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static uint64_t rnd_u64(void) {
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static float rnd_u(float lo, float hi) { return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)); }
+
+static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void out(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (g_log) {
+        va_start(ap, fmt);
+        vfprintf(g_log, fmt, ap);
+        va_end(ap);
+    }
+    fflush(stdout);
+}
+
+static void row(const char *cs, const char *what, double maxe, double norme, double tol_max, double tol_norm) {
+    const int ok = maxe <= tol_max && norme <= tol_norm && maxe == maxe && norme == norme;
+    g_rows++;
+    if (!ok) g_fail++;
+    out("%-30s %-40s %10.2e %10.2e %8.0e/%-8.0e %s\n", cs, what, maxe, norme, tol_max, tol_norm, ok ? "ok" : "FAIL");
+}
+
+static void errs(const float *a, const float *b, size_t n, double *maxe, double *norme) {
+    double md = 0, mr = 0, sd = 0, sr = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)a[i] - b[i]);
+        if (!(d <= md)) md = d;
+        if (fabs(b[i]) > mr) mr = fabs(b[i]);
+        sd += d * d, sr += (double)b[i] * b[i];
+    }
+    *maxe = mr > 0 ? md / mr : md;
+    *norme = sr > 0 ? sqrt(sd / sr) : sqrt(sd);
+}
+
+static uint16_t bf(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float unbf(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+#define CHECK(call)                                                                                        \
+    do {                                                                                                   \
+        mrw_status s_ = (call);                                                                            \
+        if (s_) {                                                                                          \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, e.msg);                          \
+            exit(2);                                                                                       \
+        }                                                                                                  \
+    } while (0)
+#define CU(call)                                                                                           \
+    do {                                                                                                   \
+        cudaError_t c_ = (call);                                                                           \
+        if (c_ != cudaSuccess) {                                                                           \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(c_));         \
+            exit(2);                                                                                       \
+        }                                                                                                  \
+    } while (0)
+
+/* random bf16-representable values: host floats and their bf16 device copy */
+static void *rand_bf16_dev(std::vector<float> &h, size_t n, float lo, float hi) {
+    h.resize(n);
+    std::vector<uint16_t> b(n);
+    for (size_t i = 0; i < n; i++) b[i] = bf(rnd_u(lo, hi)), h[i] = unbf(b[i]);
+    void *d = NULL;
+    CU(cudaMalloc(&d, n * 2));
+    CU(cudaMemcpy(d, b.data(), n * 2, cudaMemcpyHostToDevice));
+    return d;
+}
+static std::vector<float> dev_bf16_to_host(const void *d, size_t n) {
+    std::vector<uint16_t> b(n);
+    CU(cudaMemcpy(b.data(), d, n * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> h(n);
+    for (size_t i = 0; i < n; i++) h[i] = unbf(b[i]);
+    return h;
+}
+
+static mrw_param_set clone_set(const mrw_param_set *s) {
+    mrw_param_set c;
+    memset(&c, 0, sizeof c);
+    for (int i = 0; i < s->n; i++)
+        mrw_param_add(&c, s->p[i].name, s->p[i].group, s->p[i].no_decay, s->p[i].ndim, s->p[i].shape);
+    mrw_error e;
+    CHECK(mrw_param_set_alloc(&c, &e));
+    return c;
+}
+
+/* ------------------------------------------------------------------------------------------ adapter */
+
+static void run_adapter(int E, int C, int rows, double wd) {
+    mrw_error e;
+    char cs[64];
+    snprintf(cs, sizeof cs, "adapter E%d C%d rows%d", E, C, rows);
+    mrw_tadapter_config ac = {MRW_TADAPTER_V2, E, C, 0, 0, 0, 0};
+    mrw_tadapter *cpu = NULL;
+    CHECK(mrw_tadapter_new(&ac, 1, rows, 1, &cpu, &e));
+    mrw_tadapter_init(cpu, rnd_u64());
+    mrw_param_set *ps = mrw_tadapter_params(cpu);
+    for (int i = 0; i < ps->n; i++) { /* non-trivial biases and LayerNorm affine; matrices bf16-representable */
+        const mrw_param *p = &ps->p[i];
+        float *w = ps->w + p->offset;
+        if (strstr(p->name, "pre_norm.weight"))
+            for (size_t j = 0; j < p->n; j++) w[j] = rnd_u(0.5f, 1.5f);
+        else if (p->ndim == 1)
+            for (size_t j = 0; j < p->n; j++) w[j] = rnd_u(-0.2f, 0.2f);
+        else
+            for (size_t j = 0; j < p->n; j++) w[j] = unbf(bf(w[j]));
+    }
+    mrw_adapter_gpu *gpu = NULL;
+    CHECK(mrw_adapter_gpu_new(E, C, 0, rows, NULL, &gpu, &e));
+    CHECK(mrw_adapter_gpu_upload(gpu, ps, 0, &e));
+    std::vector<float> x, dout, ocpu((size_t)rows * C), dxc((size_t)rows * E);
+    void *dx_in = rand_bf16_dev(x, (size_t)rows * E, -2.f, 2.f);
+    void *d_dout = rand_bf16_dev(dout, (size_t)rows * C, -1.f, 1.f);
+    void *d_out = NULL, *d_dx = NULL;
+    CU(cudaMalloc(&d_out, (size_t)rows * C * 2));
+    CU(cudaMalloc(&d_dx, (size_t)rows * E * 2));
+    CU(cudaMemset(d_out, 0xff, (size_t)rows * C * 2));
+    CU(cudaMemset(d_dx, 0xff, (size_t)rows * E * 2));
+    CHECK(mrw_tadapter_forward(cpu, x.data(), 1, rows, ocpu.data(), &e));
+    CHECK(mrw_adapter_gpu_forward(gpu, dx_in, rows, d_out, &e));
+    std::vector<float> og = dev_bf16_to_host(d_out, (size_t)rows * C);
+    double me, ne;
+    errs(og.data(), ocpu.data(), og.size(), &me, &ne);
+    row(cs, "forward out (bf16)", me, ne, 1e-2, 1e-2);
+    /* backward */
+    mrw_param_zero_grad(ps);
+    mrw_tadapter_backward(cpu, dout.data(), dxc.data());
+    CHECK(mrw_adapter_gpu_zero_grad(gpu, &e));
+    CHECK(mrw_adapter_gpu_backward(gpu, d_dout, d_dx, &e));
+    std::vector<float> dxg = dev_bf16_to_host(d_dx, (size_t)rows * E);
+    errs(dxg.data(), dxc.data(), dxg.size(), &me, &ne);
+    row(cs, "d_x (bf16)", me, ne, 1e-2, 1e-2);
+    mrw_param_set gs = clone_set(ps);
+    CHECK(mrw_adapter_gpu_download(gpu, &gs, 1, &e));
+    for (int i = 0; i < ps->n; i++) {
+        const mrw_param *p = &ps->p[i];
+        errs(gs.g + p->offset, ps->g + p->offset, p->n, &me, &ne);
+        char what[160];
+        snprintf(what, sizeof what, "grad %s", p->name);
+        row(cs, what, me, ne, 2e-2, 1e-2);
+    }
+    /* one clipped Adam(W) step on the CPU's gradients */
+    mrw_adam_config cfg = mrw_adam_config_default();
+    cfg.weight_decay = wd, cfg.decoupled = 1;
+    mrw_adam opt;
+    CHECK(mrw_adam_init(&opt, &cfg, &ps, 1, MRW_PG_ADAPTER, &e));
+    const double lr = 1e-3, norm = mrw_grad_norm(&opt), max_norm = 0.5 * norm;
+    CHECK(mrw_adapter_gpu_upload(gpu, ps, 1, &e));
+    double gnorm = 0;
+    CHECK(mrw_adapter_gpu_step(gpu, &cfg, lr, max_norm, &gnorm, &e));
+    mrw_clip_grad_norm(&opt, max_norm);
+    mrw_adam_step(&opt, lr);
+    char what[160];
+    snprintf(what, sizeof what, "adam%s: grad norm %.4g", wd > 0 ? "W" : "", norm);
+    const double nr = fabs(gnorm - norm) / norm;
+    row(cs, what, nr, nr, 1e-5, 1e-5);
+    CHECK(mrw_adapter_gpu_download(gpu, &gs, 0, &e));
+    double wmax = 0;
+    for (size_t j = 0; j < ps->total; j++) {
+        const double d = fabs((double)gs.w[j] - ps->w[j]);
+        if (!(d <= wmax)) wmax = d;
+    }
+    row(cs, "adam: max|w_gpu - w_cpu| / lr", wmax / lr, wmax / lr, 1e-3, 1e-3);
+    /* a second forward on the updated weights (the bf16 copy the step wrote) */
+    CHECK(mrw_tadapter_forward(cpu, x.data(), 1, rows, ocpu.data(), &e));
+    CHECK(mrw_adapter_gpu_forward(gpu, dx_in, rows, d_out, &e));
+    og = dev_bf16_to_host(d_out, (size_t)rows * C);
+    errs(og.data(), ocpu.data(), og.size(), &me, &ne);
+    row(cs, "forward after the step", me, ne, 1e-2, 1e-2);
+    mrw_adam_free(&opt);
+    mrw_param_set_free(&gs);
+    cudaFree(dx_in), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_dx);
+    mrw_adapter_gpu_free(gpu);
+    mrw_tadapter_free(cpu);
+}
+
+/* ---------------------------------------------------------------------------------------------- ViT */
+
+struct vit_shape {
+    const char *name;
+    mrw_vit_family fam;
+    int C, L, I, patch, S, n;
+    double tol_max, tol_norm;
+};
+
+/* Writes a random tower with Hugging Face names (vision-only layout, no prefix). */
+static void write_vit(const char *path, const vit_shape *v) {
+    std::vector<std::vector<float>> data;
+    std::vector<mrw_tensor_info> ts;
+    std::vector<std::string> names;
+    const int C = v->C, I = v->I, P = v->patch, T = (v->S / P) * (v->S / P) + (v->fam == MRW_VIT_CLIP);
+    auto add = [&](const std::string &n, std::vector<int64_t> shape, float lo, float hi) {
+        size_t cnt = 1;
+        for (int64_t d : shape) cnt *= (size_t)d;
+        std::vector<float> w(cnt);
+        for (size_t i = 0; i < cnt; i++) w[i] = rnd_u(lo, hi);
+        data.push_back(std::move(w));
+        names.push_back(n);
+        mrw_tensor_info t;
+        memset(&t, 0, sizeof t);
+        t.dtype = MRW_DT_F32;
+        t.ndim = (int)shape.size();
+        for (size_t i = 0; i < shape.size(); i++) t.shape[i] = shape[i];
+        t.nbytes = cnt * 4;
+        ts.push_back(t);
+    };
+    const float bc = sqrtf(3.f / C), bi = sqrtf(3.f / I), bp = sqrtf(3.f / (3.f * P * P));
+    add("embeddings.patch_embedding.weight", {C, 3, P, P}, -bp, bp);
+    if (v->fam == MRW_VIT_SIGLIP) add("embeddings.patch_embedding.bias", {C}, -0.1f, 0.1f);
+    add("embeddings.position_embedding.weight", {T, C}, -0.5f, 0.5f);
+    if (v->fam == MRW_VIT_CLIP) {
+        add("embeddings.class_embedding", {C}, -0.5f, 0.5f);
+        add("pre_layrnorm.weight", {C}, 0.8f, 1.2f);
+        add("pre_layrnorm.bias", {C}, -0.1f, 0.1f);
+    }
+    for (int l = 0; l < v->L; l++) {
+        const std::string p = "encoder.layers." + std::to_string(l) + ".";
+        add(p + "layer_norm1.weight", {C}, 0.8f, 1.2f);
+        add(p + "layer_norm1.bias", {C}, -0.1f, 0.1f);
+        for (const char *q : {"q", "k", "v", "out"}) {
+            add(p + "self_attn." + q + "_proj.weight", {C, C}, -bc, bc);
+            add(p + "self_attn." + q + "_proj.bias", {C}, -0.1f, 0.1f);
+        }
+        add(p + "layer_norm2.weight", {C}, 0.8f, 1.2f);
+        add(p + "layer_norm2.bias", {C}, -0.1f, 0.1f);
+        add(p + "mlp.fc1.weight", {I, C}, -bc, bc);
+        add(p + "mlp.fc1.bias", {I}, -0.1f, 0.1f);
+        add(p + "mlp.fc2.weight", {C, I}, -bi, bi);
+        add(p + "mlp.fc2.bias", {C}, -0.1f, 0.1f);
+    }
+    add("post_layernorm.weight", {C}, 0.8f, 1.2f);
+    add("post_layernorm.bias", {C}, -0.1f, 0.1f);
+    for (size_t i = 0; i < ts.size(); i++) ts[i].name = (char *)names[i].c_str(), ts[i].data = data[i].data();
+    mrw_error e;
+    CHECK(mrw_safetensors_write(path, ts.data(), (int)ts.size(), NULL, 0, NULL, NULL, &e));
+}
+
+static void run_vit(const vit_shape *v, const char *dir) {
+    mrw_error e;
+    char path[512];
+    snprintf(path, sizeof path, "%s/vit_%d.safetensors", dir, (int)getpid());
+    write_vit(path, v);
+    mrw_tfile *f = NULL;
+    CHECK(mrw_tfile_open(path, &f, &e));
+    mrw_vit_params prm;
+    memset(&prm, 0, sizeof prm);
+    prm.quiet = 1;
+    mrw_vit *cpu = NULL;
+    CHECK(mrw_vit_load(f, &prm, &cpu, &e));
+    const mrw_vit_config *c = mrw_vit_get_config(cpu);
+    mrw_vit_gpu *gpu = NULL;
+    CHECK(mrw_vit_gpu_from_file(f, c, v->n, NULL, &gpu, &e));
+    mrw_vit_ctx *ctx = NULL;
+    CHECK(mrw_vit_ctx_new(cpu, 0, &ctx, &e));
+    const size_t npx = (size_t)c->channels * c->image_size * c->image_size, no = (size_t)c->n_tokens * c->hidden;
+    std::vector<float> px(npx * v->n), ref(no * v->n), got(no * v->n);
+    for (auto &p : px) p = rnd_u(-1.f, 1.f);
+    for (int i = 0; i < v->n; i++) CHECK(mrw_vit_forward(ctx, px.data() + i * npx, ref.data() + i * no, &e));
+    void *d_out = NULL;
+    CU(cudaMalloc(&d_out, no * v->n * 4));
+    CU(cudaMemset(d_out, 0xff, no * v->n * 4));
+    char cs[64], what[128];
+    snprintf(cs, sizeof cs, "vit %s", v->name);
+    double me, ne;
+    for (int fused = 0; fused < 2; fused++) { /* batched GEMMs + softmax, then the fused attention kernel */
+        const int got_fused = mrw_vit_gpu_set_attention(gpu, fused);
+        CU(cudaMemset(d_out, 0xff, no * v->n * 4));
+        CHECK(mrw_vit_gpu_forward(gpu, px.data(), 1, v->n, MRW_CUDA_F32, d_out, &e));
+        CU(cudaDeviceSynchronize());
+        CU(cudaMemcpy(got.data(), d_out, no * v->n * 4, cudaMemcpyDeviceToHost));
+        errs(got.data(), ref.data(), got.size(), &me, &ne);
+        snprintf(what, sizeof what, "%d img x %d tok x %d, fp32 out, %s", v->n, c->n_tokens, c->hidden,
+                 got_fused ? "fused attn" : "batched attn");
+        row(cs, what, got_fused == fused ? me : 1.0, ne, v->tol_max, v->tol_norm);
+    }
+    /* bf16 output: the same values rounded once more; and the device-pixel entry */
+    void *d_px = NULL;
+    CU(cudaMalloc(&d_px, npx * v->n * 4));
+    CU(cudaMemcpy(d_px, px.data(), npx * v->n * 4, cudaMemcpyHostToDevice));
+    CHECK(mrw_vit_gpu_forward(gpu, (const float *)d_px, 0, v->n, MRW_CUDA_BF16, d_out, &e));
+    CU(cudaDeviceSynchronize());
+    std::vector<float> g16 = dev_bf16_to_host(d_out, no * v->n);
+    errs(g16.data(), ref.data(), g16.size(), &me, &ne);
+    row(cs, "bf16 out, pixels on the device", me, ne, v->tol_max, v->tol_norm);
+    /* bad arguments */
+    int ok = mrw_vit_gpu_forward(gpu, px.data(), 1, v->n + 1, MRW_CUDA_F32, d_out, &e) == MRW_E_ARG;
+    ok &= mrw_vit_gpu_set(gpu, "no.such.tensor", px.data(), 4, &e) == MRW_E_ARG;
+    ok &= mrw_vit_gpu_set(gpu, "post_layernorm.weight", px.data(), 3, &e) == MRW_E_ARG;
+    row(cs, "bad arguments rejected", ok ? 0 : 1, ok ? 0 : 1, 0, 0);
+    cudaFree(d_out), cudaFree(d_px);
+    mrw_vit_ctx_free(ctx);
+    mrw_vit_gpu_free(gpu);
+    mrw_vit_free(cpu);
+    mrw_tfile_close(f);
+    unlink(path);
+}
+
+/* A crash on the GPU machine prints where it happened (addresses for addr2line on the unstripped binary). */
+static void on_fatal(int sig) {
+    void *bt[64];
+    const int n = backtrace(bt, 64);
+    fprintf(stderr, "fatal signal %d; backtrace:\n", sig);
+    backtrace_symbols_fd(bt, n, 2);
+    _exit(128 + sig);
+}
+
+int main(int argc, char **argv) {
+    signal(SIGSEGV, on_fatal);
+    signal(SIGBUS, on_fatal);
+    signal(SIGILL, on_fatal);
+    int quick = 0;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+    const char *od = getenv("OUT");
+    if (od) {
+        std::string p = std::string(od) + "/modrwkv_gpu.txt";
+        g_log = fopen(p.c_str(), "w");
+    }
+    const char *seed = getenv("MRW_TEST_SEED");
+    g_rng = seed ? strtoull(seed, NULL, 0) : 0x9E3779B97F4A7C15ull;
+    out("seed %llu\n", (unsigned long long)g_rng);
+    out("%-30s %-40s %10s %10s %17s %s\n", "case", "what", "max err", "norm err", "tol max/norm", "");
+    run_adapter(64, 128, 37, 0.0);
+    if (!quick) run_adapter(768, 1024, 300, 0.1);
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    const vit_shape shapes[] = {
+        {"siglip C128 L2 p8 S32", MRW_VIT_SIGLIP, 128, 2, 256, 8, 32, 3, 3e-2, 1e-2},
+        {"clip C128 L2 p7 S35", MRW_VIT_CLIP, 128, 2, 320, 7, 35, 2, 3e-2, 1e-2},
+        {"siglip2-base C768 L12 p16 S384", MRW_VIT_SIGLIP, 768, 12, 3072, 16, 384, 2, 6e-2, 2e-2}};
+    for (int i = 0; i < (quick ? 2 : 3); i++) run_vit(&shapes[i], tmp);
+    out("%d of %d rows passed\n", g_rows - g_fail, g_rows);
+    if (g_log) fclose(g_log);
+    return g_fail ? 1 : 0;
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# `modrwkv train --device cuda` on the ModRWKV image stages against `--device cpu` (GPU machine). A tiny run: the
+# test SigLIP fixture (E 48, 16 patch rows per 32 px image) frozen, an RWKV-7 of 2 x 128 (byte vocabulary; 30 CPU
+# steps of text first), 6 image records, batch 2, 12 steps, features through --feature-cache (the CPU run fills it,
+# the GPU runs read it).
+#   stage 1 (--train adapter, RWKV frozen), v1 adapter: CPU vs GPU in fp32 mode (MRW_TRAIN_GPU_FP32=1: the RWKV part
+#     in fp32; the adapter has bf16 GEMMs in every mode) and in bf16; the GPU without the cache (the CPU encoder per
+#     batch) gives the same losses as with it;
+#   stage 1 with a v2 adapter (--adapter-scale 4, hidden 192): CPU vs GPU fp32;
+#   stage 2 (--train adapter,rwkv) from the CPU's stage-1 model: CPU vs GPU fp32 and bf16, and bf16 with --ckpt;
+#   the GPU's checkpoints have the CPU's safetensors header (names, shapes, dtypes, metadata) and load in
+#     `modrwkv chat --image`; a GPU run killed after step 8 and resumed ends where the uninterrupted run ends
+#     (stage 1 bf16 and stage 2 fp32); an unsupported option (--train ...,encoder) is refused by name.
+# Tolerances, |gpu - cpu| / cpu: the first step's loss 1e-3 in fp32 mode, 1e-2 in bf16, its gradient norm 3e-3 / 3e-2
+# (the adapter's gradients come from bf16 GEMMs: ~3e-3 norm error, docs/CUDA.md); the loss of every step 5e-3 (stage 1) / 1e-2 (stage 2) in fp32 mode, 3e-2 / 5e-2 in bf16. The trajectories drift apart with the
+# steps (the adapter's bf16 roundings in every mode; in stage 2 Adam's first updates are ~lr x sign(g) for every RWKV
+# weight, so a rounding that flips a small gradient's sign moves that weight by 2 lr), hence stage 2 at lr 1e-3 and
+# its looser per-step bound. --ckpt within 1e-2 of the plain bf16 run; cache vs no cache 1e-5; resume 1e-4 (stage 1),
+# 1e-3 (stage 2: the embedding gradient's atomics).
+# Needs MODRWKV (default build-cuda/modrwkv, make CUDA=1 tool) and GPULIBS (default build-cuda/gpulibs: the shared
+# libraries that binary needs on a bare GPU machine).
+#   tests/cuda/train_mm_gpu.sh            (logs in $OUT or ./cuda-out; MEMCHECK=1 adds a compute-sanitizer run)
+set -u
+cd "$(dirname "$0")/../.."
+M=${MODRWKV:-build-cuda/modrwkv}
+out=${OUT:-cuda-out}; mkdir -p "$out"
+libs=${GPULIBS:-build-cuda/gpulibs}
+[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
+MM=tests/fixtures/modrwkv
+tmp=$(mktemp -d)
+cp $MM/media/image_a.png $MM/media/image_b.png $MM/media/image_32.png "$tmp/"
+q() { printf '{"image": "%s", "conversations": [{"from": "human", "value": "<image>\\n%s"}, {"from": "gpt", "value": "%s"}]}\n' "$@"; }
+{ q image_a.png "What is in the picture?" "A red square on a dark field."
+  q image_b.png "Describe the image." "Two shapes, one blue and one green."
+  q image_32.png "What colour dominates?" "Mostly grey."
+  q image_b.png "How many shapes?" "Two."
+  q image_a.png "Is it bright?" "No, it is dark around the square."
+  q image_32.png "Say something about it." "It is a small test image."; } > "$tmp/data.jsonl"
+{ echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey."}'
+  echo '{"text": "How many shapes? Two. Is it bright? No, it is dark around the square. It is a small test image."}'; } \
+  > "$tmp/text.jsonl"
+rc=0
+# the language model: a fresh 2 x 128 RWKV-7 has zero output projections (the reference init), through which no
+# gradient reaches the adapter; 30 CPU steps of text make it a working one
+"$M" train --init 2,128 --vocab bytes --data "$tmp/text.jsonl" --batch 2 --ctx-len 128 --steps 30 --lr 3e-3 --seed 7 \
+  -t 4 --no-progress --out "$tmp/lm" > "$out/mm_lm.txt" 2>&1 || { echo "LM run failed"; tail -3 "$out/mm_lm.txt"; rc=1; }
+C=(--vocab bytes --data "$tmp/data.jsonl" --batch 2 --ctx-len 128 --steps 12 --lr 3e-3 --seed 7 -t 4 --no-progress)
+S1=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter --feature-cache "$tmp/fc" "${C[@]}")
+S1NC=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter "${C[@]}")
+S1E=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter,encoder "${C[@]}")
+V2=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter-scale 4 --train adapter --feature-cache "$tmp/fc" "${C[@]}")
+S2=(-m "$tmp/s1_cpu/model.safetensors" --train adapter,rwkv --feature-cache "$tmp/fc" "${C[@]}" --lr 1e-3)
+# run NAME ARGS...: one training run into $tmp/NAME, its stderr in $out/mm_NAME.txt
+run() { local n=$1; shift
+  if "$@" --out "$tmp/$n" > "$out/mm_$n.txt" 2>&1; then :; else echo "run $n failed:"; tail -5 "$out/mm_$n.txt"; rc=1; fi; }
+G32() { MRW_TRAIN_GPU_FP32=1 "$@"; }
+run s1_cpu "$M" train "${S1[@]}"
+run s1_gpu32 G32 "$M" train "${S1[@]}" --device cuda
+run s1_gpu "$M" train "${S1[@]}" --device cuda
+run s1_gpunc "$M" train "${S1NC[@]}" --device cuda
+run v2_cpu "$M" train "${V2[@]}"
+run v2_gpu32 G32 "$M" train "${V2[@]}" --device cuda
+run s2_cpu "$M" train "${S2[@]}"
+run s2_gpu32 G32 "$M" train "${S2[@]}" --device cuda
+run s2_gpu "$M" train "${S2[@]}" --device cuda
+run s2_gpuck "$M" train "${S2[@]}" --device cuda --ckpt
+grep -h "GPU" "$out"/mm_s1_gpu.txt "$out"/mm_s2_gpu32.txt "$out"/mm_v2_gpu32.txt
+losses() { grep -o '"loss":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
+norms() { grep -o '"grad_norm":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
+# cmp_losses LABEL A B TOL TOL1 TOLG: relative difference of B's loss against A's <= TOL at every step, of the first
+# step's loss (the forward from the same weights) <= TOL1, of its gradient norm (before clipping: every trained
+# tensor's gradient, the joint clip's input) <= TOLG
+cmp_losses() {
+  paste <(losses "$2") <(losses "$3") <(norms "$2") <(norms "$3") | awk -v l="$1" -v a="$2" -v b="$3" -v tol="$4" -v t1="$5" -v tg="$6" '
+    function rd(x, y) { d = (y - x) / x; return d < 0 ? -d : d }
+    { n++; d = rd($1, $2); if (d > m) m = d; if (n == 1) { f = d; g = rd($3, $4); g1 = $3 " / " $4 }
+      s = s sprintf(" %.5f/%.5f", $1, $2) }
+    END { okk = n == 12 && m <= tol && f <= t1 && g <= tg
+          printf "%-40s %2d steps  max rel diff %.2e (tol %.0e); step 1: loss %.2e (tol %.0e), grad norm %.2e (%s) (tol %.0e) %s\n",
+                 l, n, m, tol, f, t1, g, g1, tg, okk ? "pass" : "FAIL"
+          printf "    %s vs %s:%s\n", a, b, s; exit !okk }' | tee -a "$out/mm_losses.txt"
+  [ "${PIPESTATUS[1]}" -eq 0 ] || rc=1
+}
+: > "$out/mm_losses.txt"
+cmp_losses "stage 1 v1, GPU fp32 vs CPU" s1_cpu s1_gpu32 5e-3 1e-3 3e-3
+cmp_losses "stage 1 v1, GPU bf16 vs CPU" s1_cpu s1_gpu 3e-2 1e-2 3e-2
+cmp_losses "stage 1 v1, GPU no cache vs cache" s1_gpu s1_gpunc 1e-5 1e-5 1e-5
+cmp_losses "stage 1 v2 (hidden 192), GPU fp32 vs CPU" v2_cpu v2_gpu32 5e-3 1e-3 3e-3
+cmp_losses "stage 2 v1, GPU fp32 vs CPU" s2_cpu s2_gpu32 1e-2 1e-3 3e-3
+cmp_losses "stage 2 v1, GPU bf16 vs CPU" s2_cpu s2_gpu 5e-2 1e-2 3e-2
+cmp_losses "stage 2 v1, GPU bf16 --ckpt vs bf16" s2_gpu s2_gpuck 1e-2 1e-2 1e-2
+# the same bundle: the safetensors header (tensor names, dtypes, shapes, offsets, metadata) of the GPU's checkpoint
+# equals the CPU's (the options record holds no device)
+header() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +9 "$1" | head -c "$n"; }
+for p in s1_cpu:s1_gpu s2_cpu:s2_gpu32 v2_cpu:v2_gpu32; do
+  a=${p%%:*}; b=${p##*:}
+  if cmp -s <(header "$tmp/$a/model.safetensors") <(header "$tmp/$b/model.safetensors"); then
+    echo "checkpoint header $b = $a: pass"
+  else echo "checkpoint header $b != $a: FAIL"; rc=1; fi
+done
+for n in s1_gpu s2_gpu32 v2_gpu32; do
+  if "$M" chat -m "$tmp/$n/model.safetensors" --image "$tmp/image_a.png" -n 4 -q "What is it?" > "$out/mm_chat_$n.txt" 2>&1; then
+    echo "modrwkv chat loads the $n checkpoint: pass"
+  else echo "modrwkv chat on the $n checkpoint: FAIL"; tail -3 "$out/mm_chat_$n.txt"; rc=1; fi
+done
+# --resume on the GPU: killed after step 8 (checkpoints every 4 steps), resumed
+resume() { local n=$1 ref=$2 tol=$3; shift 3
+  ( MRW_TRAIN_KILL_AFTER_STEP=8 "$@" --save-every 4 --out "$tmp/$n" > "$out/mm_$n.txt" 2>&1 ) 2> /dev/null
+  "$@" --save-every 4 --resume --out "$tmp/$n" >> "$out/mm_$n.txt" 2>&1 || { echo "resume $n failed"; tail -3 "$out/mm_$n.txt"; rc=1; }
+  local a b k; a=$(losses "$ref" | tail -1); b=$(losses "$n" | tail -1); k=$(losses "$n" | wc -l)
+  awk -v n="$n" -v a="$a" -v b="$b" -v k="$k" -v tol="$tol" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d;
+    printf "resume %s: %d log lines, last loss %s vs %s uninterrupted (rel diff %.2e, tol %.0e) %s\n", n, k, b, a, d, tol,
+    (k == 12 && d <= tol) ? "pass" : "FAIL"; exit !(k == 12 && d <= tol) }' || rc=1
+}
+resume s1_rs s1_gpu 1e-4 "$M" train "${S1[@]}" --device cuda
+MRW_TRAIN_GPU_FP32=1 resume s2_rs s2_gpu32 1e-3 "$M" train "${S2[@]}" --device cuda
+# MEMCHECK=1: one stage-2 run of 3 steps (bf16) under compute-sanitizer memcheck (the adapter's row scatter / gather,
+# the joint clip, the injected rows in the RWKV trainer)
+if [ "${MEMCHECK:-0}" = 1 ]; then
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$M" train "${S2[@]}" --steps 3 --device cuda --out "$tmp/san" \
+    > "$out/mm_memcheck.txt" 2>&1
+  r=$?; echo "memcheck, stage 2 (3 steps): exit $r, $(grep -m1 'ERROR SUMMARY' "$out/mm_memcheck.txt")"
+  [ $r -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$out/mm_memcheck.txt" || rc=1
+fi
+# a refusal names the option (and writes nothing)
+if "$M" train "${S1E[@]}" --device cuda --out "$tmp/x" > "$out/mm_refuse.txt" 2>&1; then
+  echo "--train adapter,encoder --device cuda: ran, FAIL"; rc=1
+elif grep -q -- "--train ...,encoder is not supported on the GPU" "$out/mm_refuse.txt"; then echo "refusal of --train ...,encoder: pass"
+else echo "refusal of --train ...,encoder: unexpected message: $(cat "$out/mm_refuse.txt")"; rc=1; fi
+rm -rf "$tmp"
+echo "train_mm_gpu: exit $rc"
+exit $rc
