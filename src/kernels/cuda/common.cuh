@@ -124,6 +124,37 @@ static inline unsigned grid_for(size_t n, int threads) {
     return (unsigned)(g > 1048576 ? 1048576 : g ? g : 1);
 }
 
+/* A CUDA runtime call's result as a status, naming the component (`who`) and the call. */
+static inline mrw_status cuda_status(cudaError_t e, const char *who, const char *what, mrw_error *err) {
+    if (e == cudaSuccess) return MRW_OK;
+    return mrw_err(err, MRW_E_INTERNAL, "%s: %s: %s", who, what, cudaGetErrorString(e));
+}
+
+/* y = x rounded to bf16 (nearest even), grid-stride. */
+template <typename T> __global__ void to_bf16_kernel(size_t n, const T *x, bf16 *y) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
+        y[e] = __float2bfloat16_rn(ld(x, e));
+}
+
+/* Random init for tests and benchmarks: w[e] uniform in [lo, hi) from a SplitMix64 hash of (seed, e), so it needs
+ * no generator state and gives the same values on any grid. T is float or bf16. */
+template <typename T> __global__ void rand_kernel(size_t n, T *w, uint64_t seed, float lo, float hi) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = seed + e * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        st(w, e, lo + (hi - lo) * (float)((z >> 40) * (1.0 / 16777216.0)));
+    }
+}
+
 } // namespace mrwcu
+
+/* return the status of x when it is not MRW_OK */
+#define TRY(x)                                                                                             \
+    do {                                                                                                   \
+        mrw_status s_ = (x);                                                                               \
+        if (s_) return s_;                                                                                 \
+    } while (0)
 
 #endif

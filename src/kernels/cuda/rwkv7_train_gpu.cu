@@ -167,34 +167,13 @@ __global__ void axpy_kernel(size_t n, float a, const float *x, float *y) {
         y[e] += a * x[e];
 }
 
-__global__ void to_bf16_kernel(size_t n, const float *x, bf16 *y) {
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
-        y[e] = __float2bfloat16_rn(x[e]);
-}
-
-__global__ void rand_kernel(size_t n, float *w, uint64_t seed, float lo, float hi) {
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-        uint64_t z = seed + e * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        w[e] = lo + (hi - lo) * (float)((z >> 40) * (1.0 / 16777216.0));
-    }
-}
 
 } // namespace
 
 /* ------------------------------------------------------------------------------------------ helpers */
 
-#define TRY(x)                                                                                             \
-    do {                                                                                                   \
-        mrw_status s_ = (x);                                                                               \
-        if (s_) return s_;                                                                                 \
-    } while (0)
-
 static mrw_status cuda_chk(cudaError_t e, const char *what, mrw_error *err) {
-    if (e == cudaSuccess) return MRW_OK;
-    return mrw_err(err, MRW_E_INTERNAL, "gpu trainer: %s: %s", what, cudaGetErrorString(e));
+    return cuda_status(e, "gpu trainer", what, err);
 }
 
 /* Step-time classes: an event at every change of class; consecutive ops of a class share one interval. */

@@ -269,31 +269,12 @@ __global__ void __launch_bounds__(128) flash_attn_kernel(int T, int H, int C, co
     }
 }
 
-__global__ void rand_kernel(size_t n, float *wf, bf16 *wb, uint64_t seed, float lo, float hi) {
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-        uint64_t z = seed + e * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        const float v = lo + (hi - lo) * (float)((z >> 40) * (1.0 / 16777216.0));
-        if (wf) wf[e] = v;
-        else wb[e] = __float2bfloat16_rn(v);
-    }
-}
-
 } // namespace
 
 /* ------------------------------------------------------------------------------------------------ helpers */
 
-#define TRY(x)                                                                                             \
-    do {                                                                                                   \
-        mrw_status s_ = (x);                                                                               \
-        if (s_) return s_;                                                                                 \
-    } while (0)
-
 static mrw_status cuda_chk(cudaError_t e, const char *what, mrw_error *err) {
-    if (e == cudaSuccess) return MRW_OK;
-    return mrw_err(err, MRW_E_INTERNAL, "vit (cuda): %s: %s", what, cudaGetErrorString(e));
+    return cuda_status(e, "vit (cuda)", what, err);
 }
 
 static mrw_status blas_chk(cublasStatus_t s, const char *what, mrw_error *err) {
@@ -537,9 +518,12 @@ extern "C" mrw_status mrw_vit_gpu_init_random(mrw_vit_gpu *v, uint64_t seed, mrw
         } else if (strstr(e->name, "position") || strstr(e->name, "class")) {
             lo = -0.5f, hi = 0.5f;
         }
-        rand_kernel<<<grid_for(e->numel, 256), 256, 0, v->st>>>(e->numel, e->matrix ? NULL : v->wf + e->off,
-                                                                 e->matrix ? v->wb + e->off : NULL,
-                                                                 seed + 0x1000003ull * i, lo, hi);
+        if (e->matrix)
+            rand_kernel<<<grid_for(e->numel, 256), 256, 0, v->st>>>(e->numel, v->wb + e->off, seed + 0x1000003ull * i,
+                                                                     lo, hi);
+        else
+            rand_kernel<<<grid_for(e->numel, 256), 256, 0, v->st>>>(e->numel, v->wf + e->off, seed + 0x1000003ull * i,
+                                                                     lo, hi);
     }
     TRY(launched("vit random init", err));
     return cuda_chk(cudaStreamSynchronize(v->st), "init", err);
