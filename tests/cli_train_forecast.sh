@@ -119,6 +119,15 @@ if [ -r "$TS/ETTh1.csv" ]; then
   grep -q "^| ETTh1 | 96 → 24 | 7 |" "$T/rq/results.md" && grep -q "ModRWKV forecaster: MSE" "$T/rq/results.md" \
     && ok || bad "recipe results: $(cat "$T/rq/results.md")"
   expect_fail "recipe --quick --ship" "exclude" env MODRWKV="$M" recipes/forecast.sh --quick --ship --out "$T/rq2" --data "$TS"
+  # --dataset: another file (ILI: its own test split, the demo's horizon 24), a bad name, a missing file
+  expect_ok "recipes/forecast.sh --quick --dataset national_illness" env MODRWKV="$M" recipes/forecast.sh --quick \
+    --dataset national_illness --out "$T/rq3" --data "$TS"
+  grep -q "^| national_illness | 96 → 24 | 7 |" "$T/rq3/results.md" && grep -q "last 24 rows" "$T/rq3/results.md" \
+    && ok || bad "recipe --dataset results: $(cat "$T/rq3/results.md")"
+  expect_fail "recipe bad --dataset" "must be ETTh1" env MODRWKV="$M" recipes/forecast.sh --quick --dataset ETTh3 \
+    --out "$T/rq4" --data "$TS"
+  expect_fail "recipe --dataset, no such file" "not found" env MODRWKV="$M" recipes/forecast.sh --quick --dataset ETTm2 \
+    --out "$T/rq5" --data "$T"
 else
   echo "cli_train_forecast.sh: recipe smoke test skipped (no $TS/ETTh1.csv)" >&2
 fi
