@@ -36,14 +36,10 @@ while [ $# -gt 0 ]; do
 done
 die() { echo "gen_speech.sh: $*" >&2; exit 2; }
 [ -n "$out" ] || die "give the output directory with --out DIR"
-[[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 10000000 ] || die "--n must be an integer in 1..10000000"
-[[ "$seed" =~ ^[0-9]+$ ]] && [ ${#seed} -le 9 ] || die "--seed must be an integer in 0..999999999"
-[[ "$jobs" =~ ^[0-9]+$ ]] && [ "$jobs" -ge 1 ] && [ "$jobs" -le 256 ] || die "--jobs must be in 1..256"
-case "$split" in train) split_id=1 ;; test) split_id=2 ;; *) die "--split is train or test" ;; esac
-command -v espeak-ng > /dev/null || die "espeak-ng is not installed (apt-get install espeak-ng)"
-command -v sox > /dev/null || die "sox is not installed (apt-get install sox)"
+. "$(dirname "$0")/lib/espeak_rng.sh"   # espeak_check_options, espeak_check_tools, espeak_voices, mix32, rnd, pick
+espeak_check_options 10000000
+espeak_check_tools
 
-. "$(dirname "$0")/lib/espeak_rng.sh"   # espeak_voices, mix32, rnd, pick
 espeak_voices "$split"
 DIGITS=(zero one two three four five six seven eight nine)
 TEENS=(ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen)

@@ -1,6 +1,21 @@
 # Sourced by recipes/gen_speech.sh and recipes/gen_spoken_vqa.sh: the espeak-ng voices of each split and the
 # hashed-counter random numbers both generators draw from, kept in one place so that the held-out voices of
-# the two test splits stay the same.
+# the two test splits stay the same; and the checks of their common options.
+
+# espeak_check_options NMAX: --n (1..NMAX), --seed, --jobs and --split (sets split_id) as both generators take
+# them; the caller defines die.
+espeak_check_options() {
+  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$1" ] || die "--n must be an integer in 1..$1"
+  [[ "$seed" =~ ^[0-9]+$ ]] && [ ${#seed} -le 9 ] || die "--seed must be an integer in 0..999999999"
+  [[ "$jobs" =~ ^[0-9]+$ ]] && [ "$jobs" -ge 1 ] && [ "$jobs" -le 256 ] || die "--jobs must be in 1..256"
+  case "$split" in train) split_id=1 ;; test) split_id=2 ;; *) die "--split is train or test" ;; esac
+}
+
+# espeak_check_tools: espeak-ng and sox are installed.
+espeak_check_tools() {
+  command -v espeak-ng > /dev/null || die "espeak-ng is not installed (apt-get install espeak-ng)"
+  command -v sox > /dev/null || die "sox is not installed (apt-get install sox)"
+}
 #
 # espeak_voices SPLIT: BASES (language voices) and VARIANTS (voice variants) of SPLIT (train or test). The test
 # split uses only voices the train split never uses: a test voice shares neither its accent nor its variant.
