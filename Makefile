@@ -52,7 +52,7 @@ CUDA_GENCODE ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,cod
 NVCCFLAGS_ALL = -std=c++17 -O3 $(CUDA_GENCODE) -g -lineinfo -Xcompiler -Wall,-Wno-unused-parameter \
                 -Iinclude -Isrc -MMD -MP $(NVCCFLAGS)
 comma := ,
-CUDA_LDLIBS   = -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++
+CUDA_LDLIBS   = -L$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart_static -ldl -lrt -lpthread -lstdc++
 CU_SRC       := $(sort $(shell find src/kernels/cuda -name '*.cu' 2>/dev/null))
 CU_TEST_SRC  := $(sort $(wildcard tests/cuda/*.cu))
 CU_BENCH_SRC := $(sort $(wildcard bench/cuda/*.cu))
@@ -144,7 +144,7 @@ LIBGOMP_A   := $(shell $(CC) -print-file-name=libgomp.a)
 $(BUILD)/obj-cuhost/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O2 -g -fopenmp -Wall -Wno-unused-parameter -Iinclude -Isrc -MMD -MP -c $< -o $@
-CU_LINK = $(NVCC) $(CUDA_GENCODE) $^ $(LIBGOMP_A) -lcublas -lpthread -ldl -o $@
+CU_LINK = $(NVCC) $(CUDA_GENCODE) $^ $(LIBGOMP_A) -lcublas -lcublasLt -lpthread -ldl -o $@
 $(BUILD)/tests/cuda/%: $(BUILD)/obj/tests/cuda/%.o $(CU_OBJ) $(CU_HOST_OBJ)
 	@mkdir -p $(dir $@)
 	$(CU_LINK)
@@ -171,7 +171,7 @@ $(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(wildcard tests/cuda/*.inc) $(CU_OB
 	@for f in $(CU_HOST_SRC); do $(CC) $(CU_ASAN) -std=gnu11 -O1 -g -fopenmp -Iinclude -Isrc -c $$f \
 	  -o $@.$$(basename $$f .c).o || exit 1; done
 	$(CXX) $(CU_ASAN) $@.o $(CU_OBJ) $(foreach f,$(CU_HOST_SRC),$@.$(basename $(notdir $(f))).o) $(LIBGOMP_A) \
-	  -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lpthread -o $@
+	  -L$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart_static -ldl -lrt -lpthread -o $@
 # -------------------------------------------------------------------------------------- end CUDA rules
 
 -include $(shell find $(BUILD)/obj $(BUILD)/obj-cuhost -name '*.d' 2>/dev/null)

@@ -2,7 +2,7 @@
 # The shipped vision model: a small SigLIP-style encoder trained by the project, frozen, then ModRWKV stage 1
 # and stage 2 on the byte-level base language model, on CIFAR-10 as VQA and on generated scenes.
 #
-#   recipes/vision.sh [--quick] [--ship] [--continue] [--out DIR] [--threads N]
+#   recipes/vision.sh [--quick] [--ship] [--continue] [--out DIR] [--threads N] [--device cuda]
 #
 #   0. data     modrwkv gen-scenes (64 px; train: SCENES_TRAIN images x 2 questions, seed 1; test: held-out
 #               stream, SCENES_TEST images x 5 questions) into DATA/scenes; recipes/gen_cifar_vqa.sh (CIFAR-10
@@ -34,27 +34,31 @@
 # whose command (and inputs) did not change since it last finished in DIR (a changed phase reruns, and so does
 # everything after it). --quick: a smoke run (< 30 s; tiny data, encoder and LM, a few steps, data under
 # DIR/data) that never touches build/models, build/data or models/. --out DIR: working directory (default
-# build/vision/run, or build/vision/quick). --threads N: threads per command (default 1).
-# Environment: MODRWKV (binary), DATA (default build/data), BASE, ENC_STEPS, S1_STEPS, S2_STEPS, ENC_LR,
-# S1_LR, S2_LR, EVAL_CIFAR_PER_CLASS, EVAL_SCENES, PARITY. Same options, thread count and machine give the same model.
+# build/vision/run, or build/vision/quick). --threads N: threads per command (default 1). --device cuda: stage 1
+# and stage 2 train on the GPU (a `make CUDA=1` modrwkv; the encoder stage, evaluation and chat stay on the CPU).
+# Environment: MODRWKV (binary), DATA (default build/data), BASE, ENC_STEPS, S1_STEPS, S2_STEPS, ENC_B, S1_B, S2_B
+# (batch sizes), ENCODER (a trained encoder's folder: skips the encoder stage), ENC_LR, S1_LR, S2_LR,
+# EVAL_CIFAR_PER_CLASS, EVAL_SCENES, PARITY, MRW_SHARED (default ../shared).
+# Same options, thread count and machine give the same model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 main() {  # (one function: bash reads it whole before running, so editing the file during a run is safe)
 
-quick=0; ship=0; cont=0; out=""; threads=1
+quick=0; ship=0; cont=0; out=""; threads=1; device=cpu
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1; shift ;;
     --ship) ship=1; shift ;;
     --continue) cont=1; shift ;;
-    --out|--threads) [ $# -ge 2 ] || { echo "vision.sh: $1 needs a value" >&2; exit 2; }
-      if [ "$1" = --out ]; then out=$2; else threads=$2; fi; shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    --out|--threads|--device) [ $# -ge 2 ] || { echo "vision.sh: $1 needs a value" >&2; exit 2; }
+      case "$1" in --out) out=$2 ;; --threads) threads=$2 ;; *) device=$2 ;; esac; shift 2 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "vision.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 [[ "$threads" =~ ^[0-9]+$ ]] && [ "$threads" -ge 1 ] || { echo "vision.sh: --threads expects a positive integer" >&2; exit 2; }
+case "$device" in cpu|cuda) ;; *) echo "vision.sh: --device must be cpu or cuda, not '$device'" >&2; exit 2 ;; esac
 if [ "$quick" = 1 ] && [ "$ship" = 1 ]; then echo "vision.sh: --quick models are not shipped (drop --ship)" >&2; exit 2; fi
 M=${MODRWKV:-build/modrwkv}
 [ -x "$M" ] || { echo "vision.sh: $M not found (run make first)" >&2; exit 2; }
@@ -76,7 +80,8 @@ else
   [ -n "$out" ] || out=build/vision/run
   data=${DATA:-build/data}; SCENES_TRAIN=20000; SCENES_TEST=1000; CIFAR_MAX=0
   ENC_D=128; ENC_L=3; ENC_H=4; ENC_FFN=512; READOUT=1,128
-  ENC_STEPS=${ENC_STEPS:-3000}; ENC_B=16; S1_STEPS=${S1_STEPS:-300}; S1_B=8; S2_STEPS=${S2_STEPS:-2500}; S2_B=8
+  ENC_STEPS=${ENC_STEPS:-3000}; ENC_B=${ENC_B:-16}; S1_STEPS=${S1_STEPS:-300}; S1_B=${S1_B:-8}
+  S2_STEPS=${S2_STEPS:-2500}; S2_B=${S2_B:-8}
   EVAL_CIFAR_PER_CLASS=${EVAL_CIFAR_PER_CLASS:-50}; EVAL_SCENES=${EVAL_SCENES:-200}; base_init=""
 fi
 PARITY=${PARITY:-100}; [ "$quick" = 0 ] || PARITY=6
@@ -110,7 +115,7 @@ phase() {
 }
 fstamp() { stat -c '%n %s %Y' "$@" 2>/dev/null || echo "missing $*"; }   # a file's identity for a key
 
-echo "vision: SigLIP-style encoder + ModRWKV stages 1/2, $threads thread(s), out $out$([ "$quick" = 1 ] && echo ', --quick')"
+echo "vision: SigLIP-style encoder + ModRWKV stages 1/2 (on the $device), $threads thread(s), out $out$([ "$quick" = 1 ] && echo ', --quick')"
 
 # ---- 0. data (deterministic; kept when the same generator options made it, which --continue relies on)
 gen_data() {
@@ -137,6 +142,26 @@ gen_data() {
 phase data - gen_data
 TRAIN=(--data "$data/cifar/train.jsonl" --data "$data/scenes/train.jsonl")
 
+common=(--vocab bytes -t "$threads" --no-progress --ctx-len "$CTX")
+# train_to DIR ARGS...: a fresh training run into DIR (the trainer refuses a directory that holds a run)
+train_to() { local d=$1; shift; rm -rf "$d" && "$M" train "$@" --out "$d"; }
+# eval_to NAME MODEL [MAX]: both evaluation subsets (the first MAX records of each)
+eval_to() {
+  local name=$1 model=$2 max=()
+  [ $# -lt 3 ] || max=(--max "$3")
+  "$M" eval -m "$model" --vocab bytes --data "$out/eval/cifar.jsonl" --root "$data/cifar" --task vqa "${max[@]}" \
+    --max-new-tokens 16 -t "$threads" -q --out "$out/eval/$name-cifar.jsonl" || return 1
+  "$M" eval -m "$model" --vocab bytes --data "$out/eval/scenes.jsonl" --root "$data/scenes" --task vqa "${max[@]}" \
+    --max-new-tokens 16 -t "$threads" -q --out "$out/eval/$name-scenes.jsonl" || return 1
+}
+
+# ENCODER=DIR: a trained encoder (Hugging Face layout, e.g. an earlier run's DIR/encoder) replaces phases 1-2
+if [ -n "${ENCODER:-}" ]; then
+  [ -f "$ENCODER/model.safetensors" ] && [ -f "$ENCODER/config.json" ] ||
+    { echo "vision.sh: ENCODER=$ENCODER holds no model.safetensors + config.json" >&2; exit 2; }
+  use_encoder() { rm -rf "$out/encoder" && mkdir -p "$out/encoder" && cp "$ENCODER"/*.json "$ENCODER/model.safetensors" "$out/encoder/"; }
+  phase encoder "ENCODER $(fstamp "$ENCODER/model.safetensors")" use_encoder
+else
 # ---- 1. the random encoder
 phase encoder0 "$IMG $PATCH $ENC_D $ENC_L $ENC_H $ENC_FFN" \
   python3 - "$out/encoder0" "$IMG" "$PATCH" "$ENC_D" "$ENC_L" "$ENC_H" "$ENC_FFN" <<'PY'
@@ -189,19 +214,6 @@ json.dump(pre, open(os.path.join(out, 'preprocessor_config.json'), 'w'), indent=
 print('%s: %d tensors, %d parameters' % (out, len(T), off // 4))
 PY
 
-common=(--vocab bytes -t "$threads" --no-progress --ctx-len "$CTX")
-# train_to DIR ARGS...: a fresh training run into DIR (the trainer refuses a directory that holds a run)
-train_to() { local d=$1; shift; rm -rf "$d" && "$M" train "$@" --out "$d"; }
-# eval_to NAME MODEL [MAX]: both evaluation subsets (the first MAX records of each)
-eval_to() {
-  local name=$1 model=$2 max=()
-  [ $# -lt 3 ] || max=(--max "$3")
-  "$M" eval -m "$model" --vocab bytes --data "$out/eval/cifar.jsonl" --root "$data/cifar" --task vqa "${max[@]}" \
-    --max-new-tokens 16 -t "$threads" -q --out "$out/eval/$name-cifar.jsonl" || return 1
-  "$M" eval -m "$model" --vocab bytes --data "$out/eval/scenes.jsonl" --root "$data/scenes" --task vqa "${max[@]}" \
-    --max-new-tokens 16 -t "$threads" -q --out "$out/eval/$name-scenes.jsonl" || return 1
-}
-
 # ---- 2. the encoder stage (encoder + throwaway readout LM + adapter), then the trained encoder alone
 ENC=(--init "$READOUT" --encoder "$out/encoder0" --adapter v1 --train adapter,rwkv,encoder "${TRAIN[@]}"
      -b "$ENC_B" --steps "$ENC_STEPS" --lr "$ENC_LR" --lr-final 1e-4 --warmup 50 --seed 1 "${common[@]}")
@@ -230,6 +242,7 @@ for c in ('config.json', 'preprocessor_config.json'): shutil.copy(os.path.join(c
 print('%s: %d tensors, %d bytes' % (out, len(keys), off))
 PY
 phase eval_enc "$(fstamp "$out/enc/model.safetensors") $EVAL_CIFAR_PER_CLASS $EVAL_SCENES" eval_to enc "$out/enc/model.safetensors"
+fi
 
 # ---- 3. the base language model
 if [ "$quick" = 1 ]; then
@@ -247,13 +260,13 @@ fi
 
 # ---- 4. stage 1: a new adapter on the frozen base LM, frozen trained encoder (features cached)
 S1=("${LM[@]}" --encoder "$out/encoder" --adapter v1 --train adapter "${TRAIN[@]}" --feature-cache "$out/fcache"
-    -b "$S1_B" --steps "$S1_STEPS" --lr "$S1_LR" --lr-final 1e-4 --warmup 30 --seed 1 "${common[@]}")
+    -b "$S1_B" --steps "$S1_STEPS" --lr "$S1_LR" --lr-final 1e-4 --warmup 30 --seed 1 --device "$device" "${common[@]}")
 phase s1 "${S1[*]} $(fstamp "${LM[1]}" "$out/encoder/model.safetensors")" train_to "$out/s1" "${S1[@]}"
 phase eval_s1 "$(fstamp "$out/s1/model.safetensors") $EVAL_CIFAR_PER_CLASS $EVAL_SCENES" eval_to s1 "$out/s1/model.safetensors"
 
 # ---- 5. stage 2: adapter + RWKV (the encoder stays frozen)
 S2=(-m "$out/s1/model.safetensors" --train adapter,rwkv "${TRAIN[@]}" --feature-cache "$out/fcache"
-    -b "$S2_B" --steps "$S2_STEPS" --lr "$S2_LR" --lr-final 5e-5 --warmup 30 --seed 2 "${common[@]}")
+    -b "$S2_B" --steps "$S2_STEPS" --lr "$S2_LR" --lr-final 5e-5 --warmup 30 --seed 2 --device "$device" "${common[@]}")
 phase s2 "${S2[*]} $(fstamp "$out/s1/model.safetensors")" train_to "$out/s2" "${S2[@]}"
 # the f32 stage-2 model only on the first PARITY records of each subset: the shipped f16 file is compared with it
 phase eval_s2 "$(fstamp "$out/s2/model.safetensors") $EVAL_CIFAR_PER_CLASS $EVAL_SCENES $PARITY" eval_to s2 "$out/s2/model.safetensors" "$PARITY"

@@ -19,6 +19,8 @@ grep -q "recipes/vision.sh \[--quick\]" "$T/out" && ok || bad "--help does not p
 expect_fail "bad option" "unknown option" recipes/vision.sh --bogus
 expect_fail "--quick --ship" "not shipped" recipes/vision.sh --quick --ship --out "$O"
 expect_fail "bad --threads" "positive integer" recipes/vision.sh --quick --threads 0 --out "$O"
+expect_fail "bad --device" "cpu or cuda" recipes/vision.sh --quick --device gpu --out "$O"
+ENCODER="$T/none" expect_fail "ENCODER without a model" "holds no model.safetensors" recipes/vision.sh --quick --out "$T/vx"
 
 if MODRWKV="$M" recipes/vision.sh --quick --out "$O" --threads 1 > "$T/run" 2> "$T/run.err"; then ok
 else bad "vision.sh --quick failed: $(tail -c 1500 "$T/run.err") $(tail -c 1500 "$T/run")"; fi
@@ -91,5 +93,13 @@ MODRWKV="$M" recipes/vision.sh --quick --continue --out "$O" --threads 1 > "$T/r
   bad "vision.sh --quick --continue failed: $(tail -c 800 "$T/run2.err")"
 n=$(grep -c "kept (--continue)" "$T/run2")
 [ "$n" = 11 ] && ok || bad "--continue kept $n phases, expected all 11 after data: $(cat "$T/run2")"
+
+# ENCODER=DIR: the encoder stage is skipped and DIR's encoder is used as it is (frozen)
+O2=$T/v2
+if ENCODER="$O/encoder" MODRWKV="$M" recipes/vision.sh --quick --out "$O2" --threads 1 > "$T/run3" 2> "$T/run3.err"; then ok
+else bad "vision.sh --quick with ENCODER failed: $(tail -c 1500 "$T/run3.err") $(tail -c 800 "$T/run3")"; fi
+grep -qE "^  (encoder0|enc) " "$T/run3" && bad "ENCODER: the encoder stage ran: $(cat "$T/run3")" || ok
+cmp -s "$O/encoder/model.safetensors" "$O2/encoder/model.safetensors" && ok || bad "ENCODER: the encoder was not used as it is"
+[ -s "$O2/model/model.safetensors" ] && ok || bad "ENCODER: no shipped file"
 
 finish cli_recipe_vision

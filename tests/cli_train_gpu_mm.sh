@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `modrwkv train --device cuda` on the ModRWKV stages: what the GPU path does not cover is refused with a message
-# naming the option (--train ...,encoder, --compress, data parallelism), in every build, before anything is written;
-# a supported stage-1 run says "built without CUDA" in a CPU-only build (a CUDA build trains it on the GPU:
-# tests/cuda/train_mm_gpu.sh, run on a GPU machine). Run by tests/run.sh with the build directory as $1.
+# naming the option (--train ...,encoder, data parallelism), in every build, before anything is written; supported
+# runs (stage 1, --compress, an audio stage) say "built without CUDA" in a CPU-only build (a CUDA build trains them on
+# the GPU: tests/cuda/train_mm_gpu.sh and train_audio_gpu.sh, run on a GPU machine). Run by tests/run.sh with the
+# build directory as $1.
 . "$(dirname "$0")/lib/cli.sh"
 MM=tests/fixtures/modrwkv
 cp $MM/media/image_a.png "$T/"
@@ -10,29 +11,38 @@ printf '{"image": "image_a.png", "conversations": [{"from": "human", "value": "<
 S1=(--init 1,64 --vocab bytes --encoder $MM/siglip --adapter v1 --data "$T/d.jsonl" --ctx-len 64 --steps 1 --no-progress -t 1)
 expect_fail "--train adapter,encoder --device cuda" "--train \.\.\.,encoder is not supported on the GPU" \
   "$M" train "${S1[@]}" --train adapter,encoder --device cuda --out "$T/x1"
-expect_fail "--compress --device cuda" "--compress \(a trained Conv1D compression\) is not supported on the GPU" \
-  "$M" train "${S1[@]}" --train adapter --compress 3,2 --device cuda --out "$T/x2"
 expect_fail "--gpus 2 --device cuda (multimodal)" "data parallelism .* covers plain text training only" \
   "$M" train "${S1[@]}" --train adapter --gpus 2 --device cuda --out "$T/x3"
 expect_fail "--zero 1 --device cuda (multimodal)" "data parallelism .* covers plain text training only" \
   "$M" train "${S1[@]}" --train adapter --zero 1 --device cuda --out "$T/x4"
 expect_fail "--allreduce bf16 --device cuda (multimodal)" "data parallelism .* covers plain text training only" \
   "$M" train "${S1[@]}" --train adapter --allreduce bf16 --device cuda --out "$T/x5"
-for i in 1 2 3 4 5; do [ ! -e "$T/x$i" ] && ok || bad "a refused run created its --out directory x$i"; done
+for i in 1 3 4 5; do [ ! -e "$T/x$i" ] && ok || bad "a refused run created its --out directory x$i"; done
 # the refusals hold for a ModRWKV checkpoint as the start too (a stage-2 run from a CPU stage 1)
 expect_ok "stage 1 on the CPU" "$M" train "${S1[@]}" --train adapter --out "$T/s1"
-expect_fail "stage 2 --compress --device cuda" "--compress .* is not supported on the GPU" \
-  "$M" train -m "$T/s1/model.safetensors" --vocab bytes --data "$T/d.jsonl" --train adapter,rwkv --compress 3,2 \
+expect_fail "stage 2 --gpus 2 --device cuda" "data parallelism .* covers plain text training only" \
+  "$M" train -m "$T/s1/model.safetensors" --vocab bytes --data "$T/d.jsonl" --train adapter,rwkv --gpus 2 \
   --steps 1 --no-progress --device cuda --out "$T/x6"
-# a supported run: trains on a GPU, or says why not
-if "$M" train "${S1[@]}" --train adapter --device cuda --out "$T/probe" > "$T/out" 2> "$T/err"; then
-  ok # a CUDA build with a GPU: it trained
-elif grep -q "built without CUDA" "$T/err"; then
-  ok
-  [ ! -e "$T/probe/model.safetensors" ] && ok || bad "--device cuda on a CPU build wrote a model"
-elif grep -qiE "no CUDA device|cuda" "$T/err"; then
-  ok # a CUDA build on a machine without a GPU: a clear CUDA error
-else
-  bad "stage 1 --device cuda: unexpected failure: $(head -c 400 "$T/err")"
-fi
+[ ! -e "$T/x6" ] && ok || bad "a refused run created its --out directory x6"
+# supported runs: train on a GPU, or say why not
+cp $MM/media/speech.wav "$T/"
+printf '{"audio": "speech.wav", "text": "hello"}\n' > "$T/a.jsonl"
+supported() { local n=$1; shift
+  if "$M" train "$@" --device cuda --out "$T/$n" > "$T/out" 2> "$T/err"; then
+    ok # a CUDA build with a GPU: it trained
+  elif grep -q "built without CUDA" "$T/err"; then
+    ok
+    [ ! -e "$T/$n/model.safetensors" ] && ok || bad "--device cuda on a CPU build wrote a model ($n)"
+  elif grep -qiE "no CUDA device|cuda" "$T/err"; then
+    ok # a CUDA build on a machine without a GPU: a clear CUDA error
+  else
+    bad "$n --device cuda: unexpected failure: $(head -c 400 "$T/err")"
+  fi
+}
+supported probe "${S1[@]}" --train adapter
+supported probe_c "${S1[@]}" --train adapter --compress 3,2
+supported probe_c2 -m "$T/s1/model.safetensors" --vocab bytes --data "$T/d.jsonl" --train adapter,rwkv --compress 3,2 \
+  --steps 1 --no-progress -t 1
+supported probe_a --init 1,64 --vocab bytes --encoder $MM/whisper --adapter v1 --data "$T/a.jsonl" --ctx-len 64 \
+  --steps 1 --no-progress -t 1 --train adapter
 finish cli_train_gpu_mm.sh

@@ -1,5 +1,5 @@
 /* ModRWKV on one GPU: image encode time and the stage-1 / stage-2 training step, random weights.
- *     make CUDA=1 cuda-bench && build-cuda/bench/cuda/bench_modrwkv_gpu [--steps N] [--batch B] [--text T]
+ *     make CUDA=1 cuda-bench && build-cuda/bench/cuda/bench_modrwkv_gpu [--steps N] [--batch B] [--text T] [--stage1-full]
  * 1. Encode: the SigLIP2-base shape (hidden 768, 12 layers, 12 heads, MLP 3072, patch 16, 384 px -> 576 tokens,
  *    gelu tanh) in bf16 (src/kernels/cuda/vit_gpu.h), pixels already on the device, bf16 output; CUDA-event median
  *    of 10 forwards after 3 warm-ups, at 1 and 32 images per forward, with the fused attention kernel (the default)
@@ -14,7 +14,9 @@
  *    global-norm clipping on the RWKV weights (each clipped over its own tensors). Loss on the text positions.
  *    samples/s over N steps (host wall clock, after 2 warm-ups); the breakdown (CUDA events on the one stream of
  *    one more step): encoder / adapter fwd+bwd (incl. the splice copies) / RWKV fwd+bwd / optimizer; memory: what
- *    the three parts allocate and the device's peak use (cudaMemGetInfo: + cuBLAS workspaces + CUDA context). */
+ *    the three parts allocate and the device's peak use (cudaMemGetInfo: + cuBLAS workspaces + CUDA context).
+ *    Stage 1 runs "lean" (the RWKV trainer without gradients or Adam moments: mrw_rwkv7_gpu_opts.frozen, as the CLI
+ *    does); `--stage1-full` adds a stage-1 run with them allocated (the old way), for the memory comparison. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -126,13 +128,16 @@ static void bench_encode(void) {
 
 enum { K_ENC, K_ADA, K_RWKV, K_OPT, K_N };
 
-static void bench_steps(int B, int Ttext, int steps) {
+/* One stage's steps. lean (stage 1 only): the RWKV trainer allocates no gradients and no Adam moments
+ * (mrw_rwkv7_gpu_opts.frozen, what `modrwkv train --train adapter --device cuda` uses); lean 0 in stage 1 is the
+ * old allocation, for the comparison. Everything is created and freed here, so the device's use is this stage's. */
+static void bench_steps(int B, int Ttext, int steps, int stage, int lean) {
     mrw_error e;
     const int M = 576, T = M + Ttext, E = 768, C = 1024, BT = B * T;
     mrw_rwkv7_train_config cfg = {24, C, 64, 65536, 4 * C, 64, 64, 32, 128};
     size_t free0, tot;
     CU(cudaMemGetInfo(&free0, &tot));
-    mrw_rwkv7_gpu_opts o = {0, 0, 0};
+    mrw_rwkv7_gpu_opts o = {0, 0, 0, stage == 1 && lean};
     mrw_rwkv7_gpu *g = NULL;
     CHECK(mrw_rwkv7_gpu_new(&cfg, B, T, &o, &g, &e));
     CHECK(mrw_rwkv7_gpu_init_random(g, 1, &e));
@@ -171,7 +176,7 @@ static void bench_steps(int B, int Ttext, int steps) {
     cudaEvent_t ev[6];
     for (auto &x : ev) cudaEventCreate(&x);
     const size_t pitch_i = (size_t)T * C * 2, pitch_a = (size_t)M * C * 2;
-    for (int stage = 1; stage <= 2; stage++) {
+    {
         double tsum[K_N] = {0}, dt = 0;
         for (int it = 0; it < steps + 3; it++) {
             const int timed = it == steps + 2; /* the last one: events */
@@ -216,8 +221,9 @@ static void bench_steps(int B, int Ttext, int steps) {
         const double step = dt / steps;
         size_t free1;
         CU(cudaMemGetInfo(&free1, &tot));
-        printf("stage %d (%s): batch %d x (%d image + %d text) tokens: step %.1f ms, %.1f samples/s, %.0f tokens/s\n",
+        printf("stage %d (%s%s): batch %d x (%d image + %d text) tokens: step %.1f ms, %.1f samples/s, %.0f tokens/s\n",
                stage, stage == 1 ? "encoder + RWKV frozen, adapter trained" : "encoder frozen, adapter + RWKV trained",
+               stage == 1 ? (lean ? "; lean: no RWKV gradients/moments" : "; RWKV gradients/moments allocated") : "",
                B, M, Ttext, step * 1e3, B / step, BT / step);
         printf("  breakdown (one step, CUDA events): encoder %.1f ms, adapter fwd+bwd %.1f ms, RWKV fwd+bwd %.1f ms, "
                "optimizer %.1f ms\n", tsum[K_ENC], tsum[K_ADA], tsum[K_RWKV], tsum[K_OPT]);
@@ -234,13 +240,14 @@ static void bench_steps(int B, int Ttext, int steps) {
 }
 
 int main(int argc, char **argv) {
-    int steps = 5, B = 16, Tt = 512, enc = 1, stp = 1;
+    int steps = 5, B = 16, Tt = 512, enc = 1, stp = 1, full1 = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--text") && i + 1 < argc) Tt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--encode-only")) stp = 0;
         else if (!strcmp(argv[i], "--steps-only")) enc = 0;
+        else if (!strcmp(argv[i], "--stage1-full")) full1 = 1; /* also stage 1 with the RWKV's gradients/moments */
     }
     if (steps < 1) steps = 1;
     if (B < 1 || Tt < 1) {
@@ -251,6 +258,10 @@ int main(int argc, char **argv) {
     CU(cudaGetDeviceProperties(&p, 0));
     printf("device: %s\n\n", p.name);
     if (enc) bench_encode();
-    if (stp) bench_steps(B, Tt, steps);
+    if (stp) {
+        bench_steps(B, Tt, steps, 1, 1);
+        if (full1) bench_steps(B, Tt, steps, 1, 0);
+        bench_steps(B, Tt, steps, 2, 0);
+    }
     return 0;
 }

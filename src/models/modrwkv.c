@@ -13,6 +13,7 @@
 #include "formats/tfile_impl.h"
 #include "kernels/cpu/kctx.h"
 #include "models/adapter.h"
+#include "models/modrwkv_hooks.h"
 #include "models/preprocess.h"
 #include "models/rwkv7.h"
 #include "models/vit.h"
@@ -749,10 +750,99 @@ mrw_status mrw_mm_encode_input(const mrw_mm *mm, const float *input, size_t n, i
     return mrw_mm_encode_input_at(mm, 0, input, n, n_threads, out, encoder_out, err);
 }
 
+/* ------------------------------------------------------------ hooks for the GPU path (modrwkv_hooks.h) */
+
+mrw_status mrw_mm_vision_encoder(const mrw_mm *mm, const mrw_tfile **file, const mrw_vit_config **cfg,
+                                 mrw_error *err) {
+    const int i = mrw_mm_modality_of(mm, 0);
+    if (i < 0) return no_modality(mm, 0, err);
+    *file = mm->mod[i].enc_file;
+    *cfg = mrw_vit_get_config(mm->mod[i].vit);
+    return MRW_OK;
+}
+
+mrw_status mrw_mm_image_pixels(const mrw_mm *mm, const char *path, float **pixels, mrw_error *err) {
+    *pixels = NULL;
+    const int i = mrw_mm_modality_of(mm, 0);
+    if (i < 0) return no_modality(mm, 0, err);
+    const modality *m = &mm->mod[i];
+    const mrw_vit_config *c = mrw_vit_get_config(m->vit);
+    mrw_image img = {0};
+    mrw_status s = mrw_image_load(path, NULL, &img, err);
+    if (s) return s;
+    float *pix = malloc((size_t)3 * c->image_size * c->image_size * sizeof *pix);
+    s = pix ? mrw_image_preprocess(&img, &m->proc, pix, err) : mrw_err(err, MRW_E_NOMEM, "out of memory");
+    mrw_image_free(&img);
+    if (s) {
+        free(pix);
+        return err ? mrw_err_prefix(err, "%s", path), s : s;
+    }
+    *pixels = pix;
+    return MRW_OK;
+}
+
+mrw_status mrw_mm_features_finish(const mrw_mm *mm, int audio, float *enc, int n, int n_threads, mrw_features *out,
+                                  mrw_features *encoder_out, mrw_error *err) {
+    if (encoder_out) memset(encoder_out, 0, sizeof *encoder_out);
+    const int i = mrw_mm_modality_of(mm, audio);
+    if (i < 0) {
+        free(enc);
+        return no_modality(mm, audio, err);
+    }
+    mrw_kctx k;
+    mrw_kctx_init(&k, n_threads);
+    mrw_status s = finish(&mm->mod[i], &k, enc, n, out, encoder_out, err);
+    mrw_kctx_free(&k);
+    return s;
+}
+
+mrw_status mrw_mm_whisper_encoder(const mrw_mm *mm, const mrw_tfile **file, const char **prefix,
+                                  const mrw_whisper_config **cfg, mrw_error *err) {
+    const int i = mrw_mm_modality_of(mm, 1);
+    if (i < 0) return no_modality(mm, 1, err);
+    const modality *m = &mm->mod[i];
+    if (!m->whisper)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "this model's audio encoder (%s) has no GPU version", kind_name(m->kind));
+    *file = m->enc_file;
+    *prefix = mrw_whisper_enc_prefix(m->whisper);
+    *cfg = mrw_whisper_enc_config(m->whisper);
+    return MRW_OK;
+}
+
+mrw_status mrw_mm_whisper_mel(const mrw_mm *mm, const char *path, float **mel, int *frames, int *keep,
+                              mrw_error *err) {
+    *mel = NULL;
+    const int i = mrw_mm_modality_of(mm, 1);
+    if (i < 0) return no_modality(mm, 1, err);
+    const modality *m = &mm->mod[i];
+    if (!m->whisper) return mrw_err(err, MRW_E_UNSUPPORTED, "this model's audio encoder is not Whisper");
+    const mrw_whisper_config *c = mrw_whisper_enc_config(m->whisper);
+    const int F = 2 * c->n_pos; /* as whisper_features: 3000 (30 s) for every released Whisper */
+    mrw_audio a = {0};
+    mrw_status s = mrw_audio_load(path, 16000, NULL, &a, err);
+    if (s) return s;
+    float *buf = malloc((size_t)c->n_mels * F * sizeof *buf);
+    int real = 0;
+    s = buf ? mrw_whisper_log_mel(a.samples, a.n, c->n_mels, F, buf, &real, err) : mrw_err(err, MRW_E_NOMEM, "out of memory");
+    if (!s) {
+        *keep = mrw_whisper_keep_frames((int)(a.n / MRW_WHISPER_HOP), mrw_whisper_enc_out_frames(F));
+        *frames = F;
+        *mel = buf;
+    } else {
+        free(buf);
+        if (err) mrw_err_prefix(err, "%s", path);
+    }
+    mrw_audio_free(&a);
+    return s;
+}
+
 /* ------------------------------------------------------------------------------------------- splicing */
 
-mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, const mrw_features *feats, int n_feats,
-                       const int32_t *tokens, int n_tokens, mrw_logits_mode mode, float *logits, mrw_error *err) {
+mrw_status mrw_mm_splice(const mrw_mm *mm, const mrw_features *feats, int n_feats, const int32_t *tokens,
+                         int n_tokens, float **rows_out, int32_t **src_out, int *total_out, mrw_error *err) {
+    *rows_out = NULL;
+    if (src_out) *src_out = NULL;
+    *total_out = 0;
     if (!mm->lm) return mrw_err(err, MRW_E_ARG, "this file holds an encoder only");
     const mrw_model_info in = mrw_model_get_info(mm->lm);
     const int C = in.n_embd;
@@ -789,25 +879,50 @@ mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, con
     if (total == 0) return mrw_err(err, MRW_E_ARG, "nothing to evaluate");
     if (total > (1u << 24)) return mrw_err(err, MRW_E_LIMIT, "the input is too long (%zu rows)", total);
     float *rows = malloc(total * C * sizeof *rows);
-    if (!rows) return mrw_err(err, MRW_E_NOMEM, "out of memory for %zu input rows", total);
+    int32_t *src = src_out ? malloc(total * sizeof *src) : NULL;
+    if (!rows || (src_out && !src)) {
+        free(rows);
+        free(src);
+        return mrw_err(err, MRW_E_NOMEM, "out of memory for %zu input rows", total);
+    }
     size_t r = 0;
     if (mm->splice == MRW_SPLICE_PREPEND)
         for (int i = 0; i < n_feats; i++, r += (size_t)feats[i - 1].n)
             memcpy(rows + r * C, feats[i].rows, (size_t)feats[i].n * C * sizeof *rows);
+    if (src)
+        for (size_t i = 0; i < r; i++) src[i] = -1;
     mrw_status s = MRW_OK;
     for (int t = 0, img = 0; t < n_tokens && !s;) {
         if (mm->splice == MRW_SPLICE_PLACEHOLDER && tokens[t] == IMAGE_PAD) {
             memcpy(rows + r * C, feats[img].rows, (size_t)feats[img].n * C * sizeof *rows);
+            for (int i = 0; src && i < feats[img].n; i++) src[r + i] = -1;
             r += (size_t)feats[img].n;
             t += feats[img++].n;
             continue;
         }
         if (mrw_model_embedding(mm->lm, tokens[t], rows + r * C))
             s = mrw_err(err, MRW_E_ARG, "token %d at position %d is outside the vocabulary [0, %d)", tokens[t], t, in.n_vocab);
+        if (src) src[r] = tokens[t];
         r++;
         t++;
     }
-    if (!s) s = mrw_eval_embeddings(ctx, state, rows, (int)total, mode, logits, err);
+    if (s) {
+        free(rows);
+        free(src);
+        return s;
+    }
+    *rows_out = rows;
+    if (src_out) *src_out = src;
+    *total_out = (int)total;
+    return MRW_OK;
+}
+
+mrw_status mrw_mm_eval(mrw_context *ctx, mrw_state *state, const mrw_mm *mm, const mrw_features *feats, int n_feats,
+                       const int32_t *tokens, int n_tokens, mrw_logits_mode mode, float *logits, mrw_error *err) {
+    float *rows = NULL;
+    int total = 0;
+    mrw_status s = mrw_mm_splice(mm, feats, n_feats, tokens, n_tokens, &rows, NULL, &total, err);
+    if (!s) s = mrw_eval_embeddings(ctx, state, rows, total, mode, logits, err);
     free(rows);
     return s;
 }

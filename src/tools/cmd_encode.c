@@ -2,8 +2,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/error.h"
 #include "tools/common.h"
 #include "tools/tools.h"
+#ifdef MRW_CUDA
+#include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/whisper_gpu.h"
+#endif
 
 static const char *k_usage =
     "usage: modrwkv encode -m MODEL (--image FILE | --audio FILE) --out FEATURES.safetensors [options]\n"
@@ -16,7 +21,11 @@ static const char *k_usage =
     "      --input FILE     an already preprocessed input instead of media: a safetensors file with one F32\n"
     "                       tensor (pixel_values [3,S,S], input_features [mels,frames] or input_values [n])\n"
     "  -o, --out FILE       output safetensors file (written atomically)\n"
-    "  -t, --threads N      threads (default: all cores)\n" TOOL_MEDIA_HELP;
+    "  -t, --threads N      threads (default: all cores)\n"
+    "      --device D       cpu (default) or cuda (needs make CUDA=1): --image / --audio through the GPU copy of\n"
+    "                       the vision / Whisper encoder (bf16 weights, fp32 sums; image decoding, log-mel,\n"
+    "                       adapter and compression stay on the CPU; WavLM and --input are CPU only)\n"
+    TOOL_MEDIA_HELP;
 
 int cmd_encode(int argc, char **argv) {
     const char *cmd = "encode";
@@ -29,6 +38,20 @@ int cmd_encode(int argc, char **argv) {
     while (tool_next(&a, &o)) {
         if (!strcmp(o, "-o") || !strncmp(o, "--out", 5)) out = tool_value(&a, o);
         else if (!strncmp(o, "--input", 7)) input = tool_value(&a, o);
+        else if (!strncmp(o, "--device", 8) && (o[8] == 0 || o[8] == '=')) {
+            const char *v = tool_value(&a, o);
+            if (v && strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                tool_fail(cmd, "--device must be cpu or cuda, not '%s'", v);
+                a.failed = 1;
+            }
+            mo.device = v && !strcmp(v, "cuda");
+#ifndef MRW_CUDA
+            if (mo.device) {
+                tool_fail(cmd, "--device cuda: this modrwkv was built without CUDA (build with make CUDA=1)");
+                a.failed = 1;
+            }
+#endif
+        }
         else if (!tool_media_option(&a, o, &media) && !tool_model_option(&a, o, &mo)) tool_unknown(&a, o);
     }
     if (a.failed) return 2;
@@ -36,6 +59,9 @@ int cmd_encode(int argc, char **argv) {
     if (!out) return tool_fail(cmd, "give the output file with --out"), 2;
     if ((media.n_images != 0) + (media.audio != NULL) + (input != NULL) != 1 || media.n_images > 1)
         return tool_fail(cmd, "give exactly one --image, --audio or --input"), 2;
+    if (mo.device && input)
+        return tool_fail(cmd, "--device cuda encodes --image and --audio files (--input runs on the CPU: leave out "
+                              "--device)"), 2;
     mrw_mm_params p = tool_mm_params(&media);
     mrw_mm *mm = NULL;
     mrw_error err = {0};
@@ -51,6 +77,20 @@ int cmd_encode(int argc, char **argv) {
         s = mrw_read_tensor_f32(input, NULL, &x, &n, NULL, NULL, &err);
         if (!s) s = mrw_mm_encode_input(mm, x, n, mo.threads, fp, &enc, &err);
         free(x);
+    } else if (mo.device) {
+#ifdef MRW_CUDA
+        mrw_vit_gpu *vg = NULL;
+        if (media.audio) {
+            s = mrw_whisper_gpu_from_mm(mm, NULL, &vg, &err);
+            if (!s) s = mrw_mm_encode_audio_gpu(mm, vg, media.audio, mo.threads, fp, &enc, &err);
+        } else {
+            s = mrw_vit_gpu_from_mm(mm, 1, NULL, &vg, &err);
+            if (!s) s = mrw_mm_encode_image_gpu(mm, vg, media.images[0], mo.threads, fp, &enc, &err);
+        }
+        mrw_vit_gpu_free(vg);
+#else
+        s = mrw_err(&err, MRW_E_UNSUPPORTED, "built without CUDA");
+#endif
     } else {
         s = media.audio ? mrw_mm_encode_audio(mm, media.audio, mo.threads, fp, &enc, &err)
                         : mrw_mm_encode_image(mm, media.images[0], mo.threads, fp, &enc, &err);

@@ -5,11 +5,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/error.h"
 #include "base/strutil.h"
 #include "tools/common.h"
 #include "tools/tools.h"
 #ifdef MRW_CUDA
 #include "kernels/cuda/rwkv7_decode_gpu.h"
+#include "models/modrwkv_hooks.h"
 #endif
 
 typedef struct {
@@ -17,7 +19,7 @@ typedef struct {
     mrw_sampler_params sp;
     int max_tokens, ignore_stop, raw_bytes, echo, quiet;
     const char *state_in, *state_out;
-    int device; /* --device cuda: sample on the GPU (decode_gpu); the prompt is read on the CPU */
+    int device; /* --device cuda: images encoded (session.c), prompt read and tokens generated on the GPU */
     void *gpu;  /* the mrw_decode_gpu, made on first use */
 } gen_opts;
 
@@ -34,8 +36,11 @@ typedef struct {
     "      --state-out FILE save the final RNN state (covering everything read and written)\n"                \
     "      --raw-bytes      accept input that is not valid UTF-8 (tokenized byte by byte)\n"                  \
     "  -q, --quiet          no statistics on stderr\n"                                                   \
-    "      --device D       cpu (default) or cuda: generate on the GPU (needs make CUDA=1; bf16 weights, fp32\n" \
-    "                       state; the prompt is read on the CPU, then every new token is one GPU step)\n"
+    "      --device D       cpu (default) or cuda (needs make CUDA=1): the language model on the GPU, bf16\n"  \
+    "                       weights, fp32 activations and state; the prompt (text tokens and feature rows)\n"  \
+    "                       is read one position per GPU step, then every new token is one GPU step. The\n"  \
+    "                       vision and Whisper encoders run on the GPU in bf16; image decoding, log-mel,\n"  \
+    "                       the adapter (and Conv1D compression), WavLM and sampling stay on the CPU\n"
 
 static int sampling_option(tool_args *a, const char *o, gen_opts *g) {
     if (!strcmp(o, "-n") || !strncmp(o, "--max-tokens", 12)) tool_int(a, o, 0, 1 << 30, &g->max_tokens);
@@ -59,6 +64,7 @@ static int sampling_option(tool_args *a, const char *o, gen_opts *g) {
             a->failed = 1;
         }
         g->device = v && !strcmp(v, "cuda");
+        g->m.device = g->device; /* session.c: the image encoder on the GPU */
 #ifndef MRW_CUDA
         if (g->device) {
             tool_fail(a->cmd, "--device cuda: this modrwkv was built without CUDA (build with make CUDA=1)");
@@ -88,6 +94,52 @@ static int on_token(void *user, int32_t tok) {
     return 0;
 }
 
+#ifdef MRW_CUDA
+static mrw_status gpu_get(gen_opts *g, const tool_session *s, mrw_error *err) {
+    if (g->gpu) return MRW_OK;
+    mrw_decode_gpu *dg = NULL;
+    mrw_status r = mrw_decode_gpu_from_model(s->model, 1, &dg, err);
+    if (!r) g->gpu = dg;
+    return r;
+}
+#endif
+
+/* tool_session_eval, on the GPU with --device cuda: the state goes up, every position of the prompt is one GPU
+ * step (a text token through mrw_decode_gpu_step, a spliced feature row through _step_embed; the same splice as
+ * the CPU's mrw_mm_eval), and the state comes back down. Only MRW_LOGITS_LAST / _NONE are asked for here. */
+static int gen_eval(const char *cmd, gen_opts *g, tool_session *s, mrw_state *st, const int32_t *ids, int n,
+                    int with_media, mrw_logits_mode mode, float *logits) {
+#ifdef MRW_CUDA
+    if (g->device) {
+        mrw_error err = {0};
+        float *rows = NULL;
+        int32_t *src = NULL;
+        int total = n;
+        mrw_status r = gpu_get(g, s, &err);
+        if (!r && s->mm && with_media) r = mrw_mm_splice(s->mm, s->feats, s->n_feats, ids, n, &rows, &src, &total, &err);
+        if (!r && total < 1) r = mrw_err(&err, MRW_E_ARG, "nothing to evaluate");
+        mrw_decode_gpu *dg = g->gpu;
+        size_t ns = 0;
+        float *sd = r ? NULL : mrw_state_data(st, &ns);
+        if (!r) r = mrw_decode_gpu_set_state(dg, 0, sd, ns, &err);
+        const size_t C = (size_t)mrw_model_get_info(s->model).n_embd;
+        for (int i = 0; !r && i < total; i++) {
+            float *lg = i == total - 1 && mode != MRW_LOGITS_NONE ? logits : NULL;
+            int32_t t = src ? src[i] : ids[i];
+            r = t >= 0 || !rows ? mrw_decode_gpu_step(dg, &t, 1, lg, &err) /* (a negative id is refused there) */
+                                : mrw_decode_gpu_step_embed(dg, rows + i * C, 1, lg, &err);
+        }
+        if (!r) r = mrw_decode_gpu_get_state(dg, 0, sd, ns, &err);
+        free(rows);
+        free(src);
+        return r ? tool_fail(cmd, "%s", err.msg) : 0;
+    }
+#else
+    (void)g;
+#endif
+    return tool_session_eval(cmd, s, st, ids, n, with_media, mode, logits);
+}
+
 /* mrw_generate_continue, on the GPU with --device cuda: the state goes up, each sampled token is one GPU step (the
  * same loop: stop tokens, max_tokens, feed_last), and the state comes back down, so --state-out and the next chat
  * turn see it. */
@@ -95,12 +147,8 @@ static mrw_status gen_continue(gen_opts *g, tool_session *s, mrw_state *st, mrw_
                                const mrw_generate_params *gp, gen_cb_data *d, int *n_gen, mrw_error *err) {
 #ifdef MRW_CUDA
     if (g->device) {
-        if (!g->gpu) {
-            mrw_decode_gpu *dg = NULL;
-            mrw_status r = mrw_decode_gpu_from_model(s->model, 1, &dg, err);
-            if (r) return r;
-            g->gpu = dg;
-        }
+        mrw_status r0 = gpu_get(g, s, err);
+        if (r0) return r0;
         mrw_decode_gpu *dg = g->gpu;
         size_t n;
         float *sd = mrw_state_data(st, &n);
@@ -241,10 +289,12 @@ int cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL;
     float *logits = NULL;
     int n_ids = 0;
+    const double t_start = tool_now();
     if (tool_session_open(cmd, &g.m, &media, &s)) {
         free(text);
         return 1;
     }
+    const double t_opened = tool_now();
     const char *src = file ? text : prompt;
     if (s.special && s.n_feats) {
         const char *why = NULL;
@@ -274,7 +324,7 @@ int cmd_generate(int argc, char **argv) {
     int n_gen = 0;
     double t0 = tool_now();
     for (int i = 0; i < n_ids; i++) mrw_sampler_accept(smp, ids[i]);
-    if (tool_session_eval(cmd, &s, st, ids, n_ids, 1, g.max_tokens ? MRW_LOGITS_LAST : MRW_LOGITS_NONE, logits)) goto out;
+    if (gen_eval(cmd, &g, &s, st, ids, n_ids, 1, g.max_tokens ? MRW_LOGITS_LAST : MRW_LOGITS_NONE, logits)) goto out;
     if (g.max_tokens && gen_continue(&g, &s, st, smp, logits, &gp, &d, &n_gen, &err)) {
         tool_fail(cmd, "%s", err.msg);
         goto out;
@@ -287,6 +337,9 @@ int cmd_generate(int argc, char **argv) {
         double tp = (d.t_first ? d.t_first : t1) - t0, td = d.t_first ? t1 - d.t_first : 0;
         fprintf(stderr, "[prompt %d tokens in %.2f s (%.1f tok/s); generated %d tokens in %.2f s (%.1f tok/s)]\n", n_ids,
                 tp, tp > 0 ? n_ids / tp : 0, n_gen, td, n_gen > 1 && td > 0 ? (n_gen - 1) / td : 0);
+        if (d.t_first)
+            fprintf(stderr, "[first token %.2f s after the start: load and encode %.2f s, prompt %.2f s]\n",
+                    d.t_first - t_start, t_opened - t_start, tp);
     }
     if (save_state(cmd, st, g.state_out)) goto out;
     rc = 0;
@@ -326,6 +379,8 @@ typedef struct {
     mrw_chat_style style;
     int media_pending; /* the features still have to go with the next turn */
     float *logits;
+    double t_start, t_opened; /* command start, model loaded and media encoded: for the first answer's timing */
+    int answered;
 } chat_session;
 
 /* Text of a turn: the template around the question; for placeholder (v2) models the images' blocks open the
@@ -387,7 +442,7 @@ static int chat_turn(const char *cmd, chat_session *c, const char *question) {
     int n_gen = 0;
     double t0 = tool_now();
     for (int i = 0; i < n; i++) mrw_sampler_accept(c->smp, ids[i]);
-    rc = tool_session_eval(cmd, c->s, c->st, ids, n, c->media_pending, MRW_LOGITS_LAST, c->logits);
+    rc = gen_eval(cmd, c->g, c->s, c->st, ids, n, c->media_pending, MRW_LOGITS_LAST, c->logits);
     free(ids);
     if (rc) return rc;
     c->media_pending = 0;
@@ -400,7 +455,11 @@ static int chat_turn(const char *cmd, chat_session *c, const char *question) {
         double t1 = tool_now(), tp = (d.t_first ? d.t_first : t1) - t0, td = d.t_first ? t1 - d.t_first : 0;
         fprintf(stderr, "[prompt %d tokens in %.2f s; answer %d tokens at %.1f tok/s]\n", n, tp, n_gen,
                 n_gen > 1 && td > 0 ? (n_gen - 1) / td : 0);
+        if (!c->answered && d.t_first)
+            fprintf(stderr, "[first token %.2f s after the start: load and encode %.2f s, prompt %.2f s]\n",
+                    d.t_first - c->t_start, c->t_opened - c->t_start, tp);
     }
+    c->answered = 1;
     return 0;
 }
 
@@ -414,7 +473,7 @@ static int chat_system(const char *cmd, chat_session *c, const char *system) {
     int k = 0;
     int rc = tool_tokenize(cmd, c->s->vocab, buf, n, c->g->raw_bytes, &ids, &k);
     free(buf);
-    if (!rc) rc = tool_session_eval(cmd, c->s, c->st, ids, k, 0, MRW_LOGITS_NONE, NULL);
+    if (!rc) rc = gen_eval(cmd, c->g, c->s, c->st, ids, k, 0, MRW_LOGITS_NONE, NULL);
     free(ids);
     return rc;
 }
@@ -442,7 +501,9 @@ int cmd_chat(int argc, char **argv) {
     }
     if (a.failed) return 2;
     tool_session s;
+    c.t_start = tool_now();
     if (tool_session_open(cmd, &g.m, &media, &s)) return 1;
+    c.t_opened = tool_now();
     c.s = &s;
     c.media_pending = s.n_feats > 0;
     int rc = 1;

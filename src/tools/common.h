@@ -36,6 +36,7 @@ typedef struct {
     const char *model, *vocab;
     mrw_dtype dtype;
     int threads, chunk, exact;
+    int device; /* 1: --device cuda (chat / generate / encode): the image encoder runs on the GPU (MRW_CUDA builds) */
 } tool_model_opts;
 
 /* Consumes -m/--model, --vocab, --dtype, -t/--threads, --chunk if `opt` is one of them (returns 1). */

@@ -4,6 +4,10 @@
 #include <unistd.h>
 
 #include "tools/common.h"
+#ifdef MRW_CUDA
+#include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/whisper_gpu.h"
+#endif
 
 int tool_media_option(tool_args *a, const char *opt, tool_media_opts *o) {
     if (!strcmp(opt, "--encoder-fast")) {
@@ -83,16 +87,42 @@ int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_med
         }
         s->special = mrw_mm_get_info(s->mm).splice == MRW_SPLICE_PLACEHOLDER;
         const int nt = mrw_context_n_threads(s->ctx);
+#ifdef MRW_CUDA
+        /* --device cuda: images through the GPU ViT, recordings through the GPU Whisper (bf16), each made on first
+         * use; a WavLM model's recordings stay on the CPU */
+        mrw_vit_gpu *vg = NULL, *wg = NULL;
+        int wavlm = 0;
+#endif
         for (int i = 0; media && i < media->n_media; i++) { /* in command-line order */
             const int audio = media->media_audio[i];
-            mrw_status st = audio ? mrw_mm_encode_audio(s->mm, media->media[i], nt, &s->feats[s->n_feats], NULL, &err)
-                                  : mrw_mm_encode_image(s->mm, media->media[i], nt, &s->feats[s->n_feats], NULL, &err);
+            mrw_status st = MRW_OK;
+            mrw_features *f = &s->feats[s->n_feats];
+#ifdef MRW_CUDA
+            if (mo->device && !audio) {
+                if (!vg) st = mrw_vit_gpu_from_mm(s->mm, 1, NULL, &vg, &err);
+                if (!st) st = mrw_mm_encode_image_gpu(s->mm, vg, media->media[i], nt, f, NULL, &err);
+            } else if (mo->device && !wavlm) {
+                if (!wg && (st = mrw_whisper_gpu_from_mm(s->mm, NULL, &wg, &err)) == MRW_E_UNSUPPORTED) wavlm = 1, st = MRW_OK;
+                if (!st) st = wg ? mrw_mm_encode_audio_gpu(s->mm, wg, media->media[i], nt, f, NULL, &err)
+                                 : mrw_mm_encode_audio(s->mm, media->media[i], nt, f, NULL, &err);
+            } else
+#endif
+                st = audio ? mrw_mm_encode_audio(s->mm, media->media[i], nt, f, NULL, &err)
+                           : mrw_mm_encode_image(s->mm, media->media[i], nt, f, NULL, &err);
             if (st) {
+#ifdef MRW_CUDA
+                mrw_vit_gpu_free(vg);
+                mrw_vit_gpu_free(wg);
+#endif
                 tool_session_close(s);
                 return tool_fail(cmd, "%s", err.msg);
             }
             s->feat_audio[s->n_feats++] = audio;
         }
+#ifdef MRW_CUDA
+        mrw_vit_gpu_free(vg);
+        mrw_vit_gpu_free(wg);
+#endif
     }
     if (tool_load_vocab(cmd, mo->vocab, s->model, &s->vocab)) {
         tool_session_close(s);

@@ -89,6 +89,9 @@ typedef struct {
     int compress_k, compress_s;
     char *enc_config, *pre_config, *enc_inner;
     const char *kind;
+    mrw_tadapter_config adc;     /* its adapter's configuration */
+    struct mrw_adapter_gpu *agpu; /* --device cuda: its adapter on the GPU (ad then holds the host copy) */
+    int32_t *row_pos;             /* --device cuda: its rows' positions in the micro-batch */
 } xmod;
 
 typedef struct {
@@ -276,6 +279,13 @@ static mrw_status save(trainer *t, mrw_error *err) {
                          (s = mrw_adapter_gpu_moments(t->agpu, 0, t->sets[1], t->opt.m, t->opt.v, t->opt.moff[1],
                                                       &t->opt.t, err)))))
             return s;
+        for (int k = 0; k < t->n_xm; k++) /* the other modalities' adapters (sets 2, 3, ...) */
+            if (t->xm[k].agpu &&
+                ((s = mrw_adapter_gpu_download(t->xm[k].agpu, t->sets[2 + k], 0, err)) ||
+                 ((t->o->train & MRW_PG_ADAPTER) &&
+                  (s = mrw_adapter_gpu_moments(t->xm[k].agpu, 0, t->sets[2 + k], t->opt.m, t->opt.v,
+                                               t->opt.moff[2 + k], &t->opt.t, err)))))
+                return s;
     }
 #endif
     if (!t->ad) {
@@ -672,27 +682,38 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
         *loss = (float)(*loss * share); /* the caller sums the ranks' parts (a NaN stays NaN) */
         return bad || !n_mine ? MRW_OK : mrw_rwkv7_gpu_backward(t->gpu, (float)(scale * share), err);
     }
-    if (t->gpu && t->ad) { /* ModRWKV image stages on the GPU (what is refused: mrw_train_gpu_mm_options, gpu_mm_model) */
+    if (t->gpu && t->ad) { /* ModRWKV stages on the GPU (what is refused: mrw_train_gpu_mm_options) */
         const int trains_rwkv = !frozen, trains_ad = (t->o->train & MRW_PG_ADAPTER) != 0, NI = t->n_items;
-        const int M = t->feat_M;
         mrw_status s;
-        if (!NI) { /* a text-only micro-batch: no rows; stage 1 needs its loss only */
+        if (!NI && !n_xitems) { /* a text-only micro-batch: no rows; stage 1 needs its loss only */
             s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, NULL, NULL, t->tgt, B, T, trains_rwkv, loss, err);
             return s || !trains_rwkv || !isfinite(*loss) ? s : mrw_rwkv7_gpu_backward_ex(t->gpu, scale, 0, NULL, err);
         }
-        if (M != t->feat_Tin) return mrw_err(err, MRW_E_INTERNAL, "GPU adapter: %d rows in, %d out", t->feat_Tin, M);
+        /* each modality's items through its adapter, each output row scattered to its position b*T + t */
         memset(t->mask, 0, (size_t)B * T);
-        for (int it = 0; it < NI; it++)
-            for (int i = 0; i < M; i++) {
-                const int pos = t->item_b[it] * T + t->item_at[it] + i;
-                t->mask[pos] = 1;
-                t->row_pos[(size_t)it * M + i] = pos;
-            }
-        if ((s = mrw_adapter_gpu_forward_rows(t->agpu, t->feat_in, NI * M, t->row_pos, err))) return s;
+        for (int k = -1; k < t->n_xm; k++) {
+            xmod *x = k >= 0 ? &t->xm[k] : NULL;
+            const int ni = x ? x->n_items : NI, tin = x ? x->feat_Tin : t->feat_Tin, M = x ? x->feat_M : t->feat_M;
+            struct mrw_adapter_gpu *ag = x ? x->agpu : t->agpu;
+            int32_t *rp = x ? x->row_pos : t->row_pos;
+            if (!ni) continue;
+            if (M != mrw_adapter_gpu_out_len(ag, tin))
+                return mrw_err(err, MRW_E_INTERNAL, "GPU adapter: %d rows in, %d out", tin, M);
+            for (int it = 0; it < ni; it++)
+                for (int i = 0; i < M; i++) {
+                    const int pos = (x ? x->item_b[it] : t->item_b[it]) * T + (x ? x->item_at[it] : t->item_at[it]) + i;
+                    t->mask[pos] = 1;
+                    rp[(size_t)it * M + i] = pos;
+                }
+            if ((s = mrw_adapter_gpu_forward_items(ag, x ? x->feat_in : t->feat_in, ni, tin, rp, err))) return s;
+        }
         s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, t->g_inject, t->mask, t->tgt, B, T, trains_rwkv ? 1 : 2, loss, err);
         if (s || !isfinite(*loss)) return s; /* a non-finite loss skips the backward (and the caller the step) */
         if ((s = mrw_rwkv7_gpu_backward_ex(t->gpu, scale, !trains_rwkv, trains_ad ? t->g_dinject : NULL, err))) return s;
-        return trains_ad ? mrw_adapter_gpu_backward_rows(t->agpu, err) : MRW_OK;
+        if (trains_ad && NI && (s = mrw_adapter_gpu_backward_rows(t->agpu, err))) return s;
+        for (int k = 0; k < t->n_xm && trains_ad; k++)
+            if (t->xm[k].n_items && (s = mrw_adapter_gpu_backward_rows(t->xm[k].agpu, err))) return s;
+        return MRW_OK;
     }
     if (t->gpu) { /* a non-finite loss skips the backward (and the caller the step) */
         mrw_status s = mrw_rwkv7_gpu_forward(t->gpu, t->tok, t->tgt, B, T, 1, loss, err);
@@ -849,6 +870,10 @@ static mrw_status alloc_buffers(trainer *t, mrw_error *err) {
 static void trainer_free(trainer *t) {
     if (t->log) fclose(t->log);
 #ifdef MRW_CUDA
+    for (int k = 0; k < t->n_xm; k++) { /* (they share the primary adapter's injected rows: before it) */
+        mrw_adapter_gpu_free(t->xm[k].agpu);
+        free(t->xm[k].row_pos);
+    }
     mrw_adapter_gpu_free(t->agpu); /* (on the RWKV trainer's stream: first) */
     free(t->row_pos);
     mrw_dp_free(t->dp);
@@ -940,6 +965,7 @@ static mrw_status setup_other_modalities(trainer *t, mrw_error *err) {
             ac.v2_conv = mrw_tfile_find(t->enc_src, name) != NULL;
         }
         x->compress_k = ac.compress_k, x->compress_s = ac.compress_s;
+        x->adc = ac;
         if (!mi.takes_audio) { /* an image's row count: probe with a blank image */
             const size_t np = (size_t)3 * mi.image_size * mi.image_size;
             float *blank = calloc(np ? np : 1, sizeof(float));
@@ -1190,31 +1216,63 @@ mrw_status mrw_train_gpu_mm_options(const mrw_train_opts *o, int world, mrw_erro
     if (o->train & MRW_PG_ENCODER)
         return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --train ...,encoder is not supported on the GPU (it "
                        "takes the features of a frozen encoder); train the encoder with --device cpu");
-    if (o->compress_k)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --compress (a trained Conv1D compression) is not "
-                       "supported on the GPU yet; use --device cpu");
     if (world > 1 || o->zero || o->allreduce_bf16)
         return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: data parallelism (--gpus, WORLD_SIZE > 1, --zero, "
                        "--allreduce) covers plain text training only; the ModRWKV stages run on one GPU");
     return MRW_OK;
 }
 
-static mrw_status gpu_mm_model(const trainer *t, mrw_error *err) {
-    const mrw_mm_info mi = mrw_mm_get_info(t->enc);
-    if (mi.encoder == MRW_ENC_WHISPER || mi.encoder == MRW_ENC_WAVLM || t->adc.kind == MRW_TADAPTER_V1_AUDIO)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: audio encoders (Whisper, WavLM) and their adapters are "
-                       "not supported on the GPU yet; use --device cpu");
-    if (t->adc.v2_conv)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: the v2 adapter's Conv1d (proj.conv.*) is not supported "
-                       "on the GPU yet; use --device cpu");
-    if (t->compress_k)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: the start model's trained compression (compress.*) is "
-                       "not supported on the GPU yet; use --device cpu");
-    if (t->n_xm)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: a model with %d modalities is not supported on the GPU "
-                       "yet (one image modality only); use --device cpu", t->n_xm + 1);
+
+#ifdef MRW_CUDA
+/* One modality's adapter on the GPU (on the RWKV trainer's stream), as its configuration adc: v2 (hidden from the
+ * file / 4C / --adapter-scale, optional Conv1d E->E k3 s2), v1 vision (the same graph, hidden 2C, other names), v1
+ * audio (Conv1d E->2C k3 s2 p2, hidden 2C, no LayerNorm), each with the trained compression in front if any. Without
+ * convolutions: rows for every feature row a micro-batch can hold; with: max_items sequences of max_rows feature
+ * rows. prefix: NULL, or "m<k>." (modality k's tensor names); set: its host table's index in t->sets (weights, and
+ * the moments when the adapter trains); share: NULL (it owns the injected rows, in dtype dt) or the adapter whose
+ * rows it shares. */
+static mrw_status gpu_adapter_new(trainer *t, const mrw_tadapter_config *adc, int max_items, int max_rows,
+                                  const char *prefix, int set, struct mrw_adapter_gpu *share, mrw_cuda_dtype dt,
+                                  struct mrw_adapter_gpu **out, int32_t **row_pos, mrw_error *err) {
+    const mrw_train_opts *o = t->o;
+    const int v1 = adc->kind != MRW_TADAPTER_V2, audio = adc->kind == MRW_TADAPTER_V1_AUDIO;
+    const int hidden = v1 ? 2 * t->C : (adc->hidden ? adc->hidden : 4 * t->C);
+    mrw_adapter_gpu_config gc = {.E = adc->E, .C = t->C, .hidden = hidden, .ln = !audio, .v1_names = v1,
+                                 .compress_k = adc->compress_k, .compress_s = adc->compress_s};
+    if (audio) gc.conv_out = 2 * t->C, gc.conv_k = 3, gc.conv_s = 2, gc.conv_p = 2, gc.conv_bias = 1;
+    else if (adc->v2_conv) gc.conv_out = adc->E, gc.conv_k = 3, gc.conv_s = 2, gc.conv_p = 0;
+    size_t rows = (size_t)max_items * max_rows;
+    if (rows > (size_t)t->B * t->maxT) rows = (size_t)t->B * t->maxT;
+    const int convs = gc.conv_k || gc.compress_k;
+    void *st = mrw_rwkv7_gpu_stream(t->gpu);
+    mrw_status s = convs ? mrw_adapter_gpu_new_ex(&gc, max_items, max_rows, st, out, err)
+                         : mrw_adapter_gpu_new_ex(&gc, (int)rows, 1, st, out, err);
+    if (s) return s;
+    if (convs) { /* (a feature length too short for the convolutions: such items are skipped when loaded) */
+        const int ol = mrw_adapter_gpu_out_len(*out, max_rows);
+        rows = (size_t)max_items * (ol > 0 ? ol : 1);
+    }
+    *row_pos = malloc((rows ? rows : 1) * sizeof(int32_t));
+    if (!*row_pos) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    if ((prefix && (s = mrw_adapter_gpu_prefix_names(*out, prefix, err))) ||
+        (s = mrw_adapter_gpu_upload(*out, t->sets[set], 0, err)) ||
+        ((o->train & MRW_PG_ADAPTER) &&
+         (s = mrw_adapter_gpu_moments(*out, 1, t->sets[set], t->opt.m, t->opt.v, t->opt.moff[set], &t->opt.t, err))))
+        return s;
+    s = share ? mrw_adapter_gpu_share_trainer_buffers(*out, share, err)
+              : mrw_adapter_gpu_trainer_buffers(*out, (size_t)t->B * t->maxT, dt, &t->g_inject, &t->g_dinject, err);
+    if (s) return s;
+    if (!o->quiet)
+        fprintf(stderr, "modrwkv train: ModRWKV %s on the GPU: %s%s adapter (%s%s%d -> %d -> %d, bf16), encoder "
+                "features from the %s, %.2f GiB of device memory for the adapter\n",
+                o->train & MRW_PG_RWKV ? (o->train & MRW_PG_ADAPTER ? "stage 2 (adapter + RWKV)" : "RWKV")
+                                       : "stage 1 (adapter; RWKV frozen)",
+                prefix ? prefix : "", audio ? "v1 audio" : v1 ? "v1" : "v2", gc.compress_k ? "compression Conv1d, " : "",
+                gc.conv_k ? "Conv1d, " : "", adc->E, hidden, t->C,
+                t->fcache ? "feature cache / CPU encoder" : "CPU encoder", mrw_adapter_gpu_bytes(*out) / 1073741824.0);
     return MRW_OK;
 }
+#endif
 
 static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
     const mrw_train_opts *o = t->o;
@@ -1278,7 +1336,6 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
     t->enc = lm_mm; /* its encoder makes the features (setup_multimodal) */
     if (s) return s;
     if (multimodal && (s = setup_multimodal(t, err))) return s;
-    if (o->device && multimodal && (s = gpu_mm_model(t, err))) return s;
     t->sets[t->n_sets++] = mrw_rwkv7_train_params(t->lm);
     if (t->ad) t->sets[t->n_sets++] = mrw_tadapter_params(t->ad);
     for (int k = 0; k < t->n_xm; k++) t->sets[t->n_sets++] = mrw_tadapter_params(t->xm[k].ad);
@@ -1331,7 +1388,8 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
         /* MRW_TRAIN_GPU_FP32=1: fp32 activations and GEMMs (slow; the tests' exact mode) */
         const char *f32 = getenv("MRW_TRAIN_GPU_FP32");
         const int local = t->world > 1 ? t->denv.local_rank : 0;
-        mrw_rwkv7_gpu_opts go = {f32 && *f32 == '1', o->act_ckpt, local};
+        /* stage 1 (RWKV frozen): no RWKV gradients or Adam moments on the device */
+        mrw_rwkv7_gpu_opts go = {f32 && *f32 == '1', o->act_ckpt, local, t->ad && !(o->train & MRW_PG_RWKV)};
         /* the rendezvous (rank 0 serves NCCL's id at MASTER_ADDR:MASTER_PORT), then the communicator */
         if (t->world > 1 && (s = mrw_nccl_open(&t->denv, local, &t->nccl, err))) return s;
         if ((s = mrw_rwkv7_gpu_new(&cfg, t->B / t->world, t->maxT, &go, &t->gpu, err)) ||
@@ -1340,32 +1398,19 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
             (s = mrw_dp_set_bf16(t->dp, o->allreduce_bf16, err)) ||
             (s = mrw_dp_moments(t->dp, 1, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t, err)))
             return s;
-        if (t->ad) {
-            /* the adapter on the trainer's stream: v2 (hidden from the file / 4C / --adapter-scale), or v1 vision
-             * (the same graph, hidden 2C, other names); rows for every feature row a micro-batch can hold */
-            const int v1 = t->adc.kind == MRW_TADAPTER_V1_VISION;
-            const int hidden = v1 ? 2 * t->C : (t->adc.hidden ? t->adc.hidden : 4 * t->C);
-            size_t rows = (size_t)t->max_items * t->max_rows;
-            if (rows > (size_t)t->B * t->maxT) rows = (size_t)t->B * t->maxT;
-            t->row_pos = malloc(rows * sizeof(int32_t));
-            if (!t->row_pos) return mrw_err(err, MRW_E_NOMEM, "out of memory");
-            if ((s = mrw_adapter_gpu_new(t->feat_E, t->C, hidden, (int)rows, mrw_rwkv7_gpu_stream(t->gpu), &t->agpu,
-                                         err)) ||
-                (v1 && (s = mrw_adapter_gpu_use_v1_names(t->agpu, err))) ||
-                (s = mrw_adapter_gpu_upload(t->agpu, t->sets[1], 0, err)) ||
-                ((o->train & MRW_PG_ADAPTER) &&
-                 (s = mrw_adapter_gpu_moments(t->agpu, 1, t->sets[1], t->opt.m, t->opt.v, t->opt.moff[1], &t->opt.t,
-                                              err))) ||
-                (s = mrw_adapter_gpu_trainer_buffers(t->agpu, (size_t)t->B * t->maxT, go.fp32 ? MRW_CUDA_F32 : MRW_CUDA_BF16,
-                                                     &t->g_inject, &t->g_dinject, err)))
+        /* the adapters on the trainer's stream: the primary one (it owns the injected rows), then those of the other
+         * modalities of a multi-modality model (sharing them) */
+        const mrw_cuda_dtype idt = go.fp32 ? MRW_CUDA_F32 : MRW_CUDA_BF16;
+        if (t->ad && (s = gpu_adapter_new(t, &t->adc, t->max_items, t->max_rows, NULL, 1, NULL, idt, &t->agpu,
+                                          &t->row_pos, err)))
+            return s;
+        for (int k = 0; k < t->n_xm; k++) {
+            xmod *x = &t->xm[k];
+            char pre[16];
+            snprintf(pre, sizeof pre, "m%d.", x->k);
+            if ((s = gpu_adapter_new(t, &x->adc, x->max_items, x->max_rows, pre, 2 + k, t->agpu, idt, &x->agpu,
+                                     &x->row_pos, err)))
                 return s;
-            if (!o->quiet)
-                fprintf(stderr, "modrwkv train: ModRWKV %s on the GPU: %s adapter (%d -> %d -> %d, bf16), encoder "
-                        "features from the %s, %.2f GiB of device memory for the adapter\n",
-                        o->train & MRW_PG_RWKV ? (o->train & MRW_PG_ADAPTER ? "stage 2 (adapter + RWKV)" : "RWKV")
-                                               : "stage 1 (adapter; RWKV frozen)",
-                        v1 ? "v1" : "v2", t->feat_E, hidden, t->C, t->fcache ? "feature cache / CPU encoder" : "CPU encoder",
-                        mrw_adapter_gpu_bytes(t->agpu) / 1073741824.0);
         }
         if (!o->quiet && t->world > 1)
             fprintf(stderr, "modrwkv train: data parallel on %d GPUs (NCCL %s, %s gradient all-reduce%s): micro-batch "
@@ -1392,14 +1437,29 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
 static mrw_status gpu_step(trainer *t, double lr, double *norm, mrw_error *err) {
     const int trains_ad = t->agpu && (t->o->train & MRW_PG_ADAPTER), trains_rwkv = (t->o->train & MRW_PG_RWKV) != 0;
     if (!trains_ad) return mrw_dp_step(t->dp, &t->opt.cfg, lr, t->o->clip, norm, err);
-    if (!trains_rwkv) return mrw_adapter_gpu_step(t->agpu, &t->opt.cfg, lr, t->o->clip, norm, err);
+    if (!trains_rwkv && !t->n_xm) return mrw_adapter_gpu_step(t->agpu, &t->opt.cfg, lr, t->o->clip, norm, err);
+    /* one clip over every trained tensor: the partial sums of squares of the RWKV table (stage 2) or of the primary
+     * adapter, plus those of every other adapter; each step takes the norm and coefficient from that sum */
     mrw_rwkv7_gpu_flat f;
-    mrw_rwkv7_gpu_flat_get(t->gpu, &f);
+    double *part;
     mrw_status s;
-    if ((s = mrw_rwkv7_gpu_sumsq_range(t->gpu, 0, f.total, err)) ||
-        (s = mrw_adapter_gpu_sumsq_add(t->agpu, f.norm_part, err)) ||
-        (s = mrw_adapter_gpu_step_part(t->agpu, &t->opt.cfg, lr, t->o->clip, f.norm_part, NULL, err)) ||
-        (s = mrw_rwkv7_gpu_step_range(t->gpu, &t->opt.cfg, lr, t->o->clip, 0, f.total, f.m, f.v, norm, err)))
+    if (trains_rwkv) {
+        mrw_rwkv7_gpu_flat_get(t->gpu, &f);
+        if ((s = mrw_rwkv7_gpu_sumsq_range(t->gpu, 0, f.total, err)) ||
+            (s = mrw_adapter_gpu_sumsq_add(t->agpu, f.norm_part, err)))
+            return s;
+        part = f.norm_part;
+    } else if (!(part = mrw_adapter_gpu_sumsq_own(t->agpu, err))) {
+        return err ? err->code : MRW_E_INTERNAL;
+    }
+    for (int k = 0; k < t->n_xm; k++)
+        if ((s = mrw_adapter_gpu_sumsq_add(t->xm[k].agpu, part, err))) return s;
+    if ((s = mrw_adapter_gpu_step_part(t->agpu, &t->opt.cfg, lr, t->o->clip, part, trains_rwkv ? NULL : norm, err)))
+        return s;
+    for (int k = 0; k < t->n_xm; k++)
+        if ((s = mrw_adapter_gpu_step_part(t->xm[k].agpu, &t->opt.cfg, lr, t->o->clip, part, NULL, err))) return s;
+    if (!trains_rwkv) return MRW_OK;
+    if ((s = mrw_rwkv7_gpu_step_range(t->gpu, &t->opt.cfg, lr, t->o->clip, 0, f.total, f.m, f.v, norm, err)))
         return s;
     return mrw_rwkv7_gpu_refresh(t->gpu, err);
 }
@@ -1454,6 +1514,9 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
 #ifdef MRW_CUDA
         if (t.gpu && (s = mrw_rwkv7_gpu_zero_grad(t.gpu, err))) break;
         if (t.agpu && (s = mrw_adapter_gpu_zero_grad(t.agpu, err))) break;
+        for (int k = 0; k < t.n_xm && !s; k++)
+            if (t.xm[k].agpu) s = mrw_adapter_gpu_zero_grad(t.xm[k].agpu, err);
+        if (s) break;
 #endif
         double loss_sum = 0;
         int64_t step_tokens = 0;

@@ -39,7 +39,7 @@ if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
   wait
   for t in tests/cuda/*.cu bench/cuda/*.cu; do
     case $t in tests/cuda/test_decode_gpu.cu|tests/cuda/test_modrwkv_gpu.cu) continue ;; esac # whole library: carry them
-    nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" "${hobjs[@]}" -lcublas -lgomp \
+    nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" "${hobjs[@]}" -lcublas -lcublasLt -lgomp \
       -o "build-cuda/${t%.cu}" &
   done
   wait

@@ -10,8 +10,14 @@
  *   graph    the logits of a decoder replaying the CUDA graph against one launching kernels one by one: bit-equal
  * Cases: B = 1 from the zero state; B = 3 whose sequences start from states prefilled on the CPU (different prompts
  * through mrw_state_data -> mrw_decode_gpu_set_state) and read different tokens; an odd width (C = 192, three
- * heads). Then argument checks (token outside the vocabulary, batch beyond the allocation, head size 32, wrong
- * state size). Tolerance 1e-4 (max and norm err; measured worst in docs/CUDA.md). Exit status 0 only if every
+ * heads). Prompt cases (mrw_decode_gpu_step_embed, the prompt of `chat --device cuda`): a sequence that mixes text
+ * tokens (_step) and input rows (_step_embed: random rows standing for ModRWKV feature rows), one position per GPU
+ * step, against the CPU's RNN mode (mrw_eval_tokens / mrw_eval_embeddings with n = 1): rows `prompt` (the logits at
+ * every position), `pstate` (the final state), `pgraph` (graph and direct launches bit-equal), and `pseq` (the last
+ * logits and the final state against the CPU's sequence mode, mrw_eval_embeddings over the whole prompt at once on
+ * the exact context: what `chat --device cpu --exact` runs; tolerance 1e-3, other fp32 summation orders). Then
+ * argument checks (token outside the vocabulary, batch beyond the allocation, head size 32, wrong state size, NULL
+ * rows). Tolerance 1e-4 (max and norm err; measured worst in docs/CUDA.md). Exit status 0 only if every
  * row passes. --quick: fewer steps (for compute-sanitizer). */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -145,6 +151,89 @@ static int run_case(int L, int C, int F, int V, int B, int steps, int prefill, u
     return 0;
 }
 
+/* A prompt of n positions, ~1/3 of them input rows (in runs, as spliced features come), the others tokens. */
+static int run_prompt_case(int L, int C, int F, int V, int n, uint64_t seed) {
+    char cs[64];
+    snprintf(cs, sizeof cs, "L%d C%d F%d V%d prompt %d", L, C, F, V, n);
+    mrw_error err = {};
+    mrw_rwkv7_config cfg = {L, C, 64, F, V, 0, 0, 0, 0};
+    mrw_model *m = NULL;
+    if (mrw_model_new_random(&cfg, MRW_DT_BF16, seed, &m, &err)) {
+        printf("model: %s\n", err.msg);
+        return 1;
+    }
+    mrw_context_params cp = mrw_context_params_default();
+    cp.n_threads = 1;
+    cp.exact = 1;
+    mrw_context *ctx = NULL;
+    mrw_decode_gpu *g = NULL, *g2 = NULL;
+    if (mrw_context_new(m, &cp, &ctx, &err) || mrw_decode_gpu_from_model(m, 1, &g, &err) ||
+        mrw_decode_gpu_from_model(m, 1, &g2, &err)) {
+        printf("setup: %s\n", err.msg);
+        return 1;
+    }
+    mrw_decode_gpu_set_graph(g2, 0);
+    std::vector<int32_t> tok(n);
+    std::vector<float> rows((size_t)n * C);
+    for (int i = 0; i < n; i++) {
+        const int feature = (i / 4) % 3 == 1; /* runs of 4 rows */
+        tok[i] = feature ? -1 : (int32_t)rnd(V);
+        float *r = rows.data() + (size_t)i * C;
+        if (feature)
+            for (int c = 0; c < C; c++) r[c] = (float)rnd(2001) / 1000.0f - 1.0f;
+        else
+            mrw_model_embedding(m, tok[i], r);
+    }
+    mrw_state *st = mrw_state_new(m), *sq = mrw_state_new(m);
+    std::vector<float> lc((size_t)V), lgpu((size_t)V), lgpu2((size_t)V), lseq((size_t)V);
+    double wm = 0, wn = 0;
+    int graph_equal = 1;
+    for (int i = 0; i < n; i++) {
+        const float *r = rows.data() + (size_t)i * C;
+        mrw_status a = tok[i] >= 0 ? mrw_decode_gpu_step(g, &tok[i], 1, lgpu.data(), &err)
+                                   : mrw_decode_gpu_step_embed(g, r, 1, lgpu.data(), &err);
+        mrw_status b = tok[i] >= 0 ? mrw_decode_gpu_step(g2, &tok[i], 1, lgpu2.data(), &err)
+                                   : mrw_decode_gpu_step_embed(g2, r, 1, lgpu2.data(), &err);
+        mrw_status c = tok[i] >= 0 ? mrw_eval_tokens(ctx, st, &tok[i], 1, MRW_LOGITS_LAST, lc.data(), &err)
+                                   : mrw_eval_embeddings(ctx, st, r, 1, MRW_LOGITS_LAST, lc.data(), &err);
+        if (a || b || c) {
+            printf("step %d: %s\n", i, err.msg);
+            return 1;
+        }
+        graph_equal &= memcmp(lgpu.data(), lgpu2.data(), lgpu.size() * sizeof(float)) == 0;
+        errs e1;
+        e1.add(lgpu.data(), lc.data(), V);
+        wm = fmax(wm, e1.max_err()), wn = fmax(wn, e1.norm_err());
+    }
+    row("prompt", cs, wm, wn, TOL);
+    const size_t nsf = mrw_decode_gpu_state_floats(g);
+    std::vector<float> gs(nsf);
+    size_t ns;
+    float *d = mrw_state_data(st, &ns);
+    mrw_decode_gpu_get_state(g, 0, gs.data(), nsf, &err);
+    errs es;
+    es.add(gs.data(), d, ns);
+    row("pstate", cs, es.max_err(), es.norm_err(), TOL);
+    check("pgraph", cs, graph_equal);
+    /* the CPU's sequence mode over the whole prompt (what the CPU chat runs) */
+    if (mrw_eval_embeddings(ctx, sq, rows.data(), n, MRW_LOGITS_LAST, lseq.data(), &err)) {
+        printf("sequence: %s\n", err.msg);
+        return 1;
+    }
+    errs eq, eqs;
+    eq.add(lgpu.data(), lseq.data(), V);
+    float *dq = mrw_state_data(sq, &ns);
+    eqs.add(gs.data(), dq, ns);
+    row("pseq", cs, fmax(eq.max_err(), eqs.max_err()), fmax(eq.norm_err(), eqs.norm_err()), 1e-3);
+    mrw_state_free(st);
+    mrw_state_free(sq);
+    mrw_decode_gpu_free(g);
+    mrw_decode_gpu_free(g2);
+    mrw_context_free(ctx);
+    mrw_model_free(m);
+    return 0;
+}
+
 static void arg_checks(void) {
     mrw_error err = {};
     mrw_decode_gpu_shape sh = {1, 128, 64, 256, 100, 32, 32, 32, 32};
@@ -161,6 +250,10 @@ static void arg_checks(void) {
     float x[4] = {0};
     check("args", "wrong state size", mrw_decode_gpu_set_state(g, 0, x, 4, &err) == MRW_E_ARG);
     check("args", "wrong tensor size", mrw_decode_gpu_set(g, MRW_DG_WR, 0, x, 4, &err) == MRW_E_ARG);
+    check("args", "NULL embedding rows", mrw_decode_gpu_step_embed(g, NULL, 1, NULL, &err) == MRW_E_ARG);
+    std::vector<float> er(3 * 128, 0.1f);
+    check("args", "3 embedding rows > max 2", mrw_decode_gpu_step_embed(g, er.data(), 3, NULL, &err) == MRW_E_ARG);
+    check("args", "valid embedding step", mrw_decode_gpu_step_embed(g, er.data(), 2, NULL, &err) == MRW_OK);
     t[1] = 9;
     check("args", "valid step after errors", mrw_decode_gpu_step(g, t, 2, NULL, &err) == MRW_OK);
     mrw_decode_gpu_free(g);
@@ -186,6 +279,8 @@ int main(int argc, char **argv) {
     if (run_case(2, 128, 512, 300, 3, n, 1, 12)) g_fail++;
     if (run_case(3, 192, 448, 1000, 2, quick ? 3 : 10, 1, 13)) g_fail++;
     if (!quick && run_case(2, 256, 1024, 65536, 1, 6, 1, 14)) g_fail++;
+    if (run_prompt_case(2, 128, 512, 300, quick ? 12 : 40, 15)) g_fail++;
+    if (!quick && run_prompt_case(3, 192, 448, 1000, 30, 16)) g_fail++;
     arg_checks();
     printf("%d of %d rows passed\n", g_rows - g_fail, g_rows);
     return g_fail ? 1 : 0;

@@ -6,6 +6,17 @@
  *            safetensors file with Hugging Face names and loaded by both (mrw_vit_load, mrw_vit_gpu_from_file):
  *            last_hidden_state of several images encoded at once, each against its own CPU forward, with both
  *            attention variants (batched GEMMs + softmax; the fused kernel), then bf16 output and device pixels
+ *   whisper  src/kernels/cuda/whisper_gpu.h (bf16; the ViT's layers behind a Conv1d stem) against mrw_whisper_enc
+ *            (fp32) with the same random weights written with transformers' names: last_hidden_state of one clip,
+ *            head_dim 64 (fused attention) and 32 (batched), an odd frame count, and the whisper-tiny shape at 3000
+ *            frames; then the models/speech bundle (Whisper width 384, q8_0) through mrw_mm_encode_audio_gpu against
+ *            mrw_mm_encode_audio (encoder rows trimmed to the real audio, and the CPU adapter's features)
+ *   mm image ModRWKV inference with the encoder on the GPU (mrw_vit_gpu_from_mm + mrw_mm_encode_image_gpu, what
+ *            `chat` / `generate` / `encode --device cuda` run) against mrw_mm_encode_image (CPU, f32 encoder) on the
+ *            models in the tree: models/vision (bundle, SigLIP C128 f16, v1 adapter), the v1 fixture with its
+ *            SigLIP directory, the v2 fixture (encoder weights in the checkpoint, its config.json from the SigLIP
+ *            directory as the CLI tests pass it, Conv1d k3 s2 before the adapter, bf16):
+ *            last_hidden_state and the adapted features of one image; a model without an image encoder is an error
  *     make CUDA=1 BUILD=<dir> <dir>/tests/cuda/test_modrwkv_gpu && <dir>/tests/cuda/test_modrwkv_gpu [--quick]
  * Errors: max err = max|gpu - cpu| / max|cpu|, norm err = ||gpu - cpu|| / ||cpu|| (per tensor; for the ViT over all
  * images). Tolerances, bf16 (inputs and the adapter's matrices rounded to bf16 for both sides, so only the GPU's own
@@ -13,7 +24,7 @@
  *   adapter output, d_x: 1e-2 / 1e-2 (one rounding of a1, h and the output each, ~2^-9 relative)
  *   adapter parameter gradients (fp32 sums of bf16 products over the rows): 2e-2 / 1e-2
  *   Adam: norm 1e-5 (fp32 vs double sums), weights 1e-3 of lr (the kernels round as the CPU does)
- *   ViT, 2 layers: 3e-2 / 1e-2; SigLIP2-base shape (12 layers, 576 tokens): 6e-2 / 2e-2 (bf16 GEMM inputs
+ *   ViT, 2 layers (and mm image: 2-3 layers, then the CPU adapter on the GPU's encoder rows): 3e-2 / 1e-2; SigLIP2-base shape (12 layers, 576 tokens): 6e-2 / 2e-2 (bf16 GEMM inputs
  *   in every layer; the residual stream stays fp32)
  * --quick: small shapes only (for compute-sanitizer). Exit status 0 only if every row passes. */
 #include <cuda_runtime.h>
@@ -34,7 +45,10 @@ extern "C" {
 #include "formats/tensorfile.h"
 #include "kernels/cuda/adapter_gpu.h"
 #include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/whisper_gpu.h"
 #include "models/vit.h"
+#include "models/whisper_enc.h"
+#include "modrwkv.h"
 #include "train/adapter_train.h"
 #include "train/optim.h"
 #include "train/params.h"
@@ -354,6 +368,192 @@ static void run_vit(const vit_shape *v, const char *dir) {
     unlink(path);
 }
 
+/* ------------------------------------------------------------------------------------------- Whisper */
+
+struct whisper_shape {
+    const char *name;
+    int mels, d, heads, L, ffn, n_pos, frames;
+    double tol_max, tol_norm;
+};
+
+static void run_whisper(const whisper_shape *w, const char *dir) {
+    mrw_error e;
+    char path[512];
+    snprintf(path, sizeof path, "%s/whisper_%d.safetensors", dir, (int)getpid());
+    std::vector<std::vector<float>> data;
+    std::vector<mrw_tensor_info> ts;
+    std::vector<std::string> names;
+    auto add = [&](const std::string &n, std::vector<int64_t> shape, float lo, float hi) {
+        size_t cnt = 1;
+        for (int64_t d : shape) cnt *= (size_t)d;
+        std::vector<float> v(cnt);
+        for (size_t i = 0; i < cnt; i++) v[i] = rnd_u(lo, hi);
+        data.push_back(std::move(v));
+        names.push_back(n);
+        mrw_tensor_info t;
+        memset(&t, 0, sizeof t);
+        t.dtype = MRW_DT_F32;
+        t.ndim = (int)shape.size();
+        for (size_t i = 0; i < shape.size(); i++) t.shape[i] = shape[i];
+        t.nbytes = cnt * 4;
+        ts.push_back(t);
+    };
+    const int d = w->d, F = w->ffn;
+    const float bc = sqrtf(3.f / d), bf = sqrtf(3.f / F), b1 = sqrtf(3.f / (3.f * w->mels)), b2 = sqrtf(3.f / (3.f * d));
+    add("conv1.weight", {d, w->mels, 3}, -b1, b1);
+    add("conv1.bias", {d}, -0.1f, 0.1f);
+    add("conv2.weight", {d, d, 3}, -b2, b2);
+    add("conv2.bias", {d}, -0.1f, 0.1f);
+    add("embed_positions.weight", {w->n_pos, d}, -0.5f, 0.5f);
+    for (int l = 0; l < w->L; l++) {
+        const std::string p = "layers." + std::to_string(l) + ".";
+        add(p + "self_attn_layer_norm.weight", {d}, 0.8f, 1.2f);
+        add(p + "self_attn_layer_norm.bias", {d}, -0.1f, 0.1f);
+        for (const char *q : {"q", "k", "v", "out"}) {
+            add(p + "self_attn." + q + "_proj.weight", {d, d}, -bc, bc);
+            if (strcmp(q, "k")) add(p + "self_attn." + q + "_proj.bias", {d}, -0.1f, 0.1f);
+        }
+        add(p + "final_layer_norm.weight", {d}, 0.8f, 1.2f);
+        add(p + "final_layer_norm.bias", {d}, -0.1f, 0.1f);
+        add(p + "fc1.weight", {F, d}, -bc, bc);
+        add(p + "fc1.bias", {F}, -0.1f, 0.1f);
+        add(p + "fc2.weight", {d, F}, -bf, bf);
+        add(p + "fc2.bias", {d}, -0.1f, 0.1f);
+    }
+    add("layer_norm.weight", {d}, 0.8f, 1.2f);
+    add("layer_norm.bias", {d}, -0.1f, 0.1f);
+    for (size_t i = 0; i < ts.size(); i++) ts[i].name = (char *)names[i].c_str(), ts[i].data = data[i].data();
+    CHECK(mrw_safetensors_write(path, ts.data(), (int)ts.size(), NULL, 0, NULL, NULL, &e));
+    mrw_tfile *f = NULL;
+    CHECK(mrw_tfile_open(path, &f, &e));
+    mrw_whisper_params prm;
+    memset(&prm, 0, sizeof prm);
+    prm.n_heads = w->heads;
+    mrw_whisper_enc *cpu = NULL;
+    CHECK(mrw_whisper_enc_load(f, &prm, &cpu, &e));
+    const mrw_whisper_config *c = mrw_whisper_enc_config(cpu);
+    mrw_vit_gpu *gpu = NULL;
+    CHECK(mrw_whisper_gpu_from_file(f, mrw_whisper_enc_prefix(cpu), c, w->frames, NULL, &gpu, &e));
+    const int T = mrw_whisper_enc_out_frames(w->frames);
+    std::vector<float> mel((size_t)w->mels * w->frames), ref((size_t)T * d), got((size_t)T * d, NAN);
+    for (auto &x : mel) x = rnd_u(-1.f, 1.5f);
+    mrw_kctx k;
+    mrw_kctx_init(&k, 0);
+    CHECK(mrw_whisper_enc_forward(cpu, &k, mel.data(), w->frames, ref.data(), &e));
+    mrw_kctx_free(&k);
+    CHECK(mrw_whisper_gpu_forward_host(gpu, mel.data(), got.data(), &e));
+    double me, ne;
+    char cs[64], what[128];
+    snprintf(cs, sizeof cs, "whisper %s", w->name);
+    snprintf(what, sizeof what, "%d frames -> %d x %d, %s attn", w->frames, T, d,
+             mrw_vit_gpu_set_attention(gpu, 1) ? "fused" : "batched");
+    errs(got.data(), ref.data(), got.size(), &me, &ne);
+    row(cs, what, me, ne, w->tol_max, w->tol_norm);
+    /* a ViT forward on a Whisper encoder and a Whisper forward on a ViT are errors */
+    int ok = mrw_vit_gpu_forward(gpu, mel.data(), 1, 1, MRW_CUDA_F32, got.data(), &e) == MRW_E_ARG;
+    mrw_whisper_config bad = *c;
+    bad.n_heads = 5;
+    mrw_vit_gpu *g2 = NULL;
+    ok &= mrw_whisper_gpu_new(&bad, w->frames, NULL, &g2, &e) == MRW_E_ARG && !g2;
+    ok &= mrw_whisper_gpu_new(c, 2 * c->n_pos + 1, NULL, &g2, &e) == MRW_E_ARG && !g2;
+    row(cs, "bad arguments rejected", ok ? 0 : 1, ok ? 0 : 1, 0, 0);
+    mrw_vit_gpu_free(gpu);
+    mrw_whisper_enc_free(cpu);
+    mrw_tfile_close(f);
+    unlink(path);
+}
+
+/* One recording through a ModRWKV model with a Whisper encoder on the CPU (f32) and on the GPU (bf16). */
+static void run_mm_audio(const char *cs, const char *model, const char *encoder, const char *wav) {
+    mrw_error err = {};
+    mrw_mm_params p = mrw_mm_params_default();
+    p.encoder = encoder;
+    mrw_mm *mm = NULL;
+    if (mrw_mm_load(model, &p, &mm, &err)) {
+        out("%s: %s\n", cs, err.msg);
+        g_rows++, g_fail++;
+        return;
+    }
+    mrw_features fc = {}, ec = {}, fg = {}, eg = {};
+    mrw_vit_gpu *wg = NULL;
+    mrw_status a = mrw_mm_encode_audio(mm, wav, 0, &fc, &ec, &err);
+    if (!a) a = mrw_whisper_gpu_from_mm(mm, NULL, &wg, &err);
+    if (!a) a = mrw_mm_encode_audio_gpu(mm, wg, wav, 0, &fg, &eg, &err);
+    if (a || ec.n != eg.n || ec.dim != eg.dim || fc.n != fg.n || fc.dim != fg.dim) {
+        out("%s: %s (cpu %dx%d / %dx%d, gpu %dx%d / %dx%d)\n", cs, a ? err.msg : "shapes differ", ec.n, ec.dim, fc.n,
+            fc.dim, eg.n, eg.dim, fg.n, fg.dim);
+        g_rows++, g_fail++;
+    } else {
+        double me, ne;
+        char what[64];
+        errs(eg.rows, ec.rows, (size_t)ec.n * ec.dim, &me, &ne);
+        snprintf(what, sizeof what, "encoder output %dx%d (trimmed)", ec.n, ec.dim);
+        row(cs, what, me, ne, 3e-2, 1e-2);
+        errs(fg.rows, fc.rows, (size_t)fc.n * fc.dim, &me, &ne);
+        snprintf(what, sizeof what, "features (CPU adapter) %dx%d", fc.n, fc.dim);
+        row(cs, what, me, ne, 3e-2, 1e-2);
+    }
+    mrw_features_free(&fc), mrw_features_free(&ec), mrw_features_free(&fg), mrw_features_free(&eg);
+    mrw_vit_gpu_free(wg);
+    mrw_mm_free(mm);
+}
+
+/* One image through a ModRWKV model with the encoder on the CPU (f32) and on the GPU (bf16). Paths from the
+ * repository root. */
+static void run_mm_image(const char *cs, const char *model, const char *encoder, const char *image) {
+    mrw_error err = {};
+    mrw_mm_params p = mrw_mm_params_default();
+    p.encoder = encoder;
+    mrw_mm *mm = NULL;
+    if (mrw_mm_load(model, &p, &mm, &err)) {
+        out("%s: %s\n", cs, err.msg);
+        g_rows++, g_fail++;
+        return;
+    }
+    mrw_features fc = {}, ec = {}, fg = {}, eg = {};
+    mrw_vit_gpu *vg = NULL;
+    mrw_status a = mrw_mm_encode_image(mm, image, 1, &fc, &ec, &err);
+    if (!a) a = mrw_vit_gpu_from_mm(mm, 1, NULL, &vg, &err);
+    if (!a) a = mrw_mm_encode_image_gpu(mm, vg, image, 1, &fg, &eg, &err);
+    if (a || ec.n != eg.n || ec.dim != eg.dim || fc.n != fg.n || fc.dim != fg.dim) {
+        out("%s: %s (cpu %dx%d / %dx%d, gpu %dx%d / %dx%d)\n", cs, a ? err.msg : "shapes differ", ec.n, ec.dim, fc.n,
+            fc.dim, eg.n, eg.dim, fg.n, fg.dim);
+        g_rows++, g_fail++;
+    } else {
+        double me, ne;
+        char what[64];
+        errs(eg.rows, ec.rows, (size_t)ec.n * ec.dim, &me, &ne);
+        snprintf(what, sizeof what, "encoder output %dx%d", ec.n, ec.dim);
+        row(cs, what, me, ne, 3e-2, 1e-2);
+        errs(fg.rows, fc.rows, (size_t)fc.n * fc.dim, &me, &ne);
+        snprintf(what, sizeof what, "features (CPU adapter) %dx%d", fc.n, fc.dim);
+        row(cs, what, me, ne, 3e-2, 1e-2);
+    }
+    mrw_features_free(&fc), mrw_features_free(&ec), mrw_features_free(&fg), mrw_features_free(&eg);
+    mrw_vit_gpu_free(vg);
+    mrw_mm_free(mm);
+}
+
+static void mm_image_errors(void) {
+    mrw_error err = {};
+    mrw_mm_params p = mrw_mm_params_default();
+    p.encoder = "tests/fixtures/modrwkv/whisper";
+    mrw_mm *mm = NULL;
+    mrw_vit_gpu *vg = NULL;
+    int ok = 0;
+    if (!mrw_mm_load("tests/fixtures/modrwkv/v1_audio/rwkv-0.pth", &p, &mm, &err)) {
+        ok = mrw_vit_gpu_from_mm(mm, 1, NULL, &vg, &err) == MRW_E_ARG && !vg;
+        out("    (%s)\n", err.msg);
+    } else {
+        out("    load: %s\n", err.msg);
+    }
+    g_rows++;
+    if (!ok) g_fail++;
+    out("%-30s %-40s %10s %10s %17s %s\n", "mm audio model", "no image encoder: MRW_E_ARG", "-", "-", "-", ok ? "ok" : "FAIL");
+    mrw_vit_gpu_free(vg);
+    mrw_mm_free(mm);
+}
+
 /* A crash on the GPU machine prints where it happened (addresses for addr2line on the unstripped binary). */
 static void on_fatal(int sig) {
     void *bt[64];
@@ -387,6 +587,19 @@ int main(int argc, char **argv) {
         {"clip C128 L2 p7 S35", MRW_VIT_CLIP, 128, 2, 320, 7, 35, 2, 3e-2, 1e-2},
         {"siglip2-base C768 L12 p16 S384", MRW_VIT_SIGLIP, 768, 12, 3072, 16, 384, 2, 6e-2, 2e-2}};
     for (int i = 0; i < (quick ? 2 : 3); i++) run_vit(&shapes[i], tmp);
+    run_mm_image("mm models/vision", "models/vision/model.safetensors", NULL, "models/vision/example.png");
+    run_mm_image("mm v1 fixture + siglip", "tests/fixtures/modrwkv/v1_vision/rwkv-0.pth", "tests/fixtures/modrwkv/siglip",
+                 "tests/fixtures/modrwkv/media/image_a.png");
+    run_mm_image("mm v2 fixture (conv k3 s2)", "tests/fixtures/modrwkv/v2/rwkv-0.pth", "tests/fixtures/modrwkv/siglip",
+                 "tests/fixtures/modrwkv/media/image_b.png");
+    mm_image_errors();
+    const whisper_shape ws[] = {{"d128 H2 L2 80 frames", 16, 128, 2, 2, 256, 40, 80, 3e-2, 1e-2},
+                                {"d96 H3 L2 59 frames", 20, 96, 3, 2, 192, 30, 59, 3e-2, 1e-2},
+                                {"tiny d384 H6 L4 3000 frames", 80, 384, 6, 4, 1536, 1500, 3000, 3e-2, 1e-2}};
+    for (int i = 0; i < (quick ? 2 : 3); i++) run_whisper(&ws[i], tmp);
+    run_mm_audio("mm models/speech", "models/speech/model-q8_0.gguf", NULL, "models/speech/example.wav");
+    run_mm_audio("mm v1 audio fixture + whisper", "tests/fixtures/modrwkv/v1_audio/rwkv-0.pth",
+                 "tests/fixtures/modrwkv/whisper", "tests/fixtures/modrwkv/media/speech.wav");
     out("%d of %d rows passed\n", g_rows - g_fail, g_rows);
     if (g_log) fclose(g_log);
     return g_fail ? 1 : 0;

@@ -1,8 +1,10 @@
 /* bf16 GEMM, fp32 accumulation, through cublasGemmEx (gemm.h). Row-major C = op(A) op(B) is column-major
  * C^T = op(B)^T op(A)^T, and a row-major matrix is its transpose in column-major, so the call passes B first
  * with the same op flags and the dimensions swapped. */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cuda/common.cuh"
 
@@ -56,5 +58,152 @@ extern "C" mrw_status mrw_cuda_gemm(mrw_cuda_blas *b, int transA, int transB, in
                          CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS)
         return mrw_err(err, MRW_E_INTERNAL, "gemm (cuda): cublasGemmEx %dx%dx%d: %s", M, N, K, blas_msg(s));
+    return MRW_OK;
+}
+
+/* ------------------------------------------------------------------------------------ cuBLASLt, C != D */
+
+namespace {
+struct lt_key {
+    int ab, c, tA, tB, M, N, K, lda, ldb, ldd, beta0, alA, alB, alC, alD;
+};
+struct lt_plan {
+    lt_key k;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+constexpr int LT_CACHE = 32;
+constexpr size_t LT_WS = (size_t)32 << 20;
+} // namespace
+
+struct mrw_cuda_lt {
+    cublasLtHandle_t h;
+    void *ws;
+    int n;
+    lt_plan plan[LT_CACHE];
+};
+
+static void plan_free(lt_plan *p) {
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
+    p->op = nullptr, p->la = p->lb = p->lc = nullptr;
+}
+
+extern "C" mrw_status mrw_cuda_lt_new(mrw_cuda_lt **out, mrw_error *err) {
+    *out = nullptr;
+    mrw_cuda_lt *b = (mrw_cuda_lt *)calloc(1, sizeof *b);
+    if (!b) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    const cublasStatus_t s = cublasLtCreate(&b->h);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        free(b);
+        return mrw_err(err, MRW_E_INTERNAL, "cublasLtCreate: %s", blas_msg(s));
+    }
+    if (cudaMalloc(&b->ws, LT_WS) != cudaSuccess) {
+        cudaGetLastError();
+        cublasLtDestroy(b->h);
+        free(b);
+        return mrw_err(err, MRW_E_NOMEM, "gemm (cuda): cannot allocate the %zu MiB cuBLASLt workspace", LT_WS >> 20);
+    }
+    *out = b;
+    return MRW_OK;
+}
+
+extern "C" void mrw_cuda_lt_free(mrw_cuda_lt *b) {
+    if (!b) return;
+    for (int i = 0; i < b->n; i++) plan_free(&b->plan[i]);
+    cudaFree(b->ws);
+    cublasLtDestroy(b->h);
+    free(b);
+}
+
+/* the largest power of two (at most 256) that divides the address */
+static int align_of(const void *p) {
+    const uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && (a & (uintptr_t)(al - 1))) al >>= 1;
+    return al;
+}
+
+static cublasStatus_t plan_make(mrw_cuda_lt *b, const lt_key &k, lt_plan *p) {
+    const cudaDataType_t at = k.ab ? CUDA_R_16BF : CUDA_R_32F, ct = k.c ? CUDA_R_16BF : CUDA_R_32F;
+    /* row-major D = op(A) op(B) is column-major D^T = op(B)^T op(A)^T: cuBLASLt's A is our B and vice versa */
+    const cublasOperation_t opa = k.tB ? CUBLAS_OP_T : CUBLAS_OP_N, opb = k.tA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t s = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&p->la, at, k.tB ? k.K : k.N, k.tB ? k.N : k.K, k.ldb);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&p->lb, at, k.tA ? k.M : k.K, k.tA ? k.K : k.M, k.lda);
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&p->lc, ct, k.N, k.M, k.ldd);
+    cublasLtMatmulPreference_t pref = nullptr;
+    if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulPreferenceCreate(&pref);
+    const uint64_t ws = LT_WS;
+    const uint32_t al[4] = {(uint32_t)k.alB, (uint32_t)k.alA, (uint32_t)k.alC, (uint32_t)k.alD};
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4);
+    cublasLtMatmulHeuristicResult_t res;
+    int got = 0;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulAlgoGetHeuristic(b->h, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &got);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (s == CUBLAS_STATUS_SUCCESS && got < 1) s = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        plan_free(p);
+        return s;
+    }
+    p->algo = res.algo;
+    p->k = k;
+    return s;
+}
+
+extern "C" mrw_status mrw_cuda_gemm_cd(mrw_cuda_lt *b, mrw_cuda_dtype ab_dt, int transA, int transB, int M, int N,
+                                       int K, float alpha, const void *A, int lda, const void *B, int ldb, float beta,
+                                       const void *Cin, mrw_cuda_dtype c_dt, void *D, int ldd, void *stream,
+                                       mrw_error *err) {
+    if (!b || !A || !B || !D || (beta != 0.f && !Cin))
+        return mrw_err(err, MRW_E_ARG, "gemm (cuda, lt): NULL handle or matrix");
+    if (M < 1 || N < 1 || K < 1) return mrw_err(err, MRW_E_ARG, "gemm (cuda, lt): bad shape M=%d N=%d K=%d", M, N, K);
+    if (lda < (transA ? M : K) || ldb < (transB ? K : N) || ldd < N)
+        return mrw_err(err, MRW_E_ARG, "gemm (cuda, lt): leading dimension too small (lda %d ldb %d ldd %d for "
+                       "%dx%dx%d)", lda, ldb, ldd, M, N, K);
+    if ((ab_dt != MRW_CUDA_F32 && ab_dt != MRW_CUDA_BF16) || (c_dt != MRW_CUDA_F32 && c_dt != MRW_CUDA_BF16))
+        return mrw_err(err, MRW_E_UNSUPPORTED, "gemm (cuda, lt): dtypes %d / %d", (int)ab_dt, (int)c_dt);
+    if (!Cin) Cin = D;
+    const lt_key k = {ab_dt == MRW_CUDA_BF16, c_dt == MRW_CUDA_BF16, !!transA, !!transB, M, N, K, lda, ldb, ldd,
+                      beta == 0.f, align_of(A), align_of(B), align_of(Cin), align_of(D)};
+    lt_plan *p = nullptr;
+    for (int i = 0; i < b->n && !p; i++)
+        if (!memcmp(&b->plan[i].k, &k, sizeof k)) p = &b->plan[i];
+    if (!p) {
+        if (b->n == LT_CACHE) { /* full: drop the oldest */
+            plan_free(&b->plan[0]);
+            memmove(&b->plan[0], &b->plan[1], (LT_CACHE - 1) * sizeof(lt_plan));
+            b->n--;
+        }
+        lt_plan np;
+        memset(&np, 0, sizeof np);
+        const cublasStatus_t s = plan_make(b, k, &np);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            return mrw_err(err, s == CUBLAS_STATUS_NOT_SUPPORTED ? MRW_E_UNSUPPORTED : MRW_E_INTERNAL,
+                           "gemm (cuda, lt): no algorithm for %dx%dx%d: %s", M, N, K, blas_msg(s));
+        b->plan[b->n] = np;
+        p = &b->plan[b->n++];
+    }
+    const cublasStatus_t s = cublasLtMatmul(b->h, p->op, &alpha, B, p->la, A, p->lb, &beta, Cin, p->lc, D, p->lc,
+                                            &p->algo, b->ws, LT_WS, (cudaStream_t)stream);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return mrw_err(err, MRW_E_INTERNAL, "gemm (cuda, lt): cublasLtMatmul %dx%dx%d: %s", M, N, K, blas_msg(s));
     return MRW_OK;
 }

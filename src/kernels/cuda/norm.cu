@@ -1,7 +1,8 @@
 /* LayerNorm and GroupNorm + bonus + gate, forward and backward (norm.h). LayerNorm: one warp per row with the row
  * in registers (C even and <= 1024, 8-byte aligned tensors), else one block of 256 threads per row; fp32 statistics
- * (mean, then the centred variance); the backward's parameter sums in a separate pass (the warp path: column pairs,
- * ln_param2_kernel; else colsum).
+ * (mean, then the centred variance). The backward is fused with the parameter sums (per-slice partial sums, then
+ * ln_part_final): one warp per row for C <= 1024 (ln_bwd_fused_kernel), a block per row walking a slice of rows for
+ * C <= 2048 (ln_bwd_block_fused_kernel); wider or unpaired rows take the block kernel and a separate colsum pass.
  * GroupNorm: one warp per (row, head), each lane two of the head's 64 channels (adjacent ones, one paired access,
  * when the tensors are 8-byte aligned). Parameter gradients: the column sums of common.cuh (GroupNorm's backward:
  * summed in registers over a slice of rows per block, in the same pass). */
@@ -126,72 +127,173 @@ __global__ void __launch_bounds__(256) ln_fwd_warp_kernel(int rows, int C, const
     if (lane == 0) mean[row] = mu, rstd[row] = rs;
 }
 
-template <typename T, int NP>
-__global__ void __launch_bounds__(256) ln_bwd_warp_kernel(int rows, int C, const T *dy, const T *x, const float *mean,
-                                                          const float *rstd, const float *w, int acc, T *dx) {
-    const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= rows) return;
-    const size_t o = (size_t)row * C;
-    const float mu = mean[row], rs = rstd[row];
-    float2 xh[NP], d[NP];
-    float m1 = 0.f, m2 = 0.f;
+/* The warp backward fused with its parameter sums (C even, C <= 64 NP, 8-byte aligned tensors): block = a slice of
+ * `per` rows, 4 warps, warp w takes rows r0 + w, r0 + w + 4, ...; lane l holds the pairs 64 j + 2 l of its row in
+ * registers and adds its dy xhat and dy terms into the warp's own [2][C] accumulator in dynamic shared memory (each
+ * lane only its own columns: no barrier until the end). Then the 4 warps' accumulators are added in a fixed order
+ * into part[slice][2][C] and ln_part_final adds the slices: deterministic, and dy and x are read once (the separate
+ * parameter pass read them a second time). PG false: dx only (no scratch given). */
+constexpr int LNF_WARPS = 4, LN_MAX_SLICES = 1024;
+template <typename T, int NP, bool PG>
+__global__ void __launch_bounds__(LNF_WARPS * 32)
+    ln_bwd_fused_kernel(int rows, int C, int per, const T *dy, const T *x, const float *mean, const float *rstd,
+                        const float *w, int acc, T *dx, float *part) {
+    extern __shared__ float lnf_sh[]; /* [LNF_WARPS][2][C] */
+    const int wp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *aw = lnf_sh + (size_t)wp * 2 * C, *ab = aw + C;
+    float2 wv[NP];
 #pragma unroll
     for (int j = 0; j < NP; j++) {
         const int i = 64 * j + 2 * lane;
-        if (i < C) {
-            const float2 xv = ld2(x, o + i), dv = ld2(dy, o + i);
-            xh[j] = make_float2((xv.x - mu) * rs, (xv.y - mu) * rs);
-            d[j] = make_float2(dv.x * w[i], dv.y * w[i + 1]);
-        } else {
-            xh[j] = d[j] = make_float2(0.f, 0.f);
-        }
-        m1 += d[j].x + d[j].y, m2 += d[j].x * xh[j].x + d[j].y * xh[j].y;
+        wv[j] = i < C ? make_float2(w[i], w[i + 1]) : make_float2(0.f, 0.f);
+        if (PG && i < C) *(float2 *)(aw + i) = make_float2(0.f, 0.f), *(float2 *)(ab + i) = make_float2(0.f, 0.f);
     }
-    m1 = warp_sum(m1) / C;
-    m2 = warp_sum(m2) / C;
+    const int r0 = blockIdx.x * per, r1 = min(rows, r0 + per);
+    for (int row = r0 + wp; row < r1; row += LNF_WARPS) {
+        const size_t o = (size_t)row * C;
+        const float mu = mean[row], rs = rstd[row];
+        float2 xh[NP], dv[NP];
+        float m1 = 0.f, m2 = 0.f;
 #pragma unroll
-    for (int j = 0; j < NP; j++) {
-        const int i = 64 * j + 2 * lane;
-        if (i >= C) continue;
-        float g0 = rs * (d[j].x - m1 - xh[j].x * m2), g1 = rs * (d[j].y - m1 - xh[j].y * m2);
-        if (acc) {
-            const float2 p = ld2(dx, o + i);
-            g0 = p.x + g0, g1 = p.y + g1;
+        for (int j = 0; j < NP; j++) {
+            const int i = 64 * j + 2 * lane;
+            if (i < C) {
+                const float2 xv = ld2(x, o + i);
+                dv[j] = ld2(dy, o + i);
+                xh[j] = make_float2((xv.x - mu) * rs, (xv.y - mu) * rs);
+            } else {
+                xh[j] = dv[j] = make_float2(0.f, 0.f);
+            }
+            const float d0 = dv[j].x * wv[j].x, d1 = dv[j].y * wv[j].y;
+            m1 += d0 + d1, m2 += d0 * xh[j].x + d1 * xh[j].y;
         }
-        st2(dx, o + i, g0, g1);
+        m1 = warp_sum(m1) / C;
+        m2 = warp_sum(m2) / C;
+#pragma unroll
+        for (int j = 0; j < NP; j++) {
+            const int i = 64 * j + 2 * lane;
+            if (i >= C) continue;
+            float g0 = rs * (dv[j].x * wv[j].x - m1 - xh[j].x * m2), g1 = rs * (dv[j].y * wv[j].y - m1 - xh[j].y * m2);
+            if (acc) {
+                const float2 p = ld2(dx, o + i);
+                g0 = p.x + g0, g1 = p.y + g1;
+            }
+            st2(dx, o + i, g0, g1);
+            if (PG) {
+                float2 a = *(float2 *)(aw + i), b = *(float2 *)(ab + i);
+                a.x += dv[j].x * xh[j].x, a.y += dv[j].y * xh[j].y, b.x += dv[j].x, b.y += dv[j].y;
+                *(float2 *)(aw + i) = a, *(float2 *)(ab + i) = b;
+            }
+        }
+    }
+    if constexpr (PG) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < 2 * C; i += LNF_WARPS * 32) {
+            float s = 0.f;
+#pragma unroll
+            for (int ww = 0; ww < LNF_WARPS; ww++) s += lnf_sh[(size_t)ww * 2 * C + i];
+            part[(size_t)blockIdx.x * 2 * C + i] = s;
+        }
     }
 }
 
-/* LayerNorm's parameter sums on column pairs: block (slice, chunk of 64 columns), warp w takes rows r0 + w,
- * r0 + w + 8, ... of the slice, lane l the columns 64 chunk + 2 l; the 8 warps' sums are added in a fixed order
- * into part[slice][2][C] for colsum_final (deterministic, as colsum). */
-template <typename T>
-__global__ void __launch_bounds__(256) ln_param2_kernel(int rows, int C, int per, const T *dy, const T *x,
-                                                        const float *mean, const float *rstd, float *part) {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    const int r0 = blockIdx.x * per, r1 = min(rows, r0 + per);
-    const int c = blockIdx.y * 64 + 2 * lane;
-    float a0 = 0.f, a1 = 0.f, b0 = 0.f, b1 = 0.f;
-    if (c < C)
-        for (int r = r0 + w; r < r1; r += 8) {
-            const size_t e = (size_t)r * C + c;
-            const float mu = mean[r], rs = rstd[r];
-            const float2 d = ld2(dy, e), xv = ld2(x, e);
-            a0 += d.x * ((xv.x - mu) * rs), a1 += d.y * ((xv.y - mu) * rs);
-            b0 += d.x, b1 += d.y;
-        }
-    __shared__ float sh[8][2][64];
-    sh[w][0][2 * lane] = a0, sh[w][0][2 * lane + 1] = a1, sh[w][1][2 * lane] = b0, sh[w][1][2 * lane + 1] = b1;
-    __syncthreads();
-    if (threadIdx.x < 128) {
-        const int q = threadIdx.x / 64, cc = threadIdx.x % 64, col = blockIdx.y * 64 + cc;
-        if (col < C) {
-            float sum = 0.f;
+/* The block backward (C even, 1024 < C <= 2 LN_THREADS PPT, 8-byte aligned) fused with its parameter sums: block =
+ * a slice of `per` rows walked one row at a time by 256 threads, thread t owning the column pairs 2 t + 512 j
+ * (j < PPT) of every row, so its dy xhat and dy sums stay in registers and go to part[slice][2][C] at the end with no
+ * block reduction (columns are the thread's own); the row's two means take one barrier (double-buffered). */
+template <typename T, int PPT>
+__global__ void __launch_bounds__(LN_THREADS)
+    ln_bwd_block_fused_kernel(int rows, int C, int per, const T *dy, const T *x, const float *mean, const float *rstd,
+                              const float *w, int acc, T *dx, float *part) {
+    __shared__ float2 sh[2][LN_THREADS / 32];
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    float2 wv[PPT], aw[PPT], ab[PPT];
 #pragma unroll
-            for (int ww = 0; ww < 8; ww++) sum += sh[ww][q][cc];
-            part[((size_t)blockIdx.x * 2 + q) * C + col] = sum;
+    for (int j = 0; j < PPT; j++) {
+        const int i = 2 * threadIdx.x + 2 * LN_THREADS * j;
+        wv[j] = i < C ? make_float2(w[i], w[i + 1]) : make_float2(0.f, 0.f);
+        aw[j] = ab[j] = make_float2(0.f, 0.f);
+    }
+    const int r0 = blockIdx.x * per, r1 = min(rows, r0 + per);
+    int buf = 0;
+    for (int row = r0; row < r1; row++, buf ^= 1) {
+        const size_t o = (size_t)row * C;
+        const float mu = mean[row], rs = rstd[row];
+        float2 xh[PPT], dv[PPT];
+        float m1 = 0.f, m2 = 0.f;
+#pragma unroll
+        for (int j = 0; j < PPT; j++) {
+            const int i = 2 * threadIdx.x + 2 * LN_THREADS * j;
+            if (i < C) {
+                const float2 xv = ld2(x, o + i);
+                dv[j] = ld2(dy, o + i);
+                xh[j] = make_float2((xv.x - mu) * rs, (xv.y - mu) * rs);
+            } else {
+                xh[j] = dv[j] = make_float2(0.f, 0.f);
+            }
+            const float d0 = dv[j].x * wv[j].x, d1 = dv[j].y * wv[j].y;
+            m1 += d0 + d1, m2 += d0 * xh[j].x + d1 * xh[j].y;
+        }
+        m1 = warp_sum(m1), m2 = warp_sum(m2);
+        if (lane == 0) sh[buf][wid] = make_float2(m1, m2);
+        __syncthreads(); /* sh[buf] is next written two rows later, after the next row's barrier */
+        m1 = m2 = 0.f;
+#pragma unroll
+        for (int k = 0; k < LN_THREADS / 32; k++) m1 += sh[buf][k].x, m2 += sh[buf][k].y;
+        m1 /= C, m2 /= C;
+#pragma unroll
+        for (int j = 0; j < PPT; j++) {
+            const int i = 2 * threadIdx.x + 2 * LN_THREADS * j;
+            if (i >= C) continue;
+            float g0 = rs * (dv[j].x * wv[j].x - m1 - xh[j].x * m2), g1 = rs * (dv[j].y * wv[j].y - m1 - xh[j].y * m2);
+            if (acc) {
+                const float2 p = ld2(dx, o + i);
+                g0 = p.x + g0, g1 = p.y + g1;
+            }
+            st2(dx, o + i, g0, g1);
+            aw[j].x += dv[j].x * xh[j].x, aw[j].y += dv[j].y * xh[j].y, ab[j].x += dv[j].x, ab[j].y += dv[j].y;
         }
     }
+#pragma unroll
+    for (int j = 0; j < PPT; j++) {
+        const int i = 2 * threadIdx.x + 2 * LN_THREADS * j;
+        if (i >= C) continue;
+        *(float2 *)(part + ((size_t)blockIdx.x * 2 + 0) * C + i) = aw[j];
+        *(float2 *)(part + ((size_t)blockIdx.x * 2 + 1) * C + i) = ab[j];
+    }
+}
+
+/* out[q][c] += sum over the slices of part[slice][q][c] (double, fixed order: 8 interleaved partial sums per
+ * column, then added in order); block (32 columns, 8 row groups), grid (columns / 32, 2). */
+__global__ void ln_part_final(int C, int slices, const float *part, float *dw, float *db) {
+    float *out = blockIdx.y ? db : dw;
+    if (!out) return; /* uniform over the block */
+    __shared__ double sh[8][32];
+    const int c = blockIdx.x * 32 + threadIdx.x, q = blockIdx.y;
+    double s = 0;
+    if (c < C)
+        for (int y = threadIdx.y; y < slices; y += 8) s += part[((size_t)y * 2 + q) * C + c];
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        double t = 0;
+#pragma unroll
+        for (int k = 0; k < 8; k++) t += sh[k][threadIdx.x];
+        out[c] += (float)t;
+    }
+}
+
+static int sm_count() {
+    static int n = 0;
+    if (!n) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && v > 0)
+            n = v;
+        else
+            n = 132;
+    }
+    return n;
 }
 
 /* NP for the warp kernels (0: use the block kernels). Measured (H100, bench_train_gpu): at C 768 / 1024 the warp
@@ -400,24 +502,50 @@ mrw_status ln_bwd_t(int rows, int C, const void *dy, const void *x, const float 
                     mrw_error *err) {
     const bool v2 = C % 2 == 0 && !((uintptr_t)dy & 7) && !((uintptr_t)x & 7) && !((uintptr_t)dx & 7);
     const int np = ln_warp_np(C, v2);
-    const unsigned wg = (unsigned)((rows + 7) / 8);
-    if (np == 8)
-        ln_bwd_warp_kernel<T, 8><<<wg, 256, 0, st>>>(rows, C, (const T *)dy, (const T *)x, mean, rstd, w, acc, (T *)dx);
-    else if (np == 16)
-        ln_bwd_warp_kernel<T, 16><<<wg, 256, 0, st>>>(rows, C, (const T *)dy, (const T *)x, mean, rstd, w, acc, (T *)dx);
-    else if (v2)
+    if (np) { /* the warp kernel, fused with the parameter sums when they are asked for */
+        /* with scratch given, the PG kernel runs even without dw, db (its sums then unused), so that a frozen
+         * backward's dx is bit-identical to a full one's (the same kernel, not another instantiation) */
+        const bool pg = scratch != nullptr;
+        const size_t shb = pg ? (size_t)LNF_WARPS * 2 * C * sizeof(float) : 0;
+        auto kern = np == 8 ? (pg ? ln_bwd_fused_kernel<T, 8, true> : ln_bwd_fused_kernel<T, 8, false>)
+                    : C <= 768 ? (pg ? ln_bwd_fused_kernel<T, 12, true> : ln_bwd_fused_kernel<T, 12, false>)
+                               : (pg ? ln_bwd_fused_kernel<T, 16, true> : ln_bwd_fused_kernel<T, 16, false>);
+        /* one wave: as many slices as blocks fit on the GPU at once (registers, shared memory) */
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, LNF_WARPS * 32, shb) != cudaSuccess ||
+            per_sm < 1)
+            per_sm = 2;
+        int slices = (rows + 2 * LNF_WARPS - 1) / (2 * LNF_WARPS), cap = per_sm * sm_count();
+        if (slices > cap) slices = cap;
+        if (slices > LN_MAX_SLICES) slices = LN_MAX_SLICES;
+        const int per = (rows + slices - 1) / slices;
+        slices = (rows + per - 1) / per;
+        kern<<<slices, LNF_WARPS * 32, shb, st>>>(rows, C, per, (const T *)dy, (const T *)x, mean, rstd, w, acc,
+                                                  (T *)dx, scratch);
+        if (dw || db) ln_part_final<<<dim3((C + 31) / 32, 2), dim3(32, 8), 0, st>>>(C, slices, scratch, dw, db);
+        return launched("layernorm backward", err);
+    }
+    if (v2 && C <= 2 * LN_THREADS * 4 && scratch) { /* the block path fused with the sums (C 2048: 1.5B) */
+        auto kern = ln_bwd_block_fused_kernel<T, 4>;
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, LN_THREADS, 0) != cudaSuccess || per_sm < 1)
+            per_sm = 2;
+        int slices = (rows + 1) / 2, cap = per_sm * sm_count();
+        if (slices > cap) slices = cap;
+        if (slices > LN_MAX_SLICES) slices = LN_MAX_SLICES;
+        const int per = (rows + slices - 1) / slices;
+        slices = (rows + per - 1) / per;
+        kern<<<slices, LN_THREADS, 0, st>>>(rows, C, per, (const T *)dy, (const T *)x, mean, rstd, w, acc, (T *)dx,
+                                            scratch);
+        if (dw || db) ln_part_final<<<dim3((C + 31) / 32, 2), dim3(32, 8), 0, st>>>(C, slices, scratch, dw, db);
+        return launched("layernorm backward", err);
+    }
+    if (v2)
         ln_bwd_kernel<T, true><<<rows, LN_THREADS, 0, st>>>(C, (const T *)dy, (const T *)x, mean, rstd, w, acc, (T *)dx);
     else
         ln_bwd_kernel<T, false><<<rows, LN_THREADS, 0, st>>>(C, (const T *)dy, (const T *)x, mean, rstd, w, acc,
                                                              (T *)dx);
-    if ((dw || db) && np) { /* the column-pair parameter pass goes with the warp kernels (C <= 1024) */
-        int slices = rows < CS_SLICES ? rows : CS_SLICES;
-        const int per = (rows + slices - 1) / slices;
-        slices = (rows + per - 1) / per;
-        ln_param2_kernel<T><<<dim3(slices, (C + 63) / 64), 256, 0, st>>>(rows, C, per, (const T *)dy, (const T *)x,
-                                                                         mean, rstd, scratch);
-        colsum_final<2><<<(C + 255) / 256, 256, 0, st>>>(C, slices, scratch, outs<2>{{dw, db}});
-    } else if (dw || db) {
+    if (dw || db) { /* the block kernels (C > 1024 or unpaired): the column-sum pass */
         ln_param_terms<T> f{(const T *)dy, (const T *)x, mean, rstd, C};
         colsum<2>(rows, C, f, scratch, outs<2>{{dw, db}}, st);
     }
@@ -500,7 +628,10 @@ extern "C" mrw_status mrw_cuda_layernorm_fwd(mrw_cuda_dtype dt, int rows, int C,
     return launched("layernorm forward", err);
 }
 
-extern "C" size_t mrw_cuda_layernorm_bwd_scratch(int C) { return colsum_scratch_floats<2>(C); }
+extern "C" size_t mrw_cuda_layernorm_bwd_scratch(int C) {
+    const size_t a = colsum_scratch_floats<2>(C), b = (size_t)LN_MAX_SLICES * 2 * C; /* colsum / the fused kernel */
+    return a > b ? a : b;
+}
 
 extern "C" mrw_status mrw_cuda_layernorm_bwd(mrw_cuda_dtype dt, int rows, int C, const void *dy, const void *x,
                                              const float *mean, const float *rstd, const float *w, int accumulate,

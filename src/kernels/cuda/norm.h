@@ -23,7 +23,8 @@ mrw_status mrw_cuda_layernorm_fwd(mrw_cuda_dtype dt, int rows, int C, const void
                                   float eps, void *y, float *mean, float *rstd, void *stream, mrw_error *err);
 size_t mrw_cuda_layernorm_bwd_scratch(int C); /* floats */
 /* dx = (or += when accumulate) rstd * (dy w - mean(dy w) - xhat mean(dy w xhat)); dw += sum dy xhat,
- * db += sum dy (dw, db may be NULL). */
+ * db += sum dy (dw, db may be NULL; scratch may be NULL when both are). With scratch given, dx does not depend on
+ * whether dw, db are asked for (bit-identical: a frozen backward's activation gradients equal a full one's). */
 mrw_status mrw_cuda_layernorm_bwd(mrw_cuda_dtype dt, int rows, int C, const void *dy, const void *x,
                                   const float *mean, const float *rstd, const float *w, int accumulate, void *dx,
                                   float *dw, float *db, float *scratch, void *stream, mrw_error *err);

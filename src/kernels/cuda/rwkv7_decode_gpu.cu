@@ -339,6 +339,7 @@ struct mrw_decode_gpu {
     int32_t *d_tok, *h_tok;
     cudaStream_t st;
     cudaGraphExec_t *graph; /* [max_B + 1], lazily captured */
+    cudaGraphExec_t *graph_emb; /* the same for steps that read embedding rows (mrw_decode_gpu_step_embed) */
     int use_graph, use_pdl;
 };
 
@@ -395,7 +396,11 @@ extern "C" void mrw_decode_gpu_free(mrw_decode_gpu *g) {
     if (g->graph)
         for (int b = 0; b <= g->max_B; b++)
             if (g->graph[b]) cudaGraphExecDestroy(g->graph[b]);
+    if (g->graph_emb)
+        for (int b = 0; b <= g->max_B; b++)
+            if (g->graph_emb[b]) cudaGraphExecDestroy(g->graph_emb[b]);
     free(g->graph);
+    free(g->graph_emb);
     cudaFree(g->wmat);
     cudaFree(g->wvec);
     cudaFree(g->state);
@@ -433,8 +438,9 @@ extern "C" mrw_status mrw_decode_gpu_new(const mrw_decode_gpu_shape *s, int max_
     g->state_floats = g->lf * g->L;
     g->off = (size_t *)malloc(sizeof(size_t) * g->L * MRW_DG_COUNT);
     g->graph = (cudaGraphExec_t *)calloc(max_B + 1, sizeof(cudaGraphExec_t));
+    g->graph_emb = (cudaGraphExec_t *)calloc(max_B + 1, sizeof(cudaGraphExec_t));
     mrw_status st = MRW_OK;
-    if (!g->off || !g->graph) {
+    if (!g->off || !g->graph || !g->graph_emb) {
         mrw_decode_gpu_free(g);
         return mrw_err(err, MRW_E_NOMEM, "out of memory");
     }
@@ -608,7 +614,10 @@ extern "C" void mrw_decode_gpu_set_pdl(mrw_decode_gpu *g, int use_pdl) {
     if ((use_pdl != 0) == g->use_pdl) return;
     g->use_pdl = use_pdl != 0;
     for (int b = 0; b <= g->max_B; b++) /* captured with the other setting */
+    {
         if (g->graph[b]) cudaGraphExecDestroy(g->graph[b]), g->graph[b] = NULL;
+        if (g->graph_emb[b]) cudaGraphExecDestroy(g->graph_emb[b]), g->graph_emb[b] = NULL;
+    }
 }
 extern "C" void *mrw_decode_gpu_stream(mrw_decode_gpu *g) { return (void *)g->st; }
 
@@ -656,17 +665,23 @@ static void add_lora(GJobs *js, const float *W, const float *X, int ldx, float *
     js->j[js->n - 1].f32 = 1;
 }
 
-/* Every kernel of one step for B sequences, on g->st (captured into a graph or launched directly). */
-static void enqueue_step(mrw_decode_gpu *g, int B) {
+/* Every kernel of one step for B sequences, on g->st (captured into a graph or launched directly). emb: the input
+ * rows are already in g->x (uploaded by mrw_decode_gpu_step_embed), no token embedding to gather. */
+static void enqueue_step(mrw_decode_gpu *g, int B, int emb) {
     cudaStream_t st = g->st;
     const int C = g->C, F = g->F, V = g->V;
     const mrw_decode_gpu_shape *s = &g->s;
     const int nt = C >= 1024 ? 256 : 128;
     MixArgs none;
     memset(&none, 0, sizeof none);
-    k_embed<<<B, nt, 0, st>>>(g->d_tok, MATP(MRW_DG_EMB, 0), C, g->x); /* after the token upload: plain order */
-    launch(g, k_ln, dim3(B), dim3(nt), (const float *)g->x, C, VECP(MRW_DG_LN0_W, 0), VECP(MRW_DG_LN0_B, 0), g->x,
-           (float *)NULL, (size_t)0, (size_t)0, none);
+    if (!emb) {
+        k_embed<<<B, nt, 0, st>>>(g->d_tok, MATP(MRW_DG_EMB, 0), C, g->x); /* after the token upload: plain order */
+        launch(g, k_ln, dim3(B), dim3(nt), (const float *)g->x, C, VECP(MRW_DG_LN0_W, 0), VECP(MRW_DG_LN0_B, 0), g->x,
+               (float *)NULL, (size_t)0, (size_t)0, none);
+    } else { /* after the rows' upload (a copy, not a kernel): plain order */
+        k_ln<<<B, nt, 0, st>>>((const float *)g->x, C, VECP(MRW_DG_LN0_W, 0), VECP(MRW_DG_LN0_B, 0), g->x,
+                               (float *)NULL, (size_t)0, (size_t)0, none);
+    }
     for (int l = 0; l < g->L; l++) {
         const size_t so = (size_t)l * g->lf;
         MixArgs m6;
@@ -728,18 +743,19 @@ static void enqueue_step(mrw_decode_gpu *g, int B) {
 }
 
 /* Runs one step on the stream: the cached graph for B (captured on first use) or direct launches. */
-static mrw_status run_step(mrw_decode_gpu *g, int B, mrw_error *err) {
+static mrw_status run_step(mrw_decode_gpu *g, int B, int emb, mrw_error *err) {
     cudaError_t e;
+    cudaGraphExec_t *gr = emb ? g->graph_emb : g->graph;
     if (!g->use_graph) {
-        enqueue_step(g, B);
+        enqueue_step(g, B, emb);
         e = cudaGetLastError();
         return e == cudaSuccess ? MRW_OK : cu_fail(err, e, "launch");
     }
-    if (!g->graph[B]) {
+    if (!gr[B]) {
         cudaGraph_t graph;
         if ((e = cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal)) != cudaSuccess)
             return cu_fail(err, e, "graph capture");
-        enqueue_step(g, B);
+        enqueue_step(g, B, emb);
         cudaError_t le = cudaGetLastError();
         e = cudaStreamEndCapture(g->st, &graph);
         if (le != cudaSuccess) {
@@ -747,16 +763,18 @@ static mrw_status run_step(mrw_decode_gpu *g, int B, mrw_error *err) {
             return cu_fail(err, le, "launch during graph capture");
         }
         if (e != cudaSuccess) return cu_fail(err, e, "graph capture");
-        e = cudaGraphInstantiate(&g->graph[B], graph, 0);
+        e = cudaGraphInstantiate(&gr[B], graph, 0);
         cudaGraphDestroy(graph);
         if (e != cudaSuccess) {
-            g->graph[B] = NULL;
+            gr[B] = NULL;
             return cu_fail(err, e, "graph instantiate");
         }
     }
-    e = cudaGraphLaunch(g->graph[B], g->st);
+    e = cudaGraphLaunch(gr[B], g->st);
     return e == cudaSuccess ? MRW_OK : cu_fail(err, e, "graph launch");
 }
+
+static mrw_status finish_step(mrw_decode_gpu *g, int B, int emb, float *logits, mrw_error *err);
 
 extern "C" mrw_status mrw_decode_gpu_step(mrw_decode_gpu *g, const int32_t *tokens, int B, float *logits,
                                           mrw_error *err) {
@@ -768,7 +786,13 @@ extern "C" mrw_status mrw_decode_gpu_step(mrw_decode_gpu *g, const int32_t *toke
     memcpy(g->h_tok, tokens, (size_t)B * sizeof(int32_t));
     cudaError_t e = cudaMemcpyAsync(g->d_tok, g->h_tok, (size_t)B * sizeof(int32_t), cudaMemcpyHostToDevice, g->st);
     if (e != cudaSuccess) return cu_fail(err, e, "token upload");
-    mrw_status s = run_step(g, B, err);
+    return finish_step(g, B, 0, logits, err);
+}
+
+/* Runs the step and copies the logits back; synchronous. */
+static mrw_status finish_step(mrw_decode_gpu *g, int B, int emb, float *logits, mrw_error *err) {
+    cudaError_t e;
+    mrw_status s = run_step(g, B, emb, err);
     if (s) return s;
     if (logits &&
         (e = cudaMemcpyAsync(logits, g->logits, (size_t)B * g->V * sizeof(float), cudaMemcpyDeviceToHost, g->st)) !=
@@ -778,10 +802,21 @@ extern "C" mrw_status mrw_decode_gpu_step(mrw_decode_gpu *g, const int32_t *toke
     return e == cudaSuccess ? MRW_OK : cu_fail(err, e, "decode step");
 }
 
+extern "C" mrw_status mrw_decode_gpu_step_embed(mrw_decode_gpu *g, const float *rows, int B, float *logits,
+                                                mrw_error *err) {
+    if (!g || !rows || B < 1 || B > g->max_B)
+        return mrw_err(err, MRW_E_ARG, "GPU decode: batch of %d embedding rows outside [1, %d] (or no rows)", B,
+                       g ? g->max_B : 0);
+    /* the rows go straight into x; the token ids of the last _step stay in d_tok for _enqueue */
+    cudaError_t e = cudaMemcpyAsync(g->x, rows, (size_t)B * g->C * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    if (e != cudaSuccess) return cu_fail(err, e, "embedding rows upload");
+    return finish_step(g, B, 1, logits, err);
+}
+
 extern "C" mrw_status mrw_decode_gpu_enqueue(mrw_decode_gpu *g, int B, int n_steps, mrw_error *err) {
     if (B < 1 || B > g->max_B) return mrw_err(err, MRW_E_ARG, "GPU decode: batch %d outside [1, %d]", B, g->max_B);
     for (int i = 0; i < n_steps; i++) {
-        mrw_status s = run_step(g, B, err);
+        mrw_status s = run_step(g, B, 0, err);
         if (s) return s;
     }
     return MRW_OK;

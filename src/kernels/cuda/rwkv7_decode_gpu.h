@@ -78,6 +78,12 @@ void mrw_decode_gpu_set_pdl(mrw_decode_gpu *g, int use_pdl);
  * logits (host, may be NULL) receives B x n_vocab fp32 rows. Synchronous. */
 mrw_status mrw_decode_gpu_step(mrw_decode_gpu *g, const int32_t *tokens, int B, float *logits, mrw_error *err);
 
+/* The same step with sequence b reading the input row rows[b] (HOST fp32 [B][n_embd], e.g. a ModRWKV feature row
+ * from the adapter) in place of a token's embedding: ln0 and everything after it as for a token (the CPU's
+ * mrw_eval_embeddings with n = 1). The prompt of `chat --device cuda` goes through _step (text tokens) and this
+ * (feature rows), one position per call. Synchronous; its own CUDA graph per B (captured on first use). */
+mrw_status mrw_decode_gpu_step_embed(mrw_decode_gpu *g, const float *rows, int B, float *logits, mrw_error *err);
+
 /* Benchmarks: enqueue n_steps steps on the decoder's stream (the tokens of the last step call, or zeros) without
  * copying logits back or synchronising; mrw_decode_gpu_sync waits. */
 mrw_status mrw_decode_gpu_enqueue(mrw_decode_gpu *g, int B, int n_steps, mrw_error *err);

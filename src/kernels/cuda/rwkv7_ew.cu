@@ -137,7 +137,7 @@ template <typename T> struct kp_grad {
 
 /* Token shift + mixes on pairs of columns (C even): the same formulas as mix_fwd_kernel / mix_bwd_kernel, with
  * 4- or 8-byte accesses. The backward is fused with its parameter column sums: block (slice, column chunk of 64)
- * walks a slice of rows with 8 rows in flight, each thread keeping its two columns' nq sums in registers; the 8
+ * walks a slice of rows with 8 row pairs in flight, each thread keeping its two columns' nq sums in registers; the 8
  * partial sums are added in a fixed order into part[slice][q][C] for colsum_final (deterministic). */
 template <typename T>
 __global__ void mix_fwd2_kernel(size_t n2, int T_, int C, int nq, const T *x, mix_ptrs<T> p) {
@@ -165,33 +165,56 @@ __global__ void mix_bwd2_kernel(int rows, int T_, int C, int nq_rt, int acc, int
         m[q][0] = m[q][1] = pacc[q][0] = pacc[q][1] = 0.f;
         if (q < nq && valid) m[q][0] = p.m[q][c], m[q][1] = p.m[q][c + 1];
     }
+    /* rows in pairs (r, r + 1), warp ty takes the pairs starting at r0 + 2 ty, r0 + 2 ty + 16, ...: the gradients
+     * of rows r, r + 1 and r + 2 serve both rows (3 loads per mix instead of 4), and both rows' loads are issued
+     * before either is used */
     if (valid)
-        for (int r = r0 + ty; r < r1; r += 8) {
+        for (int r = r0 + 2 * ty; r < r1; r += 16) {
             const size_t e = (size_t)r * C + c;
-            const bool next = (r + 1) % T_ != 0, prev = r % T_ != 0;
-            float2 d[MRW_CUDA_MIX_MAX], dn[MRW_CUDA_MIX_MAX];
+            const bool two = r + 1 < r1;
+            const bool n0 = (r + 1) % T_ != 0, n1 = two && (r + 2) % T_ != 0; /* a next row in the sequence */
+            const bool p0 = r % T_ != 0;                                         /* row r has a previous row */
+            float2 d0[MRW_CUDA_MIX_MAX], d1[MRW_CUDA_MIX_MAX], d2[MRW_CUDA_MIX_MAX];
 #pragma unroll
             for (int q = 0; q < MRW_CUDA_MIX_MAX; q++) {
-                d[q] = dn[q] = make_float2(0.f, 0.f);
+                d0[q] = d1[q] = d2[q] = make_float2(0.f, 0.f);
                 if (q < nq) {
-                    d[q] = ld2(p.d[q], e);
-                    if (next) dn[q] = ld2(p.d[q], e + C);
+                    d0[q] = ld2(p.d[q], e);
+                    if (n0) d1[q] = ld2(p.d[q], e + C); /* row r + 1: dn of row r, d of row r + 1 */
+                    if (n1) d2[q] = ld2(p.d[q], e + 2 * (size_t)C);
                 }
             }
-            float2 sum = acc ? ld2(dx, e) : make_float2(0.f, 0.f);
-            float2 diff = make_float2(0.f, 0.f);
+            if (two && !n0) /* row r + 1 starts a new sequence: its own gradients, and none flow back to row r */
+#pragma unroll
+                for (int q = 0; q < MRW_CUDA_MIX_MAX; q++)
+                    if (q < nq) d1[q] = ld2(p.d[q], e + C);
+            float2 s0 = acc ? ld2(dx, e) : make_float2(0.f, 0.f);
+            float2 s1 = acc && two ? ld2(dx, e + C) : make_float2(0.f, 0.f);
+            float2 df0 = make_float2(0.f, 0.f), df1 = make_float2(0.f, 0.f);
             if (PG) {
-                const float2 xc = ld2(x, e), xp = prev ? ld2(x, e - C) : make_float2(0.f, 0.f);
-                diff = make_float2(xp.x - xc.x, xp.y - xc.y);
+                const float2 xc = ld2(x, e), xp = p0 ? ld2(x, e - C) : make_float2(0.f, 0.f);
+                df0 = make_float2(xp.x - xc.x, xp.y - xc.y);
+                if (two) {
+                    const float2 xn = ld2(x, e + C);
+                    /* row r + 1's previous row is row r unless r + 1 starts a sequence */
+                    df1 = n0 ? make_float2(xc.x - xn.x, xc.y - xn.y) : make_float2(-xn.x, -xn.y);
+                }
             }
 #pragma unroll
             for (int q = 0; q < MRW_CUDA_MIX_MAX; q++) {
                 if (q >= nq) break;
-                sum.x += d[q].x * (1.f - m[q][0]), sum.y += d[q].y * (1.f - m[q][1]);
-                sum.x += dn[q].x * m[q][0], sum.y += dn[q].y * m[q][1]; /* dn = 0 at a sequence's last row */
-                if (PG) pacc[q][0] += d[q].x * diff.x, pacc[q][1] += d[q].y * diff.y;
+                const float2 dn0 = n0 ? d1[q] : make_float2(0.f, 0.f); /* 0 at a sequence's last row */
+                s0.x += d0[q].x * (1.f - m[q][0]), s0.y += d0[q].y * (1.f - m[q][1]);
+                s0.x += dn0.x * m[q][0], s0.y += dn0.y * m[q][1];
+                s1.x += d1[q].x * (1.f - m[q][0]), s1.y += d1[q].y * (1.f - m[q][1]);
+                s1.x += d2[q].x * m[q][0], s1.y += d2[q].y * m[q][1];
+                if (PG) {
+                    pacc[q][0] += d0[q].x * df0.x, pacc[q][1] += d0[q].y * df0.y;
+                    if (two) pacc[q][0] += d1[q].x * df1.x, pacc[q][1] += d1[q].y * df1.y;
+                }
             }
-            st2(dx, e, sum.x, sum.y);
+            st2(dx, e, s0.x, s0.y);
+            if (two) st2(dx, e + C, s1.x, s1.y);
         }
     if constexpr (PG) {
         __shared__ float sh[8][MRW_CUDA_MIX_MAX][64];
@@ -214,6 +237,20 @@ template <typename T> __global__ void relu2_fwd2_kernel(size_t n2, const T *h, T
         const float2 v = ld2(h, 2 * i);
         const float a = fmaxf(v.x, 0.f), b = fmaxf(v.y, 0.f);
         st2(act, 2 * i, a * a, b * b);
+    }
+}
+/* bf16, 8 elements (16 bytes) a thread: n % 8 == 0, 16-byte aligned tensors. */
+__global__ void relu2_fwd8_kernel(size_t n8, const uint4 *h, uint4 *act) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        uint4 v = h[i];
+        __nv_bfloat162 *p = (__nv_bfloat162 *)&v;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const float2 f = __bfloat1622float2(p[q]);
+            const float a = fmaxf(f.x, 0.f), b = fmaxf(f.y, 0.f);
+            p[q] = __floats2bfloat162_rn(a * a, b * b);
+        }
+        act[i] = v;
     }
 }
 template <typename T> __global__ void relu2_bwd2_kernel(size_t n2, const T *h, T *d) {
@@ -541,7 +578,10 @@ extern "C" mrw_status mrw_cuda_relu2_fwd(mrw_cuda_dtype dt, size_t n, const void
     if (!n || !h || !act) return mrw_err(err, MRW_E_ARG, "relu2 (cuda): bad arguments");
     cudaStream_t st = (cudaStream_t)stream;
     const bool pairs = n % 2 == 0 && !((uintptr_t)h & 7) && !((uintptr_t)act & 7);
-    if (dt == MRW_CUDA_F32 && pairs)
+    const bool v8 = n % 8 == 0 && !((uintptr_t)h & 15) && !((uintptr_t)act & 15);
+    if (dt == MRW_CUDA_BF16 && v8)
+        relu2_fwd8_kernel<<<grid_for(n / 8, 256), 256, 0, st>>>(n / 8, (const uint4 *)h, (uint4 *)act);
+    else if (dt == MRW_CUDA_F32 && pairs)
         relu2_fwd2_kernel<float><<<grid_for(n / 2, 256), 256, 0, st>>>(n / 2, (const float *)h, (float *)act);
     else if (dt == MRW_CUDA_BF16 && pairs)
         relu2_fwd2_kernel<bf16><<<grid_for(n / 2, 256), 256, 0, st>>>(n / 2, (const bf16 *)h, (bf16 *)act);

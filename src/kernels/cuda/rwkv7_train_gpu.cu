@@ -21,6 +21,7 @@
 extern "C" {
 #include "kernels/cuda/adam.h"
 #include "kernels/cuda/ce.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/rwkv7_ew.h"
 #include "kernels/cuda/rwkv7_train_gpu.h"
@@ -67,6 +68,7 @@ struct mrw_rwkv7_gpu {
     void **x_blk; /* ckpt: each block's input [n_layer + 1] (last = final residual) */
     cudaStream_t st;
     cublasHandle_t blas;
+    mrw_cuda_lt *lt; /* cuBLASLt for the residual GEMMs (D = C + A B with C != D), made on first use */
     /* device memory */
     float *w, *g, *m, *v;
     void *wbf;
@@ -162,6 +164,35 @@ template <typename T> __global__ void act2_kernel(size_t n2, int op, T *x, const
     }
 }
 
+/* the same for bf16, 8 elements (16 bytes) a thread (n % 8 == 0, 16-byte aligned pointers) */
+__global__ void act8_kernel(size_t n8, int op, uint4 *x, const uint4 *y, float s) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        uint4 v = x[i];
+        const uint4 t = op >= 2 && op != 4 ? y[i] : make_uint4(0, 0, 0, 0);
+        __nv_bfloat162 *pv = (__nv_bfloat162 *)&v;
+        const __nv_bfloat162 *pt = (const __nv_bfloat162 *)&t;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const float2 a = __bfloat1622float2(pv[q]), b = __bfloat1622float2(pt[q]);
+            const float vv[2] = {a.x, a.y}, tt[2] = {b.x, b.y};
+            float o[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                switch (op) {
+                case 0: o[u] = tanhf(vv[u]); break;
+                case 1: o[u] = 1.f / (1.f + expf(-vv[u])); break;
+                case 2: o[u] = vv[u] * (1.f - tt[u] * tt[u]); break;
+                case 3: o[u] = vv[u] * tt[u] * (1.f - tt[u]); break;
+                case 5: o[u] = vv[u] * 2.f * sqrtf(fmaxf(tt[u], 0.f)); break;
+                default: o[u] = vv[u] * s; break;
+                }
+            }
+            pv[q] = __floats2bfloat162_rn(o[0], o[1]);
+        }
+        x[i] = v;
+    }
+}
+
 __global__ void axpy_kernel(size_t n, float a, const float *x, float *y) {
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
         y[e] += a * x[e];
@@ -229,10 +260,32 @@ static mrw_status gw(mrw_rwkv7_gpu *g, int rows, int gi, const void *A, int N1, 
     return gm(g, 1, 0, N1, N2, rows, 1.f, A, N1, Bm, N2, 1.f, MRW_CUDA_F32, PG(gi), N2, err);
 }
 
+static mrw_status copy_act(mrw_rwkv7_gpu *g, void *dst, const void *src, size_t n, mrw_error *err);
+
+/* Y[rows][N] = R + X[rows][K] W[N][K]^T with R kept (the residual adds): one cuBLASLt call reading R and writing Y;
+ * a copy of R into Y and the GEMM with beta 1 where cuBLASLt offers no algorithm. */
+static mrw_status y_nt_res(mrw_rwkv7_gpu *g, int rows, void *Y, const void *R, const void *X, int wi, int N, int K,
+                           mrw_error *err) {
+    if (!g->lt) TRY(mrw_cuda_lt_new(&g->lt, err));
+    tmark(g, MRW_GPU_T_GEMM);
+    mrw_error e2;
+    const mrw_status s = mrw_cuda_gemm_cd(g->lt, g->dt, 0, 1, rows, N, K, 1.f, X, K, WG(wi), K, 1.f, R, g->dt, Y, N,
+                                          g->st, &e2);
+    if (s != MRW_E_UNSUPPORTED) {
+        if (s && err) *err = e2;
+        return s;
+    }
+    TRY(copy_act(g, Y, R, (size_t)rows * N, err));
+    return y_nt(g, rows, Y, X, wi, N, K, 1, err);
+}
+
 static mrw_status act(mrw_rwkv7_gpu *g, size_t n, int op, void *x, const void *y, float s, mrw_error *err) {
     tmark(g, MRW_GPU_T_EW);
     const bool pairs = n % 2 == 0 && !((uintptr_t)x & 7) && !((uintptr_t)y & 7);
-    if (pairs && g->dt == MRW_CUDA_F32)
+    const bool v8 = n % 8 == 0 && !((uintptr_t)x & 15) && !((uintptr_t)y & 15);
+    if (v8 && g->dt == MRW_CUDA_BF16)
+        act8_kernel<<<grid_for(n / 8, 256), 256, 0, g->st>>>(n / 8, op, (uint4 *)x, (const uint4 *)y, s);
+    else if (pairs && g->dt == MRW_CUDA_F32)
         act2_kernel<float><<<grid_for(n / 2, 256), 256, 0, g->st>>>(n / 2, op, (float *)x, (const float *)y, s);
     else if (pairs)
         act2_kernel<bf16><<<grid_for(n / 2, 256), 256, 0, g->st>>>(n / 2, op, (bf16 *)x, (const bf16 *)y, s);
@@ -345,8 +398,10 @@ extern "C" mrw_status mrw_rwkv7_gpu_new(const mrw_rwkv7_train_config *cfg, int m
     g->n_act = g->opt.ckpt ? 1 : c->n_layer;
     g->cur_class = -1;
     const size_t BT = (size_t)max_B * max_T;
-    /* LM head chunk: at most 2^27 logits (256 MiB in bf16) and at least one row */
-    size_t rc = ((size_t)1 << 27) / (size_t)c->vocab;
+    /* LM head chunk: at most 2^29 logits (1 GiB in bf16) and at least one row. Each chunk's dhead GEMM reads and
+     * writes the whole fp32 [V][C] head gradient: 2^27 logits (2048 rows at V 65536) made that 32 passes a step
+     * at 0.1B B32 */
+    size_t rc = ((size_t)1 << 29) / (size_t)c->vocab;
     if (rc < 1) rc = 1;
     if (rc > BT) rc = BT;
     g->rows_chunk = (int)rc;
@@ -385,9 +440,9 @@ extern "C" mrw_status mrw_rwkv7_gpu_new(const mrw_rwkv7_train_config *cfg, int m
         size_t bytes;
         const char *what;
     } al[] = {{(void **)&g->w, P * 4, "fp32 weights"},
-              {(void **)&g->g, P * 4, "fp32 gradients"},
-              {(void **)&g->m, P * 4, "Adam first moments"},
-              {(void **)&g->v, P * 4, "Adam second moments"},
+              {(void **)&g->g, g->opt.frozen ? 0 : P * 4, "fp32 gradients"}, /* frozen: never trained */
+              {(void **)&g->m, g->opt.frozen ? 0 : P * 4, "Adam first moments"},
+              {(void **)&g->v, g->opt.frozen ? 0 : P * 4, "Adam second moments"},
               {&g->wbf, g->opt.fp32 ? 0 : P * 2, "bf16 weights"}};
     arena a = {0};
     carve(g, &a);
@@ -417,9 +472,9 @@ extern "C" mrw_status mrw_rwkv7_gpu_new(const mrw_rwkv7_train_config *cfg, int m
     a.base = g->arena, a.off = 0;
     carve(g, &a);
     cudaMemsetAsync(g->w, 0, P * 4, g->st);
-    cudaMemsetAsync(g->g, 0, P * 4, g->st);
-    cudaMemsetAsync(g->m, 0, P * 4, g->st);
-    cudaMemsetAsync(g->v, 0, P * 4, g->st);
+    if (g->g) cudaMemsetAsync(g->g, 0, P * 4, g->st);
+    if (g->m) cudaMemsetAsync(g->m, 0, P * 4, g->st);
+    if (g->v) cudaMemsetAsync(g->v, 0, P * 4, g->st);
     if (g->wbf) cudaMemsetAsync(g->wbf, 0, P * 2, g->st);
     /* scratch that is read before every element is written (padding rows of GEMM inputs are never read) */
     cudaMemsetAsync(g->arena, 0, g->arena_bytes, g->st);
@@ -439,6 +494,7 @@ extern "C" void mrw_rwkv7_gpu_free(mrw_rwkv7_gpu *g) {
         if (g->ev[i]) cudaEventDestroy(g->ev[i]);
     cudaFree(g->w), cudaFree(g->g), cudaFree(g->m), cudaFree(g->v), cudaFree(g->wbf), cudaFree(g->arena);
     if (g->blas) cublasDestroy(g->blas);
+    mrw_cuda_lt_free(g->lt);
     if (g->st) cudaStreamDestroy(g->st);
     mrw_param_set_free(&g->ps);
     free(g->L), free(g->A), free(g->x_blk), free(g->h_tok), free(g->h_tgt), free(g->h_mask);
@@ -457,6 +513,7 @@ static mrw_status refresh_bf16(mrw_rwkv7_gpu *g, mrw_error *err) {
 
 static mrw_status upload(mrw_rwkv7_gpu *g, const mrw_param_set *src, int grads, mrw_error *err) {
     if (!src || !src->w) return mrw_err(err, MRW_E_ARG, "gpu trainer: upload from an unallocated parameter set");
+    if (grads && !g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: frozen (no gradients allocated)");
     for (int i = 0; i < g->ps.n; i++) {
         const mrw_param *p = &g->ps.p[i];
         const int j = mrw_param_find(src, p->name);
@@ -484,6 +541,7 @@ extern "C" mrw_status mrw_rwkv7_gpu_upload_grads(mrw_rwkv7_gpu *g, const mrw_par
 
 extern "C" mrw_status mrw_rwkv7_gpu_download(mrw_rwkv7_gpu *g, mrw_param_set *dst, int grads, mrw_error *err) {
     if (!dst || !dst->w) return mrw_err(err, MRW_E_ARG, "gpu trainer: download into an unallocated parameter set");
+    if (grads && !g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: frozen (no gradients allocated)");
     TRY(cuda_chk(cudaStreamSynchronize(g->st), "download", err));
     for (int i = 0; i < g->ps.n; i++) {
         const mrw_param *p = &g->ps.p[i];
@@ -503,6 +561,7 @@ extern "C" mrw_status mrw_rwkv7_gpu_moments(mrw_rwkv7_gpu *g, int to_gpu, const 
     TRY(cuda_chk(cudaStreamSynchronize(g->st), "moments", err));
     for (int i = 0; i < ps->n; i++) {
         if (moff[i] == SIZE_MAX) continue;
+        if (!g->m) return mrw_err(err, MRW_E_ARG, "gpu trainer: no Adam moments (frozen, or dropped for ZeRO-1)");
         const int j = mrw_param_find(&g->ps, ps->p[i].name);
         if (j < 0 || g->ps.p[j].n != ps->p[i].n)
             return mrw_err(err, MRW_E_SHAPE, "gpu trainer: optimizer state of %s does not match", ps->p[i].name);
@@ -559,7 +618,6 @@ static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out
     const int C = c->n_embd, H = g->H, F = c->ffn, BT = g->B * g->T;
     const lidx *P = &g->L[l];
     lact *A = &g->A[g->opt.ckpt ? 0 : l];
-    const size_t nC = (size_t)BT * C;
     if (g->opt.ckpt) A->x_in = (void *)x_in; /* the shared block keeps a pointer to the saved input */
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_layernorm_fwd(g->dt, BT, C, A->x_in, PW(P->ln1w), PW(P->ln1b), LN_EPS, A->xa, A->mu1, A->rs1, g->st,
@@ -599,8 +657,7 @@ static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_gn_bonus_gate_fwd(g->dt, BT, H, A->y, A->r, A->k, V, A->g, PW(P->lnxw), PW(P->lnxb), PW(P->rk),
                                    GN_EPS, A->z, A->gmu, A->grs, g->st, err));
-    TRY(copy_act(g, A->xm, A->x_in, nC, err));
-    TRY(y_nt(g, BT, A->xm, A->z, P->Wo, C, C, 1, err));
+    TRY(y_nt_res(g, BT, A->xm, A->x_in, A->z, P->Wo, C, C, err)); /* xm = x_in + z Wo^T */
     /* step 14: channel mix */
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_layernorm_fwd(g->dt, BT, C, A->xm, PW(P->ln2w), PW(P->ln2b), LN_EPS, A->xf, A->mu2, A->rs2, g->st,
@@ -609,8 +666,7 @@ static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out
     TRY(y_nt(g, BT, g->F1, A->u, P->Wfk, F, C, 0, err));
     tmark(g, MRW_GPU_T_EW);
     TRY(mrw_cuda_relu2_fwd(g->dt, (size_t)BT * F, g->F1, A->hk, g->st, err)); /* kept: relu(W_fk u)^2 */
-    TRY(copy_act(g, out, A->xm, nC, err));
-    return y_nt(g, BT, out, A->hk, P->Wfv, C, F, 1, err);
+    return y_nt_res(g, BT, out, A->xm, A->hk, P->Wfv, C, F, err); /* out = xm + hk Wfv^T */
 }
 
 /* ln_out, then the head and cross-entropy in row chunks; with grad, each chunk's logits become their gradient
@@ -665,6 +721,7 @@ extern "C" mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *
         return mrw_err(err, MRW_E_ARG, "gpu trainer: batch %d x %d outside the allocation %d x %d", B, T, g->max_B,
                        g->max_T);
     if (grad < 0 || grad > 2) return mrw_err(err, MRW_E_ARG, "gpu trainer: grad mode %d (0, 1 or 2)", grad);
+    if (grad == 1 && !g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: frozen: grad mode 1 needs gradients (use 2)");
     if (!inject != !inject_mask)
         return mrw_err(err, MRW_E_ARG, "gpu trainer: inject and inject_mask must be given together");
     const int BT = B * T;
@@ -827,6 +884,7 @@ static mrw_status backward_body(mrw_rwkv7_gpu *g, float scale, void *d_inject, m
 extern "C" mrw_status mrw_rwkv7_gpu_backward_ex(mrw_rwkv7_gpu *g, float scale, int frozen, void *d_inject,
                                                 mrw_error *err) {
     if (!g->valid) return mrw_err(err, MRW_E_ARG, "gpu trainer: backward without a forward (with grad) before it");
+    if (!frozen && !g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: a full backward on a frozen trainer");
     if (!frozen && g->grad_mode == 2)
         return mrw_err(err, MRW_E_ARG, "gpu trainer: a full backward after a forward for a frozen one (grad 2)");
     g->valid = 0;
@@ -884,11 +942,13 @@ static mrw_status backward_body(mrw_rwkv7_gpu *g, float scale, void *d_inject, m
 /* ------------------------------------------------------------------------------------------- optimizer */
 
 extern "C" mrw_status mrw_rwkv7_gpu_zero_grad(mrw_rwkv7_gpu *g, mrw_error *err) {
+    if (!g->g) return MRW_OK; /* frozen: nothing to zero */
     return cuda_chk(cudaMemsetAsync(g->g, 0, g->ps.total * sizeof(float), g->st), "zero grad", err);
 }
 
 extern "C" mrw_status mrw_rwkv7_gpu_step(mrw_rwkv7_gpu *g, const mrw_adam_config *cfg, double lr, double max_norm,
                                          double *grad_norm, mrw_error *err) {
+    if (!g->g || !g->m) return mrw_err(err, MRW_E_ARG, "gpu trainer: step on a frozen trainer (no gradients or moments)");
     tmark(g, MRW_GPU_T_OPT);
     /* the whole gradient buffer is one tensor for the norm (the padding between tensors stays zero) */
     TRY(mrw_cuda_sumsq_part(g->ps.total, g->g, g->norm_part, g->st, err));
@@ -902,13 +962,20 @@ extern "C" mrw_status mrw_rwkv7_gpu_step(mrw_rwkv7_gpu *g, const mrw_adam_config
         TRY(mrw_cuda_adam_step(g->ps.total, g->w, g->g, g->m, g->v, wbf, &hp, max_norm > 0 ? g->norm_out + 1 : NULL,
                                g->st, err));
     } else {
-        for (int i = 0; i < g->ps.n; i++) {
+        /* one launch per run of adjacent tensors with the same decay (about 4 a layer instead of ~35 launches of
+         * small tensors); the padding between tensors is zero in w, g, m and v and stays zero under Adam(W) */
+        for (int i = 0; i < g->ps.n;) {
             const mrw_param *p = &g->ps.p[i];
+            size_t end = p->offset + p->n;
+            int j = i + 1;
+            while (j < g->ps.n && g->ps.p[j].no_decay == p->no_decay && g->ps.p[j].offset >= end)
+                end = g->ps.p[j].offset + g->ps.p[j].n, j++;
             const mrw_cuda_adam_hp hp = mrw_cuda_adam_hparams(lr, g->t_adam, cfg->beta1, cfg->beta2, cfg->eps,
                                                               cfg->weight_decay, cfg->decoupled, p->no_decay);
-            TRY(mrw_cuda_adam_step(p->n, g->w + p->offset, g->g + p->offset, g->m + p->offset, g->v + p->offset,
-                                   wbf ? wbf + p->offset : NULL, &hp, max_norm > 0 ? g->norm_out + 1 : NULL, g->st,
-                                   err));
+            TRY(mrw_cuda_adam_step(end - p->offset, g->w + p->offset, g->g + p->offset, g->m + p->offset,
+                                   g->v + p->offset, wbf ? wbf + p->offset : NULL, &hp,
+                                   max_norm > 0 ? g->norm_out + 1 : NULL, g->st, err));
+            i = j;
         }
     }
     tstop(g);
@@ -973,6 +1040,7 @@ extern "C" void mrw_rwkv7_gpu_flat_get(mrw_rwkv7_gpu *g, mrw_rwkv7_gpu_flat *f) 
 /* w and g reallocated to cap >= total elements (contents kept, the tail zero). */
 extern "C" mrw_status mrw_rwkv7_gpu_flat_grow(mrw_rwkv7_gpu *g, size_t cap, mrw_error *err) {
     const size_t P = g->ps.total;
+    if (!g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: frozen (no gradients allocated)");
     if (cap <= P) return MRW_OK;
     TRY(cuda_chk(cudaStreamSynchronize(g->st), "grow", err));
     float **bufs[2] = {&g->w, &g->g};
@@ -1005,6 +1073,7 @@ extern "C" void mrw_rwkv7_gpu_drop_moments(mrw_rwkv7_gpu *g) {
 
 /* Partial sums of g^2 over [lo, hi) (MRW_CUDA_NORM_BLOCKS doubles in norm_part). */
 extern "C" mrw_status mrw_rwkv7_gpu_sumsq_range(mrw_rwkv7_gpu *g, size_t lo, size_t hi, mrw_error *err) {
+    if (!g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: frozen (no gradients allocated)");
     tmark(g, MRW_GPU_T_OPT);
     if (hi > g->ps.total) hi = g->ps.total;
     return mrw_cuda_sumsq_part(hi > lo ? hi - lo : 0, g->g + lo, g->norm_part, g->st, err);
@@ -1016,6 +1085,7 @@ extern "C" mrw_status mrw_rwkv7_gpu_sumsq_range(mrw_rwkv7_gpu *g, size_t lo, siz
 extern "C" mrw_status mrw_rwkv7_gpu_step_range(mrw_rwkv7_gpu *g, const mrw_adam_config *cfg, double lr,
                                                double max_norm, size_t lo, size_t hi, float *m, float *v,
                                                double *grad_norm, mrw_error *err) {
+    if (!g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: frozen (no gradients allocated)");
     tmark(g, MRW_GPU_T_OPT);
     TRY(mrw_cuda_grad_norm_finish(1, g->norm_part, (float)max_norm, g->norm_out, NULL, g->st, err));
     g->t_adam++;

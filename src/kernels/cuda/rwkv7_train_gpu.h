@@ -36,6 +36,10 @@ typedef struct {
     int fp32;   /* 1: fp32 activations and fp32 GEMMs (slow; for checking the math) */
     int ckpt;   /* 1: per-block activation checkpointing (recompute each block's forward in the backward) */
     int device; /* CUDA device ordinal */
+    int frozen; /* 1: the RWKV is never trained (ModRWKV stage 1): no parameter gradients and no Adam moments are
+                 * allocated; only forwards with grad 0 / 2 and frozen backwards (_backward_ex frozen = 1) run, and
+                 * what needs the gradients or moments (a full backward, _step, _zero_grad is a no-op, grads up/
+                 * download, moments of a trained tensor, the flat/ZeRO calls) is MRW_E_ARG */
 } mrw_rwkv7_gpu_opts;
 
 typedef struct mrw_rwkv7_gpu mrw_rwkv7_gpu;

@@ -1,4 +1,5 @@
-/* Frozen SigLIP / CLIP vision transformer forward on the GPU in bf16 (vit_gpu.h). The GEMMs are cuBLAS (bf16
+/* Frozen SigLIP / CLIP vision transformer forward on the GPU in bf16 (vit_gpu.h), and the Whisper encoder
+ * (whisper_gpu.h: a Conv1d stem in place of the patch embedding, then the same pre-LN layers and final LayerNorm). The GEMMs are cuBLAS (bf16
  * inputs, fp32 accumulation), the attention two batched GEMMs over every (image, head) pair around a softmax
  * kernel; LayerNorm (with the pending bias of the previous GEMM added into the fp32 residual first), bias +
  * activation, im2col and the embedding assembly are the small kernels below. */
@@ -12,6 +13,7 @@
 
 extern "C" {
 #include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/whisper_gpu.h"
 }
 
 using namespace mrwcu;
@@ -50,6 +52,10 @@ struct mrw_vit_gpu {
     const void **ptrs; /* device pointer arrays for the batched attention GEMMs: 3 sets of max_n*H each, x2 */
     size_t bytes;
     int fused; /* attention: 1 = the fused kernel (head_dim 64), 0 = batched GEMMs + softmax */
+    /* Whisper (whisper_gpu.h): mel [n_mels][frames] -> conv1 (k3 p1) + GELU -> conv2 (k3 s2 p1) + GELU + positions;
+     * px holds the mel, cols the unfolded windows of either conv, pe conv1's output (fp32) */
+    int whisper, n_mels, frames, n_pos;
+    size_t c1w, c2w, c1b, c2b; /* into wb (matrices [d][Cin*3]) and wf */
 };
 
 /* ------------------------------------------------------------------------------------------------ kernels */
@@ -76,6 +82,30 @@ __global__ void embed_kernel(size_t n, int C, int T, int P2, int has_cls, const 
         if (has_cls && t == 0) v = cls[c];
         else v = pe[((size_t)img * P2 + t - has_cls) * C + c] + (pb ? pb[c] : 0.f);
         x[e] = v + pos[(size_t)t * C + c];
+    }
+}
+
+/* Whisper's stem. conv1 windows: cols[t][c*3 + k] = mel[c][t + k - 1] (0 outside [0, F)), t < F */
+__global__ void conv1_cols_kernel(size_t n, int nm, int F, const float *mel, bf16 *cols) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const int t = (int)(e / ((size_t)nm * 3)), ck = (int)(e % ((size_t)nm * 3)), c = ck / 3, s = t + ck % 3 - 1;
+        cols[e] = __float2bfloat16_rn(s >= 0 && s < F ? mel[(size_t)c * F + s] : 0.f);
+    }
+}
+
+/* conv2 windows (stride 2): cols[t][c*3 + k] = h[2t + k - 1][c] (0 outside [0, F)), t < T */
+__global__ void conv2_cols_kernel(size_t n, int d, int F, const float *h, bf16 *cols) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const int t = (int)(e / ((size_t)d * 3)), ck = (int)(e % ((size_t)d * 3)), c = ck / 3, s = 2 * t + ck % 3 - 1;
+        cols[e] = __float2bfloat16_rn(s >= 0 && s < F ? h[(size_t)s * d + c] : 0.f);
+    }
+}
+
+/* x[r][c] = gelu(x[r][c] + b[c]) (+ pos[r][c] when pos), fp32 in place (erf GELU, as the convolutions use) */
+__global__ void bias_gelu_pos_kernel(size_t n, int C, float *x, const float *b, const float *pos) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const float v = x[e] + b[e % C];
+        x[e] = 0.5f * v * (1.f + erff(v * 0.70710678118654752f)) + (pos ? pos[e] : 0.f);
     }
 }
 
@@ -299,8 +329,61 @@ static int add_entry(mrw_vit_gpu *v, int cap, const char *name, size_t numel, in
     return 0;
 }
 
+/* Whisper's table: transformers' WhisperEncoder names relative to the encoder (no k_proj bias: that part of the
+ * fused q/k/v bias stays 0). */
+static int build_table_whisper(mrw_vit_gpu *v) {
+    const mrw_vit_config *c = &v->cfg;
+    const size_t C = c->hidden, I = c->intermediate;
+    const int cap = 16 + 16 * c->n_layer;
+    v->tab = (vt_entry *)calloc((size_t)cap, sizeof *v->tab);
+    v->L = (vt_layer *)calloc((size_t)c->n_layer, sizeof *v->L);
+    if (!v->tab || !v->L) return -1;
+    size_t wb = 0, wf = 0;
+#define MAT(field, nm, n) (field = wb, wb += (n), add_entry(v, cap, nm, (n), 1, field))
+#define VEC(field, nm, n) (field = wf, wf += ((n) + 15) / 16 * 16, add_entry(v, cap, nm, (n), 0, field))
+    int bad = MAT(v->c1w, "conv1.weight", C * v->n_mels * 3);
+    bad |= VEC(v->c1b, "conv1.bias", C);
+    bad |= MAT(v->c2w, "conv2.weight", C * C * 3);
+    bad |= VEC(v->c2b, "conv2.bias", C);
+    bad |= VEC(v->pos, "embed_positions.weight", (size_t)v->n_pos * C);
+    bad |= VEC(v->post_w, "layer_norm.weight", C);
+    bad |= VEC(v->post_b, "layer_norm.bias", C);
+    char nm[96];
+    for (int l = 0; l < c->n_layer && !bad; l++) {
+        vt_layer *y = &v->L[l];
+#define NM(s) (snprintf(nm, sizeof nm, "layers.%d.%s", l, s), nm)
+        bad |= VEC(y->ln1w, NM("self_attn_layer_norm.weight"), C);
+        bad |= VEC(y->ln1b, NM("self_attn_layer_norm.bias"), C);
+        bad |= VEC(y->ln2w, NM("final_layer_norm.weight"), C);
+        bad |= VEC(y->ln2b, NM("final_layer_norm.bias"), C);
+        y->qkvw = wb, wb += 3 * C * C;
+        y->qkvb = wf, wf += (3 * C + 15) / 16 * 16;
+        const char *qkv[3] = {"q", "k", "v"};
+        for (int q = 0; q < 3; q++) {
+            char s[64];
+            snprintf(s, sizeof s, "self_attn.%s_proj.weight", qkv[q]);
+            bad |= add_entry(v, cap, NM(s), C * C, 1, y->qkvw + q * C * C);
+            if (q == 1) continue;
+            snprintf(s, sizeof s, "self_attn.%s_proj.bias", qkv[q]);
+            bad |= add_entry(v, cap, NM(s), C, 0, y->qkvb + q * C);
+        }
+        bad |= MAT(y->ow, NM("self_attn.out_proj.weight"), C * C);
+        bad |= VEC(y->ob, NM("self_attn.out_proj.bias"), C);
+        bad |= MAT(y->fc1w, NM("fc1.weight"), I * C);
+        bad |= VEC(y->fc1b, NM("fc1.bias"), I);
+        bad |= MAT(y->fc2w, NM("fc2.weight"), C * I);
+        bad |= VEC(y->fc2b, NM("fc2.bias"), C);
+#undef NM
+    }
+#undef MAT
+#undef VEC
+    v->nwb = wb, v->nwf = wf;
+    return bad ? -1 : 0;
+}
+
 /* Lays out the two weight stores and the name table. */
 static int build_table(mrw_vit_gpu *v) {
+    if (v->whisper) return build_table_whisper(v);
     const mrw_vit_config *c = &v->cfg;
     const size_t C = c->hidden, I = c->intermediate, PP = (size_t)c->channels * c->patch * c->patch;
     const int cap = 16 + 16 * c->n_layer;
@@ -357,6 +440,8 @@ static int build_table(mrw_vit_gpu *v) {
 
 /* ------------------------------------------------------------------------------------------------ public */
 
+static mrw_status vit_alloc(mrw_vit_gpu *v, mrw_vit_gpu **out, mrw_error *err);
+
 extern "C" mrw_status mrw_vit_gpu_new(const mrw_vit_config *cfg, int max_images, void *stream, mrw_vit_gpu **out,
                                       mrw_error *err) {
     *out = NULL;
@@ -378,6 +463,13 @@ extern "C" mrw_status mrw_vit_gpu_new(const mrw_vit_config *cfg, int max_images,
     v->max_n = max_images;
     v->st = (cudaStream_t)stream;
     v->fused = c->head_dim == 64 && c->hidden % 8 == 0;
+    return vit_alloc(v, out, err);
+}
+
+/* The weight table and every device buffer of v (cfg, max_n, st, fused and the Whisper fields set). */
+static mrw_status vit_alloc(mrw_vit_gpu *v, mrw_vit_gpu **out, mrw_error *err) {
+    const mrw_vit_config *c = &v->cfg;
+    const int max_images = v->max_n;
     if (build_table(v)) {
         mrw_vit_gpu_free(v);
         return mrw_err(err, MRW_E_NOMEM, "out of memory");
@@ -388,15 +480,21 @@ extern "C" mrw_status mrw_vit_gpu_new(const mrw_vit_config *cfg, int max_images,
     }
     const size_t n = (size_t)max_images, T = c->n_tokens, C = c->hidden, I = c->intermediate, H = c->n_head;
     const size_t P2 = c->n_patches, PP = (size_t)c->channels * c->patch * c->patch;
+    /* pixels / mel, unfolded windows, patch embeddings / conv1 output */
+    size_t npx = n * c->channels * c->image_size * c->image_size, ncols = n * P2 * PP, npe = n * P2 * C;
+    if (v->whisper) {
+        const size_t F = v->frames, nm = v->n_mels;
+        npx = nm * F, ncols = F * nm * 3 > T * C * 3 ? F * nm * 3 : T * C * 3, npe = F * C;
+    }
     struct {
         void **p;
         size_t bytes;
         const char *what;
     } al[] = {{(void **)&v->wb, v->nwb * 2, "bf16 matrices"},
               {(void **)&v->wf, v->nwf * 4, "fp32 vectors"},
-              {(void **)&v->px, n * c->channels * c->image_size * c->image_size * 4, "pixels"},
-              {(void **)&v->cols, n * P2 * PP * 2, "patches"},
-              {(void **)&v->pe, n * P2 * C * 4, "patch embeddings"},
+              {(void **)&v->px, npx * 4, "pixels"},
+              {(void **)&v->cols, ncols * 2, "patches"},
+              {(void **)&v->pe, npe * 4, "patch embeddings"},
               {(void **)&v->x, n * T * C * 4, "residual stream"},
               {(void **)&v->xn, n * T * C * 2, "LayerNorm output"},
               {(void **)&v->qkv, n * T * 3 * C * 2, "q/k/v"},
@@ -529,36 +627,14 @@ extern "C" mrw_status mrw_vit_gpu_init_random(mrw_vit_gpu *v, uint64_t seed, mrw
     return cuda_chk(cudaStreamSynchronize(v->st), "init", err);
 }
 
-extern "C" mrw_status mrw_vit_gpu_forward(mrw_vit_gpu *v, const float *pixels, int pixels_on_host, int n,
-                                          mrw_cuda_dtype out_dt, void *out, mrw_error *err) {
+/* The transformer layers and the output LayerNorm over the residual stream v->x (n sequences of n_tokens rows). */
+static mrw_status run_layers(mrw_vit_gpu *v, int n, mrw_cuda_dtype out_dt, void *out, mrw_error *err) {
     const mrw_vit_config *c = &v->cfg;
-    if (!pixels || !out || n < 1 || n > v->max_n)
-        return mrw_err(err, MRW_E_ARG, "vit (cuda): %d images (1..%d) or NULL buffers", n, v->max_n);
-    if (out_dt != MRW_CUDA_F32 && out_dt != MRW_CUDA_BF16)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "vit (cuda): output dtype %d", (int)out_dt);
     const int C = c->hidden, I = c->intermediate, H = c->n_head, D = c->head_dim, T = c->n_tokens;
-    const int P2 = c->n_patches, PP = c->channels * c->patch * c->patch, S = c->image_size;
     const int rows = n * T, clip = c->family == MRW_VIT_CLIP;
-    const size_t npx = (size_t)n * c->channels * S * S;
-    const float *px = pixels;
-    if (pixels_on_host) {
-        TRY(cuda_chk(cudaMemcpyAsync(v->px, pixels, npx * 4, cudaMemcpyHostToDevice, v->st), "pixels", err));
-        px = v->px;
-    }
     const float *wf = v->wf;
     const bf16 *wb = v->wb;
-    /* patch embedding: one GEMM over the unfolded patches */
-    const size_t ncol = (size_t)n * P2 * PP;
-    im2col_kernel<<<grid_for(ncol, 256), 256, 0, v->st>>>(ncol, c->channels, S, c->patch, c->grid, px, v->cols);
-    TRY(launched("vit im2col", err));
-    TRY(gemm(v, 1, n * P2, C, PP, 1.f, v->cols, PP, wb + v->patch_w, PP, 0.f, CUDA_R_32F, v->pe, C, err));
-    const size_t nx = (size_t)rows * C;
-    embed_kernel<<<grid_for(nx, 256), 256, 0, v->st>>>(nx, C, T, P2, clip, v->pe, clip ? NULL : wf + v->patch_b,
-                                                        clip ? wf + v->cls : NULL, wf + v->pos, v->x);
-    TRY(launched("vit embeddings", err));
     const unsigned ln_grid = (unsigned)((rows + 7) / 8);
-    if (clip) ln_kernel<float><<<ln_grid, 256, 0, v->st>>>(rows, C, v->x, NULL, wf + v->pre_w, wf + v->pre_b, c->eps,
-                                                          v->x);
     const int act = c->act == MRW_VIT_QUICK_GELU ? 2 : c->act == MRW_VIT_GELU_ERF ? 3 : 1;
     const float *pending = NULL; /* the bias of the last GEMM into x, added by the next LayerNorm */
     const size_t np = (size_t)n * H, np_max = (size_t)v->max_n * H;
@@ -610,4 +686,122 @@ extern "C" mrw_status mrw_vit_gpu_forward(mrw_vit_gpu *v, const float *pixels, i
     else
         ln_kernel<bf16><<<ln_grid, 256, 0, v->st>>>(rows, C, v->x, pending, pw, pb, c->eps, (bf16 *)out);
     return launched("vit output", err);
+}
+
+extern "C" mrw_status mrw_vit_gpu_forward(mrw_vit_gpu *v, const float *pixels, int pixels_on_host, int n,
+                                          mrw_cuda_dtype out_dt, void *out, mrw_error *err) {
+    const mrw_vit_config *c = &v->cfg;
+    if (!pixels || !out || n < 1 || n > v->max_n)
+        return mrw_err(err, MRW_E_ARG, "vit (cuda): %d images (1..%d) or NULL buffers", n, v->max_n);
+    if (out_dt != MRW_CUDA_F32 && out_dt != MRW_CUDA_BF16)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "vit (cuda): output dtype %d", (int)out_dt);
+    if (v->whisper) return mrw_err(err, MRW_E_ARG, "vit (cuda): a Whisper encoder takes mel frames, not pixels");
+    const int C = c->hidden, T = c->n_tokens;
+    const int P2 = c->n_patches, PP = c->channels * c->patch * c->patch, S = c->image_size;
+    const int rows = n * T, clip = c->family == MRW_VIT_CLIP;
+    const size_t npx = (size_t)n * c->channels * S * S;
+    const float *px = pixels;
+    if (pixels_on_host) {
+        TRY(cuda_chk(cudaMemcpyAsync(v->px, pixels, npx * 4, cudaMemcpyHostToDevice, v->st), "pixels", err));
+        px = v->px;
+    }
+    const float *wf = v->wf;
+    const bf16 *wb = v->wb;
+    /* patch embedding: one GEMM over the unfolded patches */
+    const size_t ncol = (size_t)n * P2 * PP;
+    im2col_kernel<<<grid_for(ncol, 256), 256, 0, v->st>>>(ncol, c->channels, S, c->patch, c->grid, px, v->cols);
+    TRY(launched("vit im2col", err));
+    TRY(gemm(v, 1, n * P2, C, PP, 1.f, v->cols, PP, wb + v->patch_w, PP, 0.f, CUDA_R_32F, v->pe, C, err));
+    const size_t nx = (size_t)rows * C;
+    embed_kernel<<<grid_for(nx, 256), 256, 0, v->st>>>(nx, C, T, P2, clip, v->pe, clip ? NULL : wf + v->patch_b,
+                                                        clip ? wf + v->cls : NULL, wf + v->pos, v->x);
+    TRY(launched("vit embeddings", err));
+    const unsigned ln_grid = (unsigned)((rows + 7) / 8);
+    if (clip) ln_kernel<float><<<ln_grid, 256, 0, v->st>>>(rows, C, v->x, NULL, wf + v->pre_w, wf + v->pre_b, c->eps,
+                                                          v->x);
+    return run_layers(v, n, out_dt, out, err);
+}
+
+extern "C" mrw_status mrw_vit_gpu_forward_host(mrw_vit_gpu *v, const float *pixels, int n, float *out, mrw_error *err) {
+    if (!v || !pixels || !out || n < 1 || n > v->max_n)
+        return mrw_err(err, MRW_E_ARG, "vit (cuda): %d images (1..%d) or NULL buffers", n, v ? v->max_n : 0);
+    const size_t bytes = (size_t)n * v->cfg.n_tokens * v->cfg.hidden * sizeof(float);
+    float *d = NULL;
+    cudaError_t e = cudaMalloc((void **)&d, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return mrw_err(err, MRW_E_NOMEM, "vit (cuda): cannot allocate %zu bytes for the encoder output", bytes);
+    }
+    mrw_status s = mrw_vit_gpu_forward(v, pixels, 1, n, MRW_CUDA_F32, d, err);
+    if (!s) s = cuda_chk(cudaMemcpyAsync(out, d, bytes, cudaMemcpyDeviceToHost, v->st), "output download", err);
+    if (!s) s = cuda_chk(cudaStreamSynchronize(v->st), "vit forward", err);
+    cudaFree(d);
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------------ Whisper */
+
+extern "C" mrw_status mrw_whisper_gpu_new(const mrw_whisper_config *wc, int n_frames, void *stream, mrw_vit_gpu **out,
+                                          mrw_error *err) {
+    *out = NULL;
+    if (!wc || wc->n_mels < 1 || wc->d_model < 2 || wc->d_model % 2 || wc->n_layers < 1 || wc->n_heads < 1 ||
+        wc->d_model % wc->n_heads || wc->ffn_dim < 2 || wc->ffn_dim % 2 || wc->n_pos < 1 || n_frames < 1 ||
+        n_frames > 2 * wc->n_pos || wc->d_model > 16384 || wc->ffn_dim > 65536 || wc->n_mels > 1024 || !(wc->ln_eps > 0))
+        return mrw_err(err, MRW_E_ARG, "whisper (cuda): unsupported shape (d_model %d, heads %d, layers %d, ffn %d, "
+                       "mels %d, %d frames of at most %d)", wc ? wc->d_model : 0, wc ? wc->n_heads : 0,
+                       wc ? wc->n_layers : 0, wc ? wc->ffn_dim : 0, wc ? wc->n_mels : 0, n_frames, wc ? 2 * wc->n_pos : 0);
+    if (wc->act != MRW_ACT_GELU && wc->act != MRW_ACT_GELU_TANH)
+        return mrw_err(err, MRW_E_UNSUPPORTED, "whisper (cuda): activation %d (only gelu and gelu_new)", (int)wc->act);
+    mrw_vit_gpu *v = (mrw_vit_gpu *)calloc(1, sizeof *v);
+    if (!v) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    mrw_vit_config *c = &v->cfg;
+    c->family = MRW_VIT_SIGLIP; /* no CLS, output = the final LayerNorm (post_w / post_b) */
+    c->hidden = wc->d_model, c->n_layer = wc->n_layers, c->n_head = wc->n_heads;
+    c->head_dim = wc->d_model / wc->n_heads, c->intermediate = wc->ffn_dim;
+    c->n_tokens = c->n_patches = (n_frames + 1) / 2; /* conv2 (k3, s2, p1): mrw_whisper_enc_out_frames */
+    c->channels = 1, c->patch = 1, c->grid = 1, c->image_size = 1;
+    c->eps = wc->ln_eps;
+    c->act = wc->act == MRW_ACT_GELU ? MRW_VIT_GELU_ERF : MRW_VIT_GELU_TANH;
+    v->whisper = 1, v->n_mels = wc->n_mels, v->frames = n_frames, v->n_pos = wc->n_pos;
+    v->max_n = 1;
+    v->st = (cudaStream_t)stream;
+    v->fused = c->head_dim == 64 && c->hidden % 8 == 0;
+    return vit_alloc(v, out, err);
+}
+
+extern "C" int mrw_whisper_gpu_frames(const mrw_vit_gpu *v) { return v->whisper ? v->frames : 0; }
+
+extern "C" mrw_status mrw_whisper_gpu_forward_host(mrw_vit_gpu *v, const float *mel, float *out, mrw_error *err) {
+    if (!v || !v->whisper || !mel || !out)
+        return mrw_err(err, MRW_E_ARG, "whisper (cuda): not a Whisper encoder, or NULL buffers");
+    const mrw_vit_config *c = &v->cfg;
+    const int C = c->hidden, T = c->n_tokens, F = v->frames, nm = v->n_mels;
+    const float *wf = v->wf;
+    const bf16 *wb = v->wb;
+    TRY(cuda_chk(cudaMemcpyAsync(v->px, mel, (size_t)nm * F * 4, cudaMemcpyHostToDevice, v->st), "mel", err));
+    const size_t n1 = (size_t)F * nm * 3;
+    conv1_cols_kernel<<<grid_for(n1, 256), 256, 0, v->st>>>(n1, nm, F, v->px, v->cols);
+    TRY(launched("whisper conv1 windows", err));
+    TRY(gemm(v, 1, F, C, nm * 3, 1.f, v->cols, nm * 3, wb + v->c1w, nm * 3, 0.f, CUDA_R_32F, v->pe, C, err));
+    const size_t nh = (size_t)F * C;
+    bias_gelu_pos_kernel<<<grid_for(nh, 256), 256, 0, v->st>>>(nh, C, v->pe, wf + v->c1b, NULL);
+    TRY(launched("whisper conv1 gelu", err));
+    const size_t n2 = (size_t)T * C * 3;
+    conv2_cols_kernel<<<grid_for(n2, 256), 256, 0, v->st>>>(n2, C, F, v->pe, v->cols);
+    TRY(launched("whisper conv2 windows", err));
+    TRY(gemm(v, 1, T, C, C * 3, 1.f, v->cols, C * 3, wb + v->c2w, C * 3, 0.f, CUDA_R_32F, v->x, C, err));
+    const size_t nx = (size_t)T * C;
+    bias_gelu_pos_kernel<<<grid_for(nx, 256), 256, 0, v->st>>>(nx, C, v->x, wf + v->c2b, wf + v->pos);
+    TRY(launched("whisper conv2 gelu + positions", err));
+    float *d = NULL;
+    cudaError_t e = cudaMalloc((void **)&d, nx * sizeof(float));
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return mrw_err(err, MRW_E_NOMEM, "whisper (cuda): cannot allocate %zu bytes for the output", nx * 4);
+    }
+    mrw_status s = run_layers(v, 1, MRW_CUDA_F32, d, err);
+    if (!s) s = cuda_chk(cudaMemcpyAsync(out, d, nx * sizeof(float), cudaMemcpyDeviceToHost, v->st), "output download", err);
+    if (!s) s = cuda_chk(cudaStreamSynchronize(v->st), "whisper forward", err);
+    cudaFree(d);
+    return s;
 }

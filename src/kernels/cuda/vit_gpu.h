@@ -70,6 +70,18 @@ int mrw_vit_gpu_set_attention(mrw_vit_gpu *v, int fused);
 mrw_status mrw_vit_gpu_from_file(const mrw_tfile *f, const mrw_vit_config *cfg, int max_images, void *stream,
                                  mrw_vit_gpu **out, mrw_error *err);
 
+/* The forward with host pixels and a HOST fp32 output [n*n_tokens][hidden]; synchronous. */
+mrw_status mrw_vit_gpu_forward_host(mrw_vit_gpu *v, const float *pixels, int n, float *out, mrw_error *err);
+
+/* (vit_gpu_load.c) ModRWKV inference (`chat` / `generate` / `encode --device cuda`): the GPU copy of the image
+ * encoder of a loaded ModRWKV model (mrw_vit_gpu_from_file on the model's own encoder tensors; MRW_E_ARG when it
+ * has no image encoder), and mrw_mm_encode_image with that encoder: the image is decoded and preprocessed on the
+ * CPU, encoded on the GPU (bf16 weights, fp32 output downloaded), then compressed (if the model does) and adapted
+ * by the CPU code on the downloaded rows (out / encoder_out as in mrw_mm_encode_image). */
+mrw_status mrw_vit_gpu_from_mm(const mrw_mm *mm, int max_images, void *stream, mrw_vit_gpu **out, mrw_error *err);
+mrw_status mrw_mm_encode_image_gpu(const mrw_mm *mm, mrw_vit_gpu *v, const char *path, int n_threads,
+                                   mrw_features *out, mrw_features *encoder_out, mrw_error *err);
+
 #ifdef __cplusplus
 }
 #endif
