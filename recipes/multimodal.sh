@@ -5,7 +5,7 @@
 #
 #   recipes/multimodal.sh [--vision MODEL] [--speech MODEL] [--out DIR] [--n-train N] [--n-test N]
 #                         [--questions Q] [--steps S] [--lr LR] [--batch B] [--train LIST] [--threads T]
-#                         [--vocab V] [--seed S] [--modrwkv BIN]
+#                         [--vocab V] [--seed S] [--modrwkv BIN] [--mix-typed]
 #                         [--standin [--image-encoder DIR] [--audio-encoder DIR] [--standin-steps N]]
 #
 #   --vision / --speech  ModRWKV bundles (default: the .safetensors or .gguf in models/vision, models/speech); the
@@ -15,6 +15,7 @@
 #   --batch B            micro-batches of one record accumulated per step (default 4; recordings differ in
 #                        length, so each micro-batch holds one record)
 #   --train LIST         what trains (default adapter,rwkv: stage 2; adapter: stage 1 only)
+#   --mix-typed          fine-tune on each spoken question and the same question typed (keeps the text path)
 #   --threads T          (default 1)  --vocab V: passed to every command (e.g. bytes)
 #   --standin            build stand-in models instead of taking shipped ones (no vision/speech model needed):
 #                        the vision model is a byte-level RWKV-7 (2 x 128, from scratch) with a v1 adapter on
@@ -40,7 +41,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/build/modrwkv"
 vision=""; speech=""; out="runs/multimodal"; ntrain=400; ntest=100; questions=2; steps=600; lr=1e-4
 train=adapter,rwkv; threads=1; vocab=""; seed=1; batch=4; standin=0; img_enc=""; aud_enc=""; standin_steps=1500
-report_only=0
+report_only=0; mix_typed=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --vision) vision=$2; shift 2 ;;
@@ -62,7 +63,8 @@ while [ $# -gt 0 ]; do
     --audio-encoder) aud_enc=$2; shift 2 ;;
     --standin-steps) standin_steps=$2; shift 2 ;;
     --report-only) report_only=1; shift ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    --mix-typed) mix_typed=1; shift ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "multimodal.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -194,11 +196,29 @@ score "$vision" text vision_text
 log "scoring the merged model (no fine-tuning) on held-out voices"
 score "$out/merged.safetensors" spoken zero
 
-# 4. fine-tune
-log "fine-tuning ($train, $steps steps, lr $lr, $threads thread(s))"
+# 4. fine-tune (--mix-typed: every spoken record is followed by the same question typed, so that fine-tuning on
+# speech does not overwrite the typed-question path)
+ftdata="$out/data/train.jsonl"
+if [ "$mix_typed" = 1 ]; then
+  ftdata="$out/data/train_mixed.jsonl"
+  python3 - "$out/data/train.jsonl" "$ftdata" <<'PY' || die "could not write $ftdata"
+import json, sys
+src, dst = sys.argv[1:3]
+with open(dst + '.tmp', 'w') as o:
+    for line in open(src):
+        r = json.loads(line)
+        o.write(json.dumps(r, separators=(',', ':')) + '\n')
+        t = {'id': r['id'] + '-typed', 'image': r['image'],
+             'conversations': [{'from': 'human', 'value': '<image>\n' + r['question']}, r['conversations'][1]],
+             'question_type': r['question_type']}
+        o.write(json.dumps(t, separators=(',', ':')) + '\n')
+import os; os.replace(dst + '.tmp', dst)
+PY
+fi
+log "fine-tuning ($train, $steps steps, lr $lr, $threads thread(s), data $(basename "$ftdata"))"
 rm -rf "$out/ft"
 t0=$(date +%s)
-"$bin" train -m "$out/merged.safetensors" "${va[@]}" --data "$out/data/train.jsonl" --out "$out/ft" --train "$train" \
+"$bin" train -m "$out/merged.safetensors" "${va[@]}" --data "$ftdata" --out "$out/ft" --train "$train" \
   --feature-cache "$out/fcache" --steps "$steps" --lr "$lr" -b 1 --grad-accum "$batch" --seed "$seed" -t "$threads" \
   --no-progress
 t1=$(date +%s)

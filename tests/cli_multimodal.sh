@@ -100,6 +100,19 @@ if command -v espeak-ng > /dev/null && command -v sox > /dev/null; then
     --steps 2 --standin-steps 2 --audio-encoder $F/whisper --modrwkv "$M"
   check "results table" grep -q '^| all | 4 |' "$T/mm/results.md"
   check "one answer per test record and model" test "$(cat "$T"/mm/answers_*.tsv | wc -l)" -eq 20
+  # --mix-typed: each spoken training record is followed by the same question typed (image + text only)
+  expect_ok "recipes/multimodal.sh --standin --mix-typed (smoke)" recipes/multimodal.sh --standin --mix-typed \
+    --out "$T/mm2" --n-train 3 --n-test 2 --steps 2 --standin-steps 2 --audio-encoder $F/whisper --modrwkv "$M"
+  check "mixed data: twice the records" test "$(wc -l < "$T/mm2/data/train_mixed.jsonl")" -eq \
+    "$((2 * $(wc -l < "$T/mm2/data/train.jsonl")))"
+  check "typed records carry the question and no audio" python3 -c '
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+for a, b in zip(rs[0::2], rs[1::2]):
+    assert "audio" in a and "audio" not in b and b["id"] == a["id"] + "-typed"
+    assert b["conversations"][0]["value"] == "<image>\n" + a["question"] and b["conversations"][1] == a["conversations"][1]
+' "$T/mm2/data/train_mixed.jsonl"
+  check "mixed run: results table" grep -q '^| all | 4 |' "$T/mm2/results.md"
 else
   echo "cli_multimodal: espeak-ng/sox missing: recipes/gen_spoken_vqa.sh not tested" >&2
 fi

@@ -6,7 +6,7 @@
 # this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
 # src/base/error.c, not the rest of the library's dependencies).
 #   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|train|trainsan|trainbench|decode|decodesan|decodebench|mm|mmsan|mmbench|
-#                          distbench|profile|stalls|sass]...
+#                          conv|convsan|distbench|profile|stalls|sass]...
 #   (default: test asan sanitize bench train trainsan trainbench)
 # train: the GPU trainer against the CPU trainer (test_train_gpu, table in $out/train_parity.txt); trainsan:
 # compute-sanitizer memcheck on its quick cases; trainbench: bench_train_gpu (0.1B / 0.4B / 1.5B training steps).
@@ -14,8 +14,10 @@
 # build-cuda/gpulibs too); decodesan: its memcheck run; decodebench: bench_decode_gpu (0.4B / 1.5B decode).
 # mm: the ModRWKV pieces (GPU adapter and ViT encoder against the CPU: test_modrwkv_gpu, whole library like
 # test_decode_gpu); mmsan: its memcheck and racecheck runs; mmbench: bench_modrwkv_gpu (image encode time, stage-1 and
-# stage-2 samples/s). distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
-# The CLI checks are separate scripts: tests/cuda/train_cli_gpu.sh, train_mm_gpu.sh, train_dist_gpu.sh.
+# stage-2 samples/s). conv: the GPU Conv1d / pooling / convolutional adapters against float64 references
+# (test_conv1d_gpu); convsan: its memcheck and racecheck runs. distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
+# The CLI checks are separate scripts: tests/cuda/train_cli_gpu.sh, train_mm_gpu.sh, train_audio_gpu.sh,
+# train_dist_gpu.sh, mm_chat_gpu.sh.
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-cuda-out}; mkdir -p "$out"
@@ -107,6 +109,18 @@ for s in $steps; do
       LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool "$tool" \
         --error-exitcode 3 build-cuda/tests/cuda/test_modrwkv_gpu --quick > "$out/san_mm_$tool.txt" 2>&1
       r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_mm_$tool.txt"; echo "exit $r"
+      [ $r -eq 0 ] || rc=1
+    done ;;
+  conv)
+    echo "== test_conv1d_gpu (GPU Conv1d, pooling and convolutional adapters)"
+    build-cuda/tests/cuda/test_conv1d_gpu > "$out/conv.txt" 2>&1; r=$?
+    grep -E "FAIL|rows passed" "$out/conv.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  convsan)
+    for tool in memcheck racecheck; do
+      echo "== compute-sanitizer --tool $tool test_conv1d_gpu --quick"
+      compute-sanitizer --tool "$tool" --error-exitcode 3 build-cuda/tests/cuda/test_conv1d_gpu --quick \
+        > "$out/san_conv_$tool.txt" 2>&1
+      r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_conv_$tool.txt"; echo "exit $r"
       [ $r -eq 0 ] || rc=1
     done ;;
   mmbench)
