@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # `modrwkv train --device cuda` on the ModRWKV stages: what the GPU path does not cover is refused with a message
-# naming the option (--train ...,encoder, data parallelism), in every build, before anything is written; supported
-# runs (stage 1, --compress, an audio stage) say "built without CUDA" in a CPU-only build (a CUDA build trains them on
-# the GPU: tests/cuda/train_mm_gpu.sh and train_audio_gpu.sh, run on a GPU machine). Run by tests/run.sh with the
-# build directory as $1.
+# naming the option (--train encoder without the adapter, data parallelism), in every build, before anything is
+# written; supported runs (stage 1, --compress, the vision encoder trained, an audio stage) say "built without CUDA"
+# in a CPU-only build (a CUDA build trains them on the GPU: tests/cuda/train_mm_gpu.sh, train_enc_gpu.sh and
+# train_audio_gpu.sh, run on a GPU machine). Run by tests/run.sh with the build directory as $1.
 . "$(dirname "$0")/lib/cli.sh"
 MM=tests/fixtures/modrwkv
 cp $MM/media/image_a.png "$T/"
 printf '{"image": "image_a.png", "conversations": [{"from": "human", "value": "<image>\\nWhat is it?"}, {"from": "gpt", "value": "A square."}]}\n' > "$T/d.jsonl"
 S1=(--init 1,64 --vocab bytes --encoder $MM/siglip --adapter v1 --data "$T/d.jsonl" --ctx-len 64 --steps 1 --no-progress -t 1)
-expect_fail "--train adapter,encoder --device cuda" "--train \.\.\.,encoder is not supported on the GPU" \
-  "$M" train "${S1[@]}" --train adapter,encoder --device cuda --out "$T/x1"
+expect_fail "--train encoder --device cuda" "--train \.\.\.,encoder needs the adapter trained too on the GPU" \
+  "$M" train "${S1[@]}" --train encoder --device cuda --out "$T/x1"
 expect_fail "--gpus 2 --device cuda (multimodal)" "data parallelism .* covers plain text training only" \
   "$M" train "${S1[@]}" --train adapter --gpus 2 --device cuda --out "$T/x3"
 expect_fail "--zero 1 --device cuda (multimodal)" "data parallelism .* covers plain text training only" \
@@ -41,6 +41,7 @@ supported() { local n=$1; shift
 }
 supported probe "${S1[@]}" --train adapter
 supported probe_c "${S1[@]}" --train adapter --compress 3,2
+supported probe_e "${S1[@]}" --train adapter,encoder
 supported probe_c2 -m "$T/s1/model.safetensors" --vocab bytes --data "$T/d.jsonl" --train adapter,rwkv --compress 3,2 \
   --steps 1 --no-progress -t 1
 supported probe_a --init 1,64 --vocab bytes --encoder $MM/whisper --adapter v1 --data "$T/a.jsonl" --ctx-len 64 \

@@ -29,6 +29,7 @@
 #include "kernels/cuda/adapter_gpu.h"
 #include "kernels/cuda/dist_nccl.h"
 #include "kernels/cuda/rwkv7_train_gpu.h"
+#include "kernels/cuda/vit_gpu_train.h"
 #endif
 
 #define PAD_MULTIPLE 16
@@ -151,6 +152,10 @@ typedef struct {
     struct mrw_adapter_gpu *agpu;
     void *g_inject, *g_dinject;
     int32_t *row_pos;
+    /* --device cuda, --train ...,encoder (vision): the ViT on the GPU (vt then only holds the host copy of its
+     * weights), its parameter set's index in sets[] */
+    struct mrw_vit_gpu_train *vgpu;
+    int vt_set;
     /* data parallel (docs/DISTRIBUTED.md): rank of world; every rank reads the whole global micro-batch of B
      * samples and trains on samples [rank B/world, (rank+1) B/world) */
     mrw_dist_env denv;
@@ -278,6 +283,10 @@ static mrw_status save(trainer *t, mrw_error *err) {
                         ((t->o->train & MRW_PG_ADAPTER) &&
                          (s = mrw_adapter_gpu_moments(t->agpu, 0, t->sets[1], t->opt.m, t->opt.v, t->opt.moff[1],
                                                       &t->opt.t, err)))))
+            return s;
+        if (t->vgpu && ((s = mrw_vit_gpu_train_download(t->vgpu, t->sets[t->vt_set], 0, err)) ||
+                        (s = mrw_vit_gpu_train_moments(t->vgpu, 0, t->sets[t->vt_set], t->opt.m, t->opt.v,
+                                                       t->opt.moff[t->vt_set], &t->opt.t, err))))
             return s;
         for (int k = 0; k < t->n_xm; k++) /* the other modalities' adapters (sets 2, 3, ...) */
             if (t->xm[k].agpu &&
@@ -689,6 +698,12 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
             s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, NULL, NULL, t->tgt, B, T, trains_rwkv, loss, err);
             return s || !trains_rwkv || !isfinite(*loss) ? s : mrw_rwkv7_gpu_backward_ex(t->gpu, scale, 0, NULL, err);
         }
+        /* the encoder trains: the pixels through the ViT on the GPU, its output rows are the adapter's input */
+        const void *enc_out = NULL;
+        if (t->vgpu && NI &&
+            ((s = mrw_vit_gpu_train_forward(t->vgpu, t->pix, 1, NI, &enc_out, err)) ||
+             (s = mrw_vit_gpu_train_output_host(t->vgpu, t->feat_in, err))))
+            return s;
         /* each modality's items through its adapter, each output row scattered to its position b*T + t */
         memset(t->mask, 0, (size_t)B * T);
         for (int k = -1; k < t->n_xm; k++) {
@@ -710,6 +725,9 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
         s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, t->g_inject, t->mask, t->tgt, B, T, trains_rwkv ? 1 : 2, loss, err);
         if (s || !isfinite(*loss)) return s; /* a non-finite loss skips the backward (and the caller the step) */
         if ((s = mrw_rwkv7_gpu_backward_ex(t->gpu, scale, !trains_rwkv, trains_ad ? t->g_dinject : NULL, err))) return s;
+        if (trains_ad && NI && t->vgpu) /* through the adapter into the encoder */
+            return mrw_vit_gpu_train_backward_adapter(t->vgpu, t->agpu, t->g_dinject, mrw_vit_gpu_train_dtype(t->vgpu),
+                                                      t->C, t->row_pos, NI * t->feat_M, err);
         if (trains_ad && NI && (s = mrw_adapter_gpu_backward_rows(t->agpu, err))) return s;
         for (int k = 0; k < t->n_xm && trains_ad; k++)
             if (t->xm[k].n_items && (s = mrw_adapter_gpu_backward_rows(t->xm[k].agpu, err))) return s;
@@ -874,7 +892,8 @@ static void trainer_free(trainer *t) {
         mrw_adapter_gpu_free(t->xm[k].agpu);
         free(t->xm[k].row_pos);
     }
-    mrw_adapter_gpu_free(t->agpu); /* (on the RWKV trainer's stream: first) */
+    mrw_vit_gpu_train_free(t->vgpu); /* (on the RWKV trainer's stream: first) */
+    mrw_adapter_gpu_free(t->agpu);
     free(t->row_pos);
     mrw_dp_free(t->dp);
     mrw_rwkv7_gpu_free(t->gpu);
@@ -1170,7 +1189,8 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         if (o->feature_cache)
             fprintf(stderr, "modrwkv train: warning: the encoder trains, so --feature-cache is not used\n");
         mrw_vit_params vp = {.prefix = t->enc_src_prefix, .config_json = t->enc_config, .quiet = 1};
-        if ((s = mrw_vit_train_open(wpath, &vp, t->max_items, o->threads, &t->vt, err))) return s;
+        /* (--device cuda: the encoder trains on the GPU, this copy only holds the weights: activations for 1 image) */
+        if ((s = mrw_vit_train_open(wpath, &vp, o->device ? 1 : t->max_items, o->threads, &t->vt, err))) return s;
         const mrw_vit_config *vc = mrw_vit_train_config(t->vt);
         if (vc->hidden != t->feat_E || vc->n_tokens != t->max_rows)
             return mrw_err(err, MRW_E_INTERNAL, "the trainable encoder differs from the inference one");
@@ -1213,9 +1233,9 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
 /* --device cuda for the ModRWKV stages: what the GPU path does not cover is refused, naming the option (never run
  * on the CPU instead). First what the options alone decide (also in a build without CUDA), then the start model. */
 mrw_status mrw_train_gpu_mm_options(const mrw_train_opts *o, int world, mrw_error *err) {
-    if (o->train & MRW_PG_ENCODER)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --train ...,encoder is not supported on the GPU (it "
-                       "takes the features of a frozen encoder); train the encoder with --device cpu");
+    if ((o->train & MRW_PG_ENCODER) && !(o->train & MRW_PG_ADAPTER))
+        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --train ...,encoder needs the adapter trained too on the "
+                       "GPU (--train adapter,encoder or adapter,rwkv,encoder); train this with --device cpu");
     if (world > 1 || o->zero || o->allreduce_bf16)
         return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: data parallelism (--gpus, WORLD_SIZE > 1, --zero, "
                        "--allreduce) covers plain text training only; the ModRWKV stages run on one GPU");
@@ -1269,7 +1289,8 @@ static mrw_status gpu_adapter_new(trainer *t, const mrw_tadapter_config *adc, in
                                        : "stage 1 (adapter; RWKV frozen)",
                 prefix ? prefix : "", audio ? "v1 audio" : v1 ? "v1" : "v2", gc.compress_k ? "compression Conv1d, " : "",
                 gc.conv_k ? "Conv1d, " : "", adc->E, hidden, t->C,
-                t->fcache ? "feature cache / CPU encoder" : "CPU encoder", mrw_adapter_gpu_bytes(*out) / 1073741824.0);
+                t->vt ? "the encoder trained on the GPU" : t->fcache ? "feature cache / CPU encoder" : "CPU encoder",
+                mrw_adapter_gpu_bytes(*out) / 1073741824.0);
     return MRW_OK;
 }
 #endif
@@ -1404,6 +1425,29 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
         if (t->ad && (s = gpu_adapter_new(t, &t->adc, t->max_items, t->max_rows, NULL, 1, NULL, idt, &t->agpu,
                                           &t->row_pos, err)))
             return s;
+        if (t->wt)
+            return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --train ...,encoder with an audio encoder (Whisper) "
+                           "is not supported on the GPU (only SigLIP / CLIP train there); train it with --device cpu");
+        if (t->vt) { /* the vision encoder trains on the GPU, on the trainer's stream */
+            const mrw_param_set *vps = mrw_vit_train_params(t->vt);
+            t->vt_set = -1;
+            for (int i = 0; i < t->n_sets; i++)
+                if (t->sets[i] == vps) t->vt_set = i;
+            if (t->vt_set < 0) return mrw_err(err, MRW_E_INTERNAL, "the encoder's parameters are not in the optimizer");
+            if ((s = mrw_vit_gpu_train_new(mrw_vit_train_config(t->vt), t->max_items, go.fp32,
+                                           mrw_rwkv7_gpu_stream(t->gpu), &t->vgpu, err)) ||
+                (s = mrw_vit_gpu_train_upload(t->vgpu, vps, 0, err)) ||
+                (s = mrw_vit_gpu_train_moments(t->vgpu, 1, vps, t->opt.m, t->opt.v, t->opt.moff[t->vt_set], &t->opt.t,
+                                               err)))
+                return s;
+            if (!o->quiet) {
+                const mrw_vit_config *vc = mrw_vit_gpu_train_config(t->vgpu);
+                fprintf(stderr, "modrwkv train: the %s encoder trains on the GPU (%d layers, width %d, %d tokens, %s "
+                        "activations, %.2f GiB of device memory for %d images)\n",
+                        vc->family == MRW_VIT_CLIP ? "CLIP" : "SigLIP", vc->n_layer, vc->hidden, vc->n_tokens,
+                        go.fp32 ? "fp32" : "bf16", mrw_vit_gpu_train_bytes(t->vgpu) / 1073741824.0, t->max_items);
+            }
+        }
         for (int k = 0; k < t->n_xm; k++) {
             xmod *x = &t->xm[k];
             char pre[16];
@@ -1437,7 +1481,8 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
 static mrw_status gpu_step(trainer *t, double lr, double *norm, mrw_error *err) {
     const int trains_ad = t->agpu && (t->o->train & MRW_PG_ADAPTER), trains_rwkv = (t->o->train & MRW_PG_RWKV) != 0;
     if (!trains_ad) return mrw_dp_step(t->dp, &t->opt.cfg, lr, t->o->clip, norm, err);
-    if (!trains_rwkv && !t->n_xm) return mrw_adapter_gpu_step(t->agpu, &t->opt.cfg, lr, t->o->clip, norm, err);
+    if (!trains_rwkv && !t->n_xm && !t->vgpu)
+        return mrw_adapter_gpu_step(t->agpu, &t->opt.cfg, lr, t->o->clip, norm, err);
     /* one clip over every trained tensor: the partial sums of squares of the RWKV table (stage 2) or of the primary
      * adapter, plus those of every other adapter; each step takes the norm and coefficient from that sum */
     mrw_rwkv7_gpu_flat f;
@@ -1454,8 +1499,10 @@ static mrw_status gpu_step(trainer *t, double lr, double *norm, mrw_error *err) 
     }
     for (int k = 0; k < t->n_xm; k++)
         if ((s = mrw_adapter_gpu_sumsq_add(t->xm[k].agpu, part, err))) return s;
+    if (t->vgpu && (s = mrw_vit_gpu_train_sumsq_add(t->vgpu, part, err))) return s; /* the encoder, in the same clip */
     if ((s = mrw_adapter_gpu_step_part(t->agpu, &t->opt.cfg, lr, t->o->clip, part, trains_rwkv ? NULL : norm, err)))
         return s;
+    if (t->vgpu && (s = mrw_vit_gpu_train_step_part(t->vgpu, &t->opt.cfg, lr, t->o->clip, part, NULL, err))) return s;
     for (int k = 0; k < t->n_xm; k++)
         if ((s = mrw_adapter_gpu_step_part(t->xm[k].agpu, &t->opt.cfg, lr, t->o->clip, part, NULL, err))) return s;
     if (!trains_rwkv) return MRW_OK;
@@ -1514,6 +1561,7 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
 #ifdef MRW_CUDA
         if (t.gpu && (s = mrw_rwkv7_gpu_zero_grad(t.gpu, err))) break;
         if (t.agpu && (s = mrw_adapter_gpu_zero_grad(t.agpu, err))) break;
+        if (t.vgpu && (s = mrw_vit_gpu_train_zero_grad(t.vgpu, err))) break;
         for (int k = 0; k < t.n_xm && !s; k++)
             if (t.xm[k].agpu) s = mrw_adapter_gpu_zero_grad(t.xm[k].agpu, err);
         if (s) break;

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# `modrwkv train --device cuda --train adapter,encoder` and `adapter,rwkv,encoder` (the vision encoder trained on the
+# GPU: src/kernels/cuda/vit_gpu_train.h) against `--device cpu` (GPU machine). A tiny run: the test SigLIP fixture
+# (E 48, 2 layers, 16 patch rows per 32 px image) trained, an RWKV-7 of 2 x 128 (byte vocabulary; 30 CPU steps of
+# text first), 6 image records, batch 2, 10 steps:
+#   adapter,encoder (RWKV frozen): CPU vs GPU in fp32 mode (MRW_TRAIN_GPU_FP32=1: the RWKV part and the encoder in
+#     fp32; the adapter has bf16 GEMMs in every mode) and in bf16;
+#   adapter,rwkv,encoder from the CPU's adapter,encoder model: CPU vs GPU fp32 and bf16;
+#   the encoder's weights after the run against the CPU's: ||w_gpu - w_cpu|| / ||w_cpu - w_start|| (the update);
+#   the GPU's checkpoints have the CPU's safetensors header (names, shapes, dtypes, metadata), load in `modrwkv chat
+#     --image`, and the CPU trainer continues from them; a GPU run killed after step 6 and resumed ends where the
+#     uninterrupted run ends; compute-sanitizer memcheck on 3 steps; what is not covered (the encoder without the
+#     adapter) is refused by name.
+# Tolerances, |gpu - cpu| / cpu: the first step's loss 1e-3 in fp32 mode, 1e-2 in bf16, its gradient norm 1e-2 / 5e-2
+# (the adapter's bf16 GEMMs give the encoder its gradient); every step's loss: adapter,encoder 1e-2 (fp32) / 5e-2
+# (bf16), adapter,rwkv,encoder 3e-2 / 5e-2 (seen on an H100: 1.6e-3 / 3.7e-3 and 1.4e-2 / 2.3e-2; in stage 2 Adam's
+# first updates move every RWKV and encoder weight by ~lr x sign(g), so the adapter's bf16 roundings, which reach the
+# encoder's gradient in every mode, make the trajectories drift apart after step 1, whose loss agrees to 2e-5); the
+# encoder's weight update 0.5 (Adam's first steps move every weight by ~lr x sign(g): a small gradient whose sign
+# flips moves its weight by 2 lr; this catches an encoder that does not train or trains wrongly); resume 1e-4
+# (RWKV frozen) / 1e-3 (stage 2: the embedding gradient's atomics).
+# Needs MODRWKV (default build-cuda/modrwkv, make CUDA=1 tool) and GPULIBS (default build-cuda/gpulibs).
+#   tests/cuda/train_enc_gpu.sh            (logs in $OUT or ./cuda-out; MEMCHECK=0 skips the compute-sanitizer run)
+set -u
+cd "$(dirname "$0")/../.."
+M=${MODRWKV:-build-cuda/modrwkv}
+out=${OUT:-cuda-out}; mkdir -p "$out"
+libs=${GPULIBS:-build-cuda/gpulibs}
+[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
+MM=tests/fixtures/modrwkv
+tmp=$(mktemp -d)
+cp $MM/media/image_a.png $MM/media/image_b.png $MM/media/image_32.png "$tmp/"
+q() { printf '{"image": "%s", "conversations": [{"from": "human", "value": "<image>\\n%s"}, {"from": "gpt", "value": "%s"}]}\n' "$@"; }
+{ q image_a.png "What is in the picture?" "A red square on a dark field."
+  q image_b.png "Describe the image." "Two shapes, one blue and one green."
+  q image_32.png "What colour dominates?" "Mostly grey."
+  q image_b.png "How many shapes?" "Two."
+  q image_a.png "Is it bright?" "No, it is dark around the square."
+  q image_32.png "Say something about it." "It is a small test image."; } > "$tmp/data.jsonl"
+{ echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey."}'
+  echo '{"text": "How many shapes? Two. Is it bright? No, it is dark around the square. It is a small test image."}'; } \
+  > "$tmp/text.jsonl"
+rc=0
+"$M" train --init 2,128 --vocab bytes --data "$tmp/text.jsonl" --batch 2 --ctx-len 128 --steps 30 --lr 3e-3 --seed 7 \
+  -t 4 --no-progress --out "$tmp/lm" > "$out/enc_lm.txt" 2>&1 || { echo "LM run failed"; tail -3 "$out/enc_lm.txt"; rc=1; }
+C=(--vocab bytes --data "$tmp/data.jsonl" --batch 2 --ctx-len 128 --steps 10 --lr 3e-3 --seed 7 -t 4 --no-progress)
+E1=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter,encoder "${C[@]}")
+E2=(-m "$tmp/e1_cpu/model.safetensors" --train adapter,rwkv,encoder "${C[@]}" --lr 1e-3)
+run() { local n=$1; shift
+  if "$@" --out "$tmp/$n" > "$out/enc_$n.txt" 2>&1; then :; else echo "run $n failed:"; tail -5 "$out/enc_$n.txt"; rc=1; fi; }
+G32() { MRW_TRAIN_GPU_FP32=1 "$@"; }
+run e1_cpu "$M" train "${E1[@]}"
+run e1_gpu32 G32 "$M" train "${E1[@]}" --device cuda
+run e1_gpu "$M" train "${E1[@]}" --device cuda
+run e2_cpu "$M" train "${E2[@]}"
+run e2_gpu32 G32 "$M" train "${E2[@]}" --device cuda
+run e2_gpu "$M" train "${E2[@]}" --device cuda
+grep -h "GPU" "$out"/enc_e1_gpu.txt "$out"/enc_e2_gpu32.txt
+losses() { grep -o '"loss":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
+norms() { grep -o '"grad_norm":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
+cmp_losses() {
+  paste <(losses "$2") <(losses "$3") <(norms "$2") <(norms "$3") | awk -v l="$1" -v a="$2" -v b="$3" -v tol="$4" -v t1="$5" -v tg="$6" '
+    function rd(x, y) { d = (y - x) / x; return d < 0 ? -d : d }
+    { n++; d = rd($1, $2); if (d > m) m = d; if (n == 1) { f = d; g = rd($3, $4); g1 = $3 " / " $4 }
+      s = s sprintf(" %.5f/%.5f", $1, $2) }
+    END { okk = n == 10 && m <= tol && f <= t1 && g <= tg
+          printf "%-44s %2d steps  max rel diff %.2e (tol %.0e); step 1: loss %.2e (tol %.0e), grad norm %.2e (%s) (tol %.0e) %s\n",
+                 l, n, m, tol, f, t1, g, g1, tg, okk ? "pass" : "FAIL"
+          printf "    %s vs %s:%s\n", a, b, s; exit !okk }' | tee -a "$out/enc_losses.txt"
+  [ "${PIPESTATUS[1]}" -eq 0 ] || rc=1
+}
+: > "$out/enc_losses.txt"
+cmp_losses "adapter,encoder, GPU fp32 vs CPU" e1_cpu e1_gpu32 1e-2 1e-3 1e-2
+cmp_losses "adapter,encoder, GPU bf16 vs CPU" e1_cpu e1_gpu 5e-2 1e-2 5e-2
+cmp_losses "adapter,rwkv,encoder, GPU fp32 vs CPU" e2_cpu e2_gpu32 3e-2 1e-3 1e-2
+cmp_losses "adapter,rwkv,encoder, GPU bf16 vs CPU" e2_cpu e2_gpu 5e-2 1e-2 5e-2
+# the encoder's weights: the GPU's update against the CPU's
+wupd() { python3 - "$MM/siglip/model.safetensors" "$tmp/$1/model.safetensors" "$tmp/$2/model.safetensors" "$3" <<'EOF'
+import sys
+from safetensors.numpy import load_file
+s, a, b = (load_file(p) for p in sys.argv[1:4])
+num = den = 0.0
+for k, va in a.items():
+    if not k.startswith("encoder.model."): continue
+    ks = k[len("encoder.model."):]
+    w0 = s.get(ks, s.get(ks.replace("vision_model.", "", 1)))
+    if w0 is None: continue
+    va = va.astype("float64"); vb = b[k].astype("float64")
+    num += ((vb - va) ** 2).sum(); den += ((va - w0.astype("float64")) ** 2).sum()
+r = (num / den) ** 0.5 if den > 0 else float("inf")
+tol = float(sys.argv[4])
+print("encoder weights %s: ||gpu - cpu|| / ||cpu - start|| = %.3e (update %.3e, tol %.1e) %s" % (sys.argv[3].split("/")[-2], r, den ** 0.5, tol, "pass" if r <= tol else "FAIL"))
+sys.exit(0 if r <= tol else 1)
+EOF
+}
+wupd e1_cpu e1_gpu32 0.5 || rc=1
+wupd e1_cpu e1_gpu 0.5 || rc=1
+header() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +9 "$1" | head -c "$n"; }
+for p in e1_cpu:e1_gpu e1_cpu:e1_gpu32 e2_cpu:e2_gpu32; do
+  a=${p%%:*}; b=${p##*:}
+  if cmp -s <(header "$tmp/$a/model.safetensors") <(header "$tmp/$b/model.safetensors"); then
+    echo "checkpoint header $b = $a: pass"
+  else echo "checkpoint header $b != $a: FAIL"; rc=1; fi
+done
+for n in e1_gpu e2_gpu32; do
+  if "$M" chat -m "$tmp/$n/model.safetensors" --image "$tmp/image_a.png" -n 4 -q "What is it?" > "$out/enc_chat_$n.txt" 2>&1; then
+    echo "modrwkv chat loads the $n checkpoint: pass"
+  else echo "modrwkv chat on the $n checkpoint: FAIL"; tail -3 "$out/enc_chat_$n.txt"; rc=1; fi
+done
+if "$M" train -m "$tmp/e1_gpu/model.safetensors" --train adapter,rwkv,encoder "${C[@]}" --steps 2 \
+     --out "$tmp/cont_cpu" > "$out/enc_cont_cpu.txt" 2>&1; then
+  echo "the CPU trainer continues from the GPU's checkpoint: pass"
+else echo "the CPU trainer on the GPU's checkpoint: FAIL"; tail -3 "$out/enc_cont_cpu.txt"; rc=1; fi
+resume() { local n=$1 ref=$2 tol=$3; shift 3
+  ( MRW_TRAIN_KILL_AFTER_STEP=6 "$@" --save-every 3 --out "$tmp/$n" > "$out/enc_$n.txt" 2>&1 ) 2> /dev/null
+  "$@" --save-every 3 --resume --out "$tmp/$n" >> "$out/enc_$n.txt" 2>&1 || { echo "resume $n failed"; tail -3 "$out/enc_$n.txt"; rc=1; }
+  local a b k; a=$(losses "$ref" | tail -1); b=$(losses "$n" | tail -1); k=$(losses "$n" | wc -l)
+  awk -v n="$n" -v a="$a" -v b="$b" -v k="$k" -v tol="$tol" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d;
+    printf "resume %s: %d log lines, last loss %s vs %s uninterrupted (rel diff %.2e, tol %.0e) %s\n", n, k, b, a, d, tol,
+    (k == 10 && d <= tol) ? "pass" : "FAIL"; exit !(k == 10 && d <= tol) }' || rc=1
+}
+resume e1_rs e1_gpu 1e-4 "$M" train "${E1[@]}" --device cuda
+MRW_TRAIN_GPU_FP32=1 resume e2_rs e2_gpu32 1e-3 "$M" train "${E2[@]}" --device cuda
+if [ "${MEMCHECK:-1}" = 1 ]; then
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$M" train "${E2[@]}" --steps 3 --device cuda --out "$tmp/san" \
+    > "$out/enc_memcheck.txt" 2>&1
+  r=$?; echo "memcheck, adapter,rwkv,encoder (3 steps): exit $r, $(grep -m1 'ERROR SUMMARY' "$out/enc_memcheck.txt")"
+  [ $r -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$out/enc_memcheck.txt" || rc=1
+fi
+if "$M" train -m "$tmp/e1_cpu/model.safetensors" --train rwkv,encoder "${C[@]}" --device cuda --out "$tmp/x" \
+     > "$out/enc_refuse.txt" 2>&1; then
+  echo "--train rwkv,encoder --device cuda: ran, FAIL"; rc=1
+elif grep -q -- "--train ...,encoder needs the adapter trained too on the GPU" "$out/enc_refuse.txt"; then
+  echo "refusal of --train rwkv,encoder: pass"
+else echo "refusal of --train rwkv,encoder: unexpected message: $(cat "$out/enc_refuse.txt")"; rc=1; fi
+rm -rf "$tmp"
+echo "train_enc_gpu: exit $rc"
+exit $rc
