@@ -101,8 +101,8 @@ int main(int argc, char **argv) {
         CUDA_OK(cudaMalloc((void **)&ck, mrw_cuda_wkv7_ckpt_floats(s.B, s.T, s.H) * 4));
         CUDA_OK(cudaMalloc((void **)&sa, mrw_cuda_wkv7_sa_floats(s.B, s.T, s.H) * 4));
         /* (forward, backward) variants: 0 = the defaults the library uses, 1 = tiled forward, 2/4/8 = threads per row. */
-        /* 16 = MRW_WKV7_CHUNKED (the chunked tensor-core kernels) */
-        const int variants[][2] = {{0, 0}, {1, 1}, {1, 2}, {2, 2}, {4, 4}, {8, 8}, {16, 16}, {16, 2}, {1, 16}};
+        /* 16 = MRW_WKV7_CHUNKED (the chunked tensor-core kernels), 17 = its backward's 3-blocks-per-SM kernel forced */
+        const int variants[][2] = {{0, 0}, {1, 1}, {1, 2}, {2, 2}, {4, 4}, {8, 8}, {16, 16}, {16, 2}, {1, 16}, {16, 17}};
         for (const auto &var : variants) {
             std::vector<double> tf, tb, ta;
             for (int it = -3; it < reps; it++) {

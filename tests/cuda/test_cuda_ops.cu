@@ -309,7 +309,7 @@ static void run_case(int B, int T, int H, bool bf16, bool s0, bool dsT, decay_ki
                                              y.p, (float *)ck.p, (float *)sa.p, nullptr, K, &err);
     if (st != MRW_OK) fprintf(stderr, "forward: %s\n", err.msg), g_fail++;
     CUDA_OK(cudaEventRecord(e1));
-    if (Kb == MRW_WKV7_CHUNKED) /* the chunked backward restarts from the forward's s0 */
+    if (Kb == MRW_WKV7_CHUNKED || Kb == MRW_WKV7_CHUNKED3) /* the chunked backward restarts from the forward's s0 */
         st = mrw_cuda_wkv7_backward_s0(dt, B, T, H, r.p, w.p, k.p, v.p, a.p, b.p, dy.p, s0 ? (float *)s0b.p : nullptr,
                                        dsT ? (float *)dsTb.p : nullptr, (const float *)ck.p, (const float *)sa.p,
                                        dr.p, dw.p, dk_.p, dv.p, da.p, db.p, (float *)ds0.p, nullptr, Kb, &err);
@@ -338,11 +338,11 @@ static void run_case(int B, int T, int H, bool bf16, bool s0, bool dsT, decay_ki
     /* tol32: fp32 outputs of a bf16 case (the state and its gradient); tol_inv: the gradients computed from the
      * state the backward recovers by inversion (dr, dw, da), see the header comment. */
     const double tol = bf16 ? 1e-2 : 1e-4, tol32 = bf16 ? 1e-3 : 1e-4;
-    const double tol_inv = bf16 ? 1e-2 : Kb == MRW_WKV7_CHUNKED ? 1e-4 : dk == DECAY_STRONG ? 5e-3 : 2e-4;
+    const double tol_inv = bf16 ? 1e-2 : Kb == MRW_WKV7_CHUNKED || Kb == MRW_WKV7_CHUNKED3 ? 1e-4 : dk == DECAY_STRONG ? 5e-3 : 2e-4;
     if (K != Kb) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), " b%d", Kb);
     row("wkv7_fwd", "y", ds, shape, K, download(y, n, bf16), ref.y, tol, fms);
     row("wkv7_fwd", "S_T", ds, shape, K, sT, ref.sT, tol32, fms);
-    if (K == MRW_WKV7_CHUNKED) { /* the same checkpoints and sa as the step-by-step forward writes */
+    if (K == MRW_WKV7_CHUNKED || K == MRW_WKV7_CHUNKED3) { /* the same checkpoints and sa as the step-by-step forward writes */
         std::vector<double> sah = download(sa, n, false);
         row("wkv7_fwd", "sa", ds, shape, K, sah, ref_sa(in), tol32, fms);
     }
@@ -472,7 +472,22 @@ int main(int argc, char **argv) {
     run_case(1, 37, 1, false, true, true, DECAY_MIXED, C);
     run_case(1, 33, 2, false, true, true, DECAY_MIXED, C, 2);
     run_case(1, 21, 1, true, true, true, DECAY_MIXED, 1, C);
+    /* the backward's 3-blocks-per-SM kernel (variant 16 takes it when B H > 2 SMs; 17 forces it), after the
+     * chunked and the tiled forward */
+    const int C3 = MRW_WKV7_CHUNKED3;
+    run_case(1, 40, 2, false, true, true, DECAY_MIXED, C, C3);
+    run_case(1, 19, 2, true, true, true, DECAY_MIXED, C, C3);
+    run_case(1, 5, 1, false, true, true, DECAY_MIXED, C, C3);
+    run_case(1, 37, 1, true, false, true, DECAY_MIXED, 1, C3);
+    run_case(1, 16, 1, true, false, false, DECAY_MIXED, C3);
     if (!quick) {
+        run_case(2, 257, 4, true, true, false, DECAY_MIXED, C, C3);
+        run_case(2, 257, 4, false, true, true, DECAY_MIXED, 1, C3);
+        run_case(1, 2048, 2, false, false, true, DECAY_STRONG, C, C3);
+        run_case(3, 1000, 5, true, false, false, DECAY_MIXED, C, C3);
+        run_case(1, 4096, 1, true, true, true, DECAY_STRONG, C, C3);
+        run_case(17, 35, 16, true, true, true, DECAY_MIXED, C); /* 272 blocks: variant 16 picks the 3-per-SM kernel */
+        run_case(17, 35, 16, false, false, false, DECAY_MIXED, C);
         run_case(2, 100, 3, false, true, true, DECAY_MIXED, C);
         run_case(2, 257, 4, true, true, false, DECAY_MIXED, C);
         run_case(1, 2048, 2, false, false, true, DECAY_STRONG, C);

@@ -280,7 +280,15 @@ __global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, 
     }
     for (int r = r0 + w; r < r1; r += 8) {
         const size_t e = ((size_t)r * H + h) * HN + 2 * lane;
+        /* every load of the row first (more bytes in flight per warp; each lane reads only its own elements, so
+         * this is safe with outputs written in place over inputs) */
         const float2 kr2 = ld2(in.kraw, e), pa2 = ld2(in.pa, e), da2 = ld2(g.da, e), db2 = ld2(g.db, e);
+        const float2 dk2 = ld2(g.dk, e), dv2 = ld2(g.dv, e), dw2 = ld2(g.dwlog, e), pw2 = ld2(in.pw, e);
+        const float2 bk2 = g.dk2 ? ld2(g.dk2, e) : make_float2(0.f, 0.f), bv2 = g.dv2 ? ld2(g.dv2, e) : make_float2(0.f, 0.f);
+        float2 pv2 = make_float2(0.f, 0.f), vr2 = pv2, vf2 = pv2, dvf = pv2, dr2x = pv2, dr2y = pv2;
+        if (in.pv) pv2 = ld2(in.pv, e), vr2 = ld2(in.vraw, e), vf2 = ld2(in.vfirst, e);
+        if (g.dvfirst) dvf = *(const float2 *)(g.dvfirst + e);
+        if (g.dr && g.dr2) dr2x = ld2(g.dr, e), dr2y = ld2(g.dr2, e);
         const float kr[2] = {kr2.x, kr2.y}, pa[2] = {pa2.x, pa2.y}, da[2] = {da2.x, da2.y}, db[2] = {db2.x, db2.y};
         float kk[2], al[2], dkh[2], ss = 0.f;
 #pragma unroll
@@ -298,16 +306,9 @@ __global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, 
             dot += dkh[q] * kk[q];
         }
         dot = warp_sum(dot);
-        const float2 dk2 = ld2(g.dk, e), dv2 = ld2(g.dv, e), dw2 = ld2(g.dwlog, e), pw2 = ld2(in.pw, e);
         float dkt[2] = {dk2.x, dk2.y}, dvt[2] = {dv2.x, dv2.y};
-        if (g.dk2) {
-            const float2 b = ld2(g.dk2, e);
-            dkt[0] += b.x, dkt[1] += b.y;
-        }
-        if (g.dv2) {
-            const float2 b = ld2(g.dv2, e);
-            dvt[0] += b.x, dvt[1] += b.y;
-        }
+        if (g.dk2) dkt[0] += bk2.x, dkt[1] += bk2.y;
+        if (g.dv2) dvt[0] += bv2.x, dvt[1] += bv2.y;
         const float dwl[2] = {dw2.x, dw2.y}, pw[2] = {pw2.x, pw2.y};
         float o_dkraw[2], o_dpa[2], o_dpw[2];
 #pragma unroll
@@ -328,9 +329,7 @@ __global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, 
         st2(g.dpa, e, o_dpa[0], o_dpa[1]);
         st2(g.dpw, e, o_dpw[0], o_dpw[1]);
         if (in.pv) {
-            const float2 pv2 = ld2(in.pv, e), vr2 = ld2(in.vraw, e), vf2 = ld2(in.vfirst, e);
             const float pv[2] = {pv2.x, pv2.y}, vr[2] = {vr2.x, vr2.y}, vf[2] = {vf2.x, vf2.y};
-            float2 dvf = *(float2 *)(g.dvfirst + e);
             float o_dpv[2], o_dvr[2];
 #pragma unroll
             for (int q = 0; q < 2; q++) {
@@ -346,16 +345,10 @@ __global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, 
             st2(g.dvraw, e, o_dvr[0], o_dvr[1]);
         } else {
             float a = dvt[0], b = dvt[1];
-            if (g.dvfirst) {
-                const float2 f = *(const float2 *)(g.dvfirst + e);
-                a += f.x, b += f.y;
-            }
+            if (g.dvfirst) a += dvf.x, b += dvf.y;
             st2(g.dvraw, e, a, b);
         }
-        if (g.dr && g.dr2) {
-            const float2 x = ld2(g.dr, e), y = ld2(g.dr2, e);
-            st2(g.dr, e, x.x + y.x, x.y + y.y);
-        }
+        if (g.dr && g.dr2) st2(g.dr, e, dr2x.x + dr2y.x, dr2x.y + dr2y.y);
     }
     if constexpr (PG) {
         __shared__ float sh[8][5][HN];

@@ -708,7 +708,7 @@ template <typename T> mrw_status fwd_launch(int K, int B, int H, const fwd_args<
     case 2: wkv7_fwd<T, 2><<<grid, 128, 0, st>>>(a); break;
     case 4: wkv7_fwd<T, 4><<<grid, 256, 0, st>>>(a); break;
     case 8: wkv7_fwd<T, 8><<<grid, 512, 0, st>>>(a); break;
-    default: return mrw_err(err, MRW_E_ARG, "wkv7 forward (cuda): variant %d (1, 2, 4, 8 or 16)", K);
+    default: return mrw_err(err, MRW_E_ARG, "wkv7 forward (cuda): variant %d (1, 2, 4, 8, 16 or 17)", K);
     }
     return launched("forward", err);
 }
@@ -728,7 +728,7 @@ template <typename T> mrw_status bwd_launch(int K, int B, int H, const bwd_args<
     case 2: wkv7_bwd<T, 2><<<grid, 128, 0, st>>>(a); break;
     case 4: wkv7_bwd<T, 4><<<grid, 256, 0, st>>>(a); break;
     case 8: wkv7_bwd<T, 8><<<grid, 512, 0, st>>>(a); break;
-    default: return mrw_err(err, MRW_E_ARG, "wkv7 backward (cuda): variant %d (1, 2, 4, 8 or 16)", K);
+    default: return mrw_err(err, MRW_E_ARG, "wkv7 backward (cuda): variant %d (1, 2, 4, 8, 16 or 17)", K);
     }
     return launched("backward", err);
 }
@@ -752,7 +752,7 @@ extern "C" mrw_status mrw_cuda_wkv7_forward_ex(mrw_cuda_dtype dt, int B, int T, 
     if ((s = check_ptrs("forward", ptrs, names, 9, err))) return s;
     if (s0 && !aligned16(s0)) return mrw_err(err, MRW_E_ARG, "wkv7 forward (cuda): s0 is not 16-byte aligned");
     const int K = variant ? variant : DEFAULT_K_FWD;
-    if (K == MRW_WKV7_CHUNKED) {
+    if (K == MRW_WKV7_CHUNKED || K == MRW_WKV7_CHUNKED3) {
         if (dt != MRW_CUDA_F32 && dt != MRW_CUDA_BF16)
             return mrw_err(err, MRW_E_UNSUPPORTED, "wkv7 forward (cuda): dtype %d", (int)dt);
         return mrw_cuda_wkv7_chunk_fwd_launch(dt, B, T, H, r, w, k, v, a, b, s0, y, ckpt, sa, stream, err);
@@ -803,11 +803,11 @@ extern "C" mrw_status mrw_cuda_wkv7_backward_s0(mrw_cuda_dtype dt, int B, int T,
         return mrw_err(err, MRW_E_ARG, "wkv7 backward (cuda): ds_T / ds0 not 16-byte aligned");
     if (s0 && !aligned16(s0)) return mrw_err(err, MRW_E_ARG, "wkv7 backward (cuda): s0 not 16-byte aligned");
     const int K = variant ? variant : DEFAULT_K_BWD;
-    if (K == MRW_WKV7_CHUNKED) {
+    if (K == MRW_WKV7_CHUNKED || K == MRW_WKV7_CHUNKED3) {
         if (dt != MRW_CUDA_F32 && dt != MRW_CUDA_BF16)
             return mrw_err(err, MRW_E_UNSUPPORTED, "wkv7 backward (cuda): dtype %d", (int)dt);
         return mrw_cuda_wkv7_chunk_bwd_launch(dt, B, T, H, r, w, k, v, a, b, dy, s0, ds_T, ckpt, sa, dr, dw, dk, dv,
-                                              da, db, ds0, stream, err);
+                                              da, db, ds0, K == MRW_WKV7_CHUNKED3 ? 3 : 0, stream, err);
     }
     cudaStream_t st = (cudaStream_t)stream;
     if (dt == MRW_CUDA_F32) {

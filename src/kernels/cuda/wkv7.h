@@ -60,6 +60,7 @@ mrw_status mrw_cuda_wkv7_backward(mrw_cuda_dtype dt, int B, int T, int H, const 
  *   2, 4, 8  row-sliced kernels: that many threads share one row of the 64x64 state
  *   1        tiled kernels: each thread holds a 4 x 8 tile (default forward; the tiled backward is slower)
  *   16       MRW_WKV7_CHUNKED: the chunked tensor-core kernels (below)
+ *   17       MRW_WKV7_CHUNKED3: the same, the backward's 3-blocks-per-SM kernel forced (below)
  * Defaults: tiled forward, 2 threads per row backward (docs/CUDA.md has the measurements). */
 mrw_status mrw_cuda_wkv7_forward_ex(mrw_cuda_dtype dt, int B, int T, int H, const void *r, const void *w,
                                     const void *k, const void *v, const void *a, const void *b, const float *s0,
@@ -80,6 +81,9 @@ mrw_status mrw_cuda_wkv7_backward_ex(mrw_cuda_dtype dt, int B, int T, int H, con
  * initial state: mrw_cuda_wkv7_backward_s0 takes it; backward_ex with this variant assumes s0 = 0 (zero state,
  * the trainer's case). Other variants ignore s0. docs/CUDA.md has the measurements. */
 #define MRW_WKV7_CHUNKED 16
+/* The same, with the backward's 3-blocks-per-SM kernel forced (variant 16 takes it by itself when B H > 2 SMs, the
+ * 2-per-SM one otherwise): for tests. As a forward variant the same as 16. */
+#define MRW_WKV7_CHUNKED3 17
 mrw_status mrw_cuda_wkv7_backward_s0(mrw_cuda_dtype dt, int B, int T, int H, const void *r, const void *w,
                                      const void *k, const void *v, const void *a, const void *b, const void *dy,
                                      const float *s0, const float *ds_T, const float *ckpt, const float *sa,
@@ -95,7 +99,7 @@ mrw_status mrw_cuda_wkv7_chunk_bwd_launch(mrw_cuda_dtype dt, int B, int T, int H
                                           const void *k, const void *v, const void *a, const void *b,
                                           const void *dy, const float *s0, const float *ds_T, const float *ckpt,
                                           const float *sa, void *dr, void *dw, void *dk, void *dv, void *da,
-                                          void *db, float *ds0, void *stream, mrw_error *err);
+                                          void *db, float *ds0, int kernel, void *stream, mrw_error *err);
 
 #ifdef __cplusplus
 }

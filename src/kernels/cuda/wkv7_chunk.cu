@@ -23,7 +23,9 @@
  * The forward writes the same checkpoints (state after each chunk) and sa as wkv7.cu's kernels, so the step
  * backwards can follow it in fp32 (in bf16 its TF32-rounded checkpoints are not accurate enough for their
  * inversion: use the chunked backward); the chunked backward restarts every chunk from the exact checkpoint (no
- * inversion of the update) and follows any forward. */
+ * inversion of the update) and follows any forward. Two backward kernels: wkv7_bwd_chunk2 (106 KB of shared
+ * memory, 2 blocks per SM) and wkv7_bwd_chunk3 (74.5 KB, <= 168 registers, S0 in registers: 3 per SM), picked by
+ * the shape (chunk3 when B H > 2 SMs); variant MRW_WKV7_CHUNKED3 forces chunk3. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -67,40 +69,35 @@ template <> struct cio<bf16> {
  * (0 on steps past T: decay 1, so a short last chunk leaves the state as its last real step left it). */
 template <typename T, int NA> struct cloader {
     static constexpr int VE = 16 / sizeof(T), VPA = CK * N / VE, SLOTS = NA * VPA / NT;
-    static_assert(NA * VPA % NT == 0, "slots");
-    const T *src[SLOTS];
-    int off[SLOTS], tt[SLOTS], arr[SLOTS];
+    static_assert(NA * VPA % NT == 0 && VPA % NT == 0, "slots");
+    /* slot s: array (s NT) / VPA, element e0 = ((s NT) % VPA + tid) VE of the chunk (step e0 / N, column e0 % N);
+     * recomputed from threadIdx.x at each use and the array pointers taken from the kernel's parameters, so the
+     * loader keeps nothing but its buffers in registers */
     uint4 buf[SLOTS];
-    size_t cstride;
-    __device__ __forceinline__ void init(const T *const *arrays, size_t base, size_t hs, int tid) {
-        cstride = hs * CK;
+    size_t base, hs;
+    __device__ __forceinline__ void init(size_t base_, size_t hs_) { base = base_, hs = hs_; }
+    __device__ __forceinline__ void load(const T *const (&arrays)[NA], int c, int T_) {
 #pragma unroll
         for (int s = 0; s < SLOTS; s++) {
-            const int flat = tid + s * NT, a = flat / VPA, e0 = (flat % VPA) * VE, t = e0 / N, n = e0 % N;
-            arr[s] = a, tt[s] = t, off[s] = a * CA + t * SP + n;
-            src[s] = arrays[a] + base + (size_t)t * hs + n;
-        }
-    }
-    __device__ __forceinline__ void load(int c, int T_) {
-#pragma unroll
-        for (int s = 0; s < SLOTS; s++) {
+            const int a = s * NT / VPA, e0 = (s * NT % VPA + (int)threadIdx.x) * VE, t = e0 / N, n = e0 % N;
             buf[s] = make_uint4(0, 0, 0, 0);
-            if (c * CK + tt[s] < T_) buf[s] = *(const uint4 *)(src[s] + (size_t)c * cstride);
+            if (c * CK + t < T_) buf[s] = *(const uint4 *)(arrays[a] + base + (size_t)(c * CK + t) * hs + n);
         }
     }
     __device__ __forceinline__ void store(float *sm, int wslot, int c, int T_) {
 #pragma unroll
         for (int s = 0; s < SLOTS; s++) {
+            const int a = s * NT / VPA, e0 = (s * NT % VPA + (int)threadIdx.x) * VE, t = e0 / N, n = e0 % N;
             float f[VE];
             cio<T>::unpack(buf[s], f);
-            if (arr[s] == wslot) {
-                const bool ok = c * CK + tt[s] < T_;
+            if (a == wslot) {
+                const bool ok = c * CK + t < T_;
 #pragma unroll
                 for (int e = 0; e < VE; e++) f[e] = ok ? -expf(f[e]) : 0.f;
             }
 #pragma unroll
             for (int e = 0; e < VE; e += 4)
-                *(float4 *)(sm + off[s] + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+                *(float4 *)(sm + a * CA + t * SP + n + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
         }
     }
 };
@@ -162,6 +159,40 @@ __device__ __forceinline__ void warp_gemm(float (*acc)[NTL][4], const float *Ap,
     }
 }
 
+/* warp_gemm<1, 2, KS, X3> with the B operand's fragments in registers: bf[ks][n][e] = B(8ks + t4 + 4e, 8n + g). */
+template <int KS, bool X3>
+__device__ __forceinline__ void warp_gemm_rb(float (*acc)[2][4], const float *Ap, int am, int ak,
+                                             const float (*bf)[2][2]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        const int k0 = 8 * ks;
+        uint32_t ah[4], al[4], bh[2][2], bl[2][2];
+        const float x[4] = {Ap[g * am + (k0 + t4) * ak], Ap[(g + 8) * am + (k0 + t4) * ak],
+                            Ap[g * am + (k0 + t4 + 4) * ak], Ap[(g + 8) * am + (k0 + t4 + 4) * ak]};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            ah[e] = to_tf32(x[e]);
+            if (X3) al[e] = to_tf32(x[e] - __uint_as_float(ah[e]));
+        }
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                bh[n][e] = to_tf32(bf[ks][n][e]);
+                if (X3) bl[n][e] = to_tf32(bf[ks][n][e] - __uint_as_float(bh[n][e]));
+            }
+#pragma unroll
+        for (int n = 0; n < 2; n++) {
+            if (X3) {
+                mma_tf32(acc[0][n], al, bh[n]);
+                mma_tf32(acc[0][n], ah, bl[n]);
+            }
+            mma_tf32(acc[0][n], ah, bh[n]);
+        }
+    }
+}
+
 /* Stores a warp's 16 x (8*NTL) accumulator tile to out[row * ld + col] (rows m0.., columns n0..). */
 template <int NTL>
 __device__ __forceinline__ void store_tile(const float (*acc)[4], float *out, int ld, int m0, int n0) {
@@ -178,11 +209,16 @@ __device__ __forceinline__ void store_tile(const float (*acc)[4], float *out, in
 /* Slots of the chunk arrays in shared memory (each [CK][SP] fp32). Raw inputs R, W (stored as lw), K, V, A, B, DY;
  * chunk_prep turns R, K, A, B into Rtr, Kh, Atr, Bh in place and fills BB = Bbar, KB = Kbar (and CUM = c_t in the
  * backward). SA: the sa of the chunk. T1, T2: per-warp scratch. DU: the backward's dU. */
-enum { XR = 0, XW, XK, XV, XA, XB, XDY, XBB, XKB, XSA, XT1, XT2, XDU, XCUM };
+enum { XR = 0, XW, XK, XV, XA, XB, XDY, XBB, XKB, XSA, XT1 };
+/* The 3-per-SM backward's two further slots (it has no T1): dSA, solved in place into dU; the cumulative log decay
+ * c_t. Its last phase writes its three per-element scratch arrays over the slots DY, V and DU, dead by then. */
+enum { XDU = XT1, XCUM = XT1 + 1 };
+/* The 2-per-SM backward's: T1, T2 (per-warp scratch), dU, c_t. */
+enum { XT2 = XT1 + 1, XDU2, XCUM2 };
 enum { M_AB = 0, M_AK, M_RB, M_RK };
 
 /* Thread: column j = tid & 63, rows 8*(tid >> 6) .. +7. Ends with a barrier. */
-__device__ __forceinline__ void chunk_prep(float *X, float *ecL, bool keep_cum) {
+__device__ __forceinline__ void chunk_prep(float *X, float *ecL, int cum_slot) {
     const int j = threadIdx.x & 63, h = threadIdx.x >> 6;
     float c[CK], cum = 0.f;
 #pragma unroll
@@ -198,7 +234,7 @@ __device__ __forceinline__ void chunk_prep(float *X, float *ecL, bool keep_cum) 
         X[XR * CA + o] *= ec;
         X[XB * CA + o] = b * emc, X[XK * CA + o] = k * emc;
         X[XBB * CA + o] = b * eb, X[XKB * CA + o] = k * eb;
-        if (keep_cum) X[XCUM * CA + o] = ct;
+        if (cum_slot >= 0) X[cum_slot * CA + o] = ct;
     }
     __syncthreads();
 }
@@ -274,18 +310,16 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_fwd_ch
         *(float4 *)(S + i * SS + j) = x;
     }
     cloader<T, 6> ld;
-    {
-        const T *arrays[6] = {p.r, p.w, p.k, p.v, p.a, p.b};
-        ld.init(arrays, base, hs, tid);
-    }
-    ld.load(0, T_);
+    ld.init(base, hs);
+    const T *const ins[6] = {p.r, p.w, p.k, p.v, p.a, p.b};
+    ld.load(ins, 0, T_);
     const int si = w16 + (lane & 15), shl = lane >> 4; /* the solve: column, row parity */
     for (int c = 0; c < nc; c++) {
         __syncthreads();
         ld.store(X, XW, c, T_);
         __syncthreads();
-        if (c + 1 < nc) ld.load(c + 1, T_);
-        chunk_prep(X, ecL, false);
+        if (c + 1 < nc) ld.load(ins, c + 1, T_);
+        chunk_prep(X, ecL, -1);
         float accP[1][2][4] = {}, accQ[1][2][4] = {};
         warp_gemm<1, 2, 8, X3>(accP, X + XA * CA, SP, 1, 0, S, 1, SS, w16); /* Atr S0^T, columns i of the warp */
         warp_gemm<1, 2, 8, X3>(accQ, X + XR * CA, SP, 1, 0, S, 1, SS, w16); /* Rtr S0^T */
@@ -343,19 +377,20 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_fwd_ch
     }
 }
 
-/* Backward. The running state gradient dS and the chunk's start state S0 are in shared memory; warp w owns the
- * columns i (or j) in [16w, 16w+16) of every L x N product and the rows [16w, 16w+16) of the dS update.
+/* Backward, 2 blocks per SM (the kernel for B H <= 2 SMs: one wave at 2 per SM, where it is faster than the
+ * 3-per-SM kernel below). The running state gradient dS and the chunk's start state S0 are in shared memory; warp w
+ * owns the columns i (or j) in [16w, 16w+16) of every L x N product and the rows [16w, 16w+16) of the dS update.
  * Per chunk: (1) X1 = Bbar dS^T, X2 = Kbar dS^T, dBbar = SA dS, dKbar = V dS, Z1 = dY S0, the four M;
  * (2) dSA = X1 + M_rb^T dY, dU = (I - M_ab)^{-T} dSA, dV = X2 + M_ak^T dU + M_rk^T dY; (3) Z2 = dU S0, the four dM,
  * dS <- dS diag(e^{c_L}) + dY^T Rtr + dU^T Atr; (4) dAtr = Z2 + dM_ab Bh + dM_ak Kh, dRtr = Z1 + dM_rb Bh +
  * dM_rk Kh, dBh = dM_ab^T Atr + dM_rb^T Rtr, dKh = dM_ak^T Atr + dM_rk^T Rtr, the raw gradients and the decay's. */
-constexpr int NXB = XCUM + 1;
-constexpr int BWD_FLOATS = NXB * CA + 2 * SA_ + 8 * MA + N + 4 * N;
-constexpr size_t BWD_SMEM = (size_t)BWD_FLOATS * sizeof(float);
+constexpr int NXB2 = XCUM2 + 1;
+constexpr int BWD2_FLOATS = NXB2 * CA + 2 * SA_ + 8 * MA + N + 4 * N; /* 106 KB: 2 blocks per SM */
+constexpr size_t BWD2_SMEM = (size_t)BWD2_FLOATS * sizeof(float);
 
-template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_chunk(const cbwd_args<T> p) {
+template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_chunk2(const cbwd_args<T> p) {
     extern __shared__ __align__(16) float smem[];
-    float *X = smem, *S0 = X + NXB * CA, *dS = S0 + SA_, *M = dS + SA_, *dM = M + 4 * MA, *ecL = dM + 4 * MA;
+    float *X = smem, *S0 = X + NXB2 * CA, *dS = S0 + SA_, *M = dS + SA_, *dM = M + 4 * MA, *ecL = dM + 4 * MA;
     float *dcl = ecL + N;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int bh = blockIdx.x, bb = bh / p.H, hh = bh % p.H, T_ = p.nt;
@@ -369,12 +404,9 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
     }
     cloader<T, 7> ld;
     cloader<float, 1> lsa;
-    {
-        const T *arrays[7] = {p.r, p.w, p.k, p.v, p.a, p.b, p.dy};
-        ld.init(arrays, base, hs, tid);
-        const float *sa_arr[1] = {p.sa};
-        lsa.init(sa_arr, base, hs, tid);
-    }
+    ld.init(base, hs), lsa.init(base, hs);
+    const T *const ins[7] = {p.r, p.w, p.k, p.v, p.a, p.b, p.dy};
+    const float *const sas[1] = {p.sa};
     /* the chunk's start state: checkpoint c-1, or the forward's s0 (NULL = zero) for c = 0; prefetched in
      * registers a chunk ahead */
     float4 ckr[N * N / 4 / NT];
@@ -385,8 +417,8 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
         for (int s = 0; s < N * N / 4 / NT; s++)
             ckr[s] = src ? *(const float4 *)(src + 4 * (tid + s * NT)) : make_float4(0, 0, 0, 0);
     };
-    ld.load(nc - 1, T_);
-    lsa.load(nc - 1, T_);
+    ld.load(ins, nc - 1, T_);
+    lsa.load(sas, nc - 1, T_);
     load_s0(nc - 1);
     const int si = w16 + (lane & 15), shl = lane >> 4;
     for (int c = nc - 1; c >= 0; c--) {
@@ -400,11 +432,11 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
         }
         __syncthreads();
         if (c > 0) {
-            ld.load(c - 1, T_);
-            lsa.load(c - 1, T_);
+            ld.load(ins, c - 1, T_);
+            lsa.load(sas, c - 1, T_);
             load_s0(c - 1);
         }
-        chunk_prep(X, ecL, true);
+        chunk_prep(X, ecL, XCUM2);
         /* (1) */
         float aX1[1][2][4] = {}, aX2[1][2][4] = {}, aDBB[1][2][4] = {}, aDKB[1][2][4] = {}, aZ1[1][2][4] = {};
         warp_gemm<1, 2, 8, X3>(aX1, X + XBB * CA, SP, 1, 0, dS, 1, SS, w16);
@@ -431,18 +463,18 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
                 for (int s = 0; s < t; s++) du[s] = fmaf(M[M_AB * MA + t * MS + s], du[t], du[s]);
 #pragma unroll
             for (int t = 0; t < CK; t++)
-                if ((t & 1) == shl) X[XDU * CA + t * SP + si] = du[t];
+                if ((t & 1) == shl) X[XDU2 * CA + t * SP + si] = du[t];
         }
         __syncwarp();
-        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MA, 1, MS, 0, X + XDU * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MA, 1, MS, 0, X + XDU2 * CA, SP, 1, w16);
         warp_gemm<1, 2, 2, X3>(aX2, M + M_RK * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
         put_tile<T>(p.dv, aX2[0], base, hs, c * CK, T_, w16);
         __syncthreads();
         /* (3) */
         float aZ2[1][2][4] = {};
-        warp_gemm<1, 2, 8, X3>(aZ2, X + XDU * CA, SP, 1, 0, S0, SS, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aZ2, X + XDU2 * CA, SP, 1, 0, S0, SS, 1, w16);
         {
-            const int pa = warp < 2 ? XDU : XDY, qa = warp == 0 || warp == 2 ? XSA : XV;
+            const int pa = warp < 2 ? XDU2 : XDY, qa = warp == 0 || warp == 2 ? XSA : XV;
             warp_small<X3>(dM + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
         }
         {
@@ -458,7 +490,7 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
                 acc[0][n][0] = d0.x * e0, acc[0][n][1] = d0.y * e1, acc[0][n][2] = d1.x * e0, acc[0][n][3] = d1.y * e1;
             }
             warp_gemm<1, 8, 2, X3>(acc, X + XDY * CA, 1, SP, w16, X + XR * CA, SP, 1, 0);
-            warp_gemm<1, 8, 2, X3>(acc, X + XDU * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3>(acc, X + XDU2 * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
             __syncwarp();
             store_tile<8>(acc[0], dS, SS, w16, 0);
 #pragma unroll
@@ -494,15 +526,15 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int t = g + 8 * (e >> 1), jj = w16 + 8 * n + 2 * t4 + (e & 1), o = t * SP + jj;
-                    const float ct = X[XCUM * CA + o], cp = t ? X[XCUM * CA + o - SP] : 0.f;
-                    const float cL = X[XCUM * CA + (CK - 1) * SP + jj];
+                    const float ct = X[XCUM2 * CA + o], cp = t ? X[XCUM2 * CA + o - SP] : 0.f;
+                    const float cL = X[XCUM2 * CA + (CK - 1) * SP + jj];
                     const float ec = __expf(ct), emc = __expf(-ct), ecp = __expf(cp), eb = __expf(cL - ct);
                     const float dat = aDA[0][n][e], drt = aDR[0][n][e], dbh = aDBH[0][n][e], dkh = aDKH[0][n][e];
                     const float dbb = aDBB[0][n][e], dkb = aDKB[0][n][e];
                     const float ebar = dbb * X[XBB * CA + o] + dkb * X[XKB * CA + o];
                     X[XT1 * CA + o] = drt * X[XR * CA + o] - dbh * X[XB * CA + o] - dkh * X[XK * CA + o] - ebar;
                     X[XT2 * CA + o] = dat * X[XA * CA + o];
-                    X[XDU * CA + o] = ebar;
+                    X[XDU2 * CA + o] = ebar;
                     gA[n][e] = dat * ecp, gR[n][e] = drt * ec;
                     gB[n][e] = fmaf(dbh, emc, dbb * eb), gK[n][e] = fmaf(dkh, emc, dkb * eb);
                 }
@@ -517,11 +549,205 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
             const int jj = w16 + lane;
             float acc = dcl[jj] + dcl[N + jj] + dcl[2 * N + jj] + dcl[3 * N + jj];
 #pragma unroll
-            for (int t = 0; t < CK; t++) acc += X[XDU * CA + t * SP + jj];
+            for (int t = 0; t < CK; t++) acc += X[XDU2 * CA + t * SP + jj];
 #pragma unroll
             for (int t = CK - 1; t >= 0; t--) {
                 acc += X[XT1 * CA + t * SP + jj];
                 if (t + 1 < CK) acc += X[XT2 * CA + (t + 1) * SP + jj];
+                if (c * CK + t < T_)
+                    cio<T>::put(p.dw + base + (size_t)(c * CK + t) * hs + jj, acc * X[XW * CA + t * SP + jj]);
+            }
+        }
+    }
+    if (p.ds0) {
+        __syncthreads();
+        for (int e = tid; e < N * N / 4; e += NT) {
+            const int i = e / 16, jj = 4 * (e % 16);
+            *(float4 *)(p.ds0 + (size_t)bh * N * N + i * N + jj) = *(const float4 *)(dS + i * SS + jj);
+        }
+    }
+}
+
+constexpr int NXB = XCUM + 1;
+constexpr int BWD3_FLOATS = NXB * CA + SA_ + 4 * MA + 2 * N; /* 74.5 KB: 3 blocks per SM */
+constexpr size_t BWD3_SMEM = (size_t)BWD3_FLOATS * sizeof(float);
+
+/* Backward, 3 blocks per SM (B H > 2 SMs: at B32 H12, 384 blocks, one wave instead of 1.45). The phases of
+ * wkv7_bwd_chunk2 above in 74.5 KB of shared memory: M and dM share their space, dSA is solved into dU in place, the
+ * last phase's scratch goes over the dead DY, V, DU slots; <= 168 registers in bf16 (the fp32 3xTF32 path keeps its
+ * registers, 2 per SM). The chunk's start state S0 is never in shared memory: each lane loads its B-operand fragments
+ * of S0 (rows k, the warp's columns) from the checkpoint into registers at the chunk's start (prefetched into L2 a
+ * chunk ahead) and uses them in dY S0, dU S0 and for d c_L (summed per warp column before dS changes). */
+template <typename T, bool X3>
+__global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_args<T> p) {
+    extern __shared__ __align__(16) float smem[];
+    float *X = smem, *dS = X + NXB * CA, *M = dS + SA_, *dM = M /* M is dead once dM is formed */, *ecL = M + 4 * MA;
+    float *dcl = ecL + N;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int bh = blockIdx.x, bb = bh / p.H, hh = bh % p.H, T_ = p.nt;
+    const size_t hs = (size_t)p.H * N, base = (size_t)bb * T_ * hs + (size_t)hh * N;
+    const int nc = (T_ + CK - 1) / CK, w16 = 16 * warp;
+
+    for (int e = tid; e < N * N / 4; e += NT) {
+        const int i = e / 16, j = 4 * (e % 16);
+        const float4 x = p.dsT ? *(const float4 *)(p.dsT + (size_t)bh * N * N + i * N + j) : make_float4(0, 0, 0, 0);
+        *(float4 *)(dS + i * SS + j) = x;
+    }
+    cloader<T, 7> ld;
+    cloader<float, 1> lsa;
+    ld.init(base, hs), lsa.init(base, hs);
+    const T *const ins[7] = {p.r, p.w, p.k, p.v, p.a, p.b, p.dy};
+    const float *const sas[1] = {p.sa};
+    /* the chunk's start state: checkpoint c-1, or the forward's s0 (NULL = zero) for c = 0, as this lane's
+     * B-operand fragments: s0f[ks][n][e] = S0[8ks + t4 + 4e][w16 + 8n + g] */
+    float s0f[8][2][2];
+    const float *ckg = p.ckpt + (size_t)bh * nc * N * N, *s0g = p.s0 ? p.s0 + (size_t)bh * N * N : nullptr;
+    ld.load(ins, nc - 1, T_);
+    lsa.load(sas, nc - 1, T_);
+    const int si = w16 + (lane & 15), shl = lane >> 4;
+    for (int c = nc - 1; c >= 0; c--) {
+        __syncthreads();
+        {
+            const float *src = c > 0 ? ckg + (size_t)(c - 1) * N * N : s0g;
+#pragma unroll
+            for (int ks = 0; ks < 8; ks++)
+#pragma unroll
+                for (int n = 0; n < 2; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                        s0f[ks][n][e] = src ? __ldg(src + (8 * ks + t4 + 4 * e) * N + w16 + 8 * n + g) : 0.f;
+        }
+        ld.store(X, XW, c, T_);
+        lsa.store(X + XSA * CA, -1, c, T_);
+        __syncthreads();
+        chunk_prep(X, ecL, XCUM);
+        /* (1) */
+        float aX1[1][2][4] = {}, aX2[1][2][4] = {}, aDBB[1][2][4] = {}, aDKB[1][2][4] = {}, aZ1[1][2][4] = {};
+        warp_gemm<1, 2, 8, X3>(aX1, X + XBB * CA, SP, 1, 0, dS, 1, SS, w16);
+        warp_gemm<1, 2, 8, X3>(aX2, X + XKB * CA, SP, 1, 0, dS, 1, SS, w16);
+        warp_gemm<1, 2, 8, X3>(aDBB, X + XSA * CA, SP, 1, 0, dS, SS, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aDKB, X + XV * CA, SP, 1, 0, dS, SS, 1, w16);
+        warp_gemm_rb<8, X3>(aZ1, X + XDY * CA, SP, 1, s0f);
+        {
+            const int pa = warp == 0 || warp == 1 ? XA : XR, qa = warp == 0 || warp == 2 ? XB : XK;
+            warp_small<X3>(M + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+        }
+        __syncthreads();
+        /* (2) columns i of the warp */
+        warp_gemm<1, 2, 2, X3>(aX1, M + M_RB * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        store_tile<2>(aX1[0], X + XDU * CA, SP, 0, w16);
+        __syncwarp();
+        {
+            float du[CK];
+#pragma unroll
+            for (int t = 0; t < CK; t++) du[t] = X[XDU * CA + t * SP + si];
+            __syncwarp();
+#pragma unroll
+            for (int t = CK - 1; t > 0; t--)
+#pragma unroll
+                for (int s = 0; s < t; s++) du[s] = fmaf(M[M_AB * MA + t * MS + s], du[t], du[s]);
+#pragma unroll
+            for (int t = 0; t < CK; t++)
+                if ((t & 1) == shl) X[XDU * CA + t * SP + si] = du[t];
+        }
+        __syncwarp();
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MA, 1, MS, 0, X + XDU * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_RK * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        put_tile<T>(p.dv, aX2[0], base, hs, c * CK, T_, w16);
+        /* d c_L for the warp's columns (dS still the chunk's end gradient): sum_i dS[i][j] S0[i][j] e^{c_L,j} */
+#pragma unroll
+        for (int n = 0; n < 2; n++) {
+            const int col = w16 + 8 * n + g;
+            float x = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < 8; ks++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) x = fmaf(dS[(8 * ks + t4 + 4 * e) * SS + col], s0f[ks][n][e], x);
+            x += __shfl_xor_sync(0xffffffffu, x, 1);
+            x += __shfl_xor_sync(0xffffffffu, x, 2);
+            if (t4 == 0) dcl[col] = x * ecL[col];
+        }
+        __syncthreads();
+        /* (3) */
+        float aZ2[1][2][4] = {};
+        warp_gemm_rb<8, X3>(aZ2, X + XDU * CA, SP, 1, s0f);
+        {
+            const int pa = warp < 2 ? XDU : XDY, qa = warp == 0 || warp == 2 ? XSA : XV;
+            warp_small<X3>(dM + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+        }
+        {
+            float acc[1][8][4];
+            const int r0 = w16 + g;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int col = 8 * n + 2 * t4;
+                const float e0 = ecL[col], e1 = ecL[col + 1];
+                const float2 d0 = *(const float2 *)(dS + r0 * SS + col), d1 = *(const float2 *)(dS + (r0 + 8) * SS + col);
+                acc[0][n][0] = d0.x * e0, acc[0][n][1] = d0.y * e1, acc[0][n][2] = d1.x * e0, acc[0][n][3] = d1.y * e1;
+            }
+            warp_gemm<1, 8, 2, X3>(acc, X + XDY * CA, 1, SP, w16, X + XR * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3>(acc, X + XDU * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
+            __syncwarp();
+            store_tile<8>(acc[0], dS, SS, w16, 0);
+        }
+        __syncthreads();
+        /* the next chunk's inputs in flight during the last phase (not earlier: registers) */
+        if (c > 0) {
+            ld.load(ins, c - 1, T_);
+            lsa.load(sas, c - 1, T_);
+            /* the next chunk's start state into L2 (its fragments are loaded at that chunk's start) */
+            const float *nx = c > 1 ? ckg + (size_t)(c - 2) * N * N : s0g;
+            if (nx) asm volatile("prefetch.global.L2 [%0];" ::"l"(nx + 32 * tid));
+        }
+        /* (4) columns j of the warp */
+        {
+            float aDA[1][2][4], aDR[1][2][4], aDBH[1][2][4] = {}, aDKH[1][2][4] = {};
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) aDA[0][n][e] = aZ2[0][n][e], aDR[0][n][e] = aZ1[0][n][e];
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_AB * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_RB * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_AK * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_RK * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
+            float gA[2][4], gR[2][4], gB[2][4], gK[2][4];
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int t = g + 8 * (e >> 1), jj = w16 + 8 * n + 2 * t4 + (e & 1), o = t * SP + jj;
+                    const float ct = X[XCUM * CA + o], cp = t ? X[XCUM * CA + o - SP] : 0.f;
+                    const float cL = X[XCUM * CA + (CK - 1) * SP + jj];
+                    const float ec = __expf(ct), emc = __expf(-ct), ecp = __expf(cp), eb = __expf(cL - ct);
+                    const float dat = aDA[0][n][e], drt = aDR[0][n][e], dbh = aDBH[0][n][e], dkh = aDKH[0][n][e];
+                    const float dbb = aDBB[0][n][e], dkb = aDKB[0][n][e];
+                    const float ebar = dbb * X[XBB * CA + o] + dkb * X[XKB * CA + o];
+                    X[XDY * CA + o] = drt * X[XR * CA + o] - dbh * X[XB * CA + o] - dkh * X[XK * CA + o] - ebar;
+                    X[XV * CA + o] = dat * X[XA * CA + o];
+                    X[XDU * CA + o] = ebar;
+                    gA[n][e] = dat * ecp, gR[n][e] = drt * ec;
+                    gB[n][e] = fmaf(dbh, emc, dbb * eb), gK[n][e] = fmaf(dkh, emc, dkb * eb);
+                }
+            put_tile<T>(p.da, gA, base, hs, c * CK, T_, w16);
+            put_tile<T>(p.dr, gR, base, hs, c * CK, T_, w16);
+            put_tile<T>(p.db, gB, base, hs, c * CK, T_, w16);
+            put_tile<T>(p.dk, gK, base, hs, c * CK, T_, w16);
+        }
+        __syncwarp();
+        /* dlw_s = sum_{t >= s} dc_t, with d c_L at the last step; dw = dlw * lw (lw = -exp(w)) */
+        if (lane < 16) {
+            const int jj = w16 + lane;
+            float acc = dcl[jj];
+#pragma unroll
+            for (int t = 0; t < CK; t++) acc += X[XDU * CA + t * SP + jj];
+#pragma unroll
+            for (int t = CK - 1; t >= 0; t--) {
+                acc += X[XDY * CA + t * SP + jj];
+                if (t + 1 < CK) acc += X[XV * CA + (t + 1) * SP + jj];
                 if (c * CK + t < T_)
                     cio<T>::put(p.dw + base + (size_t)(c * CK + t) * hs + jj, acc * X[XW * CA + t * SP + jj]);
             }
@@ -547,11 +773,28 @@ template <typename T, bool X3> mrw_status launch_fwd(int B, int H, const cfwd_ar
     return MRW_OK;
 }
 
-template <typename T, bool X3> mrw_status launch_bwd(int B, int H, const cbwd_args<T> &a, cudaStream_t st, mrw_error *err) {
-    cudaError_t e = cudaFuncSetAttribute(wkv7_bwd_chunk<T, X3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BWD_SMEM);
-    if (e == cudaSuccess) {
-        wkv7_bwd_chunk<T, X3><<<B * H, NT, BWD_SMEM, st>>>(a);
-        e = cudaGetLastError();
+template <typename T, bool X3>
+mrw_status launch_bwd(int B, int H, const cbwd_args<T> &a, int kernel, cudaStream_t st, mrw_error *err) {
+    /* kernel 0: by the shape (3 per SM when B H exceeds what 2 per SM hold), 3: the 3-per-SM kernel */
+    int dev = 0, sms = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    const bool three = kernel == 3 || (e == cudaSuccess && B * H > 2 * sms);
+    if (e == cudaSuccess && three) {
+        e = cudaFuncSetAttribute(wkv7_bwd_chunk3<T, X3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BWD3_SMEM);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(wkv7_bwd_chunk3<T, X3>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     (int)cudaSharedmemCarveoutMaxShared);
+        if (e == cudaSuccess) {
+            wkv7_bwd_chunk3<T, X3><<<B * H, NT, BWD3_SMEM, st>>>(a);
+            e = cudaGetLastError();
+        }
+    } else if (e == cudaSuccess) {
+        e = cudaFuncSetAttribute(wkv7_bwd_chunk2<T, X3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BWD2_SMEM);
+        if (e == cudaSuccess) {
+            wkv7_bwd_chunk2<T, X3><<<B * H, NT, BWD2_SMEM, st>>>(a);
+            e = cudaGetLastError();
+        }
     }
     if (e != cudaSuccess)
         return mrw_err(err, MRW_E_INTERNAL, "wkv7 chunked backward (cuda): launch failed: %s", cudaGetErrorString(e));
@@ -583,18 +826,18 @@ extern "C" mrw_status mrw_cuda_wkv7_chunk_bwd_launch(mrw_cuda_dtype dt, int B, i
                                                      const void *b, const void *dy, const float *s0,
                                                      const float *ds_T, const float *ckpt, const float *sa,
                                                      void *dr, void *dw, void *dk, void *dv, void *da, void *db,
-                                                     float *ds0, void *stream, mrw_error *err) {
+                                                     float *ds0, int kernel, void *stream, mrw_error *err) {
     cudaStream_t st = (cudaStream_t)stream;
     if (dt == MRW_CUDA_F32) {
         typedef float F;
         cbwd_args<F> p = {(const F *)r, (const F *)w, (const F *)k, (const F *)v, (const F *)a, (const F *)b,
                           (const F *)dy, s0, ds_T, ckpt, sa, (F *)dr, (F *)dw, (F *)dk, (F *)dv, (F *)da, (F *)db,
                           ds0, T, H};
-        return launch_bwd<F, true>(B, H, p, st, err);
+        return launch_bwd<F, true>(B, H, p, kernel, st, err);
     }
     typedef bf16 F;
     cbwd_args<F> p = {(const F *)r, (const F *)w, (const F *)k, (const F *)v, (const F *)a, (const F *)b,
                       (const F *)dy, s0, ds_T, ckpt, sa, (F *)dr, (F *)dw, (F *)dk, (F *)dv, (F *)da, (F *)db,
                       ds0, T, H};
-    return launch_bwd<F, false>(B, H, p, st, err);
+    return launch_bwd<F, false>(B, H, p, kernel, st, err);
 }
