@@ -34,8 +34,9 @@
 # whose command (and inputs) did not change since it last finished in DIR (a changed phase reruns, and so does
 # everything after it). --quick: a smoke run (< 30 s; tiny data, encoder and LM, a few steps, data under
 # DIR/data) that never touches build/models, build/data or models/. --out DIR: working directory (default
-# build/vision/run, or build/vision/quick). --threads N: threads per command (default 1). --device cuda: stage 1
-# and stage 2 train on the GPU (a `make CUDA=1` modrwkv; the encoder stage, evaluation and chat stay on the CPU).
+# build/vision/run, or build/vision/quick). --threads N: threads per command (default 1). --device cuda: the encoder
+# stage, stage 1 and stage 2 train on the GPU (a `make CUDA=1` modrwkv; evaluation and chat stay on the CPU), with
+# larger defaults (the shipped model: `recipes/vision.sh --ship --device cuda --threads 16`, models/vision/README.md).
 # Environment: MODRWKV (binary), DATA (default build/data), BASE, ENC_STEPS, S1_STEPS, S2_STEPS, ENC_B, S1_B, S2_B
 # (batch sizes), ENCODER (a trained encoder's folder: skips the encoder stage), ENC_LR, S1_LR, S2_LR,
 # EVAL_CIFAR_PER_CLASS, EVAL_SCENES, PARITY, MRW_SHARED (default ../shared).
@@ -53,7 +54,7 @@ while [ $# -gt 0 ]; do
     --continue) cont=1; shift ;;
     --out|--threads|--device) [ $# -ge 2 ] || { echo "vision.sh: $1 needs a value" >&2; exit 2; }
       case "$1" in --out) out=$2 ;; --threads) threads=$2 ;; *) device=$2 ;; esac; shift 2 ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "vision.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +69,8 @@ shared=${MRW_SHARED:-../shared}
   { echo "vision.sh: $shared/data/images/cifar10-{train,test}.tar.gz not found" >&2; exit 2; }
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
-# ---- settings (the full run: about 55 min of one core of a busy 2-core machine; see models/vision/README.md)
+# ---- settings (the full run: about 24 min on the 2-core machine with --threads 2, or 8 min on an H100 machine with
+#      --device cuda --threads 16; see models/vision/README.md)
 IMG=64; PATCH=8
 if [ "$quick" = 1 ]; then
   [ -n "$out" ] || out=build/vision/quick
@@ -80,8 +82,13 @@ else
   [ -n "$out" ] || out=build/vision/run
   data=${DATA:-build/data}; SCENES_TRAIN=20000; SCENES_TEST=1000; CIFAR_MAX=0
   ENC_D=128; ENC_L=3; ENC_H=4; ENC_FFN=512; READOUT=1,128
-  ENC_STEPS=${ENC_STEPS:-3000}; ENC_B=${ENC_B:-16}; S1_STEPS=${S1_STEPS:-300}; S1_B=${S1_B:-8}
-  S2_STEPS=${S2_STEPS:-2500}; S2_B=${S2_B:-8}
+  if [ "$device" = cuda ]; then   # the GPU's budget (the shipped model): 8,000 x 64 / 300 x 32 / 3,000 x 32
+    ENC_STEPS=${ENC_STEPS:-8000}; ENC_B=${ENC_B:-64}; S1_STEPS=${S1_STEPS:-300}; S1_B=${S1_B:-32}
+    S2_STEPS=${S2_STEPS:-3000}; S2_B=${S2_B:-32}
+  else                            # the 2-core CPU's budget: 3,000 x 16 / 300 x 8 / 2,500 x 8
+    ENC_STEPS=${ENC_STEPS:-3000}; ENC_B=${ENC_B:-16}; S1_STEPS=${S1_STEPS:-300}; S1_B=${S1_B:-8}
+    S2_STEPS=${S2_STEPS:-2500}; S2_B=${S2_B:-8}
+  fi
   EVAL_CIFAR_PER_CLASS=${EVAL_CIFAR_PER_CLASS:-50}; EVAL_SCENES=${EVAL_SCENES:-200}; base_init=""
 fi
 PARITY=${PARITY:-100}; [ "$quick" = 0 ] || PARITY=6
@@ -216,7 +223,7 @@ PY
 
 # ---- 2. the encoder stage (encoder + throwaway readout LM + adapter), then the trained encoder alone
 ENC=(--init "$READOUT" --encoder "$out/encoder0" --adapter v1 --train adapter,rwkv,encoder "${TRAIN[@]}"
-     -b "$ENC_B" --steps "$ENC_STEPS" --lr "$ENC_LR" --lr-final 1e-4 --warmup 50 --seed 1 "${common[@]}")
+     -b "$ENC_B" --steps "$ENC_STEPS" --lr "$ENC_LR" --lr-final 1e-4 --warmup 50 --seed 1 --device "$device" "${common[@]}")
 phase enc "${ENC[*]}" train_to "$out/enc" "${ENC[@]}"
 phase encoder "$(fstamp "$out/enc/model.safetensors")" python3 - "$out/enc/model.safetensors" "$out/encoder0" "$out/encoder" <<'PY'
 # cut the trained vision tower (encoder.model.vision_model.*) out of the bundle into the Hugging Face layout
