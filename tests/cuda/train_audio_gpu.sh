@@ -35,29 +35,16 @@
 # is 5e-2, set after that one run.
 # Needs MODRWKV (default build-cuda/modrwkv) and GPULIBS (default build-cuda/gpulibs), as train_mm_gpu.sh.
 #   tests/cuda/train_audio_gpu.sh          (logs in $OUT or ./cuda-out; MEMCHECK=1 adds a compute-sanitizer run)
-set -u
-cd "$(dirname "$0")/../.."
-M=${MODRWKV:-build-cuda/modrwkv}
-out=${OUT:-cuda-out}; mkdir -p "$out"
-libs=${GPULIBS:-build-cuda/gpulibs}
-[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
-MM=tests/fixtures/modrwkv
-tmp=$(mktemp -d)
-cp $MM/media/speech.wav $MM/media/image_a.png $MM/media/image_b.png $MM/media/image_32.png "$tmp/"
+P=au; STEPS=12
+. "$(dirname "$0")/lib_stage_cmp.sh"
+cp $MM/media/speech.wav "$tmp/"
 a() { printf '{"audio": "speech.wav", "text": "%s"}\n' "$1"; }
 { a "hello there"; a "a chirp and a burst"; a "some noise at the end"; a "the tone rises"; a "four hundred forty";
   a "a short clip"; } > "$tmp/asr.jsonl"
-q() { printf '{"image": "%s", "conversations": [{"from": "human", "value": "<image>\\n%s"}, {"from": "gpt", "value": "%s"}]}\n' "$@"; }
-{ q image_a.png "What is in the picture?" "A red square on a dark field."
-  q image_b.png "Describe the image." "Two shapes, one blue and one green."
-  q image_32.png "What colour dominates?" "Mostly grey."
-  q image_b.png "How many shapes?" "Two."
-  q image_a.png "Is it bright?" "No, it is dark around the square."
-  q image_32.png "Say something about it." "It is a small test image."; } > "$tmp/img.jsonl"
+image_records > "$tmp/img.jsonl"
 { echo '{"text": "hello there, a chirp and a burst, some noise at the end. The tone rises: four hundred forty."}'
   echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey. A short clip."}'; } \
   > "$tmp/text.jsonl"
-rc=0
 "$M" train --init 2,128 --vocab bytes --data "$tmp/text.jsonl" --batch 2 --ctx-len 128 --steps 30 --lr 3e-3 --seed 7 \
   -t 4 --no-progress --out "$tmp/lm" > "$out/au_lm.txt" 2>&1 || { echo "LM run failed"; tail -3 "$out/au_lm.txt"; rc=1; }
 C=(--vocab bytes --batch 2 --ctx-len 128 --steps 12 --lr 3e-3 --seed 7 -t 4 --no-progress)
@@ -69,9 +56,6 @@ WL=(-m "$tmp/lm/model.safetensors" --encoder tests/fixtures/audio_enc/wavlm_grou
 IC=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --compress 3,2 --train adapter --data "$tmp/img.jsonl" --feature-cache "$tmp/fci" "${C[@]}")
 V2S=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter-scale 4 --train adapter --data "$tmp/img.jsonl" "${C[@]}" --steps 2)
 V2C=(-m "$tmp/v2conv.safetensors" --train adapter --data "$tmp/img.jsonl" --feature-cache "$tmp/fcv" "${C[@]}")
-run() { local n=$1; shift
-  if "$@" --out "$tmp/$n" > "$out/au_$n.txt" 2>&1; then :; else echo "run $n failed:"; tail -5 "$out/au_$n.txt"; rc=1; fi; }
-G32() { MRW_TRAIN_GPU_FP32=1 "$@"; }
 run a1_cpu "$M" train "${A1[@]}"
 run a1_gpu32 G32 "$M" train "${A1[@]}" --device cuda
 run a1_gpu "$M" train "${A1[@]}" --device cuda
@@ -128,20 +112,6 @@ run mx2_gpu "$M" train "${MX2[@]}" --device cuda
 grep -h "GPU" "$out"/au_a1_gpu.txt "$out"/au_a2_gpu32.txt "$out"/au_ac_gpu.txt "$out"/au_ic_gpu.txt "$out"/au_v2c_gpu32.txt \
   "$out"/au_mx2_gpu.txt
 grep -h "device memory" "$out"/au_a1_gpu.txt "$out"/au_a2_gpu.txt
-losses() { grep -o '"loss":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
-norms() { grep -o '"grad_norm":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
-cmp_losses() {
-  paste <(losses "$2") <(losses "$3") <(norms "$2") <(norms "$3") | awk -v l="$1" -v a="$2" -v b="$3" -v tol="$4" -v t1="$5" -v tg="$6" '
-    function rd(x, y) { d = (y - x) / x; return d < 0 ? -d : d }
-    { n++; d = rd($1, $2); if (d > m) m = d; if (n == 1) { f = d; g = rd($3, $4); g1 = $3 " / " $4 }
-      s = s sprintf(" %.5f/%.5f", $1, $2) }
-    END { okk = n == 12 && m <= tol && f <= t1 && g <= tg
-          printf "%-44s %2d steps  max rel diff %.2e (tol %.0e); step 1: loss %.2e (tol %.0e), grad norm %.2e (%s) (tol %.0e) %s\n",
-                 l, n, m, tol, f, t1, g, g1, tg, okk ? "pass" : "FAIL"
-          printf "    %s vs %s:%s\n", a, b, s; exit !okk }' | tee -a "$out/au_losses.txt"
-  [ "${PIPESTATUS[1]}" -eq 0 ] || rc=1
-}
-: > "$out/au_losses.txt"
 cmp_losses "audio stage 1 v1, GPU fp32 vs CPU" a1_cpu a1_gpu32 2e-2 1e-3 1e-2
 cmp_losses "audio stage 1 v1, GPU bf16 vs CPU" a1_cpu a1_gpu 5e-2 1e-2 3e-2
 cmp_losses "audio stage 1 v1, GPU no cache vs cache" a1_gpu a1_gpunc 1e-5 1e-5 1e-5

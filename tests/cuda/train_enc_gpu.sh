@@ -24,34 +24,17 @@
 # (RWKV frozen) / 1e-3 (stage 2: the embedding gradient's atomics).
 # Needs MODRWKV (default build-cuda/modrwkv, make CUDA=1 tool) and GPULIBS (default build-cuda/gpulibs).
 #   tests/cuda/train_enc_gpu.sh            (logs in $OUT or ./cuda-out; MEMCHECK=0 skips the compute-sanitizer run)
-set -u
-cd "$(dirname "$0")/../.."
-M=${MODRWKV:-build-cuda/modrwkv}
-out=${OUT:-cuda-out}; mkdir -p "$out"
-libs=${GPULIBS:-build-cuda/gpulibs}
-[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
-MM=tests/fixtures/modrwkv
-tmp=$(mktemp -d)
-cp $MM/media/image_a.png $MM/media/image_b.png $MM/media/image_32.png "$tmp/"
-q() { printf '{"image": "%s", "conversations": [{"from": "human", "value": "<image>\\n%s"}, {"from": "gpt", "value": "%s"}]}\n' "$@"; }
-{ q image_a.png "What is in the picture?" "A red square on a dark field."
-  q image_b.png "Describe the image." "Two shapes, one blue and one green."
-  q image_32.png "What colour dominates?" "Mostly grey."
-  q image_b.png "How many shapes?" "Two."
-  q image_a.png "Is it bright?" "No, it is dark around the square."
-  q image_32.png "Say something about it." "It is a small test image."; } > "$tmp/data.jsonl"
+P=enc; STEPS=10
+. "$(dirname "$0")/lib_stage_cmp.sh"
+image_records > "$tmp/data.jsonl"
 { echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey."}'
   echo '{"text": "How many shapes? Two. Is it bright? No, it is dark around the square. It is a small test image."}'; } \
   > "$tmp/text.jsonl"
-rc=0
 "$M" train --init 2,128 --vocab bytes --data "$tmp/text.jsonl" --batch 2 --ctx-len 128 --steps 30 --lr 3e-3 --seed 7 \
   -t 4 --no-progress --out "$tmp/lm" > "$out/enc_lm.txt" 2>&1 || { echo "LM run failed"; tail -3 "$out/enc_lm.txt"; rc=1; }
 C=(--vocab bytes --data "$tmp/data.jsonl" --batch 2 --ctx-len 128 --steps 10 --lr 3e-3 --seed 7 -t 4 --no-progress)
 E1=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter,encoder "${C[@]}")
 E2=(-m "$tmp/e1_cpu/model.safetensors" --train adapter,rwkv,encoder "${C[@]}" --lr 1e-3)
-run() { local n=$1; shift
-  if "$@" --out "$tmp/$n" > "$out/enc_$n.txt" 2>&1; then :; else echo "run $n failed:"; tail -5 "$out/enc_$n.txt"; rc=1; fi; }
-G32() { MRW_TRAIN_GPU_FP32=1 "$@"; }
 run e1_cpu "$M" train "${E1[@]}"
 run e1_gpu32 G32 "$M" train "${E1[@]}" --device cuda
 run e1_gpu "$M" train "${E1[@]}" --device cuda
@@ -59,20 +42,6 @@ run e2_cpu "$M" train "${E2[@]}"
 run e2_gpu32 G32 "$M" train "${E2[@]}" --device cuda
 run e2_gpu "$M" train "${E2[@]}" --device cuda
 grep -h "GPU" "$out"/enc_e1_gpu.txt "$out"/enc_e2_gpu32.txt
-losses() { grep -o '"loss":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
-norms() { grep -o '"grad_norm":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
-cmp_losses() {
-  paste <(losses "$2") <(losses "$3") <(norms "$2") <(norms "$3") | awk -v l="$1" -v a="$2" -v b="$3" -v tol="$4" -v t1="$5" -v tg="$6" '
-    function rd(x, y) { d = (y - x) / x; return d < 0 ? -d : d }
-    { n++; d = rd($1, $2); if (d > m) m = d; if (n == 1) { f = d; g = rd($3, $4); g1 = $3 " / " $4 }
-      s = s sprintf(" %.5f/%.5f", $1, $2) }
-    END { okk = n == 10 && m <= tol && f <= t1 && g <= tg
-          printf "%-44s %2d steps  max rel diff %.2e (tol %.0e); step 1: loss %.2e (tol %.0e), grad norm %.2e (%s) (tol %.0e) %s\n",
-                 l, n, m, tol, f, t1, g, g1, tg, okk ? "pass" : "FAIL"
-          printf "    %s vs %s:%s\n", a, b, s; exit !okk }' | tee -a "$out/enc_losses.txt"
-  [ "${PIPESTATUS[1]}" -eq 0 ] || rc=1
-}
-: > "$out/enc_losses.txt"
 cmp_losses "adapter,encoder, GPU fp32 vs CPU" e1_cpu e1_gpu32 1e-2 1e-3 1e-2
 cmp_losses "adapter,encoder, GPU bf16 vs CPU" e1_cpu e1_gpu 5e-2 1e-2 5e-2
 cmp_losses "adapter,rwkv,encoder, GPU fp32 vs CPU" e2_cpu e2_gpu32 3e-2 1e-3 1e-2

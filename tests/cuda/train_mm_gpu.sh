@@ -21,26 +21,12 @@
 # Needs MODRWKV (default build-cuda/modrwkv, make CUDA=1 tool) and GPULIBS (default build-cuda/gpulibs: the shared
 # libraries that binary needs on a bare GPU machine).
 #   tests/cuda/train_mm_gpu.sh            (logs in $OUT or ./cuda-out; MEMCHECK=1 adds a compute-sanitizer run)
-set -u
-cd "$(dirname "$0")/../.."
-M=${MODRWKV:-build-cuda/modrwkv}
-out=${OUT:-cuda-out}; mkdir -p "$out"
-libs=${GPULIBS:-build-cuda/gpulibs}
-[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
-MM=tests/fixtures/modrwkv
-tmp=$(mktemp -d)
-cp $MM/media/image_a.png $MM/media/image_b.png $MM/media/image_32.png "$tmp/"
-q() { printf '{"image": "%s", "conversations": [{"from": "human", "value": "<image>\\n%s"}, {"from": "gpt", "value": "%s"}]}\n' "$@"; }
-{ q image_a.png "What is in the picture?" "A red square on a dark field."
-  q image_b.png "Describe the image." "Two shapes, one blue and one green."
-  q image_32.png "What colour dominates?" "Mostly grey."
-  q image_b.png "How many shapes?" "Two."
-  q image_a.png "Is it bright?" "No, it is dark around the square."
-  q image_32.png "Say something about it." "It is a small test image."; } > "$tmp/data.jsonl"
+P=mm; STEPS=12
+. "$(dirname "$0")/lib_stage_cmp.sh"
+image_records > "$tmp/data.jsonl"
 { echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey."}'
   echo '{"text": "How many shapes? Two. Is it bright? No, it is dark around the square. It is a small test image."}'; } \
   > "$tmp/text.jsonl"
-rc=0
 # the language model: a fresh 2 x 128 RWKV-7 has zero output projections (the reference init), through which no
 # gradient reaches the adapter; 30 CPU steps of text make it a working one
 "$M" train --init 2,128 --vocab bytes --data "$tmp/text.jsonl" --batch 2 --ctx-len 128 --steps 30 --lr 3e-3 --seed 7 \
@@ -51,10 +37,6 @@ S1NC=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train a
 S1E=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train encoder "${C[@]}")
 V2=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter-scale 4 --train adapter --feature-cache "$tmp/fc" "${C[@]}")
 S2=(-m "$tmp/s1_cpu/model.safetensors" --train adapter,rwkv --feature-cache "$tmp/fc" "${C[@]}" --lr 1e-3)
-# run NAME ARGS...: one training run into $tmp/NAME, its stderr in $out/mm_NAME.txt
-run() { local n=$1; shift
-  if "$@" --out "$tmp/$n" > "$out/mm_$n.txt" 2>&1; then :; else echo "run $n failed:"; tail -5 "$out/mm_$n.txt"; rc=1; fi; }
-G32() { MRW_TRAIN_GPU_FP32=1 "$@"; }
 run s1_cpu "$M" train "${S1[@]}"
 run s1_gpu32 G32 "$M" train "${S1[@]}" --device cuda
 run s1_gpu "$M" train "${S1[@]}" --device cuda
@@ -66,23 +48,6 @@ run s2_gpu32 G32 "$M" train "${S2[@]}" --device cuda
 run s2_gpu "$M" train "${S2[@]}" --device cuda
 run s2_gpuck "$M" train "${S2[@]}" --device cuda --ckpt
 grep -h "GPU" "$out"/mm_s1_gpu.txt "$out"/mm_s2_gpu32.txt "$out"/mm_v2_gpu32.txt
-losses() { grep -o '"loss":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
-norms() { grep -o '"grad_norm":[0-9.eE+-]*' "$tmp/$1/train.jsonl" 2>/dev/null | cut -d: -f2; }
-# cmp_losses LABEL A B TOL TOL1 TOLG: relative difference of B's loss against A's <= TOL at every step, of the first
-# step's loss (the forward from the same weights) <= TOL1, of its gradient norm (before clipping: every trained
-# tensor's gradient, the joint clip's input) <= TOLG
-cmp_losses() {
-  paste <(losses "$2") <(losses "$3") <(norms "$2") <(norms "$3") | awk -v l="$1" -v a="$2" -v b="$3" -v tol="$4" -v t1="$5" -v tg="$6" '
-    function rd(x, y) { d = (y - x) / x; return d < 0 ? -d : d }
-    { n++; d = rd($1, $2); if (d > m) m = d; if (n == 1) { f = d; g = rd($3, $4); g1 = $3 " / " $4 }
-      s = s sprintf(" %.5f/%.5f", $1, $2) }
-    END { okk = n == 12 && m <= tol && f <= t1 && g <= tg
-          printf "%-40s %2d steps  max rel diff %.2e (tol %.0e); step 1: loss %.2e (tol %.0e), grad norm %.2e (%s) (tol %.0e) %s\n",
-                 l, n, m, tol, f, t1, g, g1, tg, okk ? "pass" : "FAIL"
-          printf "    %s vs %s:%s\n", a, b, s; exit !okk }' | tee -a "$out/mm_losses.txt"
-  [ "${PIPESTATUS[1]}" -eq 0 ] || rc=1
-}
-: > "$out/mm_losses.txt"
 cmp_losses "stage 1 v1, GPU fp32 vs CPU" s1_cpu s1_gpu32 5e-3 1e-3 3e-3
 cmp_losses "stage 1 v1, GPU bf16 vs CPU" s1_cpu s1_gpu 3e-2 1e-2 3e-2
 cmp_losses "stage 1 v1, GPU no cache vs cache" s1_gpu s1_gpunc 1e-5 1e-5 1e-5
