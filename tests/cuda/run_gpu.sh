@@ -6,7 +6,7 @@
 # this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
 # src/base/error.c, not the rest of the library's dependencies).
 #   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|train|trainsan|trainbench|decode|decodesan|decodebench|mm|mmsan|mmbench|
-#                          conv|convsan|distbench|profile|stalls|sass]...
+#                          conv|convsan|vittrain|distbench|profile|stalls|sass]...
 #   (default: test asan sanitize bench train trainsan trainbench)
 # train: the GPU trainer against the CPU trainer (test_train_gpu, table in $out/train_parity.txt); trainsan:
 # compute-sanitizer memcheck on its quick cases; trainbench: bench_train_gpu (0.1B / 0.4B / 1.5B training steps).
@@ -15,9 +15,10 @@
 # mm: the ModRWKV pieces (GPU adapter and ViT encoder against the CPU: test_modrwkv_gpu, whole library like
 # test_decode_gpu); mmsan: its memcheck and racecheck runs; mmbench: bench_modrwkv_gpu (image encode time, stage-1 and
 # stage-2 samples/s). conv: the GPU Conv1d / pooling / convolutional adapters against float64 references
-# (test_conv1d_gpu); convsan: its memcheck and racecheck runs. distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
+# (test_conv1d_gpu); convsan: its memcheck and racecheck runs. vittrain: the GPU ViT trainer against the CPU's
+# (test_vit_train_gpu, whole library like test_modrwkv_gpu). distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
 # The CLI checks are separate scripts: tests/cuda/train_cli_gpu.sh, train_mm_gpu.sh, train_audio_gpu.sh,
-# train_dist_gpu.sh, mm_chat_gpu.sh.
+# train_enc_gpu.sh, train_dist_gpu.sh, mm_chat_gpu.sh.
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-cuda-out}; mkdir -p "$out"
@@ -40,7 +41,7 @@ if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
   done
   wait
   for t in tests/cuda/*.cu bench/cuda/*.cu; do
-    case $t in tests/cuda/test_decode_gpu.cu|tests/cuda/test_modrwkv_gpu.cu) continue ;; esac # whole library: carry them
+    case $t in tests/cuda/test_decode_gpu.cu|tests/cuda/test_modrwkv_gpu.cu|tests/cuda/test_vit_train_gpu.cu) continue ;; esac # whole library: carry them
     nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" "${hobjs[@]}" -lcublas -lcublasLt -lgomp \
       -o "build-cuda/${t%.cu}" &
   done
@@ -123,6 +124,11 @@ for s in $steps; do
       r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_conv_$tool.txt"; echo "exit $r"
       [ $r -eq 0 ] || rc=1
     done ;;
+  vittrain)
+    echo "== test_vit_train_gpu (GPU ViT training forward/backward vs the CPU's vit_train)"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_vit_train_gpu \
+      > "$out/vittrain.txt" 2>&1; r=$?
+    grep -E "FAIL|rows" "$out/vittrain.txt" | tail -3; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
   mmbench)
     echo "== bench_modrwkv_gpu"
     build-cuda/bench/cuda/bench_modrwkv_gpu 2>&1 | tee "$out/bench_modrwkv_gpu.txt" ;;
