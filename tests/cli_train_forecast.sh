@@ -76,6 +76,14 @@ diff <(sed 's/,"tokens_per_s.*//' "$T/ra/train.jsonl") <(sed 's/,"tokens_per_s.*
   && ok || bad "resumed log differs"
 expect_fail "resume with other options" "options differ" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --lr 5e-3 --out "$T/rb" --resume
 expect_fail "resume without a file" "resume" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --out "$T/rc" --resume
+# --balance-files: a second, 4x longer file; each window's file drawn with equal probability (a different sample
+# stream, so a different model); the option is part of what a resumed run must repeat
+awk 'BEGIN{srand(5); print "date,c"; for(i=0;i<2400;i++) printf "d%d,%.5f\n", i, 3+cos(i*2*3.14159/24)+0.1*(rand()-0.5)}' > "$T/long.csv"
+expect_ok "two files" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --csv "$T/long.csv" --out "$T/rbal0"
+expect_ok "two files, --balance-files" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --csv "$T/long.csv" --balance-files --out "$T/rbal1" --stop-after 6
+expect_ok "--balance-files resumed" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --csv "$T/long.csv" --balance-files --out "$T/rbal1" --resume
+cmp -s "$T/rbal0/forecaster.safetensors" "$T/rbal1/forecaster.safetensors" && bad "--balance-files changed nothing" || ok
+expect_fail "resume without --balance-files" "options differ" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --csv "$T/long.csv" --out "$T/rbal1" --resume
 # every step a token, no skip path (the original configuration); the ridge-initialised skip path alone
 expect_ok "patch 1, no skip" "$M" "${TRAIN[@]}" "${OPTS[@]}" --patch 1 --skip off --steps 3 --out "$T/rp"
 grep -aq "patch=1,skip=0" "$T/rp/forecaster.safetensors" && ok || bad "patch/skip metadata"

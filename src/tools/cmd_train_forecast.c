@@ -62,6 +62,9 @@ static const char *k_usage =
     "  --accum K             gradient accumulation: K batches of -b windows per optimizer step (default 1)\n"
     "  --clip X              gradient-norm clip (default 1.0)\n"
     "  --seed N              initialisation and sampling (default 42)\n"
+    "  --balance-files       draw each window's file with equal probability (default: every window of every\n"
+    "                        file equally likely, so a file with more channels or rows weighs more); the skip\n"
+    "                        path's ridge start is then the plain mean of the files' fits\n"
     "  --out DIR             writes DIR/forecaster.safetensors and DIR/train.jsonl\n"
     "  --save-every N        checkpoint every N steps (default: at the end only); each save also writes\n"
     "                        DIR/resume.safetensors (weights, Adam moments, step, sampler state)\n"
@@ -92,7 +95,7 @@ int cmd_train_forecast(int argc, char **argv) {
     const char *columns = NULL, *dataset = NULL, *model = NULL, *outdir = NULL, *init = NULL;
     int lookback = 0, horizon = 0, scale = 4, n_prompt = 0, enc_ch = 64, freeze = 0, warmup = 20, steps = 500,
         batch = 16, seed = 42, save_every = 0, time_limit = 0, eval_windows = 0, threads = 0, quiet = 0;
-    int patch = 16, skip = 1, skip_ridge = 1, accum = 1, resume = 0, stop_after = 0;
+    int patch = 16, skip = 1, skip_ridge = 1, accum = 1, resume = 0, stop_after = 0, balance = 0;
     const char *skip_s = NULL, *skip_init_s = NULL, *timer_dir = NULL;
     int patch_set = 0;
     float skip_lr = -1;
@@ -130,6 +133,7 @@ int cmd_train_forecast(int argc, char **argv) {
         else if (is_opt(o, "--skip-lr")) tool_float(&a, o, 0, 1000, &skip_lr);
         else if (is_opt(o, "--accum")) tool_int(&a, o, 1, 1 << 16, &accum);
         else if (is_opt(o, "--resume")) resume = 1;
+        else if (is_opt(o, "--balance-files")) balance = 1;
         else if (is_opt(o, "--stop-after")) tool_int(&a, o, 1, 1 << 30, &stop_after);
         else if (is_opt(o, "--lr")) tool_float(&a, o, 0, 10, &lr);
         else if (is_opt(o, "--warmup")) tool_int(&a, o, 0, 1 << 30, &warmup);
@@ -254,7 +258,8 @@ int cmd_train_forecast(int argc, char **argv) {
         mrw_model_free(src);
         src = NULL;
     }
-    if (skip && skip_ridge && !resume) { /* the skip path from the closed-form ridge fit (n-weighted over files) */
+    if (skip && skip_ridge && !resume) { /* the skip path from the closed-form ridge fit (n-weighted over files, or
+                                          * equally weighted with --balance-files, as the windows are drawn) */
         const size_t nw = (size_t)horizon * lookback;
         float *w = calloc(nw, sizeof *w);
         int64_t n_all = 0;
@@ -267,8 +272,9 @@ int cmd_train_forecast(int argc, char **argv) {
                 tool_fail(cmd, "%s: ridge fit for the skip path: %s", csvs[i], err.msg);
                 goto done;
             }
-            for (size_t j = 0; j < nw; j++) w[j] += (float)lin.n_train * lin.w[j];
-            n_all += lin.n_train;
+            const int64_t wt = balance ? 1 : lin.n_train;
+            for (size_t j = 0; j < nw; j++) w[j] += (float)wt * lin.w[j];
+            n_all += wt;
             if (!quiet)
                 fprintf(stderr, "modrwkv train: skip path from the ridge fit of %s (alpha %g, validation MSE %.4f)\n",
                         csvs[i], lin.alpha, lin.val_mse);
@@ -306,10 +312,10 @@ int cmd_train_forecast(int argc, char **argv) {
                          "{\"lookback\":%d,\"horizon\":%d,\"init\":\"%s\",\"model\":\"%s\",\"scale\":%d,\"prompt\":%d,"
                          "\"enc_channels\":%d,\"timer\":\"%s\",\"patch\":%d,\"skip\":%d,\"skip_ridge\":%d,\"skip_lr\":%.9g,\"freeze\":%d,\"lr\":%.9g,"
                          "\"warmup\":%d,\"steps\":%d,\"batch\":%d,\"accum\":%d,\"clip\":%.9g,\"seed\":%d,"
-                         "\"columns\":\"%s\",\"dataset\":\"%s\",\"csv\":[",
+                         "\"columns\":\"%s\",\"dataset\":\"%s\",%s\"csv\":[",
                          lookback, horizon, init ? init : "", model ? model : "", scale, n_prompt, enc_ch, timer_dir ? timer_dir : "", patch, skip,
                          skip_ridge, skip_lr, freeze, lr, warmup, steps, batch, accum, clip, seed, columns ? columns : "all",
-                         dataset ? dataset : "");
+                         dataset ? dataset : "", balance ? "\"balance_files\":1," : "");
         for (int i = 0; i < n_csv && n < (int)sizeof opts; i++)
             n += snprintf(opts + n, sizeof opts - n, "%s\"%s\"", i ? "," : "", csvs[i]);
         if (n < (int)sizeof opts) snprintf(opts + n, sizeof opts - n, "]}");
@@ -380,9 +386,16 @@ int cmd_train_forecast(int argc, char **argv) {
         double loss = 0;
         for (int k = 0; k < accum; k++) {
             for (int b = 0; b < batch; b++) {
-                int64_t w = (int64_t)(rng_next(&rng) % (uint64_t)cum[n_csv]);
+                int64_t w;
                 int i = 0;
-                while (w >= cum[i + 1]) i++;
+                if (balance) { /* a file with no training window is never drawn */
+                    do i = (int)(rng_next(&rng) % (uint64_t)n_csv);
+                    while (cum[i + 1] == cum[i]);
+                    w = cum[i] + (int64_t)(rng_next(&rng) % (uint64_t)(cum[i + 1] - cum[i]));
+                } else {
+                    w = (int64_t)(rng_next(&rng) % (uint64_t)cum[n_csv]);
+                    while (w >= cum[i + 1]) i++;
+                }
                 mrw_ts_data_window(&data[i], MRW_TS_TRAIN, w - cum[i], x + (size_t)b * lookback,
                                    y + (size_t)b * horizon, NULL);
             }
