@@ -44,3 +44,24 @@ cmp_losses() {
   [ "${PIPESTATUS[1]}" -eq 0 ] || rc=1
 }
 : > "$out/${P}_losses.txt"
+# same_headers A:B ...: the safetensors header (tensor names, dtypes, shapes, offsets, metadata) of run B's checkpoint
+# equals run A's (a GPU checkpoint is the CPU's bundle: the options record holds no device)
+header() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +9 "$1" | head -c "$n"; }
+same_headers() { local p a b
+  for p in "$@"; do
+    a=${p%%:*}; b=${p##*:}
+    if cmp -s <(header "$tmp/$a/model.safetensors") <(header "$tmp/$b/model.safetensors"); then
+      echo "checkpoint header $b = $a: pass"
+    else echo "checkpoint header $b != $a: FAIL"; rc=1; fi
+  done; }
+# resume NAME REF TOL CMD...: CMD killed after step RESUME_AT (checkpoints every RESUME_AT/2 steps), then resumed; its
+# last logged loss within TOL of run REF's (uninterrupted), with STEPS log lines
+resume() { local n=$1 ref=$2 tol=$3 every=$((RESUME_AT / 2)); shift 3
+  ( MRW_TRAIN_KILL_AFTER_STEP=$RESUME_AT "$@" --save-every $every --out "$tmp/$n" > "$out/${P}_$n.txt" 2>&1 ) 2> /dev/null
+  "$@" --save-every $every --resume --out "$tmp/$n" >> "$out/${P}_$n.txt" 2>&1 ||
+    { echo "resume $n failed"; tail -3 "$out/${P}_$n.txt"; rc=1; }
+  local a b k; a=$(losses "$ref" | tail -1); b=$(losses "$n" | tail -1); k=$(losses "$n" | wc -l)
+  awk -v n="$n" -v a="$a" -v b="$b" -v k="$k" -v tol="$tol" -v steps="$STEPS" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d;
+    printf "resume %s: %d log lines, last loss %s vs %s uninterrupted (rel diff %.2e, tol %.0e) %s\n", n, k, b, a, d, tol,
+    (k == steps && d <= tol) ? "pass" : "FAIL"; exit !(k == steps && d <= tol) }' || rc=1
+}

@@ -35,7 +35,7 @@
 # is 5e-2, set after that one run.
 # Needs MODRWKV (default build-cuda/modrwkv) and GPULIBS (default build-cuda/gpulibs), as train_mm_gpu.sh.
 #   tests/cuda/train_audio_gpu.sh          (logs in $OUT or ./cuda-out; MEMCHECK=1 adds a compute-sanitizer run)
-P=au; STEPS=12
+P=au; RESUME_AT=8; STEPS=12
 . "$(dirname "$0")/lib_stage_cmp.sh"
 cp $MM/media/speech.wav "$tmp/"
 a() { printf '{"audio": "speech.wav", "text": "%s"}\n' "$1"; }
@@ -127,13 +127,7 @@ cmp_losses "image + audio stage 1, GPU fp32 vs CPU" mx1_cpu mx1_gpu32 2e-2 1e-3 
 cmp_losses "image + audio stage 1, GPU bf16 vs CPU" mx1_cpu mx1_gpu 5e-2 1e-2 3e-2
 cmp_losses "image + audio stage 2, GPU fp32 vs CPU" mx2_cpu mx2_gpu32 2e-2 1e-3 1e-2
 cmp_losses "image + audio stage 2, GPU bf16 vs CPU" mx2_cpu mx2_gpu 5e-2 1e-2 3e-2
-header() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +9 "$1" | head -c "$n"; }
-for p in a1_cpu:a1_gpu a2_cpu:a2_gpu32 ac_cpu:ac_gpu wl_cpu:wl_gpu32 ic_cpu:ic_gpu32 v2c_cpu:v2c_gpu32 mx1_cpu:mx1_gpu mx2_cpu:mx2_gpu32; do
-  a=${p%%:*}; b=${p##*:}
-  if cmp -s <(header "$tmp/$a/model.safetensors") <(header "$tmp/$b/model.safetensors"); then
-    echo "checkpoint header $b = $a: pass"
-  else echo "checkpoint header $b != $a: FAIL"; rc=1; fi
-done
+same_headers a1_cpu:a1_gpu a2_cpu:a2_gpu32 ac_cpu:ac_gpu wl_cpu:wl_gpu32 ic_cpu:ic_gpu32 v2c_cpu:v2c_gpu32 mx1_cpu:mx1_gpu mx2_cpu:mx2_gpu32
 chat() { local n=$1; shift
   if "$M" chat -m "$tmp/$n/model.safetensors" --vocab bytes "$@" -n 4 "hi" > "$out/au_chat_$n.txt" 2>&1; then
     echo "modrwkv chat loads the $n checkpoint: pass"
@@ -145,14 +139,6 @@ chat wl_gpu32 --audio "$tmp/speech.wav"
 chat ic_gpu --image "$tmp/image_a.png"
 chat v2c_gpu32 --image "$tmp/image_a.png"
 chat mx2_gpu --image "$tmp/image_a.png" --audio "$tmp/speech.wav"
-resume() { local n=$1 ref=$2 tol=$3; shift 3
-  ( MRW_TRAIN_KILL_AFTER_STEP=8 "$@" --save-every 4 --out "$tmp/$n" > "$out/au_$n.txt" 2>&1 ) 2> /dev/null
-  "$@" --save-every 4 --resume --out "$tmp/$n" >> "$out/au_$n.txt" 2>&1 || { echo "resume $n failed"; tail -3 "$out/au_$n.txt"; rc=1; }
-  local a b k; a=$(losses "$ref" | tail -1); b=$(losses "$n" | tail -1); k=$(losses "$n" | wc -l)
-  awk -v n="$n" -v a="$a" -v b="$b" -v k="$k" -v tol="$tol" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d;
-    printf "resume %s: %d log lines, last loss %s vs %s uninterrupted (rel diff %.2e, tol %.0e) %s\n", n, k, b, a, d, tol,
-    (k == 12 && d <= tol) ? "pass" : "FAIL"; exit !(k == 12 && d <= tol) }' || rc=1
-}
 resume a1_rs a1_gpu 1e-4 "$M" train "${A1[@]}" --device cuda
 MRW_TRAIN_GPU_FP32=1 resume ac_rs ac_gpu32 1e-3 "$M" train "${AC[@]}" --device cuda
 resume mx2_rs mx2_gpu 1e-3 "$M" train "${MX2[@]}" --device cuda

@@ -24,7 +24,7 @@
 # (RWKV frozen) / 1e-3 (stage 2: the embedding gradient's atomics).
 # Needs MODRWKV (default build-cuda/modrwkv, make CUDA=1 tool) and GPULIBS (default build-cuda/gpulibs).
 #   tests/cuda/train_enc_gpu.sh            (logs in $OUT or ./cuda-out; MEMCHECK=0 skips the compute-sanitizer run)
-P=enc; STEPS=10
+P=enc; RESUME_AT=6; STEPS=10
 . "$(dirname "$0")/lib_stage_cmp.sh"
 image_records > "$tmp/data.jsonl"
 { echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey."}'
@@ -67,13 +67,7 @@ EOF
 }
 wupd e1_cpu e1_gpu32 0.5 || rc=1
 wupd e1_cpu e1_gpu 0.5 || rc=1
-header() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +9 "$1" | head -c "$n"; }
-for p in e1_cpu:e1_gpu e1_cpu:e1_gpu32 e2_cpu:e2_gpu32; do
-  a=${p%%:*}; b=${p##*:}
-  if cmp -s <(header "$tmp/$a/model.safetensors") <(header "$tmp/$b/model.safetensors"); then
-    echo "checkpoint header $b = $a: pass"
-  else echo "checkpoint header $b != $a: FAIL"; rc=1; fi
-done
+same_headers e1_cpu:e1_gpu e1_cpu:e1_gpu32 e2_cpu:e2_gpu32
 for n in e1_gpu e2_gpu32; do
   if "$M" chat -m "$tmp/$n/model.safetensors" --image "$tmp/image_a.png" -n 4 -q "What is it?" > "$out/enc_chat_$n.txt" 2>&1; then
     echo "modrwkv chat loads the $n checkpoint: pass"
@@ -83,14 +77,6 @@ if "$M" train -m "$tmp/e1_gpu/model.safetensors" --train adapter,rwkv,encoder "$
      --out "$tmp/cont_cpu" > "$out/enc_cont_cpu.txt" 2>&1; then
   echo "the CPU trainer continues from the GPU's checkpoint: pass"
 else echo "the CPU trainer on the GPU's checkpoint: FAIL"; tail -3 "$out/enc_cont_cpu.txt"; rc=1; fi
-resume() { local n=$1 ref=$2 tol=$3; shift 3
-  ( MRW_TRAIN_KILL_AFTER_STEP=6 "$@" --save-every 3 --out "$tmp/$n" > "$out/enc_$n.txt" 2>&1 ) 2> /dev/null
-  "$@" --save-every 3 --resume --out "$tmp/$n" >> "$out/enc_$n.txt" 2>&1 || { echo "resume $n failed"; tail -3 "$out/enc_$n.txt"; rc=1; }
-  local a b k; a=$(losses "$ref" | tail -1); b=$(losses "$n" | tail -1); k=$(losses "$n" | wc -l)
-  awk -v n="$n" -v a="$a" -v b="$b" -v k="$k" -v tol="$tol" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d;
-    printf "resume %s: %d log lines, last loss %s vs %s uninterrupted (rel diff %.2e, tol %.0e) %s\n", n, k, b, a, d, tol,
-    (k == 10 && d <= tol) ? "pass" : "FAIL"; exit !(k == 10 && d <= tol) }' || rc=1
-}
 resume e1_rs e1_gpu 1e-4 "$M" train "${E1[@]}" --device cuda
 MRW_TRAIN_GPU_FP32=1 resume e2_rs e2_gpu32 1e-3 "$M" train "${E2[@]}" --device cuda
 if [ "${MEMCHECK:-1}" = 1 ]; then

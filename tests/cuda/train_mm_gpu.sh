@@ -21,7 +21,7 @@
 # Needs MODRWKV (default build-cuda/modrwkv, make CUDA=1 tool) and GPULIBS (default build-cuda/gpulibs: the shared
 # libraries that binary needs on a bare GPU machine).
 #   tests/cuda/train_mm_gpu.sh            (logs in $OUT or ./cuda-out; MEMCHECK=1 adds a compute-sanitizer run)
-P=mm; STEPS=12
+P=mm; RESUME_AT=8; STEPS=12
 . "$(dirname "$0")/lib_stage_cmp.sh"
 image_records > "$tmp/data.jsonl"
 { echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey."}'
@@ -57,27 +57,13 @@ cmp_losses "stage 2 v1, GPU bf16 vs CPU" s2_cpu s2_gpu 5e-2 1e-2 3e-2
 cmp_losses "stage 2 v1, GPU bf16 --ckpt vs bf16" s2_gpu s2_gpuck 1e-2 1e-2 1e-2
 # the same bundle: the safetensors header (tensor names, dtypes, shapes, offsets, metadata) of the GPU's checkpoint
 # equals the CPU's (the options record holds no device)
-header() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +9 "$1" | head -c "$n"; }
-for p in s1_cpu:s1_gpu s2_cpu:s2_gpu32 v2_cpu:v2_gpu32; do
-  a=${p%%:*}; b=${p##*:}
-  if cmp -s <(header "$tmp/$a/model.safetensors") <(header "$tmp/$b/model.safetensors"); then
-    echo "checkpoint header $b = $a: pass"
-  else echo "checkpoint header $b != $a: FAIL"; rc=1; fi
-done
+same_headers s1_cpu:s1_gpu s2_cpu:s2_gpu32 v2_cpu:v2_gpu32
 for n in s1_gpu s2_gpu32 v2_gpu32; do
   if "$M" chat -m "$tmp/$n/model.safetensors" --image "$tmp/image_a.png" -n 4 -q "What is it?" > "$out/mm_chat_$n.txt" 2>&1; then
     echo "modrwkv chat loads the $n checkpoint: pass"
   else echo "modrwkv chat on the $n checkpoint: FAIL"; tail -3 "$out/mm_chat_$n.txt"; rc=1; fi
 done
 # --resume on the GPU: killed after step 8 (checkpoints every 4 steps), resumed
-resume() { local n=$1 ref=$2 tol=$3; shift 3
-  ( MRW_TRAIN_KILL_AFTER_STEP=8 "$@" --save-every 4 --out "$tmp/$n" > "$out/mm_$n.txt" 2>&1 ) 2> /dev/null
-  "$@" --save-every 4 --resume --out "$tmp/$n" >> "$out/mm_$n.txt" 2>&1 || { echo "resume $n failed"; tail -3 "$out/mm_$n.txt"; rc=1; }
-  local a b k; a=$(losses "$ref" | tail -1); b=$(losses "$n" | tail -1); k=$(losses "$n" | wc -l)
-  awk -v n="$n" -v a="$a" -v b="$b" -v k="$k" -v tol="$tol" 'BEGIN { d = (a - b) / a; if (d < 0) d = -d;
-    printf "resume %s: %d log lines, last loss %s vs %s uninterrupted (rel diff %.2e, tol %.0e) %s\n", n, k, b, a, d, tol,
-    (k == 12 && d <= tol) ? "pass" : "FAIL"; exit !(k == 12 && d <= tol) }' || rc=1
-}
 resume s1_rs s1_gpu 1e-4 "$M" train "${S1[@]}" --device cuda
 MRW_TRAIN_GPU_FP32=1 resume s2_rs s2_gpu32 1e-3 "$M" train "${S2[@]}" --device cuda
 # MEMCHECK=1: one stage-2 run of 3 steps (bf16) under compute-sanitizer memcheck (the adapter's row scatter / gather,
