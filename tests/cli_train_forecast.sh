@@ -84,6 +84,26 @@ expect_ok "two files, --balance-files" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --csv "$
 expect_ok "--balance-files resumed" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --csv "$T/long.csv" --balance-files --out "$T/rbal1" --resume
 cmp -s "$T/rbal0/forecaster.safetensors" "$T/rbal1/forecaster.safetensors" && bad "--balance-files changed nothing" || ok
 expect_fail "resume without --balance-files" "options differ" "$M" "${TRAIN[@]}" "${ROPTS[@]}" --csv "$T/long.csv" --out "$T/rbal1" --resume
+# --target-interval: the skip path's ridge start only from the files sampled at the (nearest) interval, read from
+# their date columns; the RWKV-7 branch still trains on both files
+awk 'BEGIN{srand(7); print "date,h"; for(i=0;i<600;i++) printf "2020-01-%02d %02d:00:00,%.5f\n", 1+int(i/24), i%24, 2+sin(i*2*3.14159/24)+0.1*(rand()-0.5)}' > "$T/hourly.csv"
+awk 'BEGIN{srand(8); print "date,q"; for(i=0;i<600;i++) printf "2021-03-%02d %02d:%02d,%.5f\n", 1+int(i/96), int(i/4)%24, 15*(i%4), 1+cos(i*2*3.14159/96)+0.1*(rand()-0.5)}' > "$T/quarter.csv"
+TI=("${TRAIN[@]}" --csv "$T/hourly.csv" --csv "$T/quarter.csv" --lookback 24 --horizon 6 --init 1,32 --enc-channels 8 --steps 2 -b 2 -t 1)
+expect_ok "--target-interval 15min" "$M" "${TI[@]}" --target-interval 15min --out "$T/ti1" --stop-after 1
+grep -q "ridge fit of $T/quarter.csv" "$T/err" && ! grep -q "ridge fit of $T/hourly.csv" "$T/err" && ok \
+  || bad "--target-interval 15min fitted: $(grep ridge "$T/err")"
+grep -aq 'target_interval_s[^0-9]*900,' "$T/ti1/resume.safetensors" && ok || bad "target interval not in the options"
+expect_fail "resume with another --target-interval" "options differ" "$M" "${TI[@]}" --target-interval 1h --out "$T/ti1" --resume
+expect_ok "--target-interval 2h (nearest: hourly)" "$M" "${TI[@]}" --target-interval 2h --out "$T/ti2"
+grep -q "ridge fit of $T/hourly.csv" "$T/err" && ! grep -q "ridge fit of $T/quarter.csv" "$T/err" && ok \
+  || bad "--target-interval 2h fitted: $(grep ridge "$T/err")"
+expect_ok "without --target-interval: both" "$M" "${TI[@]}" --out "$T/ti3"
+[ "$(grep -c "ridge fit of" "$T/err")" -eq 2 ] && ok || bad "no --target-interval fitted: $(grep ridge "$T/err")"
+expect_fail "--target-interval not a duration" "expects a duration" "$M" "${TI[@]}" --target-interval 15parsecs --out "$T/ti4"
+expect_fail "--target-interval negative" "expects a duration" "$M" "${TI[@]}" --target-interval -1h --out "$T/ti4"
+expect_fail "--target-interval, no dates" "no --csv file has a date column" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" \
+  --lookback 24 --horizon 6 --init 1,32 --steps 1 -t 1 -q --target-interval 1h --out "$T/ti5"
+[ ! -e "$T/ti5/forecaster.safetensors" ] && ok || bad "a model was written after the --target-interval error"
 # every step a token, no skip path (the original configuration); the ridge-initialised skip path alone
 expect_ok "patch 1, no skip" "$M" "${TRAIN[@]}" "${OPTS[@]}" --patch 1 --skip off --steps 3 --out "$T/rp"
 grep -aq "patch=1,skip=0" "$T/rp/forecaster.safetensors" && ok || bad "patch/skip metadata"

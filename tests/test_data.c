@@ -554,6 +554,55 @@ static void test_csv(void) {
     }
 }
 
+/* The sampling interval from a date column (--target-interval's file matching) and duration strings. */
+static void test_csv_interval(void) {
+    mrw_error err;
+    double iv = 0;
+    CHECK_OK(mrw_csv_interval(FIX "/series.csv", &iv, &err), &err);
+    CHECKF(iv == 3600, "%g", iv);
+    CHECK(mrw_csv_interval(FIX "/bad_text.csv", &iv, &err) == MRW_E_FORMAT);
+    CHECKF(strstr(err.msg, "bad_text.csv: no date column") != NULL, "%s", err.msg);
+    CHECK(mrw_csv_interval(FIX "/nope.csv", &iv, &err) == MRW_E_IO);
+    char path[512];
+    const struct { const char *file; double sec; } real[] = {
+        {"ETTh1.csv", 3600}, {"ETTm1.csv", 900}, {"weather.csv", 600}, {"exchange_rate.csv", 86400},
+        {"national_illness.csv", 604800}};
+    for (size_t i = 0; i < sizeof real / sizeof real[0]; i++) {
+        t_path(path, sizeof path, mrw_shared_dir(), "data/timeseries/");
+        strncat(path, real[i].file, sizeof path - strlen(path) - 1);
+        if (access(path, R_OK)) continue;
+        CHECK_OK(mrw_csv_interval(path, &iv, &err), &err);
+        CHECKF(iv == real[i].sec, "%s: %g", real[i].file, iv);
+    }
+    /* dates across a leap day and a year end; 'T' and '/' forms; a column of dates that is not the first */
+    char tmp[] = "/tmp/mrw_iv_XXXXXX";
+    int fd = mkstemp(tmp);
+    CHECK(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("x,when\n1,2024/02/28T23:30:00\n2,2024/02/29T00:00:00\n3,2024/02/29T00:30\n4,2024/02/29T01:30:00\n"
+          "5,2024/02/29T02:00:00.0\n", f);
+    fclose(f);
+    CHECK_OK(mrw_csv_interval(tmp, &iv, &err), &err);
+    CHECKF(iv == 1800, "%g", iv);
+    f = fopen(tmp, "w");
+    fputs("d,v\n2023-12-31,1\n2024-01-01,2\n2024-01-01,3\n", f); /* repeated date: only the increase counts */
+    fclose(f);
+    CHECK_OK(mrw_csv_interval(tmp, &iv, &err), &err);
+    CHECKF(iv == 86400, "%g", iv);
+    f = fopen(tmp, "w");
+    fputs("d,v\n2024-01-01,1\n2024-01-01,2\n2024-13-01,3\n", f); /* never increases (month 13 is no date) */
+    fclose(f);
+    CHECK(mrw_csv_interval(tmp, &iv, &err) == MRW_E_FORMAT);
+    CHECKF(strstr(err.msg, "never increase") != NULL, "%s", err.msg);
+    unlink(tmp);
+    CHECK(mrw_parse_duration("15min") == 900 && mrw_parse_duration("1h") == 3600 && mrw_parse_duration("2d") == 172800);
+    CHECK(mrw_parse_duration("1w") == 604800 && mrw_parse_duration("30s") == 30 && mrw_parse_duration("3600") == 3600);
+    CHECK(mrw_parse_duration("0.5h") == 1800 && mrw_parse_duration("10m") == 600);
+    CHECK(mrw_parse_duration("") < 0 && mrw_parse_duration("h") < 0 && mrw_parse_duration("5 parsecs") < 0);
+    CHECK(mrw_parse_duration("-1h") < 0 && mrw_parse_duration("0") < 0 && mrw_parse_duration("nanh") < 0);
+    CHECK(mrw_parse_duration(NULL) < 0 && mrw_parse_duration("1e400") < 0);
+}
+
 static void test_feature_cache(void) {
     char dir[] = "/tmp/mrw_fcache_XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
@@ -627,6 +676,7 @@ int main(void) {
         mrw_vocab_free(v);
     }
     test_csv();
+    test_csv_interval();
     test_feature_cache();
     TEST_MAIN_END();
 }

@@ -14,6 +14,7 @@
 #include "tools/common.h"
 #include "tools/tools.h"
 #include "train/checkpoint.h"
+#include "train/data.h"
 #include "train/optim.h"
 #include "train/rwkv7_train.h"
 #include "train/schedule.h"
@@ -65,6 +66,11 @@ static const char *k_usage =
     "  --balance-files       draw each window's file with equal probability (default: every window of every\n"
     "                        file equally likely, so a file with more channels or rows weighs more); the skip\n"
     "                        path's ridge start is then the plain mean of the files' fits\n"
+    "  --target-interval DUR the sampling interval of the series the model is for (15min, 1h, 1d, ...;\n"
+    "                        zero-shot: the target's data need not be given): the skip path's ridge start\n"
+    "                        is fitted only on the --csv files sampled at that interval (read from their\n"
+    "                        date columns), or at the nearest one; the RWKV-7 branch still trains on all\n"
+    "                        the files. Default: every file\n"
     "  --out DIR             writes DIR/forecaster.safetensors and DIR/train.jsonl\n"
     "  --save-every N        checkpoint every N steps (default: at the end only); each save also writes\n"
     "                        DIR/resume.safetensors (weights, Adam moments, step, sampler state)\n"
@@ -96,6 +102,7 @@ int cmd_train_forecast(int argc, char **argv) {
     int lookback = 0, horizon = 0, scale = 4, n_prompt = 0, enc_ch = 64, freeze = 0, warmup = 20, steps = 500,
         batch = 16, seed = 42, save_every = 0, time_limit = 0, eval_windows = 0, threads = 0, quiet = 0;
     int patch = 16, skip = 1, skip_ridge = 1, accum = 1, resume = 0, stop_after = 0, balance = 0;
+    double target_iv = 0; /* --target-interval, seconds (0: none) */
     const char *skip_s = NULL, *skip_init_s = NULL, *timer_dir = NULL;
     int patch_set = 0;
     float skip_lr = -1;
@@ -134,6 +141,11 @@ int cmd_train_forecast(int argc, char **argv) {
         else if (is_opt(o, "--accum")) tool_int(&a, o, 1, 1 << 16, &accum);
         else if (is_opt(o, "--resume")) resume = 1;
         else if (is_opt(o, "--balance-files")) balance = 1;
+        else if (is_opt(o, "--target-interval")) {
+            const char *v = tool_value(&a, o);
+            if (v && (target_iv = mrw_parse_duration(v)) <= 0)
+                a.failed = 1, tool_fail(cmd, "--target-interval expects a duration such as 15min, 1h or 1d, got '%s'", v);
+        }
         else if (is_opt(o, "--stop-after")) tool_int(&a, o, 1, 1 << 30, &stop_after);
         else if (is_opt(o, "--lr")) tool_float(&a, o, 0, 10, &lr);
         else if (is_opt(o, "--warmup")) tool_int(&a, o, 0, 1 << 30, &warmup);
@@ -264,7 +276,28 @@ int cmd_train_forecast(int argc, char **argv) {
         float *w = calloc(nw, sizeof *w);
         int64_t n_all = 0;
         if (!w) goto oom;
+        /* --target-interval: the files sampled at the interval nearest to it (on a log scale: 1 h is as far from
+         * 30 min as from 2 h); a file without dates is never nearest */
+        unsigned char use[MAX_CSV];
+        memset(use, 1, sizeof use);
+        if (target_iv > 0) {
+            double dist[MAX_CSV], best = INFINITY;
+            for (int i = 0; i < n_csv; i++) {
+                double iv;
+                mrw_error e2;
+                dist[i] = mrw_csv_interval(csvs[i], &iv, &e2) ? INFINITY : fabs(log2(iv / target_iv));
+                if (dist[i] < best) best = dist[i];
+                if (!quiet && isinf(dist[i])) fprintf(stderr, "modrwkv train: %s\n", e2.msg);
+            }
+            if (isinf(best)) {
+                free(w);
+                tool_fail(cmd, "--target-interval: no --csv file has a date column to read its sampling interval from");
+                goto done;
+            }
+            for (int i = 0; i < n_csv; i++) use[i] = dist[i] <= best + 0.01;
+        }
         for (int i = 0; i < n_csv; i++) {
+            if (!use[i]) continue;
             mrw_ts_dlinear lin;
             memset(&lin, 0, sizeof lin);
             if (mrw_ts_dlinear_fit(&lin, &data[i], NULL, 0, &err)) {
@@ -316,6 +349,7 @@ int cmd_train_forecast(int argc, char **argv) {
                          lookback, horizon, init ? init : "", model ? model : "", scale, n_prompt, enc_ch, timer_dir ? timer_dir : "", patch, skip,
                          skip_ridge, skip_lr, freeze, lr, warmup, steps, batch, accum, clip, seed, columns ? columns : "all",
                          dataset ? dataset : "", balance ? "\"balance_files\":1," : "");
+        if (target_iv > 0 && n < (int)sizeof opts) n += snprintf(opts + n, sizeof opts - n, "\"target_interval_s\":%.9g,", target_iv);
         for (int i = 0; i < n_csv && n < (int)sizeof opts; i++)
             n += snprintf(opts + n, sizeof opts - n, "%s\"%s\"", i ? "," : "", csvs[i]);
         if (n < (int)sizeof opts) snprintf(opts + n, sizeof opts - n, "]}");

@@ -110,6 +110,13 @@ typedef struct {
 mrw_status mrw_csv_read(const char *path, const char *const *columns, int n_columns, mrw_csv_series *out,
                         mrw_error *err);
 void mrw_csv_series_free(mrw_csv_series *s);
+/* The sampling interval of a CSV series in seconds: the median step between consecutive timestamps of its first
+ * date column (the first column whose first data cell reads as "YYYY-MM-DD[ HH:MM[:SS]]" or "YYYY/MM/DD ...")
+ * over up to its first 257 data rows. MRW_E_FORMAT (naming the file) when no column holds dates or the
+ * timestamps never increase. */
+mrw_status mrw_csv_interval(const char *path, double *seconds, mrw_error *err);
+/* "15min", "10m", "1h", "2d", "1w", "30s" or plain seconds ("3600") -> seconds (> 0); -1 when not a duration. */
+double mrw_parse_duration(const char *s);
 
 /* On-disk cache of frozen-encoder features, keyed by (encoder id, media path, size, mtime): computed once,
  * reused across epochs and runs; entries are written atomically (tmp + fsync + rename). One file per item:

@@ -293,3 +293,102 @@ done:
     free(rows);
     return st;
 }
+
+/* Seconds since 1970-01-01 of "YYYY-MM-DD[ HH:MM[:SS]]" (or '/' between the date's parts, 'T' before the time); 0 =
+ * parsed. Days from the civil date by the proleptic Gregorian rule (era arithmetic). */
+static int parse_timestamp(const char *s, double *out) {
+    int y, mo, d, h = 0, mi = 0, n = 0;
+    double sec = 0;
+    char s1, s2;
+    if (sscanf(s, "%4d%c%2d%c%2d%n", &y, &s1, &mo, &s2, &d, &n) != 5 || s1 != s2 || (s1 != '-' && s1 != '/'))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31) return -1;
+    s += n;
+    if (*s == ' ' || *s == 'T') {
+        int m = 0;
+        if (sscanf(s + 1, "%2d:%2d%n", &h, &mi, &m) != 2) return -1;
+        s += 1 + m;
+        if (*s == ':') {
+            char *e;
+            sec = strtod(s + 1, &e);
+            if (e == s + 1 || sec < 0 || sec >= 61) return -1;
+            s = e;
+        }
+        if (h > 23 || mi > 59) return -1;
+    }
+    while (*s == ' ') s++;
+    if (*s) return -1;
+    const int yy = y - (mo <= 2), era = (yy >= 0 ? yy : yy - 399) / 400, yoe = yy - era * 400;
+    const int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1, doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    const double days = (double)era * 146097 + doe - 719468;
+    *out = days * 86400.0 + h * 3600.0 + mi * 60.0 + sec;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+mrw_status mrw_csv_interval(const char *path, double *seconds, mrw_error *err) {
+    *seconds = 0;
+    csv_t c;
+    memset(&c, 0, sizeof c);
+    c.path = path;
+    c.fp = fopen(path, "rb");
+    if (!c.fp) return mrw_err(err, MRW_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    mrw_status st = MRW_OK;
+    enum { MAXR = 257 };
+    double ts[MAXR], dt[MAXR];
+    int col = -1, n = 0, nhead = -1, r;
+    while ((r = csv_line(&c, err)) == 1 && blank(c.buf)) {} /* header */
+    if (r < 0 || (r == 1 && csv_split(&c, err))) {
+        st = c.st ? c.st : MRW_E_INTERNAL;
+        goto done;
+    }
+    if (r == 1) nhead = c.nf;
+    while (n < MAXR && nhead > 0 && (r = csv_line(&c, err)) != 0) {
+        if (r < 0 || csv_split(&c, err)) {
+            st = c.st ? c.st : MRW_E_INTERNAL;
+            goto done;
+        }
+        if (blank(c.buf) || c.nf != nhead) continue;
+        if (col < 0)
+            for (int i = 0; i < c.nf && col < 0; i++)
+                if (parse_timestamp(c.f[i], &ts[0]) == 0) col = i;
+        if (col < 0) break;
+        if (parse_timestamp(c.f[col], &ts[n]) == 0) n++;
+    }
+    int nd = 0;
+    for (int i = 1; i < n; i++)
+        if (ts[i] > ts[i - 1]) dt[nd++] = ts[i] - ts[i - 1];
+    if (col < 0 || nd == 0) {
+        st = mrw_err(err, MRW_E_FORMAT, "%s: %s", path,
+                     col < 0 ? "no date column (a column of YYYY-MM-DD[ HH:MM[:SS]] timestamps) to read the sampling "
+                               "interval from"
+                             : "its timestamps never increase: no sampling interval");
+        goto done;
+    }
+    qsort(dt, (size_t)nd, sizeof *dt, cmp_double);
+    *seconds = dt[nd / 2];
+done:
+    fclose(c.fp);
+    free(c.buf);
+    free(c.f);
+    free(c.fb);
+    return st;
+}
+
+double mrw_parse_duration(const char *s) {
+    if (!s) return -1;
+    char *e;
+    errno = 0;
+    const double v = strtod(s, &e);
+    if (e == s || errno || !(v > 0) || v > 1e12) return -1;
+    static const struct { const char *unit; double sec; } units[] = {
+        {"", 1}, {"s", 1}, {"sec", 1}, {"m", 60}, {"min", 60}, {"h", 3600}, {"hour", 3600}, {"d", 86400},
+        {"day", 86400}, {"w", 604800}, {"week", 604800}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (!strcmp(e, units[i].unit)) return v * units[i].sec;
+    return -1;
+}
