@@ -164,10 +164,14 @@ $(BUILD)/tests/cuda/test_modrwkv_gpu: $(BUILD)/obj/tests/cuda/test_modrwkv_gpu.o
 $(BUILD)/tests/cuda/test_vit_train_gpu: $(BUILD)/obj/tests/cuda/test_vit_train_gpu.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL) $(CUDA_LDLIBS)
+# test_whisper_train_gpu checks the GPU Whisper trainer against the CPU one (mrw_whisper_train): the same link.
+$(BUILD)/tests/cuda/test_whisper_train_gpu: $(BUILD)/obj/tests/cuda/test_whisper_train_gpu.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL) $(CUDA_LDLIBS)
 # Host-side AddressSanitizer + UBSan build of the test drivers (device code as above; compute-sanitizer checks
 # that). Run on the GPU machine with ASAN_OPTIONS=protect_shadow_gap=0 (the CUDA driver maps into ASan's gap).
 .PHONY: cuda-tests-asan
-cuda-tests-asan: $(filter-out %/test_decode_gpu_asan %/test_modrwkv_gpu_asan %/test_vit_train_gpu_asan,$(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan))
+cuda-tests-asan: $(filter-out %/test_decode_gpu_asan %/test_modrwkv_gpu_asan %/test_vit_train_gpu_asan %/test_whisper_train_gpu_asan,$(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan))
 CU_ASAN = -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer
 $(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(wildcard tests/cuda/*.inc) $(CU_OBJ) $(CU_HOST_SRC)
 	@mkdir -p $(dir $@)

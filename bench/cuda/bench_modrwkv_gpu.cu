@@ -1,5 +1,6 @@
 /* ModRWKV on one GPU: image encode time and the stage-1 / stage-2 training step, random weights.
  *     make CUDA=1 cuda-bench && build-cuda/bench/cuda/bench_modrwkv_gpu [--steps N] [--batch B] [--text T] [--stage1-full]
+ *       [--encode-only | --steps-only | --wavlm-only]
  * 1. Encode: the SigLIP2-base shape (hidden 768, 12 layers, 12 heads, MLP 3072, patch 16, 384 px -> 576 tokens,
  *    gelu tanh) in bf16 (src/kernels/cuda/vit_gpu.h), pixels already on the device, bf16 output; CUDA-event median
  *    of 10 forwards after 3 warm-ups, at 1 and 32 images per forward, with the fused attention kernel (the default)
@@ -16,7 +17,12 @@
  *    one more step): encoder / adapter fwd+bwd (incl. the splice copies) / RWKV fwd+bwd / optimizer; memory: what
  *    the three parts allocate and the device's peak use (cudaMemGetInfo: + cuBLAS workspaces + CUDA context).
  *    Stage 1 runs "lean" (the RWKV trainer without gradients or Adam moments: mrw_rwkv7_gpu_opts.frozen, as the CLI
- *    does); `--stage1-full` adds a stage-1 run with them allocated (the old way), for the memory comparison. */
+ *    does); `--stage1-full` adds a stage-1 run with them allocated (the old way), for the memory comparison.
+ * 3. WavLM encode (`--wavlm-only`: this part alone): the WavLM-base-plus shape (7 conv layers of 512, hidden 768,
+ *    12 layers, 12 heads, FFN 3072, positional conv k128 g16, 320 buckets; src/kernels/cuda/wavlm_gpu.h) on 10 s of
+ *    random audio (160000 samples -> 499 frames), random weights: wall-clock median of 10 calls of
+ *    mrw_wavlm_gpu_forward_host after 3 warm-ups (host waveform up, fp32 output down, synchronous), ms per clip and
+ *    the device memory the encoder holds. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +37,7 @@ extern "C" {
 #include "kernels/cuda/adapter_gpu.h"
 #include "kernels/cuda/rwkv7_train_gpu.h"
 #include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/wavlm_gpu.h"
 }
 
 #define PEAK 989e12
@@ -124,6 +131,40 @@ static void bench_encode(void) {
         mrw_vit_gpu_free(v);
         return f / 1e9;
     }());
+}
+
+/* WavLM-base-plus encode of 10 s of audio (section 3 of the header). */
+static void bench_wavlm(void) {
+    mrw_error e;
+    mrw_wavlm_config c;
+    memset(&c, 0, sizeof c);
+    static const int kern[7] = {10, 3, 3, 3, 3, 2, 2}, strd[7] = {5, 2, 2, 2, 2, 2, 2};
+    c.n_conv = 7;
+    for (int i = 0; i < 7; i++) c.conv_dim[i] = 512, c.conv_kernel[i] = kern[i], c.conv_stride[i] = strd[i];
+    c.conv_bias = 0, c.norm_layer = 0, c.hidden = 768, c.n_layers = 12, c.n_heads = 12, c.ffn_dim = 3072;
+    c.pos_kernel = 128, c.pos_groups = 16, c.num_buckets = 320, c.max_distance = 800, c.stable_ln = 0;
+    c.ln_eps = 1e-5f, c.act = MRW_ACT_GELU, c.feat_act = MRW_ACT_GELU;
+    mrw_wavlm_gpu *v = NULL;
+    CHECK(mrw_wavlm_gpu_new(&c, NULL, &v, &e));
+    CHECK(mrw_wavlm_gpu_init_random(v, 11, &e));
+    const int n = 160000, T = mrw_wavlm_gpu_out_frames(v, n);
+    std::vector<float> wave(n), out((size_t)T * c.hidden);
+    fill_pixels(wave.data(), wave.size());
+    std::vector<double> ms;
+    int frames = 0;
+    for (int it = 0; it < 13; it++) {
+        const double t0 = now();
+        CHECK(mrw_wavlm_gpu_forward_host(v, wave.data(), n, out.data(), &frames, &e));
+        if (it >= 3) ms.push_back((now() - t0) * 1e3);
+    }
+    std::sort(ms.begin(), ms.end());
+    double fin = 0;
+    for (float x : out) fin += isfinite(x) ? 0 : 1;
+    printf("WavLM encode, WavLM-base-plus shape (12 layers, hidden 768), bf16, random weights\n");
+    printf("10 s of audio (%d samples -> %d frames): %.2f ms per clip (median of 10; min %.2f), %.0fx real time, "
+           "device memory %.2f GiB%s\n\n", n, frames, ms[ms.size() / 2], ms[0], 10000.0 / ms[ms.size() / 2],
+           mrw_wavlm_gpu_bytes(v) / 1073741824.0, fin ? " (NON-FINITE OUTPUT)" : "");
+    mrw_wavlm_gpu_free(v);
 }
 
 enum { K_ENC, K_ADA, K_RWKV, K_OPT, K_N };
@@ -240,13 +281,14 @@ static void bench_steps(int B, int Ttext, int steps, int stage, int lean) {
 }
 
 int main(int argc, char **argv) {
-    int steps = 5, B = 16, Tt = 512, enc = 1, stp = 1, full1 = 0;
+    int steps = 5, B = 16, Tt = 512, enc = 1, stp = 1, full1 = 0, wl = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--text") && i + 1 < argc) Tt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--encode-only")) stp = 0;
-        else if (!strcmp(argv[i], "--steps-only")) enc = 0;
+        else if (!strcmp(argv[i], "--wavlm-only")) enc = 0, stp = 0;
+        else if (!strcmp(argv[i], "--steps-only")) enc = 0, wl = 0;
         else if (!strcmp(argv[i], "--stage1-full")) full1 = 1; /* also stage 1 with the RWKV's gradients/moments */
     }
     if (steps < 1) steps = 1;
@@ -258,6 +300,7 @@ int main(int argc, char **argv) {
     CU(cudaGetDeviceProperties(&p, 0));
     printf("device: %s\n\n", p.name);
     if (enc) bench_encode();
+    if (wl) bench_wavlm();
     if (stp) {
         bench_steps(B, Tt, steps, 1, 1);
         if (full1) bench_steps(B, Tt, steps, 1, 0);

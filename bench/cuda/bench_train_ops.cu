@@ -129,11 +129,15 @@ int main() {
     void *r = alloc(n, true), *k = alloc(n, true), *v = alloc(n, true), *g = alloc(n, true), *z = alloc(n, true);
     void *dr = alloc(n, true), *dk = alloc(n, true), *dv = alloc(n, true), *dg = alloc(n, true);
     report("groupnorm+bonus+gate fwd", time_ms([&] { OK(mrw_cuda_gn_bonus_gate_fwd(bf, R, H, y, r, k, v, g, w, b, w, 64e-5f, z, mu, rs, nullptr, &g_err)); }), 6.0 * n * 2);
+    float *dbt = (float *)alloc(R * H, false);
+    report("groupnorm+bonus+gate bwd (+params), dbeta", time_ms([&] { OK(mrw_cuda_gn_bonus_gate_bwd_dbeta(bf, R, H, dy, y, r, k, v, g, w, b, w, mu, rs, dx, dbt, dv, dg, gw, gb, gw, scr, nullptr, &g_err)); }), 9.0 * n * 2);
     report("groupnorm+bonus+gate bwd (+params)", time_ms([&] { OK(mrw_cuda_gn_bonus_gate_bwd(bf, R, H, dy, y, r, k, v, g, w, b, w, mu, rs, dx, dr, dk, dv, dg, gw, gb, gw, scr, nullptr, &g_err)); }), 11.0 * n * 2);
     std::vector<void *> mo(6), md(6);
     std::vector<float *> mm(6), mg(6);
     for (int q = 0; q < 6; q++) mo[q] = alloc(n, true), md[q] = alloc(n, true), mm[q] = (float *)alloc(C, false, 0.3f, 0.5f), mg[q] = (float *)alloc(C, false);
     report("token shift + 6 mixes fwd", time_ms([&] { OK(mrw_cuda_token_mix_fwd(bf, B, T, C, 6, x, mm.data(), mo.data(), nullptr, &g_err)); }), 7.0 * n * 2);
+    report("layernorm + 6 mixes fwd (fused)", time_ms([&] { OK(mrw_cuda_ln_mix_fwd(bf, B, T, C, 6, x, w, b, 1e-5f, y, mu, rs, mm.data(), mo.data(), nullptr, &g_err)); }), 8.0 * n * 2);
+    report("layernorm + 1 mix fwd (fused)", time_ms([&] { OK(mrw_cuda_ln_mix_fwd(bf, B, T, C, 1, x, w, b, 1e-5f, y, mu, rs, mm.data(), mo.data(), nullptr, &g_err)); }), 3.0 * n * 2);
     report("token shift + 6 mixes bwd (+params)", time_ms([&] { OK(mrw_cuda_token_mix_bwd(bf, B, T, C, 6, x, mm.data(), md.data(), 0, dx, mg.data(), scr, nullptr, &g_err)); }), 8.0 * n * 2);
     std::vector<void *> a(20);
     for (auto &p : a) p = alloc(n, true);
@@ -142,6 +146,9 @@ int main() {
     report("key prep fwd (w, k, v, a, b)", time_ms([&] { OK(mrw_cuda_keyprep_fwd(bf, R, H, &in, a[6], a[7], a[8], a[9], a[10], nullptr, &g_err)); }), 11.0 * n * 2);
     mrw_cuda_keyprep_grad gr = {a[11], a[12], a[13], a[14], a[15], dk, dv, dr, a[16], a[17], a[18], a[19], a[6], a[7], fv, gw, gb, gw, gb, gw};
     report("key prep bwd (+params)", time_ms([&] { OK(mrw_cuda_keyprep_bwd(bf, R, H, &in, &gr, scr, nullptr, &g_err)); }), (6 + 9 + 6) * n * 2.0 + 8.0 * n);
+    mrw_cuda_keyprep_grad gr2 = gr; /* the trainer's form: the bonus's dr, dk from dbeta (r read instead of two tensors) */
+    gr2.dk_bonus = gr2.dr_bonus = nullptr, gr2.dbeta = dbt, gr2.r = r, gr2.rk = w;
+    report("key prep bwd (+params), bonus from dbeta", time_ms([&] { OK(mrw_cuda_keyprep_bwd(bf, R, H, &in, &gr2, scr, nullptr, &g_err)); }), (6 + 8 + 6) * n * 2.0 + 8.0 * n);
     void *hk = alloc(nF, true), *act = alloc(nF, true);
     report("relu^2 fwd 32768x4096", time_ms([&] { OK(mrw_cuda_relu2_fwd(bf, nF, hk, act, nullptr, &g_err)); }), 2.0 * nF * 2);
     report("relu^2 bwd", time_ms([&] { OK(mrw_cuda_relu2_bwd(bf, nF, hk, act, nullptr, &g_err)); }), 3.0 * nF * 2);

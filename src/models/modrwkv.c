@@ -836,6 +836,46 @@ mrw_status mrw_mm_whisper_mel(const mrw_mm *mm, const char *path, float **mel, i
     return s;
 }
 
+mrw_status mrw_mm_wavlm_encoder(const mrw_mm *mm, const mrw_tfile **file, const char **prefix,
+                                const mrw_wavlm_config **cfg, mrw_error *err) {
+    const int i = mrw_mm_modality_of(mm, 1);
+    if (i < 0) return no_modality(mm, 1, err);
+    const modality *m = &mm->mod[i];
+    if (!m->wavlm) return mrw_err(err, MRW_E_UNSUPPORTED, "this model's audio encoder (%s) is not WavLM", kind_name(m->kind));
+    *file = m->enc_file;
+    *prefix = mrw_wavlm_prefix(m->wavlm);
+    *cfg = mrw_wavlm_get_config(m->wavlm);
+    return MRW_OK;
+}
+
+mrw_status mrw_mm_wavlm_wave(const mrw_mm *mm, const char *path, float **wave, int *n, mrw_error *err) {
+    *wave = NULL;
+    *n = 0;
+    const int i = mrw_mm_modality_of(mm, 1);
+    if (i < 0) return no_modality(mm, 1, err);
+    const modality *m = &mm->mod[i];
+    if (!m->wavlm) return mrw_err(err, MRW_E_UNSUPPORTED, "this model's audio encoder is not WavLM");
+    mrw_audio a = {0};
+    mrw_status s = mrw_audio_load(path, 16000, NULL, &a, err);
+    if (s) return s;
+    if (a.n > MRW_WAVLM_MAX_SAMPLES)
+        s = mrw_err(err, MRW_E_LIMIT, "wavlm: %zu samples exceed the limit of %d (%d s at 16 kHz): split the audio",
+                    a.n, MRW_WAVLM_MAX_SAMPLES, MRW_WAVLM_MAX_SAMPLES / 16000);
+    else if (mrw_wavlm_out_frames(m->wavlm, (int)a.n) < 1)
+        s = mrw_err(err, MRW_E_ARG, "the audio is too short for WavLM: %zu samples, at least %d needed", a.n,
+                    mrw_wavlm_min_samples(m->wavlm));
+    if (!s && m->wav_normalize) s = mrw_wav_normalize(a.samples, a.n, a.samples, err);
+    if (!s) {
+        *wave = a.samples;
+        *n = (int)a.n;
+        a.samples = NULL;
+    } else if (err) {
+        mrw_err_prefix(err, "%s", path);
+    }
+    mrw_audio_free(&a);
+    return s;
+}
+
 /* ------------------------------------------------------------------------------------------- splicing */
 
 mrw_status mrw_mm_splice(const mrw_mm *mm, const mrw_features *feats, int n_feats, const int32_t *tokens,

@@ -8,6 +8,7 @@
 
 #include "formats/tensorfile.h"
 #include "models/vit.h"
+#include "models/wavlm.h"
 #include "models/whisper_enc.h"
 #include "modrwkv.h"
 
@@ -30,6 +31,14 @@ mrw_status mrw_mm_whisper_encoder(const mrw_mm *mm, const mrw_tfile **file, cons
  * (frames = 2 n_pos, the padded 30 s), *keep = how many encoder rows ModRWKV keeps (the real audio). */
 mrw_status mrw_mm_whisper_mel(const mrw_mm *mm, const char *path, float **mel, int *frames, int *keep,
                               mrw_error *err);
+/* The modality that takes audio, when its encoder is WavLM: its tensor file, prefix and config (MRW_E_ARG when the
+ * model has no audio encoder, MRW_E_UNSUPPORTED for Whisper). */
+mrw_status mrw_mm_wavlm_encoder(const mrw_mm *mm, const mrw_tfile **file, const char **prefix,
+                                const mrw_wavlm_config **cfg, mrw_error *err);
+/* A recording as that WavLM modality reads it (mrw_mm_encode_audio): *wave = malloc'ed 16 kHz samples [*n],
+ * normalised (zero mean, unit variance) when the model's feature extractor says do_normalize. Too short for the
+ * conv stack: MRW_E_ARG, as on the CPU. */
+mrw_status mrw_mm_wavlm_wave(const mrw_mm *mm, const char *path, float **wave, int *n, mrw_error *err);
 /* The input mrw_mm_eval builds: *rows = malloc'ed [*total][n_embd] (every position: token embeddings and feature
  * rows), *src = malloc'ed [*total]: the token id of a text position, -1 at a feature row. Same checks and errors
  * as mrw_mm_eval. */

@@ -7,6 +7,7 @@
 #include "tools/tools.h"
 #ifdef MRW_CUDA
 #include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/wavlm_gpu.h"
 #include "kernels/cuda/whisper_gpu.h"
 #endif
 
@@ -23,8 +24,8 @@ static const char *k_usage =
     "  -o, --out FILE       output safetensors file (written atomically)\n"
     "  -t, --threads N      threads (default: all cores)\n"
     "      --device D       cpu (default) or cuda (needs make CUDA=1): --image / --audio through the GPU copy of\n"
-    "                       the vision / Whisper encoder (bf16 weights, fp32 sums; image decoding, log-mel,\n"
-    "                       adapter and compression stay on the CPU; WavLM and --input are CPU only)\n"
+    "                       the vision / Whisper / WavLM encoder (bf16 weights, fp32 sums; image decoding,\n"
+    "                       log-mel, resampling, adapter and compression stay on the CPU; --input is CPU only)\n"
     TOOL_MEDIA_HELP;
 
 int cmd_encode(int argc, char **argv) {
@@ -80,14 +81,21 @@ int cmd_encode(int argc, char **argv) {
     } else if (mo.device) {
 #ifdef MRW_CUDA
         mrw_vit_gpu *vg = NULL;
+        mrw_wavlm_gpu *lg = NULL;
         if (media.audio) {
             s = mrw_whisper_gpu_from_mm(mm, NULL, &vg, &err);
-            if (!s) s = mrw_mm_encode_audio_gpu(mm, vg, media.audio, mo.threads, fp, &enc, &err);
+            if (s == MRW_E_UNSUPPORTED) { /* a WavLM model */
+                s = mrw_wavlm_gpu_from_mm(mm, NULL, &lg, &err);
+                if (!s) s = mrw_mm_encode_audio_wavlm_gpu(mm, lg, media.audio, mo.threads, fp, &enc, &err);
+            } else if (!s) {
+                s = mrw_mm_encode_audio_gpu(mm, vg, media.audio, mo.threads, fp, &enc, &err);
+            }
         } else {
             s = mrw_vit_gpu_from_mm(mm, 1, NULL, &vg, &err);
             if (!s) s = mrw_mm_encode_image_gpu(mm, vg, media.images[0], mo.threads, fp, &enc, &err);
         }
         mrw_vit_gpu_free(vg);
+        mrw_wavlm_gpu_free(lg);
 #else
         s = mrw_err(&err, MRW_E_UNSUPPORTED, "built without CUDA");
 #endif

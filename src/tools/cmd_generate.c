@@ -39,8 +39,9 @@ typedef struct {
     "      --device D       cpu (default) or cuda (needs make CUDA=1): the language model on the GPU, bf16\n"  \
     "                       weights, fp32 activations and state; the prompt (text tokens and feature rows)\n"  \
     "                       is read one position per GPU step, then every new token is one GPU step. The\n"  \
-    "                       vision and Whisper encoders run on the GPU in bf16; image decoding, log-mel,\n"  \
-    "                       the adapter (and Conv1D compression), WavLM and sampling stay on the CPU\n"
+    "                       vision, Whisper and WavLM encoders run on the GPU in bf16; image decoding,\n"  \
+    "                       log-mel, resampling, the adapter (and Conv1D compression) and sampling stay\n"  \
+    "                       on the CPU\n"
 
 static int sampling_option(tool_args *a, const char *o, gen_opts *g) {
     if (!strcmp(o, "-n") || !strncmp(o, "--max-tokens", 12)) tool_int(a, o, 0, 1 << 30, &g->max_tokens);

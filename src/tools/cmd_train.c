@@ -53,19 +53,24 @@ static const char *k_train_usage =
     "  -t, --threads N      threads (default: all cores). Same options, seed and thread count give\n"
     "                       bit-identical weights; --resume must use the count of the run it continues\n"
     "      --device D       cpu (default) or cuda: RWKV-7 text training and the ModRWKV stages (image and\n"
-    "                       audio features from the CPU encoders or --feature-cache; every adapter, --compress,\n"
-    "                       several modalities; --train adapter,[rwkv,]encoder with a SigLIP/CLIP encoder,\n"
-    "                       which then trains on the GPU too; not Whisper's training, not the encoder without\n"
-    "                       the adapter) on the GPU (bf16 activations, fp32 master weights and Adam; needs a\n"
+    "                       audio features from the GPU encoders, --encoder-device, or --feature-cache; every\n"
+    "                       adapter, --compress, several modalities; --train adapter,[rwkv,]encoder with a\n"
+    "                       SigLIP/CLIP or Whisper encoder, which then trains on the GPU too; not the encoder\n"
+    "                       without the adapter) on the GPU (bf16 activations, fp32 master weights and Adam; needs a\n"
     "                       build with make CUDA=1; not bit-identical across runs: the embedding gradient uses\n"
     "                       atomics). A non-finite loss skips the step\n"
+    "      --encoder-device D  cuda (the default with --device cuda) or cpu: where the frozen encoder (SigLIP,\n"
+    "                       CLIP, Whisper, WavLM) runs (the GPU: bf16, a micro-batch's images in one forward);\n"
+    "                       --feature-cache keeps the GPU's features apart from the CPU's\n"
     "      --ckpt           cuda: per-block activation checkpointing (less GPU memory, ~1/3 more compute)\n"
     "      --gpus N         cuda: data parallel over N GPUs of this machine, one process each (NCCL, loaded at\n"
     "                       run time: MRW_NCCL_LIB=path/libnccl.so.2); --batch is the global micro-batch, split\n"
-    "                       evenly; the loss curve equals one GPU's at that batch. Across machines, start one\n"
-    "                       process per GPU with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set\n"
-    "                       instead (torchrun's names; docs/DISTRIBUTED.md)\n"
-    "      --zero 0|1       cuda, data parallel: 1 = ZeRO-1, Adam's moments sharded over the GPUs (default 0)\n"
+    "                       evenly; the loss curve equals one GPU's at that batch. Text and the ModRWKV stages\n"
+    "                       (adapter, adapter + RWKV, the SigLIP / CLIP / Whisper encoder trained). Across\n"
+    "                       machines, start one process per GPU with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,\n"
+    "                       MASTER_PORT set instead (torchrun's names; docs/DISTRIBUTED.md)\n"
+    "      --zero 0|1       cuda, data parallel: 1 = ZeRO-1, Adam's moments sharded over the GPUs (default 0; the\n"
+    "                       ModRWKV stages: the RWKV part's; the small adapter / encoder tables stay whole)\n"
     "      --allreduce T    cuda, data parallel: fp32 (default) or bf16 gradients over the wire\n"
     "Output:\n"
     "      --out DIR        output directory (created)\n"
@@ -194,6 +199,11 @@ int cmd_train(int argc, char **argv) {
             if (v && strcmp(v, "cpu") && strcmp(v, "cuda"))
                 bad = tool_fail(cmd, "--device must be cpu or cuda, not '%s'", v);
             o.device = v && !strcmp(v, "cuda");
+        } else if (is_opt(opt, "--encoder-device")) {
+            v = tool_value(&a, opt);
+            if (v && strcmp(v, "cpu") && strcmp(v, "cuda"))
+                bad = tool_fail(cmd, "--encoder-device must be cpu or cuda, not '%s'", v);
+            o.encoder_device = !v ? 0 : !strcmp(v, "cpu") ? 1 : 2;
         } else if (!strcmp(opt, "--ckpt")) o.act_ckpt = 1;
         else if (is_opt(opt, "--gpus")) tool_int(&a, opt, 1, 4096, &gpus);
         else if (is_opt(opt, "--zero")) tool_int(&a, opt, 0, 1, &o.zero);
@@ -217,6 +227,8 @@ int cmd_train(int argc, char **argv) {
     o.vocab_name = vocab_opt;
     if (gpus > 1 && !o.device) return tool_fail(cmd, "--gpus %d trains on GPUs: add --device cuda", gpus), 2;
     if (o.zero && !o.device) return tool_fail(cmd, "--zero needs --device cuda"), 2;
+    if (o.encoder_device == 2 && !o.device)
+        return tool_fail(cmd, "--encoder-device cuda runs the frozen encoders on the GPU: it needs --device cuda"), 2;
     if (o.device) {
         /* what the GPU does not cover for the ModRWKV stages is refused by name (the trainer checks the start model's
          * adapter and encoder too), before the build is asked: the same answer with or without CUDA */

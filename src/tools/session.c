@@ -6,6 +6,7 @@
 #include "tools/common.h"
 #ifdef MRW_CUDA
 #include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/wavlm_gpu.h"
 #include "kernels/cuda/whisper_gpu.h"
 #endif
 
@@ -88,10 +89,10 @@ int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_med
         s->special = mrw_mm_get_info(s->mm).splice == MRW_SPLICE_PLACEHOLDER;
         const int nt = mrw_context_n_threads(s->ctx);
 #ifdef MRW_CUDA
-        /* --device cuda: images through the GPU ViT, recordings through the GPU Whisper (bf16), each made on first
-         * use; a WavLM model's recordings stay on the CPU */
+        /* --device cuda: images through the GPU ViT, recordings through the GPU Whisper or WavLM (bf16), each made
+         * on first use */
         mrw_vit_gpu *vg = NULL, *wg = NULL;
-        int wavlm = 0;
+        mrw_wavlm_gpu *lg = NULL;
 #endif
         for (int i = 0; media && i < media->n_media; i++) { /* in command-line order */
             const int audio = media->media_audio[i];
@@ -101,10 +102,11 @@ int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_med
             if (mo->device && !audio) {
                 if (!vg) st = mrw_vit_gpu_from_mm(s->mm, 1, NULL, &vg, &err);
                 if (!st) st = mrw_mm_encode_image_gpu(s->mm, vg, media->media[i], nt, f, NULL, &err);
-            } else if (mo->device && !wavlm) {
-                if (!wg && (st = mrw_whisper_gpu_from_mm(s->mm, NULL, &wg, &err)) == MRW_E_UNSUPPORTED) wavlm = 1, st = MRW_OK;
+            } else if (mo->device) {
+                if (!wg && !lg && (st = mrw_whisper_gpu_from_mm(s->mm, NULL, &wg, &err)) == MRW_E_UNSUPPORTED)
+                    st = mrw_wavlm_gpu_from_mm(s->mm, NULL, &lg, &err); /* a WavLM model */
                 if (!st) st = wg ? mrw_mm_encode_audio_gpu(s->mm, wg, media->media[i], nt, f, NULL, &err)
-                                 : mrw_mm_encode_audio(s->mm, media->media[i], nt, f, NULL, &err);
+                                 : mrw_mm_encode_audio_wavlm_gpu(s->mm, lg, media->media[i], nt, f, NULL, &err);
             } else
 #endif
                 st = audio ? mrw_mm_encode_audio(s->mm, media->media[i], nt, f, NULL, &err)
@@ -113,6 +115,7 @@ int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_med
 #ifdef MRW_CUDA
                 mrw_vit_gpu_free(vg);
                 mrw_vit_gpu_free(wg);
+                mrw_wavlm_gpu_free(lg);
 #endif
                 tool_session_close(s);
                 return tool_fail(cmd, "%s", err.msg);
@@ -122,6 +125,7 @@ int tool_session_open(const char *cmd, const tool_model_opts *mo, const tool_med
 #ifdef MRW_CUDA
         mrw_vit_gpu_free(vg);
         mrw_vit_gpu_free(wg);
+        mrw_wavlm_gpu_free(lg);
 #endif
     }
     if (tool_load_vocab(cmd, mo->vocab, s->model, &s->vocab)) {

@@ -30,6 +30,11 @@
 #include "kernels/cuda/dist_nccl.h"
 #include "kernels/cuda/rwkv7_train_gpu.h"
 #include "kernels/cuda/vit_gpu_train.h"
+#include "kernels/cuda/whisper_gpu_train.h"
+#include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/whisper_gpu.h"
+#include "kernels/cuda/wavlm_gpu.h"
+#include "models/modrwkv_hooks.h"
 #endif
 
 #define PAD_MULTIPLE 16
@@ -162,6 +167,20 @@ typedef struct {
     int rank, world;
     struct mrw_nccl *nccl;
     struct mrw_dp *dp;
+    /* --device cuda (unless --encoder-device cpu): the frozen encoders on the GPU in bf16 (docs/CUDA.md). Images go
+     * through genc_img several per forward: load_sample preprocesses them on the CPU and queues them (pend), the
+     * micro-batch's loading ends with one encode of the queue (gpu_encode_pending) into their feat_in slots;
+     * recordings through genc_aud (Whisper) or genc_wavlm one by one. */
+    int enc_gpu;                          /* the options ask for it (set before the feature caches open) */
+    struct mrw_vit_gpu *genc_img, *genc_aud;
+    struct mrw_wavlm_gpu *genc_wavlm;
+    struct gpend {
+        float *pix, *dst;                 /* preprocessed pixels (malloc'ed), their rows' slot in feat_in */
+        char *path;                       /* for the feature cache fc (NULL: none) */
+        mrw_feature_cache *fc;
+    } *pend;
+    int n_pend, max_pend, genc_chunk;
+    float *gpix, *gout;                   /* genc_chunk images' pixels and encoder rows (host) */
 } trainer;
 
 static void warn_cb(void *user, const char *msg) {
@@ -401,7 +420,14 @@ static char *read_small(const char *path) {
     return b;
 }
 
-/* Raw encoder features [n, E] of one media file, through the cache when there is one. */
+/* The GPU encoder's queue from entry `from` on is dropped (a skipped sample's images). */
+static void drop_pending(trainer *t, int from) {
+    for (int i = from; i < t->n_pend; i++) free(t->pend[i].pix), free(t->pend[i].path);
+    if (from < t->n_pend) t->n_pend = from;
+}
+
+/* Raw encoder features [n, E] of one media file, through the cache when there is one. With the GPU image encoder
+ * an image not in the cache is queued instead (*rows = NULL, n and E set; see trainer.genc_img). */
 static mrw_status media_features(trainer *t, mrw_feature_cache *fcache, const mrw_data_sample *s, int j, float **rows,
                                  int *n, int *E, mrw_error *err) {
     if (fcache) {
@@ -410,9 +436,35 @@ static mrw_status media_features(trainer *t, mrw_feature_cache *fcache, const mr
         if (r == 1) return MRW_OK;
     }
     mrw_features enc = {0};
-    mrw_status st = s->media_kind[j] == MRW_MEDIA_AUDIO
-                        ? mrw_mm_encode_audio(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err)
-                        : mrw_mm_encode_image(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err);
+    mrw_status st;
+#ifdef MRW_CUDA
+    if (t->genc_img && s->media_kind[j] != MRW_MEDIA_AUDIO) {
+        /* the GPU encoder: preprocessed now, encoded with the micro-batch's other images once it is loaded
+         * (gpu_encode_pending); *rows = NULL: the caller gives the slot of its rows to the queue's last entry */
+        if (t->n_pend >= t->max_pend) return mrw_err(err, MRW_E_INTERNAL, "more images than the GPU encoder's queue");
+        struct gpend *p = &t->pend[t->n_pend];
+        memset(p, 0, sizeof *p);
+        if ((st = mrw_mm_image_pixels(t->enc, s->media_path[j], &p->pix, err)))
+            return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
+        if (fcache && !(p->path = strdup(s->media_path[j]))) {
+            free(p->pix);
+            return mrw_err(err, MRW_E_NOMEM, "out of memory");
+        }
+        p->fc = fcache;
+        t->n_pend++;
+        const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_img);
+        *rows = NULL, *n = c->n_tokens, *E = c->hidden;
+        return MRW_OK;
+    }
+    if (t->genc_aud && s->media_kind[j] == MRW_MEDIA_AUDIO)
+        st = mrw_mm_encode_audio_gpu(t->enc, t->genc_aud, s->media_path[j], t->o->threads, NULL, &enc, err);
+    else if (t->genc_wavlm && s->media_kind[j] == MRW_MEDIA_AUDIO)
+        st = mrw_mm_encode_audio_wavlm_gpu(t->enc, t->genc_wavlm, s->media_path[j], t->o->threads, NULL, &enc, err);
+    else
+#endif
+        st = s->media_kind[j] == MRW_MEDIA_AUDIO
+                 ? mrw_mm_encode_audio(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err)
+                 : mrw_mm_encode_image(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err);
     if (st != MRW_OK) return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
     if (fcache && (st = mrw_feature_cache_put(fcache, s->media_path[j], enc.rows, enc.n, enc.dim, err))) {
         mrw_features_free(&enc);
@@ -516,7 +568,7 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
             return MRW_OK;
         }
         /* encoder features of every media of the record, packed after the micro-batch's earlier items */
-        const int item0 = t->n_items, E = t->feat_E;
+        const int item0 = t->n_items, E = t->feat_E, pend0 = t->n_pend;
         int M = 0, skip = 0;
         for (int j = 0; j < smp.n_media && !skip && t->vt; j++) {
             /* the encoder trains: its input pixels, as the inference processor makes them */
@@ -621,7 +673,9 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
                 skip = 1;
                 break;
             }
-            memcpy((x ? x->feat_in : t->feat_in) + (size_t)slot * n * e_want, rows, (size_t)n * e_want * sizeof(float));
+            float *dst = (x ? x->feat_in : t->feat_in) + (size_t)slot * n * e_want;
+            if (rows) memcpy(dst, rows, (size_t)n * e_want * sizeof(float));
+            else t->pend[t->n_pend - 1].dst = dst; /* queued for the GPU encoder */
             free(rows);
             Ms[j] = M;
             if (x) {
@@ -636,6 +690,7 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
         }
         if (!skip && smp.n_media && splice(t, b, &smp, Ms, mods)) skip = 1;
         if (skip) {
+            drop_pending(t, pend0);
             t->n_items = item0;
             t->n_items_in_batch = item0;
             for (int k = 0; k < t->n_xm; k++) t->xm[k].n_items_in_batch = t->xm[k].n_items;
@@ -651,6 +706,31 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
     }
 }
 
+#ifdef MRW_CUDA
+/* The queued images through the GPU encoder, genc_chunk per forward, their rows into their slots (and the cache). */
+static mrw_status gpu_encode_pending(trainer *t, mrw_error *err) {
+    const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_img);
+    const size_t np = (size_t)c->channels * c->image_size * c->image_size, no = (size_t)c->n_tokens * c->hidden;
+    mrw_status s = MRW_OK;
+    for (int i0 = 0; i0 < t->n_pend && !s; i0 += t->genc_chunk) {
+        const int n = t->n_pend - i0 < t->genc_chunk ? t->n_pend - i0 : t->genc_chunk;
+        for (int i = 0; i < n; i++) memcpy(t->gpix + (size_t)i * np, t->pend[i0 + i].pix, np * sizeof(float));
+        s = mrw_vit_gpu_forward_host(t->genc_img, t->gpix, n, t->gout, err);
+        for (int i = 0; i < n && !s; i++) {
+            const struct gpend *p = &t->pend[i0 + i];
+            if (!p->dst) {
+                s = mrw_err(err, MRW_E_INTERNAL, "an image queued for the GPU encoder has no slot");
+                break;
+            }
+            memcpy(p->dst, t->gout + (size_t)i * no, no * sizeof(float));
+            if (p->fc) s = mrw_feature_cache_put(p->fc, p->path, p->dst, c->n_tokens, c->hidden, err);
+        }
+    }
+    drop_pending(t, 0);
+    return s;
+}
+#endif
+
 static mrw_status load_micro_batch(trainer *t, int64_t *n_tokens, mrw_error *err) {
     t->n_items = t->n_items_in_batch = 0;
     for (int k = 0; k < t->n_xm; k++) t->xm[k].n_items = t->xm[k].n_items_in_batch = 0;
@@ -658,8 +738,28 @@ static mrw_status load_micro_batch(trainer *t, int64_t *n_tokens, mrw_error *err
         mrw_status s = load_sample(t, b, n_tokens, err);
         if (s) return s;
     }
+#ifdef MRW_CUDA
+    if (t->n_pend) return gpu_encode_pending(t, err);
+#endif
     return MRW_OK;
 }
+
+#ifdef MRW_CUDA
+/* Floats of one image's pixels in t->pix (the GPU-trained encoder's input). */
+static size_t vit_pixels(const struct mrw_vit_gpu_train *v) {
+    const mrw_vit_config *c = mrw_vit_gpu_train_config(v);
+    return (size_t)3 * c->image_size * c->image_size;
+}
+
+/* Data parallelism: the items [*i0, *i0 + *n) of item_b[0..n_items) (sample indices, ascending) that belong to the
+ * samples [b0, b0 + nb). */
+static void dp_items(const int *item_b, int n_items, int b0, int nb, int *i0, int *n) {
+    int a = 0, e;
+    while (a < n_items && item_b[a] < b0) a++;
+    for (e = a; e < n_items && item_b[e] < b0 + nb; e++) {}
+    *i0 = a, *n = e - a;
+}
+#endif
 
 /* Forward + backward of one micro-batch; returns its loss. */
 static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *err) {
@@ -671,7 +771,7 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
     int n_xitems = 0;
     for (int k = 0; k < t->n_xm; k++) n_xitems += t->xm[k].n_items;
 #ifdef MRW_CUDA
-    if (t->gpu && t->world > 1) {
+    if (t->gpu && t->world > 1 && !t->ad) {
         /* this rank's slice of the global micro-batch; the loss is the mean over the targets of the whole batch, so
          * the slice's mean is weighted by its share of the targets (every rank counts them: it read the batch) */
         const int b = B / t->world, b0 = t->rank * b;
@@ -692,23 +792,59 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
         return bad || !n_mine ? MRW_OK : mrw_rwkv7_gpu_backward(t->gpu, (float)(scale * share), err);
     }
     if (t->gpu && t->ad) { /* ModRWKV stages on the GPU (what is refused: mrw_train_gpu_mm_options) */
-        const int trains_rwkv = !frozen, trains_ad = (t->o->train & MRW_PG_ADAPTER) != 0, NI = t->n_items;
+        const int trains_rwkv = !frozen, trains_ad = (t->o->train & MRW_PG_ADAPTER) != 0;
+        /* data parallel (docs/DISTRIBUTED.md): this rank's slice of the global micro-batch, Bs samples from b0, its
+         * media items (the primary modality's from i0, NI of them; modality k's from xi0[k], xn[k]), each weighted as
+         * the text path's by its share of the targets of the whole batch (world 1: the whole batch, share 1) */
+        int Bs = B, b0 = 0, i0 = 0, NI = t->n_items, xi0[MRW_MM_MAX_MODALITIES] = {0}, xn[MRW_MM_MAX_MODALITIES] = {0};
+        double share = 1;
+        for (int k = 0; k < t->n_xm; k++) xn[k] = t->xm[k].n_items;
+        if (t->world > 1) {
+            Bs = B / t->world, b0 = t->rank * Bs;
+            int64_t n_all = 0, n_mine = 0;
+            for (int i = 0; i < B; i++)
+                for (int j = 0; j < t->s_n[i]; j++) {
+                    const int c = t->s_lab[i][j] != MRW_IGNORE;
+                    n_all += c;
+                    n_mine += c && i >= b0 && i < b0 + Bs;
+                }
+            *loss = 0;
+            if (!n_mine) return MRW_OK; /* nothing to learn in this slice: it adds 0 to the loss and the gradients */
+            share = (double)n_mine / (double)n_all;
+            T = mrw_train_pad_batch((const int32_t *const *)t->s_tok + b0, (const int32_t *const *)t->s_lab + b0,
+                                    t->s_n + b0, Bs, t->tok, t->tgt);
+            /* the items were loaded in sample order: the slice's are contiguous */
+            dp_items(t->item_b, t->n_items, b0, Bs, &i0, &NI);
+            n_xitems = 0;
+            for (int k = 0; k < t->n_xm; k++) {
+                dp_items(t->xm[k].item_b, t->xm[k].n_items, b0, Bs, &xi0[k], &xn[k]);
+                n_xitems += xn[k];
+            }
+        }
         mrw_status s;
         if (!NI && !n_xitems) { /* a text-only micro-batch: no rows; stage 1 needs its loss only */
-            s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, NULL, NULL, t->tgt, B, T, trains_rwkv, loss, err);
-            return s || !trains_rwkv || !isfinite(*loss) ? s : mrw_rwkv7_gpu_backward_ex(t->gpu, scale, 0, NULL, err);
+            s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, NULL, NULL, t->tgt, Bs, T, trains_rwkv, loss, err);
+            if (s || !isfinite(*loss)) return s;
+            *loss = (float)(*loss * share);
+            return !trains_rwkv ? s : mrw_rwkv7_gpu_backward_ex(t->gpu, (float)(scale * share), 0, NULL, err);
         }
         /* the encoder trains: the pixels through the ViT on the GPU, its output rows are the adapter's input */
         const void *enc_out = NULL;
-        if (t->vgpu && NI &&
-            ((s = mrw_vit_gpu_train_forward(t->vgpu, t->pix, 1, NI, &enc_out, err)) ||
+        if (t->vgpu && NI && t->wt && /* Whisper: the 30 s windows' mel; the first feat_Tin rows (real audio) go on */
+            ((s = mrw_vit_gpu_train_forward(t->vgpu, t->mel + (size_t)i0 * mrw_vit_gpu_train_in_floats(t->vgpu), 1, NI,
+                                            &enc_out, err)) ||
+             (s = mrw_whisper_gpu_train_output_host(t->vgpu, t->feat_Tin, t->feat_in, err))))
+            return s;
+        if (t->vgpu && NI && !t->wt &&
+            ((s = mrw_vit_gpu_train_forward(t->vgpu, t->pix + (size_t)i0 * vit_pixels(t->vgpu), 1, NI, &enc_out, err)) ||
              (s = mrw_vit_gpu_train_output_host(t->vgpu, t->feat_in, err))))
             return s;
         /* each modality's items through its adapter, each output row scattered to its position b*T + t */
-        memset(t->mask, 0, (size_t)B * T);
+        memset(t->mask, 0, (size_t)Bs * T);
         for (int k = -1; k < t->n_xm; k++) {
             xmod *x = k >= 0 ? &t->xm[k] : NULL;
-            const int ni = x ? x->n_items : NI, tin = x ? x->feat_Tin : t->feat_Tin, M = x ? x->feat_M : t->feat_M;
+            const int ni = x ? xn[k] : NI, it0 = x ? xi0[k] : i0;
+            const int tin = x ? x->feat_Tin : t->feat_Tin, M = x ? x->feat_M : t->feat_M;
             struct mrw_adapter_gpu *ag = x ? x->agpu : t->agpu;
             int32_t *rp = x ? x->row_pos : t->row_pos;
             if (!ni) continue;
@@ -716,21 +852,27 @@ static mrw_status micro_step(trainer *t, float scale, float *loss, mrw_error *er
                 return mrw_err(err, MRW_E_INTERNAL, "GPU adapter: %d rows in, %d out", tin, M);
             for (int it = 0; it < ni; it++)
                 for (int i = 0; i < M; i++) {
-                    const int pos = (x ? x->item_b[it] : t->item_b[it]) * T + (x ? x->item_at[it] : t->item_at[it]) + i;
+                    const int pos = ((x ? x->item_b[it0 + it] : t->item_b[it0 + it]) - b0) * T +
+                                    (x ? x->item_at[it0 + it] : t->item_at[it0 + it]) + i;
                     t->mask[pos] = 1;
                     rp[(size_t)it * M + i] = pos;
                 }
-            if ((s = mrw_adapter_gpu_forward_items(ag, x ? x->feat_in : t->feat_in, ni, tin, rp, err))) return s;
+            /* (the GPU-trained encoder's output rows start at feat_in: they are only this slice's) */
+            const size_t f0 = x || !t->vgpu ? (size_t)it0 * tin * (x ? x->feat_E : t->feat_E) : 0;
+            if ((s = mrw_adapter_gpu_forward_items(ag, (x ? x->feat_in : t->feat_in) + f0, ni, tin, rp, err))) return s;
         }
-        s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, t->g_inject, t->mask, t->tgt, B, T, trains_rwkv ? 1 : 2, loss, err);
+        s = mrw_rwkv7_gpu_forward_ex(t->gpu, t->tok, t->g_inject, t->mask, t->tgt, Bs, T, trains_rwkv ? 1 : 2, loss, err);
         if (s || !isfinite(*loss)) return s; /* a non-finite loss skips the backward (and the caller the step) */
-        if ((s = mrw_rwkv7_gpu_backward_ex(t->gpu, scale, !trains_rwkv, trains_ad ? t->g_dinject : NULL, err))) return s;
+        *loss = (float)(*loss * share);
+        if ((s = mrw_rwkv7_gpu_backward_ex(t->gpu, (float)(scale * share), !trains_rwkv, trains_ad ? t->g_dinject : NULL,
+                                           err)))
+            return s;
         if (trains_ad && NI && t->vgpu) /* through the adapter into the encoder */
             return mrw_vit_gpu_train_backward_adapter(t->vgpu, t->agpu, t->g_dinject, mrw_vit_gpu_train_dtype(t->vgpu),
                                                       t->C, t->row_pos, NI * t->feat_M, err);
         if (trains_ad && NI && (s = mrw_adapter_gpu_backward_rows(t->agpu, err))) return s;
         for (int k = 0; k < t->n_xm && trains_ad; k++)
-            if (t->xm[k].n_items && (s = mrw_adapter_gpu_backward_rows(t->xm[k].agpu, err))) return s;
+            if (xn[k] && (s = mrw_adapter_gpu_backward_rows(t->xm[k].agpu, err))) return s;
         return MRW_OK;
     }
     if (t->gpu) { /* a non-finite loss skips the backward (and the caller the step) */
@@ -893,6 +1035,9 @@ static void trainer_free(trainer *t) {
         free(t->xm[k].row_pos);
     }
     mrw_vit_gpu_train_free(t->vgpu); /* (on the RWKV trainer's stream: first) */
+    mrw_vit_gpu_free(t->genc_img);
+    mrw_vit_gpu_free(t->genc_aud);
+    mrw_wavlm_gpu_free(t->genc_wavlm);
     mrw_adapter_gpu_free(t->agpu);
     free(t->row_pos);
     mrw_dp_free(t->dp);
@@ -908,6 +1053,8 @@ static void trainer_free(trainer *t) {
     if (t->vt) mrw_vit_train_free(t->vt);
     if (t->wt) mrw_whisper_train_free(t->wt);
     free(t->pix), free(t->d_enc), free(t->mel), free(t->w_out_buf), free(t->d_w_out);
+    drop_pending(t, 0);
+    free(t->pend), free(t->gpix), free(t->gout);
     mrw_data_free(t->data);
     free(t->tok), free(t->tgt), free(t->s_n), free(t->item_b), free(t->item_at);
     for (int b = 0; b < t->B; b++) {
@@ -947,7 +1094,16 @@ static mrw_status check_opts(const mrw_train_opts *o, mrw_error *err) {
     if (!(o->train & (MRW_PG_RWKV | MRW_PG_ADAPTER)))
         return mrw_err(err, MRW_E_ARG, "--train must name rwkv and/or adapter");
     if (o->threads < 1) return mrw_err(err, MRW_E_ARG, "--threads must be at least 1");
+    if (o->encoder_device == 2 && !o->device)
+        return mrw_err(err, MRW_E_ARG, "--encoder-device cuda runs the frozen encoders on the GPU: it needs --device cuda");
     return MRW_OK;
+}
+
+/* Features of an encoder of this kind come from the GPU (SigLIP, CLIP, Whisper, WavLM). Their
+ * feature cache is another one than the CPU encoder's: its id ends in MRW_GPU_CACHE_SUFFIX. */
+#define MRW_GPU_CACHE_SUFFIX "-cuda-bf16"
+static int gpu_encodes(const trainer *t, int kind) {
+    return t->enc_gpu && (kind == MRW_ENC_SIGLIP || kind == MRW_ENC_CLIP || kind == MRW_ENC_WHISPER || kind == MRW_ENC_WAVLM);
 }
 
 /* The other modalities of a multi-modality start model (docs/MULTIMODAL.md): for each, its frozen encoder (in
@@ -1046,7 +1202,7 @@ static mrw_status setup_other_modalities(trainer *t, mrw_error *err) {
         if (o->feature_cache) {
             char id[128], idk[160];
             mrw_train_feature_cache_id(o->model, id, sizeof id);
-            snprintf(idk, sizeof idk, "%s-m%d", id, k);
+            snprintf(idk, sizeof idk, "%s-m%d%s", id, k, gpu_encodes(t, mi.encoder) ? MRW_GPU_CACHE_SUFFIX : "");
             if ((s = mrw_feature_cache_open(o->feature_cache, idk, &x->fcache, err))) return s;
         }
     }
@@ -1057,6 +1213,9 @@ static mrw_status setup_other_modalities(trainer *t, mrw_error *err) {
 static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
     const mrw_train_opts *o = t->o;
     mrw_status s;
+    /* --device cuda: the frozen encoders run on the GPU unless --encoder-device cpu (a trained one is on the GPU
+     * anyway); made in setup() once the GPU trainer exists */
+    t->enc_gpu = o->device && o->encoder_device != 1 && !(o->train & MRW_PG_ENCODER);
     /* t->enc: the ModRWKV checkpoint loaded by setup(), or the encoder alone */
     const int from_mm = t->enc != NULL;
     if (!from_mm) {
@@ -1176,7 +1335,8 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         if (o->feature_cache)
             fprintf(stderr, "modrwkv train: warning: the encoder trains, so --feature-cache is not used\n");
         mrw_whisper_params wp = {.prefix = *t->enc_src_prefix ? t->enc_src_prefix : NULL, .config_json = t->enc_config};
-        if ((s = mrw_whisper_train_open(wpath, &wp, t->max_items, 0, o->threads, &t->wt, err))) return s;
+        /* (--device cuda: the encoder trains on the GPU, this copy only holds the weights: activations for 1 clip) */
+        if ((s = mrw_whisper_train_open(wpath, &wp, o->device ? 1 : t->max_items, 0, o->threads, &t->wt, err))) return s;
         const mrw_whisper_config *wc = mrw_whisper_train_config(t->wt);
         t->w_frames = 2 * wc->n_pos;
         t->w_out = mrw_whisper_enc_out_frames(t->w_frames);
@@ -1223,8 +1383,9 @@ static mrw_status setup_multimodal(trainer *t, mrw_error *err) {
         t->newline_token = nl[0];
     }
     if (o->feature_cache && !t->vt && !t->wt) {
-        char id[128];
+        char id[160];
         mrw_train_feature_cache_id(wpath, id, sizeof id);
+        if (gpu_encodes(t, mi.encoder)) strcat(id, MRW_GPU_CACHE_SUFFIX); /* the GPU encoder's features: their own */
         if ((s = mrw_feature_cache_open(o->feature_cache, id, &t->fcache, err))) return s;
     }
     return from_mm ? setup_other_modalities(t, err) : MRW_OK;
@@ -1236,9 +1397,7 @@ mrw_status mrw_train_gpu_mm_options(const mrw_train_opts *o, int world, mrw_erro
     if ((o->train & MRW_PG_ENCODER) && !(o->train & MRW_PG_ADAPTER))
         return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --train ...,encoder needs the adapter trained too on the "
                        "GPU (--train adapter,encoder or adapter,rwkv,encoder); train this with --device cpu");
-    if (world > 1 || o->zero || o->allreduce_bf16)
-        return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: data parallelism (--gpus, WORLD_SIZE > 1, --zero, "
-                       "--allreduce) covers plain text training only; the ModRWKV stages run on one GPU");
+    (void)world; /* data parallelism covers the ModRWKV stages too (docs/DISTRIBUTED.md) */
     return MRW_OK;
 }
 
@@ -1262,7 +1421,7 @@ static mrw_status gpu_adapter_new(trainer *t, const mrw_tadapter_config *adc, in
     if (audio) gc.conv_out = 2 * t->C, gc.conv_k = 3, gc.conv_s = 2, gc.conv_p = 2, gc.conv_bias = 1;
     else if (adc->v2_conv) gc.conv_out = adc->E, gc.conv_k = 3, gc.conv_s = 2, gc.conv_p = 0;
     size_t rows = (size_t)max_items * max_rows;
-    if (rows > (size_t)t->B * t->maxT) rows = (size_t)t->B * t->maxT;
+    if (rows > (size_t)(t->B / t->world) * t->maxT) rows = (size_t)(t->B / t->world) * t->maxT; /* (per rank) */
     const int convs = gc.conv_k || gc.compress_k;
     void *st = mrw_rwkv7_gpu_stream(t->gpu);
     mrw_status s = convs ? mrw_adapter_gpu_new_ex(&gc, max_items, max_rows, st, out, err)
@@ -1280,7 +1439,8 @@ static mrw_status gpu_adapter_new(trainer *t, const mrw_tadapter_config *adc, in
          (s = mrw_adapter_gpu_moments(*out, 1, t->sets[set], t->opt.m, t->opt.v, t->opt.moff[set], &t->opt.t, err))))
         return s;
     s = share ? mrw_adapter_gpu_share_trainer_buffers(*out, share, err)
-              : mrw_adapter_gpu_trainer_buffers(*out, (size_t)t->B * t->maxT, dt, &t->g_inject, &t->g_dinject, err);
+              : mrw_adapter_gpu_trainer_buffers(*out, (size_t)(t->B / t->world) * t->maxT, dt, &t->g_inject,
+                                                &t->g_dinject, err);
     if (s) return s;
     if (!o->quiet)
         fprintf(stderr, "modrwkv train: ModRWKV %s on the GPU: %s%s adapter (%s%s%d -> %d -> %d, bf16), encoder "
@@ -1289,8 +1449,50 @@ static mrw_status gpu_adapter_new(trainer *t, const mrw_tadapter_config *adc, in
                                        : "stage 1 (adapter; RWKV frozen)",
                 prefix ? prefix : "", audio ? "v1 audio" : v1 ? "v1" : "v2", gc.compress_k ? "compression Conv1d, " : "",
                 gc.conv_k ? "Conv1d, " : "", adc->E, hidden, t->C,
-                t->vt ? "the encoder trained on the GPU" : t->fcache ? "feature cache / CPU encoder" : "CPU encoder",
+                t->vt || t->wt ? "encoder trained on the GPU"
+                : t->genc_img || t->genc_aud || t->genc_wavlm ? (t->fcache ? "feature cache / GPU encoder" : "GPU encoder")
+                : t->fcache ? "feature cache / CPU encoder" : "CPU encoder",
                 mrw_adapter_gpu_bytes(*out) / 1073741824.0);
+    return MRW_OK;
+}
+#endif
+
+#ifdef MRW_CUDA
+/* The frozen encoders on the GPU (t->enc_gpu), on the trainer's stream: the image encoder for up to genc_chunk
+ * images per forward with the queue for a micro-batch's images, the Whisper encoder for one 30 s clip, or WavLM
+ * (src/kernels/cuda/wavlm_gpu.h) for one recording. */
+static mrw_status gpu_encoders_new(trainer *t, mrw_error *err) {
+    void *stream = mrw_rwkv7_gpu_stream(t->gpu);
+    mrw_status s;
+    if (mrw_mm_modality_of(t->enc, 0) >= 0) {
+        t->max_pend = t->B * MRW_DATA_MAX_MEDIA;
+        t->genc_chunk = t->max_pend < 32 ? t->max_pend : 32;
+        const char *ck = getenv("MRW_TRAIN_GPU_ENCODER_CHUNK"); /* tests: fewer images per forward */
+        if (ck && atoi(ck) > 0 && atoi(ck) < t->genc_chunk) t->genc_chunk = atoi(ck);
+        if ((s = mrw_vit_gpu_from_mm(t->enc, t->genc_chunk, stream, &t->genc_img, err))) return s;
+        const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_img);
+        t->pend = calloc((size_t)t->max_pend, sizeof *t->pend);
+        t->gpix = malloc((size_t)t->genc_chunk * c->channels * c->image_size * c->image_size * sizeof(float));
+        t->gout = malloc((size_t)t->genc_chunk * c->n_tokens * c->hidden * sizeof(float));
+        if (!t->pend || !t->gpix || !t->gout) return mrw_err(err, MRW_E_NOMEM, "out of memory for the GPU encoder");
+        if (!t->o->quiet)
+            fprintf(stderr, "modrwkv train: the frozen %s encoder on the GPU (bf16; %d layers, width %d, %d tokens; up to "
+                    "%d images per forward, %.2f GiB of device memory)\n", c->family == MRW_VIT_CLIP ? "CLIP" : "SigLIP",
+                    c->n_layer, c->hidden, c->n_tokens, t->genc_chunk, mrw_vit_gpu_bytes(t->genc_img) / 1073741824.0);
+    }
+    if (mrw_mm_modality_of(t->enc, 1) >= 0) {
+        s = mrw_whisper_gpu_from_mm(t->enc, stream, &t->genc_aud, err);
+        if (s == MRW_E_UNSUPPORTED) { /* WavLM */
+            if ((s = mrw_wavlm_gpu_from_mm(t->enc, stream, &t->genc_wavlm, err))) return s;
+            if (!t->o->quiet)
+                fprintf(stderr, "modrwkv train: the frozen WavLM encoder on the GPU (bf16; one recording per forward)\n");
+        } else if (s) {
+            return s;
+        } else if (!t->o->quiet) {
+            fprintf(stderr, "modrwkv train: the frozen Whisper encoder on the GPU (bf16; %.2f GiB of device memory)\n",
+                    mrw_vit_gpu_bytes(t->genc_aud) / 1073741824.0);
+        }
+    }
     return MRW_OK;
 }
 #endif
@@ -1419,22 +1621,41 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
             (s = mrw_dp_set_bf16(t->dp, o->allreduce_bf16, err)) ||
             (s = mrw_dp_moments(t->dp, 1, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t, err)))
             return s;
+        if (t->enc_gpu && (s = gpu_encoders_new(t, err))) return s;
         /* the adapters on the trainer's stream: the primary one (it owns the injected rows), then those of the other
          * modalities of a multi-modality model (sharing them) */
         const mrw_cuda_dtype idt = go.fp32 ? MRW_CUDA_F32 : MRW_CUDA_BF16;
-        if (t->ad && (s = gpu_adapter_new(t, &t->adc, t->max_items, t->max_rows, NULL, 1, NULL, idt, &t->agpu,
-                                          &t->row_pos, err)))
+        /* (data parallel: each rank holds the items of its B / world samples) */
+        if (t->ad && (s = gpu_adapter_new(t, &t->adc, t->max_items / t->world, t->max_rows, NULL, 1, NULL, idt,
+                                          &t->agpu, &t->row_pos, err)))
             return s;
-        if (t->wt)
-            return mrw_err(err, MRW_E_UNSUPPORTED, "--device cuda: --train ...,encoder with an audio encoder (Whisper) "
-                           "is not supported on the GPU (only SigLIP / CLIP train there); train it with --device cpu");
+        if (t->wt) { /* the Whisper encoder trains on the GPU (whisper_gpu_train.h), on the trainer's stream */
+            const mrw_param_set *wps = mrw_whisper_train_params(t->wt);
+            t->vt_set = -1;
+            for (int i = 0; i < t->n_sets; i++)
+                if (t->sets[i] == wps) t->vt_set = i;
+            if (t->vt_set < 0) return mrw_err(err, MRW_E_INTERNAL, "the encoder's parameters are not in the optimizer");
+            if ((s = mrw_whisper_gpu_train_new(mrw_whisper_train_config(t->wt), t->w_frames, t->max_items / t->world,
+                                               go.fp32, mrw_rwkv7_gpu_stream(t->gpu), &t->vgpu, err)) ||
+                (s = mrw_vit_gpu_train_upload(t->vgpu, wps, 0, err)) ||
+                (s = mrw_vit_gpu_train_moments(t->vgpu, 1, wps, t->opt.m, t->opt.v, t->opt.moff[t->vt_set], &t->opt.t,
+                                               err)))
+                return s;
+            if (!o->quiet) {
+                const mrw_whisper_config *wc = mrw_whisper_train_config(t->wt);
+                fprintf(stderr, "modrwkv train: the Whisper encoder trains on the GPU (%d layers, width %d, %d frames -> "
+                        "%d rows, %s activations, %.2f GiB of device memory for %d clips)\n", wc->n_layers, wc->d_model,
+                        t->w_frames, t->w_out, go.fp32 ? "fp32" : "bf16", mrw_vit_gpu_train_bytes(t->vgpu) / 1073741824.0,
+                        t->max_items / t->world);
+            }
+        }
         if (t->vt) { /* the vision encoder trains on the GPU, on the trainer's stream */
             const mrw_param_set *vps = mrw_vit_train_params(t->vt);
             t->vt_set = -1;
             for (int i = 0; i < t->n_sets; i++)
                 if (t->sets[i] == vps) t->vt_set = i;
             if (t->vt_set < 0) return mrw_err(err, MRW_E_INTERNAL, "the encoder's parameters are not in the optimizer");
-            if ((s = mrw_vit_gpu_train_new(mrw_vit_train_config(t->vt), t->max_items, go.fp32,
+            if ((s = mrw_vit_gpu_train_new(mrw_vit_train_config(t->vt), t->max_items / t->world, go.fp32,
                                            mrw_rwkv7_gpu_stream(t->gpu), &t->vgpu, err)) ||
                 (s = mrw_vit_gpu_train_upload(t->vgpu, vps, 0, err)) ||
                 (s = mrw_vit_gpu_train_moments(t->vgpu, 1, vps, t->opt.m, t->opt.v, t->opt.moff[t->vt_set], &t->opt.t,
@@ -1445,20 +1666,21 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
                 fprintf(stderr, "modrwkv train: the %s encoder trains on the GPU (%d layers, width %d, %d tokens, %s "
                         "activations, %.2f GiB of device memory for %d images)\n",
                         vc->family == MRW_VIT_CLIP ? "CLIP" : "SigLIP", vc->n_layer, vc->hidden, vc->n_tokens,
-                        go.fp32 ? "fp32" : "bf16", mrw_vit_gpu_train_bytes(t->vgpu) / 1073741824.0, t->max_items);
+                        go.fp32 ? "fp32" : "bf16", mrw_vit_gpu_train_bytes(t->vgpu) / 1073741824.0,
+                        t->max_items / t->world);
             }
         }
         for (int k = 0; k < t->n_xm; k++) {
             xmod *x = &t->xm[k];
             char pre[16];
             snprintf(pre, sizeof pre, "m%d.", x->k);
-            if ((s = gpu_adapter_new(t, &x->adc, x->max_items, x->max_rows, pre, 2 + k, t->agpu, idt, &x->agpu,
-                                     &x->row_pos, err)))
+            if ((s = gpu_adapter_new(t, &x->adc, x->max_items / t->world, x->max_rows, pre, 2 + k, t->agpu, idt,
+                                     &x->agpu, &x->row_pos, err)))
                 return s;
         }
         if (!o->quiet && t->world > 1)
             fprintf(stderr, "modrwkv train: data parallel on %d GPUs (NCCL %s, %s gradient all-reduce%s): micro-batch "
-                    "%d = %d per rank; %.2f GiB of device memory on rank 0 (Adam moments %.2f GiB)\n", t->world,
+                    "%d = %d per rank; %.3g GiB of device memory on rank 0 (RWKV Adam moments %.3g GiB)\n", t->world,
                     mrw_nccl_version(t->nccl), o->allreduce_bf16 ? "bf16" : "fp32", o->zero ? ", ZeRO-1" : "", t->B,
                     t->B / t->world,
                     mrw_rwkv7_gpu_bytes(t->gpu) / 1073741824.0, mrw_dp_moment_bytes(t->dp) / 1073741824.0);
@@ -1481,19 +1703,29 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
 static mrw_status gpu_step(trainer *t, double lr, double *norm, mrw_error *err) {
     const int trains_ad = t->agpu && (t->o->train & MRW_PG_ADAPTER), trains_rwkv = (t->o->train & MRW_PG_RWKV) != 0;
     if (!trains_ad) return mrw_dp_step(t->dp, &t->opt.cfg, lr, t->o->clip, norm, err);
+    /* data parallel: the small tables' gradients (adapters, compression, the encoder) summed over the ranks by a plain
+     * all-reduce; the RWKV table's by mrw_dp_sync_sumsq (ZeRO-1: reduce-scatter into the shards). Nothing with one
+     * rank (unless --allreduce bf16: then only rounded, as the RWKV table's) */
+    mrw_status s;
+    size_t gn;
+    float *gp = mrw_adapter_gpu_grads(t->agpu, &gn);
+    if ((s = mrw_dp_sum_grads(t->dp, gp, gn, err))) return s;
+    for (int k = 0; k < t->n_xm; k++) {
+        gp = mrw_adapter_gpu_grads(t->xm[k].agpu, &gn);
+        if ((s = mrw_dp_sum_grads(t->dp, gp, gn, err))) return s;
+    }
+    if (t->vgpu) {
+        gp = mrw_vit_gpu_train_grads(t->vgpu, &gn);
+        if ((s = mrw_dp_sum_grads(t->dp, gp, gn, err))) return s;
+    }
     if (!trains_rwkv && !t->n_xm && !t->vgpu)
         return mrw_adapter_gpu_step(t->agpu, &t->opt.cfg, lr, t->o->clip, norm, err);
     /* one clip over every trained tensor: the partial sums of squares of the RWKV table (stage 2) or of the primary
      * adapter, plus those of every other adapter; each step takes the norm and coefficient from that sum */
-    mrw_rwkv7_gpu_flat f;
     double *part;
-    mrw_status s;
     if (trains_rwkv) {
-        mrw_rwkv7_gpu_flat_get(t->gpu, &f);
-        if ((s = mrw_rwkv7_gpu_sumsq_range(t->gpu, 0, f.total, err)) ||
-            (s = mrw_adapter_gpu_sumsq_add(t->agpu, f.norm_part, err)))
-            return s;
-        part = f.norm_part;
+        if (!(part = mrw_dp_sync_sumsq(t->dp, err))) return err ? err->code : MRW_E_INTERNAL;
+        if ((s = mrw_adapter_gpu_sumsq_add(t->agpu, part, err))) return s;
     } else if (!(part = mrw_adapter_gpu_sumsq_own(t->agpu, err))) {
         return err ? err->code : MRW_E_INTERNAL;
     }
@@ -1506,9 +1738,7 @@ static mrw_status gpu_step(trainer *t, double lr, double *norm, mrw_error *err) 
     for (int k = 0; k < t->n_xm; k++)
         if ((s = mrw_adapter_gpu_step_part(t->xm[k].agpu, &t->opt.cfg, lr, t->o->clip, part, NULL, err))) return s;
     if (!trains_rwkv) return MRW_OK;
-    if ((s = mrw_rwkv7_gpu_step_range(t->gpu, &t->opt.cfg, lr, t->o->clip, 0, f.total, f.m, f.v, norm, err)))
-        return s;
-    return mrw_rwkv7_gpu_refresh(t->gpu, err);
+    return mrw_dp_step_finish(t->dp, &t->opt.cfg, lr, t->o->clip, norm, err);
 }
 #endif
 

@@ -60,6 +60,8 @@ typedef struct {
     int zero;                         /* CUDA data parallel (WORLD_SIZE > 1, docs/DISTRIBUTED.md): 1 = ZeRO-1 */
     int allreduce_bf16;               /* CUDA data parallel: gradients summed in bf16 (default fp32) */
     int quiet;                        /* no summary lines */
+    int encoder_device;               /* frozen SigLIP/CLIP/Whisper encoders: 0 = where --device runs (the GPU in bf16
+                                       * with device 1), 1 = the CPU (--encoder-device cpu), 2 = the GPU (needs device) */
 } mrw_train_opts;
 
 void mrw_train_opts_default(mrw_train_opts *o);
@@ -68,7 +70,8 @@ void mrw_train_opts_default(mrw_train_opts *o);
 mrw_status mrw_train_run(const mrw_train_opts *o, const mrw_model *start, const mrw_vocab *vocab, mrw_error *err);
 
 /* --device cuda with a multimodal start: MRW_E_UNSUPPORTED naming the option when the options ask for what the GPU
- * path does not do (--train encoder, --compress, data parallelism over `world` ranks); MRW_OK otherwise. */
+ * path does not do (--train encoder without the adapter); MRW_OK otherwise. `world` (the ranks) is accepted: the
+ * ModRWKV stages are data parallel too (docs/DISTRIBUTED.md). */
 mrw_status mrw_train_gpu_mm_options(const mrw_train_opts *o, int world, mrw_error *err);
 
 /* The spliced sequence of a sample whose n_media media give M adapter rows each, into tok/lab (room for

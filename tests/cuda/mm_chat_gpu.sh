@@ -10,6 +10,9 @@
 #     model's logits are near-ties, and the GPU's bf16 encoder moves the features by ~5e-3);
 #   models/speech (the project's Whisper-tiny bundle, q8_0): `encode --device cuda --audio` writes the CPU's shapes;
 #     the transcription and an answer equal the CPU's;
+#   WavLM (a small model made here: the tools' 2 x 128 RWKV-7 + the wavlm_group fixture encoder + a v1 audio adapter
+#     trained 2 steps on the CPU): `encode --device cuda --audio` writes the CPU's shapes, `chat --device cuda --audio`
+#     answers as `--device cpu --exact` (16 tokens; the encoder values are compared in test_modrwkv_gpu);
 #   errors: a model the GPU decoder cannot take (the v1 fixture: LoRA ranks 12 and 20) fails with a message, `encode
 #     --device cuda --input` is refused;
 #   time to first token of `chat -m models/vision/model.safetensors --image models/vision/example.png "Count the
@@ -81,6 +84,31 @@ if "$M" train --init 2,128 --vocab bytes --data "$T/text.jsonl" --batch 1 --ctx-
     echo "   random bundle answers: cpu '$(tr -c '[:print:]' '?' < "$T/rc")' cuda '$(tr -c '[:print:]' '?' < "$T/rg")' ($(cmp -s "$T/rc" "$T/rg" && echo equal || echo differ))"
   else bad "random bundle chat --device cuda: $(tail -c 400 "$T/rg")"; fi
 else bad "making the random bundle: $(tail -c 300 "$T/tr1" "$T/tr2")"; fi
+
+# WavLM: a small ModRWKV model made by the project's tools (a 2 x 128 byte-level RWKV-7, 10 text steps; stage 1 with
+# the wavlm_group fixture encoder and a fresh v1 audio adapter, 2 steps; all on the CPU), then encode / chat --audio
+W=tests/fixtures/audio_enc/wavlm_group
+SP=$F/media/speech.wav
+echo '{"text": "hello there, a chirp and a burst, some noise at the end. The tone rises."}' > "$T/wtext.jsonl"
+printf '{"audio": "%s", "text": "hello there"}\n' "$(pwd)/$SP" > "$T/wasr.jsonl"
+if "$M" train --init 2,128 --vocab bytes --data "$T/wtext.jsonl" --batch 1 --ctx-len 64 --steps 10 --seed 7 --no-progress --out "$T/wlm" > "$T/wtr1" 2>&1 &&
+   "$M" train -m "$T/wlm/model.safetensors" --encoder $W --adapter v1 --train adapter --vocab bytes --data "$T/wasr.jsonl" \
+     --batch 1 --ctx-len 256 --steps 2 --seed 7 --no-progress --out "$T/ws1" > "$T/wtr2" 2>&1; then
+  WM="$T/ws1/model.safetensors"
+  if "$M" encode -m "$WM" --audio $SP -o "$T/wcpu.st" 2> "$T/ecpu" && "$M" encode -m "$WM" --audio $SP -o "$T/wgpu.st" --device cuda 2> "$T/egpu"; then
+    if [ "$(sed 's/wcpu.st/X/' "$T/ecpu")" = "$(sed 's/wgpu.st/X/' "$T/egpu")" ]; then ok "WavLM encode --audio shapes: $(cat "$T/egpu")"; else bad "WavLM encode: $(cat "$T/ecpu") vs $(cat "$T/egpu")"; fi
+  else bad "WavLM encode: $(cat "$T/ecpu" "$T/egpu" | tail -c 400)"; fi
+  R=(-m "$WM" --audio $SP "What did you hear?" -n 16 -q)
+  "$M" chat "${R[@]}" --device cpu --exact > "$T/wc" 2> "$T/wce" || bad "WavLM chat cpu: $(tail -c 300 "$T/wce")"
+  if "$M" chat "${R[@]}" --device cuda > "$T/wg" 2> "$T/wge"; then
+    if cmp -s "$T/wc" "$T/wg"; then ok "WavLM chat --audio -> '$(tr -c '[:print:]' '?' < "$T/wg")' on both"
+    else bad "WavLM chat --audio: cpu '$(tr -c '[:print:]' '?' < "$T/wc")' cuda '$(tr -c '[:print:]' '?' < "$T/wg")'"; fi
+  else bad "WavLM chat --device cuda: $(tail -c 400 "$T/wge")"; fi
+  for dev in cpu cuda; do
+    "$M" chat -m "$WM" --audio $SP --device $dev -n 8 > "$T/o" 2> "$T/e"
+    echo "ttft WavLM model --device $dev: $(grep 'first token' "$T/e")"
+  done
+else bad "making the WavLM model: $(tail -c 300 "$T/wtr1" "$T/wtr2")"; fi
 
 # errors
 "$M" chat -m $F/v1_vision/rwkv-0.pth --encoder $F/siglip --image $F/media/image_a.png "hi" --device cuda -n 2 > "$T/out" 2> "$T/err"; rc=$?

@@ -6,17 +6,18 @@
 # this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
 # src/base/error.c, not the rest of the library's dependencies).
 #   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|train|trainsan|trainbench|decode|decodesan|decodebench|mm|mmsan|mmbench|
-#                          conv|convsan|vittrain|distbench|profile|stalls|sass]...
+#                          conv|convsan|vittrain|whispertrain|whispertrainsan|distbench|profile|stalls|sass]...
 #   (default: test asan sanitize bench train trainsan trainbench)
 # train: the GPU trainer against the CPU trainer (test_train_gpu, table in $out/train_parity.txt); trainsan:
 # compute-sanitizer memcheck on its quick cases; trainbench: bench_train_gpu (0.1B / 0.4B / 1.5B training steps).
 # decode: the GPU decoder against the CPU model (test_decode_gpu, built by `make CUDA=1` with the library: carry
-# build-cuda/gpulibs too); decodesan: its memcheck run; decodebench: bench_decode_gpu (0.4B / 1.5B decode).
+# build-cuda/gpulibs too); decodesan: its memcheck and racecheck runs; decodebench: bench_decode_gpu (0.4B / 1.5B decode).
 # mm: the ModRWKV pieces (GPU adapter and ViT encoder against the CPU: test_modrwkv_gpu, whole library like
 # test_decode_gpu); mmsan: its memcheck and racecheck runs; mmbench: bench_modrwkv_gpu (image encode time, stage-1 and
 # stage-2 samples/s). conv: the GPU Conv1d / pooling / convolutional adapters against float64 references
 # (test_conv1d_gpu); convsan: its memcheck and racecheck runs. vittrain: the GPU ViT trainer against the CPU's
-# (test_vit_train_gpu, whole library like test_modrwkv_gpu). distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
+# (test_vit_train_gpu, whole library like test_modrwkv_gpu). whispertrain: the GPU Whisper encoder trainer against the
+# CPU's whisper_train (test_whisper_train_gpu, whole library); whispertrainsan: its memcheck run on the quick cases. distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
 # The CLI checks are separate scripts: tests/cuda/train_cli_gpu.sh, train_mm_gpu.sh, train_audio_gpu.sh,
 # train_enc_gpu.sh, train_dist_gpu.sh, mm_chat_gpu.sh.
 set -u
@@ -41,7 +42,7 @@ if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
   done
   wait
   for t in tests/cuda/*.cu bench/cuda/*.cu; do
-    case $t in tests/cuda/test_decode_gpu.cu|tests/cuda/test_modrwkv_gpu.cu|tests/cuda/test_vit_train_gpu.cu) continue ;; esac # whole library: carry them
+    case $t in tests/cuda/test_decode_gpu.cu|tests/cuda/test_modrwkv_gpu.cu|tests/cuda/test_vit_train_gpu.cu|tests/cuda/test_whisper_train_gpu.cu) continue ;; esac # whole library: carry them
     nvcc -std=c++17 -O3 $G -lineinfo -Iinclude -Isrc "$t" "${objs[@]}" "${hobjs[@]}" -lcublas -lcublasLt -lgomp \
       -o "build-cuda/${t%.cu}" &
   done
@@ -95,7 +96,11 @@ for s in $steps; do
     echo "== compute-sanitizer --tool memcheck test_decode_gpu --quick"
     LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool memcheck \
       --error-exitcode 3 build-cuda/tests/cuda/test_decode_gpu --quick > "$out/san_decode.txt" 2>&1
-    r=$?; grep -E "ERROR SUMMARY|rows passed" "$out/san_decode.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+    r=$?; grep -E "ERROR SUMMARY|rows passed" "$out/san_decode.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1
+    echo "== compute-sanitizer --tool racecheck test_decode_gpu --quick"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool racecheck \
+      --error-exitcode 3 build-cuda/tests/cuda/test_decode_gpu --quick > "$out/race_decode.txt" 2>&1
+    r=$?; grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$out/race_decode.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
   decodebench)
     echo "== bench_decode_gpu"
     build-cuda/bench/cuda/bench_decode_gpu 2>&1 | tee "$out/bench_decode_gpu.txt" ;;
@@ -129,6 +134,16 @@ for s in $steps; do
     LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_vit_train_gpu \
       > "$out/vittrain.txt" 2>&1; r=$?
     grep -E "FAIL|rows" "$out/vittrain.txt" | tail -3; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  whispertrain)
+    echo "== test_whisper_train_gpu (GPU Whisper encoder training forward/backward vs the CPU's whisper_train)"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_whisper_train_gpu \
+      > "$out/whispertrain.txt" 2>&1; r=$?
+    grep -E "FAIL|rows" "$out/whispertrain.txt" | tail -3; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  whispertrainsan)
+    echo "== compute-sanitizer --tool memcheck test_whisper_train_gpu --quick"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool memcheck \
+      --error-exitcode 3 build-cuda/tests/cuda/test_whisper_train_gpu --quick > "$out/san_whispertrain.txt" 2>&1
+    r=$?; grep -E "ERROR SUMMARY|rows" "$out/san_whispertrain.txt" | tail -2; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
   mmbench)
     echo "== bench_modrwkv_gpu"
     build-cuda/bench/cuda/bench_modrwkv_gpu 2>&1 | tee "$out/bench_modrwkv_gpu.txt" ;;

@@ -10,7 +10,8 @@
  *   graph    the logits of a decoder replaying the CUDA graph against one launching kernels one by one: bit-equal
  * Cases: B = 1 from the zero state; B = 3 whose sequences start from states prefilled on the CPU (different prompts
  * through mrw_state_data -> mrw_decode_gpu_set_state) and read different tokens; an odd width (C = 192, three
- * heads). Prompt cases (mrw_decode_gpu_step_embed, the prompt of `chat --device cuda`): a sequence that mixes text
+ * heads); FFN rows of 4104 (513 16-byte chunks) at B = 1 (4 warps per row, ragged) and B = 2. Every B = 1 case runs
+ * the LoRA up-projections fused into k_mid, every B > 1 case the separate launch. Prompt cases (mrw_decode_gpu_step_embed, the prompt of `chat --device cuda`): a sequence that mixes text
  * tokens (_step) and input rows (_step_embed: random rows standing for ModRWKV feature rows), one position per GPU
  * step, against the CPU's RNN mode (mrw_eval_tokens / mrw_eval_embeddings with n = 1): rows `prompt` (the logits at
  * every position), `pstate` (the final state), `pgraph` (graph and direct launches bit-equal), and `pseq` (the last
@@ -279,6 +280,9 @@ int main(int argc, char **argv) {
     if (run_case(2, 128, 512, 300, 3, n, 1, 12)) g_fail++;
     if (run_case(3, 192, 448, 1000, 2, quick ? 3 : 10, 1, 13)) g_fail++;
     if (!quick && run_case(2, 256, 1024, 65536, 1, 6, 1, 14)) g_fail++;
+    /* FFN value rows of 4104 (513 chunks): B = 1 takes 4 warps per row (ragged), B = 2 the batched rule */
+    if (run_case(2, 128, 4104, 300, 1, quick ? 3 : 8, 1, 17)) g_fail++;
+    if (run_case(2, 128, 4104, 300, 2, quick ? 3 : 8, 1, 18)) g_fail++;
     if (run_prompt_case(2, 128, 512, 300, quick ? 12 : 40, 15)) g_fail++;
     if (!quick && run_prompt_case(3, 192, 448, 1000, 30, 16)) g_fail++;
     arg_checks();

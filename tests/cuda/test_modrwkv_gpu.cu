@@ -11,6 +11,17 @@
  *            head_dim 64 (fused attention) and 32 (batched), an odd frame count, and the whisper-tiny shape at 3000
  *            frames; then the models/speech bundle (Whisper width 384, q8_0) through mrw_mm_encode_audio_gpu against
  *            mrw_mm_encode_audio (encoder rows trimmed to the real audio, and the CPU adapter's features)
+ *   wavlm    src/kernels/cuda/wavlm_gpu.h (bf16) against mrw_wavlm (fp32), weights loaded by both from one file
+ *            (mrw_wavlm_load, mrw_wavlm_gpu_from_file): last_hidden_state of random clips whose lengths are not
+ *            multiples of the conv strides, on the fixtures tests/fixtures/audio_enc/wavlm_group ("group" norm, post-LN,
+ *            weight_g/weight_v, hidden 64, 4 heads, pos conv k16 g4) and wavlm_layer ("layer" norm on every conv, conv
+ *            bias, stable LN, parametrizations.weight.original0/1, "wavlm." prefix, hidden 48, 3 heads, k15 g3), one
+ *            GPU model for several lengths (the buffers grow and are reused); a random WavLM-base-plus-shaped model
+ *            with 2 layers (7 conv layers of 512, hidden 768, 12 heads of 64, pos conv k128 g16, 320 buckets), 2 s;
+ *            ModRWKV's path (mrw_wavlm_gpu_from_mm + mrw_mm_encode_audio_wavlm_gpu: decode, resample, normalise on the
+ *            CPU) against mrw_mm_encode_audio on the wavlm_group encoder and tests/fixtures/modrwkv/media/speech.wav;
+ *            errors: a clip too short (MRW_E_ARG), too long (MRW_E_LIMIT), a bad shape (MRW_E_ARG), a Whisper model
+ *            (MRW_E_UNSUPPORTED)
  *   mm image ModRWKV inference with the encoder on the GPU (mrw_vit_gpu_from_mm + mrw_mm_encode_image_gpu, what
  *            `chat` / `generate` / `encode --device cuda` run) against mrw_mm_encode_image (CPU, f32 encoder) on the
  *            models in the tree: models/vision (bundle, SigLIP C128 f16, v1 adapter), the v1 fixture with its
@@ -26,7 +37,8 @@
  *   Adam: norm 1e-5 (fp32 vs double sums), weights 1e-3 of lr (the kernels round as the CPU does)
  *   ViT, 2 layers (and mm image: 2-3 layers, then the CPU adapter on the GPU's encoder rows): 3e-2 / 1e-2; SigLIP2-base shape (12 layers, 576 tokens): 6e-2 / 2e-2 (bf16 GEMM inputs
  *   in every layer; the residual stream stays fp32)
- * --quick: small shapes only (for compute-sanitizer). Exit status 0 only if every row passes. */
+ *   WavLM (2 layers, bf16 conv stack, positional conv and layers; GroupNorm / LayerNorm / softmax in fp32): 3e-2 / 1e-2
+ * --quick: small shapes only (for compute-sanitizer); --wavlm: only the WavLM rows. Exit status 0 only if every row passes. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdarg.h>
@@ -45,8 +57,10 @@ extern "C" {
 #include "formats/tensorfile.h"
 #include "kernels/cuda/adapter_gpu.h"
 #include "kernels/cuda/vit_gpu.h"
+#include "kernels/cuda/wavlm_gpu.h"
 #include "kernels/cuda/whisper_gpu.h"
 #include "models/vit.h"
+#include "models/wavlm.h"
 #include "models/whisper_enc.h"
 #include "modrwkv.h"
 #include "train/adapter_train.h"
@@ -554,6 +568,185 @@ static void mm_image_errors(void) {
     mrw_mm_free(mm);
 }
 
+/* ------------------------------------------------------------------------------------------------ WavLM */
+
+/* One clip of n random samples through the CPU model and the GPU copy; one row. */
+static void wavlm_clip(const char *cs, const mrw_wavlm *cpu, mrw_wavlm_gpu *gpu, int n, double tol_max,
+                       double tol_norm) {
+    mrw_error e = {};
+    const mrw_wavlm_config *c = mrw_wavlm_get_config(cpu);
+    const int T = mrw_wavlm_out_frames(cpu, n);
+    std::vector<float> wave((size_t)n), ref((size_t)T * c->hidden), got((size_t)T * c->hidden, NAN);
+    for (auto &x : wave) x = rnd_u(-1.f, 1.f);
+    mrw_kctx k;
+    mrw_kctx_init(&k, 0);
+    CHECK(mrw_wavlm_forward(cpu, &k, wave.data(), n, ref.data(), &e));
+    mrw_kctx_free(&k);
+    int frames = 0;
+    CHECK(mrw_wavlm_gpu_forward_host(gpu, wave.data(), n, got.data(), &frames, &e));
+    double me, ne;
+    errs(got.data(), ref.data(), got.size(), &me, &ne);
+    char what[96];
+    snprintf(what, sizeof what, "%d samples -> %dx%d%s", n, frames, c->hidden, frames == T ? "" : " (FRAMES DIFFER)");
+    row(cs, what, frames == T ? me : 1.0, ne, tol_max, tol_norm);
+}
+
+/* A fixture directory (config.json + model.safetensors) on clips of the given lengths, one GPU model for all. */
+static void run_wavlm_fixture(const char *cs, const char *dir, const int *lens, int n_lens) {
+    mrw_error e = {};
+    char path[512], cfgp[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(cfgp, sizeof cfgp, "%s/config.json", dir);
+    mrw_tfile *f = NULL;
+    CHECK(mrw_tfile_open(path, &f, &e));
+    mrw_wavlm_params prm;
+    memset(&prm, 0, sizeof prm);
+    prm.config_path = cfgp;
+    mrw_wavlm *cpu = NULL;
+    CHECK(mrw_wavlm_load(f, &prm, &cpu, &e));
+    mrw_wavlm_gpu *gpu = NULL;
+    CHECK(mrw_wavlm_gpu_from_file(f, mrw_wavlm_prefix(cpu), mrw_wavlm_get_config(cpu), NULL, &gpu, &e));
+    for (int i = 0; i < n_lens; i++) wavlm_clip(cs, cpu, gpu, lens[i], 3e-2, 1e-2);
+    /* errors: too short, too long, a bad shape */
+    std::vector<float> w(16, 0.1f);
+    std::vector<float> o(4096);
+    const int min = mrw_wavlm_min_samples(cpu);
+    std::vector<float> shortw((size_t)min, 0.1f);
+    int ok = mrw_wavlm_gpu_forward_host(gpu, shortw.data(), min - 1, o.data(), NULL, &e) == MRW_E_ARG;
+    ok &= mrw_wavlm_gpu_forward_host(gpu, w.data(), MRW_WAVLM_MAX_SAMPLES + 1, o.data(), NULL, &e) == MRW_E_LIMIT;
+    mrw_wavlm_config bad = *mrw_wavlm_get_config(cpu);
+    bad.n_heads = bad.hidden + 1;
+    mrw_wavlm_gpu *g2 = NULL;
+    ok &= mrw_wavlm_gpu_new(&bad, NULL, &g2, &e) == MRW_E_ARG && !g2;
+    g_rows++;
+    if (!ok) g_fail++;
+    out("%-30s %-40s %10s %10s %17s %s\n", cs, "short / long clip, bad shape: errors", "-", "-", "-", ok ? "ok" : "FAIL");
+    mrw_wavlm_gpu_free(gpu);
+    mrw_wavlm_free(cpu);
+    mrw_tfile_close(f);
+}
+
+/* A random WavLM-base-plus-shaped model with L layers written with transformers' names (weight_g / weight_v). */
+static void run_wavlm_random(const char *cs, int L, int n, const char *dir) {
+    mrw_error e = {};
+    char path[512];
+    snprintf(path, sizeof path, "%s/wavlm_%d.safetensors", dir, (int)getpid());
+    std::vector<std::vector<float>> data;
+    std::vector<mrw_tensor_info> ts;
+    std::vector<std::string> names;
+    auto add = [&](const std::string &nm, std::vector<int64_t> shape, float lo, float hi) {
+        size_t cnt = 1;
+        for (int64_t d : shape) cnt *= (size_t)d;
+        std::vector<float> v(cnt);
+        for (size_t i = 0; i < cnt; i++) v[i] = rnd_u(lo, hi);
+        data.push_back(std::move(v));
+        names.push_back(nm);
+        mrw_tensor_info t;
+        memset(&t, 0, sizeof t);
+        t.dtype = MRW_DT_F32;
+        t.ndim = (int)shape.size();
+        for (size_t i = 0; i < shape.size(); i++) t.shape[i] = shape[i];
+        t.nbytes = cnt * 4;
+        ts.push_back(t);
+    };
+    const int kern[7] = {10, 3, 3, 3, 3, 2, 2}, C = 512, d = 768, H = 12, F = 3072, K = 128, G = 16, NB = 320;
+    for (int i = 0; i < 7; i++) {
+        const std::string p = "feature_extractor.conv_layers." + std::to_string(i) + ".";
+        const int ci = i ? C : 1;
+        const float b = sqrtf(3.f / (ci * kern[i]));
+        add(p + "conv.weight", {C, ci, kern[i]}, -b, b);
+        if (i == 0) {
+            add(p + "layer_norm.weight", {C}, 0.8f, 1.2f);
+            add(p + "layer_norm.bias", {C}, -0.1f, 0.1f);
+        }
+    }
+    const float bc = sqrtf(3.f / C), bd = sqrtf(3.f / d), bf = sqrtf(3.f / F);
+    add("feature_projection.layer_norm.weight", {C}, 0.8f, 1.2f);
+    add("feature_projection.layer_norm.bias", {C}, -0.1f, 0.1f);
+    add("feature_projection.projection.weight", {d, C}, -bc, bc);
+    add("feature_projection.projection.bias", {d}, -0.1f, 0.1f);
+    add("encoder.pos_conv_embed.conv.weight_g", {1, 1, K}, 0.5f, 1.5f);
+    add("encoder.pos_conv_embed.conv.weight_v", {d, d / G, K}, -1.f, 1.f);
+    add("encoder.pos_conv_embed.conv.bias", {d}, -0.1f, 0.1f);
+    add("encoder.layer_norm.weight", {d}, 0.8f, 1.2f);
+    add("encoder.layer_norm.bias", {d}, -0.1f, 0.1f);
+    for (int l = 0; l < L; l++) {
+        const std::string p = "encoder.layers." + std::to_string(l) + ".";
+        for (const char *q : {"q", "k", "v", "out"}) {
+            add(p + "attention." + q + "_proj.weight", {d, d}, -bd, bd);
+            add(p + "attention." + q + "_proj.bias", {d}, -0.1f, 0.1f);
+        }
+        if (l == 0) add(p + "attention.rel_attn_embed.weight", {NB, H}, -1.f, 1.f);
+        add(p + "attention.gru_rel_pos_linear.weight", {8, d / H}, -0.3f, 0.3f);
+        add(p + "attention.gru_rel_pos_linear.bias", {8}, -0.1f, 0.1f);
+        add(p + "attention.gru_rel_pos_const", {1, H, 1, 1}, 0.5f, 1.5f);
+        add(p + "layer_norm.weight", {d}, 0.8f, 1.2f);
+        add(p + "layer_norm.bias", {d}, -0.1f, 0.1f);
+        add(p + "feed_forward.intermediate_dense.weight", {F, d}, -bd, bd);
+        add(p + "feed_forward.intermediate_dense.bias", {F}, -0.1f, 0.1f);
+        add(p + "feed_forward.output_dense.weight", {d, F}, -bf, bf);
+        add(p + "feed_forward.output_dense.bias", {d}, -0.1f, 0.1f);
+        add(p + "final_layer_norm.weight", {d}, 0.8f, 1.2f);
+        add(p + "final_layer_norm.bias", {d}, -0.1f, 0.1f);
+    }
+    for (size_t i = 0; i < ts.size(); i++) ts[i].name = (char *)names[i].c_str(), ts[i].data = data[i].data();
+    CHECK(mrw_safetensors_write(path, ts.data(), (int)ts.size(), NULL, 0, NULL, NULL, &e));
+    mrw_tfile *f = NULL;
+    CHECK(mrw_tfile_open(path, &f, &e));
+    mrw_wavlm *cpu = NULL;
+    CHECK(mrw_wavlm_load(f, NULL, &cpu, &e));
+    mrw_wavlm_gpu *gpu = NULL;
+    CHECK(mrw_wavlm_gpu_from_file(f, mrw_wavlm_prefix(cpu), mrw_wavlm_get_config(cpu), NULL, &gpu, &e));
+    wavlm_clip(cs, cpu, gpu, n, 3e-2, 1e-2);
+    mrw_wavlm_gpu_free(gpu);
+    mrw_wavlm_free(cpu);
+    mrw_tfile_close(f);
+    unlink(path);
+}
+
+/* ModRWKV's audio path with a WavLM encoder (the encoder directory alone as the model: encoder rows only). */
+static void run_mm_wavlm(const char *cs, const char *model, const char *wav) {
+    mrw_error err = {};
+    mrw_mm_params p = mrw_mm_params_default();
+    mrw_mm *mm = NULL;
+    if (mrw_mm_load(model, &p, &mm, &err)) {
+        out("%s: %s\n", cs, err.msg);
+        g_rows++, g_fail++;
+        return;
+    }
+    mrw_features ec = {}, eg = {};
+    mrw_wavlm_gpu *lg = NULL;
+    mrw_status a = mrw_mm_encode_audio(mm, wav, 0, NULL, &ec, &err);
+    if (!a) a = mrw_wavlm_gpu_from_mm(mm, NULL, &lg, &err);
+    if (!a) a = mrw_mm_encode_audio_wavlm_gpu(mm, lg, wav, 0, NULL, &eg, &err);
+    if (a || ec.n != eg.n || ec.dim != eg.dim) {
+        out("%s: %s (cpu %dx%d, gpu %dx%d)\n", cs, a ? err.msg : "shapes differ", ec.n, ec.dim, eg.n, eg.dim);
+        g_rows++, g_fail++;
+    } else {
+        double me, ne;
+        char what[64];
+        errs(eg.rows, ec.rows, (size_t)ec.n * ec.dim, &me, &ne);
+        snprintf(what, sizeof what, "encoder output %dx%d", ec.n, ec.dim);
+        row(cs, what, me, ne, 3e-2, 1e-2);
+    }
+    mrw_features_free(&ec), mrw_features_free(&eg);
+    mrw_wavlm_gpu_free(lg);
+    mrw_mm_free(mm);
+    /* a Whisper model: MRW_E_UNSUPPORTED */
+    p.encoder = "tests/fixtures/modrwkv/whisper";
+    int ok = 0;
+    mm = NULL;
+    lg = NULL;
+    if (!mrw_mm_load("tests/fixtures/modrwkv/v1_audio/rwkv-0.pth", &p, &mm, &err))
+        ok = mrw_wavlm_gpu_from_mm(mm, NULL, &lg, &err) == MRW_E_UNSUPPORTED && !lg;
+    g_rows++;
+    if (!ok) g_fail++;
+    out("%-30s %-40s %10s %10s %17s %s\n", "mm whisper model", "wavlm_gpu_from_mm: MRW_E_UNSUPPORTED", "-", "-", "-",
+        ok ? "ok" : "FAIL");
+    mrw_wavlm_gpu_free(lg);
+    mrw_mm_free(mm);
+}
+
 /* A crash on the GPU machine prints where it happened (addresses for addr2line on the unstripped binary). */
 static void on_fatal(int sig) {
     void *bt[64];
@@ -567,9 +760,11 @@ int main(int argc, char **argv) {
     signal(SIGSEGV, on_fatal);
     signal(SIGBUS, on_fatal);
     signal(SIGILL, on_fatal);
-    int quick = 0;
-    for (int i = 1; i < argc; i++)
+    int quick = 0, wavlm_only = 0;
+    for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
+        if (!strcmp(argv[i], "--wavlm")) wavlm_only = 1; /* only the WavLM rows */
+    }
     const char *od = getenv("OUT");
     if (od) {
         std::string p = std::string(od) + "/modrwkv_gpu.txt";
@@ -579,9 +774,10 @@ int main(int argc, char **argv) {
     g_rng = seed ? strtoull(seed, NULL, 0) : 0x9E3779B97F4A7C15ull;
     out("seed %llu\n", (unsigned long long)g_rng);
     out("%-30s %-40s %10s %10s %17s %s\n", "case", "what", "max err", "norm err", "tol max/norm", "");
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    if (!wavlm_only) {
     run_adapter(64, 128, 37, 0.0);
     if (!quick) run_adapter(768, 1024, 300, 0.1);
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     const vit_shape shapes[] = {
         {"siglip C128 L2 p8 S32", MRW_VIT_SIGLIP, 128, 2, 256, 8, 32, 3, 3e-2, 1e-2},
         {"clip C128 L2 p7 S35", MRW_VIT_CLIP, 128, 2, 320, 7, 35, 2, 3e-2, 1e-2},
@@ -600,6 +796,12 @@ int main(int argc, char **argv) {
     run_mm_audio("mm models/speech", "models/speech/model-q8_0.gguf", NULL, "models/speech/example.wav");
     run_mm_audio("mm v1 audio fixture + whisper", "tests/fixtures/modrwkv/v1_audio/rwkv-0.pth",
                  "tests/fixtures/modrwkv/whisper", "tests/fixtures/modrwkv/media/speech.wav");
+    }
+    const int lg[] = {4003, 16000, 1001}, ll[] = {3001, 16007};
+    run_wavlm_fixture("wavlm group (fixture)", "tests/fixtures/audio_enc/wavlm_group", lg, 3);
+    run_wavlm_fixture("wavlm layer/stable (fixture)", "tests/fixtures/audio_enc/wavlm_layer", ll, 2);
+    if (!quick) run_wavlm_random("wavlm base+ shape L2 (random)", 2, 32077, tmp);
+    run_mm_wavlm("mm wavlm_group encoder", "tests/fixtures/audio_enc/wavlm_group", "tests/fixtures/modrwkv/media/speech.wav");
     out("%d of %d rows passed\n", g_rows - g_fail, g_rows);
     if (g_log) fclose(g_log);
     return g_fail ? 1 : 0;

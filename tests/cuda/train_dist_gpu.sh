@@ -8,8 +8,10 @@
 # after step 6 and resumed on 1 GPU, and a 1-GPU run killed after step 6 and resumed on 2 GPUs with ZeRO-1, each end
 # at the uninterrupted 1-GPU run's last loss (tolerance 1e-4); and a run whose NCCL cannot be loaded fails on both
 # ranks with the message and exit status 1, quickly. Then gradient accumulation, a NaN on one rank (every rank skips
-# the step) and the bf16 all-reduce.
-#   tests/cuda/train_dist_gpu.sh        (logs in $OUT or ./cuda-out; MODRWKV, DATA, MRW_NCCL_LIB may be set)
+# the step) and the bf16 all-reduce. Then the ModRWKV stages (stage 1, stage 2, the vision encoder trained) on 2
+# GPUs against 1 at the same global batch (the block at the end says what and how closely).
+#   tests/cuda/train_dist_gpu.sh        (logs in $OUT or ./cuda-out; MODRWKV, DATA, MRW_NCCL_LIB may be set;
+#                                        DIST_ONLY=mm runs the ModRWKV block only)
 set -u
 cd "$(dirname "$0")/../.."
 M=${MODRWKV:-build-cuda/modrwkv}
@@ -40,6 +42,7 @@ run() { # LOG DIR ENV... -- ARGS...: one training run into $tmp/DIR, its output 
   return $r
 }
 losses() { grep -o '"loss":[0-9.eE+-]*' "$1/train.jsonl" | cut -d: -f2; }
+if [ "${DIST_ONLY:-}" != mm ]; then # (DIST_ONLY=mm: only the ModRWKV block at the end)
 for mode in fp32 bf16; do
   f=MRW_TRAIN_GPU_FP32=$([ $mode = fp32 ] && echo 1 || echo 0)
   run "${mode}_1" "${mode}_1" "$f" -- || rc=1
@@ -110,6 +113,93 @@ if [ $r -eq 1 ] && grep -q "cannot load NCCL" "$out/dist_bad.txt" && [ $dt -lt 6
 else
   echo "missing NCCL: unexpected (exit $r after ${dt} s)"; cat "$out/dist_bad.txt"; rc=1
 fi
+fi
 rm -rf "$tmp"
+# --- the ModRWKV stages data parallel (in a subshell: tests/cuda/lib_stage_cmp.sh's helpers and fixture; also the
+# Whisper encoder trained: --train adapter,encoder on 6 recordings, same tolerances as the SigLIP rows). The image
+# records of lib_stage_cmp.sh, the test SigLIP (frozen: features through a --feature-cache that the first run fills,
+# --encoder-device cpu; or trained on the GPU), a 2 x 128 byte-vocabulary RWKV-7 (30 CPU steps of text first),
+# --batch 4 (2 per GPU), 8 steps; 2 GPUs at global batch 4 against 1 GPU at batch 4: stage 1 (--train adapter, RWKV
+# frozen), stage 2 (--train adapter,rwkv from the 1-GPU stage-1 model, lr 1e-3), the encoder trained (--train
+# adapter,encoder), each in fp32 mode (MRW_TRAIN_GPU_FP32=1: the RWKV in fp32; the adapter's GEMMs are bf16 in every
+# mode) and bf16, with ZeRO-1 (stage 1: nothing to shard, no RWKV gradients or moments on any rank) and the bf16
+# all-reduce; a NaN on rank 1 only at step 3 skipped by both ranks (vs 1 GPU with a NaN at step 3); a 2-GPU ZeRO-1 stage-2
+# run killed after step 4 and resumed ends at the uninterrupted run's loss. Tolerances (relative, set before the first
+# run; cmp_losses: every step / step 1's loss / step 1's gradient norm): fp32 mode 5e-3 / 1e-4 / 1e-3 (what remains
+# is summation order and the bf16 adapter GEMMs over 2 rows instead of 4; stage 2's Adam is sign-sensitive), bf16
+# 5e-2 / 1e-2 / 3e-2 (the GPU-vs-CPU bf16 bounds of train_mm_gpu.sh); resume 1e-3 (as train_mm_gpu.sh's stage 2).
+(
+  P=dpmm; RESUME_AT=4; STEPS=8
+  . "$(dirname "$0")/lib_stage_cmp.sh"
+  image_records > "$tmp/data.jsonl"
+  { echo '{"text": "A red square on a dark field. Two shapes, one blue and one green. Mostly grey."}'
+    echo '{"text": "How many shapes? Two. Is it bright? No, it is dark around the square. It is a small test image."}'; } \
+    > "$tmp/text.jsonl"
+  "$M" train --init 2,128 --vocab bytes --data "$tmp/text.jsonl" --batch 2 --ctx-len 128 --steps 30 --lr 3e-3 --seed 7 \
+    -t 4 --no-progress --out "$tmp/lm" > "$out/dpmm_lm.txt" 2>&1 || { echo "LM run failed"; tail -3 "$out/dpmm_lm.txt"; rc=1; }
+  C=(--vocab bytes --data "$tmp/data.jsonl" --batch 4 --ctx-len 128 --steps 8 --lr 3e-3 --seed 7 -t 4 --no-progress
+     --device cuda --encoder-device cpu)
+  S1=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter --feature-cache "$tmp/fc" "${C[@]}")
+  SE=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter,encoder "${C[@]}")
+  run s1_1 G32 "$M" train "${S1[@]}"
+  S2=(-m "$tmp/s1_1/model.safetensors" --train adapter,rwkv --feature-cache "$tmp/fc" "${C[@]}" --lr 1e-3)
+  run s1_2 G32 "$M" train "${S1[@]}" --gpus 2
+  run s1_2z G32 "$M" train "${S1[@]}" --gpus 2 --zero 1
+  run s1b_1 "$M" train "${S1[@]}"
+  run s1b_2 "$M" train "${S1[@]}" --gpus 2
+  run s2_1 G32 "$M" train "${S2[@]}"
+  run s2_2 G32 "$M" train "${S2[@]}" --gpus 2
+  run s2_2z G32 "$M" train "${S2[@]}" --gpus 2 --zero 1
+  run s2_1z G32 "$M" train "${S2[@]}" --zero 1
+  run s2b_1 "$M" train "${S2[@]}"
+  run s2b_2 "$M" train "${S2[@]}" --gpus 2
+  run s2b_2z "$M" train "${S2[@]}" --gpus 2 --zero 1
+  run s2b_2ar "$M" train "${S2[@]}" --gpus 2 --zero 1 --allreduce bf16
+  run e_1 G32 "$M" train "${SE[@]}"
+  run e_2 G32 "$M" train "${SE[@]}" --gpus 2
+  run eb_1 "$M" train "${SE[@]}"
+  run eb_2 "$M" train "${SE[@]}" --gpus 2
+  # the Whisper encoder trained on the GPU (its gradients summed over the ranks like the ViT's): 6 recordings of
+  # train_audio_gpu.sh, the v1 audio fixture model
+  cp $MM/media/speech.wav "$tmp/"
+  a() { printf '{"audio": "speech.wav", "text": "%s"}\n' "$1"; }
+  { a "hello there"; a "a chirp and a burst"; a "some noise at the end"; a "the tone rises"; a "four hundred forty";
+    a "a short clip"; } > "$tmp/asr.jsonl"
+  WE=(-m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --train adapter,encoder --vocab bytes --data "$tmp/asr.jsonl"
+      --batch 4 --ctx-len 128 --steps 8 --lr 1e-3 --seed 7 -t 4 --no-progress --device cuda)
+  run w_1 G32 "$M" train "${WE[@]}"
+  run w_2 G32 "$M" train "${WE[@]}" --gpus 2
+  run wb_1 "$M" train "${WE[@]}"
+  run wb_2 "$M" train "${WE[@]}" --gpus 2
+  run nan_1 env MRW_TRAIN_NAN_AT_STEP=3 MRW_TRAIN_GPU_FP32=1 "$M" train "${S2[@]}"
+  run nan_2 env MRW_TRAIN_NAN_AT_STEP=3,1 MRW_TRAIN_GPU_FP32=1 "$M" train "${S2[@]}" --gpus 2 --zero 1
+  grep -h "data parallel" "$out"/dpmm_s1_2z.txt "$out"/dpmm_s2_2z.txt "$out"/dpmm_e_2.txt
+  cmp_losses "stage 1, 2 GPUs vs 1 (fp32)" s1_1 s1_2 5e-3 1e-4 1e-3
+  cmp_losses "stage 1, 2 GPUs ZeRO-1 vs 1 (fp32)" s1_1 s1_2z 5e-3 1e-4 1e-3
+  cmp_losses "stage 1, 2 GPUs vs 1 (bf16)" s1b_1 s1b_2 5e-2 1e-2 3e-2
+  cmp_losses "stage 2, 2 GPUs vs 1 (fp32)" s2_1 s2_2 5e-3 1e-4 1e-3
+  cmp_losses "stage 2, 2 GPUs ZeRO-1 vs 1 (fp32)" s2_1 s2_2z 5e-3 1e-4 1e-3
+  cmp_losses "stage 2, 1 GPU ZeRO-1 code path vs 1 (fp32)" s2_1 s2_1z 5e-3 1e-4 1e-3
+  cmp_losses "stage 2, 2 GPUs vs 1 (bf16)" s2b_1 s2b_2 5e-2 1e-2 3e-2
+  cmp_losses "stage 2, 2 GPUs ZeRO-1 vs 1 (bf16)" s2b_1 s2b_2z 5e-2 1e-2 3e-2
+  cmp_losses "stage 2, 2 GPUs ZeRO-1 bf16 all-reduce vs 1 (bf16)" s2b_1 s2b_2ar 5e-2 1e-2 3e-2
+  cmp_losses "encoder trained, 2 GPUs vs 1 (fp32)" e_1 e_2 5e-3 1e-4 1e-3
+  cmp_losses "encoder trained, 2 GPUs vs 1 (bf16)" eb_1 eb_2 5e-2 1e-2 3e-2
+  cmp_losses "Whisper encoder trained, 2 GPUs vs 1 (fp32)" w_1 w_2 5e-3 1e-4 1e-3
+  cmp_losses "Whisper encoder trained, 2 GPUs vs 1 (bf16)" wb_1 wb_2 5e-2 1e-2 3e-2
+  cmp_losses "stage 2 NaN at step 3 on rank 1 only, 2 GPUs ZeRO-1 vs 1 GPU NaN (fp32)" nan_1 nan_2 5e-3 1e-4 1e-3
+  if grep -q "loss is nan at step 3: step skipped" "$out/dpmm_nan_2.txt"; then echo "  rank 0 skipped step 3 (its own loss was finite): pass"
+  else echo "  rank 0 did not skip step 3: FAIL"; rc=1; fi
+  # stage 1 holds no RWKV gradients or moments on any rank (rank 0's line; every rank runs the same setup, and a
+  # frozen trainer refuses to grow a gradient buffer): no RWKV moments, and less RWKV memory than stage 2 with ZeRO-1
+  gib() { grep -o "[0-9.e-]* GiB of device memory on rank 0" "$out/dpmm_$1.txt" | cut -d' ' -f1; }
+  if grep -q "data parallel.*RWKV Adam moments 0 GiB" "$out/dpmm_s1_2z.txt" &&
+     awk -v a="$(gib s1_2z)" -v b="$(gib s2_2z)" 'BEGIN { exit !(a > 0 && b > a) }'; then
+    echo "stage 1 ZeRO-1: no RWKV Adam moments, RWKV trainer $(gib s1_2z) GiB vs stage 2 $(gib s2_2z) GiB: pass"
+  else echo "stage 1 ZeRO-1: RWKV gradients or moments allocated ($(gib s1_2z) vs $(gib s2_2z) GiB): FAIL"; rc=1; fi
+  MRW_TRAIN_GPU_FP32=1 resume s2_rs s2_2z 1e-3 "$M" train "${S2[@]}" --gpus 2 --zero 1
+  rm -rf "$tmp"
+  exit $rc
+) || rc=1
 echo "train_dist_gpu: exit $rc"
 exit $rc

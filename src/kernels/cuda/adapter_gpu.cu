@@ -646,3 +646,8 @@ extern "C" mrw_status mrw_adapter_gpu_share_trainer_buffers(mrw_adapter_gpu *a, 
 extern "C" double *mrw_adapter_gpu_sumsq_own(mrw_adapter_gpu *a, mrw_error *err) {
     return mrw_cuda_sumsq_part(a->ps.total, a->g, a->norm_part, a->st, err) ? NULL : a->norm_part;
 }
+
+extern "C" float *mrw_adapter_gpu_grads(mrw_adapter_gpu *a, size_t *n) {
+    *n = a->ps.total;
+    return a->g;
+}

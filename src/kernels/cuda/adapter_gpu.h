@@ -111,6 +111,8 @@ mrw_status mrw_adapter_gpu_share_trainer_buffers(mrw_adapter_gpu *a, const mrw_a
 /* The adapter's partial sums of squares (MRW_CUDA_NORM_BLOCKS doubles, DEVICE) into its own buffer, overwritten; the
  * buffer is returned (NULL on error) for mrw_adapter_gpu_sumsq_add of the others and _step_part of all. */
 double *mrw_adapter_gpu_sumsq_own(mrw_adapter_gpu *a, mrw_error *err);
+/* Data parallelism (dist_nccl.h mrw_dp_sum_grads): the fp32 gradient buffer (DEVICE, the whole table, *n elements). */
+float *mrw_adapter_gpu_grads(mrw_adapter_gpu *a, size_t *n);
 
 #ifdef __cplusplus
 }

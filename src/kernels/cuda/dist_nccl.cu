@@ -166,6 +166,9 @@ struct mrw_dp {
     size_t S, cap, lo, hi; /* shard size, padded total (world * S), this rank's shard */
     float *m, *v;          /* ZeRO-1: the shard's moments */
     __nv_bfloat16 *gbf;    /* bf16 all-reduce: the gradients rounded to bf16 (cap elements) */
+    int frozen, bf16;      /* frozen: the trainer has no gradients (stage 1); bf16: mrw_dp_set_bf16(on) */
+    __nv_bfloat16 *xbf;    /* bf16 all-reduce of the other tables (mrw_dp_sum_grads): xcap elements */
+    size_t xcap;
 };
 
 namespace {
@@ -189,11 +192,13 @@ static mrw_status convert(int to, size_t n, float *f, __nv_bfloat16 *b, void *st
 
 extern "C" void mrw_dp_free(mrw_dp *dp) {
     if (!dp) return;
-    cudaFree(dp->m), cudaFree(dp->v), cudaFree(dp->gbf);
+    cudaFree(dp->m), cudaFree(dp->v), cudaFree(dp->gbf), cudaFree(dp->xbf);
     free(dp);
 }
 
 extern "C" mrw_status mrw_dp_set_bf16(mrw_dp *dp, int on, mrw_error *err) {
+    dp->bf16 = on != 0;
+    if (dp->frozen) return MRW_OK; /* (no RWKV gradients to round) */
     if (!on) {
         cudaFree(dp->gbf);
         dp->gbf = NULL;
@@ -219,6 +224,12 @@ extern "C" mrw_status mrw_dp_new(mrw_rwkv7_gpu *g, mrw_nccl *c, int zero, mrw_dp
     dp->world = c ? c->world : 1, dp->rank = c ? c->rank : 0;
     mrw_rwkv7_gpu_flat f;
     mrw_rwkv7_gpu_flat_get(g, &f);
+    if (!f.g) { /* frozen (stage 1): nothing of the table to sum, shard or pad */
+        dp->frozen = 1, dp->zero = 0;
+        dp->S = dp->cap = f.total, dp->lo = 0, dp->hi = f.total;
+        *out = dp;
+        return MRW_OK;
+    }
     const size_t W = (size_t)dp->world;
     dp->S = ((f.total + W - 1) / W + 63) / 64 * 64;
     dp->cap = dp->S * W;
@@ -249,7 +260,7 @@ extern "C" mrw_status mrw_dp_new(mrw_rwkv7_gpu *g, mrw_nccl *c, int zero, mrw_dp
 extern "C" size_t mrw_dp_moment_bytes(const mrw_dp *dp) {
     mrw_rwkv7_gpu_flat f;
     mrw_rwkv7_gpu_flat_get(dp->g, &f);
-    return dp->zero ? dp->S * 8 : f.total * 8;
+    return dp->frozen ? 0 : dp->zero ? dp->S * 8 : f.total * 8;
 }
 extern "C" void mrw_dp_shard(const mrw_dp *dp, size_t *lo, size_t *hi) { *lo = dp->lo, *hi = dp->hi; }
 
@@ -257,6 +268,7 @@ extern "C" mrw_status mrw_dp_step(mrw_dp *dp, const mrw_adam_config *cfg, double
                                   double *grad_norm, mrw_error *err) {
     mrw_rwkv7_gpu_flat f;
     mrw_rwkv7_gpu_flat_get(dp->g, &f);
+    if (dp->frozen) return mrw_err(err, MRW_E_ARG, "data parallel: the RWKV trainer is frozen (no step)");
     if (!dp->zero) {
         if (dp->gbf) { /* rounded to bf16, summed in bf16, back to fp32 (one GPU: the rounding alone) */
             TRY(convert(1, f.total, f.g, dp->gbf, f.stream, err));
@@ -317,4 +329,75 @@ extern "C" mrw_status mrw_dp_sum_host(mrw_dp *dp, double *x, int n, mrw_error *e
     mrw_rwkv7_gpu_flat f;
     mrw_rwkv7_gpu_flat_get(dp->g, &f);
     return mrw_nccl_sum_host(dp->c, x, n, f.stream, err);
+}
+
+/* ------------------------------------------------------------------------- the ModRWKV stages (joint clip) */
+
+extern "C" mrw_status mrw_dp_sum_grads(mrw_dp *dp, float *g, size_t n, mrw_error *err) {
+    if (!n || (dp->world <= 1 && !dp->bf16)) return MRW_OK;
+    mrw_rwkv7_gpu_flat f;
+    mrw_rwkv7_gpu_flat_get(dp->g, &f);
+    if (!dp->bf16) return mrw_nccl_all_reduce(dp->c, g, g, n, MRW_NCCL_F32, f.stream, err);
+    if (n > dp->xcap) { /* (once: the tables keep their sizes) */
+        TRY(cchk(cudaStreamSynchronize((cudaStream_t)f.stream), "bf16 buffer", err));
+        cudaFree(dp->xbf);
+        dp->xbf = NULL, dp->xcap = 0;
+        if (cudaMalloc((void **)&dp->xbf, n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            cudaGetLastError();
+            dp->xbf = NULL;
+            return mrw_err(err, MRW_E_NOMEM, "data parallel: cannot allocate %.2f MiB for the bf16 all-reduce",
+                           n * 2 / 1048576.0);
+        }
+        dp->xcap = n;
+    }
+    TRY(convert(1, n, g, dp->xbf, f.stream, err));
+    if (dp->world > 1) TRY(mrw_nccl_all_reduce(dp->c, dp->xbf, dp->xbf, n, MRW_NCCL_BF16, f.stream, err));
+    return convert(0, n, g, dp->xbf, f.stream, err);
+}
+
+extern "C" double *mrw_dp_sync_sumsq(mrw_dp *dp, mrw_error *err) {
+    mrw_rwkv7_gpu_flat f;
+    mrw_rwkv7_gpu_flat_get(dp->g, &f);
+    if (dp->frozen) {
+        mrw_err(err, MRW_E_ARG, "data parallel: the RWKV trainer is frozen (no gradients)");
+        return NULL;
+    }
+    mrw_status s = MRW_OK;
+    if (!dp->zero) { /* the whole table summed on every rank (bf16: as mrw_dp_step) */
+        if (dp->gbf) {
+            s = convert(1, f.total, f.g, dp->gbf, f.stream, err);
+            if (!s && dp->world > 1) s = mrw_nccl_all_reduce(dp->c, dp->gbf, dp->gbf, f.total, MRW_NCCL_BF16, f.stream, err);
+            if (!s) s = convert(0, f.total, f.g, dp->gbf, f.stream, err);
+        } else if (dp->world > 1) {
+            s = mrw_nccl_all_reduce(dp->c, f.g, f.g, f.total, MRW_NCCL_F32, f.stream, err);
+        }
+        if (!s) s = mrw_rwkv7_gpu_sumsq_range(dp->g, 0, f.total, err);
+        return s ? NULL : f.norm_part;
+    }
+    if (dp->gbf) { /* ZeRO-1: this rank's shard summed, its sums of squares summed over the ranks */
+        s = convert(1, dp->cap, f.g, dp->gbf, f.stream, err);
+        if (!s && dp->world > 1)
+            s = mrw_nccl_reduce_scatter(dp->c, dp->gbf, dp->gbf + dp->lo, dp->S, MRW_NCCL_BF16, f.stream, err);
+        if (!s) s = convert(0, dp->S, f.g + dp->lo, dp->gbf + dp->lo, f.stream, err);
+    } else if (dp->world > 1) {
+        s = mrw_nccl_reduce_scatter(dp->c, f.g, f.g + dp->lo, dp->S, MRW_NCCL_F32, f.stream, err);
+    }
+    if (!s) s = mrw_rwkv7_gpu_sumsq_range(dp->g, dp->lo, dp->hi, err);
+    if (!s && dp->world > 1)
+        s = mrw_nccl_all_reduce(dp->c, f.norm_part, f.norm_part, MRW_CUDA_NORM_BLOCKS, MRW_NCCL_F64, f.stream, err);
+    return s ? NULL : f.norm_part;
+}
+
+extern "C" mrw_status mrw_dp_step_finish(mrw_dp *dp, const mrw_adam_config *cfg, double lr, double max_norm,
+                                         double *grad_norm, mrw_error *err) {
+    mrw_rwkv7_gpu_flat f;
+    mrw_rwkv7_gpu_flat_get(dp->g, &f);
+    if (dp->frozen) return mrw_err(err, MRW_E_ARG, "data parallel: the RWKV trainer is frozen (no step)");
+    if (!dp->zero) {
+        TRY(mrw_rwkv7_gpu_step_range(dp->g, cfg, lr, max_norm, 0, f.total, f.m, f.v, grad_norm, err));
+        return mrw_rwkv7_gpu_refresh(dp->g, err);
+    }
+    TRY(mrw_rwkv7_gpu_step_range(dp->g, cfg, lr, max_norm, dp->lo, dp->hi, dp->m, dp->v, grad_norm, err));
+    if (dp->world > 1) TRY(mrw_nccl_all_gather(dp->c, f.w + dp->lo, f.w, dp->S, MRW_NCCL_F32, f.stream, err));
+    return mrw_rwkv7_gpu_refresh(dp->g, err);
 }

@@ -78,6 +78,23 @@ mrw_status mrw_dp_moments(mrw_dp *dp, int to_gpu, const mrw_param_set *ps, float
                           int64_t *t, mrw_error *err);
 /* Host doubles summed over the ranks (nothing with one rank). */
 mrw_status mrw_dp_sum_host(mrw_dp *dp, double *x, int n, mrw_error *err);
+/* ---- the ModRWKV stages (src/train/trainer.c gpu_step): one clip over the RWKV table and the other trained tables
+ * (adapters, compression, the GPU-trained vision encoder). An mrw_dp on a frozen trainer (stage 1: no RWKV gradients)
+ * holds nothing of the table (no padding, no shard moments, no bf16 buffer; ZeRO-1 has nothing to shard) and serves
+ * mrw_dp_sum_grads / mrw_dp_sum_host only. ---- */
+/* Another table's fp32 gradient buffer g[0..n) (DEVICE, on the trainer's stream) summed over the ranks in place:
+ * a plain all-reduce (these tables are small; ZeRO-1 shards the RWKV table only), in fp32, or in bf16 after
+ * mrw_dp_set_bf16 (rounded, summed, back; with one rank only rounded). */
+mrw_status mrw_dp_sum_grads(mrw_dp *dp, float *g, size_t n, mrw_error *err);
+/* The RWKV table's half of a joint step: its gradients summed over the ranks (all-reduce; ZeRO-1: reduce-scatter
+ * into this rank's shard), the partial sums of squares of the table (ZeRO-1: of each shard, summed over the ranks)
+ * into the flat norm_part, which is returned (NULL on error, err set). The caller adds the other tables' sums of
+ * squares (their gradients already summed: the same on every rank) to it, steps them with it, then calls
+ * mrw_dp_step_finish: Adam(W) on the table (ZeRO-1: on the shard, then the all-gather of the weights), clipped by
+ * the norm from that part, and the bf16 copy refreshed. */
+double *mrw_dp_sync_sumsq(mrw_dp *dp, mrw_error *err);
+mrw_status mrw_dp_step_finish(mrw_dp *dp, const mrw_adam_config *cfg, double lr, double max_norm, double *grad_norm,
+                              mrw_error *err);
 /* Device bytes of Adam moments this rank holds (8 per parameter, / world with ZeRO-1), and the shard [lo, hi). */
 size_t mrw_dp_moment_bytes(const mrw_dp *dp);
 void mrw_dp_shard(const mrw_dp *dp, size_t *lo, size_t *hi);

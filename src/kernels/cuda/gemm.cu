@@ -67,20 +67,24 @@ namespace {
 struct lt_key {
     int ab, c, tA, tB, M, N, K, lda, ldb, ldd, beta0, alA, alB, alC, alD;
 };
+constexpr int LT_CAND = 8; /* algorithms a tuning handle times per shape */
 struct lt_plan {
     lt_key k;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
+    int n_cand, tuned;
+    cublasLtMatmulAlgo_t cand[LT_CAND];
 };
-constexpr int LT_CACHE = 32;
+constexpr int LT_CACHE = 256; /* a training step's shapes (forward, backward, weight gradients) all stay cached */
 constexpr size_t LT_WS = (size_t)32 << 20;
 } // namespace
 
 struct mrw_cuda_lt {
     cublasLtHandle_t h;
     void *ws;
-    int n;
+    int n, tune, evicted; /* evicted: the cache overflowed once; new shapes then take the heuristic's choice
+                           * (timing shapes that keep coming back would cost a synchronisation each time) */
     lt_plan plan[LT_CACHE];
 };
 
@@ -90,6 +94,12 @@ static void plan_free(lt_plan *p) {
     if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
     if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
     p->op = nullptr, p->la = p->lb = p->lc = nullptr;
+}
+
+extern "C" mrw_status mrw_cuda_lt_new_tuned(mrw_cuda_lt **out, int tune, mrw_error *err) {
+    const mrw_status s = mrw_cuda_lt_new(out, err);
+    if (!s) (*out)->tune = !!tune;
+    return s;
 }
 
 extern "C" mrw_status mrw_cuda_lt_new(mrw_cuda_lt **out, mrw_error *err) {
@@ -153,19 +163,67 @@ static cublasStatus_t plan_make(mrw_cuda_lt *b, const lt_key &k, lt_plan *p) {
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4);
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[LT_CAND];
     int got = 0;
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulAlgoGetHeuristic(b->h, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &got);
+        s = cublasLtMatmulAlgoGetHeuristic(b->h, p->op, p->la, p->lb, p->lc, p->lc, pref, b->tune ? LT_CAND : 1, res,
+                                           &got);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (s == CUBLAS_STATUS_SUCCESS && got < 1) s = CUBLAS_STATUS_NOT_SUPPORTED;
     if (s != CUBLAS_STATUS_SUCCESS) {
         plan_free(p);
         return s;
     }
-    p->algo = res.algo;
+    p->algo = res[0].algo;
+    p->n_cand = 0;
+    for (int i = 0; i < got; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS) p->cand[p->n_cand++] = res[i].algo;
+    p->tuned = p->n_cand < 2;
     p->k = k;
     return s;
+}
+
+/* A tuning handle's first call of a shape: every candidate algorithm run on the call's own operands (once to warm
+ * up, then 3 timed runs), the fastest kept. The call is repeated, so when it accumulates into D in place (beta != 0,
+ * Cin == D) the candidates write a scratch copy of D's shape instead; D itself is written by the caller's run after.
+ * Any failure keeps the heuristic's first choice. Synchronises the stream (once per shape). */
+static void plan_tune(mrw_cuda_lt *b, lt_plan *p, float alpha, const void *A, const void *B, float beta,
+                      const void *Cin, void *D, size_t d_bytes, cudaStream_t st) {
+    p->tuned = 1;
+    void *Dt = D, *scratch = nullptr;
+    if (beta != 0.f && Cin == D) {
+        if (cudaMalloc(&scratch, d_bytes) != cudaSuccess) {
+            cudaGetLastError();
+            return;
+        }
+        Dt = scratch;
+    }
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+        cudaGetLastError();
+        if (e0) cudaEventDestroy(e0);
+        cudaFree(scratch);
+        return;
+    }
+    float best = 0;
+    int best_i = -1;
+    for (int i = 0; i < p->n_cand; i++) {
+        bool ok = cublasLtMatmul(b->h, p->op, &alpha, B, p->la, A, p->lb, &beta, Cin, p->lc, Dt, p->lc, &p->cand[i],
+                                 b->ws, LT_WS, st) == CUBLAS_STATUS_SUCCESS;
+        ok = ok && cudaEventRecord(e0, st) == cudaSuccess;
+        for (int r = 0; r < 3 && ok; r++)
+            ok = cublasLtMatmul(b->h, p->op, &alpha, B, p->la, A, p->lb, &beta, Cin, p->lc, Dt, p->lc, &p->cand[i],
+                                b->ws, LT_WS, st) == CUBLAS_STATUS_SUCCESS;
+        float ms = 0;
+        ok = ok && cudaEventRecord(e1, st) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess &&
+             cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+        if (ok && (best_i < 0 || ms < best)) best = ms, best_i = i;
+    }
+    cudaGetLastError();
+    if (best_i >= 0) p->algo = p->cand[best_i];
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(scratch); /* (synchronous: the candidates are done with it) */
 }
 
 extern "C" mrw_status mrw_cuda_gemm_cd(mrw_cuda_lt *b, mrw_cuda_dtype ab_dt, int transA, int transB, int M, int N,
@@ -191,6 +249,7 @@ extern "C" mrw_status mrw_cuda_gemm_cd(mrw_cuda_lt *b, mrw_cuda_dtype ab_dt, int
             plan_free(&b->plan[0]);
             memmove(&b->plan[0], &b->plan[1], (LT_CACHE - 1) * sizeof(lt_plan));
             b->n--;
+            b->evicted = 1;
         }
         lt_plan np;
         memset(&np, 0, sizeof np);
@@ -201,6 +260,10 @@ extern "C" mrw_status mrw_cuda_gemm_cd(mrw_cuda_lt *b, mrw_cuda_dtype ab_dt, int
         b->plan[b->n] = np;
         p = &b->plan[b->n++];
     }
+    if (!p->tuned && !b->evicted)
+        plan_tune(b, p, alpha, A, B, beta, Cin, D,
+                  (size_t)(M - 1) * ldd * (c_dt == MRW_CUDA_BF16 ? 2 : 4) + (size_t)N * (c_dt == MRW_CUDA_BF16 ? 2 : 4),
+                  (cudaStream_t)stream);
     const cublasStatus_t s = cublasLtMatmul(b->h, p->op, &alpha, B, p->la, A, p->lb, &beta, Cin, p->lc, D, p->lc,
                                             &p->algo, b->ws, LT_WS, (cudaStream_t)stream);
     if (s != CUBLAS_STATUS_SUCCESS)

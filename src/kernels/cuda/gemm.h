@@ -33,6 +33,9 @@ mrw_status mrw_cuda_gemm(mrw_cuda_blas *h, int transA, int transB, int M, int N,
  * offers no algorithm for the case (the caller can fall back to a copy and mrw_cuda_gemm). */
 typedef struct mrw_cuda_lt mrw_cuda_lt;
 mrw_status mrw_cuda_lt_new(mrw_cuda_lt **out, mrw_error *err);
+/* The same with tune = 1: the first call of each shape times up to 8 of cuBLASLt's candidate algorithms on its own
+ * operands and keeps the fastest (the trainer's GEMMs: every step repeats the same shapes). */
+mrw_status mrw_cuda_lt_new_tuned(mrw_cuda_lt **out, int tune, mrw_error *err);
 void mrw_cuda_lt_free(mrw_cuda_lt *h);
 mrw_status mrw_cuda_gemm_cd(mrw_cuda_lt *h, mrw_cuda_dtype ab_dt, int transA, int transB, int M, int N, int K,
                             float alpha, const void *A, int lda, const void *B, int ldb, float beta, const void *Cin,

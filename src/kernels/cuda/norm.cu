@@ -344,7 +344,7 @@ __global__ void gn_fwd_kernel(int rows, int H, const T *y, const T *r, const T *
 template <typename T>
 __global__ void gn_bwd_kernel(int rows, int H, const T *dz, const T *y, const T *r, const T *k, const T *v,
                               const T *g, const float *lnw, const float *lnb, const float *rk, const float *mean,
-                              const float *rstd, T *dy, T *dr, T *dk, T *dv, T *dg, float *dbeta_out) {
+                              const float *rstd, T *dy, T *dr, T *dk, T *dv, T *dg, float *dbeta_out, float *dbo) {
     const int gw = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (gw >= rows * H) return;
     const int h = gw % H;
@@ -375,11 +375,14 @@ __global__ void gn_bwd_kernel(int rows, int H, const T *dz, const T *y, const T 
         }
         if (rk) {
             st(dv, e, dov[q] * beta);
-            st(dr, e, dbeta * rk[c] * ld(k, e));
-            st(dk, e, dbeta * rk[c] * ld(r, e));
+            if (dr) st(dr, e, dbeta * rk[c] * ld(k, e));
+            if (dk) st(dk, e, dbeta * rk[c] * ld(r, e));
         }
     }
-    if (lane == 0 && rk) dbeta_out[gw] = dbeta;
+    if (lane == 0 && rk) {
+        dbeta_out[gw] = dbeta;
+        if (dbo) dbo[gw] = dbeta;
+    }
 }
 
 /* The same on channel pairs (lane holds 2 lane, 2 lane + 1: one 4/8-byte access per tensor and lane), for 8-byte
@@ -416,7 +419,7 @@ __global__ void gn_fwd2_kernel(int rows, int H, const T *y, const T *r, const T 
 template <typename T, bool PG>
 __global__ void gn_bwd2_kernel(int rows, int H, int per, const T *dz, const T *y, const T *r, const T *k, const T *v,
                                const T *g, const float *lnw, const float *lnb, const float *rk, const float *mean,
-                               const float *rstd, T *dy, T *dr, T *dk, T *dv, T *dg, float *part) {
+                               const float *rstd, T *dy, T *dr, T *dk, T *dv, T *dg, float *dbo, float *part) {
     const int h = blockIdx.y, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int r0 = blockIdx.x * per, r1 = min(rows, r0 + per);
     const int c = h * HN + 2 * lane;
@@ -460,8 +463,9 @@ __global__ void gn_bwd2_kernel(int rows, int H, int per, const T *dz, const T *y
         if (g) st2(dg, e, o_dg[0], o_dg[1]);
         if (rk) {
             st2(dv, e, dov[0] * beta, dov[1] * beta);
-            st2(dr, e, dbeta * rkc[0] * kk[0], dbeta * rkc[1] * kk[1]);
-            st2(dk, e, dbeta * rkc[0] * rr[0], dbeta * rkc[1] * rr[1]);
+            if (dr) st2(dr, e, dbeta * rkc[0] * kk[0], dbeta * rkc[1] * kk[1]);
+            if (dk) st2(dk, e, dbeta * rkc[0] * rr[0], dbeta * rkc[1] * rr[1]);
+            if (dbo && lane == 0) dbo[s] = dbeta;
         }
     }
     if constexpr (PG) {
@@ -555,8 +559,8 @@ mrw_status ln_bwd_t(int rows, int C, const void *dy, const void *x, const float 
 template <typename T>
 mrw_status gn_bwd_t(int rows, int H, const void *dz, const void *y, const void *r, const void *k, const void *v,
                     const void *g, const float *lnw, const float *lnb, const float *rk, const float *mean,
-                    const float *rstd, void *dy, void *dr, void *dk, void *dv, void *dg, float *dlnw, float *dlnb,
-                    float *drk, float *scratch, cudaStream_t st, mrw_error *err) {
+                    const float *rstd, void *dy, void *dr, void *dk, void *dv, void *dg, float *dbo, float *dlnw,
+                    float *dlnb, float *drk, float *scratch, cudaStream_t st, mrw_error *err) {
     const int pairs = rows * H;
     float *dbeta = scratch, *part = scratch + (((size_t)pairs + 3) & ~(size_t)3);
     if (al8(dz) && al8(y) && al8(r) && al8(k) && al8(v) && al8(g) && al8(dy) && al8(dr) && al8(dk) && al8(dv) &&
@@ -568,19 +572,19 @@ mrw_status gn_bwd_t(int rows, int H, const void *dz, const void *y, const void *
         if (pg) {
             gn_bwd2_kernel<T, true><<<dim3(slices, H), 256, 0, st>>>(
                 rows, H, per, (const T *)dz, (const T *)y, (const T *)r, (const T *)k, (const T *)v, (const T *)g, lnw,
-                lnb, rk, mean, rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, part);
+                lnb, rk, mean, rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, dbo, part);
             colsum_final<3><<<(H * HN + 255) / 256, 256, 0, st>>>(H * HN, slices, part,
                                                                   outs<3>{{dlnw, dlnb, rk ? drk : nullptr}});
         } else {
             gn_bwd2_kernel<T, false><<<dim3(slices, H), 256, 0, st>>>(
                 rows, H, per, (const T *)dz, (const T *)y, (const T *)r, (const T *)k, (const T *)v, (const T *)g, lnw,
-                lnb, rk, mean, rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, part);
+                lnb, rk, mean, rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, dbo, part);
         }
         return launched("groupnorm backward", err);
     }
     gn_bwd_kernel<T><<<(pairs + 7) / 8, 256, 0, st>>>(rows, H, (const T *)dz, (const T *)y, (const T *)r,
                                                       (const T *)k, (const T *)v, (const T *)g, lnw, lnb, rk, mean,
-                                                      rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, dbeta);
+                                                      rstd, (T *)dy, (T *)dr, (T *)dk, (T *)dv, (T *)dg, dbeta, dbo);
     if (dlnw || dlnb || (drk && rk)) {
         gn_param_terms<T> f{(const T *)dz, (const T *)y, (const T *)g, (const T *)r, (const T *)k, mean, rstd, dbeta, H};
         colsum<3>(rows, H * HN, f, part, outs<3>{{dlnw, dlnb, rk ? drk : nullptr}}, st);
@@ -702,8 +706,27 @@ extern "C" mrw_status mrw_cuda_gn_bonus_gate_bwd(mrw_cuda_dtype dt, int rows, in
         return mrw_err(err, MRW_E_ARG, "groupnorm backward (cuda): NULL tensor");
     cudaStream_t st = (cudaStream_t)stream;
     DT_DISPATCH("groupnorm backward",
-                gn_bwd_t<float>(rows, H, dz, y, r, k, v, g, lnw, lnb, rk, mean, rstd, dy, dr, dk, dv, dg, dlnw, dlnb,
-                                drk, scratch, st, err),
-                gn_bwd_t<bf16>(rows, H, dz, y, r, k, v, g, lnw, lnb, rk, mean, rstd, dy, dr, dk, dv, dg, dlnw, dlnb,
-                               drk, scratch, st, err));
+                gn_bwd_t<float>(rows, H, dz, y, r, k, v, g, lnw, lnb, rk, mean, rstd, dy, dr, dk, dv, dg, nullptr,
+                                dlnw, dlnb, drk, scratch, st, err),
+                gn_bwd_t<bf16>(rows, H, dz, y, r, k, v, g, lnw, lnb, rk, mean, rstd, dy, dr, dk, dv, dg, nullptr,
+                               dlnw, dlnb, drk, scratch, st, err));
+}
+
+extern "C" mrw_status mrw_cuda_gn_bonus_gate_bwd_dbeta(mrw_cuda_dtype dt, int rows, int H, const void *dz,
+                                                       const void *y, const void *r, const void *k, const void *v,
+                                                       const void *g, const float *lnw, const float *lnb,
+                                                       const float *rk, const float *mean, const float *rstd, void *dy,
+                                                       float *dbeta, void *dv, void *dg, float *dlnw, float *dlnb,
+                                                       float *drk, float *scratch, void *stream, mrw_error *err) {
+    mrw_status s = gn_check("groupnorm backward", rows, H, r, k, v, rk, err);
+    if (s) return s;
+    if (!rk) return mrw_err(err, MRW_E_ARG, "groupnorm backward (cuda): dbeta needs the bonus (r, k, v, rk)");
+    if (!dz || !y || !lnw || !lnb || !mean || !rstd || !dy || !scratch || (g && !dg) || !dbeta || !dv)
+        return mrw_err(err, MRW_E_ARG, "groupnorm backward (cuda): NULL tensor");
+    cudaStream_t st = (cudaStream_t)stream;
+    DT_DISPATCH("groupnorm backward",
+                gn_bwd_t<float>(rows, H, dz, y, r, k, v, g, lnw, lnb, rk, mean, rstd, dy, nullptr, nullptr, dv, dg,
+                                dbeta, dlnw, dlnb, drk, scratch, st, err),
+                gn_bwd_t<bf16>(rows, H, dz, y, r, k, v, g, lnw, lnb, rk, mean, rstd, dy, nullptr, nullptr, dv, dg,
+                               dbeta, dlnw, dlnb, drk, scratch, st, err));
 }

@@ -48,6 +48,15 @@ mrw_status mrw_cuda_gn_bonus_gate_bwd(mrw_cuda_dtype dt, int rows, int H, const 
                                       const float *lnb, const float *rk, const float *mean, const float *rstd,
                                       void *dy, void *dr, void *dk, void *dv, void *dg, float *dlnw, float *dlnb,
                                       float *drk, float *scratch, void *stream, mrw_error *err);
+/* The same with the bonus required, its dr and dk left to the caller: instead of them, dbeta [rows][H] (fp32) =
+ * dL/dbeta = sum_i dz_i g_i v_i per row and head, from which dr = dbeta k rk and dk = dbeta r rk (the key prep's
+ * backward forms them, rwkv7_ew.h: two tensors fewer written here and read there). */
+mrw_status mrw_cuda_gn_bonus_gate_bwd_dbeta(mrw_cuda_dtype dt, int rows, int H, const void *dz, const void *y,
+                                            const void *r, const void *k, const void *v, const void *g,
+                                            const float *lnw, const float *lnb, const float *rk, const float *mean,
+                                            const float *rstd, void *dy, float *dbeta, void *dv, void *dg,
+                                            float *dlnw, float *dlnb, float *drk, float *scratch, void *stream,
+                                            mrw_error *err);
 
 #ifdef __cplusplus
 }

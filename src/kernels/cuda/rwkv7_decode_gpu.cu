@@ -1,14 +1,19 @@
 /* RWKV-7 decode on the GPU (see rwkv7_decode_gpu.h). Kernels of one step, for B sequences:
- *   k_embed      gather the bf16 embedding row of each token into x (fp32); then k_ln applies ln0 in place
- *   k_ln         LayerNorm of x rows, then the token-shift mixes against the state's previous row (1 or 6 mixes),
- *                and the state's shift vector becomes this token's normalized row (steps 1-2, 14)
- *   k_gemv       Y (=, +=) act(X W^T) for up to 7 products in one launch: 1-8 warps per output row, 16-byte bf16
- *                weight loads (4 in flight per lane), fp32 activations and sums; B rows of X per weight load tile
+ *   k_ln         LayerNorm of a row, then the token-shift mixes against the state's previous row (1 or 6 mixes),
+ *                and the state's shift vector becomes this token's normalized row (steps 1-2, 14); C / 64 blocks
+ *                per row, each sums the whole row itself and writes its 64 channels. ln0 reads the token's bf16
+ *                embedding row itself (or an uploaded input row)
+ *   k_gemv       Y (=, +=) act(X W^T) for up to 7 products in one launch: 1-8 warps per output row, 16-byte weight
+ *                chunks (8 bf16 or 4 fp32 weights; 8 in flight per lane at B = 1, 4 for B > 1), fp32 activations
+ *                and sums; B rows of X per weight load tile
  *   k_mid        one block per (sequence, head), 64 threads: decay, ICLR, value residual, key prep, the WKV
  *                state update and readout with the head's state row in registers, GroupNorm, bonus and gate
- *                (steps 4-12)
- * Per layer: ln+mix, 7 down-projections (r, k, v and the LoRA downs with tanh / sigmoid fused), 4 LoRA ups, mid,
- * Wo (+= residual), ln2+mix, FFN key (relu^2 fused), FFN value (+= residual). */
+ *                (steps 4-12); at B = 1 also the 4 LoRA up-projections (the head's rows copied to shared memory
+ *                while the kernel before runs)
+ * Per layer: ln+mix, 7 down-projections (r, k, v and the LoRA downs with tanh / sigmoid fused), 4 LoRA ups (B > 1,
+ * or big LoRA ranks), mid, Wo (+= residual), ln2+mix, FFN key (relu^2 fused), FFN value (+= residual): 7 or 8
+ * launches per layer + 3. Every kernel loads what does not depend on the kernel before (weights, the state) before
+ * it waits for it (programmatic dependent launch). */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -24,6 +29,7 @@ typedef __nv_bfloat16 bf16;
 
 #define DG_N 64
 #define DG_MAXJOBS 7
+#define DG_FUSE_MAX (96 * 1024) /* k_mid's shared memory for the fused LoRA up-projections, at most (B = 1) */
 
 /* ------------------------------------------------------------------------------------------ device helpers */
 
@@ -63,47 +69,76 @@ static __device__ __forceinline__ float dg_sigmoid(float x) { return 1.0f / (1.0
 
 /* ------------------------------------------------------------------------------------------------ kernels */
 
-__global__ void k_embed(const int32_t *tok, const bf16 *emb, int C, float *x) {
-    pdl_launch();
-    pdl_wait();
-    const int b = blockIdx.x;
-    const bf16 *row = emb + (size_t)tok[b] * C;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) x[(size_t)b * C + i] = __bfloat162float(row[i]);
-}
+#define DG_MAXMIX 6
+#define DG_LN_SL 64  /* channels per block of k_ln */
+#define DG_LN_T 128  /* threads per block of k_ln: two per channel of the slice */
 
-struct MixArgs {
-    const float *mix[6];
-    float *out[6];
-    int n;
+struct LnArgs {
+    const float *x;      /* [B][C] input rows, or NULL: the rows are the embeddings of tok (bf16 emb) */
+    const int32_t *tok;  /* [B] token ids (with emb) */
+    const bf16 *emb;     /* [V][C] */
+    const float *lw, *lb;
+    float *ln_out;       /* [B][C] y = LN(row), or NULL; never the same buffer as x */
+    float *state;        /* NULL, or the shift row sx = state + b * sstride + sx_off is mixed against and updated */
+    size_t sstride, sx_off;
+    const float *mix[DG_MAXMIX];
+    float *out[DG_MAXMIX];
+    int n, C;
 };
 
-/* Row b = blockIdx.x of x: y = LN(x); if ln_out, ln_out[b] = y; if sx, for each mix out = y + (sx - y) * mix
- * and then sx = y (sx = state + b * sstride + sx_off). */
-__global__ void k_ln(const float *x, int C, const float *lw, const float *lb, float *ln_out, float *state,
-                     size_t sstride, size_t sx_off, MixArgs m) {
+/* grid (C / 64, B), 128 threads: block (s, b) normalizes row b (each block sums the whole row itself: 4 KB from
+ * L2 at C = 1024) and writes channels [64 s, 64 s + 64) of ln_out and of the mixes out_j = y + (sx - y) * mix_j,
+ * then sx = y for its channels. Thread t takes channel t % 64 and the mixes j = t / 64, t / 64 + 2, t / 64 + 4.
+ * The per-channel weights and the shift row (written only by this kernel, in the previous step) are loaded before
+ * the wait for the kernel before. */
+__global__ void __launch_bounds__(DG_LN_T) k_ln(LnArgs a) {
     __shared__ float sh[32];
     pdl_launch();
-    pdl_wait();
-    const int b = blockIdx.x;
-    const float *xr = x + (size_t)b * C;
-    float s = 0;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i];
-    const float mean = dg_block_sum(s, sh) / C;
-    float v = 0;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        float d = xr[i] - mean;
-        v += d * d;
+    const int b = blockIdx.y, C = a.C, t = threadIdx.x, half = t >> 6;
+    const int c = blockIdx.x * DG_LN_SL + (t & (DG_LN_SL - 1));
+    const float lw = a.lw[c], lb = a.lb[c];
+    float mx[3];
+#pragma unroll
+    for (int q = 0; q < 3; q++) {
+        const int j = half + 2 * q;
+        mx[q] = j < a.n ? a.mix[j][c] : 0.0f;
     }
-    const float inv = rsqrtf(dg_block_sum(v, sh) / C + 1e-5f);
-    float *sx = state ? state + (size_t)b * sstride + sx_off : NULL;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        const float y = (xr[i] - mean) * inv * lw[i] + lb[i];
-        if (ln_out) ln_out[(size_t)b * C + i] = y;
-        if (sx) {
-            const float d = sx[i] - y;
-            for (int j = 0; j < m.n; j++) m.out[j][(size_t)b * C + i] = y + d * m.mix[j][i];
-            sx[i] = y;
+    float *sx = a.state ? a.state + (size_t)b * a.sstride + a.sx_off : NULL;
+    const float sxv = sx ? sx[c] : 0.0f;
+    pdl_wait();
+    float s = 0, xc;
+    if (a.x) {
+        const float *xr = a.x + (size_t)b * C;
+        for (int i = t; i < C; i += DG_LN_T) s += xr[i];
+        const float mean = dg_block_sum(s, sh) / C;
+        float v = 0;
+        for (int i = t; i < C; i += DG_LN_T) {
+            const float d = xr[i] - mean;
+            v += d * d;
         }
+        xc = (xr[c] - mean) * rsqrtf(dg_block_sum(v, sh) / C + 1e-5f);
+    } else {
+        const bf16 *er = a.emb + (size_t)a.tok[b] * C;
+        for (int i = t; i < C; i += DG_LN_T) s += __bfloat162float(er[i]);
+        const float mean = dg_block_sum(s, sh) / C;
+        float v = 0;
+        for (int i = t; i < C; i += DG_LN_T) {
+            const float d = __bfloat162float(er[i]) - mean;
+            v += d * d;
+        }
+        xc = (__bfloat162float(er[c]) - mean) * rsqrtf(dg_block_sum(v, sh) / C + 1e-5f);
+    }
+    const float y = xc * lw + lb;
+    const size_t o = (size_t)b * C + c;
+    if (a.ln_out && half == 0) a.ln_out[o] = y;
+    if (sx) {
+        const float d = sxv - y;
+#pragma unroll
+        for (int q = 0; q < 3; q++) {
+            const int j = half + 2 * q;
+            if (j < a.n) a.out[j][o] = y + d * mx[q];
+        }
+        if (half == 0) sx[c] = y; /* both threads of c read sx[c] before the block sums' barriers */
     }
 }
 
@@ -126,12 +161,12 @@ static __device__ __forceinline__ void dg_unpack(uint32_t u, float &lo, float &h
     hi = __uint_as_float(u & 0xffff0000u);
 }
 
-#define DG_UNROLL 4
 /* wpr (1, 2, 4 or 8) warps per output row of one of the jobs (a block of 8 warps holds 8 / wpr rows); the warps of
- * a row take interleaved chunks of 8 weights (16 bytes of bf16, or 32 of fp32 for the LoRA matrices) and add their
- * sums in a fixed order through shared memory, so the result does not depend on timing. BT rows of X share each
- * weight load. K a multiple of 8, X and W rows 16-byte aligned (checked at creation). */
-template <int BT> __global__ void __launch_bounds__(256) k_gemv(GJobs js, int B, int wpr) {
+ * a row take interleaved 16-byte chunks of the row (8 bf16 weights, or 4 fp32 weights of the LoRA matrices), U
+ * chunks in flight per lane, and add their sums in a fixed order through shared memory, so the result does not
+ * depend on timing. BT rows of X share each weight load. K a multiple of 8, X and W rows 16-byte aligned (checked
+ * at creation). B = 1 (BT = 1) is held to 64 registers so that 4 blocks fit on an SM. */
+template <int BT, int U> __global__ void __launch_bounds__(256, BT == 1 ? 4 : 1) k_gemv(GJobs js, int B, int wpr) {
     __shared__ float red[8][BT];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row_g = blockIdx.x * (8 / wpr) + warp / wpr, part = warp % wpr;
@@ -139,76 +174,74 @@ template <int BT> __global__ void __launch_bounds__(256) k_gemv(GJobs js, int B,
     int ji = 0;
     while (active && ji + 1 < js.n && row_g >= js.start[ji + 1]) ji++;
     const GJob J = js.j[ji];
-    const int row = active ? row_g - js.start[ji] : 0, K = active ? J.K : 0;
-    /* 8 weights per chunk: 16 bytes of bf16 (a) or 32 bytes of fp32 (a, b) */
-    const int f32 = J.f32;
-    const char *w = (const char *)J.W + (size_t)row * J.K * (f32 ? 4 : 2);
-    const int step = wpr * 256, kf = (part * 32 + lane) * 8, sh = f32 ? 2 : 1;
+    const int row = active ? row_g - js.start[ji] : 0;
+    const int f32 = J.f32, epc = f32 ? 4 : 8;   /* weights per 16-byte chunk */
+    const int nch = active ? J.K / epc : 0;     /* chunks per row */
+    const uint4 *w = (const uint4 *)J.W + (size_t)row * nch;
+    const int c0 = part * 32 + lane, cstep = wpr * 32;
     pdl_launch();
     /* the weights do not depend on the kernel before: the first chunks into registers, the rest into L2 */
-    uint4 pre[DG_UNROLL], preb[DG_UNROLL];
+    uint4 wv[U];
 #pragma unroll
-    for (int u = 0; u < DG_UNROLL; u++) {
-        const int k = kf + u * step;
-        pre[u] = preb[u] = make_uint4(0, 0, 0, 0);
-        if (k < K) {
-            pre[u] = __ldg((const uint4 *)(w + ((size_t)k << sh)));
-            if (f32) preb[u] = __ldg((const uint4 *)(w + ((size_t)k << sh) + 16));
-        }
+    for (int u = 0; u < U; u++) {
+        const int c = c0 + u * cstep;
+        wv[u] = c < nch ? __ldg(w + c) : make_uint4(0, 0, 0, 0);
     }
-    for (int k = kf + DG_UNROLL * step; k < K; k += step) asm volatile("prefetch.global.L2 [%0];" ::"l"(w + ((size_t)k << sh)));
+    for (int c = c0 + U * cstep; c < nch; c += cstep) asm volatile("prefetch.global.L2 [%0];" ::"l"(w + c));
     pdl_wait();
     for (int b0 = 0; b0 < B; b0 += BT) {
         float acc[BT];
 #pragma unroll
         for (int t = 0; t < BT; t++) acc[t] = 0;
-        for (int k0 = kf; k0 < K; k0 += step * DG_UNROLL) {
-            uint4 wv[DG_UNROLL], wb[DG_UNROLL];
-            if (b0 == 0 && k0 == kf) {
+        for (int c1 = c0; c1 < nch; c1 += cstep * U) {
+            if (b0 != 0 || c1 != c0) {
 #pragma unroll
-                for (int u = 0; u < DG_UNROLL; u++) wv[u] = pre[u], wb[u] = preb[u];
-            } else {
-#pragma unroll
-                for (int u = 0; u < DG_UNROLL; u++) {
-                    const int k = k0 + u * step;
-                    wv[u] = wb[u] = make_uint4(0, 0, 0, 0);
-                    if (k < K) {
-                        wv[u] = __ldg((const uint4 *)(w + ((size_t)k << sh)));
-                        if (f32) wb[u] = __ldg((const uint4 *)(w + ((size_t)k << sh) + 16));
-                    }
+                for (int u = 0; u < U; u++) {
+                    const int c = c1 + u * cstep;
+                    wv[u] = c < nch ? __ldg(w + c) : make_uint4(0, 0, 0, 0);
                 }
             }
 #pragma unroll
-            for (int u = 0; u < DG_UNROLL; u++) {
-                const int k = k0 + u * step;
-                if (k >= K) break;
-                float wf[8];
+            for (int u = 0; u < U; u++) {
+                const int c = c1 + u * cstep;
+                if (c >= nch) break;
+                const int k = c * epc;
                 if (f32) {
-                    wf[0] = __uint_as_float(wv[u].x), wf[1] = __uint_as_float(wv[u].y);
-                    wf[2] = __uint_as_float(wv[u].z), wf[3] = __uint_as_float(wv[u].w);
-                    wf[4] = __uint_as_float(wb[u].x), wf[5] = __uint_as_float(wb[u].y);
-                    wf[6] = __uint_as_float(wb[u].z), wf[7] = __uint_as_float(wb[u].w);
+                    const float w0 = __uint_as_float(wv[u].x), w1 = __uint_as_float(wv[u].y);
+                    const float w2 = __uint_as_float(wv[u].z), w3 = __uint_as_float(wv[u].w);
+#pragma unroll
+                    for (int t = 0; t < BT; t++) {
+                        if (BT > 1 && b0 + t >= B) break;
+                        const float4 x0 = *(const float4 *)(J.X + (size_t)(b0 + t) * J.ldx + k);
+                        float a = acc[t];
+                        a += w0 * x0.x;
+                        a += w1 * x0.y;
+                        a += w2 * x0.z;
+                        a += w3 * x0.w;
+                        acc[t] = a;
+                    }
                 } else {
+                    float wf[8];
                     dg_unpack(wv[u].x, wf[0], wf[1]);
                     dg_unpack(wv[u].y, wf[2], wf[3]);
                     dg_unpack(wv[u].z, wf[4], wf[5]);
                     dg_unpack(wv[u].w, wf[6], wf[7]);
-                }
 #pragma unroll
-                for (int t = 0; t < BT; t++) {
-                    if (BT > 1 && b0 + t >= B) break;
-                    const float *x = J.X + (size_t)(b0 + t) * J.ldx + k;
-                    const float4 x0 = *(const float4 *)x, x1 = *(const float4 *)(x + 4);
-                    float a = acc[t];
-                    a += wf[0] * x0.x;
-                    a += wf[1] * x0.y;
-                    a += wf[2] * x0.z;
-                    a += wf[3] * x0.w;
-                    a += wf[4] * x1.x;
-                    a += wf[5] * x1.y;
-                    a += wf[6] * x1.z;
-                    a += wf[7] * x1.w;
-                    acc[t] = a;
+                    for (int t = 0; t < BT; t++) {
+                        if (BT > 1 && b0 + t >= B) break;
+                        const float *x = J.X + (size_t)(b0 + t) * J.ldx + k;
+                        const float4 x0 = *(const float4 *)x, x1 = *(const float4 *)(x + 4);
+                        float a = acc[t];
+                        a += wf[0] * x0.x;
+                        a += wf[1] * x0.y;
+                        a += wf[2] * x0.z;
+                        a += wf[3] * x0.w;
+                        a += wf[4] * x1.x;
+                        a += wf[5] * x1.y;
+                        a += wf[6] * x1.z;
+                        a += wf[7] * x1.w;
+                        acc[t] = a;
+                    }
                 }
             }
         }
@@ -249,26 +282,96 @@ struct MidArgs {
     float *state;
     size_t sstride, s_off; /* the layer's WKV state: state + b * sstride + s_off, heads of N*N */
     int C, layer0;
+    /* fuse: the 4 LoRA up-projections are computed here (wp, ap, g, vp unused): m = w, a, g, v; M[m] [C][rank[m]]
+     * fp32, hid[m] [B][rank[m]] the down-projections' outputs; rank[3] = 0 in layer 0 */
+    int fuse;
+    const float *M[4], *hid[4];
+    int rank[4];
 };
 
-/* grid (H, B), 64 threads: thread i is channel c = h*64 + i and row i of the head's state. */
+static __device__ __forceinline__ void dg_cp_async16(void *smem, const void *gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
+#else
+    *(uint4 *)smem = *(const uint4 *)gmem;
+#endif
+}
+static __device__ __forceinline__ void dg_cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
+#endif
+}
+
+/* Row i of a [64][n] fp32 slice in shared memory times the [n] vector h (shared): thread i starts at float4 i mod
+ * (n / 4) and wraps around, so the 8 threads of a 128-byte phase hit different banks (n / 4 is even). */
+static __device__ __forceinline__ float dg_row_dot(const float *ws, const float *h, int n, int i) {
+    const int n4 = n >> 2;
+    const float4 *w4 = (const float4 *)(ws + (size_t)i * n), *h4 = (const float4 *)h;
+    int q = i % n4;
+    float s0 = 0, s1 = 0;
+    for (int j = 0; j < n4; j++) {
+        const float4 a = w4[q], x = h4[q];
+        s0 += a.x * x.x + a.y * x.y;
+        s1 += a.z * x.z + a.w * x.w;
+        if (++q == n4) q = 0;
+    }
+    return s0 + s1;
+}
+
+/* grid (H, B), 64 threads: thread i is channel c = h*64 + i and row i of the head's state. The per-channel weights
+ * and the state row (written only by this kernel of this layer, in the previous step) are loaded before the wait
+ * for the kernel before. */
 __global__ void __launch_bounds__(DG_N) k_mid(MidArgs a) {
     __shared__ float r_s[DG_N], w_s[DG_N], k_s[DG_N], a_s[DG_N], b_s[DG_N];
     __shared__ float sh[32];
+    extern __shared__ float4 dyn_s[]; /* fuse: the head's 64 rows of each up-projection, then the 4 hidden vectors */
     pdl_launch();
-    pdl_wait();
     const int h = blockIdx.x, b = blockIdx.y, i = threadIdx.x, c = h * DG_N + i;
     const size_t o = (size_t)b * a.C + c;
+    float *ws = (float *)dyn_s;
+    int hoff = 0;
+    if (a.fuse) /* the weights do not depend on the kernel before: copied to shared memory while it runs */
+        for (int m = 0; m < 4; m++) {
+            const int n4 = DG_N * a.rank[m] / 4;
+            const float4 *src = (const float4 *)(a.M[m] + (size_t)h * DG_N * a.rank[m]);
+            for (int j = i; j < n4; j += DG_N) dg_cp_async16(ws + hoff + 4 * j, src + j);
+            hoff += DG_N * a.rank[m];
+        }
+    const float w0 = a.w0[c], a0 = a.a0[c], v0 = a.layer0 ? 0.0f : a.v0[c], k_k = a.k_k[c], k_a = a.k_a[c];
+    const float r_k = a.r_k[c], lnx_w = a.lnx_w[c], lnx_b = a.lnx_b[c];
+    float *S = a.state + (size_t)b * a.sstride + a.s_off + (size_t)h * DG_N * DG_N + (size_t)i * DG_N;
+    float4 srow[DG_N / 4];
+#pragma unroll
+    for (int q = 0; q < DG_N / 4; q++) srow[q] = ((const float4 *)S)[q];
+    pdl_wait();
+    float wp, ap, gv, vp = 0;
+    if (a.fuse) {
+        float *hs = ws + hoff;
+        for (int m = 0, ho = 0; m < 4; ho += a.rank[m], m++)
+            for (int j = i; j < a.rank[m]; j += DG_N) hs[ho + j] = a.hid[m][(size_t)b * a.rank[m] + j];
+        dg_cp_async_wait_all();
+        __syncthreads();
+        const int r0 = a.rank[0], r1 = a.rank[1], r2 = a.rank[2];
+        const float *w1 = ws + DG_N * r0, *w2 = w1 + DG_N * r1, *w3 = w2 + DG_N * r2;
+        wp = dg_row_dot(ws, hs, r0, i);
+        ap = dg_row_dot(w1, hs + r0, r1, i);
+        gv = dg_row_dot(w2, hs + r0 + r1, r2, i);
+        if (!a.layer0) vp = dg_row_dot(w3, hs + r0 + r1 + r2, a.rank[3], i);
+    } else {
+        wp = a.wp[o], ap = a.ap[o], gv = a.g[o];
+        if (!a.layer0) vp = a.vp[o];
+    }
     const float r = a.r[o];
     float k = a.k[o], v = a.v[o];
-    const float w = expf(-0.60653065971263342f * dg_sigmoid(a.w0[c] + a.wp[o])); /* step 4 */
-    const float alpha = dg_sigmoid(a.a0[c] + a.ap[o]);                          /* step 5 */
-    if (a.layer0) a.vfirst[o] = v;                                               /* step 7 */
-    else v += (a.vfirst[o] - v) * dg_sigmoid(a.v0[c] + a.vp[o]);
-    float kk = k * a.k_k[c]; /* steps 8-9 */
+    const float w = expf(-0.60653065971263342f * dg_sigmoid(w0 + wp)); /* step 4 */
+    const float alpha = dg_sigmoid(a0 + ap);                          /* step 5 */
+    if (a.layer0) a.vfirst[o] = v;                                     /* step 7 */
+    else v += (a.vfirst[o] - v) * dg_sigmoid(v0 + vp);
+    float kk = k * k_k; /* steps 8-9 */
     const float ss = dg_block_sum(kk * kk, sh);
     kk *= 1.0f / fmaxf(sqrtf(ss), 1e-12f);
-    k *= 1.0f + (alpha - 1.0f) * a.k_a[c];
+    k *= 1.0f + (alpha - 1.0f) * k_a;
     r_s[i] = r;
     w_s[i] = w;
     k_s[i] = k;
@@ -276,10 +379,6 @@ __global__ void __launch_bounds__(DG_N) k_mid(MidArgs a) {
     b_s[i] = alpha * kk;
     __syncthreads();
     /* step 10: S_i = S_i diag(w) + (S_i a) b^T + v_i k^T, y_i = S_i r */
-    float *S = a.state + (size_t)b * a.sstride + a.s_off + (size_t)h * DG_N * DG_N + (size_t)i * DG_N;
-    float4 srow[DG_N / 4];
-#pragma unroll
-    for (int q = 0; q < DG_N / 4; q++) srow[q] = ((const float4 *)S)[q];
     float sa = 0;
 #pragma unroll
     for (int q = 0; q < DG_N / 4; q++)
@@ -300,9 +399,9 @@ __global__ void __launch_bounds__(DG_N) k_mid(MidArgs a) {
     const float mean = dg_block_sum(y, sh) / DG_N;
     const float d = y - mean;
     const float var = dg_block_sum(d * d, sh) / DG_N;
-    const float beta = dg_block_sum(r * k * a.r_k[c], sh);
-    const float gn = d * rsqrtf(var + 64e-5f) * a.lnx_w[c] + a.lnx_b[c];
-    a.y[o] = (gn + beta * v) * a.g[o];
+    const float beta = dg_block_sum(r * k * r_k, sh);
+    const float gn = d * rsqrtf(var + 64e-5f) * lnx_w + lnx_b;
+    a.y[o] = (gn + beta * v) * gv;
 }
 
 /* Deterministic uniform [lo, hi) fill (benchmarks). */
@@ -334,13 +433,14 @@ struct mrw_decode_gpu {
     size_t n_mat, n_vec;
     float *state; /* [max_B][state_floats] */
     float *act;   /* scratch */
-    float *x, *xr, *xw, *xk, *xv, *xa, *xg, *r, *k, *v, *lw, *la, *lg, *lv, *wp, *ap, *g, *vp, *vfirst, *y, *ffn,
+    float *x, *xin, *xr, *xw, *xk, *xv, *xa, *xg, *r, *k, *v, *lw, *la, *lg, *lv, *wp, *ap, *g, *vp, *vfirst, *y, *ffn,
         *logits;
     int32_t *d_tok, *h_tok;
     cudaStream_t st;
     cudaGraphExec_t *graph; /* [max_B + 1], lazily captured */
     cudaGraphExec_t *graph_emb; /* the same for steps that read embedding rows (mrw_decode_gpu_step_embed) */
     int use_graph, use_pdl;
+    size_t fuse_smem; /* dynamic shared memory of k_mid with the LoRA ups fused (B = 1); 0: not fused */
 };
 
 /* bf16: the big matrices; fp32: the vectors and the LoRA matrices (as the CPU model holds them) */
@@ -458,7 +558,7 @@ extern "C" mrw_status mrw_decode_gpu_new(const mrw_decode_gpu_shape *s, int max_
         }
     const size_t B = max_B, C = g->C;
     const size_t rk = (size_t)s->lora_w + s->lora_a + s->lora_g + s->lora_v;
-    const size_t n_act = B * (C * 18 + rk + g->F + g->V) + 64 * 32;
+    const size_t n_act = B * (C * 19 + rk + g->F + g->V) + 64 * 32;
     cudaError_t e;
     if ((e = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking)) != cudaSuccess) {
         st = cu_fail(err, e, "stream");
@@ -476,8 +576,8 @@ extern "C" mrw_status mrw_decode_gpu_new(const mrw_decode_gpu_shape *s, int max_
     }
     {
         float *p = g->act;
-        float **bufs[] = {&g->x,  &g->xr, &g->xw, &g->xk, &g->xv, &g->xa, &g->xg, &g->r,      &g->k,
-                          &g->v,  &g->wp, &g->ap, &g->g,  &g->vp, &g->vfirst, &g->y};
+        float **bufs[] = {&g->x, &g->xin, &g->xr, &g->xw, &g->xk, &g->xv, &g->xa, &g->xg, &g->r,
+                          &g->k, &g->v,   &g->wp, &g->ap, &g->g,  &g->vp, &g->vfirst, &g->y};
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++, p += B * C) *bufs[i] = p;
         g->lw = p, p += B * s->lora_w;
         g->la = p, p += B * s->lora_a;
@@ -493,6 +593,19 @@ extern "C" mrw_status mrw_decode_gpu_new(const mrw_decode_gpu_shape *s, int max_
         (e = cudaMemset(g->wvec, 0, g->n_vec * sizeof(float))) != cudaSuccess) {
         st = cu_fail(err, e, "memset");
         goto fail;
+    }
+    { /* B = 1 fuses the LoRA up-projections into k_mid when the head's rows take at most DG_FUSE_MAX bytes of
+       * shared memory (measured on the H100: 0.4B, 83 KB: 0.857 -> 0.762 ms/step; 1.5B, 133 KB: 1.708 -> 1.735, so
+       * not fused there: 64 threads copy 133 KB per block) */
+        const size_t rs = (size_t)s->lora_w + s->lora_a + s->lora_g + s->lora_v;
+        const size_t bytes = (DG_N + 1) * rs * sizeof(float);
+        int dev = 0, optin = 0;
+        if (bytes <= DG_FUSE_MAX && cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+            bytes + 2048 <= (size_t)optin &&
+            cudaFuncSetAttribute(k_mid, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) == cudaSuccess)
+            g->fuse_smem = bytes;
+        cudaGetLastError();
     }
     *out = g;
     return MRW_OK;
@@ -623,7 +736,7 @@ extern "C" void *mrw_decode_gpu_stream(mrw_decode_gpu *g) { return (void *)g->st
 
 /* Launches with programmatic stream serialization (see pdl_wait) when g->use_pdl. */
 template <typename... KArgs, typename... Args>
-static void launch(const mrw_decode_gpu *g, void (*k)(KArgs...), dim3 grid, dim3 block, Args... args) {
+static void launch_ex(const mrw_decode_gpu *g, int pdl, void (*k)(KArgs...), dim3 grid, dim3 block, Args... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
@@ -632,8 +745,26 @@ static void launch(const mrw_decode_gpu *g, void (*k)(KArgs...), dim3 grid, dim3
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
-    cfg.numAttrs = g->use_pdl ? 1 : 0;
+    cfg.numAttrs = pdl ? 1 : 0;
     cudaLaunchKernelEx(&cfg, k, args...);
+}
+template <typename... KArgs, typename... Args>
+static void launch(const mrw_decode_gpu *g, void (*k)(KArgs...), dim3 grid, dim3 block, Args... args) {
+    launch_ex(g, g->use_pdl, k, grid, block, args...);
+}
+
+static void launch_mid(const mrw_decode_gpu *g, dim3 grid, size_t smem, const MidArgs &a) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(DG_N);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = g->st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = g->use_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, k_mid, a);
 }
 
 static void add_job(GJobs *js, const void *W, const float *X, int ldx, float *Y, int ldy, int rows, int K, int act,
@@ -645,18 +776,29 @@ static void add_job(GJobs *js, const void *W, const float *X, int ldx, float *Y,
     js->n++;
 }
 
-/* Warps per row: enough warps in flight to cover the memory latency (~8192 on an H100), at least two 16-byte
- * chunks per lane for the longest row. */
+/* Warps per row. B = 1: the fewest (1, 2, 4, 8) with every lane's chunks of the longest row in flight at once
+ * (at most DG_U1 per lane: one memory round trip). B > 1: enough warps in flight to cover the memory latency
+ * (~8192 on an H100), at least two 16-byte chunks per lane for the longest row. */
+#ifndef DG_U1
+#define DG_U1 8
+#endif
 static void launch_gemv(const mrw_decode_gpu *g, const GJobs &js, int B) {
     const int R = js.start[js.n];
-    int maxK = 0;
-    for (int i = 0; i < js.n; i++) maxK = js.j[i].K > maxK ? js.j[i].K : maxK;
+    int maxK = 0, maxch = 0;
+    for (int i = 0; i < js.n; i++) {
+        const int ch = js.j[i].K / (js.j[i].f32 ? 4 : 8);
+        maxK = js.j[i].K > maxK ? js.j[i].K : maxK;
+        maxch = ch > maxch ? ch : maxch;
+    }
     int wpr = 1;
-    while (B > 1 && wpr < 8 && (long)R * wpr < 8192 && maxK >= wpr * 2 * 256) wpr *= 2;
+    if (B == 1)
+        while (wpr < 8 && maxch > 32 * wpr * DG_U1) wpr *= 2;
+    else
+        while (wpr < 8 && (long)R * wpr < 8192 && maxK >= wpr * 2 * 256) wpr *= 2;
     const unsigned blocks = (unsigned)((R + 8 / wpr - 1) / (8 / wpr));
-    if (B == 1) launch(g, k_gemv<1>, dim3(blocks), dim3(256), js, B, wpr);
-    else if (B < 8) launch(g, k_gemv<4>, dim3(blocks), dim3(256), js, B, wpr);
-    else launch(g, k_gemv<8>, dim3(blocks), dim3(256), js, B, wpr);
+    if (B == 1) launch(g, k_gemv<1, DG_U1>, dim3(blocks), dim3(256), js, B, wpr);
+    else if (B < 8) launch(g, k_gemv<4, 4>, dim3(blocks), dim3(256), js, B, wpr);
+    else launch(g, k_gemv<8, 4>, dim3(blocks), dim3(256), js, B, wpr);
 }
 
 /* A LoRA matrix: fp32 weights. */
@@ -668,29 +810,28 @@ static void add_lora(GJobs *js, const float *W, const float *X, int ldx, float *
 /* Every kernel of one step for B sequences, on g->st (captured into a graph or launched directly). emb: the input
  * rows are already in g->x (uploaded by mrw_decode_gpu_step_embed), no token embedding to gather. */
 static void enqueue_step(mrw_decode_gpu *g, int B, int emb) {
-    cudaStream_t st = g->st;
     const int C = g->C, F = g->F, V = g->V;
     const mrw_decode_gpu_shape *s = &g->s;
-    const int nt = C >= 1024 ? 256 : 128;
-    MixArgs none;
-    memset(&none, 0, sizeof none);
-    if (!emb) {
-        k_embed<<<B, nt, 0, st>>>(g->d_tok, MATP(MRW_DG_EMB, 0), C, g->x); /* after the token upload: plain order */
-        launch(g, k_ln, dim3(B), dim3(nt), (const float *)g->x, C, VECP(MRW_DG_LN0_W, 0), VECP(MRW_DG_LN0_B, 0), g->x,
-               (float *)NULL, (size_t)0, (size_t)0, none);
-    } else { /* after the rows' upload (a copy, not a kernel): plain order */
-        k_ln<<<B, nt, 0, st>>>((const float *)g->x, C, VECP(MRW_DG_LN0_W, 0), VECP(MRW_DG_LN0_B, 0), g->x,
-                               (float *)NULL, (size_t)0, (size_t)0, none);
-    }
+    const dim3 lng(C / DG_LN_SL, B), lnb(DG_LN_T);
+    LnArgs ln;
+    memset(&ln, 0, sizeof ln);
+    ln.C = C;
+    /* ln0 of the token's embedding row (gathered by the kernel itself), or of the uploaded row in xin; the first
+     * kernel of the step follows the upload (a copy), so it is launched in plain stream order */
+    if (emb) ln.x = g->xin;
+    else ln.tok = g->d_tok, ln.emb = MATP(MRW_DG_EMB, 0);
+    ln.lw = VECP(MRW_DG_LN0_W, 0), ln.lb = VECP(MRW_DG_LN0_B, 0), ln.ln_out = g->x;
+    launch_ex(g, 0, k_ln, lng, lnb, ln);
     for (int l = 0; l < g->L; l++) {
         const size_t so = (size_t)l * g->lf;
-        MixArgs m6;
+        LnArgs m6;
+        memset(&m6, 0, sizeof m6);
         const int mids[6] = {MRW_DG_X_R, MRW_DG_X_W, MRW_DG_X_K, MRW_DG_X_V, MRW_DG_X_A, MRW_DG_X_G};
         float *outs[6] = {g->xr, g->xw, g->xk, g->xv, g->xa, g->xg};
         for (int i = 0; i < 6; i++) m6.mix[i] = VECP(mids[i], l), m6.out[i] = outs[i];
-        m6.n = 6;
-        launch(g, k_ln, dim3(B), dim3(nt), (const float *)g->x, C, VECP(MRW_DG_LN1_W, l), VECP(MRW_DG_LN1_B, l),
-               (float *)NULL, g->state, g->state_floats, so, m6);
+        m6.n = 6, m6.C = C, m6.x = g->x, m6.lw = VECP(MRW_DG_LN1_W, l), m6.lb = VECP(MRW_DG_LN1_B, l);
+        m6.state = g->state, m6.sstride = g->state_floats, m6.sx_off = so;
+        launch(g, k_ln, lng, lnb, m6);
         GJobs down;
         memset(&down, 0, sizeof down);
         add_job(&down, MATP(MRW_DG_WR, l), g->xr, C, g->r, C, C, C, ACT_NONE, 0);
@@ -701,30 +842,42 @@ static void enqueue_step(mrw_decode_gpu *g, int B, int emb) {
         add_lora(&down, VECP(MRW_DG_G1, l), g->xg, C, g->lg, s->lora_g, s->lora_g, C, ACT_SIGMOID);
         if (l > 0) add_lora(&down, VECP(MRW_DG_V1, l), g->xv, C, g->lv, s->lora_v, s->lora_v, C, ACT_NONE);
         launch_gemv(g, down, B);
-        GJobs up;
-        memset(&up, 0, sizeof up);
-        add_lora(&up, VECP(MRW_DG_W2, l), g->lw, s->lora_w, g->wp, C, C, s->lora_w, ACT_NONE);
-        add_lora(&up, VECP(MRW_DG_A2, l), g->la, s->lora_a, g->ap, C, C, s->lora_a, ACT_NONE);
-        add_lora(&up, VECP(MRW_DG_G2, l), g->lg, s->lora_g, g->g, C, C, s->lora_g, ACT_NONE);
-        if (l > 0) add_lora(&up, VECP(MRW_DG_V2, l), g->lv, s->lora_v, g->vp, C, C, s->lora_v, ACT_NONE);
-        launch_gemv(g, up, B);
+        const int fuse = B == 1 && g->fuse_smem > 0;
+        if (!fuse) {
+            GJobs up;
+            memset(&up, 0, sizeof up);
+            add_lora(&up, VECP(MRW_DG_W2, l), g->lw, s->lora_w, g->wp, C, C, s->lora_w, ACT_NONE);
+            add_lora(&up, VECP(MRW_DG_A2, l), g->la, s->lora_a, g->ap, C, C, s->lora_a, ACT_NONE);
+            add_lora(&up, VECP(MRW_DG_G2, l), g->lg, s->lora_g, g->g, C, C, s->lora_g, ACT_NONE);
+            if (l > 0) add_lora(&up, VECP(MRW_DG_V2, l), g->lv, s->lora_v, g->vp, C, C, s->lora_v, ACT_NONE);
+            launch_gemv(g, up, B);
+        }
         MidArgs a;
+        memset(&a, 0, sizeof a);
         a.r = g->r, a.k = g->k, a.v = g->v, a.wp = g->wp, a.ap = g->ap, a.g = g->g, a.vp = g->vp;
         a.vfirst = g->vfirst, a.y = g->y;
         a.w0 = VECP(MRW_DG_W0, l), a.a0 = VECP(MRW_DG_A0, l), a.v0 = l ? VECP(MRW_DG_V0, l) : VECP(MRW_DG_W0, l);
         a.k_k = VECP(MRW_DG_K_K, l), a.k_a = VECP(MRW_DG_K_A, l), a.r_k = VECP(MRW_DG_R_K, l);
         a.lnx_w = VECP(MRW_DG_LNX_W, l), a.lnx_b = VECP(MRW_DG_LNX_B, l);
         a.state = g->state, a.sstride = g->state_floats, a.s_off = so + C, a.C = C, a.layer0 = l == 0;
-        launch(g, k_mid, dim3(g->H, B), dim3(DG_N), a);
+        if (fuse) {
+            a.fuse = 1;
+            a.M[0] = VECP(MRW_DG_W2, l), a.M[1] = VECP(MRW_DG_A2, l), a.M[2] = VECP(MRW_DG_G2, l);
+            a.M[3] = l ? VECP(MRW_DG_V2, l) : NULL;
+            a.hid[0] = g->lw, a.hid[1] = g->la, a.hid[2] = g->lg, a.hid[3] = g->lv;
+            a.rank[0] = s->lora_w, a.rank[1] = s->lora_a, a.rank[2] = s->lora_g, a.rank[3] = l ? s->lora_v : 0;
+        }
+        launch_mid(g, dim3(g->H, B), fuse ? g->fuse_smem : 0, a);
         GJobs o;
         memset(&o, 0, sizeof o);
         add_job(&o, MATP(MRW_DG_WO, l), g->y, C, g->x, C, C, C, ACT_NONE, 1);
         launch_gemv(g, o, B);
-        MixArgs m1;
+        LnArgs m1;
         memset(&m1, 0, sizeof m1);
         m1.mix[0] = VECP(MRW_DG_FFN_X_K, l), m1.out[0] = g->xk, m1.n = 1;
-        launch(g, k_ln, dim3(B), dim3(nt), (const float *)g->x, C, VECP(MRW_DG_LN2_W, l), VECP(MRW_DG_LN2_B, l),
-               (float *)NULL, g->state, g->state_floats, so + g->lf - C, m1);
+        m1.C = C, m1.x = g->x, m1.lw = VECP(MRW_DG_LN2_W, l), m1.lb = VECP(MRW_DG_LN2_B, l);
+        m1.state = g->state, m1.sstride = g->state_floats, m1.sx_off = so + g->lf - C;
+        launch(g, k_ln, lng, lnb, m1);
         GJobs fk;
         memset(&fk, 0, sizeof fk);
         add_job(&fk, MATP(MRW_DG_FFN_KEY, l), g->xk, C, g->ffn, F, F, C, ACT_RELU2, 0);
@@ -734,8 +887,10 @@ static void enqueue_step(mrw_decode_gpu *g, int B, int emb) {
         add_job(&fv, MATP(MRW_DG_FFN_VALUE, l), g->ffn, F, g->x, C, C, F, ACT_NONE, 1);
         launch_gemv(g, fv, B);
     }
-    launch(g, k_ln, dim3(B), dim3(nt), (const float *)g->x, C, VECP(MRW_DG_LNOUT_W, 0), VECP(MRW_DG_LNOUT_B, 0), g->xa,
-           (float *)NULL, (size_t)0, (size_t)0, none);
+    LnArgs lo;
+    memset(&lo, 0, sizeof lo);
+    lo.C = C, lo.x = g->x, lo.lw = VECP(MRW_DG_LNOUT_W, 0), lo.lb = VECP(MRW_DG_LNOUT_B, 0), lo.ln_out = g->xa;
+    launch(g, k_ln, lng, lnb, lo);
     GJobs hd;
     memset(&hd, 0, sizeof hd);
     add_job(&hd, MATP(MRW_DG_HEAD, 0), g->xa, C, g->logits, V, V, C, ACT_NONE, 0);
@@ -807,8 +962,8 @@ extern "C" mrw_status mrw_decode_gpu_step_embed(mrw_decode_gpu *g, const float *
     if (!g || !rows || B < 1 || B > g->max_B)
         return mrw_err(err, MRW_E_ARG, "GPU decode: batch of %d embedding rows outside [1, %d] (or no rows)", B,
                        g ? g->max_B : 0);
-    /* the rows go straight into x; the token ids of the last _step stay in d_tok for _enqueue */
-    cudaError_t e = cudaMemcpyAsync(g->x, rows, (size_t)B * g->C * sizeof(float), cudaMemcpyHostToDevice, g->st);
+    /* the rows go into xin (ln0 reads them); the token ids of the last _step stay in d_tok for _enqueue */
+    cudaError_t e = cudaMemcpyAsync(g->xin, rows, (size_t)B * g->C * sizeof(float), cudaMemcpyHostToDevice, g->st);
     if (e != cudaSuccess) return cu_fail(err, e, "embedding rows upload");
     return finish_step(g, B, 1, logits, err);
 }

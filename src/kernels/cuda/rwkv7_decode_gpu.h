@@ -2,10 +2,11 @@
  * CPU's RNN mode (src/models/rwkv7_forward.c with T = 1, ../shared/reference/rwkv7.md "One token in RNN mode")
  * on one GPU. The big matrices (embedding, head, r/k/v/o, FFN key/value) are held in bf16; the LoRA matrices, the
  * per-channel vectors (norms, mixes, w0/a0/v0, k_k/k_a/r_k) and the state in fp32, as the CPU model holds them; all
- * arithmetic is fp32 (weights times fp32 activations, fp32 sums). Matrix-vector products are an own bf16 GEMV kernel (one
- * warp per output row, 16-byte weight loads, several products in one launch); the element-wise work of a layer
- * is three fused kernels, so one step is 8 launches per layer + 3. The whole step is captured once per batch size
- * in a CUDA graph and replayed for every token (the launches, not the bytes, limit a per-launch decoder).
+ * arithmetic is fp32 (weights times fp32 activations, fp32 sums). Matrix-vector products are an own bf16 GEMV kernel (1-8
+ * warps per output row, 16-byte weight loads, several products in one launch); the element-wise work of a layer
+ * is three fused kernels, so one step is 8 launches per layer + 2 (7 at batch 1 when the LoRA up-projections fit
+ * in the element-wise kernel's shared memory). The whole step is captured once per batch size in a CUDA graph and
+ * replayed for every token (the kernel boundaries, not the bytes, limit a per-launch decoder).
  *
  * The state of sequence b is laid out exactly as the CPU's mrw_state (per layer [sx_att C][wkv H*N*N][sx_ffn C]),
  * so mrw_state_data() can be copied in and out. Plain C interface; built with `make CUDA=1`. See docs/CUDA.md,

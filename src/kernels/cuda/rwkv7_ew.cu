@@ -5,6 +5,7 @@
 #include "kernels/cuda/common.cuh"
 
 extern "C" {
+#include "kernels/cuda/norm.h"
 #include "kernels/cuda/rwkv7_ew.h"
 }
 
@@ -34,6 +35,67 @@ __global__ void mix_fwd_kernel(size_t n, int T_, int C, int nq, const T *x, mix_
         const float cur = ld(x, e), prev = r % T_ ? ld(x, e - C) : 0.f;
         for (int q = 0; q < nq; q++) st(p.o[q], e, cur + (prev - cur) * p.m[q][c]);
     }
+}
+
+/* LayerNorm fused with the token shift + mixes of its output (mrw_cuda_ln_mix_fwd): one warp per row, lane l holding
+ * the pairs 64 j + 2 l of the row in registers (C even, C <= 64 NP, 8-byte aligned tensors), as norm.cu's warp
+ * LayerNorm. The warp normalises its row and, with the same code, the previous row of the sequence (read a second
+ * time, mostly from L2: the neighbouring warp reads it as its own row); both are rounded to T as the stored y is, so
+ * the mixes equal token_mix_fwd's on y. */
+template <typename T> __device__ __forceinline__ float2 round2(float a, float b); /* as stored in T */
+template <> __device__ __forceinline__ float2 round2<float>(float a, float b) { return make_float2(a, b); }
+template <> __device__ __forceinline__ float2 round2<bf16>(float a, float b) {
+    return __bfloat1622float2(__floats2bfloat162_rn(a, b));
+}
+template <typename T, int NP>
+__device__ __forceinline__ void ln_row(const T *x, size_t o, int C, const float *w, const float *b, float eps,
+                                       float2 (&v)[NP], float &mu, float &rs) {
+    const int lane = threadIdx.x & 31;
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < NP; j++) {
+        const int i = 64 * j + 2 * lane;
+        v[j] = i < C ? ld2(x, o + i) : make_float2(0.f, 0.f);
+        s += v[j].x + v[j].y;
+    }
+    mu = warp_sum(s) / C;
+    float q = 0.f;
+#pragma unroll
+    for (int j = 0; j < NP; j++)
+        if (64 * j + 2 * lane < C) q += (v[j].x - mu) * (v[j].x - mu) + (v[j].y - mu) * (v[j].y - mu);
+    rs = rsqrtf(warp_sum(q) / C + eps);
+#pragma unroll
+    for (int j = 0; j < NP; j++) {
+        const int i = 64 * j + 2 * lane;
+        if (i < C) v[j] = round2<T>((v[j].x - mu) * rs * w[i] + b[i], (v[j].y - mu) * rs * w[i + 1] + b[i + 1]);
+    }
+}
+
+template <typename T, int NP, int NQ>
+__global__ void __launch_bounds__(256) ln_mix_warp_kernel(int rows, int T_, int C, const T *x, const float *w,
+                                                          const float *b, float eps, T *y, float *mean, float *rstd,
+                                                          mix_ptrs<T> p) {
+    const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const size_t o = (size_t)row * C;
+    float2 cur[NP], prev[NP];
+    float mu, rs, mup, rsp;
+    ln_row<T, NP>(x, o, C, w, b, eps, cur, mu, rs);
+    if (row % T_) ln_row<T, NP>(x, o - C, C, w, b, eps, prev, mup, rsp);
+    else
+#pragma unroll
+        for (int j = 0; j < NP; j++) prev[j] = make_float2(0.f, 0.f);
+#pragma unroll
+    for (int j = 0; j < NP; j++) {
+        const int i = 64 * j + 2 * lane;
+        if (i >= C) continue;
+        st2(y, o + i, cur[j].x, cur[j].y);
+#pragma unroll
+        for (int q = 0; q < NQ; q++)
+            st2(p.o[q], o + i, cur[j].x + (prev[j].x - cur[j].x) * p.m[q][i],
+                cur[j].y + (prev[j].y - cur[j].y) * p.m[q][i + 1]);
+    }
+    if (lane == 0) mean[row] = mu, rstd[row] = rs;
 }
 
 template <typename T>
@@ -132,6 +194,9 @@ template <typename T> struct kp_grad {
     const T *dwlog, *dk, *dv, *da, *db, *dk2, *dv2, *dr2;
     T *dr, *dpw, *dpa, *dpv, *dkraw, *dvraw;
     float *dvfirst;
+    const float *dbeta; /* the bonus from its scalar (with r, rk), or NULL */
+    const T *r;
+    const float *rk;
 };
 
 
@@ -264,20 +329,22 @@ template <typename T> __global__ void relu2_bwd2_kernel(size_t n2, const T *h, T
  * owns channels 2 lane and 2 lane + 1 of the head. With PG, the five parameter-gradient terms are summed per lane
  * in registers over the slice's rows, then over the 8 warps in a fixed order, into part[slice][5][C] (fp32 terms
  * computed from the same fp32 values as the outputs, not read back from them); colsum_final adds the slices. */
-template <typename T, bool PG>
-__global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, kp_grad<T> g, float *part) {
+template <typename T, bool PG, bool DB>
+__global__ void __launch_bounds__(256, 3) kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, kp_grad<T> g, float *part) {
     const int h = blockIdx.y, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int r0 = blockIdx.x * rows_per_slice, r1 = min(rows, r0 + rows_per_slice);
     const int c0 = h * HN + 2 * lane;
     float pacc[5][2];
 #pragma unroll
     for (int t = 0; t < 5; t++) pacc[t][0] = pacc[t][1] = 0.f;
-    float w0[2], a0[2], kkp[2], kap[2], v0[2] = {0.f, 0.f};
+    float w0[2], a0[2], kkp[2], kap[2], v0[2] = {0.f, 0.f}, rkc[2] = {0.f, 0.f};
 #pragma unroll
     for (int q = 0; q < 2; q++) {
         w0[q] = in.w0[c0 + q], a0[q] = in.a0[c0 + q], kkp[q] = in.k_k[c0 + q], kap[q] = in.k_a[c0 + q];
         if (in.pv) v0[q] = in.v0[c0 + q];
+        if (DB) rkc[q] = g.rk[c0 + q];
     }
+    const bool drp = DB || (g.dr && g.dr2); /* dr += a bonus term */
     for (int r = r0 + w; r < r1; r += 8) {
         const size_t e = ((size_t)r * H + h) * HN + 2 * lane;
         /* every load of the row first (more bytes in flight per warp; each lane reads only its own elements, so
@@ -288,7 +355,11 @@ __global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, 
         float2 pv2 = make_float2(0.f, 0.f), vr2 = pv2, vf2 = pv2, dvf = pv2, dr2x = pv2, dr2y = pv2;
         if (in.pv) pv2 = ld2(in.pv, e), vr2 = ld2(in.vraw, e), vf2 = ld2(in.vfirst, e);
         if (g.dvfirst) dvf = *(const float2 *)(g.dvfirst + e);
-        if (g.dr && g.dr2) dr2x = ld2(g.dr, e), dr2y = ld2(g.dr2, e);
+        if (drp) dr2x = ld2(g.dr, e);
+        if (g.dr && g.dr2) dr2y = ld2(g.dr2, e);
+        float dbt = 0.f;
+        float2 rr2 = make_float2(0.f, 0.f);
+        if (DB) dbt = g.dbeta[(size_t)r * H + h], rr2 = ld2(g.r, e);
         const float kr[2] = {kr2.x, kr2.y}, pa[2] = {pa2.x, pa2.y}, da[2] = {da2.x, da2.y}, db[2] = {db2.x, db2.y};
         float kk[2], al[2], dkh[2], ss = 0.f;
 #pragma unroll
@@ -308,6 +379,11 @@ __global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, 
         dot = warp_sum(dot);
         float dkt[2] = {dk2.x, dk2.y}, dvt[2] = {dv2.x, dv2.y};
         if (g.dk2) dkt[0] += bk2.x, dkt[1] += bk2.y;
+        if (DB) { /* the bonus: dk += dbeta r rk, dr += dbeta k rk (k = the WKV's k, as the forward forms it) */
+            dkt[0] += dbt * rr2.x * rkc[0], dkt[1] += dbt * rr2.y * rkc[1];
+            dr2y.x += dbt * (kr[0] * (1.f + (al[0] - 1.f) * kap[0])) * rkc[0];
+            dr2y.y += dbt * (kr[1] * (1.f + (al[1] - 1.f) * kap[1])) * rkc[1];
+        }
         if (g.dv2) dvt[0] += bv2.x, dvt[1] += bv2.y;
         const float dwl[2] = {dw2.x, dw2.y}, pw[2] = {pw2.x, pw2.y};
         float o_dkraw[2], o_dpa[2], o_dpw[2];
@@ -348,7 +424,7 @@ __global__ void kp_bwd_kernel(int rows, int H, int rows_per_slice, kp_in<T> in, 
             if (g.dvfirst) a += dvf.x, b += dvf.y;
             st2(g.dvraw, e, a, b);
         }
-        if (g.dr && g.dr2) st2(g.dr, e, dr2x.x + dr2y.x, dr2x.y + dr2y.y);
+        if (drp) st2(g.dr, e, dr2x.x + dr2y.x, dr2x.y + dr2y.y);
     }
     if constexpr (PG) {
         __shared__ float sh[8][5][HN];
@@ -390,7 +466,8 @@ mrw_status kp_bwd_t(int rows, int H, const mrw_cuda_keyprep_in *in, const mrw_cu
                     float *scratch, cudaStream_t st, mrw_error *err) {
     kp_grad<T> g{(const T *)gp->dwlog, (const T *)gp->dk, (const T *)gp->dv, (const T *)gp->da, (const T *)gp->db,
                  (const T *)gp->dk_bonus, (const T *)gp->dv_bonus, (const T *)gp->dr_bonus, (T *)gp->dr,
-                 (T *)gp->dpw, (T *)gp->dpa, (T *)gp->dpv, (T *)gp->dkraw, (T *)gp->dvraw, gp->dvfirst};
+                 (T *)gp->dpw, (T *)gp->dpa, (T *)gp->dpv, (T *)gp->dkraw, (T *)gp->dvraw, gp->dvfirst,
+                 gp->dbeta, (const T *)gp->r, gp->rk};
     const kp_in<T> ki = cast_in<T>(in);
     const size_t pairs = (size_t)rows * H;
     float *part = scratch + 2 * pairs; /* (the first 2 rows*H floats are no longer used) */
@@ -399,11 +476,13 @@ mrw_status kp_bwd_t(int rows, int H, const mrw_cuda_keyprep_in *in, const mrw_cu
     slices = (rows + per - 1) / per;
     const bool pg = gp->dw0 || gp->da0 || gp->dv0 || gp->dk_k || gp->dk_a;
     if (pg) {
-        kp_bwd_kernel<T, true><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
+        if (gp->dbeta) kp_bwd_kernel<T, true, true><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
+        else kp_bwd_kernel<T, true, false><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
         colsum_final<5><<<(H * HN + 255) / 256, 256, 0, st>>>(
             H * HN, slices, part, outs<5>{{gp->dw0, gp->da0, in->pv ? gp->dv0 : nullptr, gp->dk_a, gp->dk_k}});
     } else {
-        kp_bwd_kernel<T, false><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
+        if (gp->dbeta) kp_bwd_kernel<T, false, true><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
+        else kp_bwd_kernel<T, false, false><<<dim3(slices, H), 256, 0, st>>>(rows, H, per, ki, g, part);
     }
     return launched("keyprep backward", err);
 }
@@ -505,6 +584,45 @@ extern "C" mrw_status mrw_cuda_token_mix_fwd(mrw_cuda_dtype dt, int B, int T, in
                 mix_fwd_t<bf16>(B, T, C, nq, x, mix, out, st, err));
 }
 
+template <typename T>
+mrw_status ln_mix_t(int B, int T_, int C, int nq, const void *x, const float *w, const float *b, float eps, void *y,
+                    float *mean, float *rstd, const float *const mix[], void *const out[], cudaStream_t st,
+                    mrw_error *err) {
+    mix_ptrs<T> p{};
+    for (int q = 0; q < nq; q++) p.m[q] = mix[q], p.o[q] = (T *)out[q];
+    const int rows = B * T_, np = C <= 512 ? 8 : 16;
+    const unsigned grid = (unsigned)((rows + 7) / 8);
+#define LNM(NPV, NQV)                                                                                                  ln_mix_warp_kernel<T, NPV, NQV><<<grid, 256, 0, st>>>(rows, T_, C, (const T *)x, w, b, eps, (T *)y, mean, rstd, p)
+    if (np == 8 && nq == 6) LNM(8, 6);
+    else if (np == 8) LNM(8, 1);
+    else if (nq == 6) LNM(16, 6);
+    else LNM(16, 1);
+#undef LNM
+    return launched("layernorm + token mix", err);
+}
+
+extern "C" mrw_status mrw_cuda_ln_mix_fwd(mrw_cuda_dtype dt, int B, int T, int C, int nq, const void *x,
+                                          const float *w, const float *b, float eps, void *y, float *mean,
+                                          float *rstd, const float *const mix[], void *const out[], void *stream,
+                                          mrw_error *err) {
+    mrw_status s = mix_check("layernorm + token mix", B, T, C, nq, x, err);
+    if (s) return s;
+    if (!w || !b || !y || !mean || !rstd) return mrw_err(err, MRW_E_ARG, "layernorm + token mix (cuda): NULL tensor");
+    bool al = !((uintptr_t)x & 7) && !((uintptr_t)y & 7);
+    for (int q = 0; q < nq; q++) {
+        if (!mix[q] || !out[q])
+            return mrw_err(err, MRW_E_ARG, "layernorm + token mix (cuda): mix %d or its output is NULL", q);
+        al &= !((uintptr_t)out[q] & 7);
+    }
+    if (C % 2 || C > 1024 || !al || (nq != 1 && nq != 6)) { /* the two calls */
+        if ((s = mrw_cuda_layernorm_fwd(dt, B * T, C, x, w, b, eps, y, mean, rstd, stream, err))) return s;
+        return mrw_cuda_token_mix_fwd(dt, B, T, C, nq, y, mix, out, stream, err);
+    }
+    cudaStream_t st = (cudaStream_t)stream;
+    DT_DISPATCH("layernorm + token mix", ln_mix_t<float>(B, T, C, nq, x, w, b, eps, y, mean, rstd, mix, out, st, err),
+                ln_mix_t<bf16>(B, T, C, nq, x, w, b, eps, y, mean, rstd, mix, out, st, err));
+}
+
 extern "C" size_t mrw_cuda_token_mix_bwd_scratch(int C) { return colsum_scratch_floats<MRW_CUDA_MIX_MAX>(C); }
 
 extern "C" mrw_status mrw_cuda_token_mix_bwd(mrw_cuda_dtype dt, int B, int T, int C, int nq, const void *x,
@@ -555,9 +673,11 @@ extern "C" mrw_status mrw_cuda_keyprep_bwd(mrw_cuda_dtype dt, int rows, int H, c
     if (!g || !g->dwlog || !g->dk || !g->dv || !g->da || !g->db || !g->dpw || !g->dpa || !g->dkraw || !g->dvraw ||
         !scratch || (in->pv && (!g->dpv || !g->dvfirst)))
         return mrw_err(err, MRW_E_ARG, "keyprep backward (cuda): NULL gradient tensor or scratch");
+    if (g->dbeta && (!g->r || !g->rk || !g->dr || g->dk_bonus || g->dr_bonus))
+        return mrw_err(err, MRW_E_ARG, "keyprep backward (cuda): dbeta needs r, rk and dr, and no dk_bonus / dr_bonus");
     const void *ptrs[] = {in->pw, in->pa, in->pv, in->kraw, in->vraw, in->vfirst, g->dwlog, g->dk, g->dv, g->da,
                           g->db, g->dk_bonus, g->dv_bonus, g->dr_bonus, g->dr, g->dpw, g->dpa, g->dpv, g->dkraw,
-                          g->dvraw, g->dvfirst};
+                          g->dvraw, g->dvfirst, g->dbeta ? g->r : nullptr};
     for (const void *q : ptrs)
         if ((uintptr_t)q & 7)
             return mrw_err(err, MRW_E_ARG, "keyprep backward (cuda): tensors must be 8-byte aligned");

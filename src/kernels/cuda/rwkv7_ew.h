@@ -23,6 +23,14 @@ extern "C" {
  *     out_q[b,t] = x[b,t] + (x[b,t-1] - x[b,t]) * mix_q       (x[b,-1] = 0) */
 mrw_status mrw_cuda_token_mix_fwd(mrw_cuda_dtype dt, int B, int T, int C, int nq, const void *x,
                                   const float *const mix[], void *const out[], void *stream, mrw_error *err);
+/* LayerNorm (norm.h's mrw_cuda_layernorm_fwd over the B*T rows: y, mean, rstd kept) fused with the token shift +
+ * nq mixes of its output (mrw_cuda_token_mix_fwd on y), one pass instead of two: x is read (each row twice, the
+ * second mostly from L2) and y, mean, rstd and the nq outputs are written. The mixes take y as stored (rounded to
+ * dt), so the outputs are those of the two calls. Even C <= 1024, nq 1 or 6 and 8-byte aligned tensors take the
+ * fused kernel; anything else runs the two calls. */
+mrw_status mrw_cuda_ln_mix_fwd(mrw_cuda_dtype dt, int B, int T, int C, int nq, const void *x, const float *w,
+                               const float *b, float eps, void *y, float *mean, float *rstd, const float *const mix[],
+                               void *const out[], void *stream, mrw_error *err);
 size_t mrw_cuda_token_mix_bwd_scratch(int C); /* floats */
 /* dx (=, or += if accumulate) from dout_q; dmix_q += sum over rows of dout_q (x[t-1] - x[t]). */
 mrw_status mrw_cuda_token_mix_bwd(mrw_cuda_dtype dt, int B, int T, int C, int nq, const void *x,
@@ -56,6 +64,13 @@ typedef struct {
     void *dpw, *dpa, *dpv, *dkraw, *dvraw;
     float *dvfirst;
     float *dw0, *da0, *dv0, *dk_k, *dk_a;
+    /* The bonus's dr and dk from its scalar (norm.h's mrw_cuda_gn_bonus_gate_bwd_dbeta) instead of dk_bonus and
+     * dr_bonus (NULL = not used; then r and rk are not read): dbeta [rows][H] fp32, the WKV's r (dt) and the
+     * bonus's r_k [C]; dk += dbeta r rk and dr (required, in place) += dbeta k rk with k the WKV's k, recomputed
+     * here in fp32 from kraw and alpha. */
+    const float *dbeta;
+    const void *r;
+    const float *rk;
 } mrw_cuda_keyprep_grad;
 
 size_t mrw_cuda_keyprep_bwd_scratch(int rows, int H); /* floats */

@@ -48,7 +48,7 @@ typedef struct {
 
 enum {
     S_D0, S_D1, S_D2, S_D3, S_D4, S_D5,       /* their gradients */
-    S_DX, S_DXA, S_DXF, S_DZ, S_DY, S_DR2, S_DK2, S_DV2, S_DG, S_DR, S_DW, S_DK, S_DV, S_DA, S_DB, S_DPW, S_DPA,
+    S_DX, S_DXA, S_DXF, S_DZ, S_DY, S_DV2, S_DG, S_DR, S_DW, S_DK, S_DV, S_DA, S_DB, S_DPW, S_DPA,
     S_DPV, S_DKR, S_DVR, S_DXO, S_OUT,
     N_SC
 };
@@ -75,7 +75,7 @@ struct mrw_rwkv7_gpu {
     char *arena;
     size_t arena_bytes, bytes;
     void *x_emb, *x_fin, *xo, *vfirst, *logits, *sc[N_SC], *F1, *F2, *L1;
-    float *mu0, *rs0, *muo, *rso, *dvf, *dhead, *row_loss, *loss_out, *cs_scr, *norm_out;
+    float *mu0, *rs0, *muo, *rso, *dvf, *dbeta, *dhead, *row_loss, *loss_out, *cs_scr, *norm_out;
     double *norm_part;
     int32_t *d_tok, *d_tgt, *h_tok, *h_tgt;
     uint8_t *d_mask, *h_mask; /* injected rows (ModRWKV), device and host copies */
@@ -230,9 +230,29 @@ static void tstop(mrw_rwkv7_gpu *g) {
 #define AT(p, row) ((void *)((char *)(p) + (size_t)(row) * g->esz))
 
 /* C[M][N] = alpha op(A) op(B) + beta C, row-major, A and B of the activation dtype; C of c_dt. */
+/* The GEMMs go through cuBLASLt with each shape's algorithm timed once (mrw_cuda_lt_new_tuned; MRW_GEMM_TUNE=0:
+ * cublasGemmEx with its default choice, and the residual adds untimed). */
+static int gemm_tune(void) {
+    const char *e = getenv("MRW_GEMM_TUNE");
+    return !(e && e[0] == '0');
+}
+static mrw_status lt_handle(mrw_rwkv7_gpu *g, mrw_error *err) {
+    return g->lt ? MRW_OK : mrw_cuda_lt_new_tuned(&g->lt, gemm_tune(), err);
+}
+
 static mrw_status gm(mrw_rwkv7_gpu *g, int tA, int tB, int M, int N, int K, float alpha, const void *A, int lda,
                      const void *B, int ldb, float beta, mrw_cuda_dtype c_dt, void *C, int ldc, mrw_error *err) {
     tmark(g, MRW_GPU_T_GEMM);
+    if (gemm_tune()) {
+        TRY(lt_handle(g, err));
+        mrw_error e2;
+        const mrw_status s = mrw_cuda_gemm_cd(g->lt, g->dt, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta,
+                                              beta != 0.f ? C : NULL, c_dt, C, ldc, g->st, &e2);
+        if (s != MRW_E_UNSUPPORTED) {
+            if (s && err) *err = e2;
+            return s;
+        }
+    }
     const cudaDataType_t at = g->dt == MRW_CUDA_F32 ? CUDA_R_32F : CUDA_R_16BF;
     const cudaDataType_t ct = c_dt == MRW_CUDA_F32 ? CUDA_R_32F : CUDA_R_16BF;
     const cublasStatus_t s =
@@ -266,7 +286,7 @@ static mrw_status copy_act(mrw_rwkv7_gpu *g, void *dst, const void *src, size_t 
  * a copy of R into Y and the GEMM with beta 1 where cuBLASLt offers no algorithm. */
 static mrw_status y_nt_res(mrw_rwkv7_gpu *g, int rows, void *Y, const void *R, const void *X, int wi, int N, int K,
                            mrw_error *err) {
-    if (!g->lt) TRY(mrw_cuda_lt_new(&g->lt, err));
+    TRY(lt_handle(g, err));
     tmark(g, MRW_GPU_T_GEMM);
     mrw_error e2;
     const mrw_status s = mrw_cuda_gemm_cd(g->lt, g->dt, 0, 1, rows, N, K, 1.f, X, K, WG(wi), K, 1.f, R, g->dt, Y, N,
@@ -357,7 +377,7 @@ static void carve(mrw_rwkv7_gpu *g, arena *a) {
     g->muo = TF(BT), g->rso = TF(BT), g->xo = TA(BT * C);
     for (int i = 0; i < N_SC; i++) g->sc[i] = TA(BT * C);
     g->F1 = TA(BT * F), g->F2 = g->F1, g->L1 = TA(BT * g->Dmax); /* F1: forward, F2: backward */
-    g->dvf = TF(BT * C);
+    g->dvf = TF(BT * C), g->dbeta = TF(BT * H); /* dbeta: the bonus's gradient scalar (GroupNorm -> key prep) */
     g->logits = TA((size_t)g->rows_chunk * c->vocab);
     g->dhead = TF((size_t)c->vocab * C);
     g->row_loss = TF(BT), g->loss_out = TF(4), g->norm_out = TF(4);
@@ -605,12 +625,14 @@ extern "C" mrw_status mrw_rwkv7_gpu_init_random(mrw_rwkv7_gpu *g, uint64_t seed,
 
 /* --------------------------------------------------------------------------------------------- forward */
 
-static mrw_status token_mix(mrw_rwkv7_gpu *g, const void *x, int nq, const int *mix_idx, void *const *outs,
-                            mrw_error *err) {
+/* LayerNorm (weights lw, lb) of x into y, fused with the token shift + nq mixes of y (rwkv7_ew.h); timed as a norm */
+static mrw_status ln_mix(mrw_rwkv7_gpu *g, const void *x, int lw, int lb, void *y, float *mu, float *rs, int nq,
+                         const int *mix_idx, void *const *outs, mrw_error *err) {
     const float *mx[MRW_CUDA_MIX_MAX];
     for (int q = 0; q < nq; q++) mx[q] = PW(mix_idx[q]);
-    tmark(g, MRW_GPU_T_EW);
-    return mrw_cuda_token_mix_fwd(g->dt, g->B, g->T, g->cfg.n_embd, nq, x, mx, outs, g->st, err);
+    tmark(g, MRW_GPU_T_NORM);
+    return mrw_cuda_ln_mix_fwd(g->dt, g->B, g->T, g->cfg.n_embd, nq, x, PW(lw), PW(lb), LN_EPS, y, mu, rs, mx, outs,
+                               g->st, err);
 }
 
 static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out, mrw_error *err) {
@@ -619,11 +641,8 @@ static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out
     const lidx *P = &g->L[l];
     lact *A = &g->A[g->opt.ckpt ? 0 : l];
     if (g->opt.ckpt) A->x_in = (void *)x_in; /* the shared block keeps a pointer to the saved input */
-    tmark(g, MRW_GPU_T_NORM);
-    TRY(mrw_cuda_layernorm_fwd(g->dt, BT, C, A->x_in, PW(P->ln1w), PW(P->ln1b), LN_EPS, A->xa, A->mu1, A->rs1, g->st,
-                               err));
     const int mi[6] = {P->xr, P->xw, P->xk, P->xv, P->xa, P->xg};
-    TRY(token_mix(g, A->xa, 6, mi, A->mx, err)); /* kept for the backward */
+    TRY(ln_mix(g, A->x_in, P->ln1w, P->ln1b, A->xa, A->mu1, A->rs1, 6, mi, A->mx, err)); /* mixes kept */
     void *const *M = A->mx;
     /* step 3 */
     TRY(y_nt(g, BT, A->r, M[0], P->Wr, C, C, 0, err));
@@ -661,10 +680,7 @@ static mrw_status layer_fwd(mrw_rwkv7_gpu *g, int l, const void *x_in, void *out
                                    GN_EPS, A->z, A->gmu, A->grs, g->st, err));
     TRY(y_nt_res(g, BT, A->xm, A->x_in, A->z, P->Wo, C, C, err)); /* xm = x_in + z Wo^T */
     /* step 14: channel mix */
-    tmark(g, MRW_GPU_T_NORM);
-    TRY(mrw_cuda_layernorm_fwd(g->dt, BT, C, A->xm, PW(P->ln2w), PW(P->ln2b), LN_EPS, A->xf, A->mu2, A->rs2, g->st,
-                               err));
-    TRY(token_mix(g, A->xf, 1, &P->fxk, &A->u, err));
+    TRY(ln_mix(g, A->xm, P->ln2w, P->ln2b, A->xf, A->mu2, A->rs2, 1, &P->fxk, &A->u, err));
     TRY(y_nt(g, BT, g->F1, A->u, P->Wfk, F, C, 0, err));
     tmark(g, MRW_GPU_T_EW);
     TRY(mrw_cuda_relu2_fwd(g->dt, (size_t)BT * F, g->F1, A->hk, g->st, err)); /* kept: relu(W_fk u)^2 */
@@ -810,9 +826,11 @@ static mrw_status layer_bwd(mrw_rwkv7_gpu *g, int l, mrw_error *err) {
     TRY(gw(g, BT, P->Wo, dx, C, A->z, C, err));
     TRY(gm(g, 0, 0, BT, C, C, 1.f, dx, C, WG(P->Wo), C, 0.f, g->dt, s[S_DZ], C, err));
     tmark(g, MRW_GPU_T_NORM);
-    TRY(mrw_cuda_gn_bonus_gate_bwd(g->dt, BT, H, s[S_DZ], A->y, A->r, A->k, V, A->g, PW(P->lnxw), PW(P->lnxb),
-                                   PW(P->rk), A->gmu, A->grs, s[S_DY], s[S_DR2], s[S_DK2], s[S_DV2], s[S_DG],
-                                   PGX(P->lnxw), PGX(P->lnxb), PGX(P->rk), cs, g->st, err));
+    /* the bonus's dr and dk as their per-(row, head) scalar dbeta: the key prep's backward forms them (two
+     * tensors fewer through memory) */
+    TRY(mrw_cuda_gn_bonus_gate_bwd_dbeta(g->dt, BT, H, s[S_DZ], A->y, A->r, A->k, V, A->g, PW(P->lnxw), PW(P->lnxb),
+                                         PW(P->rk), A->gmu, A->grs, s[S_DY], g->dbeta, s[S_DV2], s[S_DG],
+                                         PGX(P->lnxw), PGX(P->lnxb), PGX(P->rk), cs, g->st, err));
     /* ---- step 10 */
     tmark(g, MRW_GPU_T_WKV);
     /* the chunked tensor-core backward (wkv7.h, MRW_WKV7_CHUNKED): faster at every measured shape (docs/CUDA.md);
@@ -824,9 +842,10 @@ static mrw_status layer_bwd(mrw_rwkv7_gpu *g, int l, mrw_error *err) {
     const int vres = l > 0;
     mrw_cuda_keyprep_in in = {A->pw, A->pa, vres ? A->pv : NULL, A->kraw, A->vraw, vres ? g->vfirst : NULL,
                               PW(P->w0), PW(P->a0), vres ? PW(P->v0) : NULL, PW(P->kk), PW(P->ka)};
-    mrw_cuda_keyprep_grad kg = {s[S_DW], s[S_DK], s[S_DV], s[S_DA], s[S_DB], s[S_DK2], s[S_DV2], s[S_DR2], s[S_DR],
+    mrw_cuda_keyprep_grad kg = {s[S_DW], s[S_DK], s[S_DV], s[S_DA], s[S_DB], NULL, s[S_DV2], NULL, s[S_DR],
                                 s[S_DPW], s[S_DPA], vres ? s[S_DPV] : NULL, s[S_DKR], s[S_DVR], g->dvf,
-                                PGX(P->w0), PGX(P->a0), vres ? PGX(P->v0) : NULL, PGX(P->kk), PGX(P->ka)};
+                                PGX(P->w0), PGX(P->a0), vres ? PGX(P->v0) : NULL, PGX(P->kk), PGX(P->ka),
+                                g->dbeta, A->r, PW(P->rk)};
     tmark(g, MRW_GPU_T_EW);
     TRY(mrw_cuda_keyprep_bwd(g->dt, BT, H, &in, &kg, cs, g->st, err));
     /* ---- projections: gradients into dmix_q */

@@ -2,7 +2,8 @@
  * (whisper_gpu.h: a Conv1d stem in place of the patch embedding, then the same pre-LN layers and final LayerNorm). The GEMMs are cuBLAS (bf16
  * inputs, fp32 accumulation), the attention two batched GEMMs over every (image, head) pair around a softmax
  * kernel; LayerNorm (with the pending bias of the previous GEMM added into the fp32 residual first), bias +
- * activation, im2col and the embedding assembly are the small kernels below. */
+ * activation, im2col and the embedding assembly are the small kernels below (the first three, and the GEMM call, in
+ * vit_gpu_kernels.cuh, shared with wavlm_gpu.cu). */
 #include <cublas_v2.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/vit_gpu_kernels.cuh"
 
 extern "C" {
 #include "kernels/cuda/vit_gpu.h"
@@ -106,53 +108,6 @@ __global__ void bias_gelu_pos_kernel(size_t n, int C, float *x, const float *b, 
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const float v = x[e] + b[e % C];
         x[e] = 0.5f * v * (1.f + erff(v * 0.70710678118654752f)) + (pos ? pos[e] : 0.f);
-    }
-}
-
-/* One warp per row: x += addb (written back, when given); then y = LN(x) w + b (w NULL: y = x), y of type TO. */
-template <typename TO>
-__global__ void ln_kernel(int rows, int C, float *x, const float *addb, const float *w, const float *b, float eps,
-                          TO *y) {
-    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= rows) return;
-    float *xr = x + (size_t)row * C;
-    TO *yr = y + (size_t)row * C;
-    float s = 0.f;
-    for (int c = lane; c < C; c += 32) {
-        float v = xr[c];
-        if (addb) v += addb[c], xr[c] = v;
-        s += v;
-    }
-    if (!w) {
-        for (int c = lane; c < C; c += 32) st(yr, c, xr[c]);
-        return;
-    }
-    const float mean = warp_sum(s) / (float)C;
-    float q = 0.f;
-    for (int c = lane; c < C; c += 32) {
-        const float d = xr[c] - mean;
-        q += d * d;
-    }
-    const float rstd = rsqrtf(warp_sum(q) / (float)C + eps);
-    for (int c = lane; c < C; c += 32) st(yr, c, (xr[c] - mean) * rstd * w[c] + b[c]);
-}
-
-__device__ __forceinline__ float act_f(float x, int act) {
-    switch (act) {
-    case 1: return x / (1.f + expf(-1.5957691216057308f * (x + 0.044715f * x * x * x))); /* gelu tanh */
-    case 2: return x / (1.f + expf(-1.702f * x));                                      /* quick gelu */
-    case 3: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));                  /* gelu (erf) */
-    default: return x;
-    }
-}
-
-/* y[r][c] = act(y[r][c] + b[c]) in place, bf16, pairs (n even). */
-__global__ void bias_act_kernel(size_t n2, int N, bf16 *y, const float *b, int act) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n2; i += (size_t)gridDim.x * blockDim.x) {
-        const size_t e = 2 * i;
-        const int c = (int)(e % N);
-        const float2 v = ld2(y, e);
-        st2(y, e, act_f(v.x + b[c], act), act_f(v.y + b[c + 1], act));
     }
 }
 
@@ -315,10 +270,7 @@ static mrw_status blas_chk(cublasStatus_t s, const char *what, mrw_error *err) {
 /* Row-major C[M][N] = alpha A[M][K] op(B) + beta C, A and B bf16 (B stored [N][K] when transB), C of ct. */
 static mrw_status gemm(mrw_vit_gpu *v, int transB, int M, int N, int K, float alpha, const bf16 *A, int lda,
                        const bf16 *B, int ldb, float beta, cudaDataType_t ct, void *C, int ldc, mrw_error *err) {
-    return blas_chk(cublasGemmEx(v->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &alpha, B,
-                                 CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, ct, ldc, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT),
-                    "cublasGemmEx", err);
+    return enc_gemm(v->blas, transB, M, N, K, alpha, A, lda, B, ldb, beta, ct, C, ldc, "vit", err);
 }
 
 static int add_entry(mrw_vit_gpu *v, int cap, const char *name, size_t numel, int matrix, size_t off) {

@@ -9,7 +9,13 @@
  *   dff = dres W2 * act'(f); dW2 += dres^T fa; db2 += colsum dres; dxn = dff W1; dW1 += dff^T xn2; db1 += colsum dff
  *   dres += LN2_bwd(dxn); datt = dres Wo; dWo, dbo; (dq, dk, dv) = attention_bwd(datt)
  *   dxn = dq Wq + dk Wk + dv Wv; dW*, db*; dres += LN1_bwd(dxn)
- * then d x0 (CLIP: through pre_LN), dpos += sum over images, dcls (CLIP), dWp += dpe^T cols, dpb (SigLIP). */
+ * then d x0 (CLIP: through pre_LN), dpos += sum over images, dcls (CLIP), dWp += dpe^T cols, dpb (SigLIP).
+ * Whisper (whisper_gpu_train.h, src/train/whisper_train.c the reference; wh = 1): the stem instead of the patch
+ * embedding, the same layers (k_proj without bias: its index -1), layer_norm as the post-LN:
+ *   cols1 = unfold(mel, k3 p1); h1p = cols1 W1^T + b1; h1 = GELU(h1p); cols2 = unfold(h1, k3 s2 p1);
+ *   h2p = cols2 W2^T + b2; x0 = GELU(h2p) + pos[0..T)
+ *   backward: dh2p = dx0 GELU'(h2p); dW2, db2, dcols2; dh1 = fold(dcols2); dh1p = dh1 GELU'(h1p); dW1, db1 (and on
+ *   request dcols1 = dh1p W1, d_mel = fold(dcols1)); embed_positions is frozen (no gradient), as on the CPU. */
 #include <cublas_v2.h>
 #include <math.h>
 #include <stdint.h>
@@ -24,6 +30,7 @@ extern "C" {
 #include "kernels/cuda/adapter_gpu.h"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/vit_gpu_train.h"
+#include "kernels/cuda/whisper_gpu_train.h"
 }
 
 using namespace mrwcu;
@@ -67,6 +74,14 @@ struct mrw_vit_gpu_train {
     void *g_dout;
     size_t g_rows_cap;
     float *h_tmp;
+    /* Whisper (whisper_gpu_train.h; wh 1): the stem's buffers (activation dtype; dmel fp32), frames F, n_mels, the
+     * rows per clip the trainer's adapter took (keep) and the input gradient on request (want_dmel) */
+    int wh, F, nm, keep, want_dmel;
+    size_t in_elems; /* input floats per item: pixels or mel */
+    mrw_whisper_config wcfg;
+    int i_c1w, i_c1b, i_c2w, i_c2b;
+    void *cols1, *h1p, *h1, *cols2, *h2p, *dh1, *dcols2, *dcols1;
+    float *dmel;
 };
 
 namespace {
@@ -75,6 +90,7 @@ static __device__ __forceinline__ float act_f(int a, float v) {
     switch (a) {
     case 1: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));                                   /* erf */
     case 2: return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));          /* tanh */
+    case 4: return v > 0.f ? v : 0.f;                                                                     /* relu */
     default: return v / (1.0f + expf(-1.702f * v));                                                       /* quick */
     }
 }
@@ -85,6 +101,7 @@ static __device__ __forceinline__ float act_d(int a, float v) {
         const float t = tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v));
         return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3 * 0.044715f * v * v);
     }
+    case 4: return v > 0.f ? 1.f : 0.f;
     default: {
         const float s = 1.0f / (1.0f + expf(-1.702f * v));
         return s + 1.702f * v * s * (1.0f - s);
@@ -125,11 +142,11 @@ __global__ void embed_kernel(size_t n, int Tn, int Np, int C, int clip, const T 
     }
 }
 
-/* y[r][c] += b[c] (+ res[r][c] when res) */
+/* y[r][c] += b[c] (b NULL: none; Whisper's k_proj) (+ res[r][c] when res) */
 template <typename T>
 __global__ void bias_res_kernel(size_t n, int C, T *y, const float *b, const T *res) {
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-        float s = ld(y, e) + b[e % C];
+        float s = ld(y, e) + (b ? b[e % C] : 0.f);
         if (res) s += ld(res, e);
         st(y, e, s);
     }
@@ -258,6 +275,58 @@ template <typename T> __global__ void gather_patch_kernel(size_t n, int Tn, int 
     }
 }
 
+/* Whisper's Conv1d (k3, padding 1, stride s) as unfolded windows: cols[b*To + t][ci*3 + j] = x(b, t*s - 1 + j, ci)
+ * (0 outside), x(b, ti, ci) = x[b*sb + ti*stt + ci*sc] (the mel [b][ci][ti], or h1 [b*Ti + ti][ci]) */
+template <typename TO, typename TI> /* (TO first: the EW macro names the activation dtype) */
+__global__ void unfold_kernel(size_t n, int Ti, int Ci, int s, int To, size_t sb, size_t stt, size_t sc, const TI *x,
+                              TO *cols) {
+    const int K = Ci * 3;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const size_t row = e / K, b = row / To;
+        const int r = (int)(e % K), t = (int)(row % To), ci = r / 3, ti = t * s - 1 + r % 3;
+        st(cols, e, ti >= 0 && ti < Ti ? ld(x, b * sb + (size_t)ti * stt + (size_t)ci * sc) : 0.f);
+    }
+}
+
+/* The fold (the unfold's transpose), one output element per thread in the order of (b, ti, ci), a fixed-order sum
+ * over the (at most 3) windows that read it: dx(b, ti, ci) = sum_j dcols[b*To + t][ci*3 + j], t*s - 1 + j = ti */
+template <typename TI, typename TO>
+__global__ void fold_kernel(size_t n, int Ti, int Ci, int s, int To, size_t sb, size_t stt, size_t sc, const TI *dcols,
+                            TO *dx) {
+    const int K = Ci * 3;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const int ci = (int)(e % Ci), ti = (int)((e / Ci) % Ti);
+        const size_t b = e / ((size_t)Ci * Ti);
+        float acc = 0.f;
+        for (int j = 2; j >= 0; j--) { /* t ascending, as the CPU's col2im adds them */
+            const int u = ti + 1 - j;
+            if (u < 0 || u % s) continue;
+            const int t = u / s;
+            if (t < To) acc += ld(dcols, (b * To + t) * K + (size_t)ci * 3 + j);
+        }
+        st(dx, b * sb + (size_t)ti * stt + (size_t)ci * sc, acc);
+    }
+}
+
+/* Whisper: h[b*T + t][c] += bias[c]; x0 = GELU_erf(h) + pos[t][c] */
+template <typename T>
+__global__ void stem_out_kernel(size_t n, int Tn, int C, T *h, const float *bias, const float *pos, T *x0) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const int c = (int)(e % C), t = (int)((e / C) % Tn);
+        st(h, e, ld(h, e) + bias[c]);
+        st(x0, e, act_f(1, ld(h, e)) + pos[(size_t)t * C + c]);
+    }
+}
+
+/* Whisper glue: dst[b][t][c] = t < keep ? src[b][t][c] : 0 (src [B][keep][C] bf16, dst [B][Tn][C]) */
+template <typename T> __global__ void pad_rows_kernel(size_t n, int keep, int Tn, int C, const bf16 *src, T *dst) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const int c = (int)(e % C), t = (int)((e / C) % Tn);
+        const size_t b = e / ((size_t)C * Tn);
+        st(dst, e, t < keep ? __bfloat162float(src[(b * keep + t) * C + c]) : 0.f);
+    }
+}
+
 template <typename T> struct col_of {
     const T *y;
     int C;
@@ -272,6 +341,7 @@ static mrw_status cuda_chk(cudaError_t e, const char *what, mrw_error *err) {
 
 #define PW(i) (v->w + v->ps.p[(i)].offset)
 #define PG(i) (v->g + v->ps.p[(i)].offset)
+#define PWn(i) ((i) >= 0 ? PW(i) : NULL)
 #define WG(i) (v->fp32 ? (const void *)PW(i) : (const void *)(v->wbf + v->ps.p[(i)].offset))
 #define LI(l, j) (v->li[(l) * NB + (j)])
 #define GRID(n) grid_for((n), 256), 256, 0, v->st
@@ -326,7 +396,7 @@ static mrw_status lin_bwd(mrw_vit_gpu_train *v, int wi, int bi, const void *X, c
 static int addp(mrw_vit_gpu_train *v, const char *key, int no_decay, int ndim, int64_t d0, int64_t d1, int64_t d2,
                 int64_t d3) {
     char name[MRW_PARAM_NAME_MAX];
-    if (snprintf(name, sizeof name, PFX "%s", key) >= (int)sizeof name) return -1;
+    if (snprintf(name, sizeof name, "%s%s", v->wh ? "encoder.model." : PFX, key) >= (int)sizeof name) return -1;
     const int64_t shape[4] = {d0, d1, d2, d3};
     return mrw_param_add(&v->ps, name, MRW_PG_ENCODER, no_decay, ndim, shape);
 }
@@ -342,6 +412,8 @@ extern "C" void mrw_vit_gpu_train_free(mrw_vit_gpu_train *v) {
     free(v->li), free(v->la), free(v->h_tmp);
     free(v);
 }
+
+static mrw_status alloc_common(mrw_vit_gpu_train *v, mrw_vit_gpu_train **out, mrw_error *err);
 
 extern "C" mrw_status mrw_vit_gpu_train_new(const mrw_vit_config *cfg, int max_B, int fp32, void *stream,
                                             mrw_vit_gpu_train **out, mrw_error *err) {
@@ -367,6 +439,7 @@ extern "C" mrw_status mrw_vit_gpu_train_new(const mrw_vit_config *cfg, int max_B
     v->PP = c.channels * c.patch * c.patch;
     v->act = c.act == MRW_VIT_QUICK_GELU ? 3 : c.act == MRW_VIT_GELU_ERF ? 1 : 2;
     v->st = (cudaStream_t)stream;
+    v->in_elems = (size_t)c.channels * c.image_size * c.image_size;
     const int C = c.hidden, I = c.intermediate, T = c.n_tokens, clip = c.family == MRW_VIT_CLIP, L = c.n_layer;
     /* the table: vit_train.c's order, names and shapes */
     int bad = 0;
@@ -396,6 +469,14 @@ extern "C" mrw_status mrw_vit_gpu_train_new(const mrw_vit_config *cfg, int max_B
         mrw_vit_gpu_train_free(v);
         return mrw_err(err, MRW_E_NOMEM, "out of memory");
     }
+    return alloc_common(v, out, err);
+}
+
+/* the cuBLAS handle, the activations (one allocation) and the parameters, Adam moments and scratch of the table */
+static mrw_status alloc_common(mrw_vit_gpu_train *v, mrw_vit_gpu_train **out, mrw_error *err) {
+    const mrw_vit_config c = v->cfg;
+    const int max_B = v->max_B, fp32 = v->fp32;
+    const int C = c.hidden, I = c.intermediate, T = c.n_tokens, clip = c.family == MRW_VIT_CLIP, L = c.n_layer;
     if (cublasCreate(&v->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(v->blas, v->st) != CUBLAS_STATUS_SUCCESS) {
         v->blas = NULL;
         mrw_vit_gpu_train_free(v);
@@ -403,8 +484,9 @@ extern "C" mrw_status mrw_vit_gpu_train_new(const mrw_vit_config *cfg, int max_B
     }
     /* activations: sizes in bytes, 256-aligned pieces of one allocation */
     const size_t B = (size_t)max_B, N = B * T, NP = B * c.n_patches, es = v->esz, H = c.n_head;
-    const size_t NC = N * C * es, NI = N * (size_t)I * es, PT = B * H * T * T * 4,
-                 img = (size_t)c.channels * c.image_size * c.image_size;
+    const size_t NC = N * C * es, NI = N * (size_t)I * es, PT = B * H * T * T * 4, img = v->in_elems;
+    /* Whisper's stem (0 for a ViT): frames B*F, conv input width nm */
+    const size_t NF = v->wh ? B * v->F : 0, nm3 = (size_t)v->nm * 3, NW = v->wh ? N : 0;
     size_t off = 0;
     char *base = NULL;
     for (int pass = 0; pass < 2; pass++) {
@@ -417,6 +499,9 @@ extern "C" mrw_status mrw_vit_gpu_train_new(const mrw_vit_config *cfg, int max_B
         TAKE(v->m0, N * 4), TAKE(v->r0, N * 4), TAKE(v->mL, N * 4), TAKE(v->rL, N * 4);
         TAKE(v->dres, NC), TAKE(v->dxn, NC), TAKE(v->dq, NC), TAKE(v->dk, NC), TAKE(v->dv, NC), TAKE(v->datt, NC);
         TAKE(v->dff, NI), TAKE(v->dS, PT);
+        TAKE(v->cols1, NF * nm3 * es), TAKE(v->dcols1, NF * nm3 * es), TAKE(v->h1p, NF * C * es);
+        TAKE(v->h1, NF * C * es), TAKE(v->dh1, NF * C * es), TAKE(v->cols2, NW * 3 * C * es);
+        TAKE(v->dcols2, NW * 3 * C * es), TAKE(v->h2p, NW * C * es), TAKE(v->dmel, v->wh ? B * img * 4 : 0);
         for (int l = 0; l < L; l++) {
             layer_acts *a = &v->la[l];
             TAKE(a->x, NC), TAKE(a->xn1, NC), TAKE(a->q, NC), TAKE(a->k, NC), TAKE(a->v, NC), TAKE(a->att, NC);
@@ -473,10 +558,80 @@ extern "C" mrw_status mrw_vit_gpu_train_new(const mrw_vit_config *cfg, int max_B
     return MRW_OK;
 }
 
+/* conv2 (k3, s2, p1)'s output length: models/whisper_enc.c's mrw_whisper_enc_out_frames, kept here so that the
+ * standalone GPU drivers need not link the CPU encoder */
+static int whisper_out_frames(int n_frames) { return n_frames < 1 ? 0 : (n_frames - 1) / 2 + 1; }
+
+extern "C" mrw_status mrw_whisper_gpu_train_new(const mrw_whisper_config *cfg, int n_frames, int max_B, int fp32,
+                                                void *stream, mrw_vit_gpu_train **out, mrw_error *err) {
+    *out = NULL;
+    const mrw_whisper_config *w = cfg;
+    /* whisper_train's limits, and the rows (clips x rows x heads, clips x frames x 3 n_mels) counted in int */
+    if (w->n_mels < 1 || w->d_model < 1 || w->n_layers < 1 || w->n_heads < 1 || w->d_model % w->n_heads ||
+        w->ffn_dim < 1 || w->n_pos < 1 || w->d_model > 16384 || w->ffn_dim > 65536 || w->n_layers > 256 ||
+        w->n_mels > 1024 || w->n_pos > 65536 || !(w->ln_eps > 0) || max_B < 1 || max_B > 65536 || n_frames < 1 ||
+        n_frames > 2 * w->n_pos || (double)max_B * n_frames * 3 * (w->n_mels > w->d_model ? w->n_mels : w->d_model) > 2e9 ||
+        (double)max_B * whisper_out_frames(n_frames) * w->n_heads > 2e9)
+        return mrw_err(err, MRW_E_ARG, "whisper trainer (cuda): inconsistent configuration (d_model %d, heads %d, %d "
+                       "frames of at most %d, %d clips)", w->d_model, w->n_heads, n_frames, 2 * w->n_pos, max_B);
+    if (w->act != MRW_ACT_GELU && w->act != MRW_ACT_GELU_TANH && w->act != MRW_ACT_RELU)
+        return mrw_err(err, MRW_E_ARG, "whisper trainer (cuda): unknown activation %d", (int)w->act);
+    mrw_vit_gpu_train *v = (mrw_vit_gpu_train *)calloc(1, sizeof *v);
+    if (!v) return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    const int d = w->d_model, nm = w->n_mels, I = w->ffn_dim, L = w->n_layers, T = whisper_out_frames(n_frames);
+    mrw_vit_config c;
+    memset(&c, 0, sizeof c);
+    c.family = MRW_VIT_SIGLIP; /* (the layer code's non-CLIP path: no pre-LN, a final LayerNorm) */
+    c.hidden = d, c.n_layer = L, c.n_head = w->n_heads, c.head_dim = d / w->n_heads, c.intermediate = I;
+    c.eps = w->ln_eps, c.n_tokens = T;
+    v->cfg = c, v->wcfg = *w, v->wh = 1, v->F = n_frames, v->nm = nm, v->max_B = max_B, v->fp32 = !!fp32;
+    v->dt = fp32 ? MRW_CUDA_F32 : MRW_CUDA_BF16, v->esz = fp32 ? 4 : 2;
+    v->act = w->act == MRW_ACT_GELU ? 1 : w->act == MRW_ACT_GELU_TANH ? 2 : 4;
+    v->st = (cudaStream_t)stream;
+    v->in_elems = (size_t)nm * n_frames;
+    v->i_pw = v->i_pb = v->i_cls = v->i_prew = v->i_preb = -1;
+    /* the table: whisper_train.c's order, names and shapes (k_proj has no bias) */
+    int bad = 0;
+    bad |= (v->i_c1w = addp(v, "conv1.weight", 0, 3, d, nm, 3, 0)) < 0;
+    bad |= (v->i_c1b = addp(v, "conv1.bias", 1, 1, d, 0, 0, 0)) < 0;
+    bad |= (v->i_c2w = addp(v, "conv2.weight", 0, 3, d, d, 3, 0)) < 0;
+    bad |= (v->i_c2b = addp(v, "conv2.bias", 1, 1, d, 0, 0, 0)) < 0;
+    bad |= (v->i_pos = addp(v, "embed_positions.weight", 1, 2, w->n_pos, d, 0, 0)) < 0;
+    static const char *const WKEY[NB] = {
+        "self_attn_layer_norm.weight", "self_attn_layer_norm.bias", "self_attn.q_proj.weight", "self_attn.q_proj.bias",
+        "self_attn.k_proj.weight",     NULL,                        "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+        "self_attn.out_proj.weight",   "self_attn.out_proj.bias",   "final_layer_norm.weight", "final_layer_norm.bias",
+        "fc1.weight",                  "fc1.bias",                  "fc2.weight",              "fc2.bias"};
+    v->li = (int *)malloc((size_t)L * NB * sizeof *v->li);
+    v->la = (layer_acts *)calloc((size_t)L, sizeof *v->la);
+    bad |= !v->li || !v->la;
+    for (int l = 0; l < L && !bad; l++)
+        for (int j = 0; j < NB; j++) {
+            LI(l, j) = -1;
+            if (!WKEY[j]) continue;
+            char key[96];
+            snprintf(key, sizeof key, "layers.%d.%s", l, WKEY[j]);
+            const int is_w = j == QW || j == KW || j == VW || j == OW || j == F1W || j == F2W;
+            const int rows = j == F1W || j == F1B ? I : d, cols = j == F2W ? I : d;
+            bad |= (LI(l, j) = is_w ? addp(v, key, 0, 2, rows, cols, 0, 0) : addp(v, key, 1, 1, rows, 0, 0, 0)) < 0;
+        }
+    bad |= (v->i_postw = addp(v, "layer_norm.weight", 1, 1, d, 0, 0, 0)) < 0;
+    bad |= (v->i_postb = addp(v, "layer_norm.bias", 1, 1, d, 0, 0, 0)) < 0;
+    if (bad) {
+        mrw_vit_gpu_train_free(v);
+        return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    }
+    return alloc_common(v, out, err);
+}
+
+extern "C" int mrw_whisper_gpu_train_frames(const mrw_vit_gpu_train *v) { return v->wh ? v->F : 0; }
+extern "C" int mrw_whisper_gpu_train_out_rows(const mrw_vit_gpu_train *v) { return v->cfg.n_tokens; }
+
 extern "C" const mrw_vit_config *mrw_vit_gpu_train_config(const mrw_vit_gpu_train *v) { return &v->cfg; }
 extern "C" const mrw_param_set *mrw_vit_gpu_train_layout(const mrw_vit_gpu_train *v) { return &v->ps; }
 extern "C" mrw_cuda_dtype mrw_vit_gpu_train_dtype(const mrw_vit_gpu_train *v) { return v->dt; }
 extern "C" size_t mrw_vit_gpu_train_bytes(const mrw_vit_gpu_train *v) { return v->bytes; }
+extern "C" size_t mrw_vit_gpu_train_in_floats(const mrw_vit_gpu_train *v) { return v->in_elems; }
 
 extern "C" mrw_status mrw_vit_gpu_train_upload(mrw_vit_gpu_train *v, const mrw_param_set *src, int grads,
                                                mrw_error *err) {
@@ -540,12 +695,12 @@ template <typename Ty> static void attn_bwd(mrw_vit_gpu_train *v, int B, const l
 
 extern "C" mrw_status mrw_vit_gpu_train_forward(mrw_vit_gpu_train *v, const float *pixels, int pixels_on_host, int B,
                                                 const void **out, mrw_error *err) {
-    v->valid = 0;
+    v->valid = 0, v->keep = 0;
     const mrw_vit_config *c = &v->cfg;
     if (!pixels || !out || B < 1 || B > v->max_B)
         return mrw_err(err, MRW_E_ARG, "vit trainer (cuda): batch %d outside 1..%d or NULL buffers", B, v->max_B);
     const int C = c->hidden, T = c->n_tokens, Np = c->n_patches, I = c->intermediate, clip = c->family == MRW_VIT_CLIP;
-    const size_t img = (size_t)c->channels * c->image_size * c->image_size, N = (size_t)B * T, NP = (size_t)B * Np;
+    const size_t img = v->in_elems, N = (size_t)B * T, NP = (size_t)B * Np;
     const int Nr = (int)N;
     void *st = (void *)v->st;
     TRY(cuda_chk(cudaMemcpyAsync(v->pixels, pixels, (size_t)B * img * 4,
@@ -553,12 +708,24 @@ extern "C" mrw_status mrw_vit_gpu_train_forward(mrw_vit_gpu_train *v, const floa
                  "pixels", err));
     if (pixels_on_host) TRY(cuda_chk(cudaStreamSynchronize(v->st), "pixels", err));
     v->B = B;
-    EW(im2col_kernel, NP * v->PP, NP * v->PP, c->channels, c->image_size, c->patch, c->grid, v->pixels, A_(v->cols));
-    TRY(launched("vit trainer im2col", err));
-    TRY(lin(v, v->i_pw, v->cols, (int)NP, v->PP, C, v->pe, err));
-    EW(embed_kernel, N * C, N * C, T, Np, C, clip, A_(v->pe), v->i_pb >= 0 ? PW(v->i_pb) : NULL,
-       clip ? PW(v->i_cls) : NULL, PW(v->i_pos), A_(v->x0));
-    TRY(launched("vit trainer embeddings", err));
+    if (v->wh) { /* Whisper's stem: conv1 + GELU, conv2 (stride 2) + GELU, + positions */
+        const int F = v->F, nm = v->nm;
+        const size_t NF = (size_t)B * F, n1 = NF * nm * 3, n2 = N * 3 * C;
+        EW(unfold_kernel, n1, n1, F, nm, 1, F, (size_t)nm * F, (size_t)1, (size_t)F, v->pixels, A_(v->cols1));
+        TRY(lin(v, v->i_c1w, v->cols1, (int)NF, 3 * nm, C, v->h1p, err));
+        EW(bias_act_kernel, NF * C, NF * C, C, 1, A_(v->h1p), PW(v->i_c1b), A_(v->h1));
+        EW(unfold_kernel, n2, n2, F, C, 2, T, (size_t)F * C, (size_t)C, (size_t)1, A_(v->h1), A_(v->cols2));
+        TRY(lin(v, v->i_c2w, v->cols2, Nr, 3 * C, C, v->h2p, err));
+        EW(stem_out_kernel, N * C, N * C, T, C, A_(v->h2p), PW(v->i_c2b), PW(v->i_pos), A_(v->x0));
+        TRY(launched("whisper trainer stem", err));
+    } else {
+        EW(im2col_kernel, NP * v->PP, NP * v->PP, c->channels, c->image_size, c->patch, c->grid, v->pixels, A_(v->cols));
+        TRY(launched("vit trainer im2col", err));
+        TRY(lin(v, v->i_pw, v->cols, (int)NP, v->PP, C, v->pe, err));
+        EW(embed_kernel, N * C, N * C, T, Np, C, clip, A_(v->pe), v->i_pb >= 0 ? PW(v->i_pb) : NULL,
+           clip ? PW(v->i_cls) : NULL, PW(v->i_pos), A_(v->x0));
+        TRY(launched("vit trainer embeddings", err));
+    }
     if (clip)
         TRY(mrw_cuda_layernorm_fwd(v->dt, Nr, C, v->x0, PW(v->i_prew), PW(v->i_preb), c->eps, v->la[0].x, v->m0, v->r0,
                                    st, err));
@@ -570,7 +737,7 @@ extern "C" mrw_status mrw_vit_gpu_train_forward(mrw_vit_gpu_train *v, const floa
         void *qkv[3] = {a->q, a->k, a->v};
         for (int j = 0; j < 3; j++) {
             TRY(lin(v, LI(l, QW + 2 * j), a->xn1, Nr, C, C, qkv[j], err));
-            EW(bias_res_kernel, N * C, N * C, C, A_(qkv[j]), PW(LI(l, QB + 2 * j)), (const Ty *)NULL);
+            EW(bias_res_kernel, N * C, N * C, C, A_(qkv[j]), PWn(LI(l, QB + 2 * j)), (const Ty *)NULL);
         }
         if (v->fp32) attn_fwd<float>(v, B, a);
         else attn_fwd<bf16>(v, B, a);
@@ -633,6 +800,23 @@ extern "C" mrw_status mrw_vit_gpu_train_backward(mrw_vit_gpu_train *v, const voi
         TRY(mrw_cuda_layernorm_bwd(v->dt, Nr, C, v->dxn, a->x, a->m1, a->r1, PW(LI(l, LN1W)), 1, v->dres,
                                    PG(LI(l, LN1W)), PG(LI(l, LN1B)), v->lnscratch, st, err));
     }
+    if (v->wh) { /* Whisper's stem (embed_positions is frozen: no gradient) */
+        const int F = v->F, nm = v->nm;
+        const size_t NF = (size_t)B * F;
+        EW(act_bwd_kernel, N * C, N * C, 1, A_(v->h2p), A_(v->dres));
+        TRY(launched("whisper trainer conv2 GELU backward", err));
+        TRY(lin_bwd(v, v->i_c2w, v->i_c2b, v->cols2, v->dres, Nr, 3 * C, C, v->dcols2, 0, err));
+        EW(fold_kernel, NF * C, NF * C, F, C, 2, T, (size_t)F * C, (size_t)C, (size_t)1, A_(v->dcols2), A_(v->dh1));
+        EW(act_bwd_kernel, NF * C, NF * C, 1, A_(v->h1p), A_(v->dh1));
+        TRY(launched("whisper trainer conv1 GELU backward", err));
+        TRY(lin_bwd(v, v->i_c1w, v->i_c1b, v->cols1, v->dh1, (int)NF, 3 * nm, C, v->want_dmel ? v->dcols1 : NULL, 0,
+                    err));
+        if (v->want_dmel) {
+            EW(fold_kernel, NF * nm, NF * nm, F, nm, 1, F, (size_t)nm * F, (size_t)1, (size_t)F, A_(v->dcols1), v->dmel);
+            TRY(launched("whisper trainer input gradient", err));
+        }
+        return MRW_OK;
+    }
     /* embeddings */
     void *dx0 = v->dres;
     if (clip) {
@@ -653,6 +837,19 @@ extern "C" mrw_status mrw_vit_gpu_train_backward(mrw_vit_gpu_train *v, const voi
         dpe = v->dpe;
     }
     return lin_bwd(v, v->i_pw, v->i_pb, v->cols, dpe, (int)NP, v->PP, C, NULL, 0, err);
+}
+
+extern "C" mrw_status mrw_whisper_gpu_train_backward(mrw_vit_gpu_train *v, const void *d_out, float *d_mel,
+                                                     mrw_error *err) {
+    if (!v->wh) return mrw_err(err, MRW_E_ARG, "whisper trainer (cuda): not a Whisper encoder");
+    v->want_dmel = d_mel != NULL;
+    const int B = v->B;
+    const mrw_status s = mrw_vit_gpu_train_backward(v, d_out, err);
+    v->want_dmel = 0;
+    if (s || !d_mel) return s;
+    TRY(cuda_chk(cudaMemcpyAsync(d_mel, v->dmel, (size_t)B * v->in_elems * 4, cudaMemcpyDeviceToHost, v->st), "d_mel",
+                 err));
+    return cuda_chk(cudaStreamSynchronize(v->st), "d_mel", err);
 }
 
 extern "C" mrw_status mrw_vit_gpu_train_zero_grad(mrw_vit_gpu_train *v, mrw_error *err) {
@@ -752,12 +949,40 @@ extern "C" mrw_status mrw_vit_gpu_train_output_host(mrw_vit_gpu_train *v, float 
     return MRW_OK;
 }
 
+extern "C" mrw_status mrw_whisper_gpu_train_output_host(mrw_vit_gpu_train *v, int keep, float *dst, mrw_error *err) {
+    if (!v->wh) return mrw_err(err, MRW_E_ARG, "whisper trainer (cuda): not a Whisper encoder");
+    if (!v->valid) return mrw_err(err, MRW_E_ARG, "whisper trainer (cuda): no forward to read");
+    const int T = v->cfg.n_tokens, C = v->cfg.hidden, B = v->B;
+    if (keep < 1 || keep > T || !dst)
+        return mrw_err(err, MRW_E_ARG, "whisper trainer (cuda): %d rows of %d asked for", keep, T);
+    v->keep = keep;
+    const size_t n = (size_t)B * keep * C;
+    if (v->fp32) {
+        TRY(cuda_chk(cudaMemcpy2DAsync(dst, (size_t)keep * C * 4, v->y, (size_t)T * C * 4, (size_t)keep * C * 4, B,
+                                       cudaMemcpyDeviceToHost, v->st), "output", err));
+        return cuda_chk(cudaStreamSynchronize(v->st), "output", err);
+    }
+    if (!v->h_tmp && !(v->h_tmp = (float *)malloc((size_t)v->max_B * T * C * 2)))
+        return mrw_err(err, MRW_E_NOMEM, "out of memory");
+    uint16_t *h = (uint16_t *)v->h_tmp;
+    TRY(cuda_chk(cudaMemcpy2DAsync(h, (size_t)keep * C * 2, v->y, (size_t)T * C * 2, (size_t)keep * C * 2, B,
+                                   cudaMemcpyDeviceToHost, v->st), "output", err));
+    TRY(cuda_chk(cudaStreamSynchronize(v->st), "output", err));
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = (uint32_t)h[i] << 16;
+        memcpy(dst + i, &u, 4);
+    }
+    return MRW_OK;
+}
+
 extern "C" mrw_status mrw_vit_gpu_train_backward_adapter(mrw_vit_gpu_train *v, struct mrw_adapter_gpu *a,
                                                          const void *d_inject, mrw_cuda_dtype inj_dt, int C,
                                                          const int32_t *pos, int rows, mrw_error *err) {
     if (!v->valid) return mrw_err(err, MRW_E_ARG, "vit trainer (cuda): backward without a forward before it");
     if (!a || !d_inject || !pos || rows < 1 || C < 1)
         return mrw_err(err, MRW_E_ARG, "vit trainer (cuda): adapter backward: NULL arguments or no rows");
+    if (v->wh && v->keep < 1)
+        return mrw_err(err, MRW_E_ARG, "whisper trainer (cuda): adapter backward without mrw_whisper_gpu_train_output_host");
     const size_t nx = (size_t)v->B * v->cfg.n_tokens * v->cfg.hidden, ny = (size_t)rows * C;
     if (ny > v->g_rows_cap || !v->g_dx) { /* (re)allocate: rows of the largest micro-batch so far */
         cudaStreamSynchronize(v->st);
@@ -766,7 +991,7 @@ extern "C" mrw_status mrw_vit_gpu_train_backward_adapter(mrw_vit_gpu_train *v, s
         const size_t nxm = (size_t)v->max_B * v->cfg.n_tokens * v->cfg.hidden;
         if (cudaMalloc(&v->g_pos, (size_t)rows * 4) != cudaSuccess || cudaMalloc(&v->g_dy, ny * 2) != cudaSuccess ||
             cudaMalloc(&v->g_dx, nxm * 2) != cudaSuccess ||
-            (v->fp32 && cudaMalloc(&v->g_dout, nxm * 4) != cudaSuccess)) {
+            ((v->fp32 || v->wh) && cudaMalloc(&v->g_dout, nxm * v->esz) != cudaSuccess)) {
             cudaGetLastError();
             return mrw_err(err, MRW_E_NOMEM, "vit trainer (cuda): cannot allocate the adapter backward's buffers");
         }
@@ -783,10 +1008,19 @@ extern "C" mrw_status mrw_vit_gpu_train_backward_adapter(mrw_vit_gpu_train *v, s
     TRY(launched("vit trainer gather", err));
     TRY(mrw_adapter_gpu_backward(a, v->g_dy, v->g_dx, err));
     const void *dout = v->g_dx;
-    if (v->fp32) {
+    if (v->wh) { /* the adapter took the first `keep` rows of every clip: the others get a zero gradient */
+        EW(pad_rows_kernel, nx, nx, v->keep, v->cfg.n_tokens, v->cfg.hidden, v->g_dx, A_(v->g_dout));
+        TRY(launched("whisper trainer d_out", err));
+        dout = v->g_dout;
+    } else if (v->fp32) {
         bf16_to_f32_kernel<<<GRID(nx)>>>(nx, v->g_dx, (float *)v->g_dout);
         TRY(launched("vit trainer d_out", err));
         dout = v->g_dout;
     }
     return mrw_vit_gpu_train_backward(v, dout, err);
+}
+
+extern "C" float *mrw_vit_gpu_train_grads(mrw_vit_gpu_train *v, size_t *n) {
+    *n = v->ps.total;
+    return v->g;
 }

@@ -6,6 +6,8 @@
  * Graph (vit_train.h): SigLIP: patch conv (+bias) + positions, pre-LN blocks (MHA, GELU-tanh / erf / quick MLP),
  * post_layernorm; CLIP: class token + patch conv (no bias) + positions, pre_layrnorm, the same blocks, no post-LN
  * (CLIP's post_layernorm stays in the table, as on the CPU, and gets no gradient).
+ * The same object also trains Whisper's encoder (whisper_gpu_train.h: a Conv1d stem in place of the patch embedding,
+ * the same layers, Whisper's parameter table); every function below serves both unless it says otherwise.
  *
  * Precision: fp32 master weights, gradients and Adam moments. Activations (the residual stream, LayerNorm outputs,
  * q/k/v, the attention output, the MLP rows, the gradients flowing back) in the activation dtype: bf16 (GEMMs on a
@@ -46,6 +48,8 @@ const mrw_vit_config *mrw_vit_gpu_train_config(const mrw_vit_gpu_train *v);
 const mrw_param_set *mrw_vit_gpu_train_layout(const mrw_vit_gpu_train *v);
 mrw_cuda_dtype mrw_vit_gpu_train_dtype(const mrw_vit_gpu_train *v);
 size_t mrw_vit_gpu_train_bytes(const mrw_vit_gpu_train *v);
+/* Input floats of one item: channels x S x S (a ViT), n_mels x n_frames (Whisper, whisper_gpu_train.h). */
+size_t mrw_vit_gpu_train_in_floats(const mrw_vit_gpu_train *v);
 
 /* Weights (grads 0; the bf16 copy is refreshed) or gradients (grads 1) from a host set, matched by name (every
  * tensor must be there with its element count). Download: weights, and gradients when `grads` (tensors of dst
@@ -85,6 +89,8 @@ mrw_status mrw_vit_gpu_train_output_host(mrw_vit_gpu_train *v, float *dst, mrw_e
 mrw_status mrw_vit_gpu_train_backward_adapter(mrw_vit_gpu_train *v, struct mrw_adapter_gpu *a, const void *d_inject,
                                               mrw_cuda_dtype inj_dt, int C, const int32_t *pos, int rows,
                                               mrw_error *err);
+/* Data parallelism (dist_nccl.h mrw_dp_sum_grads): the fp32 gradient buffer (DEVICE, the whole table, *n elements). */
+float *mrw_vit_gpu_train_grads(mrw_vit_gpu_train *v, size_t *n);
 
 #ifdef __cplusplus
 }
