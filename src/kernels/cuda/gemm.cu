@@ -83,7 +83,8 @@ constexpr size_t LT_WS = (size_t)32 << 20;
 struct mrw_cuda_lt {
     cublasLtHandle_t h;
     void *ws;
-    int n, tune, evicted; /* evicted: the cache overflowed once; new shapes then take the heuristic's choice
+    int n, tune, last, evicted; /* last: the plan of the previous call (a training step repeats its sequence of
+                                 * shapes, so the next call's plan is usually the one after it) */ /* evicted: the cache overflowed once; new shapes then take the heuristic's choice
                            * (timing shapes that keep coming back would cost a synchronisation each time) */
     lt_plan plan[LT_CACHE];
 };
@@ -242,6 +243,8 @@ extern "C" mrw_status mrw_cuda_gemm_cd(mrw_cuda_lt *b, mrw_cuda_dtype ab_dt, int
     const lt_key k = {ab_dt == MRW_CUDA_BF16, c_dt == MRW_CUDA_BF16, !!transA, !!transB, M, N, K, lda, ldb, ldd,
                       beta == 0.f, align_of(A), align_of(B), align_of(Cin), align_of(D)};
     lt_plan *p = nullptr;
+    const int hint = b->last + 1 < b->n ? b->last + 1 : 0;
+    if (b->n && !memcmp(&b->plan[hint].k, &k, sizeof k)) p = &b->plan[hint];
     for (int i = 0; i < b->n && !p; i++)
         if (!memcmp(&b->plan[i].k, &k, sizeof k)) p = &b->plan[i];
     if (!p) {
@@ -260,6 +263,7 @@ extern "C" mrw_status mrw_cuda_gemm_cd(mrw_cuda_lt *b, mrw_cuda_dtype ab_dt, int
         b->plan[b->n] = np;
         p = &b->plan[b->n++];
     }
+    b->last = (int)(p - b->plan);
     if (!p->tuned && !b->evicted)
         plan_tune(b, p, alpha, A, B, beta, Cin, D,
                   (size_t)(M - 1) * ldd * (c_dt == MRW_CUDA_BF16 ? 2 : 4) + (size_t)N * (c_dt == MRW_CUDA_BF16 ? 2 : 4),
