@@ -35,67 +35,7 @@ extern "C" {
 #include "train/vit_train.h"
 }
 
-static int g_fail = 0, g_rows = 0;
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-
-static uint64_t rnd_u64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static float rnd_u(float lo, float hi) { return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)); }
-
-static void row(const char *cs, const char *what, double maxe, double norme, double tol_max, double tol_norm) {
-    const int ok = maxe <= tol_max && norme <= tol_norm && maxe == maxe && norme == norme;
-    g_rows++;
-    if (!ok) g_fail++;
-    printf("%-24s %-58s %10.2e %10.2e %8.0e/%-8.0e %s\n", cs, what, maxe, norme, tol_max, tol_norm, ok ? "ok" : "FAIL");
-    fflush(stdout);
-}
-
-static void errs(const float *a, const float *b, size_t n, double *maxe, double *norme) {
-    double md = 0, mr = 0, sd = 0, sr = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)a[i] - b[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(b[i]) > mr) mr = fabs(b[i]);
-        sd += d * d, sr += (double)b[i] * b[i];
-    }
-    *maxe = mr > 0 ? md / mr : md;
-    *norme = sr > 0 ? sqrt(sd / sr) : sqrt(sd);
-}
-
-static uint16_t bf(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float unbf(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-static float rbf(float x) { return unbf(bf(x)); }
-
-#define CHECK(call)                                                                                        \
-    do {                                                                                                   \
-        mrw_status s_ = (call);                                                                            \
-        if (s_) {                                                                                          \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, e.msg);                          \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
-#define CU(call)                                                                                           \
-    do {                                                                                                   \
-        cudaError_t c_ = (call);                                                                           \
-        if (c_ != cudaSuccess) {                                                                           \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(c_));         \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
+#include "enc_train_check.inc"
 
 typedef struct {
     const char *name;
