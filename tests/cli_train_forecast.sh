@@ -104,6 +104,9 @@ expect_fail "--target-interval negative" "expects a duration" "$M" "${TI[@]}" --
 expect_fail "--target-interval, no dates" "no --csv file has a date column" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" \
   --lookback 24 --horizon 6 --init 1,32 --steps 1 -t 1 -q --target-interval 1h --out "$T/ti5"
 [ ! -e "$T/ti5/forecaster.safetensors" ] && ok || bad "a model was written after the --target-interval error"
+expect_fail "--device cuda" "trains on the CPU only" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --device cuda --out "$T/dv"
+expect_fail "--device bogus" "must be cpu or cuda" "$M" "${TRAIN[@]}" --csv "$T/sines.csv" --device tpu --out "$T/dv"
+expect_ok "--device cpu" "$M" "${TRAIN[@]}" "${OPTS[@]}" --steps 2 --device cpu --out "$T/dv"
 # every step a token, no skip path (the original configuration); the ridge-initialised skip path alone
 expect_ok "patch 1, no skip" "$M" "${TRAIN[@]}" "${OPTS[@]}" --patch 1 --skip off --steps 3 --out "$T/rp"
 grep -aq "patch=1,skip=0" "$T/rp/forecaster.safetensors" && ok || bad "patch/skip metadata"

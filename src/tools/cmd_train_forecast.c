@@ -66,6 +66,7 @@ static const char *k_usage =
     "  --balance-files       draw each window's file with equal probability (default: every window of every\n"
     "                        file equally likely, so a file with more channels or rows weighs more); the skip\n"
     "                        path's ridge start is then the plain mean of the files' fits\n"
+    "  --device cpu          where it trains: the CPU (the default and, for the forecaster, the only choice)\n"
     "  --target-interval DUR the sampling interval of the series the model is for (15min, 1h, 1d, ...;\n"
     "                        zero-shot: the target's data need not be given): the skip path's ridge start\n"
     "                        is fitted only on the --csv files sampled at that interval (read from their\n"
@@ -141,6 +142,15 @@ int cmd_train_forecast(int argc, char **argv) {
         else if (is_opt(o, "--accum")) tool_int(&a, o, 1, 1 << 16, &accum);
         else if (is_opt(o, "--resume")) resume = 1;
         else if (is_opt(o, "--balance-files")) balance = 1;
+        else if (is_opt(o, "--device")) { /* (accepted for symmetry with the ModRWKV trainer) */
+            const char *v = tool_value(&a, o);
+            if (v && !strcmp(v, "cuda"))
+                a.failed = 1, tool_fail(cmd, "--device cuda: the forecaster (--csv) trains on the CPU only; leave out "
+                                             "--device (the GPU trainer covers RWKV-7 text and the ModRWKV image and "
+                                             "audio stages)");
+            else if (v && strcmp(v, "cpu"))
+                a.failed = 1, tool_fail(cmd, "--device must be cpu or cuda, not '%s'", v);
+        }
         else if (is_opt(o, "--target-interval")) {
             const char *v = tool_value(&a, o);
             if (v && (target_iv = mrw_parse_duration(v)) <= 0)
