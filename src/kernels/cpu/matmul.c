@@ -47,11 +47,20 @@ static int worth_threads(const mrw_kctx *k, double macs) {
 
 /* Matrix-vector work is handed out in chunks of rows from a shared counter rather than split evenly up
  * front: when every thread streams from memory, one often gets more bandwidth and would otherwise wait at
- * the barrier for the other. A chunk is ~32 KiB of weights (at least 16 rows). */
+ * the barrier for the other. In a batch of jobs (mrw_matmul_batch) a chunk is ~32 KiB of weights (at least 16
+ * rows). */
 static int chunk_rows(const mrw_mat *W) {
     size_t r = W->row_bytes ? (32768 + W->row_bytes - 1) / W->row_bytes : 16;
     r = (r + 15) & ~(size_t)15;
     return r < 16 ? 16 : r > 1024 ? 1024 : (int)r;
+}
+
+/* One matrix (mrw_matmul_path): two chunks per thread, so that each thread streams long contiguous runs of rows.
+ * Measured against 32 KiB chunks on the 2-core machine (docs/PERFORMANCE.md, sixth session): decode of the 0.4B
+ * shape +5-30 % in six of six interleaved pairs (bf16 and q8_0), 0.1B q4_0 +10-20 %. */
+static int share_rows(int rows, int nt) {
+    const int r = (rows + 2 * nt - 1) / (2 * nt);
+    return (r + 15) & ~15;
 }
 
 /* Rows [r0, r1) for all T inputs: with prepared 8-bit activations (qx, one per MRW_MV_MAXT inputs) or with
@@ -104,7 +113,7 @@ void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, flo
         matvec_rows(W, q, 0, W->rows, X, ldx, Y, ldy, T, accumulate);
         return;
     }
-    const int ch = chunk_rows(W), n_chunks = (W->rows + ch - 1) / ch;
+    const int ch = share_rows(W->rows, nt), n_chunks = (W->rows + ch - 1) / ch;
     atomic_int next = 0;
 #pragma omp parallel num_threads(nt)
     for (int c; (c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < n_chunks;) {
