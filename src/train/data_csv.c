@@ -140,6 +140,21 @@ static int csv_split(csv_t *c, mrw_error *err) {
 }
 
 /* Parses a cell as a finite float. 0 ok, else an error message in why. */
+/* Opens path for csv_line / csv_split; MRW_E_IO naming the file. */
+static mrw_status csv_open(csv_t *c, const char *path, mrw_error *err) {
+    memset(c, 0, sizeof *c);
+    c->path = path;
+    c->fp = fopen(path, "rb");
+    return c->fp ? MRW_OK : mrw_err(err, MRW_E_IO, "%s: cannot open: %s", path, strerror(errno));
+}
+
+static void csv_close(csv_t *c) {
+    if (c->fp) fclose(c->fp);
+    free(c->buf);
+    free(c->f);
+    free(c->fb);
+}
+
 static int parse_cell(const char *s, float *v, char *why, size_t cap) {
     char pr[64];
     if (!*s) return snprintf(why, cap, "empty cell"), -1;
@@ -169,11 +184,8 @@ mrw_status mrw_csv_read(const char *path, const char *const *columns, int n_colu
     if (!path) return mrw_err(err, MRW_E_ARG, "no CSV path");
     if (n_columns < 0 || (n_columns > 0 && !columns)) return mrw_err(err, MRW_E_ARG, "invalid column list");
     csv_t c;
-    memset(&c, 0, sizeof c);
-    c.path = path;
-    c.fp = fopen(path, "rb");
-    if (!c.fp) return mrw_err(err, MRW_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    mrw_status st = MRW_OK;
+    mrw_status st = csv_open(&c, path, err);
+    if (st) return st;
     int *sel = NULL, nsel = 0, nhead = 0;
     char **head = NULL;
     float *rows = NULL; /* row-major while reading */
@@ -283,10 +295,7 @@ fail_err:
 fail:
     mrw_csv_series_free(out);
 done:
-    fclose(c.fp);
-    free(c.buf);
-    free(c.f);
-    free(c.fb);
+    csv_close(&c);
     for (int i = 0; i < nhead && head; i++) free(head[i]);
     free(head);
     free(sel);
@@ -333,11 +342,8 @@ static int cmp_double(const void *a, const void *b) {
 mrw_status mrw_csv_interval(const char *path, double *seconds, mrw_error *err) {
     *seconds = 0;
     csv_t c;
-    memset(&c, 0, sizeof c);
-    c.path = path;
-    c.fp = fopen(path, "rb");
-    if (!c.fp) return mrw_err(err, MRW_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    mrw_status st = MRW_OK;
+    mrw_status st = csv_open(&c, path, err);
+    if (st) return st;
     enum { MAXR = 257 };
     double ts[MAXR], dt[MAXR];
     int col = -1, n = 0, nhead = -1, r;
@@ -372,10 +378,7 @@ mrw_status mrw_csv_interval(const char *path, double *seconds, mrw_error *err) {
     qsort(dt, (size_t)nd, sizeof *dt, cmp_double);
     *seconds = dt[nd / 2];
 done:
-    fclose(c.fp);
-    free(c.buf);
-    free(c.f);
-    free(c.fb);
+    csv_close(&c);
     return st;
 }
 

@@ -232,9 +232,13 @@ static void tstop(mrw_rwkv7_gpu *g) {
 /* C[M][N] = alpha op(A) op(B) + beta C, row-major, A and B of the activation dtype; C of c_dt. */
 /* The GEMMs go through cuBLASLt with each shape's algorithm timed once (mrw_cuda_lt_new_tuned; MRW_GEMM_TUNE=0:
  * cublasGemmEx with its default choice, and the residual adds untimed). */
-static int gemm_tune(void) {
-    const char *e = getenv("MRW_GEMM_TUNE");
-    return !(e && e[0] == '0');
+static int gemm_tune(void) { /* read once: gm runs it for every GEMM */
+    static int tune = -1;
+    if (tune < 0) {
+        const char *e = getenv("MRW_GEMM_TUNE");
+        tune = !(e && e[0] == '0');
+    }
+    return tune;
 }
 static mrw_status lt_handle(mrw_rwkv7_gpu *g, mrw_error *err) {
     return g->lt ? MRW_OK : mrw_cuda_lt_new_tuned(&g->lt, gemm_tune(), err);
