@@ -114,6 +114,16 @@ expect_ok "stage 1 (v1 + encoder)" "$M" train "${S1[@]}" --steps 12 --out "$T/s1
 first=$(losses "$T/s1/train.jsonl" | head -1); last=$(losses "$T/s1/train.jsonl" | tail -3 | awk '{s+=$1} END {print s/NR}')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' && ok || bad "stage 1 loss did not fall: first $first, last $last"
 [ "$(ls "$T/fcache"/* 2> /dev/null | wc -l)" -ge 1 ] && ok || bad "--feature-cache wrote nothing"
+# the feature cache within a micro-batch: 6 records on 3 images, each image twice; a fresh cache is written once per
+# image (its first medium; the second copy reads it), a filled one is only read (MRW_TRAIN_ENCODE_COUNT=1: this
+# rank's media encoded / read from the cache / checked for other ranks / entries written)
+cnt() { grep -o "[0-9]* media encoded, [0-9]* read from the feature cache, [0-9]* checked for other ranks, [0-9]* feature-cache entries written" "$T/err" | awk '{ print $1, $4, $10, $15 }'; }
+S1B=(-m $MM/v1_vision/rwkv-0.pth --encoder $MM/siglip --vocab bytes --train adapter --data "$T/llava.jsonl" -b 6
+     --ctx-len 96 --steps 1 --lr 3e-3 --no-progress -t 2 --feature-cache "$T/fcache6")
+expect_ok "stage 1, a fresh cache, each image twice in the micro-batch" env MRW_TRAIN_ENCODE_COUNT=1 "$M" train "${S1B[@]}" --out "$T/s1b1"
+[ "$(cnt)" = "3 3 0 3" ] && ok || bad "fresh cache, batch 6 on 3 images: encoded/cached/checked/written '$(cnt)', want 3 3 0 3"
+expect_ok "stage 1, the filled cache" env MRW_TRAIN_ENCODE_COUNT=1 "$M" train "${S1B[@]}" --out "$T/s1b2"
+[ "$(cnt)" = "0 6 0 0" ] && ok || bad "filled cache, batch 6 on 3 images: encoded/cached/checked/written '$(cnt)', want 0 6 0 0"
 expect_ok "chat with the stage-1 output" "$M" chat -m "$T/s1/model.safetensors" --vocab bytes --image "$T/image_a.png" -n 4 "What is this?"
 expect_ok "info of the stage-1 output" "$M" info "$T/s1/model.safetensors"
 grep -q "adapter *v1; features prepended" "$T/out" && ok || bad "stage-1 output: $(cat "$T/out")"

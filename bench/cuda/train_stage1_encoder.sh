@@ -2,7 +2,7 @@
 # Samples/s of a real `modrwkv train --device cuda` stage-1 run (--train adapter, RWKV frozen) with the frozen image
 # encoder on the CPU (--encoder-device cpu) against the GPU (--encoder-device cuda, bf16, a micro-batch's images in
 # one forward). The encoder: a random SigLIP2-base-shaped vision tower in the Hugging Face layout (256 px, patch 16:
-# 256 tokens, width 768, 12 layers, 12 heads, MLP 3072; 85.8 M parameters, made with python3 + numpy); the language
+# 256 tokens, width 768, 12 layers, 12 heads, MLP 3072; 85.8 M parameters: bench/cuda/random_encoder.py, python3 + numpy); the language
 # model: models/base/model-q4_0.gguf (byte-level RWKV-7 L4 C256); the data: N `modrwkv gen-scenes` images (64 px,
 # resized to 256 by the processor), one question each; no feature cache (every step encodes its images). The rate
 # is the steady state: steps 5..STEPS from train.jsonl's elapsed_s (the first steps include start-up). Results:
@@ -16,46 +16,7 @@ libs=${GPULIBS:-build-cuda/gpulibs}
 [ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
 N=${1:-256}; B=${2:-16}; STEPS=${3:-16}; TH=${4:-16}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-python3 - "$tmp/enc" <<'PY' || exit 1
-import json, os, sys
-import numpy as np
-out = sys.argv[1]; os.makedirs(out)
-S, P, D, L, H, FFN = 256, 16, 768, 12, 12, 3072
-G = S // P
-rng = np.random.default_rng(7)
-T = {}
-def put(name, shape, std=None, value=0.0):
-    a = rng.standard_normal(shape, dtype=np.float32) * std if std else np.full(shape, value, np.float32)
-    T['vision_model.' + name] = a
-put('embeddings.patch_embedding.weight', [D, 3, P, P], std=(3 * P * P) ** -0.5)
-put('embeddings.patch_embedding.bias', [D])
-put('embeddings.position_embedding.weight', [G * G, D], std=D ** -0.5)
-for l in range(L):
-    p = 'encoder.layers.%d.' % l
-    for n in ('q', 'k', 'v', 'out'):
-        put(p + 'self_attn.%s_proj.weight' % n, [D, D], std=D ** -0.5 * (0.5 if n == 'out' else 1.0))
-        put(p + 'self_attn.%s_proj.bias' % n, [D])
-    put(p + 'mlp.fc1.weight', [FFN, D], std=D ** -0.5); put(p + 'mlp.fc1.bias', [FFN])
-    put(p + 'mlp.fc2.weight', [D, FFN], std=0.5 * FFN ** -0.5); put(p + 'mlp.fc2.bias', [D])
-    for n in ('layer_norm1', 'layer_norm2'):
-        put(p + n + '.weight', [D], value=1.0); put(p + n + '.bias', [D])
-put('post_layernorm.weight', [D], value=1.0); put('post_layernorm.bias', [D])
-hdr, off = {}, 0
-for k in sorted(T):
-    hdr[k] = {'dtype': 'F32', 'shape': list(T[k].shape), 'data_offsets': [off, off + T[k].nbytes]}; off += T[k].nbytes
-hb = json.dumps(hdr, separators=(',', ':')).encode(); hb += b' ' * (-len(hb) % 8)
-with open(os.path.join(out, 'model.safetensors'), 'wb') as f:
-    f.write(len(hb).to_bytes(8, 'little')); f.write(hb)
-    for k in sorted(T): f.write(T[k].tobytes())
-json.dump({'architectures': ['SiglipVisionModel'], 'model_type': 'siglip_vision_model', 'hidden_size': D,
-           'image_size': S, 'patch_size': P, 'num_hidden_layers': L, 'num_attention_heads': H,
-           'intermediate_size': FFN, 'num_channels': 3, 'hidden_act': 'gelu_pytorch_tanh', 'layer_norm_eps': 1e-6,
-           'torch_dtype': 'float32'}, open(os.path.join(out, 'config.json'), 'w'))
-json.dump({'image_processor_type': 'SiglipImageProcessor', 'do_resize': True, 'size': {'height': S, 'width': S},
-           'resample': 2, 'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
-           'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}, open(os.path.join(out, 'preprocessor_config.json'), 'w'))
-print('encoder: %d parameters' % (off // 4))
-PY
+python3 bench/cuda/random_encoder.py siglip2-base "$tmp/enc" || exit 1
 "$M" gen-scenes --out "$tmp/scenes" --n "$N" --seed 1 --split train --questions 1 --size 64 -q || exit 1
 data="$tmp/scenes/train.jsonl"
 echo "data: $data ($(wc -l < "$data") records); batch $B, $STEPS steps, -t $TH; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"

@@ -168,19 +168,36 @@ typedef struct {
     struct mrw_nccl *nccl;
     struct mrw_dp *dp;
     /* --device cuda (unless --encoder-device cpu): the frozen encoders on the GPU in bf16 (docs/CUDA.md). Images go
-     * through genc_img several per forward: load_sample preprocesses them on the CPU and queues them (pend), the
-     * micro-batch's loading ends with one encode of the queue (gpu_encode_pending) into their feat_in slots;
-     * recordings through genc_aud (Whisper) or genc_wavlm one by one. */
+     * through genc_img several per forward, recordings through genc_aud (Whisper) several per forward: load_sample
+     * preprocesses them on the CPU (pixels, log-mel) and queues them (pend), the micro-batch's loading ends with one
+     * encode of the queue (gpu_encode_pending) into their feat_in slots; WavLM (genc_wavlm) one recording at a time. */
     int enc_gpu;                          /* the options ask for it (set before the feature caches open) */
     struct mrw_vit_gpu *genc_img, *genc_aud;
     struct mrw_wavlm_gpu *genc_wavlm;
     struct gpend {
-        float *pix, *dst;                 /* preprocessed pixels (malloc'ed), their rows' slot in feat_in */
-        char *path;                       /* for the feature cache fc (NULL: none) */
+        float *pix, *dst;                 /* preprocessed pixels or log-mel (malloc'ed), their rows' slot in feat_in */
+        char *path;                       /* for the feature cache fc (NULL: none, or another entry writes it) */
         mrw_feature_cache *fc;
+        int audio, rows;                  /* a Whisper clip (rows: the encoder rows kept, the real audio) */
     } *pend;
-    int n_pend, max_pend, genc_chunk;
+    int n_pend, max_pend, genc_chunk, genc_aud_chunk;
     float *gpix, *gout;                   /* genc_chunk images' pixels and encoder rows (host) */
+    float *gmel, *gaout;                  /* genc_aud_chunk clips' log-mel and encoder rows (host) */
+    size_t gmel_floats;                   /* one clip's log-mel: n_mels x frames */
+    /* data parallel, frozen encoders (docs/DISTRIBUTED.md): slot b of the global micro-batch belongs to rank
+     * b / (B / world); a rank encodes (or reads from the cache) only its slots' media, and only checks the others'
+     * (read and decoded as their owner does, the encoder not run) so that every rank skips the same records; the
+     * micro-batch's signature (records, rows) is compared across the ranks once it is loaded. slice_encode = 0 (one
+     * rank, or MRW_TRAIN_ENCODE_ALL=1 for the before/after measurement): every rank encodes every medium. */
+    int slice_encode;
+    uint64_t batch_sig;
+    int64_t n_encoded, n_cached, n_checked; /* this rank's media: encoded / read from the cache / checked only */
+    int64_t n_written;                      /* feature-cache entries this rank wrote */
+    double t_load, t_genc;                  /* seconds loading micro-batches, of which in gpu_encode_pending */
+    /* the feature-cache entries of the micro-batch so far (hash of the cache and path): within a micro-batch only
+     * the first medium of a path writes its entry, so that no two ranks write one file at the same time */
+    uint64_t *fc_seen;
+    int n_fc_seen, max_fc_seen;
 } trainer;
 
 static void warn_cb(void *user, const char *msg) {
@@ -426,39 +443,142 @@ static void drop_pending(trainer *t, int from) {
     if (from < t->n_pend) t->n_pend = from;
 }
 
-/* Raw encoder features [n, E] of one media file, through the cache when there is one. With the GPU image encoder
- * an image not in the cache is queued instead (*rows = NULL, n and E set; see trainer.genc_img). */
-static mrw_status media_features(trainer *t, mrw_feature_cache *fcache, const mrw_data_sample *s, int j, float **rows,
-                                 int *n, int *E, mrw_error *err) {
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Whether this medium writes its feature-cache entry when it is encoded: only the first medium of a path (in that
+ * cache) in the micro-batch. Every rank sees the same sequence of media, so one rank at most writes an entry in a
+ * micro-batch (the write itself goes through a temporary file and a rename: feature_cache.c). */
+static int fc_first(trainer *t, const mrw_feature_cache *fc, const char *path) {
+    const uint64_t h = fnv1a(fnv1a(1469598103934665603ull, &fc, sizeof fc), path, strlen(path));
+    for (int i = 0; i < t->n_fc_seen; i++)
+        if (t->fc_seen[i] == h) return 0;
+    if (t->n_fc_seen == t->max_fc_seen) {
+        const int cap = t->max_fc_seen ? 2 * t->max_fc_seen : 64;
+        uint64_t *p = realloc(t->fc_seen, (size_t)cap * sizeof *p);
+        if (!p) return 1; /* (only a duplicate write: the rename keeps it safe) */
+        t->fc_seen = p, t->max_fc_seen = cap;
+    }
+    t->fc_seen[t->n_fc_seen++] = h;
+    return 1;
+}
+
+#ifdef MRW_CUDA
+/* Another rank's medium (data parallel, trainer.slice_encode): its encoder rows n x E and its failures as its owner's
+ * path gives them (the file read, decoded and preprocessed as the encoder's input, the encoder not run), so that
+ * every rank keeps or skips the same records. Returns 1 for a case not covered here (an audio modality on the CPU
+ * WavLM, or none): the caller then encodes it as the owner does. */
+static int peer_check(trainer *t, const mrw_data_sample *s, int j, int *n, int *E, mrw_status *st, mrw_error *err) {
+    const char *path = s->media_path[j];
+    *st = MRW_OK;
+    if (s->media_kind[j] != MRW_MEDIA_AUDIO) { /* mrw_mm_encode_image's reading (the GPU queue's too) */
+        const mrw_tfile *f = NULL;
+        const mrw_vit_config *c = NULL;
+        float *pix = NULL;
+        if ((*st = mrw_mm_vision_encoder(t->enc, &f, &c, err))) return 0;
+        if (!(*st = mrw_mm_image_pixels(t->enc, path, &pix, err))) *n = c->n_tokens, *E = c->hidden;
+        free(pix);
+        return 0;
+    }
+    if (t->genc_wavlm) { /* mrw_mm_encode_audio_wavlm_gpu's reading and checks */
+        float *w = NULL;
+        int ns = 0;
+        if (!(*st = mrw_mm_wavlm_wave(t->enc, path, &w, &ns, err)))
+            *n = mrw_wavlm_gpu_out_frames(t->genc_wavlm, ns), *E = mrw_wavlm_gpu_config(t->genc_wavlm)->hidden;
+        free(w);
+        return 0;
+    }
+    const mrw_tfile *f = NULL;
+    const char *pre = NULL;
+    const mrw_whisper_config *c = NULL;
+    if (mrw_mm_whisper_encoder(t->enc, &f, &pre, &c, NULL)) return 1;
+    /* Whisper (GPU or CPU): the recording as mrw_mm_whisper_mel reads it, the checks of mrw_whisper_log_mel, the rows
+     * it keeps (the real audio) */
+    mrw_audio a = {0};
+    if ((*st = mrw_audio_load(path, 16000, NULL, &a, err))) return 0;
+    const int F = 2 * c->n_pos;
+    const size_t used = a.n < (size_t)F * MRW_WHISPER_HOP ? a.n : (size_t)F * MRW_WHISPER_HOP;
+    if (!a.n || !a.samples) *st = mrw_err(err, MRW_E_ARG, "%s: the audio has no samples", path);
+    for (size_t i = 0; i < used && !*st; i++)
+        if (!isfinite(a.samples[i]) || fabsf(a.samples[i]) > 1e30f)
+            *st = mrw_err(err, MRW_E_ARG, "%s: audio sample %zu is %g; samples must be finite and below 1e30", path, i,
+                          (double)a.samples[i]);
+    if (!*st) *n = mrw_whisper_keep_frames((int)(a.n / MRW_WHISPER_HOP), mrw_whisper_enc_out_frames(F)), *E = c->d_model;
+    mrw_audio_free(&a);
+    return 0;
+}
+#endif
+
+/* Raw encoder features [n, E] of one media file, through the cache when there is one: *how = 0: *rows (malloc'ed)
+ * hold them; 1: queued for the GPU encoder (Whisper or the image encoder: *rows = NULL, n and E set; see
+ * trainer.genc_img; the caller gives the slot of its rows to the queue's last entry); 2: another rank's medium
+ * (mine = 0, data parallel): only checked, n and E set, no rows. */
+static mrw_status media_features(trainer *t, mrw_feature_cache *fcache, const mrw_data_sample *s, int j, int mine,
+                                 float **rows, int *n, int *E, int *how, mrw_error *err) {
+    *rows = NULL, *how = 0;
+    const int write = fcache && fc_first(t, fcache, s->media_path[j]);
     if (fcache) {
         int r = mrw_feature_cache_get(fcache, s->media_path[j], rows, n, E, err);
         if (r < 0) return err ? err->code : MRW_E_IO;
-        if (r == 1) return MRW_OK;
+        if (r == 1) {
+            if (mine) {
+                t->n_cached++;
+            } else {
+                free(*rows);
+                *rows = NULL, *how = 2;
+                t->n_checked++;
+            }
+            return MRW_OK;
+        }
     }
     mrw_features enc = {0};
     mrw_status st;
 #ifdef MRW_CUDA
-    if (t->genc_img && s->media_kind[j] != MRW_MEDIA_AUDIO) {
-        /* the GPU encoder: preprocessed now, encoded with the micro-batch's other images once it is loaded
-         * (gpu_encode_pending); *rows = NULL: the caller gives the slot of its rows to the queue's last entry */
-        if (t->n_pend >= t->max_pend) return mrw_err(err, MRW_E_INTERNAL, "more images than the GPU encoder's queue");
-        struct gpend *p = &t->pend[t->n_pend];
-        memset(p, 0, sizeof *p);
-        if ((st = mrw_mm_image_pixels(t->enc, s->media_path[j], &p->pix, err)))
-            return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
-        if (fcache && !(p->path = strdup(s->media_path[j]))) {
-            free(p->pix);
-            return mrw_err(err, MRW_E_NOMEM, "out of memory");
-        }
-        p->fc = fcache;
-        t->n_pend++;
-        const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_img);
-        *rows = NULL, *n = c->n_tokens, *E = c->hidden;
+    if (!mine && !peer_check(t, s, j, n, E, &st, err)) {
+        if (st) return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
+        *how = 2;
+        t->n_checked++;
         return MRW_OK;
     }
-    if (t->genc_aud && s->media_kind[j] == MRW_MEDIA_AUDIO)
-        st = mrw_mm_encode_audio_gpu(t->enc, t->genc_aud, s->media_path[j], t->o->threads, NULL, &enc, err);
-    else if (t->genc_wavlm && s->media_kind[j] == MRW_MEDIA_AUDIO)
+    const int audio = s->media_kind[j] == MRW_MEDIA_AUDIO;
+    if ((t->genc_img && !audio) || (t->genc_aud && audio)) {
+        /* the GPU encoder: preprocessed now (pixels / log-mel), encoded with the micro-batch's other media of its
+         * kind once it is loaded (gpu_encode_pending) */
+        if (t->n_pend >= t->max_pend) return mrw_err(err, MRW_E_INTERNAL, "more media than the GPU encoder's queue");
+        struct gpend *p = &t->pend[t->n_pend];
+        memset(p, 0, sizeof *p);
+        if (audio) {
+            int frames = 0, keep = 0;
+            st = mrw_mm_whisper_mel(t->enc, s->media_path[j], &p->pix, &frames, &keep, err);
+            if (!st && frames != mrw_whisper_gpu_frames(t->genc_aud))
+                st = mrw_err(err, MRW_E_ARG, "whisper (cuda): made for %d frames, the model reads %d",
+                             mrw_whisper_gpu_frames(t->genc_aud), frames);
+            p->audio = 1, p->rows = keep;
+            *n = keep, *E = mrw_vit_gpu_config(t->genc_aud)->hidden;
+        } else {
+            const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_img);
+            st = mrw_mm_image_pixels(t->enc, s->media_path[j], &p->pix, err);
+            p->rows = c->n_tokens;
+            *n = c->n_tokens, *E = c->hidden;
+        }
+        if (st) {
+            free(p->pix);
+            p->pix = NULL;
+            return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
+        }
+        if (write && !(p->path = strdup(s->media_path[j]))) {
+            free(p->pix);
+            p->pix = NULL;
+            return mrw_err(err, MRW_E_NOMEM, "out of memory");
+        }
+        p->fc = write ? fcache : NULL;
+        t->n_pend++;
+        *how = 1;
+        return MRW_OK;
+    }
+    if (t->genc_wavlm && audio)
         st = mrw_mm_encode_audio_wavlm_gpu(t->enc, t->genc_wavlm, s->media_path[j], t->o->threads, NULL, &enc, err);
     else
 #endif
@@ -466,10 +586,13 @@ static mrw_status media_features(trainer *t, mrw_feature_cache *fcache, const mr
                  ? mrw_mm_encode_audio(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err)
                  : mrw_mm_encode_image(t->enc, s->media_path[j], t->o->threads, NULL, &enc, err);
     if (st != MRW_OK) return mrw_err_prefix(err, "%s:%" PRId64, s->file, s->line);
-    if (fcache && (st = mrw_feature_cache_put(fcache, s->media_path[j], enc.rows, enc.n, enc.dim, err))) {
+    t->n_encoded++;
+    /* (another rank's medium encoded here, peer_check's uncovered case: its owner writes the entry) */
+    if (write && mine && (st = mrw_feature_cache_put(fcache, s->media_path[j], enc.rows, enc.n, enc.dim, err))) {
         mrw_features_free(&enc);
         return st;
     }
+    t->n_written += write && mine;
     *rows = enc.rows, *n = enc.n, *E = enc.dim;
     return MRW_OK;
 }
@@ -646,8 +769,9 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
             const int in_batch = x ? x->n_items_in_batch : t->n_items_in_batch, tin = x ? x->feat_Tin : t->feat_Tin;
             const int slot = x ? x->n_items + kx[mod] : item0 + k0, slots = x ? x->max_items : t->max_items;
             float *rows = NULL;
-            int n = 0, e = 0;
-            if ((s = media_features(t, x ? x->fcache : t->fcache, &smp, j, &rows, &n, &e, err))) {
+            int n = 0, e = 0, how = 0;
+            const int mine = !t->slice_encode || b / (t->B / t->world) == t->rank;
+            if ((s = media_features(t, x ? x->fcache : t->fcache, &smp, j, mine, &rows, &n, &e, &how, err))) {
                 if (s == MRW_E_NOMEM) return s;
                 fprintf(stderr, "modrwkv train: warning: %s; skipped\n", err ? err->msg : "cannot encode the media");
                 skip = 1;
@@ -674,8 +798,9 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
                 break;
             }
             float *dst = (x ? x->feat_in : t->feat_in) + (size_t)slot * n * e_want;
-            if (rows) memcpy(dst, rows, (size_t)n * e_want * sizeof(float));
-            else t->pend[t->n_pend - 1].dst = dst; /* queued for the GPU encoder */
+            if (how == 0) memcpy(dst, rows, (size_t)n * e_want * sizeof(float));
+            else if (how == 1) t->pend[t->n_pend - 1].dst = dst; /* queued for the GPU encoder */
+            /* (how == 2: another rank's medium; its slot is not read here) */
             free(rows);
             Ms[j] = M;
             if (x) {
@@ -702,43 +827,87 @@ static mrw_status load_sample(trainer *t, int b, int64_t *n_tokens, mrw_error *e
             t->s_n[b] = smp.n;
         }
         *n_tokens += smp.n;
+        if (t->slice_encode) { /* the signature of what this slot holds (compared across the ranks) */
+            int64_t v[4 + MRW_DATA_MAX_MEDIA] = {b, smp.line, smp.n, t->s_n[b]};
+            for (int j = 0; j < smp.n_media && j < MRW_DATA_MAX_MEDIA; j++) v[4 + j] = Ms[j];
+            t->batch_sig = fnv1a(t->batch_sig, v, sizeof v);
+        }
         return MRW_OK;
     }
 }
 
 #ifdef MRW_CUDA
-/* The queued images through the GPU encoder, genc_chunk per forward, their rows into their slots (and the cache). */
+/* The queued media through the GPU encoders, images genc_chunk per forward, Whisper clips genc_aud_chunk per
+ * forward (each kind in queue order), their rows into their slots (and the cache). */
 static mrw_status gpu_encode_pending(trainer *t, mrw_error *err) {
-    const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_img);
-    const size_t np = (size_t)c->channels * c->image_size * c->image_size, no = (size_t)c->n_tokens * c->hidden;
     mrw_status s = MRW_OK;
-    for (int i0 = 0; i0 < t->n_pend && !s; i0 += t->genc_chunk) {
-        const int n = t->n_pend - i0 < t->genc_chunk ? t->n_pend - i0 : t->genc_chunk;
-        for (int i = 0; i < n; i++) memcpy(t->gpix + (size_t)i * np, t->pend[i0 + i].pix, np * sizeof(float));
-        s = mrw_vit_gpu_forward_host(t->genc_img, t->gpix, n, t->gout, err);
-        for (int i = 0; i < n && !s; i++) {
-            const struct gpend *p = &t->pend[i0 + i];
-            if (!p->dst) {
-                s = mrw_err(err, MRW_E_INTERNAL, "an image queued for the GPU encoder has no slot");
-                break;
+    const double t0 = mrw_now();
+    for (int audio = 0; audio < 2 && !s; audio++) {
+        struct mrw_vit_gpu *v = audio ? t->genc_aud : t->genc_img;
+        if (!v) continue;
+        const mrw_vit_config *c = mrw_vit_gpu_config(v);
+        const int chunk = audio ? t->genc_aud_chunk : t->genc_chunk;
+        const size_t np = audio ? t->gmel_floats : (size_t)c->channels * c->image_size * c->image_size;
+        const size_t no = (size_t)c->n_tokens * c->hidden;
+        float *in = audio ? t->gmel : t->gpix, *outb = audio ? t->gaout : t->gout;
+        int idx[64];
+        for (int i = 0; i < t->n_pend && !s;) {
+            int n = 0;
+            for (; i < t->n_pend && n < chunk; i++)
+                if (t->pend[i].audio == audio) {
+                    memcpy(in + (size_t)n * np, t->pend[i].pix, np * sizeof(float));
+                    idx[n++] = i;
+                }
+            if (!n) break;
+            s = audio ? mrw_whisper_gpu_forward_host_batch(v, in, n, outb, err) : mrw_vit_gpu_forward_host(v, in, n, outb, err);
+            for (int k = 0; k < n && !s; k++) {
+                const struct gpend *p = &t->pend[idx[k]];
+                if (!p->dst) {
+                    s = mrw_err(err, MRW_E_INTERNAL, "a medium queued for the GPU encoder has no slot");
+                    break;
+                }
+                memcpy(p->dst, outb + (size_t)k * no, (size_t)p->rows * c->hidden * sizeof(float));
+                if (p->fc && !(s = mrw_feature_cache_put(p->fc, p->path, p->dst, p->rows, c->hidden, err))) t->n_written++;
             }
-            memcpy(p->dst, t->gout + (size_t)i * no, no * sizeof(float));
-            if (p->fc) s = mrw_feature_cache_put(p->fc, p->path, p->dst, c->n_tokens, c->hidden, err);
+            if (!s) t->n_encoded += n;
         }
     }
     drop_pending(t, 0);
+    t->t_genc += mrw_now() - t0;
     return s;
 }
 #endif
 
+static mrw_status load_micro_batch_(trainer *t, int64_t *n_tokens, mrw_error *err);
+
 static mrw_status load_micro_batch(trainer *t, int64_t *n_tokens, mrw_error *err) {
+    const double t0 = mrw_now();
+    const mrw_status s = load_micro_batch_(t, n_tokens, err);
+    t->t_load += mrw_now() - t0;
+    return s;
+}
+
+static mrw_status load_micro_batch_(trainer *t, int64_t *n_tokens, mrw_error *err) {
     t->n_items = t->n_items_in_batch = 0;
     for (int k = 0; k < t->n_xm; k++) t->xm[k].n_items = t->xm[k].n_items_in_batch = 0;
+    t->n_fc_seen = 0;
+    t->batch_sig = 1469598103934665603ull;
     for (int b = 0; b < t->B; b++) {
         mrw_status s = load_sample(t, b, n_tokens, err);
         if (s) return s;
     }
 #ifdef MRW_CUDA
+    if (t->slice_encode) {
+        /* every rank must hold the same records and feature rows (the slices and the targets' shares depend on
+         * them): the signatures' sum and sum of squares over the ranks equal world x this rank's iff all are equal */
+        const double h = (double)(t->batch_sig & 0xFFFFF);
+        double x[2] = {h, h * h};
+        mrw_status s = mrw_dp_sum_host(t->dp, x, 2, err);
+        if (s) return s;
+        if (x[0] != t->world * h || x[1] != t->world * h * h)
+            return mrw_err(err, MRW_E_INTERNAL, "data parallel: the ranks read different micro-batches (a medium was "
+                           "usable on one rank only); MRW_TRAIN_ENCODE_ALL=1 makes every rank encode every medium");
+    }
     if (t->n_pend) return gpu_encode_pending(t, err);
 #endif
     return MRW_OK;
@@ -1054,7 +1223,7 @@ static void trainer_free(trainer *t) {
     if (t->wt) mrw_whisper_train_free(t->wt);
     free(t->pix), free(t->d_enc), free(t->mel), free(t->w_out_buf), free(t->d_w_out);
     drop_pending(t, 0);
-    free(t->pend), free(t->gpix), free(t->gout);
+    free(t->pend), free(t->gpix), free(t->gout), free(t->gmel), free(t->gaout), free(t->fc_seen);
     mrw_data_free(t->data);
     free(t->tok), free(t->tgt), free(t->s_n), free(t->item_b), free(t->item_at);
     for (int b = 0; b < t->B; b++) {
@@ -1459,29 +1628,44 @@ static mrw_status gpu_adapter_new(trainer *t, const mrw_tadapter_config *adc, in
 
 #ifdef MRW_CUDA
 /* The frozen encoders on the GPU (t->enc_gpu), on the trainer's stream: the image encoder for up to genc_chunk
- * images per forward with the queue for a micro-batch's images, the Whisper encoder for one 30 s clip, or WavLM
- * (src/kernels/cuda/wavlm_gpu.h) for one recording. */
+ * images per forward and the Whisper encoder for up to genc_aud_chunk 30 s clips per forward, with the queue for a
+ * micro-batch's media, or WavLM (src/kernels/cuda/wavlm_gpu.h) for one recording at a time. */
 static mrw_status gpu_encoders_new(trainer *t, mrw_error *err) {
     void *stream = mrw_rwkv7_gpu_stream(t->gpu);
     mrw_status s;
+    /* (data parallel with slice_encode: a rank queues only its B / world samples' media) */
+    t->max_pend = (t->slice_encode ? t->B / t->world : t->B) * MRW_DATA_MAX_MEDIA;
+    const char *ck = getenv("MRW_TRAIN_GPU_ENCODER_CHUNK"); /* tests: fewer media per forward */
+    if (!(t->pend = calloc((size_t)t->max_pend, sizeof *t->pend))) return mrw_err(err, MRW_E_NOMEM, "out of memory");
     if (mrw_mm_modality_of(t->enc, 0) >= 0) {
-        t->max_pend = t->B * MRW_DATA_MAX_MEDIA;
         t->genc_chunk = t->max_pend < 32 ? t->max_pend : 32;
-        const char *ck = getenv("MRW_TRAIN_GPU_ENCODER_CHUNK"); /* tests: fewer images per forward */
         if (ck && atoi(ck) > 0 && atoi(ck) < t->genc_chunk) t->genc_chunk = atoi(ck);
         if ((s = mrw_vit_gpu_from_mm(t->enc, t->genc_chunk, stream, &t->genc_img, err))) return s;
         const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_img);
-        t->pend = calloc((size_t)t->max_pend, sizeof *t->pend);
         t->gpix = malloc((size_t)t->genc_chunk * c->channels * c->image_size * c->image_size * sizeof(float));
         t->gout = malloc((size_t)t->genc_chunk * c->n_tokens * c->hidden * sizeof(float));
-        if (!t->pend || !t->gpix || !t->gout) return mrw_err(err, MRW_E_NOMEM, "out of memory for the GPU encoder");
+        if (!t->gpix || !t->gout) return mrw_err(err, MRW_E_NOMEM, "out of memory for the GPU encoder");
         if (!t->o->quiet)
             fprintf(stderr, "modrwkv train: the frozen %s encoder on the GPU (bf16; %d layers, width %d, %d tokens; up to "
                     "%d images per forward, %.2f GiB of device memory)\n", c->family == MRW_VIT_CLIP ? "CLIP" : "SigLIP",
                     c->n_layer, c->hidden, c->n_tokens, t->genc_chunk, mrw_vit_gpu_bytes(t->genc_img) / 1073741824.0);
     }
     if (mrw_mm_modality_of(t->enc, 1) >= 0) {
-        s = mrw_whisper_gpu_from_mm(t->enc, stream, &t->genc_aud, err);
+        /* Whisper: up to 16 clips of 30 s per forward (fewer with MRW_TRAIN_GPU_ENCODER_CHUNK) */
+        t->genc_aud_chunk = t->max_pend < 16 ? t->max_pend : 16;
+        if (ck && atoi(ck) > 0 && atoi(ck) < t->genc_aud_chunk) t->genc_aud_chunk = atoi(ck);
+        s = mrw_whisper_gpu_from_mm_batch(t->enc, t->genc_aud_chunk, stream, &t->genc_aud, err);
+        if (!s) {
+            const mrw_tfile *f = NULL;
+            const char *pre = NULL;
+            const mrw_whisper_config *wc = NULL;
+            const mrw_vit_config *c = mrw_vit_gpu_config(t->genc_aud);
+            if ((s = mrw_mm_whisper_encoder(t->enc, &f, &pre, &wc, err))) return s;
+            t->gmel_floats = (size_t)wc->n_mels * mrw_whisper_gpu_frames(t->genc_aud);
+            t->gmel = malloc((size_t)t->genc_aud_chunk * t->gmel_floats * sizeof(float));
+            t->gaout = malloc((size_t)t->genc_aud_chunk * c->n_tokens * c->hidden * sizeof(float));
+            if (!t->gmel || !t->gaout) return mrw_err(err, MRW_E_NOMEM, "out of memory for the GPU encoder");
+        }
         if (s == MRW_E_UNSUPPORTED) { /* WavLM */
             if ((s = mrw_wavlm_gpu_from_mm(t->enc, stream, &t->genc_wavlm, err))) return s;
             if (!t->o->quiet)
@@ -1489,8 +1673,8 @@ static mrw_status gpu_encoders_new(trainer *t, mrw_error *err) {
         } else if (s) {
             return s;
         } else if (!t->o->quiet) {
-            fprintf(stderr, "modrwkv train: the frozen Whisper encoder on the GPU (bf16; %.2f GiB of device memory)\n",
-                    mrw_vit_gpu_bytes(t->genc_aud) / 1073741824.0);
+            fprintf(stderr, "modrwkv train: the frozen Whisper encoder on the GPU (bf16; up to %d clips per forward, "
+                    "%.2f GiB of device memory)\n", t->genc_aud_chunk, mrw_vit_gpu_bytes(t->genc_aud) / 1073741824.0);
         }
     }
     return MRW_OK;
@@ -1621,6 +1805,10 @@ static mrw_status setup(trainer *t, const mrw_model *start, mrw_error *err) {
             (s = mrw_dp_set_bf16(t->dp, o->allreduce_bf16, err)) ||
             (s = mrw_dp_moments(t->dp, 1, t->sets[0], t->opt.m, t->opt.v, t->opt.moff[0], &t->opt.t, err)))
             return s;
+        /* data parallel with frozen encoders: each rank encodes its slice's media only (MRW_TRAIN_ENCODE_ALL=1: every
+         * medium on every rank, the earlier way, for comparisons) */
+        const char *ea = getenv("MRW_TRAIN_ENCODE_ALL");
+        t->slice_encode = t->world > 1 && t->ad && !t->vt && !t->wt && !(ea && *ea == '1');
         if (t->enc_gpu && (s = gpu_encoders_new(t, err))) return s;
         /* the adapters on the trainer's stream: the primary one (it owns the injected rows), then those of the other
          * modalities of a multi-modality model (sharing them) */
@@ -1863,6 +2051,12 @@ mrw_status mrw_train_run(const mrw_train_opts *opts, const mrw_model *start, con
             kill(getpid(), SIGKILL);
         }
     }
+    const char *ec = getenv("MRW_TRAIN_ENCODE_COUNT"); /* tests: what this rank's frozen encoders did */
+    if (!s && ec && *ec == '1')
+        fprintf(stderr, "modrwkv train: rank %d of %d: %" PRId64 " media encoded, %" PRId64 " read from the feature cache, "
+                "%" PRId64 " checked for other ranks, %" PRId64 " feature-cache entries written; %.3f s loading "
+                "micro-batches, %.3f s of it in the GPU encoders' queue\n", t.rank, t.world, t.n_encoded, t.n_cached,
+                t.n_checked, t.n_written, t.t_load, t.t_genc);
     if (!s) {
         if (total > first) mrw_progress_finish(&bar);
         if (!o.quiet)

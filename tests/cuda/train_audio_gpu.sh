@@ -253,6 +253,62 @@ cmp_losses "WavLM, GPU WavLM, GPU fp32 mode vs CPU" wl_cpu wl_gpue32 5e-2 1e-2 3
 cmp_losses "WavLM, GPU vs CPU encoder (GPU fp32 mode)" wl_gpu32 wl_gpue32 5e-2 1e-2 3e-2
 same_headers a1_cpu:a1_gpue mx1_cpu:mx1_gpue wl_cpu:wl_gpue32
 # ---------------------------------------------------------------------------------------------------------------
+# (M7) The frozen Whisper on the GPU encodes a micro-batch's clips together (up to min(16, 3 B) per forward: the convolution
+# stem clip by clip, the layers over all clips' rows; trainer.c gpu_encode_pending). Four recordings of one length
+# (speech.wav, reversed, at half gain, with a small deterministic noise; stdlib Python), 8 ASR records, --batch 4 (4
+# clips in one forward) against MRW_TRAIN_GPU_ENCODER_CHUNK=1 (one clip per forward, the earlier way), both in GPU fp32
+# mode (the encoder is bf16 in every mode) with fresh feature caches, which then hold each clip's encoder rows: those
+# compared element by element (max |difference| over the entry's max |value|; tol 1e-2: the encoder's bf16 GEMMs over
+# 4 x 1500 rows may round otherwise than over 1500), and the losses (tol 1e-2 / 1e-3 / 1e-2). Tolerances set before
+# the first run.
+python3 - "$tmp" <<'PY' || { echo "M7 clips: FAIL"; rc=1; }
+import array, sys, wave
+d = sys.argv[1]
+w = wave.open(d + '/speech.wav'); p = w.getparams(); x = array.array('h', w.readframes(p.nframes)); w.close()
+seed = 12345
+def noise():
+    global seed
+    seed = (seed * 1103515245 + 12345) % 2**31
+    return seed % 201 - 100
+clips = {'c0': x, 'c1': array.array('h', reversed(x)), 'c2': array.array('h', (v // 2 for v in x)),
+         'c3': array.array('h', (max(-32768, min(32767, v + noise())) for v in x))}
+for n, c in clips.items():
+    o = wave.open('%s/%s.wav' % (d, n), 'wb'); o.setparams(p); o.writeframes(c.tobytes()); o.close()
+with open(d + '/asr4.jsonl', 'w') as f:
+    for i, t in enumerate(['hello there', 'a chirp', 'some noise', 'the tone rises', 'four hundred', 'a short clip',
+                           'a burst', 'the end']):
+        f.write('{"audio": "c%d.wav", "text": "%s"}\n' % (i % 4, t))
+PY
+AB=(-m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --train adapter --data "$tmp/asr4.jsonl" --vocab bytes --batch 4
+    --ctx-len 128 --steps 12 --lr 1e-3 --seed 7 -t 4 --no-progress --device cuda --encoder-device cuda)
+run ab_4 G32 "$M" train "${AB[@]}" --feature-cache "$tmp/fcb4"
+run ab_1 G32 env MRW_TRAIN_GPU_ENCODER_CHUNK=1 "$M" train "${AB[@]}" --feature-cache "$tmp/fcb1"
+if grep -q "frozen Whisper encoder on the GPU (bf16; up to 12 clips per forward" "$out/au_ab_4.txt" &&
+   grep -q "frozen Whisper encoder on the GPU (bf16; up to 1 clips per forward" "$out/au_ab_1.txt"; then
+  echo "GPU Whisper: up to 12 clips per forward at --batch 4 (3 media a record), 1 with MRW_TRAIN_GPU_ENCODER_CHUNK=1: pass"
+else echo "GPU Whisper clips per forward: FAIL"; rc=1; fi
+python3 - "$tmp/fcb4" "$tmp/fcb1" <<'PY' | tee -a "$out/au_losses.txt" || rc=1
+import array, glob, os, struct, sys
+a_dir, b_dir = sys.argv[1], sys.argv[2]
+def load(p):
+    b = open(p, 'rb').read()
+    magic, rows, cols, _, _, _, pl, _ = struct.unpack('<8sii3q2I', b[:48])
+    v = array.array('f'); v.frombytes(b[48 + pl:]); assert magic == b'MRWFEAT1' and len(v) == rows * cols
+    return rows, cols, v
+fa = sorted(glob.glob(a_dir + '/*/*.f32')); worst, same, n = 0.0, 0, 0
+for p in fa:
+    q = os.path.join(b_dir, os.path.basename(os.path.dirname(p)), os.path.basename(p))
+    ra, ca, va = load(p); rb, cb, vb = load(q)
+    assert (ra, ca) == (rb, cb), (ra, ca, rb, cb)
+    m = max(abs(x) for x in va); d = max(abs(x - y) for x, y in zip(va, vb))
+    worst = max(worst, d / m); same += va == vb; n += 1
+ok = n == 4 and worst <= 1e-2
+print('batched vs one-by-one GPU Whisper features: %d clips (%d x %d), %d bit-identical, max |diff| / max |x| %.2e (tol 1e-2) %s'
+      % (n, ra, ca, same, worst, 'pass' if ok else 'FAIL'))
+sys.exit(0 if ok else 1)
+PY
+cmp_losses "GPU Whisper 4 clips per forward vs 1 (fp32 mode)" ab_1 ab_4 1e-2 1e-3 1e-2
+# ---------------------------------------------------------------------------------------------------------------
 rm -rf "$tmp"
 echo "train_audio_gpu: exit $rc"
 exit $rc

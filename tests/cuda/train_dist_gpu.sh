@@ -8,8 +8,9 @@
 # after step 6 and resumed on 1 GPU, and a 1-GPU run killed after step 6 and resumed on 2 GPUs with ZeRO-1, each end
 # at the uninterrupted 1-GPU run's last loss (tolerance 1e-4); and a run whose NCCL cannot be loaded fails on both
 # ranks with the message and exit status 1, quickly. Then gradient accumulation, a NaN on one rank (every rank skips
-# the step) and the bf16 all-reduce. Then the ModRWKV stages (stage 1, stage 2, the vision encoder trained) on 2
-# GPUs against 1 at the same global batch (the block at the end says what and how closely).
+# the step) and the bf16 all-reduce. Then the ModRWKV stages (stage 1, stage 2, the vision encoder trained; the frozen
+# GPU encoders, each rank encoding only its slice) on 2 GPUs against 1 at the same global batch (the block at the end
+# says what and how closely).
 #   tests/cuda/train_dist_gpu.sh        (logs in $OUT or ./cuda-out; MODRWKV, DATA, MRW_NCCL_LIB may be set;
 #                                        DIST_ONLY=mm runs the ModRWKV block only)
 set -u
@@ -173,6 +174,50 @@ rm -rf "$tmp"
   run wb_2 "$M" train "${WE[@]}" --gpus 2
   run nan_1 env MRW_TRAIN_NAN_AT_STEP=3 MRW_TRAIN_GPU_FP32=1 "$M" train "${S2[@]}"
   run nan_2 env MRW_TRAIN_NAN_AT_STEP=3,1 MRW_TRAIN_GPU_FP32=1 "$M" train "${S2[@]}" --gpus 2 --zero 1
+  # The frozen encoders on the GPU, data parallel: each rank encodes only its slice's media and only checks the
+  # others' (read and decoded, the encoder not run; trainer.c slice_encode). MRW_TRAIN_ENCODE_COUNT=1 prints per rank
+  # "media encoded, read from the feature cache, checked for other ranks, feature-cache entries written". Stage 1 on
+  # the SigLIP fixture (GPU encoder, no cache), 8 steps x 4 images: 1 GPU encodes 32; 2 GPUs 16 each and check 16
+  # each; MRW_TRAIN_ENCODE_ALL=1 (every rank encodes the whole micro-batch, the earlier way) 32 each. With a fresh
+  # --feature-cache on 2 GPUs: the 3 distinct images give 3 entries written in all (one rank writes each: within a
+  # micro-batch only a path's first medium writes; later steps read them), no temporary files left; a second run over
+  # the filled cache encodes nothing (16 read, 16 checked per rank). The frozen Whisper fixture (6 recordings, batched
+  # on the GPU): 1 GPU 32, 2 GPUs 16 + 16 checked each. Losses of 2 GPUs vs 1 at the same global batch with the
+  # bf16 tolerances (the encoder's bf16 GEMMs run over 2 media per rank instead of 4), and sliced vs every rank
+  # encoding everything.
+  GE=(-m "$tmp/lm/model.safetensors" --encoder $MM/siglip --adapter v1 --train adapter --vocab bytes --data "$tmp/data.jsonl"
+      --batch 4 --ctx-len 128 --steps 8 --lr 3e-3 --seed 7 -t 4 --no-progress --device cuda)
+  GW=(-m $MM/v1_audio/rwkv-0.pth --encoder $MM/whisper --train adapter --vocab bytes --data "$tmp/asr.jsonl" --batch 4
+      --ctx-len 128 --steps 8 --lr 1e-3 --seed 7 -t 4 --no-progress --device cuda)
+  EC=(env MRW_TRAIN_ENCODE_COUNT=1)
+  run ge_1 G32 "${EC[@]}" "$M" train "${GE[@]}"
+  run ge_2 G32 "${EC[@]}" "$M" train "${GE[@]}" --gpus 2
+  run ge_2all G32 "${EC[@]}" MRW_TRAIN_ENCODE_ALL=1 "$M" train "${GE[@]}" --gpus 2
+  run gec_2 G32 "${EC[@]}" "$M" train "${GE[@]}" --gpus 2 --feature-cache "$tmp/fcg"
+  run gec2_2 G32 "${EC[@]}" "$M" train "${GE[@]}" --gpus 2 --feature-cache "$tmp/fcg"
+  run gw_1 G32 "${EC[@]}" "$M" train "${GW[@]}"
+  run gw_2 G32 "${EC[@]}" "$M" train "${GW[@]}" --gpus 2
+  # enc_count RUN RANK: "encoded cached checked written" of that rank's line
+  enc_count() { grep -o "rank $2 of [0-9]*: [0-9]* media encoded, [0-9]* read from the feature cache, [0-9]* checked for other ranks, [0-9]* feature-cache entries written" \
+                  "$out/dpmm_$1.txt" | awk '{ print $5, $8, $14, $19 }'; }
+  enc_want() { # RUN RANK "E C K W" (a field "-": any)
+    local got; got=$(enc_count "$1" "$2")
+    if awk -v g="$got" -v w="$3" 'BEGIN { n = split(g, a, " "); split(w, b, " "); if (n != 4) exit 1
+                                          for (i = 1; i <= 4; i++) if (b[i] != "-" && a[i] != b[i]) exit 1 }'; then
+      echo "  $1 rank $2: encoded/cached/checked/written $got (want $3): pass"
+    else echo "  $1 rank $2: encoded/cached/checked/written '$got' (want $3): FAIL"; rc=1; fi; }
+  echo "frozen encoders, data parallel: what each rank encoded"
+  enc_want ge_1 0 "32 0 0 0"; enc_want ge_2 0 "16 0 16 0"; enc_want ge_2 1 "16 0 16 0"
+  enc_want ge_2all 0 "32 0 0 0"; enc_want ge_2all 1 "32 0 0 0"
+  enc_want gec_2 0 "- - 16 -"; enc_want gec_2 1 "- - 16 -"
+  enc_want gec2_2 0 "0 16 16 0"; enc_want gec2_2 1 "0 16 16 0"
+  enc_want gw_1 0 "32 0 0 0"; enc_want gw_2 0 "16 0 16 0"; enc_want gw_2 1 "16 0 16 0"
+  nw=$(( $(enc_count gec_2 0 | awk '{ print $1 + $2 }') + 0 ))
+  w0=$(enc_count gec_2 0 | awk '{ print $4 }'); w1=$(enc_count gec_2 1 | awk '{ print $4 }')
+  ne=$(find "$tmp/fcg" -name '*.f32' | wc -l); nt=$(find "$tmp/fcg" -type f ! -name '*.f32' | wc -l)
+  if [ "$((w0 + w1))" -eq 3 ] && [ "$ne" -eq 3 ] && [ "$nt" -eq 0 ] && [ "$nw" -eq 16 ]; then
+    echo "  fresh cache on 2 GPUs: entries written by rank 0 / 1: $w0 / $w1 (3 in all), 3 entries, no temporary files: pass"
+  else echo "  fresh cache on 2 GPUs: written $w0 / $w1, $ne entries, $nt other files, rank 0 encoded + cached $nw: FAIL"; rc=1; fi
   grep -h "data parallel" "$out"/dpmm_s1_2z.txt "$out"/dpmm_s2_2z.txt "$out"/dpmm_e_2.txt
   cmp_losses "stage 1, 2 GPUs vs 1 (fp32)" s1_1 s1_2 5e-3 1e-4 1e-3
   cmp_losses "stage 1, 2 GPUs ZeRO-1 vs 1 (fp32)" s1_1 s1_2z 5e-3 1e-4 1e-3
@@ -188,6 +233,11 @@ rm -rf "$tmp"
   cmp_losses "Whisper encoder trained, 2 GPUs vs 1 (fp32)" w_1 w_2 5e-3 1e-4 1e-3
   cmp_losses "Whisper encoder trained, 2 GPUs vs 1 (bf16)" wb_1 wb_2 5e-2 1e-2 3e-2
   cmp_losses "stage 2 NaN at step 3 on rank 1 only, 2 GPUs ZeRO-1 vs 1 GPU NaN (fp32)" nan_1 nan_2 5e-3 1e-4 1e-3
+  cmp_losses "GPU SigLIP frozen, 2 GPUs (each its slice) vs 1 (fp32)" ge_1 ge_2 5e-2 1e-2 3e-2
+  cmp_losses "GPU SigLIP frozen, 2 GPUs sliced vs every rank all (fp32)" ge_2all ge_2 5e-2 1e-2 3e-2
+  cmp_losses "GPU SigLIP frozen, 2 GPUs fresh cache vs none (fp32)" ge_2 gec_2 5e-2 1e-2 3e-2
+  cmp_losses "GPU SigLIP frozen, 2 GPUs filled cache vs none (fp32)" ge_2 gec2_2 5e-2 1e-2 3e-2
+  cmp_losses "GPU Whisper frozen, 2 GPUs (each its slice) vs 1 (fp32)" gw_1 gw_2 5e-2 1e-2 3e-2
   if grep -q "loss is nan at step 3: step skipped" "$out/dpmm_nan_2.txt"; then echo "  rank 0 skipped step 3 (its own loss was finite): pass"
   else echo "  rank 0 did not skip step 3: FAIL"; rc=1; fi
   # stage 1 holds no RWKV gradients or moments on any rank (rank 0's line; every rank runs the same setup, and a

@@ -434,9 +434,12 @@ static mrw_status vit_alloc(mrw_vit_gpu *v, mrw_vit_gpu **out, mrw_error *err) {
     const size_t P2 = c->n_patches, PP = (size_t)c->channels * c->patch * c->patch;
     /* pixels / mel, unfolded windows, patch embeddings / conv1 output */
     size_t npx = n * c->channels * c->image_size * c->image_size, ncols = n * P2 * PP, npe = n * P2 * C;
-    if (v->whisper) {
+    /* a Whisper encoder for several clips with the fused attention keeps no scores (1500 x 1500 per head and clip):
+     * it stays fused (mrw_vit_gpu_set_attention) */
+    const int noSP = v->whisper && v->fused && max_images > 1;
+    if (v->whisper) { /* the stem runs one clip at a time (cols, pe); the mel of every clip is uploaded at once */
         const size_t F = v->frames, nm = v->n_mels;
-        npx = nm * F, ncols = F * nm * 3 > T * C * 3 ? F * nm * 3 : T * C * 3, npe = F * C;
+        npx = n * nm * F, ncols = F * nm * 3 > T * C * 3 ? F * nm * 3 : T * C * 3, npe = F * C;
     }
     struct {
         void **p;
@@ -450,12 +453,13 @@ static mrw_status vit_alloc(mrw_vit_gpu *v, mrw_vit_gpu **out, mrw_error *err) {
               {(void **)&v->x, n * T * C * 4, "residual stream"},
               {(void **)&v->xn, n * T * C * 2, "LayerNorm output"},
               {(void **)&v->qkv, n * T * 3 * C * 2, "q/k/v"},
-              {(void **)&v->S, n * H * T * T * 4, "attention scores"},
-              {(void **)&v->P, n * H * T * T * 2, "attention probabilities"},
+              {(void **)&v->S, noSP ? 0 : n * H * T * T * 4, "attention scores"},
+              {(void **)&v->P, noSP ? 0 : n * H * T * T * 2, "attention probabilities"},
               {(void **)&v->att, n * T * C * 2, "attention output"},
               {(void **)&v->ff, n * T * I * 2, "MLP hidden rows"},
               {(void **)&v->ptrs, 6 * n * H * sizeof(void *), "pointer arrays"}};
     for (size_t i = 0; i < sizeof al / sizeof al[0]; i++) {
+        if (!al[i].bytes) continue;
         const cudaError_t e = cudaMalloc(al[i].p, al[i].bytes);
         if (e != cudaSuccess) {
             cudaGetLastError();
@@ -482,8 +486,8 @@ static mrw_status vit_alloc(mrw_vit_gpu *v, mrw_vit_gpu **out, mrw_error *err) {
         const bf16 *base = v->qkv + img * T * 3 * C + h * D;
         hp[i] = base;                              /* q */
         hp[np + i] = base + C;                     /* k */
-        hp[2 * np + i] = v->S + i * T * T;         /* S */
-        hp[3 * np + i] = v->P + i * T * T;         /* P */
+        hp[2 * np + i] = v->S ? v->S + i * T * T : NULL; /* S */
+        hp[3 * np + i] = v->P ? v->P + i * T * T : NULL; /* P */
         hp[4 * np + i] = base + 2 * C;             /* v */
         hp[5 * np + i] = v->att + img * T * C + h * D; /* out */
     }
@@ -515,6 +519,7 @@ extern "C" void mrw_vit_gpu_free(mrw_vit_gpu *v) {
 extern "C" const mrw_vit_config *mrw_vit_gpu_config(const mrw_vit_gpu *v) { return &v->cfg; }
 
 extern "C" int mrw_vit_gpu_set_attention(mrw_vit_gpu *v, int fused) {
+    if (!v->S) return v->fused; /* (no score buffers: a several-clip Whisper encoder stays fused) */
     v->fused = fused && v->cfg.head_dim == 64 && v->cfg.hidden % 8 == 0;
     return v->fused;
 }
@@ -695,7 +700,15 @@ extern "C" mrw_status mrw_vit_gpu_forward_host(mrw_vit_gpu *v, const float *pixe
 
 extern "C" mrw_status mrw_whisper_gpu_new(const mrw_whisper_config *wc, int n_frames, void *stream, mrw_vit_gpu **out,
                                           mrw_error *err) {
+    return mrw_whisper_gpu_new_batch(wc, n_frames, 1, stream, out, err);
+}
+
+extern "C" mrw_status mrw_whisper_gpu_new_batch(const mrw_whisper_config *wc, int n_frames, int max_clips, void *stream,
+                                                mrw_vit_gpu **out, mrw_error *err) {
     *out = NULL;
+    if (wc && n_frames > 0 && (max_clips < 1 || (double)max_clips * (wc->n_heads > 0 ? wc->n_heads : 1) *
+                                                    ((n_frames + 1) / 2) * ((n_frames + 1) / 2) > 4e9))
+        return mrw_err(err, MRW_E_ARG, "whisper (cuda): %d clips per forward is out of range", max_clips);
     if (!wc || wc->n_mels < 1 || wc->d_model < 2 || wc->d_model % 2 || wc->n_layers < 1 || wc->n_heads < 1 ||
         wc->d_model % wc->n_heads || wc->ffn_dim < 2 || wc->ffn_dim % 2 || wc->n_pos < 1 || n_frames < 1 ||
         n_frames > 2 * wc->n_pos || wc->d_model > 16384 || wc->ffn_dim > 65536 || wc->n_mels > 1024 || !(wc->ln_eps > 0))
@@ -715,7 +728,7 @@ extern "C" mrw_status mrw_whisper_gpu_new(const mrw_whisper_config *wc, int n_fr
     c->eps = wc->ln_eps;
     c->act = wc->act == MRW_ACT_GELU ? MRW_VIT_GELU_ERF : MRW_VIT_GELU_TANH;
     v->whisper = 1, v->n_mels = wc->n_mels, v->frames = n_frames, v->n_pos = wc->n_pos;
-    v->max_n = 1;
+    v->max_n = max_clips;
     v->st = (cudaStream_t)stream;
     v->fused = c->head_dim == 64 && c->hidden % 8 == 0;
     return vit_alloc(v, out, err);
@@ -723,35 +736,49 @@ extern "C" mrw_status mrw_whisper_gpu_new(const mrw_whisper_config *wc, int n_fr
 
 extern "C" int mrw_whisper_gpu_frames(const mrw_vit_gpu *v) { return v->whisper ? v->frames : 0; }
 
+extern "C" int mrw_whisper_gpu_max_clips(const mrw_vit_gpu *v) { return v->whisper ? v->max_n : 0; }
+
 extern "C" mrw_status mrw_whisper_gpu_forward_host(mrw_vit_gpu *v, const float *mel, float *out, mrw_error *err) {
-    if (!v || !v->whisper || !mel || !out)
-        return mrw_err(err, MRW_E_ARG, "whisper (cuda): not a Whisper encoder, or NULL buffers");
+    return mrw_whisper_gpu_forward_host_batch(v, mel, 1, out, err);
+}
+
+/* n clips: the stem (conv1, conv2, positions) one clip at a time into its rows of the residual stream, then the
+ * layers over all n clips at once (GEMMs over n * T rows, attention per clip and head) */
+extern "C" mrw_status mrw_whisper_gpu_forward_host_batch(mrw_vit_gpu *v, const float *mel, int n, float *out,
+                                                         mrw_error *err) {
+    if (!v || !v->whisper || !mel || !out || n < 1 || n > v->max_n)
+        return mrw_err(err, MRW_E_ARG, "whisper (cuda): not a Whisper encoder, %d clips (1..%d) or NULL buffers", n,
+                       v && v->whisper ? v->max_n : 0);
     const mrw_vit_config *c = &v->cfg;
     const int C = c->hidden, T = c->n_tokens, F = v->frames, nm = v->n_mels;
     const float *wf = v->wf;
     const bf16 *wb = v->wb;
-    TRY(cuda_chk(cudaMemcpyAsync(v->px, mel, (size_t)nm * F * 4, cudaMemcpyHostToDevice, v->st), "mel", err));
-    const size_t n1 = (size_t)F * nm * 3;
-    conv1_cols_kernel<<<grid_for(n1, 256), 256, 0, v->st>>>(n1, nm, F, v->px, v->cols);
-    TRY(launched("whisper conv1 windows", err));
-    TRY(gemm(v, 1, F, C, nm * 3, 1.f, v->cols, nm * 3, wb + v->c1w, nm * 3, 0.f, CUDA_R_32F, v->pe, C, err));
-    const size_t nh = (size_t)F * C;
-    bias_gelu_pos_kernel<<<grid_for(nh, 256), 256, 0, v->st>>>(nh, C, v->pe, wf + v->c1b, NULL);
-    TRY(launched("whisper conv1 gelu", err));
-    const size_t n2 = (size_t)T * C * 3;
-    conv2_cols_kernel<<<grid_for(n2, 256), 256, 0, v->st>>>(n2, C, F, v->pe, v->cols);
-    TRY(launched("whisper conv2 windows", err));
-    TRY(gemm(v, 1, T, C, C * 3, 1.f, v->cols, C * 3, wb + v->c2w, C * 3, 0.f, CUDA_R_32F, v->x, C, err));
-    const size_t nx = (size_t)T * C;
-    bias_gelu_pos_kernel<<<grid_for(nx, 256), 256, 0, v->st>>>(nx, C, v->x, wf + v->c2b, wf + v->pos);
-    TRY(launched("whisper conv2 gelu + positions", err));
+    TRY(cuda_chk(cudaMemcpyAsync(v->px, mel, (size_t)n * nm * F * 4, cudaMemcpyHostToDevice, v->st), "mel", err));
+    for (int i = 0; i < n; i++) {
+        const size_t n1 = (size_t)F * nm * 3;
+        conv1_cols_kernel<<<grid_for(n1, 256), 256, 0, v->st>>>(n1, nm, F, v->px + (size_t)i * nm * F, v->cols);
+        TRY(launched("whisper conv1 windows", err));
+        TRY(gemm(v, 1, F, C, nm * 3, 1.f, v->cols, nm * 3, wb + v->c1w, nm * 3, 0.f, CUDA_R_32F, v->pe, C, err));
+        const size_t nh = (size_t)F * C;
+        bias_gelu_pos_kernel<<<grid_for(nh, 256), 256, 0, v->st>>>(nh, C, v->pe, wf + v->c1b, NULL);
+        TRY(launched("whisper conv1 gelu", err));
+        const size_t n2 = (size_t)T * C * 3;
+        conv2_cols_kernel<<<grid_for(n2, 256), 256, 0, v->st>>>(n2, C, F, v->pe, v->cols);
+        TRY(launched("whisper conv2 windows", err));
+        float *xi = v->x + (size_t)i * T * C;
+        TRY(gemm(v, 1, T, C, C * 3, 1.f, v->cols, C * 3, wb + v->c2w, C * 3, 0.f, CUDA_R_32F, xi, C, err));
+        const size_t nx = (size_t)T * C;
+        bias_gelu_pos_kernel<<<grid_for(nx, 256), 256, 0, v->st>>>(nx, C, xi, wf + v->c2b, wf + v->pos);
+        TRY(launched("whisper conv2 gelu + positions", err));
+    }
+    const size_t nx = (size_t)n * T * C;
     float *d = NULL;
     cudaError_t e = cudaMalloc((void **)&d, nx * sizeof(float));
     if (e != cudaSuccess) {
         cudaGetLastError();
         return mrw_err(err, MRW_E_NOMEM, "whisper (cuda): cannot allocate %zu bytes for the output", nx * 4);
     }
-    mrw_status s = run_layers(v, 1, MRW_CUDA_F32, d, err);
+    mrw_status s = run_layers(v, n, MRW_CUDA_F32, d, err);
     if (!s) s = cuda_chk(cudaMemcpyAsync(out, d, nx * sizeof(float), cudaMemcpyDeviceToHost, v->st), "output download", err);
     if (!s) s = cuda_chk(cudaStreamSynchronize(v->st), "whisper forward", err);
     cudaFree(d);

@@ -60,13 +60,18 @@ mrw_status mrw_vit_gpu_from_file(const mrw_tfile *f, const mrw_vit_config *cfg, 
     return s ? s : fill(v, f, cfg->prefix, "vit", out, err);
 }
 
-mrw_status mrw_whisper_gpu_from_file(const mrw_tfile *f, const char *prefix, const mrw_whisper_config *cfg,
-                                     int n_frames, void *stream, mrw_vit_gpu **out, mrw_error *err) {
+static mrw_status whisper_from_file(const mrw_tfile *f, const char *prefix, const mrw_whisper_config *cfg,
+                                    int n_frames, int max_clips, void *stream, mrw_vit_gpu **out, mrw_error *err) {
     *out = NULL;
     if (!f || !cfg) return mrw_err(err, MRW_E_ARG, "whisper (cuda): NULL file or config");
     mrw_vit_gpu *v;
-    mrw_status s = mrw_whisper_gpu_new(cfg, n_frames, stream, &v, err);
+    mrw_status s = mrw_whisper_gpu_new_batch(cfg, n_frames, max_clips, stream, &v, err);
     return s ? s : fill(v, f, prefix ? prefix : "", "whisper", out, err);
+}
+
+mrw_status mrw_whisper_gpu_from_file(const mrw_tfile *f, const char *prefix, const mrw_whisper_config *cfg,
+                                     int n_frames, void *stream, mrw_vit_gpu **out, mrw_error *err) {
+    return whisper_from_file(f, prefix, cfg, n_frames, 1, stream, out, err);
 }
 
 mrw_status mrw_vit_gpu_from_mm(const mrw_mm *mm, int max_images, void *stream, mrw_vit_gpu **out, mrw_error *err) {
@@ -95,12 +100,17 @@ mrw_status mrw_mm_encode_image_gpu(const mrw_mm *mm, mrw_vit_gpu *v, const char 
 }
 
 mrw_status mrw_whisper_gpu_from_mm(const mrw_mm *mm, void *stream, mrw_vit_gpu **out, mrw_error *err) {
+    return mrw_whisper_gpu_from_mm_batch(mm, 1, stream, out, err);
+}
+
+mrw_status mrw_whisper_gpu_from_mm_batch(const mrw_mm *mm, int max_clips, void *stream, mrw_vit_gpu **out,
+                                         mrw_error *err) {
     *out = NULL;
     const mrw_tfile *f = NULL;
     const char *prefix = NULL;
     const mrw_whisper_config *cfg = NULL;
     mrw_status s = mrw_mm_whisper_encoder(mm, &f, &prefix, &cfg, err);
-    return s ? s : mrw_whisper_gpu_from_file(f, prefix, cfg, 2 * cfg->n_pos, stream, out, err);
+    return s ? s : whisper_from_file(f, prefix, cfg, 2 * cfg->n_pos, max_clips, stream, out, err);
 }
 
 mrw_status mrw_mm_encode_audio_gpu(const mrw_mm *mm, mrw_vit_gpu *v, const char *path, int n_threads,

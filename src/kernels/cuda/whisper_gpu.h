@@ -26,6 +26,15 @@ mrw_status mrw_whisper_gpu_new(const mrw_whisper_config *cfg, int n_frames, void
 int mrw_whisper_gpu_frames(const mrw_vit_gpu *v); /* the n_frames it was made for (0: not a Whisper encoder) */
 /* mel: HOST [n_mels][n_frames]; out: HOST fp32 [ceil(n_frames / 2)][d_model]. Synchronous. */
 mrw_status mrw_whisper_gpu_forward_host(mrw_vit_gpu *v, const float *mel, float *out, mrw_error *err);
+/* Several clips per forward (the trainer's frozen encoder: a micro-batch's recordings at once): made for up to
+ * max_clips clips (mrw_whisper_gpu_new is max_clips = 1); mel: HOST [n][n_mels][n_frames], out: HOST fp32
+ * [n][ceil(n_frames / 2)][d_model], 1 <= n <= max_clips. The convolution stem runs clip by clip, the layers over all
+ * n clips' rows at once (attention per clip): each clip's rows are its single-clip forward's up to the GEMMs' bf16
+ * rounding over more rows. MRW_E_ARG for max_clips out of range (its attention buffers above 4e9 elements). */
+mrw_status mrw_whisper_gpu_new_batch(const mrw_whisper_config *cfg, int n_frames, int max_clips, void *stream,
+                                     mrw_vit_gpu **out, mrw_error *err);
+int mrw_whisper_gpu_max_clips(const mrw_vit_gpu *v); /* (0: not a Whisper encoder) */
+mrw_status mrw_whisper_gpu_forward_host_batch(mrw_vit_gpu *v, const float *mel, int n, float *out, mrw_error *err);
 
 /* (vit_gpu_load.c, in the library only with MRW_CUDA) From a weight file: every tensor under `prefix` (the CPU
  * loader's mrw_whisper_enc_prefix), any stored dtype converted to fp32, matrices then rounded to bf16. */
@@ -36,6 +45,9 @@ mrw_status mrw_whisper_gpu_from_file(const mrw_tfile *f, const char *prefix, con
  * decoded, resampled and turned into log-mel frames on the CPU, encoded on the GPU, trimmed to the real audio as
  * on the CPU, and adapted by the CPU code. */
 mrw_status mrw_whisper_gpu_from_mm(const mrw_mm *mm, void *stream, mrw_vit_gpu **out, mrw_error *err);
+/* The same for up to max_clips clips per forward (mrw_whisper_gpu_forward_host_batch). */
+mrw_status mrw_whisper_gpu_from_mm_batch(const mrw_mm *mm, int max_clips, void *stream, mrw_vit_gpu **out,
+                                         mrw_error *err);
 mrw_status mrw_mm_encode_audio_gpu(const mrw_mm *mm, mrw_vit_gpu *v, const char *path, int n_threads,
                                    mrw_features *out, mrw_features *encoder_out, mrw_error *err);
 
