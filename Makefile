@@ -137,7 +137,7 @@ $(BUILD)/obj/%.o: %.cu
 # machine's processor may differ) into obj-cuhost/, with libgomp linked statically.
 CU_HOST_SRC := src/base/error.c src/train/params.c src/train/optim.c src/train/rwkv7_train.c src/train/rwkv7_layout.c \
                src/train/wkv7_train.c src/train/dist.c \
-               src/kernels/cpu/gemm_train.c src/kernels/cpu/kctx.c
+               src/kernels/cpu/gemm_train.c src/kernels/cpu/kctx.c src/ts/wavenet_config.c
 CU_HOST_OBJ := $(CU_HOST_SRC:%.c=$(BUILD)/obj-cuhost/%.o)
 .SECONDARY: $(CU_HOST_OBJ)
 LIBGOMP_A   := $(shell $(CC) -print-file-name=libgomp.a)
@@ -168,10 +168,14 @@ $(BUILD)/tests/cuda/test_vit_train_gpu: $(BUILD)/obj/tests/cuda/test_vit_train_g
 $(BUILD)/tests/cuda/test_whisper_train_gpu: $(BUILD)/obj/tests/cuda/test_whisper_train_gpu.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL) $(CUDA_LDLIBS)
+# test_wavenet_gpu checks the GPU WaveNet encoder against the CPU one (mrw_wavenet): the same link.
+$(BUILD)/tests/cuda/test_wavenet_gpu: $(BUILD)/obj/tests/cuda/test_wavenet_gpu.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL) $(CUDA_LDLIBS)
 # Host-side AddressSanitizer + UBSan build of the test drivers (device code as above; compute-sanitizer checks
 # that). Run on the GPU machine with ASAN_OPTIONS=protect_shadow_gap=0 (the CUDA driver maps into ASan's gap).
 .PHONY: cuda-tests-asan
-cuda-tests-asan: $(filter-out %/test_decode_gpu_asan %/test_modrwkv_gpu_asan %/test_vit_train_gpu_asan %/test_whisper_train_gpu_asan,$(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan))
+cuda-tests-asan: $(filter-out %/test_decode_gpu_asan %/test_modrwkv_gpu_asan %/test_vit_train_gpu_asan %/test_whisper_train_gpu_asan %/test_wavenet_gpu_asan,$(CU_TEST_SRC:tests/cuda/%.cu=$(BUILD)/tests/cuda/%_asan))
 CU_ASAN = -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer
 $(BUILD)/tests/cuda/%_asan: tests/cuda/%.cu $(wildcard tests/cuda/*.inc) $(CU_OBJ) $(CU_HOST_SRC)
 	@mkdir -p $(dir $@)

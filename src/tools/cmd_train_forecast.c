@@ -2,6 +2,7 @@
  * the training split of one or more CSV series; progress bar, JSONL log in the trainer's format, atomic
  * safetensors checkpoint with the forecaster's configuration as metadata. */
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +22,9 @@
 #include "ts/baselines.h"
 #include "ts/forecaster.h"
 #include "ts/splits.h"
+#ifdef MRW_CUDA
+#include "kernels/cuda/forecaster_gpu.h"
+#endif
 
 #define MAX_CSV 64
 #define MAX_COLS 256
@@ -66,7 +70,11 @@ static const char *k_usage =
     "  --balance-files       draw each window's file with equal probability (default: every window of every\n"
     "                        file equally likely, so a file with more channels or rows weighs more); the skip\n"
     "                        path's ridge start is then the plain mean of the files' fits\n"
-    "  --device cpu          where it trains: the CPU (the default and, for the forecaster, the only choice)\n"
+    "  --device cpu|cuda     where it trains (default cpu). cuda: one GPU (a build with make CUDA=1): WaveNet,\n"
+    "                        adapter and RWKV-7 on the GPU (bf16 activations, fp32 masters; MRW_TRAIN_GPU_FP32=1:\n"
+    "                        fp32 everywhere, the adapter on the host), head and loss on the host; the same\n"
+    "                        checkpoints and --resume files as on the CPU (docs/FORECAST.md \"On the GPU\");\n"
+    "                        RWKV-7 width >= 64 (head size 64); a Timer encoder runs on the host\n"
     "  --target-interval DUR the sampling interval of the series the model is for (15min, 1h, 1d, ...;\n"
     "                        zero-shot: the target's data need not be given): the skip path's ridge start\n"
     "                        is fitted only on the --csv files sampled at that interval (read from their\n"
@@ -95,6 +103,56 @@ static uint64_t rng_next(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+#ifdef MRW_CUDA
+/* --device cuda (src/kernels/cuda/forecaster_gpu.h): RWKV-7 mastered on the GPU, the small sets (WaveNet, adapter,
+ * head) with their Adam on the host in opt_h; opt, the CPU trainer's optimizer over the same sets, holds the moments
+ * only for checkpoints (so the resume files are the CPU's, and a run resumes on either device). */
+
+/* The moments of every tensor both optimizers train, src -> dst (same sets in the same order). */
+static void moments_copy(mrw_adam *dst, const mrw_adam *src) {
+    for (int s = 0; s < src->n_sets; s++)
+        for (int i = 0; i < src->sets[s]->n; i++) {
+            if (src->moff[s][i] == SIZE_MAX || dst->moff[s][i] == SIZE_MAX) continue;
+            const size_t n = src->sets[s]->p[i].n * sizeof(float);
+            memcpy(dst->m + dst->moff[s][i], src->m + src->moff[s][i], n);
+            memcpy(dst->v + dst->moff[s][i], src->v + src->moff[s][i], n);
+        }
+}
+
+/* Before a checkpoint: the RWKV-7 weights and moments from the device and opt_h's moments into f and opt. */
+static mrw_status gpu_to_host(mrw_forecaster_gpu *fg, mrw_adam *opt, mrw_adam *opt_h, mrw_error *err) {
+    mrw_status s;
+    if ((s = mrw_forecaster_gpu_download(fg, err)) || (s = mrw_forecaster_gpu_moments(fg, 0, opt, err))) return s;
+    moments_copy(opt, opt_h);
+    opt->t = opt_h->t;
+    return MRW_OK;
+}
+
+/* One optimizer step of everything but the skip path: the clip over the host sets' and the RWKV-7 table's gradients
+ * at once (mrw_clip_grad_norm's norm and float coefficient), Adam on both sides, the small weights back up. */
+static mrw_status gpu_step(mrw_forecaster_gpu *fg, mrw_adam *opt_h, const mrw_adam_config *acfg, double clip,
+                           double lr, double *norm, mrw_error *err) {
+    mrw_status s;
+    double gss;
+    if ((s = mrw_forecaster_gpu_grads_to_host(fg, err)) || (s = mrw_forecaster_gpu_rwkv_sumsq(fg, &gss, err))) return s;
+    const double hn = mrw_grad_norm(opt_h), hss = hn * hn;
+    *norm = sqrt(hss + gss);
+    if (clip > 0) {
+        const float c = (float)clip / ((float)*norm + 1e-6f);
+        if (c < 1.0f)
+            for (int k = 0; k < opt_h->n_sets; k++)
+                for (int i = 0; i < opt_h->sets[k]->n; i++) {
+                    if (!mrw_adam_trains(opt_h, k, i)) continue;
+                    float *g = mrw_param_g(opt_h->sets[k], i);
+                    for (size_t j = 0; j < opt_h->sets[k]->p[i].n; j++) g[j] *= c;
+                }
+    }
+    mrw_adam_step(opt_h, lr);
+    if ((s = mrw_forecaster_gpu_rwkv_step(fg, acfg, lr, clip, hss, err))) return s;
+    return MRW_OK;
+}
+#endif
+
 int cmd_train_forecast(int argc, char **argv) {
     const char *cmd = "train";
     const char *csvs[MAX_CSV];
@@ -102,7 +160,7 @@ int cmd_train_forecast(int argc, char **argv) {
     const char *columns = NULL, *dataset = NULL, *model = NULL, *outdir = NULL, *init = NULL;
     int lookback = 0, horizon = 0, scale = 4, n_prompt = 0, enc_ch = 64, freeze = 0, warmup = 20, steps = 500,
         batch = 16, seed = 42, save_every = 0, time_limit = 0, eval_windows = 0, threads = 0, quiet = 0;
-    int patch = 16, skip = 1, skip_ridge = 1, accum = 1, resume = 0, stop_after = 0, balance = 0;
+    int patch = 16, skip = 1, skip_ridge = 1, accum = 1, resume = 0, stop_after = 0, balance = 0, device = 0;
     double target_iv = 0; /* --target-interval, seconds (0: none) */
     const char *skip_s = NULL, *skip_init_s = NULL, *timer_dir = NULL;
     int patch_set = 0;
@@ -142,14 +200,23 @@ int cmd_train_forecast(int argc, char **argv) {
         else if (is_opt(o, "--accum")) tool_int(&a, o, 1, 1 << 16, &accum);
         else if (is_opt(o, "--resume")) resume = 1;
         else if (is_opt(o, "--balance-files")) balance = 1;
-        else if (is_opt(o, "--device")) { /* (accepted for symmetry with the ModRWKV trainer) */
+        else if (is_opt(o, "--device")) {
             const char *v = tool_value(&a, o);
-            if (v && !strcmp(v, "cuda"))
-                a.failed = 1, tool_fail(cmd, "--device cuda: the forecaster (--csv) trains on the CPU only; leave out "
-                                             "--device (the GPU trainer covers RWKV-7 text and the ModRWKV image and "
-                                             "audio stages)");
-            else if (v && strcmp(v, "cpu"))
+            if (v && !strcmp(v, "cuda")) {
+#ifdef MRW_CUDA
+                device = 1;
+#else
+                a.failed = 1, tool_fail(cmd, "--device cuda: this modrwkv was built without CUDA (build with make "
+                                             "CUDA=1)");
+#endif
+            } else if (v && strcmp(v, "cpu")) {
                 a.failed = 1, tool_fail(cmd, "--device must be cpu or cuda, not '%s'", v);
+            }
+        }
+        else if (is_opt(o, "--gpus")) {
+            tool_value(&a, o);
+            a.failed = 1, tool_fail(cmd, "--gpus: the forecaster (--csv) trains on one GPU (--device cuda); several "
+                                         "GPUs are for the text and ModRWKV image / audio stages");
         }
         else if (is_opt(o, "--target-interval")) {
             const char *v = tool_value(&a, o);
@@ -212,9 +279,13 @@ int cmd_train_forecast(int argc, char **argv) {
     memset(data, 0, sizeof data);
     mrw_forecaster *f = NULL;
     mrw_model *src = NULL;
-    mrw_adam opt, opt_skip;
+    mrw_adam opt, opt_skip, opt_h; /* opt_h: --device cuda's host optimizer of the small sets */
     memset(&opt, 0, sizeof opt);
     memset(&opt_skip, 0, sizeof opt_skip);
+    memset(&opt_h, 0, sizeof opt_h);
+#ifdef MRW_CUDA
+    mrw_forecaster_gpu *fg = NULL;
+#endif
     FILE *log = NULL;
     float *x = NULL, *y = NULL;
     int64_t *cum = NULL;
@@ -336,6 +407,10 @@ int cmd_train_forecast(int argc, char **argv) {
         tool_fail(cmd, "%s", err.msg);
         goto done;
     }
+    if (device && mrw_adam_init(&opt_h, &acfg, sets, n_sets, MRW_PG_ENCODER | MRW_PG_ADAPTER, &err)) {
+        tool_fail(cmd, "%s", err.msg);
+        goto done;
+    }
     if (skip_lr < 0) skip_lr = skip_ridge ? 0.05f : 1.0f;
     mrw_schedule sched = {MRW_SCHED_COSINE, lr, lr / 10, warmup < steps ? warmup : 0, steps, 0.2};
     /* output */
@@ -396,6 +471,27 @@ int cmd_train_forecast(int argc, char **argv) {
         step0 = (int)st.step, rng = st.rng, tokens = st.tokens, elapsed0 = st.elapsed_s;
         if (!quiet) fprintf(stderr, "modrwkv train: resuming %s at step %d of %d\n", path_resume, step0, steps);
     }
+#ifdef MRW_CUDA
+    if (device) { /* after a resume loaded the weights and moments on the host: everything up */
+        const char *f32 = getenv("MRW_TRAIN_GPU_FP32"); /* 1: fp32 activations and GEMMs (the parity mode) */
+        const int fp32 = f32 && f32[0] == '1';
+        if (mrw_forecaster_gpu_new(f, fp32, freeze, 0, &fg, &err)) {
+            tool_fail(cmd, "--device cuda: %s", err.msg);
+            goto done;
+        }
+        if (resume) {
+            moments_copy(&opt_h, &opt);
+            opt_h.t = opt.t;
+            if (mrw_forecaster_gpu_moments(fg, 1, &opt, &err)) {
+                tool_fail(cmd, "--resume: %s", err.msg);
+                goto done;
+            }
+        }
+        if (!quiet)
+            fprintf(stderr, "modrwkv train: on the GPU (%s, %.2f GiB of device memory)\n", fp32 ? "fp32" : "bf16",
+                    mrw_forecaster_gpu_bytes(fg) / 1073741824.0);
+    }
+#endif
     if (!(log = fopen(path_log, resume ? "a" : "w"))) {
         tool_fail(cmd, "cannot write '%s'", path_log);
         goto done;
@@ -421,12 +517,23 @@ int cmd_train_forecast(int argc, char **argv) {
     mrw_progress_start(&bar, "train", (uint64_t)steps, "steps", !quiet);
     mrw_progress_update(&bar, (uint64_t)step0);
     const double t_start = mrw_now() - elapsed0;
+    const char *kill_at = getenv("MRW_TRAIN_KILL_AFTER_STEP"); /* tests: SIGKILL itself after that step */
     double first_loss = NAN, last_loss = NAN;
     int steps_done = steps;
     const int step_end = stop_after && step0 + stop_after < steps ? step0 + stop_after : steps;
     for (int step = step0; step < step_end; step++) {
         const double t0 = mrw_now();
-        mrw_adam_zero_grad(&opt);
+#ifdef MRW_CUDA
+        if (fg) { /* the host sets' gradients (not RWKV-7's host copy, which the GPU path never uses) and the device's */
+            for (int i = 0; i < n_sets; i++)
+                if (sets[i] != mrw_rwkv7_train_params(f->lm)) memset(sets[i]->g, 0, sets[i]->total * sizeof(float));
+            if (mrw_forecaster_gpu_zero_grad(fg, &err)) {
+                tool_fail(cmd, "step %d: %s", step + 1, err.msg);
+                goto done;
+            }
+        } else
+#endif
+            mrw_adam_zero_grad(&opt);
         double loss = 0;
         for (int k = 0; k < accum; k++) {
             for (int b = 0; b < batch; b++) {
@@ -444,8 +551,16 @@ int cmd_train_forecast(int argc, char **argv) {
                                    y + (size_t)b * horizon, NULL);
             }
             double l;
-            if (mrw_forecaster_forward(f, x, y, batch, NULL, &l, &err) ||
-                mrw_forecaster_backward(f, 1.0f / (float)accum, freeze, &err)) {
+            int failed;
+#ifdef MRW_CUDA
+            if (fg)
+                failed = mrw_forecaster_gpu_forward(fg, x, y, batch, NULL, &l, &err) ||
+                         mrw_forecaster_gpu_backward(fg, 1.0f / (float)accum, &err);
+            else
+#endif
+                failed = mrw_forecaster_forward(f, x, y, batch, NULL, &l, &err) ||
+                         mrw_forecaster_backward(f, 1.0f / (float)accum, freeze, &err);
+            if (failed) {
                 tool_fail(cmd, "step %d: %s", step + 1, err.msg);
                 goto done;
             }
@@ -455,13 +570,30 @@ int cmd_train_forecast(int argc, char **argv) {
             tool_fail(cmd, "the loss is %g at step %d: lower --lr", loss, step + 1);
             goto done;
         }
-        const double norm = mrw_clip_grad_norm(&opt, clip);
         const double cur = mrw_schedule_lr(&sched, step);
-        mrw_adam_step(&opt, cur);
+        double norm;
+#ifdef MRW_CUDA
+        if (fg) {
+            if (gpu_step(fg, &opt_h, &acfg, clip, cur, &norm, &err)) {
+                tool_fail(cmd, "step %d: %s", step + 1, err.msg);
+                goto done;
+            }
+        } else
+#endif
+        {
+            norm = mrw_clip_grad_norm(&opt, clip);
+            mrw_adam_step(&opt, cur);
+        }
         if (skip) { /* the skip path: its own clip and Adam at skip_lr x the schedule */
             mrw_clip_grad_norm(&opt_skip, clip);
             mrw_adam_step(&opt_skip, cur * skip_lr);
         }
+#ifdef MRW_CUDA
+        if (fg && mrw_forecaster_gpu_upload_small(fg, &err)) { /* the host step's WaveNet and adapter weights */
+            tool_fail(cmd, "step %d: %s", step + 1, err.msg);
+            goto done;
+        }
+#endif
         tokens += (int64_t)batch * accum * f->T;
         const double now = mrw_now(), dt = now - t0;
         if (step == step0) first_loss = loss;
@@ -482,12 +614,22 @@ int cmd_train_forecast(int argc, char **argv) {
             snprintf(meta_steps, sizeof meta_steps, "%d", step + 1);
             mrw_train_state st = {.step = step + 1, .rng = rng, .tokens = tokens, .elapsed_s = mrw_now() - t_start,
                                   .options = opts};
+#ifdef MRW_CUDA
+            if (fg && gpu_to_host(fg, &opt, &opt_h, &err)) {
+                tool_fail(cmd, "%s", err.msg);
+                goto done;
+            }
+#endif
             if (mrw_forecaster_save(f, path_model, mk, mv, 3, &err) ||
                 mrw_ckpt_save_resume(path_resume, &opt, &st, &err) ||
                 (skip && mrw_ckpt_save_resume(path_resume2, &opt_skip, &st, &err))) {
                 tool_fail(cmd, "%s", err.msg);
                 goto done;
             }
+        }
+        if (kill_at && atoi(kill_at) == step + 1) { /* tests: an interrupted run (then --resume) */
+            fflush(NULL);
+            raise(SIGKILL);
         }
         if (out_of_time || step + 1 == step_end) {
             steps_done = step + 1;
@@ -499,7 +641,7 @@ int cmd_train_forecast(int argc, char **argv) {
         fprintf(stderr, "modrwkv train: done: %d steps%s, loss %.4f -> %.4f, %.1f s; wrote %s\n", steps_done,
                 steps_done < steps ? " (stopped early)" : "", first_loss,
                 last_loss, mrw_now() - t_start, path_model);
-    if (eval_windows > 0) {
+    if (eval_windows > 0) { /* on the host (the GPU run's weights were downloaded with the last checkpoint) */
         for (int i = 0; i < n_csv; i++) {
             double mse, mae;
             int64_t nw;
@@ -519,6 +661,10 @@ done:
     free(x), free(y), free(cum), free(colbuf);
     mrw_adam_free(&opt);
     mrw_adam_free(&opt_skip);
+    mrw_adam_free(&opt_h);
+#ifdef MRW_CUDA
+    mrw_forecaster_gpu_free(fg);
+#endif
     mrw_forecaster_free(f);
     if (src) mrw_model_free(src);
     for (int i = 0; i < n_csv; i++) mrw_ts_data_free(&data[i]);

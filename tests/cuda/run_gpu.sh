@@ -6,7 +6,7 @@
 # this machine; otherwise builds them here with nvcc alone (the drivers need only the CUDA sources and
 # src/base/error.c, not the rest of the library's dependencies).
 #   tests/cuda/run_gpu.sh [test|asan|sanitize|bench|train|trainsan|trainbench|decode|decodesan|decodebench|mm|mmsan|mmbench|
-#                          conv|convsan|vittrain|whispertrain|whispertrainsan|distbench|profile|stalls|sass]...
+#                          conv|convsan|vittrain|whispertrain|whispertrainsan|wavenet|distbench|profile|stalls|sass]...
 #   (default: test asan sanitize bench train trainsan trainbench)
 # train: the GPU trainer against the CPU trainer (test_train_gpu, table in $out/train_parity.txt); trainsan:
 # compute-sanitizer memcheck on its quick cases; trainbench: bench_train_gpu (0.1B / 0.4B / 1.5B training steps).
@@ -18,6 +18,8 @@
 # (test_conv1d_gpu); convsan: its memcheck and racecheck runs. vittrain: the GPU ViT trainer against the CPU's
 # (test_vit_train_gpu, whole library like test_modrwkv_gpu). whispertrain: the GPU Whisper encoder trainer against the
 # CPU's whisper_train (test_whisper_train_gpu, whole library); whispertrainsan: its memcheck run on the quick cases. distbench: bench_dist_gpu (data-parallel scaling, every GPU of the machine; docs/DISTRIBUTED.md).
+# wavenet: the GPU WaveNet encoder against the CPU's (test_wavenet_gpu, whole library: carry it; asked for alone, the
+# build above is skipped), then its memcheck and racecheck runs on --quick.
 # The CLI checks are separate scripts: tests/cuda/train_cli_gpu.sh, train_mm_gpu.sh, train_audio_gpu.sh,
 # train_enc_gpu.sh, train_dist_gpu.sh, mm_chat_gpu.sh.
 set -u
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/../.."
 out=${OUT:-cuda-out}; mkdir -p "$out"
 T=build-cuda/tests/cuda/test_cuda_ops; B=build-cuda/bench/cuda/bench_wkv7
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv 2>&1 | tee "$out/gpu.txt"
-if ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; then
+if [ "${*:-}" != wavenet ] && [ "${*:-}" != forecast ] && { ! "$T" --device >/dev/null 2>&1 || ! "$B" 0 >/dev/null 2>&1; }; then
   echo "== building the drivers here with nvcc"
   mkdir -p build-cuda/tests/cuda build-cuda/bench/cuda
   G="-gencode arch=compute_90,code=sm_90"
@@ -144,6 +146,21 @@ for s in $steps; do
     LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool memcheck \
       --error-exitcode 3 build-cuda/tests/cuda/test_whisper_train_gpu --quick > "$out/san_whispertrain.txt" 2>&1
     r=$?; grep -E "ERROR SUMMARY|rows" "$out/san_whispertrain.txt" | tail -2; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+  wavenet)
+    echo "== test_wavenet_gpu (GPU WaveNet encoder + patch pooling vs the CPU's mrw_wavenet; whole library: carry it)"
+    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_wavenet_gpu \
+      > "$out/wavenet.txt" 2>&1; r=$?
+    grep -E "FAIL|timing|rows passed" "$out/wavenet.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1
+    for tool in memcheck racecheck; do
+      echo "== compute-sanitizer --tool $tool test_wavenet_gpu --quick"
+      LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool "$tool" \
+        --error-exitcode 3 build-cuda/tests/cuda/test_wavenet_gpu --quick > "$out/san_wavenet_$tool.txt" 2>&1
+      r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_wavenet_$tool.txt"; echo "exit $r"
+      [ $r -eq 0 ] || rc=1
+    done ;;
+  forecast) # `modrwkv train --csv --device cuda` vs the CPU (tests/cuda/train_forecast_gpu.sh; build-cuda/modrwkv + gpulibs)
+    echo "== train_forecast_gpu.sh (the forecaster on the GPU vs the CPU, memcheck)"
+    MEMCHECK=1 OUT="$out" tests/cuda/train_forecast_gpu.sh || rc=1 ;;
   mmbench)
     echo "== bench_modrwkv_gpu"
     build-cuda/bench/cuda/bench_modrwkv_gpu 2>&1 | tee "$out/bench_modrwkv_gpu.txt" ;;

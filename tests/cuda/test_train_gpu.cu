@@ -21,6 +21,8 @@
  * Then the ModRWKV rows (run_inject_case): feature rows injected at masked positions and the frozen (stage 1)
  * backward against mrw_rwkv7_train_forward(inject, mask) / mrw_rwkv7_train_backward(frozen, d_inject): loss,
  * d_inject and gradients at the tolerances above; frozen: no gradient element may move.
+ * Then the hidden-state rows (run_hidden_case, the forecaster's read-out): forward_hidden / backward_hidden against
+ * the CPU trainer's hidden-state entry, fp32 and bf16, with and without injected rows, frozen and not.
  * --quick: the first three cases (two inject cases) and no out-of-memory check (compute-sanitizer reports the deliberately failing
  * cudaMalloc as an API error). */
 #include <cuda_runtime.h>
@@ -375,6 +377,138 @@ static void run_inject_case(const tcase *tc, int mode) {
     mrw_rwkv7_train_free(cpu);
 }
 
+/* Hidden-state mode (the forecaster's read-out, rwkv7_train_gpu.h mrw_rwkv7_gpu_forward_hidden / _backward_hidden)
+ * against mrw_rwkv7_train_forward_hidden / _backward_hidden of a NO_LOGITS CPU trainer: with or without injected
+ * rows (inj), full or frozen backward. Rows: the hidden rows at position T-1 (ln_out output), d_inject (scale 0.5,
+ * d_hidden nonzero only at T-1) and the worst gradient class, or (frozen) that no gradient moved; the head's
+ * gradient must stay exactly zero (neither read nor trained). Tolerances: fp32 as above; bf16 hidden 5e-2 / 3e-2
+ * (ln_out's output is stored in bf16: 2^-9 relative per element after two blocks of bf16 activations), the rest as
+ * the inject rows (one d_hidden row per sequence: nothing averages). Misuse: backward_ex after a hidden forward and
+ * backward_hidden after a plain one are MRW_E_ARG. */
+static void run_hidden_case(const tcase *tc, int inject, int frozen) {
+    mrw_error e;
+    mrw_rwkv7_train_config cfg = {tc->L, tc->C, 64, tc->V, tc->F, tc->dw, tc->da, tc->dv, tc->dg};
+    char cs[64];
+    snprintf(cs, sizeof cs, "%s hid%s%s", tc->name, inject ? " inj" : "", frozen ? " frozen" : "");
+    mrw_rwkv7_train *cpu = NULL;
+    CHECK(mrw_rwkv7_train_new_ex(&cfg, tc->B, tc->T, 1, MRW_RWKV7_TRAIN_NO_LOGITS, &cpu, &e));
+    mrw_param_set *ps = mrw_rwkv7_train_params(cpu);
+    init_params(ps);
+    mrw_rwkv7_gpu_opts o = {tc->fp32, tc->ckpt, 0};
+    mrw_rwkv7_gpu *gpu = NULL;
+    CHECK(mrw_rwkv7_gpu_new(&cfg, tc->B, tc->T, &o, &gpu, &e));
+    CHECK(mrw_rwkv7_gpu_upload(gpu, ps, &e));
+    const int B = tc->B, T = tc->T, BT = B * T, C = tc->C, M = T / 3;
+    const size_t nC = (size_t)BT * C;
+    std::vector<int32_t> tok(BT);
+    std::vector<uint8_t> mask(BT);
+    std::vector<float> inj(nC), dcpu(nC), dgpu(nC), dh((size_t)B * C), dhfull(nC, 0.f), hg((size_t)B * C),
+        hc((size_t)B * C);
+    for (int r = 0; r < BT; r++) {
+        mask[r] = inject && (r % T < M || rnd_u64() % 7 == 0);
+        tok[r] = mask[r] ? 0 : (int32_t)(rnd_u64() % (uint64_t)tc->V);
+    }
+    std::vector<uint16_t> inj16(nC);
+    for (size_t i = 0; i < nC; i++) {
+        inj[i] = rnd_u(-1.f, 1.f);
+        if (!tc->fp32) inj16[i] = to_bf16_bits(inj[i]), inj[i] = bf16_bits_to_f(inj16[i]);
+    }
+    for (size_t i = 0; i < dh.size(); i++) dh[i] = rnd_u(-1.f, 1.f);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) dhfull[((size_t)b * T + T - 1) * C + c] = 0.5f * dh[(size_t)b * C + c];
+    const size_t esz = tc->fp32 ? 4 : 2;
+    void *d_inj = NULL, *d_dinj = NULL;
+    if (cudaMalloc(&d_inj, nC * esz) != cudaSuccess || cudaMalloc(&d_dinj, nC * esz) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc failed\n");
+        exit(2);
+    }
+    cudaMemcpy(d_inj, tc->fp32 ? (const void *)inj.data() : (const void *)inj16.data(), nC * esz,
+               cudaMemcpyHostToDevice);
+    cudaMemset(d_dinj, 0xff, nC * esz); /* NaN poison: every element must be written */
+    const double tgm = tc->fp32 ? 3e-4 : 1.5e-1, tgn = tc->fp32 ? 1e-4 : 1e-1;
+    mrw_param_zero_grad(ps);
+    if (frozen)
+        for (size_t j = 0; j < ps->total; j++) ps->g[j] = 1.0f;
+    CHECK(mrw_rwkv7_train_forward_hidden(cpu, tok.data(), inject ? inj.data() : NULL, inject ? mask.data() : NULL, B,
+                                         T, NULL, &e));
+    const float *hall = mrw_rwkv7_train_last_hidden(cpu);
+    for (int b = 0; b < B; b++) memcpy(&hc[(size_t)b * C], hall + ((size_t)b * T + T - 1) * C, (size_t)C * 4);
+    CHECK(mrw_rwkv7_train_backward_hidden(cpu, dhfull.data(), frozen, inject ? dcpu.data() : NULL, &e));
+    mrw_param_set gs = clone_set(ps);
+    if (frozen) {
+        for (size_t j = 0; j < gs.total; j++) gs.g[j] = 1.0f;
+        CHECK(mrw_rwkv7_gpu_upload_grads(gpu, &gs, &e));
+    } else {
+        CHECK(mrw_rwkv7_gpu_zero_grad(gpu, &e));
+    }
+    CHECK(mrw_rwkv7_gpu_forward_hidden(gpu, tok.data(), inject ? d_inj : NULL, inject ? mask.data() : NULL, B, T,
+                                       frozen ? 2 : 1, hg.data(), &e));
+    double me, ne;
+    errs(hg.data(), hc.data(), hg.size(), &me, &ne);
+    row(cs, "hidden rows at T-1", me, ne, tc->fp32 ? 1e-4 : 5e-2, tc->fp32 ? 1e-4 : 3e-2);
+    CHECK(mrw_rwkv7_gpu_backward_hidden(gpu, dh.data(), 0.5f, frozen, inject ? d_dinj : NULL, &e));
+    CHECK(mrw_rwkv7_gpu_sync(gpu, &e));
+    char what[160];
+    if (inject) {
+        if (tc->fp32) {
+            cudaMemcpy(dgpu.data(), d_dinj, nC * 4, cudaMemcpyDeviceToHost);
+        } else {
+            std::vector<uint16_t> h(nC);
+            cudaMemcpy(h.data(), d_dinj, nC * 2, cudaMemcpyDeviceToHost);
+            for (size_t i = 0; i < nC; i++) dgpu[i] = bf16_bits_to_f(h[i]);
+        }
+        errs(dgpu.data(), dcpu.data(), nC, &me, &ne);
+        int zero_ok = 1;
+        for (int r = 0; r < BT; r++)
+            if (!mask[r])
+                for (int c = 0; c < C; c++) zero_ok &= dgpu[(size_t)r * C + c] == 0.0f;
+        snprintf(what, sizeof what, "d_inject (%d rows)%s", (int)std::count(mask.begin(), mask.end(), 1),
+                 zero_ok ? "" : " NONZERO ELSEWHERE");
+        row(cs, what, zero_ok ? me : 1.0, ne, tc->fp32 ? tgm : 2.5e-1, tc->fp32 ? tgn : 2e-1);
+    }
+    CHECK(mrw_rwkv7_gpu_download(gpu, &gs, 1, &e));
+    if (frozen) {
+        size_t moved = 0, cmoved = 0;
+        for (size_t j = 0; j < gs.total; j++) moved += gs.g[j] != 1.0f, cmoved += ps->g[j] != 1.0f;
+        snprintf(what, sizeof what, "frozen: grads moved gpu %zu cpu %zu", moved, cmoved);
+        row(cs, what, (double)moved, (double)moved, 0, 0);
+    } else {
+        double wm = -1, wn = -1;
+        std::string worst;
+        size_t head_nz = 0;
+        for (int i = 0; i < ps->n; i++) {
+            const mrw_param *p = &ps->p[i];
+            if (!strcmp(p->name, "llm.head.weight")) {
+                for (size_t j = 0; j < p->n; j++) head_nz += gs.g[p->offset + j] != 0.0f;
+                continue;
+            }
+            errs(gs.g + p->offset, ps->g + p->offset, p->n, &me, &ne);
+            if (!(me <= wm)) wm = me, worst = p->name;
+            if (!(ne <= wn)) wn = ne;
+        }
+        snprintf(what, sizeof what, "grads, worst %s", worst.c_str());
+        row(cs, what, wm, wn, tgm, tgn);
+        snprintf(what, sizeof what, "head.weight grad nonzero: %zu", head_nz);
+        row(cs, what, (double)head_nz, (double)head_nz, 0, 0);
+    }
+    /* misuse: the other backward after each forward */
+    int ok = 1;
+    std::vector<int32_t> tgt(BT, 0);
+    CHECK(mrw_rwkv7_gpu_forward_hidden(gpu, tok.data(), inject ? d_inj : NULL, inject ? mask.data() : NULL, B, T, 2,
+                                       NULL, &e));
+    ok &= mrw_rwkv7_gpu_backward_ex(gpu, 1.0f, 1, NULL, &e) == MRW_E_ARG;
+    float loss;
+    CHECK(mrw_rwkv7_gpu_forward_ex(gpu, tok.data(), NULL, NULL, tgt.data(), B, T, 2, &loss, &e));
+    ok &= mrw_rwkv7_gpu_backward_hidden(gpu, dh.data(), 1.0f, 1, NULL, &e) == MRW_E_ARG;
+    ok &= mrw_rwkv7_gpu_backward_hidden(gpu, dh.data(), 1.0f, 1, NULL, &e) == MRW_E_ARG; /* no valid forward */
+    row(cs, "misuse refused", ok ? 0 : 1, ok ? 0 : 1, 0, 0);
+    cudaFree(d_inj);
+    cudaFree(d_dinj);
+    mrw_param_set_free(&gs);
+    mrw_rwkv7_gpu_free(gpu);
+    mrw_rwkv7_train_free(cpu);
+}
+
 /* Invalid input is an error, not a crash. */
 static void run_args(int quick) {
     mrw_error e;
@@ -459,6 +593,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < (quick ? 2 : 3); i++)
         for (int m = 0; m < 3; m++)
             if (modes[i][m] >= 0) run_inject_case(&icases[i], modes[i][m]);
+    /* hidden-state mode (the forecaster): fp32 and bf16, with and without inject, frozen and not (T 37 / 21) */
+    for (int i = 0; i < 2; i++)
+        for (int m = 0; m < 3; m++) run_hidden_case(&icases[i], m != 2, m == 1);
     run_args(quick);
     out("%d of %d rows passed\n", g_rows - g_fail, g_rows);
     if (g_log) fclose(g_log);

@@ -81,6 +81,8 @@ struct mrw_rwkv7_gpu {
     uint8_t *d_mask, *h_mask; /* injected rows (ModRWKV), device and host copies */
     int n_inject;             /* injected rows in the last forward */
     int pg, grad_mode;        /* pg: the running backward computes parameter gradients; grad_mode: forward's grad */
+    int hidden_mode;          /* the last forward was mrw_rwkv7_gpu_forward_hidden (no head, no CE) */
+    float *hid;               /* hidden mode: DEVICE fp32 [max_B][C] (read-out rows, then their gradient) */
     int rows_chunk;
     size_t cs_floats;
     /* state */
@@ -196,6 +198,19 @@ __global__ void act8_kernel(size_t n8, int op, uint4 *x, const uint4 *y, float s
 __global__ void axpy_kernel(size_t n, float a, const float *x, float *y) {
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
         y[e] += a * x[e];
+}
+
+/* hidden mode: out[b][c] = xo[b*T + T-1][c] (fp32) */
+template <typename T> __global__ void hidden_gather_kernel(int B, int Tn, int C, const T *xo, float *out) {
+    const size_t n = (size_t)B * C;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
+        out[e] = ld(xo, ((size_t)(e / C) * Tn + Tn - 1) * C + e % C);
+}
+/* hidden mode backward: dxo[b*T + T-1][c] = scale d[b][c] (the other rows are zeroed before) */
+template <typename T> __global__ void hidden_scatter_kernel(int B, int Tn, int C, const float *d, float scale, T *dxo) {
+    const size_t n = (size_t)B * C;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
+        st(dxo, ((size_t)(e / C) * Tn + Tn - 1) * C + e % C, scale * d[e]);
 }
 
 
@@ -446,9 +461,9 @@ extern "C" mrw_status mrw_rwkv7_gpu_new(const mrw_rwkv7_train_config *cfg, int m
     }
     cudaError_t e = cudaSetDevice(g->opt.device);
     if (e != cudaSuccess) {
+        const int dev = g->opt.device; /* (g is freed below) */
         mrw_rwkv7_gpu_free(g);
-        return mrw_err(err, MRW_E_UNSUPPORTED, "gpu trainer: no CUDA device %d: %s", g->opt.device,
-                       cudaGetErrorString(e));
+        return mrw_err(err, MRW_E_UNSUPPORTED, "gpu trainer: no CUDA device %d: %s", dev, cudaGetErrorString(e));
     }
     if ((e = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking)) != cudaSuccess) {
         mrw_rwkv7_gpu_free(g);
@@ -517,6 +532,7 @@ extern "C" void mrw_rwkv7_gpu_free(mrw_rwkv7_gpu *g) {
     for (int i = 0; i < MAX_EVENTS; i++)
         if (g->ev[i]) cudaEventDestroy(g->ev[i]);
     cudaFree(g->w), cudaFree(g->g), cudaFree(g->m), cudaFree(g->v), cudaFree(g->wbf), cudaFree(g->arena);
+    cudaFree(g->hid);
     if (g->blas) cublasDestroy(g->blas);
     mrw_cuda_lt_free(g->lt);
     if (g->st) cudaStreamDestroy(g->st);
@@ -731,15 +747,17 @@ extern "C" mrw_status mrw_rwkv7_gpu_forward(mrw_rwkv7_gpu *g, const int32_t *tok
     return mrw_rwkv7_gpu_forward_ex(g, tokens, NULL, NULL, targets, B, T, grad ? 1 : 0, loss, err);
 }
 
-extern "C" mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *tokens, const void *inject,
-                                               const uint8_t *inject_mask, const int32_t *targets, int B, int T,
-                                               int grad, float *loss, mrw_error *err) {
+/* The forward of forward_ex, or with `hidden` (targets NULL) the forward up to ln_out (hidden mode). */
+static mrw_status forward_impl(mrw_rwkv7_gpu *g, const int32_t *tokens, const void *inject,
+                               const uint8_t *inject_mask, const int32_t *targets, int B, int T, int grad,
+                               float *loss, int hidden, mrw_error *err) {
     const mrw_rwkv7_train_config *c = &g->cfg;
     const int C = c->n_embd, V = c->vocab;
     g->valid = 0;
     g->n_targets = 0;
+    g->hidden_mode = 0;
     *loss = NAN;
-    if (B < 1 || T < 1 || B > g->max_B || T > g->max_T || !tokens || !targets)
+    if (B < 1 || T < 1 || B > g->max_B || T > g->max_T || !tokens || (!targets && !hidden))
         return mrw_err(err, MRW_E_ARG, "gpu trainer: batch %d x %d outside the allocation %d x %d", B, T, g->max_B,
                        g->max_T);
     if (grad < 0 || grad > 2) return mrw_err(err, MRW_E_ARG, "gpu trainer: grad mode %d (0, 1 or 2)", grad);
@@ -754,13 +772,13 @@ extern "C" mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *
         ninj += injected;
         if (!injected && (tokens[r] < 0 || tokens[r] >= V))
             return mrw_err(err, MRW_E_ARG, "gpu trainer: token %d at position %d outside [0, %d)", tokens[r], r, V);
-        if (targets[r] != MRW_IGNORE && (targets[r] < 0 || targets[r] >= V))
+        if (targets && targets[r] != MRW_IGNORE && (targets[r] < 0 || targets[r] >= V))
             return mrw_err(err, MRW_E_ARG, "gpu trainer: target %d at position %d outside [0, %d)", targets[r], r, V);
-        n += targets[r] != MRW_IGNORE;
+        n += targets && targets[r] != MRW_IGNORE;
     }
     g->B = B, g->T = T, g->n_targets = n, g->n_inject = ninj;
     memcpy(g->h_tok, tokens, (size_t)BT * 4);
-    memcpy(g->h_tgt, targets, (size_t)BT * 4);
+    if (targets) memcpy(g->h_tgt, targets, (size_t)BT * 4);
     for (int r = 0; r < BT; r++) {
         g->h_mask[r] = inject_mask && inject_mask[r] ? 1 : 0;
         if (g->h_mask[r]) g->h_tok[r] = 0; /* never read; keeps the device copy in range */
@@ -769,7 +787,9 @@ extern "C" mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *
     if (ninj)
         TRY(cuda_chk(cudaMemcpyAsync(g->d_mask, g->h_mask, (size_t)BT, cudaMemcpyHostToDevice, g->st), "mask", err));
     TRY(cuda_chk(cudaMemcpyAsync(g->d_tok, g->h_tok, (size_t)BT * 4, cudaMemcpyHostToDevice, g->st), "tokens", err));
-    TRY(cuda_chk(cudaMemcpyAsync(g->d_tgt, g->h_tgt, (size_t)BT * 4, cudaMemcpyHostToDevice, g->st), "targets", err));
+    if (targets)
+        TRY(cuda_chk(cudaMemcpyAsync(g->d_tgt, g->h_tgt, (size_t)BT * 4, cudaMemcpyHostToDevice, g->st), "targets",
+                     err));
     tmark(g, MRW_GPU_T_EMB);
     const size_t nC = (size_t)BT * C;
     if (g->opt.fp32)
@@ -791,9 +811,48 @@ extern "C" mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *
         void *xout = g->opt.ckpt ? g->x_blk[l + 1] : l + 1 < c->n_layer ? g->A[l + 1].x_in : g->x_fin;
         TRY(layer_fwd(g, l, xin, xout, err));
     }
-    TRY(head_fwd(g, grad, loss, err));
+    if (hidden) { /* ln_out only: the caller reads the last position's rows */
+        tmark(g, MRW_GPU_T_NORM);
+        TRY(mrw_cuda_layernorm_fwd(g->dt, BT, C, g->x_fin, PW(g->i_lnow), PW(g->i_lnob), LN_EPS, g->xo, g->muo,
+                                   g->rso, g->st, err));
+        *loss = 0;
+    } else {
+        TRY(head_fwd(g, grad, loss, err));
+    }
+    g->hidden_mode = hidden;
     g->valid = grad ? 1 : 0;
     g->grad_mode = grad;
+    return MRW_OK;
+}
+
+extern "C" mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *tokens, const void *inject,
+                                               const uint8_t *inject_mask, const int32_t *targets, int B, int T,
+                                               int grad, float *loss, mrw_error *err) {
+    return forward_impl(g, tokens, inject, inject_mask, targets, B, T, grad, loss, 0, err);
+}
+
+extern "C" mrw_status mrw_rwkv7_gpu_forward_hidden(mrw_rwkv7_gpu *g, const int32_t *tokens, const void *inject,
+                                                   const uint8_t *inject_mask, int B, int T, int grad, float *hidden,
+                                                   mrw_error *err) {
+    const int C = g->cfg.n_embd;
+    if (!g->hid) {
+        TRY(cuda_chk(cudaMalloc((void **)&g->hid, (size_t)g->max_B * C * sizeof(float)), "hidden buffer", err));
+        g->bytes += (size_t)g->max_B * C * sizeof(float);
+    }
+    float loss;
+    TRY(forward_impl(g, tokens, inject, inject_mask, NULL, B, T, grad, &loss, 1, err));
+    const size_t n = (size_t)B * C;
+    if (g->opt.fp32)
+        hidden_gather_kernel<float><<<grid_for(n, 256), 256, 0, g->st>>>(B, T, C, (const float *)g->xo, g->hid);
+    else
+        hidden_gather_kernel<bf16><<<grid_for(n, 256), 256, 0, g->st>>>(B, T, C, (const bf16 *)g->xo, g->hid);
+    TRY(launched("gpu trainer hidden read-out", err));
+    tstop(g);
+    if (hidden) {
+        TRY(cuda_chk(cudaMemcpyAsync(hidden, g->hid, n * sizeof(float), cudaMemcpyDeviceToHost, g->st), "hidden",
+                     err));
+        TRY(cuda_chk(cudaStreamSynchronize(g->st), "forward", err));
+    }
     return MRW_OK;
 }
 
@@ -909,6 +968,8 @@ static mrw_status backward_body(mrw_rwkv7_gpu *g, float scale, void *d_inject, m
 extern "C" mrw_status mrw_rwkv7_gpu_backward_ex(mrw_rwkv7_gpu *g, float scale, int frozen, void *d_inject,
                                                 mrw_error *err) {
     if (!g->valid) return mrw_err(err, MRW_E_ARG, "gpu trainer: backward without a forward (with grad) before it");
+    if (g->hidden_mode)
+        return mrw_err(err, MRW_E_ARG, "gpu trainer: the last forward was a hidden-state one (use backward_hidden)");
     if (!frozen && !g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: a full backward on a frozen trainer");
     if (!frozen && g->grad_mode == 2)
         return mrw_err(err, MRW_E_ARG, "gpu trainer: a full backward after a forward for a frozen one (grad 2)");
@@ -930,11 +991,11 @@ static mrw_status backward_body(mrw_rwkv7_gpu *g, float scale, void *d_inject, m
     const size_t nC = (size_t)BT * C;
     /* the head's gradients at unit scale (from the forward), times scale */
     tmark(g, MRW_GPU_T_CE);
-    if (g->pg) {
+    if (g->pg && !g->hidden_mode) { /* hidden mode: no head; sc[S_DXO] was set (scaled) by backward_hidden */
         axpy_kernel<<<grid_for((size_t)V * C, 256), 256, 0, g->st>>>((size_t)V * C, scale, g->dhead, PG(g->i_head));
         TRY(launched("gpu trainer axpy", err));
     }
-    if (scale != 1.0f) TRY(act(g, nC, 4, g->sc[S_DXO], NULL, scale, err));
+    if (scale != 1.0f && !g->hidden_mode) TRY(act(g, nC, 4, g->sc[S_DXO], NULL, scale, err));
     tmark(g, MRW_GPU_T_NORM);
     TRY(mrw_cuda_layernorm_bwd(g->dt, BT, C, g->sc[S_DXO], g->x_fin, g->muo, g->rso, PW(g->i_lnow), 0, g->sc[S_DX],
                                PGX(g->i_lnow), PGX(g->i_lnob), g->cs_scr, g->st, err));
@@ -962,6 +1023,37 @@ static mrw_status backward_body(mrw_rwkv7_gpu *g, float scale, void *d_inject, m
         inject_bwd_kernel<bf16><<<grid_for(nC, 256), 256, 0, g->st>>>(nC, C, g->d_mask, (const bf16 *)g->sc[S_DXA],
                                                                         (bf16 *)d_inject);
     return launched("gpu trainer embedding backward", err);
+}
+
+extern "C" mrw_status mrw_rwkv7_gpu_backward_hidden(mrw_rwkv7_gpu *g, const float *d_hidden, float scale,
+                                                    int frozen, void *d_inject, mrw_error *err) {
+    if (!g->valid || !g->hidden_mode)
+        return mrw_err(err, MRW_E_ARG, "gpu trainer: backward_hidden without a hidden-state forward (with grad)");
+    if (!frozen && !g->g) return mrw_err(err, MRW_E_ARG, "gpu trainer: a full backward on a frozen trainer");
+    if (!frozen && g->grad_mode == 2)
+        return mrw_err(err, MRW_E_ARG, "gpu trainer: a full backward after a forward for a frozen one (grad 2)");
+    if (!d_hidden) return mrw_err(err, MRW_E_ARG, "gpu trainer: backward_hidden without d_hidden");
+    g->valid = 0;
+    const int B = g->B, T = g->T, C = g->cfg.n_embd;
+    const size_t nC = (size_t)B * T * C, n = (size_t)B * C;
+    if (d_inject) TRY(cuda_chk(cudaMemsetAsync(d_inject, 0, nC * g->esz, g->st), "d_inject", err));
+    if (frozen && !d_inject) return MRW_OK; /* nothing to compute */
+    TRY(cuda_chk(cudaMemcpyAsync(g->hid, d_hidden, n * sizeof(float), cudaMemcpyHostToDevice, g->st), "d_hidden",
+                 err));
+    TRY(cuda_chk(cudaMemsetAsync(g->sc[S_DXO], 0, nC * g->esz, g->st), "d_hidden", err));
+    if (g->opt.fp32)
+        hidden_scatter_kernel<float><<<grid_for(n, 256), 256, 0, g->st>>>(B, T, C, g->hid, scale,
+                                                                           (float *)g->sc[S_DXO]);
+    else
+        hidden_scatter_kernel<bf16><<<grid_for(n, 256), 256, 0, g->st>>>(B, T, C, g->hid, scale,
+                                                                          (bf16 *)g->sc[S_DXO]);
+    TRY(launched("gpu trainer hidden backward", err));
+    g->pg = !frozen;
+    const mrw_status s = backward_body(g, 1.0f, g->n_inject ? d_inject : NULL, err);
+    g->pg = 1;
+    /* the host's d_hidden is read by the copy above: wait for it before returning */
+    if (!s) return cuda_chk(cudaStreamSynchronize(g->st), "backward_hidden", err);
+    return s;
 }
 
 /* ------------------------------------------------------------------------------------------- optimizer */

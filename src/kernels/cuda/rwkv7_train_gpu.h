@@ -98,6 +98,17 @@ mrw_status mrw_rwkv7_gpu_forward_ex(mrw_rwkv7_gpu *g, const int32_t *tokens, con
  * gradient GEMM, no parameter column sum, no embedding scatter); d_inject (NULL or DEVICE [B*T][C], activation
  * dtype) = scale * d(mean loss)/d(inject row) at masked rows, 0 elsewhere (written =). Asynchronous. */
 mrw_status mrw_rwkv7_gpu_backward_ex(mrw_rwkv7_gpu *g, float scale, int frozen, void *d_inject, mrw_error *err);
+/* Hidden-state mode (read-out heads such as the forecaster's; the CPU reference is mrw_rwkv7_train_forward_hidden /
+ * _backward_hidden): the forward up to ln_out, no LM head and no cross-entropy ("llm.head.weight" is neither read nor
+ * trained). tokens, inject, inject_mask and grad as forward_ex (no targets); hidden: NULL or HOST fp32 [B][C] =
+ * ln_out's output at position T-1 of each sequence (synchronises when given). */
+mrw_status mrw_rwkv7_gpu_forward_hidden(mrw_rwkv7_gpu *g, const int32_t *tokens, const void *inject,
+                                        const uint8_t *inject_mask, int B, int T, int grad, float *hidden,
+                                        mrw_error *err);
+/* Its backward from d_hidden (HOST fp32 [B][C] = d loss / d hidden at position T-1; zero at every other position):
+ * gradients += scale * d loss / d param unless `frozen`; d_inject as backward_ex (scaled). Synchronises. */
+mrw_status mrw_rwkv7_gpu_backward_hidden(mrw_rwkv7_gpu *g, const float *d_hidden, float scale, int frozen,
+                                         void *d_inject, mrw_error *err);
 /* The device stream everything runs on (callers chaining their own kernels: the adapter, the encoder). */
 void *mrw_rwkv7_gpu_stream(mrw_rwkv7_gpu *g);
 
