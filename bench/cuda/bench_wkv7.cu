@@ -5,7 +5,9 @@
  *     make CUDA=1 cuda-bench && build-cuda/bench/cuda/bench_wkv7 [reps]
  * Also times each threads-per-row variant (the tuning the defaults in src/kernels/cuda/wkv7.cu come from) and the
  * chunked tensor-core kernels (variant 16, src/kernels/cuda/wkv7_chunk.cu), alone and paired with the others.
- * Shapes: the official reference shape, then the trainer's (0.1B batch 32, 0.4B batch 16, 1.5B batch 4). */
+ * Shapes: the official reference shape, then the trainer's (0.1B batch 32, 0.4B batch 16, 1.5B batch 4).
+ *     bench_wkv7 reps B,H [B,H ...]   only these shapes (T 2048) and only the chunked pairs (16/16, 16/17): for A/B
+ *                                     runs (MRW_WKV7_BWD=1 picks the v1 chunked backward) and ncu */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -78,7 +80,20 @@ int main(int argc, char **argv) {
     struct shape {
         int B, T, H;
         double off_fwd, off_all; /* official kernel, ms; 0 = not published */
-    } shapes[] = {{8, 2048, 16, 1.07, 3.50}, {32, 2048, 12, 0, 0}, {16, 2048, 16, 0, 0}, {4, 2048, 32, 0, 0}};
+    };
+    std::vector<shape> shapes = {{8, 2048, 16, 1.07, 3.50}, {32, 2048, 12, 0, 0}, {16, 2048, 16, 0, 0}, {4, 2048, 32, 0, 0}};
+    const bool only_chunked = argc > 2;
+    if (only_chunked) {
+        shapes.clear();
+        for (int i = 2; i < argc; i++) {
+            int b = 0, h = 0;
+            if (sscanf(argv[i], "%d,%d", &b, &h) != 2 || b < 1 || h < 1) {
+                fprintf(stderr, "bench_wkv7: bad shape '%s' (want B,H)\n", argv[i]);
+                return 2;
+            }
+            shapes.push_back({b, 2048, h, b == 8 && h == 16 ? 1.07 : 0, b == 8 && h == 16 ? 3.50 : 0});
+        }
+    }
     printf("| shape B,T,H,N     | K fwd | K bwd |  fwd ms | bwd ms | fwd+bwd ms | official fwd | official f+b | f+b speedup |\n");
     printf("|-------------------|-------|-------|---------|--------|------------|--------------|--------------|-------------|\n");
     cudaEvent_t ev[3];
@@ -102,7 +117,9 @@ int main(int argc, char **argv) {
         CUDA_OK(cudaMalloc((void **)&sa, mrw_cuda_wkv7_sa_floats(s.B, s.T, s.H) * 4));
         /* (forward, backward) variants: 0 = the defaults the library uses, 1 = tiled forward, 2/4/8 = threads per row. */
         /* 16 = MRW_WKV7_CHUNKED (the chunked tensor-core kernels), 17 = its backward's 3-blocks-per-SM kernel forced */
-        const int variants[][2] = {{0, 0}, {1, 1}, {1, 2}, {2, 2}, {4, 4}, {8, 8}, {16, 16}, {16, 2}, {1, 16}, {16, 17}};
+        const std::vector<std::vector<int>> variants =
+            only_chunked ? std::vector<std::vector<int>>{{16, 16}, {16, 17}}
+                         : std::vector<std::vector<int>>{{0, 0}, {1, 1}, {1, 2}, {2, 2}, {4, 4}, {8, 8}, {16, 16}, {16, 2}, {1, 16}, {16, 17}};
         for (const auto &var : variants) {
             std::vector<double> tf, tb, ta;
             for (int it = -3; it < reps; it++) {

@@ -79,7 +79,9 @@ mrw_status mrw_cuda_wkv7_backward_ex(mrw_cuda_dtype dt, int B, int T, int H, con
  * rounding, too coarse for the step backwards' inversion, so pair it with the chunked backward there. The
  * chunked backward restarts each chunk from its exact start state (no inversion), so it needs the forward's
  * initial state: mrw_cuda_wkv7_backward_s0 takes it; backward_ex with this variant assumes s0 = 0 (zero state,
- * the trainer's case). Other variants ignore s0. docs/CUDA.md has the measurements. */
+ * the trainer's case). Other variants ignore s0. The chunked backward's shared-memory layout: v2 (default, fewer bank
+ * conflicts) or, with MRW_WKV7_BWD=1 in the environment (read once), v1, the layout before; same results up to the
+ * summation order inside some tensor-core products. docs/CUDA.md has the measurements. */
 #define MRW_WKV7_CHUNKED 16
 /* The same, with the backward's 3-blocks-per-SM kernel forced (variant 16 takes it by itself when B H > 2 SMs, the
  * 2-per-SM one otherwise): for tests. As a forward variant the same as 16. */

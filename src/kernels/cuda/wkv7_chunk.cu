@@ -25,10 +25,13 @@
  * inversion: use the chunked backward); the chunked backward restarts every chunk from the exact checkpoint (no
  * inversion of the update) and follows any forward. Two backward kernels: wkv7_bwd_chunk2 (106 KB of shared
  * memory, 2 blocks per SM) and wkv7_bwd_chunk3 (74.5 KB, <= 168 registers, S0 in registers: 3 per SM), picked by
- * the shape (chunk3 when B H > 2 SMs); variant MRW_WKV7_CHUNKED3 forces chunk3. */
+ * the shape (chunk3 when B H > 2 SMs); variant MRW_WKV7_CHUNKED3 forces chunk3. Both come in two shared-memory
+ * layouts (bwd2_layout): v2, the default, with fewer bank conflicts, and v1, the layout before; MRW_WKV7_BWD=1 in
+ * the environment picks v1. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 extern "C" {
 #include "base/error.h"
@@ -67,7 +70,7 @@ template <> struct cio<bf16> {
 /* Chunk staging: NA arrays [B][T][H][N] of type T -> shared [NA][CK][SP] fp32, prefetched one chunk ahead in
  * registers. Steps past T load as zero; array `wslot` holds log-space decays and is stored as lw = -exp(w)
  * (0 on steps past T: decay 1, so a short last chunk leaves the state as its last real step left it). */
-template <typename T, int NA> struct cloader {
+template <typename T, int NA, bool SWZ = false> struct cloader {
     static constexpr int VE = 16 / sizeof(T), VPA = CK * N / VE, SLOTS = NA * VPA / NT;
     static_assert(NA * VPA % NT == 0 && VPA % NT == 0, "slots");
     /* slot s: array (s NT) / VPA, element e0 = ((s NT) % VPA + tid) VE of the chunk (step e0 / N, column e0 % N);
@@ -95,9 +98,19 @@ template <typename T, int NA> struct cloader {
 #pragma unroll
                 for (int e = 0; e < VE; e++) f[e] = ok ? -expf(f[e]) : 0.f;
             }
+            if constexpr (SWZ && VE == 8) {
+                /* 8 columns a lane, 8 lanes a row: lanes 4..7 of each 8 store their second float4 first, so the 8
+                 * lanes of a quarter-warp hit 8 distinct bank quads in each store (no 2-way conflict) */
+                const bool s4 = (threadIdx.x >> 2) & 1;
+                const float4 lo = make_float4(f[0], f[1], f[2], f[3]), hi = make_float4(f[4], f[5], f[6], f[7]);
+                float *d = sm + a * CA + t * SP + n;
+                *(float4 *)(d + (s4 ? 4 : 0)) = s4 ? hi : lo;
+                *(float4 *)(d + (s4 ? 0 : 4)) = s4 ? lo : hi;
+            } else {
 #pragma unroll
-            for (int e = 0; e < VE; e += 4)
-                *(float4 *)(sm + a * CA + t * SP + n + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+                for (int e = 0; e < VE; e += 4)
+                    *(float4 *)(sm + a * CA + t * SP + n + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+            }
         }
     }
 };
@@ -116,20 +129,23 @@ __device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], const 
 }
 
 /* acc[m][n] (16x8 tiles, mma C layout) += sum over KS k-steps of 8: A(m0 + 16m + row, k) * B(k, n0 + 8n + col),
- * A(m, k) = Ap[m * am + k * ak], B(k, n) = Bp[k * bk + n * bn], all in shared memory (fp32). X3: 3xTF32. */
-template <int MT, int NTL, int KS, bool X3>
+ * A(m, k) = Ap[m * am + k * ak], B(k, n) = Bp[k * bk + n * bn], all in shared memory (fp32). X3: 3xTF32.
+ * KP: the k index of the fragments' slots t4 and t4 + 4 is k0 + 2 t4 and k0 + 2 t4 + 1 instead of k0 + t4 and
+ * k0 + t4 + 4 (the same sum over k, in another order inside the mma): where both operands have k as their row
+ * (A transposed, B row-major, row stride = 4 mod 32) a warp's 32 loads then hit 32 distinct banks, not 2-way. */
+template <int MT, int NTL, int KS, bool X3, bool KP = false>
 __device__ __forceinline__ void warp_gemm(float (*acc)[NTL][4], const float *Ap, int am, int ak, int m0,
                                           const float *Bp, int bk, int bn, int n0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) {
-        const int k0 = 8 * ks;
+        const int k0 = 8 * ks, ka = KP ? k0 + 2 * t4 : k0 + t4, kb = KP ? k0 + 2 * t4 + 1 : k0 + t4 + 4;
         uint32_t ah[MT][4], al[MT][4], bh[NTL][2], bl[NTL][2];
 #pragma unroll
         for (int m = 0; m < MT; m++) {
             const int r0 = m0 + 16 * m + g;
-            const float x[4] = {Ap[r0 * am + (k0 + t4) * ak], Ap[(r0 + 8) * am + (k0 + t4) * ak],
-                                Ap[r0 * am + (k0 + t4 + 4) * ak], Ap[(r0 + 8) * am + (k0 + t4 + 4) * ak]};
+            const float x[4] = {Ap[r0 * am + ka * ak], Ap[(r0 + 8) * am + ka * ak], Ap[r0 * am + kb * ak],
+                                Ap[(r0 + 8) * am + kb * ak]};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 ah[m][e] = to_tf32(x[e]);
@@ -139,7 +155,7 @@ __device__ __forceinline__ void warp_gemm(float (*acc)[NTL][4], const float *Ap,
 #pragma unroll
         for (int n = 0; n < NTL; n++) {
             const int c0 = n0 + 8 * n + g;
-            const float x[2] = {Bp[(k0 + t4) * bk + c0 * bn], Bp[(k0 + t4 + 4) * bk + c0 * bn]};
+            const float x[2] = {Bp[ka * bk + c0 * bn], Bp[kb * bk + c0 * bn]};
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 bh[n][e] = to_tf32(x[e]);
@@ -241,7 +257,8 @@ __device__ __forceinline__ void chunk_prep(float *X, float *ecL, int cum_slot) {
 
 /* One warp: D[t][s] = sum_n P[t][n] Q[s][n] (16 x 16, k = 64) on the tensor cores, stored masked into D (stride
  * MS): strictly lower (strict) or lower with the diagonal. */
-template <bool X3> __device__ __forceinline__ void warp_small(float *D, const float *P, const float *Q, bool strict) {
+template <bool X3>
+__device__ __forceinline__ void warp_small(float *D, const float *P, const float *Q, bool strict, int ld = MS) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     float acc[1][2][4] = {};
     warp_gemm<1, 2, 8, X3>(acc, P, SP, 1, 0, Q, 1, SP, 0);
@@ -250,7 +267,7 @@ template <bool X3> __device__ __forceinline__ void warp_small(float *D, const fl
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int t = g + 8 * (e >> 1), s = 8 * n + 2 * t4 + (e & 1);
-            D[t * MS + s] = (strict ? s < t : s <= t) ? acc[0][n][e] : 0.f;
+            D[t * ld + s] = (strict ? s < t : s <= t) ? acc[0][n][e] : 0.f;
         }
 }
 
@@ -385,12 +402,27 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_fwd_ch
  * dS <- dS diag(e^{c_L}) + dY^T Rtr + dU^T Atr; (4) dAtr = Z2 + dM_ab Bh + dM_ak Kh, dRtr = Z1 + dM_rb Bh +
  * dM_rk Kh, dBh = dM_ab^T Atr + dM_rb^T Rtr, dKh = dM_ak^T Atr + dM_rk^T Rtr, the raw gradients and the decay's. */
 constexpr int NXB2 = XCUM2 + 1;
-constexpr int BWD2_FLOATS = NXB2 * CA + 2 * SA_ + 8 * MA + N + 4 * N; /* 106 KB: 2 blocks per SM */
-constexpr size_t BWD2_SMEM = (size_t)BWD2_FLOATS * sizeof(float);
+/* The shared-memory layout by version V (MRW_WKV7_BWD, launch_bwd below). v1, the layout before helper K's pass:
+ * state rows at stride SS = 68, the L x L matrices at MS = 17 (103 KiB). v2 (default): 72 and 24 (109 KiB), which
+ * takes the commonest 2-way bank conflicts out (ncu at B16 H16: a third of the shared-memory wavefronts were
+ * conflicts, and shared memory is what bounds this kernel at 2 blocks per SM): stride 72 those of the fragment loads
+ * that walk a state column (rows t4, columns g: dS and S0 as B operand with k the row) and of the float2 accesses to
+ * dS and S0 in the dS update (one more 2-way remains where dS^T is read as B with k the column); stride 24 those of M^T
+ * and dM^T read as A operand; the dS update's two products run in warp_gemm's KP slot order (both operands have k as
+ * their row); and the loader stores the chunk's bf16 inputs in a conflict-free order. Same results as v1 up to the
+ * summation order inside the dS update's mma. (A v3 with the L x L matrices at 20 and KP wherever both operands have
+ * k as their row took 3% more wavefronts out but ran no faster at 2 blocks per SM and 3% slower at one, with spills in
+ * the 3-per-SM kernel: not kept.) */
+template <int V> struct bwd2_layout {
+    static constexpr int SSK = V >= 2 ? 72 : SS, MSK = V >= 2 ? 24 : MS, MAK = CK * MSK;
+    static constexpr int FLOATS = NXB2 * CA + 2 * N * SSK + 8 * MAK + N + 4 * N;
+    static constexpr size_t SMEM = (size_t)FLOATS * sizeof(float);
+};
 
-template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_chunk2(const cbwd_args<T> p) {
+template <typename T, bool X3, int V> __global__ void __launch_bounds__(NT) wkv7_bwd_chunk2(const cbwd_args<T> p) {
+    constexpr int SSK = bwd2_layout<V>::SSK, MSK = bwd2_layout<V>::MSK, MAK = bwd2_layout<V>::MAK;
     extern __shared__ __align__(16) float smem[];
-    float *X = smem, *S0 = X + NXB2 * CA, *dS = S0 + SA_, *M = dS + SA_, *dM = M + 4 * MA, *ecL = dM + 4 * MA;
+    float *X = smem, *S0 = X + NXB2 * CA, *dS = S0 + N * SSK, *M = dS + N * SSK, *dM = M + 4 * MAK, *ecL = dM + 4 * MAK;
     float *dcl = ecL + N;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int bh = blockIdx.x, bb = bh / p.H, hh = bh % p.H, T_ = p.nt;
@@ -400,9 +432,9 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
     for (int e = tid; e < N * N / 4; e += NT) {
         const int i = e / 16, j = 4 * (e % 16);
         const float4 x = p.dsT ? *(const float4 *)(p.dsT + (size_t)bh * N * N + i * N + j) : make_float4(0, 0, 0, 0);
-        *(float4 *)(dS + i * SS + j) = x;
+        *(float4 *)(dS + i * SSK + j) = x;
     }
-    cloader<T, 7> ld;
+    cloader<T, 7, (V >= 2)> ld;
     cloader<float, 1> lsa;
     ld.init(base, hs), lsa.init(base, hs);
     const T *const ins[7] = {p.r, p.w, p.k, p.v, p.a, p.b, p.dy};
@@ -428,7 +460,7 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
 #pragma unroll
         for (int s = 0; s < N * N / 4 / NT; s++) {
             const int e = tid + s * NT, i = e / 16, jj = 4 * (e % 16);
-            *(float4 *)(S0 + i * SS + jj) = ckr[s];
+            *(float4 *)(S0 + i * SSK + jj) = ckr[s];
         }
         __syncthreads();
         if (c > 0) {
@@ -439,18 +471,18 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
         chunk_prep(X, ecL, XCUM2);
         /* (1) */
         float aX1[1][2][4] = {}, aX2[1][2][4] = {}, aDBB[1][2][4] = {}, aDKB[1][2][4] = {}, aZ1[1][2][4] = {};
-        warp_gemm<1, 2, 8, X3>(aX1, X + XBB * CA, SP, 1, 0, dS, 1, SS, w16);
-        warp_gemm<1, 2, 8, X3>(aX2, X + XKB * CA, SP, 1, 0, dS, 1, SS, w16);
-        warp_gemm<1, 2, 8, X3>(aDBB, X + XSA * CA, SP, 1, 0, dS, SS, 1, w16);
-        warp_gemm<1, 2, 8, X3>(aDKB, X + XV * CA, SP, 1, 0, dS, SS, 1, w16);
-        warp_gemm<1, 2, 8, X3>(aZ1, X + XDY * CA, SP, 1, 0, S0, SS, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aX1, X + XBB * CA, SP, 1, 0, dS, 1, SSK, w16);
+        warp_gemm<1, 2, 8, X3>(aX2, X + XKB * CA, SP, 1, 0, dS, 1, SSK, w16);
+        warp_gemm<1, 2, 8, X3>(aDBB, X + XSA * CA, SP, 1, 0, dS, SSK, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aDKB, X + XV * CA, SP, 1, 0, dS, SSK, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aZ1, X + XDY * CA, SP, 1, 0, S0, SSK, 1, w16);
         {
             const int pa = warp == 0 || warp == 1 ? XA : XR, qa = warp == 0 || warp == 2 ? XB : XK;
-            warp_small<X3>(M + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+            warp_small<X3>(M + warp * MAK, X + pa * CA, X + qa * CA, warp < 2, MSK);
         }
         __syncthreads();
         /* (2) columns i of the warp */
-        warp_gemm<1, 2, 2, X3>(aX1, M + M_RB * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX1, M + M_RB * MAK, 1, MSK, 0, X + XDY * CA, SP, 1, w16);
         store_tile<2>(aX1[0], X + XT1 * CA, SP, 0, w16);
         __syncwarp();
         {
@@ -460,22 +492,22 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
 #pragma unroll
             for (int t = CK - 1; t > 0; t--)
 #pragma unroll
-                for (int s = 0; s < t; s++) du[s] = fmaf(M[M_AB * MA + t * MS + s], du[t], du[s]);
+                for (int s = 0; s < t; s++) du[s] = fmaf(M[M_AB * MAK + t * MSK + s], du[t], du[s]);
 #pragma unroll
             for (int t = 0; t < CK; t++)
                 if ((t & 1) == shl) X[XDU2 * CA + t * SP + si] = du[t];
         }
         __syncwarp();
-        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MA, 1, MS, 0, X + XDU2 * CA, SP, 1, w16);
-        warp_gemm<1, 2, 2, X3>(aX2, M + M_RK * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MAK, 1, MSK, 0, X + XDU2 * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_RK * MAK, 1, MSK, 0, X + XDY * CA, SP, 1, w16);
         put_tile<T>(p.dv, aX2[0], base, hs, c * CK, T_, w16);
         __syncthreads();
         /* (3) */
         float aZ2[1][2][4] = {};
-        warp_gemm<1, 2, 8, X3>(aZ2, X + XDU2 * CA, SP, 1, 0, S0, SS, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aZ2, X + XDU2 * CA, SP, 1, 0, S0, SSK, 1, w16);
         {
             const int pa = warp < 2 ? XDU2 : XDY, qa = warp == 0 || warp == 2 ? XSA : XV;
-            warp_small<X3>(dM + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+            warp_small<X3>(dM + warp * MAK, X + pa * CA, X + qa * CA, warp < 2, MSK);
         }
         {
             float acc[1][8][4], part[8][2];
@@ -484,15 +516,15 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
             for (int n = 0; n < 8; n++) {
                 const int col = 8 * n + 2 * t4;
                 const float e0 = ecL[col], e1 = ecL[col + 1];
-                const float2 d0 = *(const float2 *)(dS + r0 * SS + col), d1 = *(const float2 *)(dS + (r0 + 8) * SS + col);
-                const float2 s0 = *(const float2 *)(S0 + r0 * SS + col), s1 = *(const float2 *)(S0 + (r0 + 8) * SS + col);
+                const float2 d0 = *(const float2 *)(dS + r0 * SSK + col), d1 = *(const float2 *)(dS + (r0 + 8) * SSK + col);
+                const float2 s0 = *(const float2 *)(S0 + r0 * SSK + col), s1 = *(const float2 *)(S0 + (r0 + 8) * SSK + col);
                 part[n][0] = (d0.x * s0.x + d1.x * s1.x) * e0, part[n][1] = (d0.y * s0.y + d1.y * s1.y) * e1;
                 acc[0][n][0] = d0.x * e0, acc[0][n][1] = d0.y * e1, acc[0][n][2] = d1.x * e0, acc[0][n][3] = d1.y * e1;
             }
-            warp_gemm<1, 8, 2, X3>(acc, X + XDY * CA, 1, SP, w16, X + XR * CA, SP, 1, 0);
-            warp_gemm<1, 8, 2, X3>(acc, X + XDU2 * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3, (V >= 2)>(acc, X + XDY * CA, 1, SP, w16, X + XR * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3, (V >= 2)>(acc, X + XDU2 * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
             __syncwarp();
-            store_tile<8>(acc[0], dS, SS, w16, 0);
+            store_tile<8>(acc[0], dS, SSK, w16, 0);
 #pragma unroll
             for (int n = 0; n < 8; n++)
 #pragma unroll
@@ -512,14 +544,14 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
             for (int n = 0; n < 2; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) aDA[0][n][e] = aZ2[0][n][e], aDR[0][n][e] = aZ1[0][n][e];
-            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_AB * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_RB * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_AK * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_RK * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AB * MAK, MSK, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AK * MAK, MSK, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RB * MAK, MSK, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RK * MAK, MSK, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_AB * MAK, 1, MSK, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_RB * MAK, 1, MSK, 0, X + XR * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_AK * MAK, 1, MSK, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_RK * MAK, 1, MSK, 0, X + XR * CA, SP, 1, w16);
             float gA[2][4], gR[2][4], gB[2][4], gK[2][4];
 #pragma unroll
             for (int n = 0; n < 2; n++)
@@ -563,14 +595,19 @@ template <typename T, bool X3> __global__ void __launch_bounds__(NT) wkv7_bwd_ch
         __syncthreads();
         for (int e = tid; e < N * N / 4; e += NT) {
             const int i = e / 16, jj = 4 * (e % 16);
-            *(float4 *)(p.ds0 + (size_t)bh * N * N + i * N + jj) = *(const float4 *)(dS + i * SS + jj);
+            *(float4 *)(p.ds0 + (size_t)bh * N * N + i * N + jj) = *(const float4 *)(dS + i * SSK + jj);
         }
     }
 }
 
 constexpr int NXB = XCUM + 1;
-constexpr int BWD3_FLOATS = NXB * CA + SA_ + 4 * MA + 2 * N; /* 74.5 KB: 3 blocks per SM */
-constexpr size_t BWD3_SMEM = (size_t)BWD3_FLOATS * sizeof(float);
+/* By version, as bwd2_layout: v1 dS at stride SS = 68 (72.8 KiB), v2 at 72 (73.8 KiB, still 3 blocks per SM), with
+ * the KP dS update and the loader order; the L x L matrices stay at MS = 17 (24 would not fit 3 blocks per SM). */
+template <int V> struct bwd3_layout {
+    static constexpr int SSK = V >= 2 ? 72 : SS, MSK = MS, MAK = CK * MSK;
+    static constexpr int FLOATS = NXB * CA + N * SSK + 4 * MAK + 2 * N;
+    static constexpr size_t SMEM = (size_t)FLOATS * sizeof(float);
+};
 
 /* Backward, 3 blocks per SM (B H > 2 SMs: at B32 H12, 384 blocks, one wave instead of 1.45). The phases of
  * wkv7_bwd_chunk2 above in 74.5 KB of shared memory: M and dM share their space, dSA is solved into dU in place, the
@@ -578,10 +615,11 @@ constexpr size_t BWD3_SMEM = (size_t)BWD3_FLOATS * sizeof(float);
  * registers, 2 per SM). The chunk's start state S0 is never in shared memory: each lane loads its B-operand fragments
  * of S0 (rows k, the warp's columns) from the checkpoint into registers at the chunk's start (prefetched into L2 a
  * chunk ahead) and uses them in dY S0, dU S0 and for d c_L (summed per warp column before dS changes). */
-template <typename T, bool X3>
+template <typename T, bool X3, int V>
 __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_args<T> p) {
+    constexpr int SSK = bwd3_layout<V>::SSK, MSK = bwd3_layout<V>::MSK, MAK = bwd3_layout<V>::MAK;
     extern __shared__ __align__(16) float smem[];
-    float *X = smem, *dS = X + NXB * CA, *M = dS + SA_, *dM = M /* M is dead once dM is formed */, *ecL = M + 4 * MA;
+    float *X = smem, *dS = X + NXB * CA, *M = dS + N * SSK, *dM = M /* M is dead once dM is formed */, *ecL = M + 4 * MAK;
     float *dcl = ecL + N;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int bh = blockIdx.x, bb = bh / p.H, hh = bh % p.H, T_ = p.nt;
@@ -591,9 +629,9 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
     for (int e = tid; e < N * N / 4; e += NT) {
         const int i = e / 16, j = 4 * (e % 16);
         const float4 x = p.dsT ? *(const float4 *)(p.dsT + (size_t)bh * N * N + i * N + j) : make_float4(0, 0, 0, 0);
-        *(float4 *)(dS + i * SS + j) = x;
+        *(float4 *)(dS + i * SSK + j) = x;
     }
-    cloader<T, 7> ld;
+    cloader<T, 7, (V >= 2)> ld;
     cloader<float, 1> lsa;
     ld.init(base, hs), lsa.init(base, hs);
     const T *const ins[7] = {p.r, p.w, p.k, p.v, p.a, p.b, p.dy};
@@ -623,18 +661,18 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
         chunk_prep(X, ecL, XCUM);
         /* (1) */
         float aX1[1][2][4] = {}, aX2[1][2][4] = {}, aDBB[1][2][4] = {}, aDKB[1][2][4] = {}, aZ1[1][2][4] = {};
-        warp_gemm<1, 2, 8, X3>(aX1, X + XBB * CA, SP, 1, 0, dS, 1, SS, w16);
-        warp_gemm<1, 2, 8, X3>(aX2, X + XKB * CA, SP, 1, 0, dS, 1, SS, w16);
-        warp_gemm<1, 2, 8, X3>(aDBB, X + XSA * CA, SP, 1, 0, dS, SS, 1, w16);
-        warp_gemm<1, 2, 8, X3>(aDKB, X + XV * CA, SP, 1, 0, dS, SS, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aX1, X + XBB * CA, SP, 1, 0, dS, 1, SSK, w16);
+        warp_gemm<1, 2, 8, X3>(aX2, X + XKB * CA, SP, 1, 0, dS, 1, SSK, w16);
+        warp_gemm<1, 2, 8, X3>(aDBB, X + XSA * CA, SP, 1, 0, dS, SSK, 1, w16);
+        warp_gemm<1, 2, 8, X3>(aDKB, X + XV * CA, SP, 1, 0, dS, SSK, 1, w16);
         warp_gemm_rb<8, X3>(aZ1, X + XDY * CA, SP, 1, s0f);
         {
             const int pa = warp == 0 || warp == 1 ? XA : XR, qa = warp == 0 || warp == 2 ? XB : XK;
-            warp_small<X3>(M + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+            warp_small<X3>(M + warp * MAK, X + pa * CA, X + qa * CA, warp < 2, MSK);
         }
         __syncthreads();
         /* (2) columns i of the warp */
-        warp_gemm<1, 2, 2, X3>(aX1, M + M_RB * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX1, M + M_RB * MAK, 1, MSK, 0, X + XDY * CA, SP, 1, w16);
         store_tile<2>(aX1[0], X + XDU * CA, SP, 0, w16);
         __syncwarp();
         {
@@ -645,14 +683,14 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
 #pragma unroll
             for (int t = CK - 1; t > 0; t--)
 #pragma unroll
-                for (int s = 0; s < t; s++) du[s] = fmaf(M[M_AB * MA + t * MS + s], du[t], du[s]);
+                for (int s = 0; s < t; s++) du[s] = fmaf(M[M_AB * MAK + t * MSK + s], du[t], du[s]);
 #pragma unroll
             for (int t = 0; t < CK; t++)
                 if ((t & 1) == shl) X[XDU * CA + t * SP + si] = du[t];
         }
         __syncwarp();
-        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MA, 1, MS, 0, X + XDU * CA, SP, 1, w16);
-        warp_gemm<1, 2, 2, X3>(aX2, M + M_RK * MA, 1, MS, 0, X + XDY * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_AK * MAK, 1, MSK, 0, X + XDU * CA, SP, 1, w16);
+        warp_gemm<1, 2, 2, X3>(aX2, M + M_RK * MAK, 1, MSK, 0, X + XDY * CA, SP, 1, w16);
         put_tile<T>(p.dv, aX2[0], base, hs, c * CK, T_, w16);
         /* d c_L for the warp's columns (dS still the chunk's end gradient): sum_i dS[i][j] S0[i][j] e^{c_L,j} */
 #pragma unroll
@@ -662,7 +700,7 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
 #pragma unroll
             for (int ks = 0; ks < 8; ks++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) x = fmaf(dS[(8 * ks + t4 + 4 * e) * SS + col], s0f[ks][n][e], x);
+                for (int e = 0; e < 2; e++) x = fmaf(dS[(8 * ks + t4 + 4 * e) * SSK + col], s0f[ks][n][e], x);
             x += __shfl_xor_sync(0xffffffffu, x, 1);
             x += __shfl_xor_sync(0xffffffffu, x, 2);
             if (t4 == 0) dcl[col] = x * ecL[col];
@@ -673,7 +711,7 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
         warp_gemm_rb<8, X3>(aZ2, X + XDU * CA, SP, 1, s0f);
         {
             const int pa = warp < 2 ? XDU : XDY, qa = warp == 0 || warp == 2 ? XSA : XV;
-            warp_small<X3>(dM + warp * MA, X + pa * CA, X + qa * CA, warp < 2);
+            warp_small<X3>(dM + warp * MAK, X + pa * CA, X + qa * CA, warp < 2, MSK);
         }
         {
             float acc[1][8][4];
@@ -682,13 +720,13 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
             for (int n = 0; n < 8; n++) {
                 const int col = 8 * n + 2 * t4;
                 const float e0 = ecL[col], e1 = ecL[col + 1];
-                const float2 d0 = *(const float2 *)(dS + r0 * SS + col), d1 = *(const float2 *)(dS + (r0 + 8) * SS + col);
+                const float2 d0 = *(const float2 *)(dS + r0 * SSK + col), d1 = *(const float2 *)(dS + (r0 + 8) * SSK + col);
                 acc[0][n][0] = d0.x * e0, acc[0][n][1] = d0.y * e1, acc[0][n][2] = d1.x * e0, acc[0][n][3] = d1.y * e1;
             }
-            warp_gemm<1, 8, 2, X3>(acc, X + XDY * CA, 1, SP, w16, X + XR * CA, SP, 1, 0);
-            warp_gemm<1, 8, 2, X3>(acc, X + XDU * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3, (V >= 2)>(acc, X + XDY * CA, 1, SP, w16, X + XR * CA, SP, 1, 0);
+            warp_gemm<1, 8, 2, X3, (V >= 2)>(acc, X + XDU * CA, 1, SP, w16, X + XA * CA, SP, 1, 0);
             __syncwarp();
-            store_tile<8>(acc[0], dS, SS, w16, 0);
+            store_tile<8>(acc[0], dS, SSK, w16, 0);
         }
         __syncthreads();
         /* the next chunk's inputs in flight during the last phase (not earlier: registers) */
@@ -706,14 +744,14 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
             for (int n = 0; n < 2; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) aDA[0][n][e] = aZ2[0][n][e], aDR[0][n][e] = aZ1[0][n][e];
-            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RB * MA, MS, 1, 0, X + XB * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RK * MA, MS, 1, 0, X + XK * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_AB * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_RB * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_AK * MA, 1, MS, 0, X + XA * CA, SP, 1, w16);
-            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_RK * MA, 1, MS, 0, X + XR * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AB * MAK, MSK, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDA, dM + M_AK * MAK, MSK, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RB * MAK, MSK, 1, 0, X + XB * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDR, dM + M_RK * MAK, MSK, 1, 0, X + XK * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_AB * MAK, 1, MSK, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDBH, dM + M_RB * MAK, 1, MSK, 0, X + XR * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_AK * MAK, 1, MSK, 0, X + XA * CA, SP, 1, w16);
+            warp_gemm<1, 2, 2, X3>(aDKH, dM + M_RK * MAK, 1, MSK, 0, X + XR * CA, SP, 1, w16);
             float gA[2][4], gR[2][4], gB[2][4], gK[2][4];
 #pragma unroll
             for (int n = 0; n < 2; n++)
@@ -757,7 +795,7 @@ __global__ void __launch_bounds__(NT, X3 ? 1 : 3) wkv7_bwd_chunk3(const cbwd_arg
         __syncthreads();
         for (int e = tid; e < N * N / 4; e += NT) {
             const int i = e / 16, jj = 4 * (e % 16);
-            *(float4 *)(p.ds0 + (size_t)bh * N * N + i * N + jj) = *(const float4 *)(dS + i * SS + jj);
+            *(float4 *)(p.ds0 + (size_t)bh * N * N + i * N + jj) = *(const float4 *)(dS + i * SSK + jj);
         }
     }
 }
@@ -773,6 +811,42 @@ template <typename T, bool X3> mrw_status launch_fwd(int B, int H, const cfwd_ar
     return MRW_OK;
 }
 
+/* The backward kernels' layout V (bwd2_layout): 2 (default) the one with fewer bank conflicts, 1 the one before;
+ * MRW_WKV7_BWD=1 in the environment picks v1 (read once: A/B measurements, and a fallback). */
+static int bwd_version() {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("MRW_WKV7_BWD");
+        const int x = e ? atoi(e) : 0;
+        v = x == 1 ? 1 : 2;
+    }
+    return v;
+}
+
+template <typename T, bool X3, int V>
+cudaError_t launch_bwd_f(int B, int H, const cbwd_args<T> &a, bool three, cudaStream_t st) {
+    cudaError_t e;
+    if (three) {
+        const int sm = (int)bwd3_layout<V>::SMEM;
+        e = cudaFuncSetAttribute(wkv7_bwd_chunk3<T, X3, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(wkv7_bwd_chunk3<T, X3, V>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     (int)cudaSharedmemCarveoutMaxShared);
+        if (e == cudaSuccess) {
+            wkv7_bwd_chunk3<T, X3, V><<<B * H, NT, sm, st>>>(a);
+            e = cudaGetLastError();
+        }
+    } else {
+        const int sm = (int)bwd2_layout<V>::SMEM;
+        e = cudaFuncSetAttribute(wkv7_bwd_chunk2<T, X3, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
+        if (e == cudaSuccess) {
+            wkv7_bwd_chunk2<T, X3, V><<<B * H, NT, sm, st>>>(a);
+            e = cudaGetLastError();
+        }
+    }
+    return e;
+}
+
 template <typename T, bool X3>
 mrw_status launch_bwd(int B, int H, const cbwd_args<T> &a, int kernel, cudaStream_t st, mrw_error *err) {
     /* kernel 0: by the shape (3 per SM when B H exceeds what 2 per SM hold), 3: the 3-per-SM kernel */
@@ -780,22 +854,8 @@ mrw_status launch_bwd(int B, int H, const cbwd_args<T> &a, int kernel, cudaStrea
     cudaError_t e = cudaGetDevice(&dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     const bool three = kernel == 3 || (e == cudaSuccess && B * H > 2 * sms);
-    if (e == cudaSuccess && three) {
-        e = cudaFuncSetAttribute(wkv7_bwd_chunk3<T, X3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BWD3_SMEM);
-        if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(wkv7_bwd_chunk3<T, X3>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                     (int)cudaSharedmemCarveoutMaxShared);
-        if (e == cudaSuccess) {
-            wkv7_bwd_chunk3<T, X3><<<B * H, NT, BWD3_SMEM, st>>>(a);
-            e = cudaGetLastError();
-        }
-    } else if (e == cudaSuccess) {
-        e = cudaFuncSetAttribute(wkv7_bwd_chunk2<T, X3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BWD2_SMEM);
-        if (e == cudaSuccess) {
-            wkv7_bwd_chunk2<T, X3><<<B * H, NT, BWD2_SMEM, st>>>(a);
-            e = cudaGetLastError();
-        }
-    }
+    if (e == cudaSuccess)
+        e = bwd_version() == 1 ? launch_bwd_f<T, X3, 1>(B, H, a, three, st) : launch_bwd_f<T, X3, 2>(B, H, a, three, st);
     if (e != cudaSuccess)
         return mrw_err(err, MRW_E_INTERNAL, "wkv7 chunked backward (cuda): launch failed: %s", cudaGetErrorString(e));
     return MRW_OK;
