@@ -59,22 +59,7 @@ static float unbf(uint16_t h) {
     return x;
 }
 
-#define CHECK(call)                                                                                        \
-    do {                                                                                                   \
-        mrw_status s_ = (call);                                                                            \
-        if (s_) {                                                                                          \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, e.msg);                          \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
-#define CU(call)                                                                                           \
-    do {                                                                                                   \
-        cudaError_t c_ = (call);                                                                           \
-        if (c_ != cudaSuccess) {                                                                           \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(c_));         \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
+#include "check_calls.inc"
 
 static void row(const char *cs, const char *what, double maxe, double norme, double tol_max, double tol_norm) {
     const int ok = maxe <= tol_max && norme <= tol_norm && maxe == maxe && norme == norme;

@@ -126,22 +126,7 @@ static float unbf(uint16_t h) {
     return x;
 }
 
-#define CHECK(call)                                                                                        \
-    do {                                                                                                   \
-        mrw_status s_ = (call);                                                                            \
-        if (s_) {                                                                                          \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, e.msg);                          \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
-#define CU(call)                                                                                           \
-    do {                                                                                                   \
-        cudaError_t c_ = (call);                                                                           \
-        if (c_ != cudaSuccess) {                                                                           \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(c_));         \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
+#include "check_calls.inc"
 
 /* random bf16-representable values: host floats and their bf16 device copy */
 static void *rand_bf16_dev(std::vector<float> &h, size_t n, float lo, float hi) {

@@ -103,22 +103,7 @@ static float bf16r(float x) {
     return x;
 }
 
-#define CHECK(call)                                                                                        \
-    do {                                                                                                   \
-        mrw_status s_ = (call);                                                                            \
-        if (s_) {                                                                                          \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, e.msg);                          \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
-#define CU(call)                                                                                           \
-    do {                                                                                                   \
-        cudaError_t c_ = (call);                                                                           \
-        if (c_ != cudaSuccess) {                                                                           \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(c_));         \
-            exit(2);                                                                                       \
-        }                                                                                                  \
-    } while (0)
+#include "check_calls.inc"
 
 static double now_s(void) {
     struct timespec ts;
