@@ -271,6 +271,15 @@ mrw_status mrw_forecaster_forward(mrw_forecaster *f, const float *x, const float
     const float *hall = mrw_rwkv7_train_last_hidden(f->lm);
     for (int b = 0; b < B; b++)
         memcpy(f->hid + (size_t)b * C, hall + ((size_t)b * T + T - 1) * C, (size_t)C * sizeof(float));
+    if ((s = mrw_forecaster_head_forward(f, y, B, yhat, loss, err))) return s;
+    f->has_loss = y != NULL;
+    f->B = B;
+    return MRW_OK;
+}
+
+mrw_status mrw_forecaster_head_forward(mrw_forecaster *f, const float *y, int B, float *yhat, double *loss,
+                                       mrw_error *err) {
+    const int H = f->cfg.horizon;
     mrw_ts_head_forward(&f->kc, &f->head, f->hid, f->mu, f->sig, B, f->yhat);
     if (f->cfg.skip) { /* + σ·(Ws x̂ + bs) */
         mrw_ts_head_forward(&f->kc, &f->skiph, f->xn, f->zero, f->sig, B, f->yskip);
@@ -283,23 +292,26 @@ mrw_status mrw_forecaster_forward(mrw_forecaster *f, const float *x, const float
     if (y) {
         double l = mrw_ts_mse_loss(f->yhat, y, B, H, f->dyhat);
         if (loss) *loss = l;
-        f->has_loss = 1;
     } else if (loss) {
         *loss = 0;
     }
-    f->B = B;
     return MRW_OK;
 }
 
-mrw_status mrw_forecaster_backward(mrw_forecaster *f, float scale, int frozen_lm, mrw_error *err) {
-    const int B = f->B, L = f->cfg.lookback, H = f->cfg.horizon, T = f->T, C = f->cfg.lm.n_embd;
-    if (!B || !f->has_loss) return mrw_err(err, MRW_E_ARG, "forecaster: backward without a forward with targets");
-    f->B = 0;
+void mrw_forecaster_head_backward(mrw_forecaster *f, int B, float scale, float *dhid) {
+    const int H = f->cfg.horizon;
     if (scale != 1.0f)
         for (size_t i = 0; i < (size_t)B * H; i++) f->dyhat[i] *= scale;
     if (f->cfg.skip) mrw_ts_head_backward(&f->kc, &f->skiph, f->xn, f->sig, f->dyhat, B, NULL, f->hscr);
+    mrw_ts_head_backward(&f->kc, &f->head, f->hid, f->sig, f->dyhat, B, dhid, f->hscr);
+}
+
+mrw_status mrw_forecaster_backward(mrw_forecaster *f, float scale, int frozen_lm, mrw_error *err) {
+    const int B = f->B, L = f->cfg.lookback, T = f->T, C = f->cfg.lm.n_embd;
+    if (!B || !f->has_loss) return mrw_err(err, MRW_E_ARG, "forecaster: backward without a forward with targets");
+    f->B = 0;
     /* d hidden at each sequence's read-out row (dinject as scratch; the other rows of dhid stay zero) */
-    mrw_ts_head_backward(&f->kc, &f->head, f->hid, f->sig, f->dyhat, B, f->dinject, f->hscr);
+    mrw_forecaster_head_backward(f, B, scale, f->dinject);
     for (int b = 0; b < B; b++)
         memcpy(f->dhid + ((size_t)b * T + T - 1) * C, f->dinject + (size_t)b * C, (size_t)C * sizeof(float));
     mrw_status s;

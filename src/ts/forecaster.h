@@ -96,6 +96,13 @@ mrw_status mrw_forecaster_forward(mrw_forecaster *f, const float *x, const float
 /* Backward of the last forward (which had targets): gradients += scale · d loss / d param of every set
  * (RWKV-7's only unless frozen_lm). */
 mrw_status mrw_forecaster_backward(mrw_forecaster *f, float scale, int frozen_lm, mrw_error *err);
+/* The parts after RWKV-7, shared with the GPU forecaster (src/kernels/cuda/forecaster_gpu.c): from f->hid [B][C]
+ * (the read-out rows) and f->xn / mu / sig, the head, the skip path and de-normalisation into f->yhat (and yhat when
+ * given); with targets y the MSE (*loss) and its gradient f->dyhat. Non-finite forecasts are an error. Then the
+ * backward: f->dyhat *= scale, the head's and skip path's gradients +=, d hidden [B][C] into dhid (=). */
+mrw_status mrw_forecaster_head_forward(mrw_forecaster *f, const float *y, int B, float *yhat, double *loss,
+                                       mrw_error *err);
+void mrw_forecaster_head_backward(mrw_forecaster *f, int B, float scale, float *dhid);
 
 /* Sets the skip path to y = W x̂ (bias 0) from a linear map of the lookback (W [H, L], e.g. the closed-form
  * DLinear fit's collapsed map, baselines.h). MRW_E_ARG when the forecaster has no skip path. */

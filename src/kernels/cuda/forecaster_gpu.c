@@ -156,36 +156,19 @@ mrw_status mrw_forecaster_gpu_forward(mrw_forecaster_gpu *g, const float *x, con
     const int grad = y ? (g->frozen ? 2 : 1) : 0;
     if ((s = mrw_rwkv7_gpu_forward_hidden(g->lm, f->tokens, g->inject, f->mask, B, T, grad, f->hid, err))) return s;
     /* the head, the skip path, de-normalisation and the loss on the host (forecaster.c) */
-    mrw_ts_head_forward(&f->kc, &f->head, f->hid, f->mu, f->sig, B, f->yhat);
-    if (f->cfg.skip) {
-        mrw_ts_head_forward(&f->kc, &f->skiph, f->xn, f->zero, f->sig, B, f->yskip);
-        for (size_t i = 0; i < (size_t)B * H; i++) f->yhat[i] += f->yskip[i];
-    }
-    if (yhat) memcpy(yhat, f->yhat, (size_t)B * H * sizeof *yhat);
-    for (size_t i = 0; i < (size_t)B * H; i++)
-        if (!isfinite(f->yhat[i]))
-            return mrw_err(err, MRW_E_ARG, "forecaster: the forecast is not finite (diverged weights?)");
-    if (y) {
-        double l = mrw_ts_mse_loss(f->yhat, y, B, H, f->dyhat);
-        if (loss) *loss = l;
-        g->has_loss = 1;
-    } else if (loss) {
-        *loss = 0;
-    }
+    if ((s = mrw_forecaster_head_forward(f, y, B, yhat, loss, err))) return s;
+    g->has_loss = y != NULL;
     g->B = B;
     return MRW_OK;
 }
 
 mrw_status mrw_forecaster_gpu_backward(mrw_forecaster_gpu *g, float scale, mrw_error *err) {
     mrw_forecaster *f = g->f;
-    const int B = g->B, H = f->cfg.horizon, T = f->T, C = f->cfg.lm.n_embd, n = f->n_tok, E = f->E;
+    const int B = g->B, T = f->T, C = f->cfg.lm.n_embd, n = f->n_tok, E = f->E;
     if (!B || !g->has_loss) return mrw_err(err, MRW_E_ARG, "forecaster: backward without a forward with targets");
     g->B = 0;
-    if (scale != 1.0f)
-        for (size_t i = 0; i < (size_t)B * H; i++) f->dyhat[i] *= scale;
-    if (f->cfg.skip) mrw_ts_head_backward(&f->kc, &f->skiph, f->xn, f->sig, f->dyhat, B, NULL, f->hscr);
     /* d hidden [B][C] (f->dhid as scratch: the host forecaster's rows are not used in this mode) */
-    mrw_ts_head_backward(&f->kc, &f->head, f->hid, f->sig, f->dyhat, B, f->dhid, f->hscr);
+    mrw_forecaster_head_backward(f, B, scale, f->dhid);
     mrw_status s;
     if ((s = mrw_rwkv7_gpu_backward_hidden(g->lm, f->dhid, 1.0f, g->frozen, g->dinject, err))) return s;
     memset(f->dhid, 0, (size_t)B * C * sizeof(float)); /* forecaster.c keeps dhid zero outside its read-out rows */
