@@ -537,19 +537,28 @@ static inline float chunk_at(const float *pcm, size_t n, int64_t len, int64_t i)
     return (uint64_t)i < n ? pcm[i] : 0.0f;
 }
 
+mrw_status mrw_whisper_check_pcm(const float *pcm, size_t n, int n_frames, mrw_error *err) {
+    if (!pcm || n == 0) return mrw_err(err, MRW_E_ARG, "the audio has no samples");
+    const int64_t len = (int64_t)n_frames * MRW_WHISPER_HOP;
+    const size_t used = n < (size_t)len ? n : (size_t)len;
+    /* Beyond 1e30 the single-precision FFT could overflow; real audio is within a few units. */
+    for (size_t i = 0; i < used; i++)
+        if (!isfinite(pcm[i]) || fabsf(pcm[i]) > 1e30f)
+            return mrw_err(err, MRW_E_ARG, "audio sample %zu is %g; samples must be finite and below 1e30", i,
+                           (double)pcm[i]);
+    return MRW_OK;
+}
+
 mrw_status mrw_whisper_log_mel(const float *pcm, size_t n, int n_mels, int n_frames, float *out,
                                int *real_frames, mrw_error *err) {
     if (real_frames) *real_frames = 0;
     if (!pcm || n == 0) return mrw_err(err, MRW_E_ARG, "the audio has no samples");
     if (!out || n_mels <= 0 || n_mels > 512 || n_frames < 2 || n_frames > (1 << 20))
         return mrw_err(err, MRW_E_ARG, "invalid log-mel shape %d mels x %d frames", n_mels, n_frames);
+    mrw_status cs = mrw_whisper_check_pcm(pcm, n, n_frames, err);
+    if (cs) return cs;
     const int64_t len = (int64_t)n_frames * MRW_WHISPER_HOP;
     size_t used = n < (size_t)len ? n : (size_t)len;
-    /* Beyond 1e30 the single-precision FFT could overflow; real audio is within a few units. */
-    for (size_t i = 0; i < used; i++)
-        if (!isfinite(pcm[i]) || fabsf(pcm[i]) > 1e30f)
-            return mrw_err(err, MRW_E_ARG, "audio sample %zu is %g; samples must be finite and below 1e30", i,
-                           (double)pcm[i]);
     fft_plan plan = whisper_plan();
     if (!plan) return mrw_err(err, MRW_E_NOMEM, "cannot create the FFT plan");
 

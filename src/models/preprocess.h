@@ -90,6 +90,10 @@ mrw_status mrw_image_resize(const mrw_image *src, int w, int h, mrw_resample res
  * same time needs a common lock). */
 mrw_status mrw_whisper_log_mel(const float *pcm, size_t n, int n_mels, int n_frames, float *out,
                                int *real_frames, mrw_error *err);
+/* The recording checks of mrw_whisper_log_mel alone (no samples; a sample among the first n_frames x hop that is
+ * not finite or beyond 1e30), with its messages: for callers that need to know whether it would refuse the
+ * audio without computing the log-mel (the data-parallel trainer checking another rank's recordings). */
+mrw_status mrw_whisper_check_pcm(const float *pcm, size_t n, int n_frames, mrw_error *err);
 
 /* Precision of the STFT: 32 (fftwf, within ~1e-4 of the numpy path) or 64 (built with MRW_FFTW_DOUBLE and
  * -lfftw3: bit-identical to it). */

@@ -499,13 +499,8 @@ static int peer_check(trainer *t, const mrw_data_sample *s, int j, int *n, int *
     mrw_audio a = {0};
     if ((*st = mrw_audio_load(path, 16000, NULL, &a, err))) return 0;
     const int F = 2 * c->n_pos;
-    const size_t used = a.n < (size_t)F * MRW_WHISPER_HOP ? a.n : (size_t)F * MRW_WHISPER_HOP;
-    if (!a.n || !a.samples) *st = mrw_err(err, MRW_E_ARG, "%s: the audio has no samples", path);
-    for (size_t i = 0; i < used && !*st; i++)
-        if (!isfinite(a.samples[i]) || fabsf(a.samples[i]) > 1e30f)
-            *st = mrw_err(err, MRW_E_ARG, "%s: audio sample %zu is %g; samples must be finite and below 1e30", path, i,
-                          (double)a.samples[i]);
-    if (!*st) *n = mrw_whisper_keep_frames((int)(a.n / MRW_WHISPER_HOP), mrw_whisper_enc_out_frames(F)), *E = c->d_model;
+    if ((*st = mrw_whisper_check_pcm(a.samples, a.n, F, err))) mrw_err_prefix(err, "%s", path);
+    else *n = mrw_whisper_keep_frames((int)(a.n / MRW_WHISPER_HOP), mrw_whisper_enc_out_frames(F)), *E = c->d_model;
     mrw_audio_free(&a);
     return 0;
 }
