@@ -7,10 +7,8 @@
 #                                          THREADS: the CPU runs' threads, default 16; lines also in $OUT/fc_bench.txt)
 set -u
 cd "$(dirname "$0")/../.."
-M=${MODRWKV:-build-cuda/modrwkv}
+. bench/cuda/lib_bench.sh
 out=${OUT:-cuda-out}; mkdir -p "$out"
-libs=${GPULIBS:-build-cuda/gpulibs}
-[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
 th=${THREADS:-16}
 tmp=$(mktemp -d)
 awk 'BEGIN{srand(5); print "date,v"; for(i=0;i<8000;i++) printf "d%d,%.5f\n", i, 3+2*sin(i*2*3.14159/24)+sin(i*2*3.14159/168)+0.3*(rand()-0.5)}' \

@@ -11,9 +11,7 @@
 # Needs MODRWKV (default build-cuda/modrwkv) and GPULIBS (default build-cuda/gpulibs) as tests/cuda/*.sh.
 set -u
 cd "$(dirname "$0")/../.."
-M=${MODRWKV:-build-cuda/modrwkv}
-libs=${GPULIBS:-build-cuda/gpulibs}
-[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
+. bench/cuda/lib_bench.sh
 N=${1:-256}; B=${2:-16}; STEPS=${3:-16}; TH=${4:-16}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 python3 bench/cuda/random_encoder.py siglip2-base "$tmp/enc" || exit 1
@@ -25,8 +23,5 @@ for dev in cpu cuda; do
     --data "$data" --batch "$B" --ctx-len 512 --steps "$STEPS" --lr 1e-3 -t "$TH" --no-progress --device cuda \
     --encoder-device $dev --out "$tmp/run_$dev" > "$tmp/log_$dev" 2>&1 || { echo "run $dev failed:"; tail -5 "$tmp/log_$dev"; exit 1; }
   grep -h "encoder" "$tmp/log_$dev" | head -3
-  grep -o '"elapsed_s":[0-9.]*' "$tmp/run_$dev/train.jsonl" | cut -d: -f2 | awk -v b="$B" -v dev="$dev" -v n="$STEPS" '
-    { e[NR] = $1 } END { k = n - 4; r = k * b / (e[n] - e[4]);
-      printf "stage 1, frozen encoder on the %s: %.1f samples/s (steps 5..%d: %.3f s a step; whole run %.1f s)\n",
-             dev == "cuda" ? "GPU (bf16)" : "CPU", r, n, (e[n] - e[4]) / k, e[n] }'
+  steady_rate "$tmp/run_$dev" "$B" "$STEPS" "stage 1, frozen encoder on the $([ $dev = cuda ] && echo 'GPU (bf16)' || echo CPU)"
 done

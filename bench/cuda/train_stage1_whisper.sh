@@ -14,9 +14,7 @@
 # Needs MODRWKV (default build-cuda/modrwkv) and GPULIBS (default build-cuda/gpulibs) as tests/cuda/*.sh.
 set -u
 cd "$(dirname "$0")/../.."
-M=${MODRWKV:-build-cuda/modrwkv}
-libs=${GPULIBS:-build-cuda/gpulibs}
-[ -d "$libs" ] && export LD_LIBRARY_PATH="$(cd "$libs" && pwd):${LD_LIBRARY_PATH:-}"
+. bench/cuda/lib_bench.sh
 N=${1:-256}; B=${2:-16}; STEPS=${3:-16}; TH=${4:-16}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 python3 bench/cuda/random_encoder.py whisper-base "$tmp/enc" || exit 1
@@ -31,8 +29,6 @@ for chunk in ${CHUNKS:-1 0}; do
     -t "$TH" --no-progress --device cuda --out "$tmp/run_$i" > "$tmp/log_$i" 2>&1 ||
     { echo "run $i (chunk $chunk) failed:"; tail -5 "$tmp/log_$i"; exit 1; }
   grep -h "Whisper encoder\|media encoded" "$tmp/log_$i" | cut -c1-250
-  grep -o '"elapsed_s":[0-9.]*' "$tmp/run_$i/train.jsonl" | cut -d: -f2 | awk -v b="$B" -v c="$chunk" -v n="$STEPS" '
-    { e[NR] = $1 } END { k = n - 4; r = k * b / (e[n] - e[4]);
-      printf "stage 1, frozen Whisper on the GPU, %s: %.1f samples/s (steps 5..%d: %.4f s a step; whole run %.1f s)\n",
-             c == 1 ? "1 clip per forward" : "the micro-batch in one forward", r, n, (e[n] - e[4]) / k, e[n] }'
+  steady_rate "$tmp/run_$i" "$B" "$STEPS" \
+    "stage 1, frozen Whisper on the GPU, $([ "$chunk" = 1 ] && echo '1 clip per forward' || echo 'the micro-batch in one forward')"
 done
