@@ -1,6 +1,10 @@
 /* Kernel benchmark: GEMM GFLOP/s (prefill shapes) and matrix-vector GB/s (decode shapes) for every dtype,
  * next to the machine's measured fp32 FMA rate and read bandwidth.
- *   build/bench/bench_matmul [threads] [T] */
+ *   build/bench/bench_matmul [threads] [T]
+ *   build/bench/bench_matmul --dram [threads] [rounds]
+ * --dram: decode-shaped GEMV over 1 GiB of weights (far beyond the L3, as in a real decode), each round right
+ * after one pass of the read-bandwidth probe, so that the ratio of the two is measured under the same
+ * momentary bandwidth of a noisy host. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +27,109 @@ static double time_matmul(mrw_kctx *kc, const mrw_mat *W, const float *X, float 
     return t / reps;
 }
 
+/* One pass of the read probe over buf (GB/s), as mrw_bench_read_gbps does it but a single timing. */
+static double probe_once(const uint64_t *buf, size_t bytes, int nt) {
+    const size_t words = bytes / 8;
+    uint64_t s = 0;
+    double t0 = mrw_now();
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : s)
+    for (size_t i = 0; i < words; i += 8)
+        s += buf[i] + buf[i + 1] + buf[i + 2] + buf[i + 3] + buf[i + 4] + buf[i + 5] + buf[i + 6] + buf[i + 7];
+    double t = mrw_now() - t0;
+    static volatile uint64_t sink;
+    sink += s;
+    return bytes / t / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int dram_gemv(int nt, int rounds) {
+    const size_t probe_bytes = (size_t)1 << 30, total = (size_t)1 << 30;
+    uint64_t *probe = aligned_alloc(64, probe_bytes);
+    if (!probe) return 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (size_t i = 0; i < probe_bytes / 8; i++) probe[i] = i;
+    mrw_kctx kc;
+    mrw_kctx_init(&kc, nt);
+    int shapes[8][2] = {{2048, 8192}, {8192, 2048}}, nshapes = 2;
+    const char *env = getenv("MRW_DRAM_SHAPES"); /* e.g. "4096x4096,1024x16384" */
+    if (env) {
+        nshapes = 0;
+        for (const char *q = env; *q && nshapes < 8;) {
+            int o, k, len = 0;
+            if (sscanf(q, "%dx%d%n", &o, &k, &len) != 2 || o < 1 || k < 32 || k % 32) {
+                fprintf(stderr, "MRW_DRAM_SHAPES: expected OxK[,OxK...] with K a multiple of 32\n");
+                return 2;
+            }
+            shapes[nshapes][0] = o;
+            shapes[nshapes++][1] = k;
+            q += len;
+            if (*q == ',') q++;
+        }
+    }
+    const mrw_dtype types[] = {MRW_DT_F16, MRW_DT_BF16, MRW_DT_Q8_0, MRW_DT_Q4_0};
+    printf("threads %d, GEMV over 1 GiB of weights, %d rounds; each round: probe pass, then GEMV pass\n", nt, rounds);
+    printf("%-6s %-11s | %9s %9s %9s | %7s %7s %7s\n", "dtype", "O x K", "probe med", "GEMV med", "GEMV max",
+           "min %", "med %", "max %");
+    for (int s = 0; s < nshapes; s++) {
+        const int O = shapes[s][0], K = shapes[s][1];
+        float *Wf = malloc((size_t)O * K * 4), *X = aligned_alloc(64, ((size_t)K * 4 + 63) & ~(size_t)63), *Y = malloc((size_t)O * 4);
+        if (!Wf || !X || !Y) return 1;
+        for (size_t i = 0; i < (size_t)O * K; i++) Wf[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        for (int i = 0; i < K; i++) X[i] = (float)((i * 40503u) % 1000) / 1000.0f - 0.5f;
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+            const mrw_dtype dt = types[ti];
+            const size_t rb = mrw_dtype_row_bytes(dt, K), mb = ((size_t)O * rb + 4095) & ~(size_t)4095;
+            const int n = (int)((total + mb - 1) / mb);
+            uint8_t *all = aligned_alloc(4096, mb * n);
+            if (!all) return 1;
+            mrw_mat *W = malloc(sizeof *W * n);
+            for (int o = 0; o < O; o++) mrw_from_f32(dt, Wf + (size_t)o * K, all + (size_t)o * rb, K);
+            for (int m = 0; m < n; m++) {
+                if (m) memcpy(all + mb * m, all, mb);
+                mrw_mat_init(&W[m], dt, O, K, all + mb * m);
+            }
+            double pr[64], gv[64], ratio[64];
+            for (int r = 0; r < rounds; r++) {
+                pr[r] = probe_once(probe, probe_bytes, nt);
+                double t0 = mrw_now();
+                for (int m = 0; m < n; m++) mrw_matmul(&kc, &W[m], X, K, Y, O, 1, 0);
+                gv[r] = (double)O * rb * n / (mrw_now() - t0) / 1e9;
+                ratio[r] = gv[r] / pr[r];
+            }
+            double gmax = 0;
+            for (int r = 0; r < rounds; r++) gmax = gv[r] > gmax ? gv[r] : gmax;
+            qsort(pr, rounds, sizeof *pr, cmp_double);
+            qsort(gv, rounds, sizeof *gv, cmp_double);
+            qsort(ratio, rounds, sizeof *ratio, cmp_double);
+            printf("%-6s %5dx%-5d | %9.1f %9.1f %9.1f | %6.0f%% %6.0f%% %6.0f%%\n", mrw_dtype_name(dt), O, K,
+                   pr[rounds / 2], gv[rounds / 2], gmax, 100 * ratio[0], 100 * ratio[rounds / 2],
+                   100 * ratio[rounds - 1]);
+            fflush(stdout);
+            free(W);
+            free(all);
+        }
+        free(Wf);
+        free(X);
+        free(Y);
+    }
+    mrw_kctx_free(&kc);
+    free(probe);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--dram")) {
+        int nt = argc > 2 ? atoi(argv[2]) : 2, rounds = argc > 3 ? atoi(argv[3]) : 7;
+        if (nt < 1 || rounds < 1 || rounds > 64) {
+            fprintf(stderr, "usage: bench_matmul --dram [threads >= 1] [rounds 1..64]\n");
+            return 2;
+        }
+        return dram_gemv(nt, rounds);
+    }
     int nt = argc > 1 ? atoi(argv[1]) : 2;
     int T = argc > 2 ? atoi(argv[2]) : 512;
     mrw_kctx kc;

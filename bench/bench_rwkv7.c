@@ -10,7 +10,10 @@
  * The llama.cpp column quotes the numbers given for this kind of machine (2 threads) in the project's issue.
  *
  *   build/bench/bench_rwkv7 [--models 0.1b,0.4b,1.5b] [--dtypes bf16,f16,q8_0,q4_0] [--threads 1,2]
- *                           [--prompt 512] [--gen 128] [--exact] */
+ *                           [--prompt 512] [--gen 128] [--exact] [--ab-slices ROUNDS]
+ * --ab-slices: decode only, the model with its long rows in column slices (the default) against the same weights
+ * row-major (MRW_NO_SLICES=1), alternating --gen tokens of each for ROUNDS rounds in one process so that both see
+ * the same momentary bandwidth; prints the median tokens/s of each and the median of the per-round ratios. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,9 +45,74 @@ static int in_list(const char *list, const char *item) {
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double decode_rate(mrw_context *ctx, mrw_state *st, float *logits, int n_gen) {
+    mrw_error err = {0};
+    int32_t tok = 1;
+    double t0 = mrw_now();
+    for (int i = 0; i < n_gen; i++) {
+        mrw_eval_tokens(ctx, st, &tok, 1, MRW_LOGITS_LAST, logits, &err);
+        tok = (int32_t)((tok * 48271u + 11) % 65536u);
+    }
+    return n_gen / (mrw_now() - t0);
+}
+
+/* --ab-slices: sliced (default) against row-major weights, interleaved in one process. */
+static int ab_slices(const mrw_rwkv7_config *cfg, const char *name, const char *dname, mrw_dtype dt, int t, int n_gen,
+                     int rounds) {
+    mrw_model *m[2] = {NULL, NULL}; /* 0: row-major, 1: sliced */
+    mrw_context *ctx[2] = {NULL, NULL};
+    mrw_state *st[2] = {NULL, NULL};
+    mrw_error err = {0};
+    int rc = 1;
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) setenv("MRW_NO_SLICES", "1", 1);
+        else unsetenv("MRW_NO_SLICES");
+        mrw_context_params cp = mrw_context_params_default();
+        cp.n_threads = t;
+        if (mrw_model_new_random(cfg, dt, 7, &m[k], &err) || mrw_context_new(m[k], &cp, &ctx[k], &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            goto out;
+        }
+        st[k] = mrw_state_new(m[k]);
+    }
+    float *logits = malloc((size_t)cfg->n_vocab * sizeof *logits);
+    double r[2][64], ratio[64];
+    for (int k = 0; k < 2; k++) decode_rate(ctx[k], st[k], logits, 4); /* warm up */
+    for (int i = 0; i < rounds; i++) {
+        for (int j = 0; j < 2; j++) { /* which goes first alternates between rounds */
+            const int k = (i + j) % 2;
+            r[k][i] = decode_rate(ctx[k], st[k], logits, n_gen);
+        }
+        ratio[i] = r[1][i] / r[0][i];
+    }
+    qsort(ratio, rounds, sizeof *ratio, cmp_double);
+    const double bw = mrw_bench_read_gbps(t);
+    printf("| %s | %s | %d | %.1f | %.1f | %.3fx (%.2f-%.2f) | %.1f |\n", name, dname, t, median(r[0], rounds),
+           median(r[1], rounds), median(ratio, rounds), ratio[0], ratio[rounds - 1], bw);
+    fflush(stdout);
+    free(logits);
+    rc = 0;
+out:
+    for (int k = 0; k < 2; k++) {
+        mrw_state_free(st[k]);
+        mrw_context_free(ctx[k]);
+        mrw_model_free(m[k]);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *models = "0.1b,0.4b,1.5b", *dtypes = "bf16,f16,q8_0,q4_0", *threads = "1,2";
-    int n_prompt = 512, n_gen = 128, exact = 0;
+    int n_prompt = 512, n_gen = 128, exact = 0, ab_rounds = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
         else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc) dtypes = argv[++i];
@@ -52,13 +120,37 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--exact")) exact = 1;
+        else if (!strcmp(argv[i], "--ab-slices") && i + 1 < argc) ab_rounds = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: %s [--models 0.1b,0.4b,1.5b] [--dtypes bf16,f16,q8_0,q4_0] [--threads 1,2] "
-                            "[--prompt 512] [--gen 128] [--exact]\n", argv[0]);
+                            "[--prompt 512] [--gen 128] [--exact] [--ab-slices ROUNDS]\n", argv[0]);
             return 2;
         }
     }
-    if (n_prompt < 1 || n_gen < 1) return 2;
+    if (n_prompt < 1 || n_gen < 1 || ab_rounds < 0 || ab_rounds > 64) return 2;
+    if (ab_rounds) {
+        printf("decode %d tokens per round, %d rounds, row-major and sliced alternating\n\n", n_gen, ab_rounds);
+        printf("| model | dtype | thr | row-major tok/s | sliced tok/s | sliced / row-major, median (min-max) | read BW "
+               "GB/s after |\n|---|---|---|---|---|---|---|\n");
+        for (size_t si = 0; si < sizeof k_shapes / sizeof *k_shapes; si++) {
+            const char *dnames[] = {"bf16", "f16", "q8_0", "q4_0"};
+            if (!in_list(models, k_shapes[si].name)) continue;
+            for (int di = 0; di < 4; di++) {
+                if (!in_list(dtypes, dnames[di])) continue;
+                mrw_dtype dt;
+                mrw_dtype_parse(dnames[di], &dt);
+                mrw_rwkv7_config cfg = {.n_layer = k_shapes[si].L, .n_embd = k_shapes[si].C, .head_size = 64,
+                                        .n_vocab = 65536};
+                for (int t = 1; t <= 2; t++) {
+                    char tn[4];
+                    snprintf(tn, sizeof tn, "%d", t);
+                    if (in_list(threads, tn) && ab_slices(&cfg, k_shapes[si].name, dnames[di], dt, t, n_gen, ab_rounds))
+                        return 1;
+                }
+            }
+        }
+        return 0;
+    }
     double fma[3] = {0}, bw[3] = {0};
     for (int t = 1; t <= 2; t++) {
         char tn[4];

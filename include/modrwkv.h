@@ -103,6 +103,11 @@ typedef struct {
     mrw_dtype weight_dtype;
     /* Print a progress line while converting on load (to stderr). */
     int progress;
+    /* 1: keep every matrix row-major as in the file (for a model that is only converted or inspected). 0 (default):
+     * matrices with long rows (the FFN value matrix from n_embd 1024 at f16) are copied into column slices, which
+     * makes decode up to 2x faster on them (docs/PERFORMANCE.md, "Long rows"). Results are the same either way up
+     * to fp32 summation order. */
+    int file_layout;
 } mrw_load_params;
 
 mrw_load_params mrw_load_params_default(void);

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cpu/matmul.h"
 #include "tensor/dtype.h"
@@ -24,7 +25,9 @@ static float frand(void) {
     return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_path path, int acc) {
+/* slice > 0: the product runs on a copy of W in column slices of that width (mrw_mat.slice_cols), checked against the
+ * reference on the row-major W with the same bounds, which hold per slice and so for their sum. */
+static void check_case_sliced(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_path path, int acc, int slice) {
     /* q8_0/q4_0 take 8-bit activations in every path unless exact */
     const int act8 = mrw_dtype_is_quant(dt) && !kc->exact;
     /* bf16 weights take bf16 activations unless exact (matvec: only when K is a multiple of 32) */
@@ -41,7 +44,13 @@ static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_p
     CHECK(mrw_mat_init(&W, dt, O, K, Wd) == 0);
     float *Y = malloc((size_t)T * ldy * sizeof *Y), *R = malloc((size_t)T * ldy * sizeof *R);
     for (size_t i = 0; i < (size_t)T * ldy; i++) Y[i] = R[i] = frand();
-    mrw_matmul_path(kc, &W, X, ldx, Y, ldy, T, acc, path);
+    uint8_t *Ws = slice ? malloc((size_t)O * rb) : NULL;
+    mrw_mat S = W;
+    if (slice) {
+        mrw_mat_copy_sliced(&W, slice, Ws, &S);
+        CHECK(S.slice_cols == slice && mrw_mat_n_slices(&S) == (K + slice - 1) / slice);
+    }
+    mrw_matmul_path(kc, &S, X, ldx, Y, ldy, T, acc, path);
     mrw_matmul_ref(&W, X, ldx, R, ldy, T, acc);
     /* bounds */
     float *wrow = malloc((size_t)K * sizeof *wrow);
@@ -74,7 +83,25 @@ static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_p
             }
         }
     }
-    CHECKF(!bad, "%s O=%d K=%d T=%d path=%d", mrw_dtype_name(dt), O, K, T, path);
+    CHECKF(!bad, "%s O=%d K=%d T=%d path=%d slice=%d", mrw_dtype_name(dt), O, K, T, path, slice);
+    if (slice) { /* the same values row by row, and back to the same bytes */
+        float *srow = malloc((size_t)K * sizeof *srow);
+        for (int o = 0; o < O; o++) {
+            mrw_mat_row_f32(&W, o, wrow);
+            mrw_mat_row_f32(&S, o, srow);
+            if (memcmp(wrow, srow, (size_t)K * sizeof *srow)) {
+                CHECKF(0, "%s K=%d slice=%d: row %d differs", mrw_dtype_name(dt), K, slice, o);
+                break;
+            }
+        }
+        uint8_t *back = malloc((size_t)O * rb);
+        mrw_mat B;
+        mrw_mat_copy_sliced(&S, 0, back, &B);
+        CHECKF(B.slice_cols == 0 && !memcmp(back, Wd, (size_t)O * rb), "%s K=%d slice=%d: round trip", mrw_dtype_name(dt),
+               K, slice);
+        free(back);
+        free(srow);
+    }
     /* columns beyond O must be untouched */
     for (int t = 0; t < T; t++)
         for (int o = O; o < ldy; o++) CHECK(Y[(size_t)t * ldy + o] == R[(size_t)t * ldy + o]);
@@ -82,11 +109,64 @@ static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_p
     free(Wf);
     free(X);
     free(Wd);
+    free(Ws);
     free(Y);
     free(R);
 }
 
+static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_path path, int acc) {
+    check_case_sliced(kc, dt, O, K, T, path, acc, 0);
+}
+
+/* A batch with a sliced job among row-major ones (mrw_matmul_batch runs it on its own): every output as from
+ * mrw_matmul on the row-major matrices, to fp32 summation order. */
+static void check_batch_sliced(mrw_kctx *kc, mrw_dtype dt) {
+    enum { NJ = 3, O = 40, K = 256 };
+    uint8_t *d[NJ], *ds = malloc((size_t)O * mrw_dtype_row_bytes(dt, K));
+    mrw_mat W[NJ], S;
+    mrw_mm_job jobs[NJ];
+    float *X = malloc(K * sizeof *X), Y[NJ][O], R[NJ][O];
+    for (int k = 0; k < K; k++) X[k] = frand();
+    for (int j = 0; j < NJ; j++) {
+        const size_t rb = mrw_dtype_row_bytes(dt, K);
+        d[j] = malloc((size_t)O * rb);
+        float row[K];
+        for (int o = 0; o < O; o++) {
+            for (int k = 0; k < K; k++) row[k] = frand();
+            mrw_from_f32(dt, row, d[j] + (size_t)o * rb, K);
+        }
+        mrw_mat_init(&W[j], dt, O, K, d[j]);
+        for (int o = 0; o < O; o++) Y[j][o] = R[j][o] = frand();
+        mrw_matmul(kc, &W[j], X, K, R[j], O, 1, j == 1);
+    }
+    mrw_mat_copy_sliced(&W[1], 64, ds, &S);
+    for (int j = 0; j < NJ; j++) jobs[j] = (mrw_mm_job){j == 1 ? &S : &W[j], X, K, Y[j], O, j == 1};
+    mrw_matmul_batch(kc, jobs, NJ, 1);
+    double worst = 0;
+    for (int j = 0; j < NJ; j++)
+        for (int o = 0; o < O; o++) worst = fmax(worst, fabs(Y[j][o] - R[j][o]) / (1 + fabs(R[j][o])));
+    CHECKF(worst < 1e-5, "%s batch with a sliced job: max rel diff %.3g", mrw_dtype_name(dt), worst);
+    for (int j = 0; j < NJ; j++) free(d[j]);
+    free(ds);
+    free(X);
+}
+
+/* Slice widths: none for rows whose decode input fits; equal slices in whole blocks otherwise. */
+static void check_slice_widths(void) {
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_F16, 2048, MRW_SLICE_INPUT_BYTES) == 0);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_F16, 3072, MRW_SLICE_INPUT_BYTES) == 1536);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_F16, 8192, MRW_SLICE_INPUT_BYTES) == 2048);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_F32, 10240, MRW_SLICE_INPUT_BYTES) == 2048);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_BF16, 8192, MRW_SLICE_INPUT_BYTES) == 4096);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_Q4_0, 8192, MRW_SLICE_INPUT_BYTES) == 4096);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_Q4_0, 4096, MRW_SLICE_INPUT_BYTES) == 0);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_Q8_0, 8192, MRW_SLICE_INPUT_BYTES) == 0);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_Q8_0, 16384, MRW_SLICE_INPUT_BYTES) == 8192);
+    CHECK(mrw_mat_slice_cols_for(MRW_DT_F16, 2050, MRW_SLICE_INPUT_BYTES) == 1056); /* 1025 up to whole blocks */
+}
+
 int main(void) {
+    check_slice_widths();
     const mrw_dtype types[] = {MRW_DT_F32, MRW_DT_F16, MRW_DT_BF16, MRW_DT_Q8_0, MRW_DT_Q4_0};
     const int shapes[][2] = {{1, 32}, {17, 64}, {33, 96}, {64, 128}, {100, 800}, {47, 544}, {32, 1056}};
     const int Ts[] = {1, 2, 3, 4, 5, 13, 40};
@@ -106,6 +186,16 @@ int main(void) {
             check_case(&kc, (mrw_dtype)dt, 24, 70, 13, MRW_MM_GEMM, 0);
             check_case(&kc, (mrw_dtype)dt, 24, 70, 3, MRW_MM_MATVEC, 1);
             check_case(&kc, (mrw_dtype)dt, 130, 7, 30, MRW_MM_GEMM, 1);
+        }
+        /* column slices: widths that divide K and a narrower last slice, every path, T=1 as decode */
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+            const int sl[][3] = {{33, 256, 64}, {17, 544, 96}, {40, 2048 + 64, 1024}};
+            for (size_t si = 0; si < sizeof sl / sizeof *sl; si++)
+                for (int T = 1; T <= 25; T += 12)
+                    for (int p = MRW_MM_MATVEC; p <= MRW_MM_GEMM; p++)
+                        check_case_sliced(&kc, types[ti], sl[si][0], sl[si][1], T, (mrw_mm_path)p, (int)((T + p) & 1),
+                                          sl[si][2]);
+            check_batch_sliced(&kc, types[ti]);
         }
         /* a large K that spans several K blocks of every kernel */
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) check_case(&kc, types[ti], 40, 2048 + 64, 25, MRW_MM_GEMM, 1);

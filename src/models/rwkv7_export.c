@@ -62,7 +62,16 @@ static void add_vec(tlist *L, const char *name, const float *v, int ndim, const 
 
 static void add_mat(tlist *L, const char *name, const mrw_mat *m) {
     int64_t sh[2] = {m->rows, m->cols};
-    add(L, name, m->dtype, m->data, (size_t)m->rows * m->row_bytes, 2, sh);
+    const size_t bytes = (size_t)m->rows * m->row_bytes;
+    const void *data = m->data;
+    if (m->slice_cols > 0) { /* files hold rows whole (mrw_load_params.file_layout avoids this copy) */
+        void *rows = keep(L, malloc(bytes));
+        if (!rows) return;
+        mrw_mat whole;
+        mrw_mat_copy_sliced(m, 0, rows, &whole);
+        data = rows;
+    }
+    add(L, name, m->dtype, data, bytes, 2, sh);
 }
 
 /* LoRA as f32 (files keep LoRAs f32 whatever the dtype held in memory: f16/bf16 LoRAs of a loaded model convert

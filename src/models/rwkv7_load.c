@@ -436,6 +436,10 @@ mrw_status mrw_rwkv7_from_file(mrw_tfile *file, const char *prefix, const mrw_lo
         goto fail;
     }
     free(L.used);
+    if (!params->file_layout && (s = mrw_rwkv7_slice_long_rows(m, MRW_SLICE_INPUT_BYTES, err))) {
+        mrw_model_free(m);
+        return s;
+    }
     mrw_rwkv7_count(m);
     m->file = file;
     *out = m;
@@ -447,7 +451,7 @@ fail:
 }
 
 mrw_load_params mrw_load_params_default(void) {
-    mrw_load_params p = {.weight_dtype = MRW_DT_AUTO, .progress = 0};
+    mrw_load_params p = {.weight_dtype = MRW_DT_AUTO, .progress = 0, .file_layout = 0};
     return p;
 }
 

@@ -129,6 +129,7 @@ int tool_load_model(const char *cmd, const tool_model_opts *o, mrw_model **model
     mrw_load_params lp = mrw_load_params_default();
     lp.weight_dtype = o->dtype;
     lp.progress = isatty(2);
+    lp.file_layout = !ctx; /* without a context the model is only converted or inspected */
     if (mrw_model_load(o->model, &lp, model, &err)) return tool_fail(cmd, "%s", err.msg);
     if (!ctx) return 0;
     mrw_context_params cp = mrw_context_params_default();

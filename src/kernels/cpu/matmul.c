@@ -14,12 +14,64 @@ int mrw_mat_init(mrw_mat *m, mrw_dtype dtype, int rows, int cols, const void *da
     m->cols = cols;
     m->data = data;
     m->f32_act = 0;
+    m->slice_cols = 0;
     m->row_bytes = mrw_dtype_row_bytes(dtype, cols);
     return m->row_bytes ? 0 : -1;
 }
 
+int mrw_mat_n_slices(const mrw_mat *W) {
+    return W->slice_cols > 0 ? (W->cols + W->slice_cols - 1) / W->slice_cols : 1;
+}
+
+int mrw_mat_slice(const mrw_mat *W, int s, mrw_mat *view) {
+    *view = *W;
+    if (W->slice_cols <= 0) return 0;
+    const int c0 = s * W->slice_cols, w = W->cols - c0 < W->slice_cols ? W->cols - c0 : W->slice_cols;
+    /* every slice before s is full width */
+    const size_t off = (size_t)s * W->rows * mrw_dtype_row_bytes(W->dtype, W->slice_cols);
+    mrw_mat_init(view, W->dtype, W->rows, w, (const uint8_t *)W->data + off);
+    view->f32_act = W->f32_act;
+    return c0;
+}
+
+int mrw_mat_slice_cols_for(mrw_dtype dt, int cols, int input_bytes) {
+    /* bytes per input element as the fast decode kernels read it: f32 for f32/f16 weights, bf16 for bf16, 8-bit
+     * values with the q4_0 kernel's per-pair scales and corrections (2 bytes per element) or q8_0's (~1) */
+    const int per = dt == MRW_DT_F32 || dt == MRW_DT_F16 ? 4 : dt == MRW_DT_Q8_0 ? 1 : 2;
+    const int max = input_bytes / per;
+    if (cols <= max || max < MRW_QK) return 0;
+    const int n = (cols + max - 1) / max;
+    int w = (cols + n - 1) / n;
+    w = (w + MRW_QK - 1) / MRW_QK * MRW_QK; /* whole quantization blocks, and 128-byte aligned f32 input slices */
+    return w < cols ? w : 0;
+}
+
+void mrw_mat_copy_sliced(const mrw_mat *W, int slice_cols, void *dst, mrw_mat *out) {
+    /* one of the two layouts is row-major: walk the slices of the other */
+    mrw_mat m = *W;
+    m.data = dst;
+    m.slice_cols = slice_cols;
+    const mrw_mat *sl = W->slice_cols > 0 ? W : &m, *rm = W->slice_cols > 0 ? &m : W;
+    for (int s = 0, n = mrw_mat_n_slices(sl); s < n; s++) {
+        mrw_mat v;
+        const int c0 = mrw_mat_slice(sl, s, &v);
+        const size_t skip = mrw_dtype_row_bytes(W->dtype, c0);
+        for (int r = 0; r < W->rows; r++) {
+            uint8_t *piece = (uint8_t *)v.data + (size_t)r * v.row_bytes;
+            uint8_t *whole = (uint8_t *)rm->data + (size_t)r * rm->row_bytes + skip;
+            if (sl == &m) memcpy(piece, whole, v.row_bytes);
+            else memcpy(whole, piece, v.row_bytes);
+        }
+    }
+    *out = m;
+}
+
 void mrw_mat_row_f32(const mrw_mat *W, int row, float *out) {
-    mrw_to_f32(W->dtype, (const uint8_t *)W->data + (size_t)row * W->row_bytes, out, W->cols);
+    for (int s = 0, n = mrw_mat_n_slices(W); s < n; s++) {
+        mrw_mat v;
+        const int c0 = mrw_mat_slice(W, s, &v);
+        mrw_to_f32(v.dtype, (const uint8_t *)v.data + (size_t)row * v.row_bytes, out + c0, v.cols);
+    }
 }
 
 void mrw_matmul_ref(const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int accumulate) {
@@ -102,6 +154,14 @@ static mrw_mm_path choose_path(const mrw_mat *W, int T) {
 void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T,
                      int accumulate, mrw_mm_path path) {
     if (T <= 0 || W->rows <= 0) return;
+    if (W->slice_cols > 0) { /* one product per column slice, summed into Y */
+        for (int s = 0, n = mrw_mat_n_slices(W); s < n; s++) {
+            mrw_mat v;
+            const int c0 = mrw_mat_slice(W, s, &v);
+            mrw_matmul_path(k, &v, X + c0, ldx, Y, ldy, T, accumulate || s > 0, path);
+        }
+        return;
+    }
     if (path == MRW_MM_AUTO) path = choose_path(W, T);
     if (path == MRW_MM_GEMM && mrw_gemm(k, W, X, ldx, Y, ldy, T, accumulate) == 0) return;
     mrw_qx qx[QX_MAX_CHUNKS];
@@ -127,8 +187,21 @@ void mrw_matmul(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y
 }
 
 void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
-    int all_small = 1;
+    int all_small = 1, sliced = 0;
     double work = 0;
+    for (int j = 0; j < n_jobs; j++) sliced += jobs[j].W->slice_cols > 0;
+    if (sliced) { /* the slices of one job add into the same outputs: run those jobs on their own */
+        mrw_mm_job rest[MRW_MM_MAX_BATCH];
+        int n_rest = 0;
+        for (int j = 0; j < n_jobs; j++) {
+            if (jobs[j].W->slice_cols > 0 || n_rest == MRW_MM_MAX_BATCH)
+                mrw_matmul(k, jobs[j].W, jobs[j].X, jobs[j].ldx, jobs[j].Y, jobs[j].ldy, T, jobs[j].accumulate);
+            else
+                rest[n_rest++] = jobs[j];
+        }
+        if (n_rest) mrw_matmul_batch(k, rest, n_rest, T);
+        return;
+    }
     for (int j = 0; j < n_jobs; j++) {
         if (choose_path(jobs[j].W, T) != MRW_MM_MATVEC) all_small = 0;
         work += (double)jobs[j].W->rows * jobs[j].W->cols * T;

@@ -24,10 +24,25 @@ typedef struct {
     /* 1: always multiplied with f32 activations, also in contexts that round activations for speed. The LoRAs
      * are kept in their file's f16/bf16 (half the bytes decode reads for them) and stay exact this way. */
     int f32_act;
+    /* 0: row-major. Otherwise the columns are stored in slices of slice_cols (the last one may be narrower): all rows
+     * of slice 0, then all rows of slice 1, ... so that a matrix-vector product still streams the weights in one
+     * sequential pass while its slice of the input stays in L1 (docs/PERFORMANCE.md, "Long rows"). The kernels only
+     * ever see one slice (mrw_mat_slice); row_bytes stays that of a whole row. */
+    int slice_cols;
 } mrw_mat;
 
-/* Sets row_bytes from dtype and cols; returns 0, or -1 if cols is not a whole number of blocks. */
+/* Sets row_bytes from dtype and cols (row-major); returns 0, or -1 if cols is not a whole number of blocks. */
 int mrw_mat_init(mrw_mat *m, mrw_dtype dtype, int rows, int cols, const void *data);
+/* Column slices of W (1 when row-major), and slice s as a row-major matrix; returns its first column. */
+int mrw_mat_n_slices(const mrw_mat *W);
+int mrw_mat_slice(const mrw_mat *W, int s, mrw_mat *view);
+/* The slice width the decode kernels want for rows of `cols` elements of dtype dt, or 0 to keep rows whole: each
+ * slice's input, in the form the fast kernels read it, fits in `input_bytes` (MRW_SLICE_INPUT_BYTES measured best). */
+#define MRW_SLICE_INPUT_BYTES 8192
+int mrw_mat_slice_cols_for(mrw_dtype dt, int cols, int input_bytes);
+/* Copies W into `dst` (rows x row_bytes bytes) in slices of slice_cols columns (a multiple of the dtype's block), or
+ * row-major with slice_cols 0, and sets *out to that matrix. One of the two layouts must be row-major. */
+void mrw_mat_copy_sliced(const mrw_mat *W, int slice_cols, void *dst, mrw_mat *out);
 
 typedef enum {
     MRW_MM_AUTO = 0,  /* choose by T and dtype */

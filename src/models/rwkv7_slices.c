@@ -1,0 +1,43 @@
+/* The big matrices whose rows are too long for decode's input slice to stay in L1 are re-stored in column slices
+ * (mrw_mat.slice_cols). Measured on Zen 4 (bench_matmul --dram): a 2048 x 8192 f16 matrix-vector product streamed
+ * 45-54 % of the read bandwidth with whole rows and ~100 % in slices of 2048 columns, because with 32 KiB of f32 input
+ * per row every input line is evicted by the weight stream before it is used again (docs/PERFORMANCE.md). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/bigalloc.h"
+#include "base/error.h"
+#include "models/rwkv7.h"
+
+/* Frees p if the model owns it (a buffer of a matrix that was replaced); mapped file data is not owned. */
+static void release(mrw_model *m, const void *p) {
+    for (int i = 0; i < m->n_owned; i++)
+        if (m->owned[i] == p) {
+            free(m->owned[i]);
+            m->owned[i] = m->owned[--m->n_owned];
+            return;
+        }
+}
+
+static mrw_status slice(mrw_model *m, mrw_mat *w, int input_bytes, mrw_error *err) {
+    const int cols = mrw_mat_slice_cols_for(w->dtype, w->cols, input_bytes);
+    if (!cols || w->slice_cols || !w->data) return MRW_OK;
+    void *dst = mrw_model_own(m, mrw_alloc_big((size_t)w->rows * w->row_bytes));
+    if (!dst) return mrw_err(err, MRW_E_NOMEM, "out of memory re-laying out a %d x %d matrix", w->rows, w->cols);
+    const void *old = w->data;
+    mrw_mat_copy_sliced(w, cols, dst, w);
+    release(m, old);
+    return MRW_OK;
+}
+
+mrw_status mrw_rwkv7_slice_long_rows(mrw_model *m, int input_bytes, mrw_error *err) {
+    const char *off = getenv("MRW_NO_SLICES"); /* for A/B measurements (bench_rwkv7 --ab-slices) */
+    if (off && *off && strcmp(off, "0")) return MRW_OK;
+    mrw_status s = slice(m, &m->head, input_bytes, err);
+    for (int i = 0; i < m->info.n_layer && !s; i++) {
+        rwkv7_layer *l = &m->layers[i];
+        mrw_mat *big[] = {&l->Wr, &l->Wk, &l->Wv, &l->Wo, &l->ffn_key, &l->ffn_value};
+        for (size_t j = 0; j < sizeof big / sizeof *big && !s; j++) s = slice(m, big[j], input_bytes, err);
+    }
+    return s;
+}

@@ -1,0 +1,136 @@
+/* Matrices with long rows are held in column slices for decode (mrw_mat.slice_cols, src/models/rwkv7_slices.c):
+ * random and loaded models slice them by default and not with mrw_load_params.file_layout; the logits do not depend
+ * on the layout beyond fp32 summation order (sequence and RNN mode, fast and exact contexts, f16 / f32 / q4_0, also
+ * with every matrix sliced narrowly); files written from a sliced model are byte for byte those of the row-major
+ * one. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "formats/tensorfile.h"
+#include "models/rwkv7.h"
+#include "test.h"
+
+enum { V = 300, NTOK = 24 };
+
+static void logits(mrw_model *m, int exact, int rnn, float *out) {
+    int32_t toks[NTOK];
+    for (int i = 0; i < NTOK; i++) toks[i] = (i * 53 + 7) % V;
+    mrw_error err = {0};
+    mrw_context_params cp = {.n_threads = 2, .max_chunk = 16, .exact = exact};
+    mrw_context *ctx = NULL;
+    CHECK_OK(mrw_context_new(m, &cp, &ctx, &err), &err);
+    mrw_state *st = mrw_state_new(m);
+    if (rnn)
+        for (int i = 0; i < NTOK; i++) CHECK_OK(mrw_eval_tokens(ctx, st, toks + i, 1, MRW_LOGITS_LAST, out, &err), &err);
+    else
+        CHECK_OK(mrw_eval_tokens(ctx, st, toks, NTOK, MRW_LOGITS_LAST, out, &err), &err);
+    mrw_state_free(st);
+    mrw_context_free(ctx);
+}
+
+static double rel_diff(const float *a, const float *b) {
+    double m = 0, s = 0;
+    for (int i = 0; i < V; i++) m = fmax(m, fabs((double)a[i] - b[i])), s = fmax(s, fabs(a[i]));
+    return m / s;
+}
+
+/* Same logits as the reference model in every mode. */
+static void same_logits(mrw_model *ref, mrw_model *m, const char *what) {
+    float a[V], b[V];
+    for (int exact = 0; exact <= 1; exact++)
+        for (int rnn = 0; rnn <= 1; rnn++) {
+            logits(ref, exact, rnn, a);
+            logits(m, exact, rnn, b);
+            const double d = rel_diff(a, b);
+            CHECKF(d <= 2e-6, "%s exact=%d rnn=%d: %.2e", what, exact, rnn, d);
+            fprintf(stderr, "%-40s exact=%d rnn=%d  rel diff %.2e\n", what, exact, rnn, d);
+        }
+}
+
+static int same_file(const char *a, const char *b) {
+    mrw_error err = {0};
+    mrw_tfile *fa = NULL, *fb = NULL;
+    CHECK_OK(mrw_tfile_open(a, &fa, &err), &err);
+    CHECK_OK(mrw_tfile_open(b, &fb, &err), &err);
+    int same = fa && fb && mrw_tfile_count(fa) == mrw_tfile_count(fb);
+    for (int i = 0; same && i < mrw_tfile_count(fa); i++) {
+        const mrw_tensor_info *x = mrw_tfile_tensor(fa, i), *y = mrw_tfile_find(fb, x->name);
+        same = y && y->dtype == x->dtype && y->nbytes == x->nbytes && !memcmp(y->data, x->data, x->nbytes);
+        if (!same) fprintf(stderr, "  %s differs\n", x->name);
+    }
+    mrw_tfile_close(fa);
+    mrw_tfile_close(fb);
+    return same;
+}
+
+static void run(mrw_dtype dt, int default_slice) {
+    /* n_ffn 2304: f16/f32 FFN value rows hold 9 KiB of f32 input, past MRW_SLICE_INPUT_BYTES */
+    mrw_rwkv7_config cfg = {.n_layer = 2, .n_embd = 64, .head_size = 64, .n_ffn = 2304, .n_vocab = V,
+                            .lora_w = 32, .lora_a = 32, .lora_v = 32, .lora_g = 32};
+    mrw_error err = {0};
+    mrw_model *m0 = NULL;
+    CHECK_OK(mrw_model_new_random(&cfg, dt, 7, &m0, &err), &err);
+    if (!m0) return;
+    CHECKF(m0->layers[1].ffn_value.slice_cols == default_slice && m0->layers[1].ffn_key.slice_cols == 0 &&
+               m0->head.slice_cols == 0,
+           "%s random model: FFN value slices of %d columns, want %d", mrw_dtype_name(dt),
+           m0->layers[1].ffn_value.slice_cols, default_slice);
+
+    /* quantized weights are written as GGUF only */
+    const int quant = dt == MRW_DT_Q4_0;
+    const char *ext = quant ? ".gguf" : ".safetensors";
+    const mrw_file_type ft = quant ? MRW_FILE_GGUF : MRW_FILE_SAFETENSORS;
+    char p0[64], p1[64], p2[] = "/tmp/mrw_slices_c_XXXXXX.gguf", p3[] = "/tmp/mrw_slices_d_XXXXXX.gguf";
+    snprintf(p0, sizeof p0, "/tmp/mrw_slices_a_XXXXXX%s", ext);
+    snprintf(p1, sizeof p1, "/tmp/mrw_slices_b_XXXXXX%s", ext);
+    const int el = (int)strlen(ext);
+    int f0 = mkstemps(p0, el), f1 = mkstemps(p1, el), f2 = mkstemps(p2, 5), f3 = mkstemps(p3, 5);
+    CHECK(f0 >= 0 && f1 >= 0 && f2 >= 0 && f3 >= 0);
+    close(f0), close(f1), close(f2), close(f3);
+    CHECK_OK(mrw_model_save(m0, p0, ft, NULL, 0, &err), &err);
+
+    mrw_model *rows = NULL, *sliced = NULL;
+    mrw_load_params lp = mrw_load_params_default();
+    CHECK_OK(mrw_model_load(p0, &lp, &sliced, &err), &err);
+    lp.file_layout = 1;
+    CHECK_OK(mrw_model_load(p0, &lp, &rows, &err), &err);
+    if (!rows || !sliced) return;
+    CHECKF(sliced->layers[0].ffn_value.slice_cols == default_slice && rows->layers[0].ffn_value.slice_cols == 0,
+           "%s loaded: %d / %d", mrw_dtype_name(dt), sliced->layers[0].ffn_value.slice_cols,
+           rows->layers[0].ffn_value.slice_cols);
+    CHECK(sliced->info.weight_bytes == rows->info.weight_bytes && sliced->info.decode_bytes == rows->info.decode_bytes);
+    char what[96];
+    snprintf(what, sizeof what, "%s row-major vs default layout", mrw_dtype_name(dt));
+    same_logits(rows, sliced, what);
+    snprintf(what, sizeof what, "%s row-major vs random model", mrw_dtype_name(dt));
+    same_logits(rows, m0, what);
+
+    /* every big matrix in slices of 32 columns (the head and r/k/v/o included); an FFN value matrix already sliced
+     * keeps its slices */
+    CHECK_OK(mrw_rwkv7_slice_long_rows(sliced, quant ? 64 : 128, &err), &err);
+    CHECKF(sliced->head.slice_cols == 32 && sliced->layers[1].Wo.slice_cols == 32 &&
+               (default_slice || sliced->layers[1].ffn_value.slice_cols == 32),
+           "%s narrow slices: head %d, Wo %d", mrw_dtype_name(dt), sliced->head.slice_cols, sliced->layers[1].Wo.slice_cols);
+    snprintf(what, sizeof what, "%s row-major vs narrow slices", mrw_dtype_name(dt));
+    same_logits(rows, sliced, what);
+
+    /* written back: the same bytes from either layout, in the file type of p0 and in GGUF */
+    CHECK_OK(mrw_model_save(sliced, p1, ft, NULL, 0, &err), &err);
+    CHECKF(same_file(p0, p1), "%s: the sliced model wrote a different %s", mrw_dtype_name(dt), ext);
+    CHECK_OK(mrw_model_save(rows, p2, MRW_FILE_GGUF, NULL, 0, &err), &err);
+    CHECK_OK(mrw_model_save(sliced, p3, MRW_FILE_GGUF, NULL, 0, &err), &err);
+    CHECKF(same_file(p2, p3), "%s: the sliced model wrote a different GGUF", mrw_dtype_name(dt));
+
+    mrw_model_free(m0), mrw_model_free(rows), mrw_model_free(sliced);
+    unlink(p0), unlink(p1), unlink(p2), unlink(p3);
+}
+
+int main(void) {
+    run(MRW_DT_F16, 1152);
+    run(MRW_DT_F32, 1152);
+    run(MRW_DT_Q4_0, 0); /* 2304 q4_0 inputs take 4.5 KiB: whole rows by default */
+    TEST_MAIN_END();
+}
