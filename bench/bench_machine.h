@@ -71,26 +71,39 @@ static inline double mrw_bench_fma_gflops(int n) {
     return best;
 }
 
+/* A probe buffer of `bytes` (a multiple of 64), written by n threads so its pages are spread as they will be read. */
+static inline uint64_t *mrw_bench_probe_buf(size_t bytes, int n) {
+    uint64_t *buf = aligned_alloc(64, bytes);
+    if (!buf) return NULL;
+#pragma omp parallel for num_threads(n) schedule(static)
+    for (size_t i = 0; i < bytes / 8; i++) buf[i] = i;
+    return buf;
+}
+
+/* One timed read of the whole probe buffer by n threads, in GB/s. */
+static inline double mrw_bench_read_once(const uint64_t *buf, size_t bytes, int n) {
+    const size_t words = bytes / 8;
+    uint64_t s = 0;
+    double t0 = mrw_now();
+#pragma omp parallel for num_threads(n) schedule(static) reduction(+ : s)
+    for (size_t i = 0; i < words; i += 8)
+        s += buf[i] + buf[i + 1] + buf[i + 2] + buf[i + 3] + buf[i + 4] + buf[i + 5] + buf[i + 6] + buf[i + 7];
+    double t = mrw_now() - t0;
+    static volatile uint64_t sink;
+    sink += s;
+    return bytes / t / 1e9;
+}
+
 /* Read bandwidth in GB/s with n threads over a 1 GiB buffer (best of 3). */
 static inline double mrw_bench_read_gbps(int n) {
-    const size_t bytes = (size_t)1 << 30, words = bytes / 8;
-    uint64_t *buf = aligned_alloc(64, bytes);
+    const size_t bytes = (size_t)1 << 30;
+    uint64_t *buf = mrw_bench_probe_buf(bytes, n);
     if (!buf) return 0;
-#pragma omp parallel for num_threads(n) schedule(static)
-    for (size_t i = 0; i < words; i++) buf[i] = i;
     double best = 0;
-    volatile uint64_t sink = 0;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = mrw_now();
-        uint64_t s = 0;
-#pragma omp parallel for num_threads(n) schedule(static) reduction(+ : s)
-        for (size_t i = 0; i < words; i += 8)
-            s += buf[i] + buf[i + 1] + buf[i + 2] + buf[i + 3] + buf[i + 4] + buf[i + 5] + buf[i + 6] + buf[i + 7];
-        double t = mrw_now() - t0;
-        sink += s;
-        if (bytes / t / 1e9 > best) best = bytes / t / 1e9;
+        double g = mrw_bench_read_once(buf, bytes, n);
+        if (g > best) best = g;
     }
-    (void)sink;
     free(buf);
     return best;
 }

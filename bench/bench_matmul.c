@@ -27,20 +27,6 @@ static double time_matmul(mrw_kctx *kc, const mrw_mat *W, const float *X, float 
     return t / reps;
 }
 
-/* One pass of the read probe over buf (GB/s), as mrw_bench_read_gbps does it but a single timing. */
-static double probe_once(const uint64_t *buf, size_t bytes, int nt) {
-    const size_t words = bytes / 8;
-    uint64_t s = 0;
-    double t0 = mrw_now();
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : s)
-    for (size_t i = 0; i < words; i += 8)
-        s += buf[i] + buf[i + 1] + buf[i + 2] + buf[i + 3] + buf[i + 4] + buf[i + 5] + buf[i + 6] + buf[i + 7];
-    double t = mrw_now() - t0;
-    static volatile uint64_t sink;
-    sink += s;
-    return bytes / t / 1e9;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -48,10 +34,8 @@ static int cmp_double(const void *a, const void *b) {
 
 static int dram_gemv(int nt, int rounds) {
     const size_t probe_bytes = (size_t)1 << 30, total = (size_t)1 << 30;
-    uint64_t *probe = aligned_alloc(64, probe_bytes);
+    uint64_t *probe = mrw_bench_probe_buf(probe_bytes, nt);
     if (!probe) return 1;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (size_t i = 0; i < probe_bytes / 8; i++) probe[i] = i;
     mrw_kctx kc;
     mrw_kctx_init(&kc, nt);
     int shapes[8][2] = {{2048, 8192}, {8192, 2048}}, nshapes = 2;
@@ -94,7 +78,7 @@ static int dram_gemv(int nt, int rounds) {
             }
             double pr[64], gv[64], ratio[64];
             for (int r = 0; r < rounds; r++) {
-                pr[r] = probe_once(probe, probe_bytes, nt);
+                pr[r] = mrw_bench_read_once(probe, probe_bytes, nt);
                 double t0 = mrw_now();
                 for (int m = 0; m < n; m++) mrw_matmul(&kc, &W[m], X, K, Y, O, 1, 0);
                 gv[r] = (double)O * rb * n / (mrw_now() - t0) / 1e9;

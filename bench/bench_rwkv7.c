@@ -5,8 +5,10 @@
  *            (bytes per token = every weight except the embedding table, of which one row is read);
  *   prefill: 2 x (matmul parameters per token) x tokens/s, as a fraction of the measured fp32 FMA rate.
  * This host's bandwidth swings by +-15% from minute to minute, so each cell measures the limits right around
- * itself (bandwidth before and after decoding, the larger taken as the limit; FMA rate before prefill) and
- * reports the best of three repetitions of each timing.
+ * itself (bandwidth before and after decoding, the larger of two best-of-3 probes taken as the limit; FMA rate
+ * before prefill) and reports the best of three prefill and five decode repetitions. "% of BW, paired": each decode
+ * repetition runs right after one single pass of the probe, and the column is the median over the repetitions of
+ * (that repetition's weight GB/s) / (that probe pass) — the same ratio under the same momentary bandwidth.
  * The llama.cpp column quotes the numbers given for this kind of machine (2 threads) in the project's issue.
  *
  *   build/bench/bench_rwkv7 [--models 0.1b,0.4b,1.5b] [--dtypes bf16,f16,q8_0,q4_0] [--threads 1,2]
@@ -44,6 +46,9 @@ static int in_list(const char *list, const char *item) {
         if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
     return 0;
 }
+
+#define DECODE_REPS 5
+#define PROBE_BYTES ((size_t)1 << 30)
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -162,7 +167,8 @@ int main(int argc, char **argv) {
     }
     printf("prompt %d tokens, decode %d tokens%s\n\n", n_prompt, n_gen, exact ? ", exact prefill" : "");
     printf("| model | dtype | thr | prefill tok/s | GFLOP/s | %% of FMA GFLOP/s | vs llama.cpp | decode tok/s | GB/s | "
-           "%% of BW GB/s | vs llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "%% of BW GB/s | %% of BW, paired | vs llama.cpp |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    uint64_t *probe = mrw_bench_probe_buf(PROBE_BYTES, 2);
     fflush(stdout);
     for (size_t si = 0; si < sizeof k_shapes / sizeof *k_shapes; si++) {
         const shape *sh = &k_shapes[si];
@@ -209,16 +215,16 @@ int main(int argc, char **argv) {
                     if (dt < tp) tp = dt;
                 }
                 double bw_before = mrw_bench_read_gbps(t);
-                for (int rep = 0; rep < 3; rep++) {
-                    int32_t tok = 1;
-                    double t0 = mrw_now();
-                    for (int i = 0; i < n_gen; i++) {
-                        mrw_eval_tokens(ctx, st, &tok, 1, MRW_LOGITS_LAST, logits, &err);
-                        tok = (int32_t)((tok * 48271u + 11) % 65536u);
-                    }
-                    double dt = mrw_now() - t0;
-                    if (dt < td) td = dt;
+                /* each decode repetition right after one probe pass: the ratio of the two is taken under the same
+                 * momentary bandwidth, and its median is robust to the swings of a shared host */
+                double ratio[DECODE_REPS];
+                for (int rep = 0; rep < DECODE_REPS; rep++) {
+                    const double pr = probe ? mrw_bench_read_once(probe, PROBE_BYTES, t) : 0;
+                    const double tg_rep = decode_rate(ctx, st, logits, n_gen);
+                    ratio[rep] = pr > 0 ? bytes_per_token * tg_rep / 1e9 / pr : 0;
+                    if (n_gen / tg_rep < td) td = n_gen / tg_rep;
                 }
+                const double ratio_med = median(ratio, DECODE_REPS);
                 double bw_after = mrw_bench_read_gbps(t), bw_cell = bw_before > bw_after ? bw_before : bw_after;
                 if (getenv("MRW_BENCH_DEBUG")) fprintf(stderr, "bandwidth before %.1f after %.1f GB/s\n", bw_before, bw_after);
                 double pp = n_prompt / tp, tg = n_gen / td;
@@ -229,9 +235,9 @@ int main(int argc, char **argv) {
                     snprintf(rpp, sizeof rpp, "%.2fx", pp / sh->ref_pp[ri]);
                     snprintf(rtg, sizeof rtg, "%.2fx", tg / sh->ref_tg[ri]);
                 }
-                printf("| %s | %s | %d | %.1f | %.1f | %.0f%% of %.0f | %s | %.1f | %.1f | %.0f%% of %.1f | %s |\n", sh->name,
-                       dnames[di], t, pp, gflops, 100 * gflops / fma_cell, fma_cell, rpp, tg, gbps, 100 * gbps / bw_cell,
-                       bw_cell, rtg);
+                printf("| %s | %s | %d | %.1f | %.1f | %.0f%% of %.0f | %s | %.1f | %.1f | %.0f%% of %.1f | %.0f%% | %s |\n",
+                       sh->name, dnames[di], t, pp, gflops, 100 * gflops / fma_cell, fma_cell, rpp, tg, gbps,
+                       100 * gbps / bw_cell, bw_cell, 100 * ratio_med, rtg);
                 fflush(stdout);
                 free(ids);
                 free(logits);
@@ -241,5 +247,6 @@ int main(int argc, char **argv) {
             mrw_model_free(m);
         }
     }
+    free(probe);
     return 0;
 }
