@@ -54,7 +54,7 @@ static int dram_gemv(int nt, int rounds) {
             if (*q == ',') q++;
         }
     }
-    const mrw_dtype types[] = {MRW_DT_F16, MRW_DT_BF16, MRW_DT_Q8_0, MRW_DT_Q4_0};
+    const mrw_dtype types[] = {MRW_DT_F32, MRW_DT_F16, MRW_DT_BF16, MRW_DT_Q8_0, MRW_DT_Q4_0};
     printf("threads %d, GEMV over 1 GiB of weights, %d rounds; each round: probe pass, then GEMV pass\n", nt, rounds);
     printf("%-6s %-11s | %9s %9s %9s | %7s %7s %7s\n", "dtype", "O x K", "probe med", "GEMV med", "GEMV max",
            "min %", "med %", "max %");
