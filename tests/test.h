@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "modrwkv.h"
+
 static int t_failures = 0, t_checks = 0;
 
 #define CHECK(cond)                                                                          \
@@ -85,6 +87,24 @@ static inline unsigned char *t_read_file(const char *path, size_t *len) {
     fclose(fp);
     if (len) *len = n > 0 ? (size_t)n : 0;
     return b;
+}
+
+/* Logits of the last token after feeding toks[0..n) to a fresh state, as one sequence (chunks of `chunk` tokens) or
+ * one token at a time (rnn), in a context of `threads` threads, fast or exact. */
+static inline void t_last_logits(mrw_model *m, const int32_t *toks, int n, int rnn, int chunk, int threads, int exact,
+                                 float *out) {
+    mrw_error err = {0};
+    mrw_context_params cp = {.n_threads = threads, .max_chunk = chunk, .exact = exact};
+    mrw_context *ctx = NULL;
+    CHECK_OK(mrw_context_new(m, &cp, &ctx, &err), &err);
+    if (!ctx) return;
+    mrw_state *st = mrw_state_new(m);
+    if (rnn)
+        for (int i = 0; i < n; i++) CHECK_OK(mrw_eval_tokens(ctx, st, toks + i, 1, MRW_LOGITS_LAST, out, &err), &err);
+    else
+        CHECK_OK(mrw_eval_tokens(ctx, st, toks, n, MRW_LOGITS_LAST, out, &err), &err);
+    mrw_state_free(st);
+    mrw_context_free(ctx);
 }
 
 #endif

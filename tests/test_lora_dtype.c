@@ -24,17 +24,7 @@ static int is_lora(const char *name) {
 }
 
 static void logits(mrw_model *m, int exact, int rnn, const int32_t *toks, int n, float *out) {
-    mrw_error err = {0};
-    mrw_context_params cp = {.n_threads = 2, .max_chunk = 64, .exact = exact};
-    mrw_context *ctx = NULL;
-    CHECK_OK(mrw_context_new(m, &cp, &ctx, &err), &err);
-    mrw_state *st = mrw_state_new(m);
-    if (rnn)
-        for (int i = 0; i < n; i++) CHECK_OK(mrw_eval_tokens(ctx, st, toks + i, 1, MRW_LOGITS_LAST, out, &err), &err);
-    else
-        CHECK_OK(mrw_eval_tokens(ctx, st, toks, n, MRW_LOGITS_LAST, out, &err), &err);
-    mrw_state_free(st);
-    mrw_context_free(ctx);
+    t_last_logits(m, toks, n, rnn, 64, 2, exact, out);
 }
 
 static double rel_diff(const float *a, const float *b, int n) {

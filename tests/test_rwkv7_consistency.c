@@ -33,17 +33,7 @@ static mrw_model *random_model(mrw_dtype dt, int layers, int C, int V) {
 
 /* logits of the last token after feeding toks[0..n) as one sequence (chunk = max_chunk) or one by one */
 static void run(mrw_model *m, const int32_t *toks, int n, int rnn, int chunk, int threads, float *out) {
-    mrw_error err = {0};
-    mrw_context_params cp = {.n_threads = threads, .max_chunk = chunk};
-    mrw_context *ctx = NULL;
-    CHECK_OK(mrw_context_new(m, &cp, &ctx, &err), &err);
-    mrw_state *st = mrw_state_new(m);
-    if (rnn)
-        for (int i = 0; i < n; i++) CHECK_OK(mrw_eval_tokens(ctx, st, toks + i, 1, MRW_LOGITS_LAST, out, &err), &err);
-    else
-        CHECK_OK(mrw_eval_tokens(ctx, st, toks, n, MRW_LOGITS_LAST, out, &err), &err);
-    mrw_state_free(st);
-    mrw_context_free(ctx);
+    t_last_logits(m, toks, n, rnn, chunk, threads, 0, out);
 }
 
 static void consistency(mrw_dtype dt, double tol_rel) {

@@ -18,17 +18,7 @@ enum { V = 300, NTOK = 24 };
 static void logits(mrw_model *m, int exact, int rnn, float *out) {
     int32_t toks[NTOK];
     for (int i = 0; i < NTOK; i++) toks[i] = (i * 53 + 7) % V;
-    mrw_error err = {0};
-    mrw_context_params cp = {.n_threads = 2, .max_chunk = 16, .exact = exact};
-    mrw_context *ctx = NULL;
-    CHECK_OK(mrw_context_new(m, &cp, &ctx, &err), &err);
-    mrw_state *st = mrw_state_new(m);
-    if (rnn)
-        for (int i = 0; i < NTOK; i++) CHECK_OK(mrw_eval_tokens(ctx, st, toks + i, 1, MRW_LOGITS_LAST, out, &err), &err);
-    else
-        CHECK_OK(mrw_eval_tokens(ctx, st, toks, NTOK, MRW_LOGITS_LAST, out, &err), &err);
-    mrw_state_free(st);
-    mrw_context_free(ctx);
+    t_last_logits(m, toks, NTOK, rnn, 16, 2, exact, out);
 }
 
 static double rel_diff(const float *a, const float *b) {
