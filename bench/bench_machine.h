@@ -71,6 +71,16 @@ static inline double mrw_bench_fma_gflops(int n) {
     return best;
 }
 
+/* Median of v[0..n) (sorts v). */
+static inline int mrw_bench_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static inline double mrw_bench_median(double *v, int n) {
+    qsort(v, n, sizeof *v, mrw_bench_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /* A probe buffer of `bytes` (a multiple of 64), written by n threads so its pages are spread as they will be read. */
 static inline uint64_t *mrw_bench_probe_buf(size_t bytes, int n) {
     uint64_t *buf = aligned_alloc(64, bytes);

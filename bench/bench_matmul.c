@@ -27,11 +27,6 @@ static double time_matmul(mrw_kctx *kc, const mrw_mat *W, const float *X, float 
     return t / reps;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int dram_gemv(int nt, int rounds) {
     const size_t probe_bytes = (size_t)1 << 30, total = (size_t)1 << 30;
     uint64_t *probe = mrw_bench_probe_buf(probe_bytes, nt);
@@ -86,9 +81,9 @@ static int dram_gemv(int nt, int rounds) {
             }
             double gmax = 0;
             for (int r = 0; r < rounds; r++) gmax = gv[r] > gmax ? gv[r] : gmax;
-            qsort(pr, rounds, sizeof *pr, cmp_double);
-            qsort(gv, rounds, sizeof *gv, cmp_double);
-            qsort(ratio, rounds, sizeof *ratio, cmp_double);
+            qsort(pr, rounds, sizeof *pr, mrw_bench_cmp_double);
+            qsort(gv, rounds, sizeof *gv, mrw_bench_cmp_double);
+            qsort(ratio, rounds, sizeof *ratio, mrw_bench_cmp_double);
             printf("%-6s %5dx%-5d | %9.1f %9.1f %9.1f | %6.0f%% %6.0f%% %6.0f%%\n", mrw_dtype_name(dt), O, K,
                    pr[rounds / 2], gv[rounds / 2], gmax, 100 * ratio[0], 100 * ratio[rounds / 2],
                    100 * ratio[rounds - 1]);

@@ -50,15 +50,6 @@ static int in_list(const char *list, const char *item) {
 #define DECODE_REPS 5
 #define PROBE_BYTES ((size_t)1 << 30)
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static double decode_rate(mrw_context *ctx, mrw_state *st, float *logits, int n_gen) {
     mrw_error err = {0};
     int32_t tok = 1;
@@ -99,10 +90,10 @@ static int ab_slices(const mrw_rwkv7_config *cfg, const char *name, const char *
         }
         ratio[i] = r[1][i] / r[0][i];
     }
-    qsort(ratio, rounds, sizeof *ratio, cmp_double);
-    const double bw = mrw_bench_read_gbps(t);
-    printf("| %s | %s | %d | %.1f | %.1f | %.3fx (%.2f-%.2f) | %.1f |\n", name, dname, t, median(r[0], rounds),
-           median(r[1], rounds), median(ratio, rounds), ratio[0], ratio[rounds - 1], bw);
+        const double bw = mrw_bench_read_gbps(t);
+    const double ratio_med = mrw_bench_median(ratio, rounds); /* sorts ratio: [0] and [rounds - 1] are min and max */
+    printf("| %s | %s | %d | %.1f | %.1f | %.3fx (%.2f-%.2f) | %.1f |\n", name, dname, t, mrw_bench_median(r[0], rounds),
+           mrw_bench_median(r[1], rounds), ratio_med, ratio[0], ratio[rounds - 1], bw);
     fflush(stdout);
     free(logits);
     rc = 0;
@@ -224,7 +215,7 @@ int main(int argc, char **argv) {
                     ratio[rep] = pr > 0 ? bytes_per_token * tg_rep / 1e9 / pr : 0;
                     if (n_gen / tg_rep < td) td = n_gen / tg_rep;
                 }
-                const double ratio_med = median(ratio, DECODE_REPS);
+                const double ratio_med = mrw_bench_median(ratio, DECODE_REPS);
                 double bw_after = mrw_bench_read_gbps(t), bw_cell = bw_before > bw_after ? bw_before : bw_after;
                 if (getenv("MRW_BENCH_DEBUG")) fprintf(stderr, "bandwidth before %.1f after %.1f GB/s\n", bw_before, bw_after);
                 double pp = n_prompt / tp, tg = n_gen / td;

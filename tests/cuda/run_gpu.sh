@@ -51,6 +51,14 @@ if [ "${*:-}" != wavenet ] && [ "${*:-}" != forecast ] && { ! "$T" --device >/de
   wait
 fi
 rc=0
+# san DRIVER TOOL LOG: compute-sanitizer TOOL on build-cuda/tests/cuda/DRIVER --quick (with the carried libraries), its
+# summary lines and exit code; a failure sets rc
+san() {
+  echo "== compute-sanitizer --tool $2 $1 --quick"
+  LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool "$2" \
+    --error-exitcode 3 "build-cuda/tests/cuda/$1" --quick > "$out/$3" 2>&1
+  local r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows" "$out/$3" | tail -3; echo "exit $r"; [ $r -eq 0 ] || rc=1
+}
 steps=${*:-test asan sanitize bench train trainsan trainbench}
 for s in $steps; do
   case $s in
@@ -83,10 +91,7 @@ for s in $steps; do
     OUT="$out" build-cuda/tests/cuda/test_train_gpu > "$out/train.txt" 2>&1; r=$?
     grep -E "FAIL|loss|adam|rows passed" "$out/train.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
   trainsan)
-    echo "== compute-sanitizer --tool memcheck test_train_gpu --quick"
-    compute-sanitizer --tool memcheck --error-exitcode 3 build-cuda/tests/cuda/test_train_gpu --quick \
-      > "$out/san_train.txt" 2>&1
-    r=$?; grep -E "ERROR SUMMARY|rows passed" "$out/san_train.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+    san test_train_gpu memcheck san_train.txt ;;
   trainbench)
     echo "== bench_train_gpu"
     build-cuda/bench/cuda/bench_train_gpu 2>&1 | tee "$out/bench_train_gpu.txt" ;;
@@ -95,14 +100,8 @@ for s in $steps; do
     LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_decode_gpu \
       2>&1 | tee "$out/decode.txt"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1 ;;
   decodesan)
-    echo "== compute-sanitizer --tool memcheck test_decode_gpu --quick"
-    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool memcheck \
-      --error-exitcode 3 build-cuda/tests/cuda/test_decode_gpu --quick > "$out/san_decode.txt" 2>&1
-    r=$?; grep -E "ERROR SUMMARY|rows passed" "$out/san_decode.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1
-    echo "== compute-sanitizer --tool racecheck test_decode_gpu --quick"
-    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool racecheck \
-      --error-exitcode 3 build-cuda/tests/cuda/test_decode_gpu --quick > "$out/race_decode.txt" 2>&1
-    r=$?; grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$out/race_decode.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+    san test_decode_gpu memcheck san_decode.txt
+    san test_decode_gpu racecheck race_decode.txt ;;
   decodebench)
     echo "== bench_decode_gpu"
     build-cuda/bench/cuda/bench_decode_gpu 2>&1 | tee "$out/bench_decode_gpu.txt" ;;
@@ -112,25 +111,13 @@ for s in $steps; do
       > "$out/mm.txt" 2>&1; r=$?
     grep -E "FAIL|rows passed" "$out/mm.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
   mmsan)
-    for tool in memcheck racecheck; do
-      echo "== compute-sanitizer --tool $tool test_modrwkv_gpu --quick"
-      LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool "$tool" \
-        --error-exitcode 3 build-cuda/tests/cuda/test_modrwkv_gpu --quick > "$out/san_mm_$tool.txt" 2>&1
-      r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_mm_$tool.txt"; echo "exit $r"
-      [ $r -eq 0 ] || rc=1
-    done ;;
+    for tool in memcheck racecheck; do san test_modrwkv_gpu "$tool" "san_mm_$tool.txt"; done ;;
   conv)
     echo "== test_conv1d_gpu (GPU Conv1d, pooling and convolutional adapters)"
     build-cuda/tests/cuda/test_conv1d_gpu > "$out/conv.txt" 2>&1; r=$?
     grep -E "FAIL|rows passed" "$out/conv.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
   convsan)
-    for tool in memcheck racecheck; do
-      echo "== compute-sanitizer --tool $tool test_conv1d_gpu --quick"
-      compute-sanitizer --tool "$tool" --error-exitcode 3 build-cuda/tests/cuda/test_conv1d_gpu --quick \
-        > "$out/san_conv_$tool.txt" 2>&1
-      r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_conv_$tool.txt"; echo "exit $r"
-      [ $r -eq 0 ] || rc=1
-    done ;;
+    for tool in memcheck racecheck; do san test_conv1d_gpu "$tool" "san_conv_$tool.txt"; done ;;
   vittrain)
     echo "== test_vit_train_gpu (GPU ViT training forward/backward vs the CPU's vit_train)"
     LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_vit_train_gpu \
@@ -142,22 +129,13 @@ for s in $steps; do
       > "$out/whispertrain.txt" 2>&1; r=$?
     grep -E "FAIL|rows" "$out/whispertrain.txt" | tail -3; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
   whispertrainsan)
-    echo "== compute-sanitizer --tool memcheck test_whisper_train_gpu --quick"
-    LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool memcheck \
-      --error-exitcode 3 build-cuda/tests/cuda/test_whisper_train_gpu --quick > "$out/san_whispertrain.txt" 2>&1
-    r=$?; grep -E "ERROR SUMMARY|rows" "$out/san_whispertrain.txt" | tail -2; echo "exit $r"; [ $r -eq 0 ] || rc=1 ;;
+    san test_whisper_train_gpu memcheck san_whispertrain.txt ;;
   wavenet)
     echo "== test_wavenet_gpu (GPU WaveNet encoder + patch pooling vs the CPU's mrw_wavenet; whole library: carry it)"
     LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build-cuda/tests/cuda/test_wavenet_gpu \
       > "$out/wavenet.txt" 2>&1; r=$?
     grep -E "FAIL|timing|rows passed" "$out/wavenet.txt"; echo "exit $r"; [ $r -eq 0 ] || rc=1
-    for tool in memcheck racecheck; do
-      echo "== compute-sanitizer --tool $tool test_wavenet_gpu --quick"
-      LD_LIBRARY_PATH=build-cuda/gpulibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} compute-sanitizer --tool "$tool" \
-        --error-exitcode 3 build-cuda/tests/cuda/test_wavenet_gpu --quick > "$out/san_wavenet_$tool.txt" 2>&1
-      r=$?; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rows passed" "$out/san_wavenet_$tool.txt"; echo "exit $r"
-      [ $r -eq 0 ] || rc=1
-    done ;;
+    for tool in memcheck racecheck; do san test_wavenet_gpu "$tool" "san_wavenet_$tool.txt"; done ;;
   forecast) # `modrwkv train --csv --device cuda` vs the CPU (tests/cuda/train_forecast_gpu.sh; build-cuda/modrwkv + gpulibs)
     echo "== train_forecast_gpu.sh (the forecaster on the GPU vs the CPU, memcheck)"
     MEMCHECK=1 OUT="$out" tests/cuda/train_forecast_gpu.sh || rc=1 ;;

@@ -38,13 +38,7 @@ extern "C" {
 static int g_fail = 0, g_rows = 0;
 static uint64_t g_rng = 0x5EED0C0Dull;
 
-static uint64_t rnd_u64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static float rnd_u(float lo, float hi) { return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)); }
+#include "test_rng.inc"
 
 static uint16_t bf(float x) {
     uint32_t u;

@@ -47,12 +47,7 @@ static const int NN = MRW_WKV7_N;
 
 /* ------------------------------------------------------------------------------------------ random data */
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd_u64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+#include "test_rng.inc"
 static double rnd_uniform(void) { return ((rnd_u64() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 static double rnd_normal(void) { return sqrt(-2.0 * log(rnd_uniform())) * cos(6.283185307179586 * rnd_uniform()); }
 

@@ -48,13 +48,7 @@ static int g_fail = 0, g_rows = 0, g_all = 0;
 static FILE *g_log = NULL;
 
 static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-static uint64_t rnd_u64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static float rnd_u(float lo, float hi) { return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)); }
+#include "test_rng.inc"
 
 struct tcase {
     const char *name;
@@ -258,6 +252,43 @@ static float bf16_bits_to_f(uint16_t h) {
     return x;
 }
 
+/* The injected rows' gradient from the device (f32, or bf16 bits in bf16 mode) as floats. */
+static void fetch_dinject(const void *d, size_t n, int fp32, float *out) {
+    if (fp32) {
+        cudaMemcpy(out, d, n * 4, cudaMemcpyDeviceToHost);
+        return;
+    }
+    std::vector<uint16_t> h(n);
+    cudaMemcpy(h.data(), d, n * 2, cudaMemcpyDeviceToHost);
+    for (size_t i = 0; i < n; i++) out[i] = bf16_bits_to_f(h[i]);
+}
+
+/* The d_inject row: GPU against CPU, and rows that are not injected exactly 0 (else the row fails). bf16: d_inject is
+ * one row's gradient at the input end (no sum over rows averages the roundings, unlike the embedding's gradient),
+ * measured up to 1.45e-1 / 1.38e-1 on this tiny case: tolerances 2.5e-1 / 2e-1. */
+static void dinject_row(const char *cs, const tcase *tc, const float *dgpu, const float *dcpu,
+                        const std::vector<uint8_t> &mask, int C, double tgm, double tgn) {
+    double me, ne;
+    errs(dgpu, dcpu, mask.size() * (size_t)C, &me, &ne);
+    int zero_ok = 1;
+    for (size_t r = 0; r < mask.size(); r++)
+        if (!mask[r])
+            for (int c = 0; c < C; c++) zero_ok &= dgpu[r * C + c] == 0.0f;
+    char what[160];
+    snprintf(what, sizeof what, "d_inject (%d rows)%s", (int)std::count(mask.begin(), mask.end(), 1),
+             zero_ok ? "" : " NONZERO ELSEWHERE");
+    row(cs, what, zero_ok ? me : 1.0, ne, tc->fp32 ? tgm : 2.5e-1, tc->fp32 ? tgn : 2e-1);
+}
+
+/* Frozen backward: no parameter gradient moved from its 1.0 fill, on the GPU (the CPU's count is shown). */
+static void frozen_row(const char *cs, const mrw_param_set *gs, const mrw_param_set *ps) {
+    size_t moved = 0, cmoved = 0;
+    for (size_t j = 0; j < gs->total; j++) moved += gs->g[j] != 1.0f, cmoved += ps->g[j] != 1.0f;
+    char what[160];
+    snprintf(what, sizeof what, "frozen: grads moved gpu %zu cpu %zu", moved, cmoved);
+    row(cs, what, (double)moved, (double)moved, 0, 0);
+}
+
 static void run_inject_case(const tcase *tc, int mode) {
     mrw_error e;
     mrw_rwkv7_train_config cfg = {tc->L, tc->C, 64, tc->V, tc->F, tc->dw, tc->da, tc->dv, tc->dg};
@@ -318,44 +349,21 @@ static void run_inject_case(const tcase *tc, int mode) {
     snprintf(what, sizeof what, "loss (cpu %.6f gpu %.6f)", lc, lg);
     const double le = fabs((double)lg - lc) / fabs((double)lc);
     row(cs, what, le, le, tl, tl);
-    if (tc->fp32) {
-        cudaMemcpy(dgpu.data(), d_dinj, nC * 4, cudaMemcpyDeviceToHost);
-    } else {
-        std::vector<uint16_t> h(nC);
-        cudaMemcpy(h.data(), d_dinj, nC * 2, cudaMemcpyDeviceToHost);
-        for (size_t i = 0; i < nC; i++) dgpu[i] = bf16_bits_to_f(h[i]);
-    }
+    fetch_dinject(d_dinj, nC, tc->fp32, dgpu.data());
+    /* bf16 tolerance: see dinject_row; the row below (frozen = full backward on the GPU) is the tight check of the
+     * frozen path in bf16 */
+    dinject_row(cs, tc, dgpu.data(), dcpu.data(), mask, C, tgm, tgn);
     double me, ne;
-    errs(dgpu.data(), dcpu.data(), nC, &me, &ne);
-    int zero_ok = 1; /* rows that are not injected: exactly 0 */
-    for (int r = 0; r < BT; r++)
-        if (!mask[r])
-            for (int c = 0; c < C; c++) zero_ok &= dgpu[(size_t)r * C + c] == 0.0f;
-    snprintf(what, sizeof what, "d_inject (%d rows)%s", (int)std::count(mask.begin(), mask.end(), 1),
-             zero_ok ? "" : " NONZERO ELSEWHERE");
-    /* bf16: d_inject is one row's gradient at the input end (no sum over rows averages the roundings, unlike the
-     * embedding's gradient), measured up to 1.45e-1 / 1.38e-1 on this tiny case: 2.5e-1 / 2e-1; the row below
-     * (frozen = full backward on the GPU) is the tight check of the frozen path in bf16 */
-    row(cs, what, zero_ok ? me : 1.0, ne, tc->fp32 ? tgm : 2.5e-1, tc->fp32 ? tgn : 2e-1);
     CHECK(mrw_rwkv7_gpu_download(gpu, &gs, 1, &e));
     if (frozen) {
-        size_t moved = 0, cmoved = 0;
-        for (size_t j = 0; j < gs.total; j++) moved += gs.g[j] != 1.0f, cmoved += ps->g[j] != 1.0f;
-        snprintf(what, sizeof what, "frozen: grads moved gpu %zu cpu %zu", moved, cmoved);
-        row(cs, what, (double)moved, (double)moved, 0, 0);
+        frozen_row(cs, &gs, ps);
         /* the same step with a full backward on the GPU: the same d_inject (the activation gradients must not
          * depend on whether parameter gradients are summed) */
         std::vector<float> dfull(nC);
         CHECK(mrw_rwkv7_gpu_forward_ex(gpu, tok.data(), d_inj, mask.data(), tgt.data(), tc->B, tc->T, 1, &lg, &e));
         CHECK(mrw_rwkv7_gpu_backward_ex(gpu, 0.5f, 0, d_dinj, &e));
         CHECK(mrw_rwkv7_gpu_sync(gpu, &e));
-        if (tc->fp32) {
-            cudaMemcpy(dfull.data(), d_dinj, nC * 4, cudaMemcpyDeviceToHost);
-        } else {
-            std::vector<uint16_t> h(nC);
-            cudaMemcpy(h.data(), d_dinj, nC * 2, cudaMemcpyDeviceToHost);
-            for (size_t i = 0; i < nC; i++) dfull[i] = bf16_bits_to_f(h[i]);
-        }
+        fetch_dinject(d_dinj, nC, tc->fp32, dfull.data());
         errs(dgpu.data(), dfull.data(), nC, &me, &ne);
         row(cs, "d_inject frozen vs full backward (gpu)", me, ne, 1e-5, 1e-5);
     } else {
@@ -450,28 +458,12 @@ static void run_hidden_case(const tcase *tc, int inject, int frozen) {
     CHECK(mrw_rwkv7_gpu_sync(gpu, &e));
     char what[160];
     if (inject) {
-        if (tc->fp32) {
-            cudaMemcpy(dgpu.data(), d_dinj, nC * 4, cudaMemcpyDeviceToHost);
-        } else {
-            std::vector<uint16_t> h(nC);
-            cudaMemcpy(h.data(), d_dinj, nC * 2, cudaMemcpyDeviceToHost);
-            for (size_t i = 0; i < nC; i++) dgpu[i] = bf16_bits_to_f(h[i]);
-        }
-        errs(dgpu.data(), dcpu.data(), nC, &me, &ne);
-        int zero_ok = 1;
-        for (int r = 0; r < BT; r++)
-            if (!mask[r])
-                for (int c = 0; c < C; c++) zero_ok &= dgpu[(size_t)r * C + c] == 0.0f;
-        snprintf(what, sizeof what, "d_inject (%d rows)%s", (int)std::count(mask.begin(), mask.end(), 1),
-                 zero_ok ? "" : " NONZERO ELSEWHERE");
-        row(cs, what, zero_ok ? me : 1.0, ne, tc->fp32 ? tgm : 2.5e-1, tc->fp32 ? tgn : 2e-1);
+        fetch_dinject(d_dinj, nC, tc->fp32, dgpu.data());
+        dinject_row(cs, tc, dgpu.data(), dcpu.data(), mask, C, tgm, tgn);
     }
     CHECK(mrw_rwkv7_gpu_download(gpu, &gs, 1, &e));
     if (frozen) {
-        size_t moved = 0, cmoved = 0;
-        for (size_t j = 0; j < gs.total; j++) moved += gs.g[j] != 1.0f, cmoved += ps->g[j] != 1.0f;
-        snprintf(what, sizeof what, "frozen: grads moved gpu %zu cpu %zu", moved, cmoved);
-        row(cs, what, (double)moved, (double)moved, 0, 0);
+        frozen_row(cs, &gs, ps);
     } else {
         double wm = -1, wn = -1;
         std::string worst;
