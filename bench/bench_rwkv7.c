@@ -12,10 +12,11 @@
  * The llama.cpp column quotes the numbers given for this kind of machine (2 threads) in the project's issue.
  *
  *   build/bench/bench_rwkv7 [--models 0.1b,0.4b,1.5b] [--dtypes bf16,f16,q8_0,q4_0] [--threads 1,2]
- *                           [--prompt 512] [--gen 128] [--exact] [--ab-slices ROUNDS]
+ *                           [--prompt 512] [--gen 128] [--exact] [--ab-slices ROUNDS | --ab-interleave ROUNDS]
  * --ab-slices: decode only, the model with its long rows in column slices (the default) against the same weights
  * row-major (MRW_NO_SLICES=1), alternating --gen tokens of each for ROUNDS rounds in one process so that both see
- * the same momentary bandwidth; prints the median tokens/s of each and the median of the per-round ratios. */
+ * the same momentary bandwidth; prints the median tokens/s of each and the median of the per-round ratios.
+ * --ab-interleave: the same with q4_0 rows interleaved (the default) against plain rows (MRW_NO_INTERLEAVE=1). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,17 +62,19 @@ static double decode_rate(mrw_context *ctx, mrw_state *st, float *logits, int n_
     return n_gen / (mrw_now() - t0);
 }
 
-/* --ab-slices: sliced (default) against row-major weights, interleaved in one process. */
-static int ab_slices(const mrw_rwkv7_config *cfg, const char *name, const char *dname, mrw_dtype dt, int t, int n_gen,
+/* --ab-slices / --ab-interleave: decode's layout (default) against the one that `off_var` turns off, alternating in
+ * one process. */
+static const char *off_var = "MRW_NO_SLICES";
+static int ab_layout(const mrw_rwkv7_config *cfg, const char *name, const char *dname, mrw_dtype dt, int t, int n_gen,
                      int rounds) {
-    mrw_model *m[2] = {NULL, NULL}; /* 0: row-major, 1: sliced */
+    mrw_model *m[2] = {NULL, NULL}; /* 0: without, 1: with */
     mrw_context *ctx[2] = {NULL, NULL};
     mrw_state *st[2] = {NULL, NULL};
     mrw_error err = {0};
     int rc = 1;
     for (int k = 0; k < 2; k++) {
-        if (k == 0) setenv("MRW_NO_SLICES", "1", 1);
-        else unsetenv("MRW_NO_SLICES");
+        if (k == 0) setenv(off_var, "1", 1);
+        else unsetenv(off_var);
         mrw_context_params cp = mrw_context_params_default();
         cp.n_threads = t;
         if (mrw_model_new_random(cfg, dt, 7, &m[k], &err) || mrw_context_new(m[k], &cp, &ctx[k], &err)) {
@@ -117,17 +120,20 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--exact")) exact = 1;
         else if (!strcmp(argv[i], "--ab-slices") && i + 1 < argc) ab_rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ab-interleave") && i + 1 < argc) ab_rounds = atoi(argv[++i]), off_var = "MRW_NO_INTERLEAVE";
         else {
             fprintf(stderr, "usage: %s [--models 0.1b,0.4b,1.5b] [--dtypes bf16,f16,q8_0,q4_0] [--threads 1,2] "
-                            "[--prompt 512] [--gen 128] [--exact] [--ab-slices ROUNDS]\n", argv[0]);
+                            "[--prompt 512] [--gen 128] [--exact] [--ab-slices ROUNDS | --ab-interleave ROUNDS]\n", argv[0]);
             return 2;
         }
     }
     if (n_prompt < 1 || n_gen < 1 || ab_rounds < 0 || ab_rounds > 64) return 2;
     if (ab_rounds) {
-        printf("decode %d tokens per round, %d rounds, row-major and sliced alternating\n\n", n_gen, ab_rounds);
-        printf("| model | dtype | thr | row-major tok/s | sliced tok/s | sliced / row-major, median (min-max) | read BW "
-               "GB/s after |\n|---|---|---|---|---|---|---|\n");
+        const int sl = !strcmp(off_var, "MRW_NO_SLICES");
+        const char *without = sl ? "row-major" : "plain rows", *with = sl ? "sliced" : "interleaved";
+        printf("decode %d tokens per round, %d rounds, %s and %s alternating\n\n", n_gen, ab_rounds, without, with);
+        printf("| model | dtype | thr | %s tok/s | %s tok/s | %s / %s, median (min-max) | read BW GB/s after |\n"
+               "|---|---|---|---|---|---|---|\n", without, with, with, without);
         for (size_t si = 0; si < sizeof k_shapes / sizeof *k_shapes; si++) {
             const char *dnames[] = {"bf16", "f16", "q8_0", "q4_0"};
             if (!in_list(models, k_shapes[si].name)) continue;
@@ -140,7 +146,7 @@ int main(int argc, char **argv) {
                 for (int t = 1; t <= 2; t++) {
                     char tn[4];
                     snprintf(tn, sizeof tn, "%d", t);
-                    if (in_list(threads, tn) && ab_slices(&cfg, k_shapes[si].name, dnames[di], dt, t, n_gen, ab_rounds))
+                    if (in_list(threads, tn) && ab_layout(&cfg, k_shapes[si].name, dnames[di], dt, t, n_gen, ab_rounds))
                         return 1;
                 }
             }

@@ -26,8 +26,10 @@ static float frand(void) {
 }
 
 /* slice > 0: the product runs on a copy of W in column slices of that width (mrw_mat.slice_cols), checked against the
- * reference on the row-major W with the same bounds, which hold per slice and so for their sum. */
-static void check_case_sliced(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_path path, int acc, int slice) {
+ * reference on the row-major W with the same bounds, which hold per slice and so for their sum. inter: q4_0 rows (of
+ * each slice) interleaved as a loaded model holds them (mrw_mat.interleaved), where the CPU has that kernel. */
+static void check_layout(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_path path, int acc, int slice,
+                         int inter) {
     /* q8_0/q4_0 take 8-bit activations in every path unless exact */
     const int act8 = mrw_dtype_is_quant(dt) && !kc->exact;
     /* bf16 weights take bf16 activations unless exact (matvec: only when K is a multiple of 32) */
@@ -49,6 +51,11 @@ static void check_case_sliced(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, m
     if (slice) {
         mrw_mat_copy_sliced(&W, slice, Ws, &S);
         CHECK(S.slice_cols == slice && mrw_mat_n_slices(&S) == (K + slice - 1) / slice);
+    }
+    uint8_t *Wi = NULL;
+    if (inter && mrw_mat_interleavable(&S)) {
+        Wi = malloc((size_t)O * rb);
+        CHECK(mrw_mat_interleave(&S, Wi) == 0 && S.interleaved && S.data == Wi);
     }
     mrw_matmul_path(kc, &S, X, ldx, Y, ldy, T, acc, path);
     mrw_matmul_ref(&W, X, ldx, R, ldy, T, acc);
@@ -83,8 +90,9 @@ static void check_case_sliced(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, m
             }
         }
     }
-    CHECKF(!bad, "%s O=%d K=%d T=%d path=%d slice=%d", mrw_dtype_name(dt), O, K, T, path, slice);
-    if (slice) { /* the same values row by row, and back to the same bytes */
+    CHECKF(!bad, "%s O=%d K=%d T=%d path=%d slice=%d interleaved=%d", mrw_dtype_name(dt), O, K, T, path, slice,
+           S.interleaved);
+    if (slice || S.interleaved) { /* the same values row by row, and back to the same bytes */
         float *srow = malloc((size_t)K * sizeof *srow);
         for (int o = 0; o < O; o++) {
             mrw_mat_row_f32(&W, o, wrow);
@@ -95,10 +103,16 @@ static void check_case_sliced(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, m
             }
         }
         uint8_t *back = malloc((size_t)O * rb);
-        mrw_mat B;
-        mrw_mat_copy_sliced(&S, 0, back, &B);
-        CHECKF(B.slice_cols == 0 && !memcmp(back, Wd, (size_t)O * rb), "%s K=%d slice=%d: round trip", mrw_dtype_name(dt),
-               K, slice);
+        mrw_mat_copy_plain(&S, back);
+        CHECKF(!memcmp(back, Wd, (size_t)O * rb), "%s K=%d slice=%d interleaved=%d: round trip", mrw_dtype_name(dt), K,
+               slice, S.interleaved);
+        if (!S.interleaved) {
+            mrw_mat B;
+            memset(back, 0, (size_t)O * rb);
+            mrw_mat_copy_sliced(&S, 0, back, &B);
+            CHECKF(B.slice_cols == 0 && !memcmp(back, Wd, (size_t)O * rb), "%s K=%d slice=%d: round trip", mrw_dtype_name(dt),
+                   K, slice);
+        }
         free(back);
         free(srow);
     }
@@ -110,12 +124,14 @@ static void check_case_sliced(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, m
     free(X);
     free(Wd);
     free(Ws);
+    free(Wi);
     free(Y);
     free(R);
 }
 
 static void check_case(mrw_kctx *kc, mrw_dtype dt, int O, int K, int T, mrw_mm_path path, int acc) {
-    check_case_sliced(kc, dt, O, K, T, path, acc, 0);
+    check_layout(kc, dt, O, K, T, path, acc, 0, 0);
+    if (dt == MRW_DT_Q4_0) check_layout(kc, dt, O, K, T, path, acc, 0, 1);
 }
 
 /* A batch with a sliced job among row-major ones (mrw_matmul_batch runs it on its own): every output as from
@@ -193,8 +209,9 @@ int main(void) {
             for (size_t si = 0; si < sizeof sl / sizeof *sl; si++)
                 for (int T = 1; T <= 25; T += 12)
                     for (int p = MRW_MM_MATVEC; p <= MRW_MM_GEMM; p++)
-                        check_case_sliced(&kc, types[ti], sl[si][0], sl[si][1], T, (mrw_mm_path)p, (int)((T + p) & 1),
-                                          sl[si][2]);
+                        for (int inter = 0; inter <= (types[ti] == MRW_DT_Q4_0); inter++)
+                            check_layout(&kc, types[ti], sl[si][0], sl[si][1], T, (mrw_mm_path)p, (int)((T + p) & 1),
+                                         sl[si][2], inter);
             check_batch_sliced(&kc, types[ti]);
         }
         /* a large K that spans several K blocks of every kernel */

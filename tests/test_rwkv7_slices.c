@@ -1,8 +1,9 @@
-/* Matrices with long rows are held in column slices for decode (mrw_mat.slice_cols, src/models/rwkv7_slices.c):
- * random and loaded models slice them by default and not with mrw_load_params.file_layout; the logits do not depend
- * on the layout beyond fp32 summation order (sequence and RNN mode, fast and exact contexts, f16 / f32 / q4_0, also
- * with every matrix sliced narrowly); files written from a sliced model are byte for byte those of the row-major
- * one. */
+/* Decode's layout of the big matrices (src/models/rwkv7_slices.c): long rows held in column slices
+ * (mrw_mat.slice_cols) and q4_0 rows interleaved (mrw_mat.interleaved, where the CPU has the kernel). Random and
+ * loaded models take it by default and not with mrw_load_params.file_layout; the logits do not depend on the layout
+ * beyond fp32 summation order (sequence and RNN mode, fast and exact contexts, f16 / f32 / q4_0, also with every
+ * matrix sliced narrowly, which leaves interleaved q4_0 rows of one block); files written from a model in decode's
+ * layout are byte for byte those of the row-major one. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "formats/tensorfile.h"
+#include "kernels/cpu/matmul_impl.h"
 #include "models/rwkv7.h"
 #include "test.h"
 
@@ -92,29 +94,41 @@ static void run(mrw_dtype dt, int default_slice) {
            "%s loaded: %d / %d", mrw_dtype_name(dt), sliced->layers[0].ffn_value.slice_cols,
            rows->layers[0].ffn_value.slice_cols);
     CHECK(sliced->info.weight_bytes == rows->info.weight_bytes && sliced->info.decode_bytes == rows->info.decode_bytes);
+    const int inter = quant && mrw_qx_supported(MRW_DT_Q4_0); /* q4_0 rows interleaved by default */
+    CHECKF(sliced->head.interleaved == inter && sliced->layers[1].ffn_value.interleaved == inter &&
+               m0->layers[0].Wr.interleaved == inter && !rows->head.interleaved && !sliced->emb.interleaved,
+           "%s interleaved: loaded %d, random %d, file layout %d, want %d", mrw_dtype_name(dt), sliced->head.interleaved,
+           m0->layers[0].Wr.interleaved, rows->head.interleaved, inter);
     char what[96];
     snprintf(what, sizeof what, "%s row-major vs default layout", mrw_dtype_name(dt));
     same_logits(rows, sliced, what);
     snprintf(what, sizeof what, "%s row-major vs random model", mrw_dtype_name(dt));
     same_logits(rows, m0, what);
 
-    /* every big matrix in slices of 32 columns (the head and r/k/v/o included); an FFN value matrix already sliced
-     * keeps its slices */
-    CHECK_OK(mrw_rwkv7_slice_long_rows(sliced, quant ? 64 : 128, &err), &err);
-    CHECKF(sliced->head.slice_cols == 32 && sliced->layers[1].Wo.slice_cols == 32 &&
-               (default_slice || sliced->layers[1].ffn_value.slice_cols == 32),
-           "%s narrow slices: head %d, Wo %d", mrw_dtype_name(dt), sliced->head.slice_cols, sliced->layers[1].Wo.slice_cols);
-    snprintf(what, sizeof what, "%s row-major vs narrow slices", mrw_dtype_name(dt));
-    same_logits(rows, sliced, what);
-
-    /* written back: the same bytes from either layout, in the file type of p0 and in GGUF */
+    /* written back from the default layout: the same bytes, in the file type of p0 and in GGUF */
     CHECK_OK(mrw_model_save(sliced, p1, ft, NULL, 0, &err), &err);
-    CHECKF(same_file(p0, p1), "%s: the sliced model wrote a different %s", mrw_dtype_name(dt), ext);
+    CHECKF(same_file(p0, p1), "%s: the default layout wrote a different %s", mrw_dtype_name(dt), ext);
     CHECK_OK(mrw_model_save(rows, p2, MRW_FILE_GGUF, NULL, 0, &err), &err);
     CHECK_OK(mrw_model_save(sliced, p3, MRW_FILE_GGUF, NULL, 0, &err), &err);
-    CHECKF(same_file(p2, p3), "%s: the sliced model wrote a different GGUF", mrw_dtype_name(dt));
+    CHECKF(same_file(p2, p3), "%s: the default layout wrote a different GGUF", mrw_dtype_name(dt));
 
-    mrw_model_free(m0), mrw_model_free(rows), mrw_model_free(sliced);
+    /* every big matrix in slices of 32 columns (the head and r/k/v/o included), then interleaved */
+    mrw_model *narrow = NULL;
+    CHECK_OK(mrw_model_load(p0, &lp, &narrow, &err), &err);
+    if (!narrow) return;
+    CHECK_OK(mrw_rwkv7_decode_layout(narrow, quant ? 64 : 128, &err), &err);
+    CHECKF(narrow->head.slice_cols == 32 && narrow->layers[1].Wo.slice_cols == 32 &&
+               narrow->layers[1].ffn_value.slice_cols == 32 && narrow->layers[1].Wo.interleaved == inter,
+           "%s narrow slices: head %d, Wo %d, interleaved %d", mrw_dtype_name(dt), narrow->head.slice_cols,
+           narrow->layers[1].Wo.slice_cols, narrow->layers[1].Wo.interleaved);
+    snprintf(what, sizeof what, "%s row-major vs narrow slices", mrw_dtype_name(dt));
+    same_logits(rows, narrow, what);
+    CHECK_OK(mrw_model_save(narrow, p1, ft, NULL, 0, &err), &err);
+    CHECKF(same_file(p0, p1), "%s: the narrow slices wrote a different %s", mrw_dtype_name(dt), ext);
+    CHECK_OK(mrw_model_save(narrow, p3, MRW_FILE_GGUF, NULL, 0, &err), &err);
+    CHECKF(same_file(p2, p3), "%s: the narrow slices wrote a different GGUF", mrw_dtype_name(dt));
+
+    mrw_model_free(m0), mrw_model_free(rows), mrw_model_free(sliced), mrw_model_free(narrow);
     unlink(p0), unlink(p1), unlink(p2), unlink(p3);
 }
 

@@ -46,10 +46,11 @@ mrw_status mrw_rwkv7_from_file(mrw_tfile *file, const char *prefix, const mrw_lo
  * freed) when tracking fails. */
 void *mrw_model_own(mrw_model *m, void *p);
 
-/* Re-stores the big matrices (not the embedding) whose rows are longer than decode's input slice of `input_bytes`
- * (MRW_SLICE_INPUT_BYTES) in column slices, replacing their data; the model's results do not depend on the layout
- * beyond fp32 summation order. Done on load unless mrw_load_params.file_layout, and for random models. */
-mrw_status mrw_rwkv7_slice_long_rows(mrw_model *m, int input_bytes, mrw_error *err);
+/* Re-stores the big matrices (not the embedding) in decode's layout, replacing their data: rows longer than decode's
+ * input slice of `input_bytes` (MRW_SLICE_INPUT_BYTES) in column slices, then q4_0 rows interleaved. The model's
+ * results do not depend on the layout beyond fp32 summation order. Done on load unless
+ * mrw_load_params.file_layout, and for random models. MRW_NO_SLICES=1 / MRW_NO_INTERLEAVE=1 skip a step. */
+mrw_status mrw_rwkv7_decode_layout(mrw_model *m, int input_bytes, mrw_error *err);
 
 /* Fills info.n_params, weight_bytes and weight_dtype from the loaded tensors. */
 void mrw_rwkv7_count(mrw_model *m);

@@ -64,11 +64,10 @@ static void add_mat(tlist *L, const char *name, const mrw_mat *m) {
     int64_t sh[2] = {m->rows, m->cols};
     const size_t bytes = (size_t)m->rows * m->row_bytes;
     const void *data = m->data;
-    if (m->slice_cols > 0) { /* files hold rows whole (mrw_load_params.file_layout avoids this copy) */
+    if (m->slice_cols > 0 || m->interleaved) { /* files hold plain rows (mrw_load_params.file_layout avoids this copy) */
         void *rows = keep(L, malloc(bytes));
         if (!rows) return;
-        mrw_mat whole;
-        mrw_mat_copy_sliced(m, 0, rows, &whole);
+        mrw_mat_copy_plain(m, rows);
         data = rows;
     }
     add(L, name, m->dtype, data, bytes, 2, sh);

@@ -436,7 +436,7 @@ mrw_status mrw_rwkv7_from_file(mrw_tfile *file, const char *prefix, const mrw_lo
         goto fail;
     }
     free(L.used);
-    if (!params->file_layout && (s = mrw_rwkv7_slice_long_rows(m, MRW_SLICE_INPUT_BYTES, err))) {
+    if (!params->file_layout && (s = mrw_rwkv7_decode_layout(m, MRW_SLICE_INPUT_BYTES, err))) {
         mrw_model_free(m);
         return s;
     }

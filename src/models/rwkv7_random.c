@@ -151,7 +151,7 @@ mrw_status mrw_model_new_random(const mrw_rwkv7_config *cfg, mrw_dtype dtype, ui
         mrw_model_free(m);
         return mrw_err(err, MRW_E_NOMEM, "out of memory creating a random model");
     }
-    mrw_status st = mrw_rwkv7_slice_long_rows(m, MRW_SLICE_INPUT_BYTES, err); /* as a loaded model holds them */
+    mrw_status st = mrw_rwkv7_decode_layout(m, MRW_SLICE_INPUT_BYTES, err); /* as a loaded model holds them */
     if (st) {
         mrw_model_free(m);
         return st;

@@ -148,6 +148,34 @@ void mrw_dequantize_q4_0(const mrw_block_q4_0 *x, float *y, int64_t n) {
     }
 }
 
+/* Where block i's pieces lie in an interleaved row: its group's start, the group's size and its index in it. */
+static const uint8_t *q4i_group(const uint8_t *row, int nb, int i, int *n, int *j) {
+    const int g0 = i / MRW_Q4I_GROUP * MRW_Q4I_GROUP;
+    *n = nb - g0 < MRW_Q4I_GROUP ? nb - g0 : MRW_Q4I_GROUP;
+    *j = i - g0;
+    return row + (size_t)g0 * sizeof(mrw_block_q4_0);
+}
+
+void mrw_q4i_block(const uint8_t *row, int nb, int i, mrw_block_q4_0 *out) {
+    int n, j;
+    const uint8_t *g = q4i_group(row, nb, i, &n, &j);
+    memcpy(&out->d, g + 2 * j, 2);
+    for (int s = 0; s < 4; s++) memcpy(out->qs + 4 * s, g + 2 * n + (size_t)4 * n * s + 4 * j, 4);
+}
+
+void mrw_q4_interleave_row(const mrw_block_q4_0 *src, uint8_t *dst, int nb) {
+    for (int i = 0; i < nb; i++) {
+        int n, j;
+        uint8_t *g = (uint8_t *)q4i_group(dst, nb, i, &n, &j);
+        memcpy(g + 2 * j, &src[i].d, 2);
+        for (int s = 0; s < 4; s++) memcpy(g + 2 * n + (size_t)4 * n * s + 4 * j, src[i].qs + 4 * s, 4);
+    }
+}
+
+void mrw_q4_deinterleave_row(const uint8_t *src, mrw_block_q4_0 *dst, int nb) {
+    for (int i = 0; i < nb; i++) mrw_q4i_block(src, nb, i, dst + i);
+}
+
 void mrw_to_f32(mrw_dtype t, const void *src, float *dst, int64_t n) {
     switch (t) {
     case MRW_DT_F32: memcpy(dst, src, (size_t)n * 4); break;

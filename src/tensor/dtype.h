@@ -59,4 +59,15 @@ void mrw_quantize_q4_0(const float *x, mrw_block_q4_0 *y, int64_t n);
 void mrw_dequantize_q8_0(const mrw_block_q8_0 *x, float *y, int64_t n);
 void mrw_dequantize_q4_0(const mrw_block_q4_0 *x, float *y, int64_t n);
 
+/* q4_0 rows interleaved for the 8-bit-activation decode kernel (docs/PERFORMANCE.md, "q4_0: interleaved rows"): the
+ * blocks of a row go in groups of MRW_Q4I_GROUP; a group of n blocks holds their n f16 scales, then for s = 0..3 the
+ * quant bytes 4s..4s+3 of each block in block order. One 64-byte load of a full group's step s thus puts block j's
+ * bytes in 32-bit lane j, where vpdpbusd sums them, and the 16 scales convert with one instruction. A row keeps its
+ * byte count; the last group may be partial (n < 16, same form). */
+#define MRW_Q4I_GROUP 16
+void mrw_q4_interleave_row(const mrw_block_q4_0 *src, uint8_t *dst, int nb);
+void mrw_q4_deinterleave_row(const uint8_t *src, mrw_block_q4_0 *dst, int nb);
+/* Block i of an interleaved row of nb blocks, in the plain layout. */
+void mrw_q4i_block(const uint8_t *row, int nb, int i, mrw_block_q4_0 *out);
+
 #endif

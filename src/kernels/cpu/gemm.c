@@ -124,7 +124,15 @@ static void pack_x_i8(const float *X, int ldx, int T, int K, int tb, uint8_t *ds
 
 static void row_f32(const mrw_mat *W, int o, int k0, int n, float *out) {
     const uint8_t *row = (const uint8_t *)W->data + (size_t)o * W->row_bytes;
-    mrw_to_f32(W->dtype, row + mrw_dtype_row_bytes(W->dtype, k0), out, n);
+    if (!W->interleaved) {
+        mrw_to_f32(W->dtype, row + mrw_dtype_row_bytes(W->dtype, k0), out, n);
+        return;
+    }
+    for (int b = 0; b < n / MRW_QK; b++) { /* k0 and n are whole blocks: KC_F32 is */
+        mrw_block_q4_0 B;
+        mrw_q4i_block(row, W->cols / MRW_QK, k0 / MRW_QK + b, &B);
+        mrw_dequantize_q4_0(&B, out + (size_t)b * MRW_QK, MRW_QK);
+    }
 }
 
 /* [kc][32] f32; rows beyond O are zero. */
@@ -198,7 +206,12 @@ static void pack_w_i8(const mrw_mat *W, int o0, int k0, int kc, int8_t *dst, flo
                 d = _cvtsh_ss(B->d);
                 memcpy(q, B->qs, 32);
             } else {
+                mrw_block_q4_0 plain;
                 const mrw_block_q4_0 *B = (const mrw_block_q4_0 *)row + blk;
+                if (W->interleaved) {
+                    mrw_q4i_block(row, W->cols / MRW_QK, blk, &plain);
+                    B = &plain;
+                }
                 d = _cvtsh_ss(B->d);
                 const __m128i v = _mm_loadu_si128((const __m128i *)B->qs), m = _mm_set1_epi8(15), e = _mm_set1_epi8(8);
                 _mm_storeu_si128((__m128i *)q, _mm_sub_epi8(_mm_and_si128(v, m), e));

@@ -15,6 +15,7 @@ int mrw_mat_init(mrw_mat *m, mrw_dtype dtype, int rows, int cols, const void *da
     m->data = data;
     m->f32_act = 0;
     m->slice_cols = 0;
+    m->interleaved = 0;
     m->row_bytes = mrw_dtype_row_bytes(dtype, cols);
     return m->row_bytes ? 0 : -1;
 }
@@ -31,6 +32,7 @@ int mrw_mat_slice(const mrw_mat *W, int s, mrw_mat *view) {
     const size_t off = (size_t)s * W->rows * mrw_dtype_row_bytes(W->dtype, W->slice_cols);
     mrw_mat_init(view, W->dtype, W->rows, w, (const uint8_t *)W->data + off);
     view->f32_act = W->f32_act;
+    view->interleaved = W->interleaved;
     return c0;
 }
 
@@ -70,8 +72,54 @@ void mrw_mat_row_f32(const mrw_mat *W, int row, float *out) {
     for (int s = 0, n = mrw_mat_n_slices(W); s < n; s++) {
         mrw_mat v;
         const int c0 = mrw_mat_slice(W, s, &v);
-        mrw_to_f32(v.dtype, (const uint8_t *)v.data + (size_t)row * v.row_bytes, out + c0, v.cols);
+        const uint8_t *src = (const uint8_t *)v.data + (size_t)row * v.row_bytes;
+        if (!v.interleaved) {
+            mrw_to_f32(v.dtype, src, out + c0, v.cols);
+            continue;
+        }
+        for (int b = 0, nb = v.cols / MRW_QK; b < nb; b++) {
+            mrw_block_q4_0 blk;
+            mrw_q4i_block(src, nb, b, &blk);
+            mrw_dequantize_q4_0(&blk, out + c0 + (size_t)b * MRW_QK, MRW_QK);
+        }
     }
+}
+
+void mrw_mat_copy_plain(const mrw_mat *W, void *dst) {
+    for (int s = 0, n = mrw_mat_n_slices(W); s < n; s++) {
+        mrw_mat v;
+        const int c0 = mrw_mat_slice(W, s, &v);
+        const size_t skip = mrw_dtype_row_bytes(W->dtype, c0);
+        for (int r = 0; r < W->rows; r++) {
+            const uint8_t *piece = (const uint8_t *)v.data + (size_t)r * v.row_bytes;
+            uint8_t *whole = (uint8_t *)dst + (size_t)r * W->row_bytes + skip;
+            if (v.interleaved) mrw_q4_deinterleave_row(piece, (mrw_block_q4_0 *)whole, v.cols / MRW_QK);
+            else memcpy(whole, piece, v.row_bytes);
+        }
+    }
+}
+
+int mrw_mat_interleavable(const mrw_mat *W) {
+    return W->dtype == MRW_DT_Q4_0 && !W->interleaved && mrw_qx_supported(MRW_DT_Q4_0);
+}
+
+int mrw_mat_interleave(mrw_mat *W, void *dst) {
+    uint8_t *tmp = malloc(W->row_bytes);
+    if (!tmp) return -1;
+    for (int s = 0, n = mrw_mat_n_slices(W); s < n; s++) {
+        mrw_mat v;
+        mrw_mat_slice(W, s, &v);
+        const size_t off = (size_t)((const uint8_t *)v.data - (const uint8_t *)W->data);
+        for (int r = 0; r < W->rows; r++) {
+            const size_t at = off + (size_t)r * v.row_bytes;
+            memcpy(tmp, (const uint8_t *)W->data + at, v.row_bytes);
+            mrw_q4_interleave_row((const mrw_block_q4_0 *)tmp, (uint8_t *)dst + at, v.cols / MRW_QK);
+        }
+    }
+    free(tmp);
+    W->data = dst;
+    W->interleaved = 1;
+    return 0;
 }
 
 void mrw_matmul_ref(const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int accumulate) {
@@ -135,7 +183,7 @@ static int prepare_qx(const mrw_kctx *k, const mrw_mat *W, const float *X, int l
     int c = 0;
     for (int t0 = 0; t0 < T && c < QX_MAX_CHUNKS; t0 += MRW_MV_MAXT, c++) {
         int tn = T - t0 < MRW_MV_MAXT ? T - t0 : MRW_MV_MAXT;
-        mrw_qx_prepare(&qx[c], mem, W->dtype, X + (size_t)t0 * ldx, ldx, tn, W->cols);
+        mrw_qx_prepare(&qx[c], mem, W, X + (size_t)t0 * ldx, ldx, tn);
         mem += mrw_qx_bytes(MRW_MV_MAXT, W->cols);
     }
     return c;

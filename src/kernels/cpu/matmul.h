@@ -29,6 +29,9 @@ typedef struct {
      * sequential pass while its slice of the input stays in L1 (docs/PERFORMANCE.md, "Long rows"). The kernels only
      * ever see one slice (mrw_mat_slice); row_bytes stays that of a whole row. */
     int slice_cols;
+    /* q4_0 only, 1: every row (of every slice) is interleaved for the decode kernel (mrw_q4_interleave_row). Set at
+     * load when the CPU has that kernel (mrw_mat_interleave); the other kernels read such rows block by block. */
+    int interleaved;
 } mrw_mat;
 
 /* Sets row_bytes from dtype and cols (row-major); returns 0, or -1 if cols is not a whole number of blocks. */
@@ -41,8 +44,15 @@ int mrw_mat_slice(const mrw_mat *W, int s, mrw_mat *view);
 #define MRW_SLICE_INPUT_BYTES 8192
 int mrw_mat_slice_cols_for(mrw_dtype dt, int cols, int input_bytes);
 /* Copies W into `dst` (rows x row_bytes bytes) in slices of slice_cols columns (a multiple of the dtype's block), or
- * row-major with slice_cols 0, and sets *out to that matrix. One of the two layouts must be row-major. */
+ * row-major with slice_cols 0, and sets *out to that matrix. One of the two layouts must be row-major; W not interleaved. */
 void mrw_mat_copy_sliced(const mrw_mat *W, int slice_cols, void *dst, mrw_mat *out);
+/* Copies W, whatever its layout, into `dst` as plain row-major rows (rows x row_bytes bytes): what files hold. */
+void mrw_mat_copy_plain(const mrw_mat *W, void *dst);
+/* Whether mrw_mat_interleave applies to W: q4_0 and a CPU with the kernel that reads it. */
+int mrw_mat_interleavable(const mrw_mat *W);
+/* Interleaves the rows of a q4_0 matrix (plain rows, in slices or not) from W->data into `dst`, which may be
+ * W->data itself, and sets W->data and W->interleaved. Returns 0, or -1 when out of memory (W unchanged). */
+int mrw_mat_interleave(mrw_mat *W, void *dst);
 
 typedef enum {
     MRW_MM_AUTO = 0,  /* choose by T and dtype */

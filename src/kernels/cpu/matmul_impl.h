@@ -14,6 +14,7 @@ void mrw_matvec_rows(const mrw_mat *W, int r0, int r1, const float *X, int ldx, 
 typedef struct {
     int tn, K;
     mrw_dtype dtype;
+    int interleaved; /* prepared for interleaved q4_0 rows */
     uint16_t *xb;
     int8_t *xq;
     float *dx;
@@ -21,7 +22,8 @@ typedef struct {
 } mrw_qx;
 int mrw_qx_supported(mrw_dtype t); /* 0 when the CPU lacks the instructions */
 size_t mrw_qx_bytes(int tn, int K);
-void mrw_qx_prepare(mrw_qx *qx, void *mem, mrw_dtype wdt, const float *X, int ldx, int tn, int K);
+/* For the product of W (K = W->cols) with tn inputs; mem holds mrw_qx_bytes(tn, K). */
+void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int ldx, int tn);
 void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc);
 
 /* Packed GEMM, threaded inside. Returns 0, or -1 if no GEMM kernel handles this dtype / the scratch could
