@@ -67,9 +67,13 @@ static int dram_gemv(int nt, int rounds) {
             if (!all) return 1;
             mrw_mat *W = malloc(sizeof *W * n);
             for (int o = 0; o < O; o++) mrw_from_f32(dt, Wf + (size_t)o * K, all + (size_t)o * rb, K);
+            mrw_mat first; /* in decode's layout: q4_0 rows interleaved as a loaded model holds them */
+            mrw_mat_init(&first, dt, O, K, all);
+            if (mrw_mat_interleavable(&first) && mrw_mat_interleave(&first, all)) return 1;
             for (int m = 0; m < n; m++) {
                 if (m) memcpy(all + mb * m, all, mb);
-                mrw_mat_init(&W[m], dt, O, K, all + mb * m);
+                W[m] = first;
+                W[m].data = all + mb * m;
             }
             double pr[64], gv[64], ratio[64];
             for (int r = 0; r < rounds; r++) {
