@@ -184,7 +184,7 @@ static void check_slice_widths(void) {
 int main(void) {
     check_slice_widths();
     const mrw_dtype types[] = {MRW_DT_F32, MRW_DT_F16, MRW_DT_BF16, MRW_DT_Q8_0, MRW_DT_Q4_0};
-    const int shapes[][2] = {{1, 32}, {17, 64}, {33, 96}, {64, 128}, {100, 800}, {47, 544}, {32, 1056}};
+    const int shapes[][2] = {{1, 32}, {17, 64}, {33, 96}, {64, 128}, {100, 800}, {47, 544}, {32, 1056}, {20, 256}, {9, 768}};
     const int Ts[] = {1, 2, 3, 4, 5, 13, 40};
     for (int run = 0; run < 3; run++) {
         const int nth = run == 0 ? 1 : 2;

@@ -303,6 +303,27 @@ static inline __m512 q4i_group_dot(const uint8_t *g, int n, const uint8_t *gx, _
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_load_ps((const float *)(gx + 512))), acc);
 }
 
+/* A last group of exactly 8 blocks (rows of 768 columns: the 0.1B shape's), on 256-bit vectors without masks:
+ * measured 68-71 % of the read bandwidth through the masked path against 82-94 % this way (bench_matmul --dram). */
+static inline __m512 q4i_half_group_dot(const uint8_t *g, const uint8_t *gx, __m512 acc) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+    __m256i a = _mm256_load_si256((const __m256i *)(gx + 576)), b = _mm256_setzero_si256();
+    for (int s = 0; s < 4; s++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * s));
+        a = _mm256_dpbusd_epi32(a, _mm256_and_si256(w, m4), _mm256_load_si256((const __m256i *)(gx + 64 * s)));
+        b = _mm256_dpbusd_epi32(b, _mm256_and_si256(_mm256_srli_epi16(w, 4), m4),
+                                _mm256_load_si256((const __m256i *)(gx + 256 + 64 * s)));
+    }
+    const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, b)),
+                                   _mm256_mul_ps(d, _mm256_load_ps((const float *)(gx + 512))));
+    return _mm512_add_ps(acc, _mm512_zextps256_ps512(f));
+}
+
+static inline __m512 q4i_any_group_dot(const uint8_t *g, int n, const uint8_t *gx, __m512 acc) {
+    return n == MRW_Q4I_GROUP / 2 ? q4i_half_group_dot(g, gx, acc) : q4i_group_dot(g, n, gx, acc);
+}
+
 static void rows_q4i(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
     const int nb = W->cols / MRW_QK, ng = q4i_groups(W->cols), tn = qx->tn;
     const size_t GB = (size_t)MRW_Q4I_GROUP * sizeof(mrw_block_q4_0); /* bytes of a full group */
@@ -319,7 +340,7 @@ static void rows_q4i(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *
             }
             for (; g < ng; g++) {
                 const int n = nb - g * MRW_Q4I_GROUP < MRW_Q4I_GROUP ? nb - g * MRW_Q4I_GROUP : MRW_Q4I_GROUP;
-                f0 = q4i_group_dot(row + g * GB, n, xg + (size_t)g * Q4I_BYTES, f0);
+                f0 = q4i_any_group_dot(row + g * GB, n, xg + (size_t)g * Q4I_BYTES, f0);
             }
             store_y(Y + o, _mm512_reduce_add_ps(_mm512_add_ps(f0, f1)), acc);
             continue;
@@ -329,7 +350,7 @@ static void rows_q4i(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *
         for (int g = 0; g < ng; g++) {
             const int n = nb - g * MRW_Q4I_GROUP < MRW_Q4I_GROUP ? nb - g * MRW_Q4I_GROUP : MRW_Q4I_GROUP;
             for (int t = 0; t < tn; t++)
-                f[t] = q4i_group_dot(row + g * GB, n, xg + ((size_t)t * ng + g) * Q4I_BYTES, f[t]);
+                f[t] = q4i_any_group_dot(row + g * GB, n, xg + ((size_t)t * ng + g) * Q4I_BYTES, f[t]);
         }
         for (int t = 0; t < tn; t++) store_y(Y + (size_t)t * ldy + o, _mm512_reduce_add_ps(f[t]), acc);
     }
