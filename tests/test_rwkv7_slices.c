@@ -1,8 +1,8 @@
 /* Decode's layout of the big matrices (src/models/rwkv7_slices.c): long rows held in column slices
  * (mrw_mat.slice_cols) and q4_0 rows interleaved (mrw_mat.interleaved, where the CPU has the kernel). Random and
  * loaded models take it by default and not with mrw_load_params.file_layout; the logits do not depend on the layout
- * beyond fp32 summation order (sequence and RNN mode, fast and exact contexts, f16 / f32 / q4_0, also with every
- * matrix sliced narrowly, which leaves interleaved q4_0 rows of one block); files written from a model in decode's
+ * beyond fp32 summation order (sequence and RNN mode, fast and exact contexts, f16 / f32 / q4_0 / q8_0, also with
+ * every matrix sliced narrowly, which leaves interleaved q4_0 rows of one block); files written from a model in decode's
  * layout are byte for byte those of the row-major one. */
 #include <math.h>
 #include <stdint.h>
@@ -12,6 +12,7 @@
 
 #include "formats/tensorfile.h"
 #include "kernels/cpu/matmul_impl.h"
+#include "tensor/dtype.h"
 #include "models/rwkv7.h"
 #include "test.h"
 
@@ -72,7 +73,7 @@ static void run(mrw_dtype dt, int default_slice) {
            m0->layers[1].ffn_value.slice_cols, default_slice);
 
     /* quantized weights are written as GGUF only */
-    const int quant = dt == MRW_DT_Q4_0;
+    const int quant = mrw_dtype_is_quant(dt);
     const char *ext = quant ? ".gguf" : ".safetensors";
     const mrw_file_type ft = quant ? MRW_FILE_GGUF : MRW_FILE_SAFETENSORS;
     char p0[64], p1[64], p2[] = "/tmp/mrw_slices_c_XXXXXX.gguf", p3[] = "/tmp/mrw_slices_d_XXXXXX.gguf";
@@ -94,7 +95,7 @@ static void run(mrw_dtype dt, int default_slice) {
            "%s loaded: %d / %d", mrw_dtype_name(dt), sliced->layers[0].ffn_value.slice_cols,
            rows->layers[0].ffn_value.slice_cols);
     CHECK(sliced->info.weight_bytes == rows->info.weight_bytes && sliced->info.decode_bytes == rows->info.decode_bytes);
-    const int inter = quant && mrw_qx_supported(MRW_DT_Q4_0); /* q4_0 rows interleaved by default */
+    const int inter = dt == MRW_DT_Q4_0 && mrw_qx_supported(dt); /* q4_0 rows interleaved by default */
     CHECKF(sliced->head.interleaved == inter && sliced->layers[1].ffn_value.interleaved == inter &&
                m0->layers[0].Wr.interleaved == inter && !rows->head.interleaved && !sliced->emb.interleaved,
            "%s interleaved: loaded %d, random %d, file layout %d, want %d", mrw_dtype_name(dt), sliced->head.interleaved,
@@ -116,7 +117,8 @@ static void run(mrw_dtype dt, int default_slice) {
     mrw_model *narrow = NULL;
     CHECK_OK(mrw_model_load(p0, &lp, &narrow, &err), &err);
     if (!narrow) return;
-    CHECK_OK(mrw_rwkv7_decode_layout(narrow, quant ? 64 : 128, &err), &err);
+    /* input bytes per element as the slicing counts them: 4 for f16/f32, 2 for q4_0, 1 for q8_0 */
+    CHECK_OK(mrw_rwkv7_decode_layout(narrow, dt == MRW_DT_Q8_0 ? 32 : quant ? 64 : 128, &err), &err);
     CHECKF(narrow->head.slice_cols == 32 && narrow->layers[1].Wo.slice_cols == 32 &&
                narrow->layers[1].ffn_value.slice_cols == 32 && narrow->layers[1].Wo.interleaved == inter,
            "%s narrow slices: head %d, Wo %d, interleaved %d", mrw_dtype_name(dt), narrow->head.slice_cols,
@@ -136,5 +138,6 @@ int main(void) {
     run(MRW_DT_F16, 1152);
     run(MRW_DT_F32, 1152);
     run(MRW_DT_Q4_0, 0); /* 2304 q4_0 inputs take 4.5 KiB: whole rows by default */
+    run(MRW_DT_Q8_0, 0);
     TEST_MAIN_END();
 }
