@@ -197,26 +197,36 @@ static inline __m512 q4_group_dot(const q4_group *q, const uint8_t *gx, __m512 a
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(q->d, _mm512_load_ps((const float *)(gx + 128))), acc);
 }
 
-static void prepare_q4(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K) {
-    const int nb = K / MRW_QK, ng = q4_groups(K);
+/* The 8-bit inputs of the q4_0 kernels, tn rows of ng groups of `gbytes` bytes per `gblocks` blocks: each block
+ * quantized as the GEMM does, then placed in its group (block j of the group) by `place`. */
+typedef void (*q4_place_fn)(uint8_t *gx, int j, const int8_t *q, float d, int32_t sum);
+static void prepare_groups(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K, int gblocks, size_t gbytes,
+                           q4_place_fn place) {
+    const int nb = K / MRW_QK, ng = (nb + gblocks - 1) / gblocks;
     qx->xq = (int8_t *)p;
     qx->dx = NULL;
     qx->corr = NULL;
-    memset(p, 0, (size_t)tn * ng * Q4G_BYTES);
+    memset(p, 0, (size_t)tn * ng * gbytes);
     for (int t = 0; t < tn; t++) {
         const float *x = X + (size_t)t * ldx;
         for (int b = 0; b < nb; b++) {
-            uint8_t *gx = p + ((size_t)t * ng + b / 4) * Q4G_BYTES;
-            const int j = b % 4;
             int8_t q[32];
             int32_t s;
             const float d = quant_block(x + (size_t)b * MRW_QK, q, &s);
-            memcpy(gx + 16 * j, q, 16);
-            memcpy(gx + 64 + 16 * j, q + 16, 16);
-            for (int l = 0; l < 4; l++) ((float *)(gx + 128))[4 * j + l] = d;
-            ((int32_t *)(gx + 192))[4 * j] = -8 * s;
+            place(p + ((size_t)t * ng + b / gblocks) * gbytes, b % gblocks, q, d, s);
         }
     }
+}
+
+/* Plain rows: [x lo 64 bytes][x hi 64][scales 16 floats][corr 16 ints] per four blocks (q4_group_dot). */
+static void place_q4(uint8_t *gx, int j, const int8_t *q, float d, int32_t s) {
+    memcpy(gx + 16 * j, q, 16);
+    memcpy(gx + 64 + 16 * j, q + 16, 16);
+    for (int l = 0; l < 4; l++) ((float *)(gx + 128))[4 * j + l] = d;
+    ((int32_t *)(gx + 192))[4 * j] = -8 * s;
+}
+static void prepare_q4(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K) {
+    prepare_groups(qx, p, X, ldx, tn, K, 4, Q4G_BYTES, place_q4);
 }
 
 static void rows_q4(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
@@ -252,28 +262,16 @@ static void rows_q4(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y
 /* Interleaved rows. Input layout per group of 16 blocks (block j of the group in lane j, as in the weights):
  * [x elements 4s..4s+3 of each block, s = 0..3: 256 bytes][elements 16+4s..16+4s+3: 256][dx: 16 floats][-8·Σx_q: 16
  * ints]. Lanes of a partial group's missing blocks are zero. */
-static void q4i_prepare(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K) {
-    const int nb = K / MRW_QK, ng = q4i_groups(K);
-    qx->xq = (int8_t *)p;
-    qx->dx = NULL;
-    qx->corr = NULL;
-    memset(p, 0, (size_t)tn * ng * Q4I_BYTES);
-    for (int t = 0; t < tn; t++) {
-        const float *x = X + (size_t)t * ldx;
-        for (int b = 0; b < nb; b++) {
-            uint8_t *gx = p + ((size_t)t * ng + b / MRW_Q4I_GROUP) * Q4I_BYTES;
-            const int j = b % MRW_Q4I_GROUP;
-            int8_t q[32];
-            int32_t s;
-            const float d = quant_block(x + (size_t)b * MRW_QK, q, &s);
-            for (int st = 0; st < 4; st++) {
-                memcpy(gx + 64 * st + 4 * j, q + 4 * st, 4);
-                memcpy(gx + 256 + 64 * st + 4 * j, q + 16 + 4 * st, 4);
-            }
-            ((float *)(gx + 512))[j] = d;
-            ((int32_t *)(gx + 576))[j] = -8 * s;
-        }
+static void place_q4i(uint8_t *gx, int j, const int8_t *q, float d, int32_t s) {
+    for (int st = 0; st < 4; st++) {
+        memcpy(gx + 64 * st + 4 * j, q + 4 * st, 4);
+        memcpy(gx + 256 + 64 * st + 4 * j, q + 16 + 4 * st, 4);
     }
+    ((float *)(gx + 512))[j] = d;
+    ((int32_t *)(gx + 576))[j] = -8 * s;
+}
+static void q4i_prepare(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K) {
+    prepare_groups(qx, p, X, ldx, tn, K, MRW_Q4I_GROUP, Q4I_BYTES, place_q4i);
 }
 
 /* One group of n blocks (a row's last group may have n < 16: masked loads, never past the row) against one input's
