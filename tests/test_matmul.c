@@ -216,6 +216,9 @@ int main(void) {
         }
         /* a large K that spans several K blocks of every kernel */
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) check_case(&kc, types[ti], 40, 2048 + 64, 25, MRW_MM_GEMM, 1);
+        /* rows of 259 blocks: the exact kernel reads interleaved q4_0 rows in pieces of 256 blocks */
+        check_case(&kc, MRW_DT_Q4_0, 8, 8192 + 96, 3, MRW_MM_MATVEC, 0);
+        check_case(&kc, MRW_DT_Q4_0, 8, 8192 + 96, 1, MRW_MM_MATVEC, 1);
         mrw_kctx_free(&kc);
     }
     TEST_MAIN_END();

@@ -172,8 +172,25 @@ void mrw_q4_interleave_row(const mrw_block_q4_0 *src, uint8_t *dst, int nb) {
     }
 }
 
+/* One group of n blocks back to plain blocks; the full group's constant offsets let the copies unroll into moves
+ * (the `--exact` decode kernel reads interleaved rows this way: per-block gathers made it 2.4x slower). */
+static inline void q4i_group_to_blocks(const uint8_t *g, int n, mrw_block_q4_0 *dst) {
+    for (int j = 0; j < n; j++) {
+        memcpy(&dst[j].d, g + 2 * j, 2);
+        for (int s = 0; s < 4; s++) memcpy(dst[j].qs + 4 * s, g + 2 * n + 4 * n * s + 4 * j, 4);
+    }
+}
+
+void mrw_q4_deinterleave_blocks(const uint8_t *row, int nb, int b0, int n, mrw_block_q4_0 *dst) {
+    for (int g0 = b0; g0 < b0 + n; g0 += MRW_Q4I_GROUP) {
+        const uint8_t *g = row + (size_t)g0 * sizeof(mrw_block_q4_0);
+        if (nb - g0 >= MRW_Q4I_GROUP) q4i_group_to_blocks(g, MRW_Q4I_GROUP, dst + (g0 - b0));
+        else q4i_group_to_blocks(g, nb - g0, dst + (g0 - b0));
+    }
+}
+
 void mrw_q4_deinterleave_row(const uint8_t *src, mrw_block_q4_0 *dst, int nb) {
-    for (int i = 0; i < nb; i++) mrw_q4i_block(src, nb, i, dst + i);
+    mrw_q4_deinterleave_blocks(src, nb, 0, nb, dst);
 }
 
 void mrw_to_f32(mrw_dtype t, const void *src, float *dst, int64_t n) {

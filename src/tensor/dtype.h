@@ -67,6 +67,9 @@ void mrw_dequantize_q4_0(const mrw_block_q4_0 *x, float *y, int64_t n);
 #define MRW_Q4I_GROUP 16
 void mrw_q4_interleave_row(const mrw_block_q4_0 *src, uint8_t *dst, int nb);
 void mrw_q4_deinterleave_row(const uint8_t *src, mrw_block_q4_0 *dst, int nb);
+/* Blocks [b0, b0 + n) of an interleaved row of nb blocks in the plain layout; b0 a multiple of MRW_Q4I_GROUP and
+ * b0 + n either one too or nb. */
+void mrw_q4_deinterleave_blocks(const uint8_t *row, int nb, int b0, int n, mrw_block_q4_0 *dst);
 /* Block i of an interleaved row of nb blocks, in the plain layout. */
 void mrw_q4i_block(const uint8_t *row, int nb, int i, mrw_block_q4_0 *out);
 

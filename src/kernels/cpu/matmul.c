@@ -77,10 +77,12 @@ void mrw_mat_row_f32(const mrw_mat *W, int row, float *out) {
             mrw_to_f32(v.dtype, src, out + c0, v.cols);
             continue;
         }
-        for (int b = 0, nb = v.cols / MRW_QK; b < nb; b++) {
-            mrw_block_q4_0 blk;
-            mrw_q4i_block(src, nb, b, &blk);
-            mrw_dequantize_q4_0(&blk, out + c0 + (size_t)b * MRW_QK, MRW_QK);
+        enum { PIECE = 256 }; /* blocks, whole groups */
+        mrw_block_q4_0 blk[PIECE];
+        for (int b0 = 0, nb = v.cols / MRW_QK; b0 < nb; b0 += PIECE) {
+            const int n = nb - b0 < PIECE ? nb - b0 : PIECE;
+            mrw_q4_deinterleave_blocks(src, nb, b0, n, blk);
+            mrw_dequantize_q4_0(blk, out + c0 + (size_t)b0 * MRW_QK, (int64_t)n * MRW_QK);
         }
     }
 }

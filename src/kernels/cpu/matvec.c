@@ -166,7 +166,8 @@ MV_QUANT_KERNEL(matvec_q8_0, mrw_block_q8_0, q8_block)
 MV_QUANT_KERNEL(matvec_q4_0, mrw_block_q4_0, q4_block)
 #endif
 
-/* Interleaved q4_0 rows (made for the 8-bit-activation kernel) back in plain blocks, 256 at a time on the stack. */
+/* Interleaved q4_0 rows (made for the 8-bit-activation kernel) back in plain blocks, 256 at a time on the stack
+ * (PIECE is a multiple of MRW_Q4I_GROUP, so pieces hold whole groups). */
 static void matvec_q4_interleaved(const mrw_mat *W, int r0, int r1, const float *X, int ldx, float *Y, int ldy, int tn,
                                   int acc) {
     enum { PIECE = 256 };
@@ -176,7 +177,7 @@ static void matvec_q4_interleaved(const mrw_mat *W, int r0, int r1, const float 
         const uint8_t *row = (const uint8_t *)W->data + (size_t)o * W->row_bytes;
         for (int b0 = 0; b0 < nb; b0 += PIECE) {
             const int n = nb - b0 < PIECE ? nb - b0 : PIECE;
-            for (int b = 0; b < n; b++) mrw_q4i_block(row, nb, b0 + b, &buf[b]);
+            mrw_q4_deinterleave_blocks(row, nb, b0, n, buf);
             mrw_mat piece;
             mrw_mat_init(&piece, MRW_DT_Q4_0, 1, n * MRW_QK, buf);
             mrw_matvec_rows(&piece, 0, 1, X + (size_t)b0 * MRW_QK, ldx, Y + o, ldy, tn, acc || b0 > 0);
