@@ -181,11 +181,12 @@ static void matvec_rows(const mrw_mat *W, const mrw_qx *qx, int r0, int r1, cons
  * inputs); returns the number of chunks prepared into qx[], or 0 when the f32 kernels are to be used. */
 #define QX_MAX_CHUNKS 4
 static int prepare_qx(const mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, int T, uint8_t *mem, mrw_qx *qx) {
-    if (k->exact || W->f32_act || !mrw_qx_supported(W->dtype) || W->cols % MRW_QK || !mem) return 0;
+    if (W->f32_act || !mrw_qx_supported(W->dtype) || W->cols % MRW_QK || !mem) return 0;
+    if (k->exact && !mrw_qx_exact_supported(W)) return 0;
     int c = 0;
     for (int t0 = 0; t0 < T && c < QX_MAX_CHUNKS; t0 += MRW_MV_MAXT, c++) {
         int tn = T - t0 < MRW_MV_MAXT ? T - t0 : MRW_MV_MAXT;
-        mrw_qx_prepare(&qx[c], mem, W, X + (size_t)t0 * ldx, ldx, tn);
+        mrw_qx_prepare(&qx[c], mem, W, X + (size_t)t0 * ldx, ldx, tn, k->exact);
         mem += mrw_qx_bytes(MRW_MV_MAXT, W->cols);
     }
     return c;

@@ -15,6 +15,7 @@ typedef struct {
     int tn, K;
     mrw_dtype dtype;
     int interleaved; /* prepared for interleaved q4_0 rows */
+    int f32x;        /* exact: f32 inputs in the interleaved lane order (q4i_prepare_f32) instead of 8-bit ones */
     uint16_t *xb;
     int8_t *xq;
     float *dx;
@@ -22,8 +23,10 @@ typedef struct {
 } mrw_qx;
 int mrw_qx_supported(mrw_dtype t); /* 0 when the CPU lacks the instructions */
 size_t mrw_qx_bytes(int tn, int K);
-/* For the product of W (K = W->cols) with tn inputs; mem holds mrw_qx_bytes(tn, K). */
-void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int ldx, int tn);
+/* For the product of W (K = W->cols) with tn inputs; mem holds mrw_qx_bytes(tn, K). exact: only for interleaved q4_0
+ * rows, whose exact kernel takes the f32 inputs reordered (mrw_qx_exact_supported). */
+void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int ldx, int tn, int exact);
+int mrw_qx_exact_supported(const mrw_mat *W);
 void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc);
 
 /* Packed GEMM, threaded inside. Returns 0, or -1 if no GEMM kernel handles this dtype / the scratch could

@@ -40,8 +40,10 @@ static inline void store_y(float *y, float v, int acc) { *y = acc ? *y + v : v; 
 #define Q4G_BYTES 256
 static int q4_groups(int K) { return (K / MRW_QK + 3) / 4; }
 
-/* Interleaved q4_0 inputs: per input, groups of MRW_Q4I_GROUP blocks of Q4I_BYTES (q4i_prepare). */
+/* Interleaved q4_0 inputs: per input, groups of MRW_Q4I_GROUP blocks of Q4I_BYTES (q4i_prepare), or of Q4IX_BYTES of
+ * f32 inputs for the exact kernel (q4i_prepare_f32). */
 #define Q4I_BYTES 640
+#define Q4IX_BYTES (MRW_Q4I_GROUP * MRW_QK * 4)
 static int q4i_groups(int K) { return (K / MRW_QK + MRW_Q4I_GROUP - 1) / MRW_Q4I_GROUP; }
 
 size_t mrw_qx_bytes(int tn, int K) {
@@ -52,6 +54,7 @@ size_t mrw_qx_bytes(int tn, int K) {
     const size_t q4 = (size_t)q4_groups(K) * Q4G_BYTES, q4i = (size_t)q4i_groups(K) * Q4I_BYTES;
     if (q4 > per) per = q4;
     if (q4i > per) per = q4i;
+    if ((size_t)q4i_groups(K) * Q4IX_BYTES > per) per = (size_t)q4i_groups(K) * Q4IX_BYTES;
     return (size_t)tn * per + 64;
 }
 
@@ -117,15 +120,23 @@ static float quant_block(const float *x, int8_t *q, int32_t *sum) {
 
 static void prepare_q4(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K);
 static void q4i_prepare(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K);
+static void q4i_prepare_f32(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K);
 
-void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int ldx, int tn) {
+int mrw_qx_exact_supported(const mrw_mat *W) { return W->dtype == MRW_DT_Q4_0 && W->interleaved; }
+
+void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int ldx, int tn, int exact) {
     const mrw_dtype wdt = W->dtype;
     const int K = W->cols, nb = K / MRW_QK, np = (nb + 1) / 2;
     qx->tn = tn;
     qx->K = K;
     qx->dtype = wdt;
     qx->interleaved = W->interleaved;
+    qx->f32x = 0;
     uint8_t *p = (uint8_t *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    if (exact) {
+        q4i_prepare_f32(qx, p, X, ldx, tn, K);
+        return;
+    }
 #ifdef MRW_BF16ACT
     if (wdt == MRW_DT_BF16) {
         prepare_bf16(qx, p, X, ldx, tn, K);
@@ -274,6 +285,72 @@ static void q4i_prepare(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn,
     prepare_groups(qx, p, X, ldx, tn, K, MRW_Q4I_GROUP, Q4I_BYTES, place_q4i);
 }
 
+/* The exact (f32-activation) kernel on interleaved rows, without turning them back into blocks. The inputs are
+ * reordered once per call to the weights' lane order: per group, for step s and chunk c (blocks 4c..4c+3, bytes
+ * 16c..16c+15 of the step), 16 floats of the low-nibble elements then 16 of the high ones, lane l standing for block
+ * 4c + l/4, element 4s + l%4 (+16). Lanes of missing blocks are zero. */
+static void q4i_prepare_f32(mrw_qx *qx, uint8_t *p, const float *X, int ldx, int tn, int K) {
+    const int nb = K / MRW_QK, ng = q4i_groups(K);
+    float *xp = (float *)p;
+    qx->xq = (int8_t *)p;
+    qx->dx = NULL;
+    qx->corr = NULL;
+    qx->f32x = 1;
+    memset(p, 0, (size_t)tn * ng * Q4IX_BYTES);
+    for (int t = 0; t < tn; t++)
+        for (int b = 0; b < nb; b++) {
+            const float *x = X + (size_t)t * ldx + (size_t)b * MRW_QK;
+            const int j = b % MRW_Q4I_GROUP, c = j / 4, l0 = (j % 4) * 4;
+            float *gx = xp + ((size_t)t * ng + b / MRW_Q4I_GROUP) * (Q4IX_BYTES / 4);
+            for (int s = 0; s < 4; s++)
+                for (int e = 0; e < 4; e++) {
+                    gx[(s * 4 + c) * 32 + l0 + e] = x[4 * s + e];
+                    gx[(s * 4 + c) * 32 + 16 + l0 + e] = x[16 + 4 * s + e];
+                }
+        }
+}
+
+/* Per chunk c, the products of its 4 blocks summed unscaled over the 32 elements, then scaled by their blocks' d (as
+ * the plain exact kernel scales each block's sum); vpermps with a 16-entry table turns a nibble into q - 8. */
+static void rows_q4i_f32(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
+    const int nb = W->cols / MRW_QK, ng = q4i_groups(W->cols), tn = qx->tn;
+    const size_t GB = (size_t)MRW_Q4I_GROUP * sizeof(mrw_block_q4_0);
+    const float *xp = (const float *)qx->xq;
+    const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    for (int o = r0; o < r1; o++) {
+        const uint8_t *row = (const uint8_t *)W->data + (size_t)o * W->row_bytes;
+        __m512 f[MRW_MV_MAXT];
+        for (int t = 0; t < MRW_MV_MAXT; t++) f[t] = _mm512_setzero_ps();
+        for (int g = 0; g < ng; g++) {
+            const int n = nb - g * MRW_Q4I_GROUP < MRW_Q4I_GROUP ? nb - g * MRW_Q4I_GROUP : MRW_Q4I_GROUP;
+            const uint8_t *gp = row + g * GB, *q = gp + 2 * n;
+            const __m512 d = _mm512_cvtph_ps(n == MRW_Q4I_GROUP ? _mm256_loadu_si256((const __m256i *)gp)
+                                                                : _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), gp));
+            for (int c = 0; 4 * c < n; c++) {
+                const int bytes = 4 * n - 16 * c < 16 ? 4 * n - 16 * c : 16;
+                const __mmask16 m = (__mmask16)(bytes == 16 ? 0xffff : (1u << bytes) - 1);
+                __m512 a[MRW_MV_MAXT];
+                for (int t = 0; t < tn; t++) a[t] = _mm512_setzero_ps();
+                for (int s = 0; s < 4; s++) {
+                    const uint8_t *qb = q + 4 * n * s + 16 * c;
+                    const __m512i qi = _mm512_cvtepu8_epi32(bytes == 16 ? _mm_loadu_si128((const __m128i *)qb)
+                                                                        : _mm_maskz_loadu_epi8(m, qb));
+                    const __m512 lo = _mm512_permutexvar_ps(qi, table), hi = _mm512_permutexvar_ps(_mm512_srli_epi32(qi, 4), table);
+                    for (int t = 0; t < tn; t++) {
+                        const float *xg = xp + ((size_t)t * ng + g) * (Q4IX_BYTES / 4) + (s * 4 + c) * 32;
+                        a[t] = _mm512_fmadd_ps(hi, _mm512_load_ps(xg + 16), _mm512_fmadd_ps(lo, _mm512_load_ps(xg), a[t]));
+                    }
+                }
+                const __m512i idx = _mm512_set_epi32(4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 2, 4 * c + 2, 4 * c + 2,
+                                                     4 * c + 2, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c, 4 * c, 4 * c, 4 * c);
+                const __m512 dc = _mm512_permutexvar_ps(idx, d);
+                for (int t = 0; t < tn; t++) f[t] = _mm512_fmadd_ps(a[t], dc, f[t]);
+            }
+        }
+        for (int t = 0; t < tn; t++) store_y(Y + (size_t)t * ldy + o, _mm512_reduce_add_ps(f[t]), acc);
+    }
+}
+
 /* One group of n blocks (a row's last group may have n < 16: masked loads, never past the row) against one input's
  * prepared group gx. Two integer chains per nibble half keep the vpdpbusd latency off the critical path. */
 static inline __m512 q4i_group_dot(const uint8_t *g, int n, const uint8_t *gx, __m512 acc) {
@@ -401,7 +478,8 @@ void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, floa
         return;
     }
 #endif
-    if (W->dtype == MRW_DT_Q4_0 && qx->interleaved) rows_q4i(W, r0, r1, qx, Y, ldy, acc);
+    if (qx->f32x) rows_q4i_f32(W, r0, r1, qx, Y, ldy, acc);
+    else if (W->dtype == MRW_DT_Q4_0 && qx->interleaved) rows_q4i(W, r0, r1, qx, Y, ldy, acc);
     else if (W->dtype == MRW_DT_Q4_0) rows_q4(W, r0, r1, qx, Y, ldy, acc);
     else rows_q8(W, r0, r1, qx, Y, ldy, acc);
 }
@@ -409,9 +487,10 @@ void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, floa
 #else
 
 size_t mrw_qx_bytes(int tn, int K) { (void)tn; (void)K; return 0; }
-void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int ldx, int tn) {
-    (void)qx; (void)mem; (void)W; (void)X; (void)ldx; (void)tn;
+void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int ldx, int tn, int exact) {
+    (void)qx; (void)mem; (void)W; (void)X; (void)ldx; (void)tn; (void)exact;
 }
+int mrw_qx_exact_supported(const mrw_mat *W) { (void)W; return 0; }
 int mrw_qx_supported(mrw_dtype t) { (void)t; return 0; }
 void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *Y, int ldy, int acc) {
     (void)W; (void)r0; (void)r1; (void)qx; (void)Y; (void)ldy; (void)acc;
