@@ -317,6 +317,7 @@ static void rows_q4i_f32(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, flo
     const size_t GB = (size_t)MRW_Q4I_GROUP * sizeof(mrw_block_q4_0);
     const float *xp = (const float *)qx->xq;
     const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3); /* + 4c: chunk c's scales */
     for (int o = r0; o < r1; o++) {
         const uint8_t *row = (const uint8_t *)W->data + (size_t)o * W->row_bytes;
         __m512 f[MRW_MV_MAXT];
@@ -329,21 +330,25 @@ static void rows_q4i_f32(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, flo
             for (int c = 0; 4 * c < n; c++) {
                 const int bytes = 4 * n - 16 * c < 16 ? 4 * n - 16 * c : 16;
                 const __mmask16 m = (__mmask16)(bytes == 16 ? 0xffff : (1u << bytes) - 1);
-                __m512 a[MRW_MV_MAXT];
+                __m512 a[MRW_MV_MAXT], a0 = _mm512_setzero_ps(); /* a0: one input, kept in a register */
                 for (int t = 0; t < tn; t++) a[t] = _mm512_setzero_ps();
                 for (int s = 0; s < 4; s++) {
                     const uint8_t *qb = q + 4 * n * s + 16 * c;
                     const __m512i qi = _mm512_cvtepu8_epi32(bytes == 16 ? _mm_loadu_si128((const __m128i *)qb)
                                                                         : _mm_maskz_loadu_epi8(m, qb));
                     const __m512 lo = _mm512_permutexvar_ps(qi, table), hi = _mm512_permutexvar_ps(_mm512_srli_epi32(qi, 4), table);
+                    const float *x0 = xp + (size_t)g * (Q4IX_BYTES / 4) + (s * 4 + c) * 32;
+                    if (tn == 1) {
+                        a0 = _mm512_fmadd_ps(hi, _mm512_load_ps(x0 + 16), _mm512_fmadd_ps(lo, _mm512_load_ps(x0), a0));
+                        continue;
+                    }
                     for (int t = 0; t < tn; t++) {
-                        const float *xg = xp + ((size_t)t * ng + g) * (Q4IX_BYTES / 4) + (s * 4 + c) * 32;
+                        const float *xg = x0 + (size_t)t * ng * (Q4IX_BYTES / 4);
                         a[t] = _mm512_fmadd_ps(hi, _mm512_load_ps(xg + 16), _mm512_fmadd_ps(lo, _mm512_load_ps(xg), a[t]));
                     }
                 }
-                const __m512i idx = _mm512_set_epi32(4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 2, 4 * c + 2, 4 * c + 2,
-                                                     4 * c + 2, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c, 4 * c, 4 * c, 4 * c);
-                const __m512 dc = _mm512_permutexvar_ps(idx, d);
+                if (tn == 1) a[0] = a0;
+                const __m512 dc = _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(4 * c)), d);
                 for (int t = 0; t < tn; t++) f[t] = _mm512_fmadd_ps(a[t], dc, f[t]);
             }
         }
