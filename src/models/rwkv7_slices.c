@@ -13,14 +13,19 @@
 #include "base/error.h"
 #include "models/rwkv7.h"
 
-/* Frees p if the model owns it (a buffer of a matrix that was replaced); mapped file data is not owned. */
-static void release(mrw_model *m, const void *p) {
+/* The index of p among the model's own buffers, or -1 (mapped file data is not owned). */
+static int owned_index(const mrw_model *m, const void *p) {
     for (int i = 0; i < m->n_owned; i++)
-        if (m->owned[i] == p) {
-            free(m->owned[i]);
-            m->owned[i] = m->owned[--m->n_owned];
-            return;
-        }
+        if (m->owned[i] == p) return i;
+    return -1;
+}
+
+/* Frees p if the model owns it (a buffer of a matrix that was replaced). */
+static void release(mrw_model *m, const void *p) {
+    const int i = owned_index(m, p);
+    if (i < 0) return;
+    free(m->owned[i]);
+    m->owned[i] = m->owned[--m->n_owned];
 }
 
 static mrw_status slice(mrw_model *m, mrw_mat *w, int input_bytes, mrw_error *err) {
@@ -38,10 +43,9 @@ static mrw_status slice(mrw_model *m, mrw_mat *w, int input_bytes, mrw_error *er
 static mrw_status interleave(mrw_model *m, mrw_mat *w, int input_bytes, mrw_error *err) {
     (void)input_bytes;
     if (!mrw_mat_interleavable(w) || !w->data) return MRW_OK;
-    void *dst = NULL;
-    for (int i = 0; i < m->n_owned && !dst; i++)
-        if (m->owned[i] == w->data) dst = m->owned[i];
-    if (!dst && !(dst = mrw_model_own(m, mrw_alloc_big((size_t)w->rows * w->row_bytes))))
+    const int i = owned_index(m, w->data);
+    void *dst = i >= 0 ? m->owned[i] : mrw_model_own(m, mrw_alloc_big((size_t)w->rows * w->row_bytes));
+    if (!dst)
         return mrw_err(err, MRW_E_NOMEM, "out of memory re-laying out a %d x %d matrix", w->rows, w->cols);
     if (mrw_mat_interleave(w, dst)) return mrw_err(err, MRW_E_NOMEM, "out of memory interleaving a q4_0 row");
     return MRW_OK;

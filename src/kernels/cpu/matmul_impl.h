@@ -14,7 +14,6 @@ void mrw_matvec_rows(const mrw_mat *W, int r0, int r1, const float *X, int ldx, 
 typedef struct {
     int tn, K;
     mrw_dtype dtype;
-    int interleaved; /* prepared for interleaved q4_0 rows */
     int f32x;        /* exact: f32 inputs in the interleaved lane order (q4i_prepare_f32) instead of 8-bit ones */
     uint16_t *xb;
     int8_t *xq;

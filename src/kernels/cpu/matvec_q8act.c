@@ -1,6 +1,6 @@
-/* Matrix-vector kernels with prepared low-precision activations (the fast decode path; `exact` contexts use
- * the f32-activation kernels in matvec.c instead): q8_0 / q4_0 weights with 8-bit activations, and bf16
- * weights with bf16 activations.
+/* Matrix-vector kernels with prepared activations: the fast decode path (q8_0 / q4_0 weights with 8-bit
+ * activations, bf16 weights with bf16 activations), and for interleaved q4_0 rows also the `exact` one (f32
+ * activations reordered to the rows' lane order, rows_q4i_f32; other `exact` products use matvec.c).
  *
  * bf16: the inputs are rounded to bf16 (nearest even) exactly as the bf16 GEMM packs them, so decode and
  * prefill see the same activations, and each 32 weights take one vdpbf16ps. With f32 activations the
@@ -9,7 +9,7 @@
  *
  * The input rows are quantized once per call per 32-element block exactly as the int8 GEMM does
  * (d = amax/127, q = round-half-away(x/d)), so decode and prefill see the same activations. Products use
- * vpdpbusd (u8 x s8 -> s32) on 256-bit vectors, which Zen 4 runs single-pumped:
+ * vpdpbusd (u8 x s8 -> s32):
  *   q4_0: the weights' nibbles q in [0,15] are the unsigned operand, the activations the signed one; the "-8"
  *         of q4_0 becomes -8·Σx_q, which starts the integer accumulator.
  *         Interleaved rows (mrw_mat.interleaved, how a loaded model holds q4_0): sixteen blocks per step, block j
@@ -20,7 +20,8 @@
  *         Plain rows: four blocks per 512-bit step, x stored per group of four blocks (see q4_group) to match
  *         the nibble layout, with each block's scale in the four lanes that sum its products, gathered with one
  *         vpermw.
- *   q8_0: one block per vector with the abs/sign trick (|w| unsigned, x·sign(w) signed).
+ *   q8_0: one block per 256-bit vector (which Zen 4 runs single-pumped) with the abs/sign trick (|w| unsigned,
+ *         x·sign(w) signed).
  * The float accumulator takes one FMA per block (pair) with the product of the two scales. */
 #include <string.h>
 
@@ -130,7 +131,6 @@ void mrw_qx_prepare(mrw_qx *qx, void *mem, const mrw_mat *W, const float *X, int
     qx->tn = tn;
     qx->K = K;
     qx->dtype = wdt;
-    qx->interleaved = W->interleaved;
     qx->f32x = 0;
     uint8_t *p = (uint8_t *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
     if (exact) {
@@ -484,7 +484,7 @@ void mrw_matvec_qx_rows(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, floa
     }
 #endif
     if (qx->f32x) rows_q4i_f32(W, r0, r1, qx, Y, ldy, acc);
-    else if (W->dtype == MRW_DT_Q4_0 && qx->interleaved) rows_q4i(W, r0, r1, qx, Y, ldy, acc);
+    else if (W->interleaved) rows_q4i(W, r0, r1, qx, Y, ldy, acc);
     else if (W->dtype == MRW_DT_Q4_0) rows_q4(W, r0, r1, qx, Y, ldy, acc);
     else rows_q8(W, r0, r1, qx, Y, ldy, acc);
 }
