@@ -167,6 +167,45 @@ static void check_batch_sliced(mrw_kctx *kc, mrw_dtype dt) {
     free(X);
 }
 
+/* A batch large enough to be split between threads: jobs of different dtypes, row counts (not multiples of 16,
+ * one of 3 rows) and widths, as the layer's projections and LoRAs are; cut into pieces of equal bytes that span
+ * jobs. Every output as from mrw_matmul on its own, to fp32 summation order. */
+static void check_batch_pieces(mrw_kctx *kc, int T) {
+    enum { NJ = 6 };
+    const struct { mrw_dtype dt; int O, K; } J[NJ] = {{MRW_DT_Q4_0, 200, 256}, {MRW_DT_F32, 3, 512},
+                                                      {MRW_DT_Q8_0, 131, 256}, {MRW_DT_F32, 517, 64},
+                                                      {MRW_DT_BF16, 90, 96}, {MRW_DT_Q4_0, 77, 512}};
+    const int KX = 512;
+    uint8_t *d[NJ];
+    mrw_mat W[NJ];
+    mrw_mm_job jobs[NJ];
+    float *X = malloc((size_t)T * KX * sizeof *X), *Y[NJ], *R[NJ];
+    for (int i = 0; i < T * KX; i++) X[i] = frand();
+    for (int j = 0; j < NJ; j++) {
+        const size_t rb = mrw_dtype_row_bytes(J[j].dt, J[j].K);
+        d[j] = malloc((size_t)J[j].O * rb);
+        float row[KX];
+        for (int o = 0; o < J[j].O; o++) {
+            for (int k = 0; k < J[j].K; k++) row[k] = frand();
+            mrw_from_f32(J[j].dt, row, d[j] + (size_t)o * rb, J[j].K);
+        }
+        mrw_mat_init(&W[j], J[j].dt, J[j].O, J[j].K, d[j]);
+        W[j].f32_act = J[j].dt == MRW_DT_BF16; /* as the LoRAs of a bf16 model */
+        Y[j] = malloc((size_t)T * J[j].O * sizeof(float));
+        R[j] = malloc((size_t)T * J[j].O * sizeof(float));
+        for (int i = 0; i < T * J[j].O; i++) Y[j][i] = R[j][i] = frand();
+        mrw_matmul(kc, &W[j], X, KX, R[j], J[j].O, T, j & 1);
+        jobs[j] = (mrw_mm_job){&W[j], X, KX, Y[j], J[j].O, j & 1};
+    }
+    mrw_matmul_batch(kc, jobs, NJ, T);
+    double worst = 0;
+    for (int j = 0; j < NJ; j++)
+        for (int i = 0; i < T * J[j].O; i++) worst = fmax(worst, fabs(Y[j][i] - R[j][i]) / (1 + fabs(R[j][i])));
+    CHECKF(worst < 1e-5, "batch of %d jobs, T=%d, %d threads: max rel diff %.3g", NJ, T, kc->n_threads, worst);
+    for (int j = 0; j < NJ; j++) free(d[j]), free(Y[j]), free(R[j]);
+    free(X);
+}
+
 /* Slice widths: none for rows whose decode input fits; equal slices in whole blocks otherwise. */
 static void check_slice_widths(void) {
     CHECK(mrw_mat_slice_cols_for(MRW_DT_F16, 2048, MRW_SLICE_INPUT_BYTES) == 0);
@@ -214,6 +253,7 @@ int main(void) {
                                          sl[si][2], inter);
             check_batch_sliced(&kc, types[ti]);
         }
+        for (int T = 1; T <= 9; T += 4) check_batch_pieces(&kc, T);
         /* a large K that spans several K blocks of every kernel */
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) check_case(&kc, types[ti], 40, 2048 + 64, 25, MRW_MM_GEMM, 1);
         /* rows of 259 blocks: the exact kernel reads interleaved q4_0 rows in pieces of 256 blocks */
@@ -221,5 +261,9 @@ int main(void) {
         check_case(&kc, MRW_DT_Q4_0, 8, 8192 + 96, 1, MRW_MM_MATVEC, 1);
         mrw_kctx_free(&kc);
     }
+    mrw_kctx kc3; /* an odd thread count: pieces that do not pair up */
+    mrw_kctx_init(&kc3, 3);
+    for (int T = 1; T <= 9; T += 4) check_batch_pieces(&kc3, T);
+    mrw_kctx_free(&kc3);
     TEST_MAIN_END();
 }

@@ -149,19 +149,14 @@ static int worth_threads(const mrw_kctx *k, double macs) {
 
 /* Matrix-vector work is handed out in chunks of rows from a shared counter rather than split evenly up
  * front: when every thread streams from memory, one often gets more bandwidth and would otherwise wait at
- * the barrier for the other. In a batch of jobs (mrw_matmul_batch) a chunk is ~32 KiB of weights (at least 16
- * rows). */
-static int chunk_rows(const mrw_mat *W) {
-    size_t r = W->row_bytes ? (32768 + W->row_bytes - 1) / W->row_bytes : 16;
-    r = (r + 15) & ~(size_t)15;
-    return r < 16 ? 16 : r > 1024 ? 1024 : (int)r;
-}
-
-/* One matrix (mrw_matmul_path): two chunks per thread, so that each thread streams long contiguous runs of rows.
- * Measured against 32 KiB chunks on the 2-core machine (docs/PERFORMANCE.md, sixth session): decode of the 0.4B
- * shape +5-30 % in six of six interleaved pairs (bf16 and q8_0), 0.1B q4_0 +10-20 %. */
+ * the barrier for the other. Two chunks per thread, so that each thread streams long contiguous runs of rows:
+ * - one matrix (mrw_matmul_path), against 32 KiB chunks on the 2-core machine (docs/PERFORMANCE.md, sixth
+ *   session): decode of the 0.4B shape +5-30 % in six of six interleaved pairs (bf16 and q8_0), 0.1B q4_0 +10-20 %;
+ * - a batch (mrw_matmul_batch: the projections and LoRAs of a layer), its rows as one stream cut by bytes, against
+ *   32 KiB chunks (tenth session): 2-thread decode 0.1B q4_0 +5 %, 0.4B q4_0 +5 %, 0.4B q8_0 +13 %, 1.5B q4_0 +17 %. */
+#define PIECES_PER_THREAD 2
 static int share_rows(int rows, int nt) {
-    const int r = (rows + 2 * nt - 1) / (2 * nt);
+    const int r = (rows + PIECES_PER_THREAD * nt - 1) / (PIECES_PER_THREAD * nt);
     return (r + 15) & ~15;
 }
 
@@ -272,22 +267,40 @@ void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
         q[j] = mem && prepare_qx(k, jobs[j].W, jobs[j].X, jobs[j].ldx, T, mem, qx[j]) ? qx[j] : NULL;
         if (mem) mem += qx_job_bytes(jobs[j].W, T);
     }
-    /* one queue of (job, row chunk) items */
-    int first[MRW_MM_MAX_BATCH + 1], ch[MRW_MM_MAX_BATCH];
+    /* the batch's rows as one stream cut into pieces of equal bytes; a piece is a run of (job, row range) items,
+     * and a job's rows are cut at multiples of 16 */
+    const int n_pieces = PIECES_PER_THREAD * k->n_threads;
+    double bytes = 0;
+    for (int j = 0; j < n_jobs; j++) bytes += (double)jobs[j].W->rows * jobs[j].W->row_bytes;
+    const double per_piece = bytes / n_pieces;
+    struct item { int job, r0, r1; } item[MRW_MM_MAX_BATCH + n_pieces];
+    int first[n_pieces + 1], n_items = 0, piece = 0;
+    double acc = 0;
     first[0] = 0;
     for (int j = 0; j < n_jobs; j++) {
-        ch[j] = chunk_rows(jobs[j].W);
-        first[j + 1] = first[j] + (jobs[j].W->rows + ch[j] - 1) / ch[j];
-    }
-    atomic_int next = 0;
-#pragma omp parallel num_threads(k->n_threads)
-    {
-        int j = 0;
-        for (int c; (c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < first[n_jobs];) {
-            while (c >= first[j + 1]) j++;
-            const mrw_mm_job *jb = &jobs[j];
-            const int r0 = (c - first[j]) * ch[j], r1 = r0 + ch[j] < jb->W->rows ? r0 + ch[j] : jb->W->rows;
-            matvec_rows(jb->W, q[j], r0, r1, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
+        const mrw_mat *W = jobs[j].W;
+        for (int r = 0; r < W->rows;) {
+            int n = W->rows - r;
+            if (piece < n_pieces - 1) {
+                const double want = (per_piece - acc) / W->row_bytes;
+                if (want < n) n = ((int)want + 16) & ~15; /* rounded up to 16 rows, at least 16 */
+                if (n > W->rows - r) n = W->rows - r;
+            }
+            item[n_items++] = (struct item){j, r, r + n};
+            acc += (double)n * W->row_bytes;
+            r += n;
+            if (acc >= per_piece && piece < n_pieces - 1) {
+                first[++piece] = n_items;
+                acc = 0;
+            }
         }
     }
+    while (piece < n_pieces) first[++piece] = n_items;
+    atomic_int next = 0;
+#pragma omp parallel num_threads(k->n_threads)
+    for (int c; (c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < n_pieces;)
+        for (int i = first[c]; i < first[c + 1]; i++) {
+            const mrw_mm_job *jb = &jobs[item[i].job];
+            matvec_rows(jb->W, q[item[i].job], item[i].r0, item[i].r1, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
+        }
 }
