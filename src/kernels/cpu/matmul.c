@@ -1,5 +1,6 @@
 #include "kernels/cpu/matmul.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -147,19 +148,6 @@ static int worth_threads(const mrw_kctx *k, double macs) {
     return macs < MRW_MIN_WORK_PER_FORK ? 1 : k->n_threads;
 }
 
-/* Matrix-vector work is handed out in chunks of rows from a shared counter rather than split evenly up
- * front: when every thread streams from memory, one often gets more bandwidth and would otherwise wait at
- * the barrier for the other. Two chunks per thread, so that each thread streams long contiguous runs of rows:
- * - one matrix (mrw_matmul_path), against 32 KiB chunks on the 2-core machine (docs/PERFORMANCE.md, sixth
- *   session): decode of the 0.4B shape +5-30 % in six of six interleaved pairs (bf16 and q8_0), 0.1B q4_0 +10-20 %;
- * - a batch (mrw_matmul_batch: the projections and LoRAs of a layer), its rows as one stream cut by bytes, against
- *   32 KiB chunks (tenth session): 2-thread decode 0.1B q4_0 +5 %, 0.4B q4_0 +5 %, 0.4B q8_0 +13 %, 1.5B q4_0 +17 %. */
-#define PIECES_PER_THREAD 2
-static int share_rows(int rows, int nt) {
-    const int r = (rows + PIECES_PER_THREAD * nt - 1) / (PIECES_PER_THREAD * nt);
-    return (r + 15) & ~15;
-}
-
 /* Rows [r0, r1) for all T inputs: with prepared 8-bit activations (qx, one per MRW_MV_MAXT inputs) or with
  * f32 activations. */
 static void matvec_rows(const mrw_mat *W, const mrw_qx *qx, int r0, int r1, const float *X, int ldx, float *Y, int ldy,
@@ -169,6 +157,44 @@ static void matvec_rows(const mrw_mat *W, const mrw_qx *qx, int r0, int r1, cons
         int tn = T - t0 < MRW_MV_MAXT ? T - t0 : MRW_MV_MAXT;
         if (qx) mrw_matvec_qx_rows(W, r0, r1, &qx[c], Y + (size_t)t0 * ldy, ldy, acc);
         else mrw_matvec_rows(W, r0, r1, X + (size_t)t0 * ldx, ldx, Y + (size_t)t0 * ldy, ldy, tn, acc);
+    }
+}
+
+/* Runs the jobs' rows on nt threads. The rows of all jobs form one stream (job after job) handed out from a
+ * shared cursor rather than split evenly up front: when every thread streams from memory, one often gets more
+ * bandwidth than the other. Each grab takes 1/nt of the bytes still to do (at least GRAB_MIN_BYTES, never past
+ * the end of a job, whole multiples of 16 rows), so a thread streams long contiguous runs first and the threads
+ * finish close together. Measured on the 2-core machine (docs/PERFORMANCE.md):
+ * - against 32 KiB chunks (sixth and tenth sessions): long runs are what keep each thread's hardware prefetch
+ *   going; 2-thread decode +5-30 % at every size;
+ * - against two equal pieces per thread (tenth session): +2-5 % (0.1B, 0.4B and 1.5B q4_0, interleaved rounds). */
+#define GRAB_MIN_BYTES 8192.0
+static void run_jobs(const mrw_mm_job *jobs, const mrw_qx *const *q, int n_jobs, int T, int nt) {
+    int start[MRW_MM_MAX_BATCH + 1];
+    double after[MRW_MM_MAX_BATCH + 1]; /* bytes of the jobs after job j */
+    start[0] = 0;
+    for (int j = 0; j < n_jobs; j++) start[j + 1] = start[j] + jobs[j].W->rows;
+    after[n_jobs] = 0;
+    for (int j = n_jobs - 1; j >= 0; j--) after[j] = after[j + 1] + (double)jobs[j].W->rows * jobs[j].W->row_bytes;
+    const int total = start[n_jobs];
+    atomic_int cursor = 0;
+#pragma omp parallel num_threads(nt)
+    for (int j = 0;;) {
+        int g = atomic_load_explicit(&cursor, memory_order_relaxed), n = 0;
+        while (g < total) { /* the cursor only moves forward, and so does j */
+            while (g >= start[j + 1]) j++;
+            const int left = start[j + 1] - g;
+            const double rb = (double)jobs[j].W->row_bytes;
+            const double want = ((double)left * rb + after[j + 1]) / nt;
+            n = (int)(fmax(want, GRAB_MIN_BYTES) / rb);
+            n = n >= left ? left : (n + 16) & ~15;
+            if (n > left) n = left;
+            if (atomic_compare_exchange_weak_explicit(&cursor, &g, g + n, memory_order_relaxed, memory_order_relaxed))
+                break;
+        }
+        if (g >= total) break;
+        const mrw_mm_job *jb = &jobs[j];
+        matvec_rows(jb->W, q[j], g - start[j], g - start[j] + n, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
     }
 }
 
@@ -219,13 +245,8 @@ void mrw_matmul_path(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, flo
         matvec_rows(W, q, 0, W->rows, X, ldx, Y, ldy, T, accumulate);
         return;
     }
-    const int ch = share_rows(W->rows, nt), n_chunks = (W->rows + ch - 1) / ch;
-    atomic_int next = 0;
-#pragma omp parallel num_threads(nt)
-    for (int c; (c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < n_chunks;) {
-        const int r0 = c * ch, r1 = r0 + ch < W->rows ? r0 + ch : W->rows;
-        matvec_rows(W, q, r0, r1, X, ldx, Y, ldy, T, accumulate);
-    }
+    const mrw_mm_job job = {W, X, ldx, Y, ldy, accumulate};
+    run_jobs(&job, &q, 1, T, nt);
 }
 
 void mrw_matmul(mrw_kctx *k, const mrw_mat *W, const float *X, int ldx, float *Y, int ldy, int T, int accumulate) {
@@ -267,40 +288,5 @@ void mrw_matmul_batch(mrw_kctx *k, const mrw_mm_job *jobs, int n_jobs, int T) {
         q[j] = mem && prepare_qx(k, jobs[j].W, jobs[j].X, jobs[j].ldx, T, mem, qx[j]) ? qx[j] : NULL;
         if (mem) mem += qx_job_bytes(jobs[j].W, T);
     }
-    /* the batch's rows as one stream cut into pieces of equal bytes; a piece is a run of (job, row range) items,
-     * and a job's rows are cut at multiples of 16 */
-    const int n_pieces = PIECES_PER_THREAD * k->n_threads;
-    double bytes = 0;
-    for (int j = 0; j < n_jobs; j++) bytes += (double)jobs[j].W->rows * jobs[j].W->row_bytes;
-    const double per_piece = bytes / n_pieces;
-    struct item { int job, r0, r1; } item[MRW_MM_MAX_BATCH + n_pieces];
-    int first[n_pieces + 1], n_items = 0, piece = 0;
-    double acc = 0;
-    first[0] = 0;
-    for (int j = 0; j < n_jobs; j++) {
-        const mrw_mat *W = jobs[j].W;
-        for (int r = 0; r < W->rows;) {
-            int n = W->rows - r;
-            if (piece < n_pieces - 1) {
-                const double want = (per_piece - acc) / W->row_bytes;
-                if (want < n) n = ((int)want + 16) & ~15; /* rounded up to 16 rows, at least 16 */
-                if (n > W->rows - r) n = W->rows - r;
-            }
-            item[n_items++] = (struct item){j, r, r + n};
-            acc += (double)n * W->row_bytes;
-            r += n;
-            if (acc >= per_piece && piece < n_pieces - 1) {
-                first[++piece] = n_items;
-                acc = 0;
-            }
-        }
-    }
-    while (piece < n_pieces) first[++piece] = n_items;
-    atomic_int next = 0;
-#pragma omp parallel num_threads(k->n_threads)
-    for (int c; (c = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed)) < n_pieces;)
-        for (int i = first[c]; i < first[c + 1]; i++) {
-            const mrw_mm_job *jb = &jobs[item[i].job];
-            matvec_rows(jb->W, q[item[i].job], item[i].r0, item[i].r1, jb->X, jb->ldx, jb->Y, jb->ldy, T, jb->accumulate);
-        }
+    run_jobs(jobs, q, n_jobs, T, k->n_threads);
 }
