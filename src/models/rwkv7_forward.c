@@ -14,10 +14,10 @@
 
 /* Steps 1-2: LN1, token shift against the previous row (the state for row 0), the six mixes. */
 static void shift_and_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T) {
+    const int nt = NT;
     const int C = c->C;
-    mrw_layernorm(c->x, c->xa, T, C, ly->ln1_w, ly->ln1_b, MRW_LN_EPS, NT);
-#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
-    for (int t = 0; t < T; t++) {
+    mrw_layernorm(c->x, c->xa, T, C, ly->ln1_w, ly->ln1_b, MRW_LN_EPS, nt);
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, int, t, T, {
         const float *cur = c->xa + (size_t)t * C, *prev = t ? cur - C : sx;
         const size_t o = (size_t)t * C;
         for (int i = 0; i < C; i++) {
@@ -29,12 +29,13 @@ static void shift_and_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int 
             c->xaa[o + i] = x + d * ly->x_a[i];
             c->xg[o + i] = x + d * ly->x_g[i];
         }
-    }
+    });
     memcpy(sx, c->xa + (size_t)(T - 1) * C, (size_t)C * sizeof *sx);
 }
 
 /* Steps 3-7: the projections and LoRAs, decay, ICLR, gate and the value residual. */
 void mrw_rwkv7_projections(mrw_context *c, const rwkv7_layer *ly, int layer, int T) {
+    const int nt = NT;
     const int C = c->C;
     mrw_mm_job down[7] = {
         {&ly->Wr, c->xr, C, c->r, C, 0},
@@ -46,8 +47,8 @@ void mrw_rwkv7_projections(mrw_context *c, const rwkv7_layer *ly, int layer, int
         {&ly->v1, c->xv, C, c->lv, ly->v1.rows, 0},
     };
     mrw_matmul_batch(&c->kc, down, layer > 0 ? 7 : 6, T);
-    mrw_vec_tanh(c->lw, (size_t)T * ly->w1.rows, NT);
-    mrw_vec_sigmoid(c->lg, (size_t)T * ly->g1.rows, NT);
+    mrw_vec_tanh(c->lw, (size_t)T * ly->w1.rows, nt);
+    mrw_vec_sigmoid(c->lg, (size_t)T * ly->g1.rows, nt);
     /* up-projections write into the mix buffers, which are dead now */
     float *wpre = c->xw, *apre = c->xaa, *vpre = c->xr;
     mrw_mm_job up[4] = {
@@ -59,24 +60,23 @@ void mrw_rwkv7_projections(mrw_context *c, const rwkv7_layer *ly, int layer, int
     mrw_matmul_batch(&c->kc, up, layer > 0 ? 4 : 3, T);
     /* step 4: decay; step 5: ICLR; step 7: value residual (its gate computed in place in vpre) */
     memcpy(c->w, wpre, (size_t)T * C * sizeof(float));
-    mrw_vec_decay(c->w, ly->w0, T, C, NT);
+    mrw_vec_decay(c->w, ly->w0, T, C, nt);
     memcpy(c->alpha, apre, (size_t)T * C * sizeof(float));
-    mrw_vec_sigmoid_bias(c->alpha, ly->a0, T, C, NT);
+    mrw_vec_sigmoid_bias(c->alpha, ly->a0, T, C, nt);
     if (layer == 0) {
         memcpy(c->vfirst, c->v, (size_t)T * C * sizeof(float));
     } else {
-        mrw_vec_sigmoid_bias(vpre, ly->v0, T, C, NT);
+        mrw_vec_sigmoid_bias(vpre, ly->v0, T, C, nt);
         const long n = (long)T * C;
-#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
-        for (long i = 0; i < n; i++) c->v[i] += (c->vfirst[i] - c->v[i]) * vpre[i];
+        MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, long, i, n, { c->v[i] += (c->vfirst[i] - c->v[i]) * vpre[i]; });
     }
 }
 
 /* Steps 8-9 and the kernel's a/b vectors: κ̂ from k before the k_a update, then b = κ̂⊙α, a = −κ̂. */
 void mrw_rwkv7_key_prep(mrw_context *c, const rwkv7_layer *ly, int T) {
+    const int nt = NT;
     const int C = c->C, H = c->H, N = c->N;
-#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
-    for (int t = 0; t < T; t++) {
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, int, t, T, {
         const size_t o = (size_t)t * C;
         float *k = c->k + o, *kk = c->kk + o, *al = c->alpha + o;
         for (int h = 0; h < H; h++) {
@@ -94,15 +94,15 @@ void mrw_rwkv7_key_prep(mrw_context *c, const rwkv7_layer *ly, int T) {
             al[i] *= kk[i]; /* alpha buffer becomes b */
             kk[i] = -kk[i]; /* kk buffer becomes a */
         }
-    }
+    });
 }
 
 /* Steps 11-13: GroupNorm, bonus, gate, output projection into the residual. */
 void mrw_rwkv7_attn_out(mrw_context *c, const rwkv7_layer *ly, int T) {
+    const int nt = NT;
     const int C = c->C, H = c->H, N = c->N;
-    mrw_groupnorm(c->y, T, H, N, ly->lnx_w, ly->lnx_b, MRW_GN_EPS, NT);
-#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
-    for (int t = 0; t < T; t++) {
+    mrw_groupnorm(c->y, T, H, N, ly->lnx_w, ly->lnx_b, MRW_GN_EPS, nt);
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, int, t, T, {
         const size_t o = (size_t)t * C;
         for (int h = 0; h < H; h++) {
             const size_t p = o + (size_t)h * N;
@@ -110,7 +110,7 @@ void mrw_rwkv7_attn_out(mrw_context *c, const rwkv7_layer *ly, int T) {
             for (int j = 0; j < N; j++) beta += c->r[p + j] * c->k[p + j] * ly->r_k[h * N + j];
             for (int i = 0; i < N; i++) c->y[p + i] = (c->y[p + i] + beta * c->v[p + i]) * c->g[p + i];
         }
-    }
+    });
     mrw_matmul(&c->kc, &ly->Wo, c->y, C, c->x, C, T, 1);
 }
 
@@ -122,27 +122,27 @@ static void wkv_and_output(mrw_context *c, const rwkv7_layer *ly, float *S, int 
 
 /* Step 14: channel mix. */
 static void channel_mix(mrw_context *c, const rwkv7_layer *ly, float *sx, int T) {
+    const int nt = NT;
     const int C = c->C;
-    mrw_layernorm(c->x, c->xa, T, C, ly->ln2_w, ly->ln2_b, MRW_LN_EPS, NT);
-#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
-    for (int t = 0; t < T; t++) {
+    mrw_layernorm(c->x, c->xa, T, C, ly->ln2_w, ly->ln2_b, MRW_LN_EPS, nt);
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, int, t, T, {
         const float *cur = c->xa + (size_t)t * C, *prev = t ? cur - C : sx;
         float *u = c->xk + (size_t)t * C;
         for (int i = 0; i < C; i++) u[i] = cur[i] + (prev[i] - cur[i]) * ly->ffn_x_k[i];
-    }
+    });
     memcpy(sx, c->xa + (size_t)(T - 1) * C, (size_t)C * sizeof *sx);
     mrw_rwkv7_ffn(c, ly, T);
 }
 
 void mrw_rwkv7_ffn(mrw_context *c, const rwkv7_layer *ly, int T) {
+    const int nt = NT;
     const int C = c->C, F = ly->ffn_key.rows;
     mrw_matmul(&c->kc, &ly->ffn_key, c->xk, C, c->ffn, F, T, 0);
     const long n_ffn = (long)T * F;
-#pragma omp parallel for num_threads(NT) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && NT > 1)
-    for (long i = 0; i < n_ffn; i++) {
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, long, i, n_ffn, {
         float h = c->ffn[i] > 0 ? c->ffn[i] : 0;
         c->ffn[i] = h * h;
-    }
+    });
     mrw_matmul(&c->kc, &ly->ffn_value, c->ffn, F, c->x, C, T, 1);
 }
 

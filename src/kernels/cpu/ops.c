@@ -39,28 +39,25 @@ static void sums_f64(const float *x, int n, double *mean_out, double *var_out) {
 }
 
 void mrw_layernorm(const float *x, float *y, int T, int C, const float *w, const float *b, float eps, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
-    for (int t = 0; t < T; t++) {
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, int, t, T, {
         const float *xr = x + (size_t)t * C;
         float *yr = y + (size_t)t * C;
         double mean, var;
         sums_f64(xr, C, &mean, &var);
         const float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
         for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * inv * w[c] + b[c];
-    }
+    });
 }
 
 void mrw_groupnorm(float *y, int T, int H, int N, const float *w, const float *b, float eps, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++) {
-            float *g = y + (size_t)t * H * N + (size_t)h * N;
-            const float *gw = w + h * N, *gb = b + h * N;
-            double mean, var;
-            sums_f64(g, N, &mean, &var);
-            const float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
-            for (int i = 0; i < N; i++) g[i] = (g[i] - m) * inv * gw[i] + gb[i];
-        }
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, long, th, (long)T * H, {
+        float *g = y + (size_t)th * N;
+        const float *gw = w + (th % H) * N, *gb = b + (th % H) * N;
+        double mean, var;
+        sums_f64(g, N, &mean, &var);
+        const float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+        for (int i = 0; i < N; i++) g[i] = (g[i] - m) * inv * gw[i] + gb[i];
+    });
 }
 
 /* One head, T steps. The row loop keeps S[i][:] in registers-sized chunks; j is contiguous. */
@@ -121,23 +118,26 @@ static void wkv7_head64(float *S, int T, int C, const float *r, const float *w, 
 }
 #endif
 
+static void wkv7_one_head(float *S, int h, int N, int T, int C, const float *r, const float *w, const float *k,
+                          const float *v, const float *a, const float *b, float *y) {
+    const size_t off = (size_t)h * N;
+#ifdef MRW_VMATH_AVX512
+    if (N == 64) {
+        wkv7_head64(S + (size_t)h * N * N, T, C, r + off, w + off, k + off, v + off, a + off, b + off, y + off);
+        return;
+    }
+#endif
+    wkv7_head(S + (size_t)h * N * N, N, T, C, r + off, w + off, k + off, v + off, a + off, b + off, y + off);
+}
+
 void mrw_wkv7(float *S, int H, int N, int T, const float *r, const float *w, const float *k, const float *v,
               const float *a, const float *b, float *y, int n_threads) {
     const int C = H * N;
     if (n_threads > H) n_threads = H;
     if ((double)H * N * N * T < 65536.0) n_threads = 1; /* a fork costs more than the scan */
     if (n_threads < 1) n_threads = 1;
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1)
-    for (int h = 0; h < H; h++) {
-        const size_t off = (size_t)h * N;
-#ifdef MRW_VMATH_AVX512
-        if (N == 64) {
-            wkv7_head64(S + (size_t)h * N * N, T, C, r + off, w + off, k + off, v + off, a + off, b + off, y + off);
-            continue;
-        }
-#endif
-        wkv7_head(S + (size_t)h * N * N, N, T, C, r + off, w + off, k + off, v + off, a + off, b + off, y + off);
-    }
+    const int nt = n_threads;
+    MRW_PARALLEL_FOR_IF(nt > 1, int, h, H, { wkv7_one_head(S, h, N, T, C, r, w, k, v, a, b, y); });
 }
 
 static void sigmoid_span(float *x, size_t n) {
@@ -159,41 +159,41 @@ static void tanh_span(float *x, size_t n) {
 #define SPAN 4096
 void mrw_vec_sigmoid(float *x, size_t n, int nt) {
     const long spans = (long)((n + SPAN - 1) / SPAN);
-#pragma omp parallel for num_threads(nt) schedule(static) if (spans >= 4 && nt > 1)
-    for (long s = 0; s < spans; s++) sigmoid_span(x + (size_t)s * SPAN, n - (size_t)s * SPAN < SPAN ? n - (size_t)s * SPAN : SPAN);
+    MRW_PARALLEL_FOR_IF(spans >= 4 && nt > 1, long, s, spans,
+                        { sigmoid_span(x + (size_t)s * SPAN, n - (size_t)s * SPAN < SPAN ? n - (size_t)s * SPAN : SPAN); });
 }
 
 void mrw_vec_tanh(float *x, size_t n, int nt) {
     const long spans = (long)((n + SPAN - 1) / SPAN);
-#pragma omp parallel for num_threads(nt) schedule(static) if (spans >= 4 && nt > 1)
-    for (long s = 0; s < spans; s++) tanh_span(x + (size_t)s * SPAN, n - (size_t)s * SPAN < SPAN ? n - (size_t)s * SPAN : SPAN);
+    MRW_PARALLEL_FOR_IF(spans >= 4 && nt > 1, long, s, spans,
+                        { tanh_span(x + (size_t)s * SPAN, n - (size_t)s * SPAN < SPAN ? n - (size_t)s * SPAN : SPAN); });
+}
+
+static void decay_row(float *row, const float *w0, int C) {
+    const float scale = -0.60653065971263342f; /* -e^{-1/2} */
+    int i = 0;
+#ifdef MRW_VMATH_AVX512
+    for (; i + 16 <= C; i += 16) {
+        __m512 s = mrw_v_sigmoid(_mm512_add_ps(_mm512_loadu_ps(w0 + i), _mm512_loadu_ps(row + i)));
+        _mm512_storeu_ps(row + i, mrw_v_exp(_mm512_mul_ps(s, _mm512_set1_ps(scale))));
+    }
+#endif
+    for (; i < C; i++) row[i] = expf(scale * mrw_s_sigmoid(w0[i] + row[i]));
 }
 
 void mrw_vec_decay(float *w, const float *w0, int T, int C, int nt) {
-    const float scale = -0.60653065971263342f; /* -e^{-1/2} */
-#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
-    for (int t = 0; t < T; t++) {
-        float *row = w + (size_t)t * C;
-        int i = 0;
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, int, t, T, { decay_row(w + (size_t)t * C, w0, C); });
+}
+
+static void sigmoid_bias_row(float *row, const float *bias, int C) {
+    int i = 0;
 #ifdef MRW_VMATH_AVX512
-        for (; i + 16 <= C; i += 16) {
-            __m512 s = mrw_v_sigmoid(_mm512_add_ps(_mm512_loadu_ps(w0 + i), _mm512_loadu_ps(row + i)));
-            _mm512_storeu_ps(row + i, mrw_v_exp(_mm512_mul_ps(s, _mm512_set1_ps(scale))));
-        }
+    for (; i + 16 <= C; i += 16)
+        _mm512_storeu_ps(row + i, mrw_v_sigmoid(_mm512_add_ps(_mm512_loadu_ps(bias + i), _mm512_loadu_ps(row + i))));
 #endif
-        for (; i < C; i++) row[i] = expf(scale * mrw_s_sigmoid(w0[i] + row[i]));
-    }
+    for (; i < C; i++) row[i] = mrw_s_sigmoid(bias[i] + row[i]);
 }
 
 void mrw_vec_sigmoid_bias(float *x, const float *bias, int T, int C, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (T >= MRW_ROWS_MIN_PARALLEL && nt > 1)
-    for (int t = 0; t < T; t++) {
-        float *row = x + (size_t)t * C;
-        int i = 0;
-#ifdef MRW_VMATH_AVX512
-        for (; i + 16 <= C; i += 16)
-            _mm512_storeu_ps(row + i, mrw_v_sigmoid(_mm512_add_ps(_mm512_loadu_ps(bias + i), _mm512_loadu_ps(row + i))));
-#endif
-        for (; i < C; i++) row[i] = mrw_s_sigmoid(bias[i] + row[i]);
-    }
+    MRW_PARALLEL_FOR_IF(T >= MRW_ROWS_MIN_PARALLEL && nt > 1, int, t, T, { sigmoid_bias_row(x + (size_t)t * C, bias, C); });
 }
