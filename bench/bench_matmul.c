@@ -69,8 +69,9 @@ static int dram_gemv(int nt, int rounds) {
             for (int o = 0; o < O; o++) mrw_from_f32(dt, Wf + (size_t)o * K, all + (size_t)o * rb, K);
             mrw_mat first; /* in decode's layout: q4_0 rows interleaved as a loaded model holds them */
             mrw_mat_init(&first, dt, O, K, all);
-            const char *plain = getenv("MRW_NO_INTERLEAVE"); /* as for models: plain rows, for A/B runs */
-            if (!(plain && *plain == '1') && mrw_mat_interleavable(&first) && mrw_mat_interleave(&first, all)) return 1;
+            const char *plain = getenv("MRW_NO_INTERLEAVE"); /* as for models (set and not "0"): plain rows */
+            const int keep_plain = plain && *plain && strcmp(plain, "0");
+            if (!keep_plain && mrw_mat_interleavable(&first) && mrw_mat_interleave(&first, all)) return 1;
             for (int m = 0; m < n; m++) {
                 if (m) memcpy(all + mb * m, all, mb);
                 W[m] = first;

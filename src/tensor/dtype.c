@@ -151,7 +151,7 @@ void mrw_dequantize_q4_0(const mrw_block_q4_0 *x, float *y, int64_t n) {
 /* Where block i's pieces lie in an interleaved row: its group's start, the group's size and its index in it. */
 static const uint8_t *q4i_group(const uint8_t *row, int nb, int i, int *n, int *j) {
     const int g0 = i / MRW_Q4I_GROUP * MRW_Q4I_GROUP;
-    *n = nb - g0 < MRW_Q4I_GROUP ? nb - g0 : MRW_Q4I_GROUP;
+    *n = mrw_q4i_group_blocks(nb, i / MRW_Q4I_GROUP);
     *j = i - g0;
     return row + (size_t)g0 * sizeof(mrw_block_q4_0);
 }

@@ -65,6 +65,10 @@ void mrw_dequantize_q4_0(const mrw_block_q4_0 *x, float *y, int64_t n);
  * bytes in 32-bit lane j, where vpdpbusd sums them, and the 16 scales convert with one instruction. A row keeps its
  * byte count; the last group may be partial (n < 16, same form). */
 #define MRW_Q4I_GROUP 16
+/* Blocks in group g of an interleaved row of nb blocks (the last group may be partial). */
+static inline int mrw_q4i_group_blocks(int nb, int g) {
+    return nb - g * MRW_Q4I_GROUP < MRW_Q4I_GROUP ? nb - g * MRW_Q4I_GROUP : MRW_Q4I_GROUP;
+}
 void mrw_q4_interleave_row(const mrw_block_q4_0 *src, uint8_t *dst, int nb);
 void mrw_q4_deinterleave_row(const uint8_t *src, mrw_block_q4_0 *dst, int nb);
 /* Blocks [b0, b0 + n) of an interleaved row of nb blocks in the plain layout; b0 a multiple of MRW_Q4I_GROUP and

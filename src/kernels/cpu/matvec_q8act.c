@@ -323,7 +323,7 @@ static void rows_q4i_f32(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, flo
         __m512 f[MRW_MV_MAXT];
         for (int t = 0; t < MRW_MV_MAXT; t++) f[t] = _mm512_setzero_ps();
         for (int g = 0; g < ng; g++) {
-            const int n = nb - g * MRW_Q4I_GROUP < MRW_Q4I_GROUP ? nb - g * MRW_Q4I_GROUP : MRW_Q4I_GROUP;
+            const int n = mrw_q4i_group_blocks(nb, g);
             const uint8_t *gp = row + g * GB, *q = gp + 2 * n;
             const __m512 d = _mm512_cvtph_ps(n == MRW_Q4I_GROUP ? _mm256_loadu_si256((const __m256i *)gp)
                                                                 : _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), gp));
@@ -419,7 +419,7 @@ static void rows_q4i(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *
                 f1 = q4i_group_dot(row + (g + 1) * GB, MRW_Q4I_GROUP, xg + (size_t)(g + 1) * Q4I_BYTES, f1);
             }
             for (; g < ng; g++) {
-                const int n = nb - g * MRW_Q4I_GROUP < MRW_Q4I_GROUP ? nb - g * MRW_Q4I_GROUP : MRW_Q4I_GROUP;
+                const int n = mrw_q4i_group_blocks(nb, g);
                 f0 = q4i_any_group_dot(row + g * GB, n, xg + (size_t)g * Q4I_BYTES, f0);
             }
             store_y(Y + o, _mm512_reduce_add_ps(_mm512_add_ps(f0, f1)), acc);
@@ -428,7 +428,7 @@ static void rows_q4i(const mrw_mat *W, int r0, int r1, const mrw_qx *qx, float *
         __m512 f[MRW_MV_MAXT];
         for (int t = 0; t < MRW_MV_MAXT; t++) f[t] = _mm512_setzero_ps();
         for (int g = 0; g < ng; g++) {
-            const int n = nb - g * MRW_Q4I_GROUP < MRW_Q4I_GROUP ? nb - g * MRW_Q4I_GROUP : MRW_Q4I_GROUP;
+            const int n = mrw_q4i_group_blocks(nb, g);
             for (int t = 0; t < tn; t++)
                 f[t] = q4i_any_group_dot(row + g * GB, n, xg + ((size_t)t * ng + g) * Q4I_BYTES, f[t]);
         }
